@@ -1,0 +1,25 @@
+// Writes bench/results/<scenario>.json in the shape DESIGN.md fixes:
+// { scenario, when, machine: { cpus, kernel }, results: { <metric>: { value, unit } } }.
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { cpus, release } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface BenchMetric {
+  value: number;
+  unit: string;
+}
+
+/** The repository's bench/results directory (dist/bench/results.js → ../../bench/results). */
+export const RESULTS_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'results');
+
+export function writeBenchResult(scenario: string, results: Record<string, BenchMetric>, extra: Record<string, unknown> = {}, dir = RESULTS_DIR): string {
+  for (const [k, m] of Object.entries(results)) {
+    if (!Number.isFinite(m.value)) throw new Error(`bench ${scenario}: metric ${k} is not a finite number (${m.value})`);
+  }
+  const doc = { scenario, when: new Date().toISOString(), machine: { cpus: cpus().length, kernel: release() }, results, ...extra };
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, `${scenario}.json`);
+  writeFileSync(path, JSON.stringify(doc, null, 2) + '\n');
+  return path;
+}

@@ -1,0 +1,78 @@
+// What CLI commands (`cbr xdp status`, `cbr wg peers`, `cbr bgp drain`, …) use to talk to the running
+// agent's /v1/ API. The address comes from --admin, CBR_ADMIN_URL, or the config file's admin.listen.
+import { readFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import { loadConfigFile } from './config/load.js';
+
+export interface AdminClientOptions {
+  /** Base URL such as http://127.0.0.1:9780 */
+  url: string;
+  token?: string;
+  timeoutMs?: number;
+}
+
+export class AdminClientError extends Error {
+  constructor(message: string, readonly status?: number, readonly body?: unknown) {
+    super(message);
+    this.name = 'AdminClientError';
+  }
+}
+
+export function adminClient(opts: AdminClientOptions) {
+  const request = async (method: string, path: string, body?: unknown): Promise<unknown> => {
+    const headers: Record<string, string> = {};
+    if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    let res: Response;
+    try {
+      res = await fetch(new URL(path, opts.url), {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(opts.timeoutMs ?? 10_000),
+      });
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
+      throw new AdminClientError(`cannot reach the agent at ${opts.url} (${cause}); is it running? (--admin URL or CBR_ADMIN_URL)`);
+    }
+    const text = await res.text();
+    let parsed: unknown = text;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      /* not JSON */
+    }
+    if (!res.ok) {
+      const msg = typeof parsed === 'object' && parsed && 'error' in parsed ? String((parsed as { error: unknown }).error) : text.trim();
+      throw new AdminClientError(`agent answered ${res.status}: ${msg}`, res.status, parsed);
+    }
+    return parsed;
+  };
+  return {
+    get: (path: string) => request('GET', path),
+    post: (path: string, body?: unknown) => request('POST', path, body ?? {}),
+    delete: (path: string) => request('DELETE', path),
+  };
+}
+
+export type AdminClient = ReturnType<typeof adminClient>;
+
+/** Adds --admin and --config to a command that talks to the agent. */
+export function withAdminOptions(cmd: Command): Command {
+  return cmd
+    .option('--admin <url>', 'agent admin URL (default: CBR_ADMIN_URL, else admin.listen from --config, else http://127.0.0.1:9780)')
+    .option('--config <file>', 'agent config file to read admin.listen and the API token from (default: CBR_CONFIG)');
+}
+
+/** Resolves the admin URL and token from the options a command got. */
+export function adminClientFromOptions(opts: { admin?: string; config?: string }) {
+  let url = opts.admin ?? process.env.CBR_ADMIN_URL;
+  let token = process.env.CBR_ADMIN_TOKEN;
+  const configPath = opts.config ?? process.env.CBR_CONFIG;
+  if (configPath && (!url || !token)) {
+    const { config } = loadConfigFile(configPath);
+    url ??= `http://${config.admin.listen.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '[::1]:')}`;
+    token ??= config.admin.apiToken ?? (config.admin.apiTokenFile ? readFileSync(config.admin.apiTokenFile, 'utf8').trim() : undefined);
+  }
+  return adminClient({ url: url ?? 'http://127.0.0.1:9780', token });
+}

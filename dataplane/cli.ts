@@ -1,0 +1,102 @@
+#!/usr/bin/env node
+// `cbr`: the agent and its operator tools. Every failure ends with one clear line per problem on
+// stderr and a non-zero exit, never a stack trace.
+import { Command, CommanderError } from 'commander';
+import { stringify as toYaml } from 'yaml';
+import { loadConfigFile, validateConfig, applyEnvOverrides, ConfigError, configLeafPaths, envNameFor } from './config/load.js';
+import { renderConfigDocs } from './config/docs.js';
+import { Agent } from './agent.js';
+import { VERSION } from './version.js';
+import { adminClientFromOptions, withAdminOptions } from './admin-client.js';
+import { registerAuthCommands } from '../auth/index.js';
+import { registerXdpCommands } from '../xdp/index.js';
+import { registerMasqueCommands, registerWireguardCommands } from '../tunnel/index.js';
+import { registerBgpCommands } from '../bgp/index.js';
+
+const program = new Command();
+program
+  .name('cbr')
+  .description('CloudBridge PoP agent: XDP fast path, MASQUE and WireGuard termination, anycast through BIRD')
+  .version(VERSION)
+  .showHelpAfterError('(run with --help for usage)')
+  .exitOverride();
+
+program
+  .command('agent')
+  .description('run the PoP agent in the foreground (as a systemd-run or systemd service)')
+  .option('-c, --config <file>', 'YAML config file (default: CBR_CONFIG; without either, embedded defaults with every subsystem off)')
+  .action(async (opts: { config?: string }) => {
+    const path = opts.config ?? process.env.CBR_CONFIG;
+    const loaded = path ? loadConfigFile(path) : { config: validateConfig(envOnly()), path: undefined, envOverrides: [] };
+    const agent = new Agent({ config: loaded.config, configPath: loaded.path });
+    if (loaded.envOverrides.length) agent.log.info({ variables: loaded.envOverrides }, 'config overridden from the environment');
+    process.on('uncaughtException', (err) => {
+      agent.log.fatal({ err }, 'uncaught exception; shutting down');
+      void agent.shutdown('uncaughtException').then(() => process.exit(1));
+    });
+    process.on('unhandledRejection', (err) => agent.log.error({ err }, 'unhandled promise rejection'));
+    const exitCode = agent.runUntilSignalled();
+    await agent.start();
+    process.exit(await exitCode);
+  });
+
+/** The embedded defaults plus CBR_* overrides, for `cbr agent` without a file. */
+function envOnly(): Record<string, unknown> {
+  const raw: Record<string, unknown> = {};
+  applyEnvOverrides(raw, process.env);
+  return raw;
+}
+
+const configCmd = program.command('config').description('validate and document the agent config');
+configCmd
+  .command('check')
+  .description('validate a config file (with CBR_* overrides) and exit 0 if the agent would accept it')
+  .argument('<file>', 'YAML config file')
+  .option('--print', 'print the effective config (defaults filled in) as YAML')
+  .action((file: string, opts: { print?: boolean }) => {
+    const { config, envOverrides } = loadConfigFile(file);
+    if (opts.print) process.stdout.write(toYaml(config));
+    else process.stdout.write(`${file}: ok${envOverrides.length ? ` (with ${envOverrides.join(', ')})` : ''}\n`);
+  });
+configCmd
+  .command('docs')
+  .description('print the config reference (Markdown) generated from the schema')
+  .action(() => {
+    process.stdout.write(renderConfigDocs());
+  });
+configCmd
+  .command('env')
+  .description('list the CBR_* environment variables that override config fields')
+  .action(() => {
+    for (const path of configLeafPaths()) process.stdout.write(`${envNameFor(path)}\t${path.join('.')}\n`);
+    process.stdout.write('CBR_LOG_LEVEL\tlog.level\nCBR_CC\ttunnel.masque.congestionControl\nCBR_CONFIG\tconfig file for `cbr agent`\n');
+  });
+
+withAdminOptions(program.command('status').description('show the running agent\'s status (GET /v1/status)')).action(async (opts) => {
+  process.stdout.write(JSON.stringify(await adminClientFromOptions(opts).get('/v1/status'), null, 2) + '\n');
+});
+withAdminOptions(program.command('reload').description('ask the running agent to reload its config (like SIGHUP)')).action(async (opts) => {
+  await adminClientFromOptions(opts).post('/v1/reload');
+  process.stdout.write('reloaded\n');
+});
+
+registerAuthCommands(program);
+registerXdpCommands(program);
+registerMasqueCommands(program);
+registerWireguardCommands(program);
+registerBgpCommands(program);
+
+function fail(lines: string[]): never {
+  for (const l of lines) process.stderr.write(`${l}\n`);
+  process.exit(1);
+}
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    process.exit(err.exitCode);
+  }
+  if (err instanceof ConfigError) fail(err.problems);
+  fail([`cbr: ${(err as Error).message ?? String(err)}`]);
+}
