@@ -5,3 +5,4 @@ export { authConfigSchema } from './config.js';
 /** Not built yet (issue: Zitadel JWT gate); enabling `auth` is refused by the agent until it lands. */
 export const authSubsystem: SubsystemFactory | undefined = undefined;
 export const registerAuthCommands: CommandRegistrar = () => {};
+export { AuthError, AUTH_ERROR_STATUS, AUTH_SERVICE, type AuthGate, type AuthErrorCode, type Identity, type SessionKind } from './gate.js';
