@@ -8,3 +8,5 @@ export * from './unistream.js';
 export * from './datagram.js';
 export * from './capsules.js';
 export * from './ip.js';
+export * from './huffman.js';
+export * from './qpack.js';
