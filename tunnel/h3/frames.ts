@@ -234,7 +234,8 @@ export class H3FrameParser {
       // Payload.
       const take = Math.min(this.remaining, n - pos);
       if (this.frameType === FrameType.DATA && !this.skipping) {
-        if (take > 0) out.push({ type: 'data', payload: chunk.subarray(pos, pos + take) });
+        // take is 0 only for an empty DATA frame; report it anyway so frame order is still checked.
+        out.push({ type: 'data', payload: chunk.subarray(pos, pos + take) });
         pos += take;
         this.remaining -= take;
       } else if (this.skipping) {
@@ -258,7 +259,7 @@ export class H3FrameParser {
           const frame = this.finishFrame(this.payload);
           this.payload = null;
           this.payloadFilled = 0;
-        this.state = State.Header;
+          this.state = State.Header;
           if (frame) out.push(frame);
           continue;
         }

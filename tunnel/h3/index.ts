@@ -10,3 +10,5 @@ export * from './capsules.js';
 export * from './ip.js';
 export * from './huffman.js';
 export * from './qpack.js';
+export * from './headers.js';
+export * from './stream.js';
