@@ -8,7 +8,7 @@ import {
   H3FrameParser, type FrameParserOptions, type H3Frame,
 } from './frames.js';
 import { decodeSettings, DEFAULT_LOCAL_SETTINGS, encodeSettings, greaseSettingId, type H3Settings } from './settings.js';
-import { encodeUniStreamHeader, PeerUniStreams, readUniStreamHeader, UniStreamType } from './unistream.js';
+import { encodeControlStreamPreamble, encodeUniStreamHeader, PeerUniStreams, readUniStreamHeader, UniStreamType } from './unistream.js';
 import { encodeVarint, encodeVarintBig } from './varint.js';
 
 const hex = (h: string) => Uint8Array.from(Buffer.from(h.replace(/\s+/g, ''), 'hex'));
@@ -162,6 +162,11 @@ test('unidirectional stream headers', () => {
   assert.equal(readUniStreamHeader(hex('40')), null);
   assert.deepEqual(readUniStreamHeader(hex('4021')), { kind: 'unknown', type: 0x21, headerLength: 2 });
   assert.deepEqual(encodeUniStreamHeader(UniStreamType.PUSH, 5), hex('0105'));
+  const preamble = encodeControlStreamPreamble();
+  const header = readUniStreamHeader(preamble);
+  assert.equal(header?.kind, 'control');
+  const frames = new H3FrameParser({ stream: 'control', role: 'client' }).push(preamble.subarray(header!.headerLength));
+  assert.deepEqual(frames, [{ type: 'settings', settings: { ...DEFAULT_LOCAL_SETTINGS } }]);
 
   const server = new PeerUniStreams('server');
   assert.equal(server.accept({ kind: 'control', type: 0, headerLength: 1 }), 'read');

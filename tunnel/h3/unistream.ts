@@ -1,7 +1,8 @@
 // Unidirectional stream types (RFC 9114 §6.2, RFC 9204 §4.2): the first varint on a peer's unidirectional
 // stream says what it is; push streams then carry a Push ID.
 import { H3Error, H3ErrorCode } from './errors.js';
-import type { EndpointRole } from './frames.js';
+import { encodeSettingsFrame, type EndpointRole } from './frames.js';
+import { DEFAULT_LOCAL_SETTINGS, type H3Settings } from './settings.js';
 import { readVarint, varintLength, varintLengthFromFirstByte, writeVarint } from './varint.js';
 
 export const UniStreamType = {
@@ -92,4 +93,16 @@ export class PeerUniStreams {
 /** A critical stream (control, QPACK encoder/decoder) ended or was reset: H3_CLOSED_CRITICAL_STREAM. */
 export function criticalStreamClosed(kind: UniStreamKind): H3Error {
   return new H3Error(H3ErrorCode.H3_CLOSED_CRITICAL_STREAM, 'connection', `the peer closed its ${kind} stream`);
+}
+
+/**
+ * The first bytes of our control stream: stream type 0x00 and the SETTINGS frame (by default: QPACK
+ * capacity 0, blocked streams 0, Extended CONNECT and HTTP Datagrams on). GOAWAY frames follow later.
+ */
+export function encodeControlStreamPreamble(settings: H3Settings = DEFAULT_LOCAL_SETTINGS): Uint8Array {
+  const settingsFrame = encodeSettingsFrame(settings);
+  const out = new Uint8Array(1 + settingsFrame.length);
+  out[0] = UniStreamType.CONTROL;
+  out.set(settingsFrame, 1);
+  return out;
 }
