@@ -145,6 +145,20 @@ test('RequestStreamReader (server): Extended CONNECT then capsule data, any chun
   }
 });
 
+test('CONNECT streams carry only DATA once established (no trailers)', () => {
+  const server = new RequestStreamReader({ role: 'server' });
+  server.push(cat(encodeHeadersFrame(encodeFieldSection(connectIp)), encodeDataFrame(Uint8Array.of(0, 1, 0))));
+  expectH3(() => server.push(encodeHeadersFrame(encodeFieldSection(fields(['x', '1'])))), H3ErrorCode.H3_FRAME_UNEXPECTED, 'connection');
+  expectH3(() => server.push(encodeDataFrame(Uint8Array.of(1))), H3ErrorCode.H3_FRAME_UNEXPECTED); // stays failed
+  const client = new RequestStreamReader({ role: 'client', requestIsConnect: true });
+  client.push(encodeResponse({ status: 200, headers: { 'capsule-protocol': '?1' } }));
+  expectH3(() => client.push(encodeHeadersFrame(encodeFieldSection(fields(['x', '1'])))), H3ErrorCode.H3_FRAME_UNEXPECTED);
+  // A refused CONNECT is an ordinary response: body and trailers allowed.
+  const refused = new RequestStreamReader({ role: 'client', requestIsConnect: true });
+  refused.push(cat(encodeResponse({ status: 403, body: 'no' }), encodeHeadersFrame(encodeFieldSection(fields(['x', '1'])))));
+  refused.end();
+});
+
 test('RequestStreamReader (client): interim, final, data, trailers; errors carry the right codes', () => {
   const bytes = cat(
     encodeHeadersFrame(encodeFieldSection(fields([':status', '103']))),

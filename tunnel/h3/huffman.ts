@@ -93,11 +93,70 @@ export const HUFFMAN_TABLE_ERROR: string | null = treeError;
 
 const failed = (msg: string) => new H3Error(H3ErrorCode.QPACK_DECOMPRESSION_FAILED, 'connection', msg);
 
+// Nibble transition table for decoding 4 bits per step: for node n and nibble v, entry [n * 16 + v] packs
+// the next node (bits 0-8), the emitted symbol + 1 (bits 9-17, 0 = none; at most one symbol fits in 4
+// bits because the shortest code is 5 bits) and a failure flag (bit 18: the nibble completes EOS).
+// A walk may end on node n only if n's path from the root is at most 7 one-bits (valid padding).
+const NIBBLE = new Int32Array(512 * 16);
+const PADDING_OK = new Uint8Array(512);
+{
+  const depth = new Int32Array(512);
+  const ones = new Uint8Array(512);
+  ones[0] = 1;
+  // Nodes are numbered in creation order, so a parent always precedes its children.
+  for (let node = 0; node < 512; node++) {
+    for (let bit = 0; bit < 2; bit++) {
+      const child = tree[2 * node + bit];
+      if (child > 0) {
+        depth[child] = depth[node] + 1;
+        ones[child] = ones[node] & bit;
+      }
+    }
+  }
+  for (let node = 0; node < 512; node++) {
+    PADDING_OK[node] = ones[node] && depth[node] <= 7 ? 1 : 0;
+    for (let v = 0; v < 16; v++) {
+      let n = node;
+      let emitted = 0;
+      let fail = 0;
+      for (let b = 3; b >= 0; b--) {
+        const next = tree[2 * n + ((v >> b) & 1)];
+        if (next < 0) {
+          const sym = -next - 1;
+          if (sym === EOS) fail = 1;
+          emitted = sym + 1;
+          n = 0;
+        } else n = next;
+      }
+      NIBBLE[node * 16 + v] = n | (emitted << 9) | (fail << 18);
+    }
+  }
+}
+
 /**
  * Decode Huffman-coded bytes to a latin1 string. Errors (EOS in the data, padding longer than 7 bits
  * or not all ones) are QPACK_DECOMPRESSION_FAILED.
  */
 export function huffmanDecode(data: Uint8Array): string {
+  const out = new Uint8Array(Math.ceil((data.length * 8) / 5));
+  let n = 0;
+  let node = 0;
+  for (let i = 0; i < data.length; i++) {
+    const byte = data[i];
+    let e = NIBBLE[node * 16 + (byte >> 4)];
+    if (e & 0x40000) throw failed('Huffman string contains EOS');
+    if (e & 0x3fe00) out[n++] = (e >> 9) - 1;
+    e = NIBBLE[(e & 0x1ff) * 16 + (byte & 0x0f)];
+    if (e & 0x40000) throw failed('Huffman string contains EOS');
+    if (e & 0x3fe00) out[n++] = (e >> 9) - 1;
+    node = e & 0x1ff;
+  }
+  if (!PADDING_OK[node]) throw failed('Huffman padding is longer than 7 bits or not a prefix of EOS');
+  return Buffer.from(out.buffer, out.byteOffset, n).toString('latin1');
+}
+
+/** Reference bit-at-a-time decoder (for tests: must agree with huffmanDecode on every input). */
+export function huffmanDecodeBitwise(data: Uint8Array): string {
   const out = new Uint8Array(Math.ceil((data.length * 8) / 5));
   let n = 0;
   let node = 0;
@@ -122,8 +181,7 @@ export function huffmanDecode(data: Uint8Array): string {
       }
     }
   }
-  if (bitsSinceSymbol > 7) throw failed('Huffman padding is longer than 7 bits');
-  if (!allOnes) throw failed('Huffman padding is not a prefix of EOS');
+  if (bitsSinceSymbol > 7 || !allOnes) throw failed('Huffman padding is longer than 7 bits or not a prefix of EOS');
   return Buffer.from(out.buffer, out.byteOffset, n).toString('latin1');
 }
 

@@ -19,6 +19,12 @@ export class MessageSequence {
   private expectedLength: number | undefined;
   private received = 0;
 
+  /**
+   * Set once a CONNECT (or Extended CONNECT) exchange is established: from then on only DATA may follow
+   * (RFC 9114 §4.4), so a trailing HEADERS frame is H3_FRAME_UNEXPECTED.
+   */
+  tunnel = false;
+
   constructor(readonly kind: 'request' | 'response') {}
 
   /**
@@ -36,6 +42,7 @@ export class MessageSequence {
         this.state = 'body';
         return 'headers';
       case 'body':
+        if (this.tunnel) throw unexpected('HEADERS frame on an established CONNECT stream');
         this.state = 'trailers';
         return 'trailers';
       default:
@@ -87,6 +94,8 @@ export interface RequestStreamReaderOptions {
   maxFieldSectionSize?: number;
   /** Whether we announced Extended CONNECT (servers; default true). */
   extendedConnect?: boolean;
+  /** Client only: the request we sent was a CONNECT, so a 2xx response opens a tunnel (no trailers). */
+  requestIsConnect?: boolean;
 }
 
 /**
@@ -97,6 +106,7 @@ export interface RequestStreamReaderOptions {
 export class RequestStreamReader {
   private readonly frames: H3FrameParser;
   readonly sequence: MessageSequence;
+  private failed: H3Error | null = null;
 
   constructor(private readonly opts: RequestStreamReaderOptions) {
     this.frames = new H3FrameParser({ stream: 'request', role: opts.role, maxFrameSize: opts.maxFrameSize });
@@ -104,6 +114,16 @@ export class RequestStreamReader {
   }
 
   push(chunk: Uint8Array): RequestStreamEvent[] {
+    if (this.failed) throw this.failed;
+    try {
+      return this.read(chunk);
+    } catch (e) {
+      if (e instanceof H3Error) this.failed = e;
+      throw e;
+    }
+  }
+
+  private read(chunk: Uint8Array): RequestStreamEvent[] {
     const out: RequestStreamEvent[] = [];
     for (const frame of this.frames.push(chunk)) {
       if (frame.type === 'data') {
@@ -120,11 +140,15 @@ export class RequestStreamReader {
           const request = validateRequestHeaders(fields, { extendedConnect: this.opts.extendedConnect });
           this.sequence.onHeaders();
           if (request.kind === 'request') this.sequence.setContentLength(request.contentLength);
+          else this.sequence.tunnel = true;
           out.push({ type: 'request', request });
         } else {
           const response = validateResponseHeaders(fields);
           const kind = this.sequence.onHeaders(response.status);
-          if (kind === 'headers') this.sequence.setContentLength(response.contentLength);
+          if (kind === 'headers') {
+            if (this.opts.requestIsConnect && response.status >= 200 && response.status < 300) this.sequence.tunnel = true;
+            else this.sequence.setContentLength(response.contentLength);
+          }
           out.push({ type: 'response', response, interim: kind === 'interim' });
         }
       }
@@ -135,6 +159,7 @@ export class RequestStreamReader {
 
   /** The peer finished the stream (FIN). */
   end(): void {
+    if (this.failed) throw this.failed;
     this.frames.end();
     this.sequence.onEnd();
   }
