@@ -3,7 +3,7 @@
 //
 // Values are JavaScript numbers: exact up to 2^53-1. Larger values (only seen in GREASE identifiers or
 // hostile input) are read approximately by readVarint; use readVarintBig where exactness matters.
-import { H3Error } from './errors.js';
+import { H3Error, H3ErrorCode } from './errors.js';
 
 export const MAX_VARINT = (1n << 62n) - 1n;
 
@@ -22,7 +22,7 @@ export function varintLength(value: number): 1 | 2 | 4 | 8 {
 
 function checkEncodable(value: number): void {
   if (!Number.isSafeInteger(value) || value < 0) {
-    throw new H3Error(0x102, 'stream', `varint value ${value} is not an integer in 0..2^53-1`);
+    throw new H3Error(H3ErrorCode.H3_INTERNAL_ERROR, 'stream', `varint value ${value} is not an integer in 0..2^53-1`);
   }
 }
 
@@ -33,8 +33,8 @@ function checkEncodable(value: number): void {
 export function writeVarint(buf: Uint8Array, offset: number, value: number, length?: 1 | 2 | 4 | 8): number {
   checkEncodable(value);
   const len = length ?? varintLength(value);
-  if (len < varintLength(value)) throw new H3Error(0x102, 'stream', `varint value ${value} does not fit in ${len} bytes`);
-  if (offset + len > buf.length) throw new H3Error(0x102, 'stream', 'varint does not fit in the buffer');
+  if (len < varintLength(value)) throw new H3Error(H3ErrorCode.H3_INTERNAL_ERROR, 'stream', `varint value ${value} does not fit in ${len} bytes`);
+  if (offset + len > buf.length) throw new H3Error(H3ErrorCode.H3_INTERNAL_ERROR, 'stream', 'varint does not fit in the buffer');
   switch (len) {
     case 1:
       buf[offset] = value;
@@ -121,7 +121,7 @@ export function decodeVarint(buf: Uint8Array, offset = 0): DecodedVarint | null 
 
 /** Encode a bigint varint (for values above 2^53, e.g. GREASE identifiers). */
 export function encodeVarintBig(value: bigint): Uint8Array {
-  if (value < 0n || value > MAX_VARINT) throw new H3Error(0x102, 'stream', `varint value ${value} is out of range`);
+  if (value < 0n || value > MAX_VARINT) throw new H3Error(H3ErrorCode.H3_INTERNAL_ERROR, 'stream', `varint value ${value} is out of range`);
   const len = value < 0x40n ? 1 : value < 0x4000n ? 2 : value < 0x40000000n ? 4 : 8;
   const out = new Uint8Array(len);
   let v = value;
