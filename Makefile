@@ -26,8 +26,9 @@ test: build check-docs
 demo: build
 	@node dist/bench/demo.js
 
+# Every scenario, one after the other, then the scorecard (QUICK=1: short versions).
 bench: build
-	@echo "bench scenarios land with their subsystems (bench/<scenario>); nothing to run yet" >&2
+	@QUICK=$(QUICK) node dist/bench/all.js
 
 clean-netns:
 	@node scripts/clean-netns.mjs
