@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all deps build test demo docs check-docs bench clean clean-netns
+.PHONY: all deps build test demo docs check-docs bench clean clean-netns bench-auth
 
 all: build
 
@@ -28,6 +28,10 @@ demo: build
 
 bench: build
 	@echo "bench scenarios land with their subsystems (bench/<scenario>); nothing to run yet" >&2
+
+# Token verifications per second through the auth gate (RS256, ES256); QUICK=1 for a short run.
+bench-auth: build
+	@node dist/bench/auth.js
 
 clean-netns:
 	@node scripts/clean-netns.mjs

@@ -74,7 +74,7 @@ export const authConfigSchema = z
         maxTracked: z.number().int().min(100).default(100000).describe('buckets remembered per kind of limit; the least recently used are dropped'),
       })
       .prefault({})
-      .describe('session-setup rate limits (RATE_LIMITED with Retry-After when exceeded)'),
+      .describe('session-setup rate limits for tunnels and WireGuard registrations, not the admin API (RATE_LIMITED with Retry-After when exceeded)'),
   })
   .superRefine((c, ctx) => {
     if (!c.enabled) return;
