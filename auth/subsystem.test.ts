@@ -30,10 +30,24 @@ test('agent with auth: JWKS health check, admin API through the admin role, metr
     assert.match(metrics, /cbr_auth_verify_duration_seconds_bucket/);
     assert.match(metrics, /cbr_auth_jwks_keys 2/);
 
+    // SIGHUP: a new admin policy applies to the running gate; a config it cannot use is refused.
+    const yaml = (extra: string) => `admin:\n  listen: ${agent.adminUrl.replace('http://', '')}\nagent:\n  stateDir: ${agent.dir}/state\nauth:\n  enabled: true\n  issuer: ${dev.url}\n  audience: [proj1]\n${extra}`;
+    agent.writeConfig(yaml('  policy:\n    admin: [ops]\n'));
+    agent.proc.kill('SIGHUP');
+    await agent.waitForLog((e) => e.msg === 'config reloaded');
+    assert.equal((await status(admin)).status, 403);
+    assert.equal((await status(await dev.mint({ roles: ['ops'] }))).status, 200);
+    agent.writeConfig(yaml(`  introspection:\n    mode: introspect-always\n    keyFile: ${agent.dir}/missing.json\n`));
+    agent.proc.kill('SIGHUP');
+    const rejected = await agent.waitForLog((e) => String(e.msg).startsWith('reload rejected'));
+    assert.match(JSON.stringify(rejected.problems), /auth\.introspection\.keyFile: cannot read/);
+    const ops = await dev.mint({ roles: ['ops'] });
+    assert.equal((await status(ops)).status, 200);
+
     // Issuer gone: the admin API still works with cached keys; the health check stays up until maxAge.
     await dev.close();
-    assert.equal((await status(await dev.mint({ roles: ['pop-admin'] }))).status, 200);
-    assert.ok(!agent.logLines.some((l) => l.includes(admin.split('.')[2]!)), 'token signature never logged');
+    assert.equal((await status(await dev.mint({ roles: ['ops'] }))).status, 200);
+    assert.ok(!agent.logLines.some((l) => l.includes(admin.split('.')[2]!) || l.includes(ops.split('.')[2]!)), 'token signature never logged');
   } finally {
     await agent.stop();
     await dev.close();

@@ -204,6 +204,9 @@ test('rate limits per source address and per subject answer RATE_LIMITED with a 
   assert.equal(s.code, 'RATE_LIMITED', 'the subject spent its burst of 3');
   assert.equal(s.retryAfterSeconds, 5);
   await g.authorize(await dev.mint({ subject: 'other', roles: ['vpn-user'] }), 'masque-connect-udp', '198.51.100.4');
+  // The admin API checks a token on every request: it is not a session setup and is not limited.
+  const admin = await dev.mint({ subject: 'busy', roles: ['admin'] });
+  for (let i = 0; i < 10; i++) await g.authorize(admin, 'admin', '198.51.100.1');
 });
 
 test('verified-token cache: hits are counted, and a token whose key left the JWKS is refused', async () => {
