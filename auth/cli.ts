@@ -1,6 +1,7 @@
 // `cbr auth verify`, `cbr auth token` and `cbr dev-issuer`: operator tools around the gate.
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
+import { withAdminOptions, adminClientFromOptions } from '../dataplane/index.js';
 import { authConfigSchema, type AuthConfig } from './config.js';
 import { AuthError } from './gate.js';
 import { TokenGate } from './token-gate.js';
@@ -99,6 +100,14 @@ export function registerAuthCli(program: Command): void {
       } finally {
         gate.keys.stop();
       }
+    });
+
+  withAdminOptions(auth.command('status').description('show the running agent\'s issuer, signing-key cache and token cache (GET /v1/auth)'))
+    .option('--refresh', 'refetch the JWKS first (POST /v1/auth/refresh)')
+    .action(async (opts: { refresh?: boolean }) => {
+      const client = adminClientFromOptions(opts as Parameters<typeof adminClientFromOptions>[0]);
+      if (opts.refresh) await client.post('/v1/auth/refresh');
+      process.stdout.write(JSON.stringify(await client.get('/v1/auth'), null, 2) + '\n');
     });
 
   auth

@@ -56,3 +56,21 @@ export class TokenBuckets {
     return this.buckets.size;
   }
 }
+
+/**
+ * The bucket key for a client address: IPv4-mapped IPv6 folds to IPv4, and IPv6 clients are grouped
+ * by /64 (one host usually owns a whole /64 and could otherwise rotate through it).
+ */
+export function sourceKey(address: string): string {
+  const a = address.trim().toLowerCase().replace(/%.*$/, '');
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(a);
+  if (mapped) return mapped[1]!;
+  if (!a.includes(':')) return a;
+  const [head, tail] = a.split('::', 2) as [string, string | undefined];
+  const h = head ? head.split(':') : [];
+  const t = tail !== undefined && tail !== '' ? tail.split(':') : [];
+  // An embedded IPv4 tail counts as two groups; the /64 never reaches it unless there is no '::'.
+  const groups = tail === undefined ? h : [...h, ...Array(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t];
+  if (groups.length < 4 || groups.slice(0, 4).some((g) => !/^[0-9a-f]{1,4}$/.test(g))) return a;
+  return `${groups.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`;
+}

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startAgent } from '../dataplane/testing.js';
+import { startAgent, runCli } from '../dataplane/testing.js';
 import { startDevIssuer } from './dev-issuer.js';
 
 test('agent with auth: JWKS health check, admin API through the admin role, metrics, no token in logs', async () => {
@@ -24,8 +24,18 @@ test('agent with auth: JWKS health check, admin API through the admin role, metr
     assert.equal((await status(await dev.mint({ roles: ['pop-admin'], expiresIn: -300 }))).status, 401);
     assert.equal((await status()).status, 401);
 
+    const st = await runCli(['auth', 'status', '--refresh', '--admin', agent.adminUrl], { env: { ...process.env, CBR_ADMIN_TOKEN: admin } });
+    assert.equal(st.code, 0, st.stderr);
+    const view = JSON.parse(st.stdout);
+    assert.equal(view.issuer, dev.url);
+    assert.equal(view.keys.usable, true);
+    assert.equal(view.keys.jwksUri, `${dev.url}/oauth/v2/keys`);
+    const denied = await runCli(['auth', 'status', '--admin', agent.adminUrl], { env: { ...process.env, CBR_ADMIN_TOKEN: 'not-a-token' } });
+    assert.equal(denied.code, 1);
+    assert.match(denied.stderr, /401/);
+
     const metrics = await (await fetch(`${agent.adminUrl}/metrics`)).text();
-    assert.match(metrics, /cbr_auth_verifications_total\{result="ok"\} 1/);
+    assert.match(metrics, /cbr_auth_verifications_total\{result="ok"\} 3/);
     assert.match(metrics, /cbr_auth_verifications_total\{result="MISSING_ROLE"\} 1/);
     assert.match(metrics, /cbr_auth_verify_duration_seconds_bucket/);
     assert.match(metrics, /cbr_auth_jwks_keys 2/);

@@ -20,6 +20,7 @@ export function authHttpError(err: AuthError): HttpError {
 class AuthSubsystem implements Subsystem {
   private gate?: TokenGate;
   private applied?: AuthConfig;
+  private removeRoutes: Array<() => void> = [];
   private unregisterHealth?: () => void;
   /** What other subsystems hold: stays the same object across reloads that replace the gate. */
   private readonly service: AuthGate = { authorize: (token: string, kind: SessionKind, source?: string): Promise<Identity> => this.current().authorize(token, kind, source) };
@@ -67,6 +68,16 @@ class AuthSubsystem implements Subsystem {
         if (st.keys === 0) throw new Error('the JWKS holds no usable key');
       },
     });
+    this.removeRoutes = [
+      this.ctx.admin.route('GET', '/v1/auth', () => ({ body: this.current().status() })),
+      this.ctx.admin.route('POST', '/v1/auth/refresh', async () => {
+        const keys = this.current().keys;
+        await keys.refresh();
+        const st = keys.status();
+        if (st.lastError) throw new HttpError(502, `JWKS refresh failed: ${st.lastError}`);
+        return { body: st };
+      }),
+    ];
     this.ctx.admin.setAuthorizer(async (bearer, req) => {
       try {
         await this.service.authorize(bearer, 'admin', req.remoteAddress);
@@ -100,7 +111,19 @@ class AuthSubsystem implements Subsystem {
   }
 
   async stop(): Promise<void> {
+    this.removeRoutes = [
+      this.ctx.admin.route('GET', '/v1/auth', () => ({ body: this.current().status() })),
+      this.ctx.admin.route('POST', '/v1/auth/refresh', async () => {
+        const keys = this.current().keys;
+        await keys.refresh();
+        const st = keys.status();
+        if (st.lastError) throw new HttpError(502, `JWKS refresh failed: ${st.lastError}`);
+        return { body: st };
+      }),
+    ];
     this.ctx.admin.setAuthorizer(undefined);
+    this.removeRoutes.forEach((remove) => remove());
+    this.removeRoutes = [];
     this.ctx.services.withdraw(AUTH_SERVICE);
     this.unregisterHealth?.();
     this.gate?.keys.stop();

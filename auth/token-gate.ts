@@ -6,7 +6,7 @@ import { checkClaims, requireAnyRole, type ClaimRules } from './claims.js';
 import { KeyStore } from './jwks.js';
 import { JwtVerifier, looksLikeJwt } from './verifier.js';
 import { Introspector, loadAppKeyFile } from './introspect.js';
-import { TokenBuckets } from './ratelimit.js';
+import { TokenBuckets, sourceKey } from './ratelimit.js';
 import type { AuthMetrics } from './metrics.js';
 
 export type RolePolicy = Record<SessionKind, readonly string[]>;
@@ -120,7 +120,7 @@ export class TokenGate implements AuthGate {
       if (!anyOf) throw new AuthError('MISSING_ROLE', `unknown session kind ${JSON.stringify(kind)}`);
       // Rate limits guard session setup; the admin API (one check per request) is not a session.
       const limited = kind !== 'admin';
-      if (limited && source !== undefined) this.limit(this.bySource, source, 'source address');
+      if (limited && source !== undefined) this.limit(this.bySource, sourceKey(source), 'source address');
       const identity = await this.identify(token);
       if (limited) this.limit(this.bySubject, identity.subject, 'subject');
       requireAnyRole(identity, anyOf, kind);
@@ -152,6 +152,17 @@ export class TokenGate implements AuthGate {
     const identity = await this.verifier.verify(token);
     if (mode === 'introspect-always' && this.introspector) await this.introspector.introspect(token);
     return identity;
+  }
+
+  /** Key-store and cache figures for the admin API. */
+  status(): Record<string, unknown> {
+    return {
+      issuer: this.config.issuer,
+      audience: this.config.audience,
+      introspection: this.config.introspection.mode,
+      keys: this.keys.status(),
+      cachedTokens: this.verifier.cachedTokens,
+    };
   }
 
   private limit(buckets: TokenBuckets, key: string, what: string): void {

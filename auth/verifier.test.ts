@@ -204,6 +204,11 @@ test('rate limits per source address and per subject answer RATE_LIMITED with a 
   assert.equal(s.code, 'RATE_LIMITED', 'the subject spent its burst of 3');
   assert.equal(s.retryAfterSeconds, 5);
   await g.authorize(await dev.mint({ subject: 'other', roles: ['vpn-user'] }), 'masque-connect-udp', '198.51.100.4');
+  // One IPv6 /64 is one source.
+  const v6 = await dev.mint({ subject: 'v6-user', roles: ['vpn-user'] });
+  await g.authorize(v6, 'masque-connect-udp', '2001:db8:7:7::1');
+  await g.authorize(v6, 'masque-connect-udp', '2001:db8:7:7::2');
+  assert.equal((await rejection(g.authorize(v6, 'masque-connect-udp', '2001:db8:7:7:ffff::3'))).code, 'RATE_LIMITED');
   // The admin API checks a token on every request: it is not a session setup and is not limited.
   const admin = await dev.mint({ subject: 'busy', roles: ['admin'] });
   for (let i = 0; i < 10; i++) await g.authorize(admin, 'admin', '198.51.100.1');
