@@ -315,9 +315,14 @@ export async function startDevIssuer(opts: DevIssuerOptions): Promise<DevIssuer>
     let id = form.get('client_id') ?? undefined;
     let secret = form.get('client_secret') ?? undefined;
     if (basic) {
-      const [u, p] = Buffer.from(basic[1]!, 'base64').toString('utf8').split(':');
-      id = decodeURIComponent(u ?? '');
-      secret = decodeURIComponent(p ?? '');
+      const pair = Buffer.from(basic[1]!, 'base64').toString('utf8');
+      const colon = pair.indexOf(':');
+      try {
+        id = decodeURIComponent(colon < 0 ? pair : pair.slice(0, colon));
+        secret = colon < 0 ? undefined : decodeURIComponent(pair.slice(colon + 1));
+      } catch {
+        throw new HttpFailure(401, { error: 'invalid_client', error_description: 'malformed basic credentials' });
+      }
     }
     const user = id !== undefined ? users.get(id) : undefined;
     if (!user || secret === undefined || !secretEquals(secret, user.clientSecret)) {

@@ -23,7 +23,7 @@ class AuthSubsystem implements Subsystem {
   private removeRoutes: Array<() => void> = [];
   private unregisterHealth?: () => void;
   /** What other subsystems hold: stays the same object across reloads that replace the gate. */
-  private readonly service: AuthGate = { authorize: (token: string, kind: SessionKind, source?: string): Promise<Identity> => this.current().authorize(token, kind, source) };
+  private readonly service: AuthGate = { authorize: async (token: string, kind: SessionKind, source?: string): Promise<Identity> => this.current().authorize(token, kind, source) };
 
   constructor(private readonly ctx: AgentContext) {}
 
@@ -32,12 +32,11 @@ class AuthSubsystem implements Subsystem {
     return this.gate;
   }
 
-  private build(config: AuthConfig, reuse?: TokenGate): TokenGate {
+  private build(config: AuthConfig): TokenGate {
     const log = this.ctx.log;
     return new TokenGate({
       config,
       metrics: authMetrics(this.ctx.registry),
-      ...(reuse ? { keys: reuse.keys } : {}),
       onInternalError: (err) => log.error({ err }, 'token verification failed unexpectedly'),
       onJwksFetch: (result, d) => {
         if (result === 'ok') log.debug({ keys: d.keys, ms: d.durationMs }, 'JWKS fetched');

@@ -9,13 +9,9 @@ import { Introspector, loadAppKeyFile } from './introspect.js';
 import { TokenBuckets, sourceKey } from './ratelimit.js';
 import type { AuthMetrics } from './metrics.js';
 
-export type RolePolicy = Record<SessionKind, readonly string[]>;
-
 export interface TokenGateOptions {
   config: AuthConfig;
   metrics?: AuthMetrics;
-  /** Reuse a running key store (reload with the same issuer keeps the cache). */
-  keys?: KeyStore;
   /** Errors that are not AuthErrors (bugs) are reported here; the caller still gets INVALID_TOKEN. */
   onInternalError?: (err: unknown) => void;
   onJwksFetch?: (result: 'ok' | 'error', detail: { keys: number; error?: string; durationMs: number }) => void;
@@ -64,7 +60,7 @@ export class TokenGate implements AuthGate {
   constructor(private readonly opts: TokenGateOptions) {
     this.config = opts.config;
     this.now = opts.now ?? Date.now;
-    this.keys = opts.keys ?? keyStoreFor(opts.config, opts);
+    this.keys = keyStoreFor(opts.config, opts);
     this.verifier = new JwtVerifier({
       rules: claimRules(opts.config),
       algorithms: opts.config.algorithms,
