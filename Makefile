@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all deps build test demo docs check-docs bench clean clean-netns
+.PHONY: all deps build test demo docs check-docs bench clean clean-netns bench-auth
 
 all: build
 
@@ -29,6 +29,10 @@ demo: build
 # Every scenario, one after the other, then the scorecard (QUICK=1: short versions).
 bench: build
 	@QUICK=$(QUICK) node dist/bench/all.js
+
+# Token verifications per second through the auth gate (RS256, ES256); QUICK=1 for a short run.
+bench-auth: build
+	@node dist/bench/auth.js
 
 clean-netns:
 	@node scripts/clean-netns.mjs
