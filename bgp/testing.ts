@@ -85,19 +85,25 @@ export interface RouteView {
   present: boolean;
   communities: Array<[number, number]>;
   asPath: number[];
-  /** Protocols the best route came from ("pop_a"). */
+  /** Protocol the best (first listed) route came from ("pop_a"). */
   from?: string;
+  /** Protocols of every route listed for the prefix, best first. */
+  protocols: string[];
 }
 
 /** `show route for X all` on the router, read through the control socket. */
 export async function routeFor(control: BirdControl, prefix: string): Promise<RouteView> {
   const reply = await control.raw(`show route for ${prefix} all`);
-  if (isErrorReply(reply)) return { present: false, communities: [], asPath: [] };
+  if (isErrorReply(reply)) return { present: false, communities: [], asPath: [], protocols: [] };
   const present = parseRoutePrefixes(reply).length > 0;
   // The first route line names its protocol in brackets: "198.51.100.1/32 unicast [pop_a 12:00:00] * (100)".
   const first = reply.lines.find((l) => l.code === 1007 && /^\S+\/\d+\s/.test(l.text.trim()));
   const from = first ? /\[(\S+)/.exec(first.text)?.[1] : undefined;
-  return { present, communities: present ? parseCommunities(reply) : [], asPath: present ? parseAsPath(reply) : [], from };
+  const protocols = reply.lines.filter((l) => l.code === 1007).flatMap((l) => {
+    const m = /^\s*(?:\S+\/\d+\s+)?\S+\s+\[(\S+)\s/.exec(l.text);
+    return m ? [m[1]!] : [];
+  });
+  return { present, communities: present ? parseCommunities(reply) : [], asPath: present ? parseAsPath(reply) : [], from, protocols };
 }
 
 /** Polls until pred holds for the route or the time runs out; returns the last view and how long it took. */
@@ -108,7 +114,7 @@ export async function waitForRoute(control: BirdControl, prefix: string, pred: (
     try {
       view = await routeFor(control, prefix);
     } catch {
-      view = { present: false, communities: [], asPath: [] };
+      view = { present: false, communities: [], asPath: [], protocols: [] };
     }
     const ms = performance.now() - t0;
     if (pred(view)) return { view, ms, ok: true };
