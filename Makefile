@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all deps build test demo docs check-docs bench clean clean-netns
+.PHONY: all deps build test demo docs check-docs bench clean clean-netns bench-failover
 
 all: build
 
@@ -28,6 +28,9 @@ demo: build
 
 bench: build
 	@echo "bench scenarios land with their subsystems (bench/<scenario>); nothing to run yet" >&2
+
+bench-failover: build
+	@node dist/bench/failover.js
 
 clean-netns:
 	@node scripts/clean-netns.mjs
