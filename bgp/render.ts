@@ -5,7 +5,10 @@
 // of the static protocol), so the file on disk always says what BIRD should do: a BIRD restarted
 // after a crash reads it and announces, drains or stays silent exactly as before. A state change is
 // one `configure` of a file that differs only in the filter; BIRD re-evaluates the export (sending
-// the withdrawals or the new attributes) without restarting the sessions.
+// the withdrawals or the new attributes) without restarting the sessions. Measured here: render +
+// write + `configure` takes ~1 ms (p50) against ~0.15 ms for `disable <static>`; both are noise next
+// to the health detection and the BGP UPDATE, and only the file survives a BIRD crash. Drain needs a
+// filter change (the community) anyway, so one mechanism serves all three states.
 import type { BgpConfig, BgpPeerConfig } from './config.js';
 
 /** announce: export the anycast prefixes; drain: export them with 65535:0 (and prepends); withdraw: export nothing. */
