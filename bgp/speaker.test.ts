@@ -152,6 +152,13 @@ test('anycast through a supervised BIRD, checked at a real upstream router', { t
       assert.ok((await waitForRoute(control, V4, (x) => x.present && !isGshut(x.communities), 3_000)).ok);
     });
 
+    await t.test('POST /v1/drain (agent-wide drain) drains BGP too; /v1/undrain ends it', async () => {
+      await pop.exec(['curl', '-sf', '-X', 'POST', `http://127.0.0.1:${port}/v1/drain`]);
+      assert.ok((await waitForRoute(control, V4, (x) => x.present && isGshut(x.communities), 3_000)).ok);
+      await pop.exec(['curl', '-sf', '-X', 'POST', `http://127.0.0.1:${port}/v1/undrain`]);
+      assert.ok((await waitForRoute(control, V4, (x) => x.present && !isGshut(x.communities), 3_000)).ok);
+    });
+
     await t.test('an invalid config on SIGHUP is refused and the running config stays', async () => {
       // Valid for the schema, refused by `bird -p` (a link-local neighbor needs an interface).
       agent.writeConfig(agentYaml({ port, healthFile, drainFile, extraPeer: '\n    - name: ll\n      address: "fe80::1"\n      remoteAs: 65000' }));
