@@ -15,7 +15,7 @@ const V4 = '198.51.100.1/32';
 const V6 = '2001:db8:100::/48';
 const isGshut = (c: Array<[number, number]>) => c.some(([a, b]) => a === 65535 && b === 0);
 
-function agentYaml(o: { port: number; healthFile: string; drainFile: string; extraPeer?: string }): string {
+function agentYaml(o: { port: number; healthFile: string; drainFile: string; passwordFile: string; extraPeer?: string }): string {
   return `admin:
   listen: 127.0.0.1:${o.port}
 lifecycle:
@@ -37,6 +37,7 @@ bgp:
     - name: up4
       address: 10.0.1.1
       remoteAs: 65000
+      passwordFile: ${o.passwordFile}
     - name: up6
       address: "2001:db8:1::1"
       remoteAs: 65000${o.extraPeer ?? ''}
@@ -80,7 +81,7 @@ test('anycast through a supervised BIRD, checked at a real upstream router', { t
       routerId: '10.0.1.1',
       as: 65000,
       neighbors: [
-        { name: 'pop4', address: '10.0.1.2', as: 65001 },
+        { name: 'pop4', address: '10.0.1.2', as: 65001, password: 'md5-s3cret' },
         { name: 'pop6', address: '2001:db8:1::2', as: 65001 },
       ],
     });
@@ -90,14 +91,16 @@ test('anycast through a supervised BIRD, checked at a real upstream router', { t
     const healthFile = join(work, 'healthy');
     const drainFile = join(work, 'drain');
     writeFileSync(healthFile, '');
+    const passwordFile = join(work, 'up4.password');
+    writeFileSync(passwordFile, 'md5-s3cret\n');
     const port = await freePort();
-    const yaml = agentYaml({ port, healthFile, drainFile });
+    const yaml = agentYaml({ port, healthFile, drainFile, passwordFile });
     let agent = await startAgent(yaml, { netns: pop.name });
     topo.onDestroy(async () => void (await agent.stop('SIGKILL')));
     await waitAlive(pop.name, port, agent);
     const control = rb.control;
 
-    await t.test('announces IPv4 and IPv6 anycast prefixes while healthy', async () => {
+    await t.test('announces IPv4 (TCP-MD5 session) and IPv6 anycast prefixes while healthy', async () => {
       const v4 = await waitForRoute(control, V4, (r) => r.present, 20_000);
       assert.ok(v4.ok, `router never learned ${V4}:\n${agent.logLines.slice(-20).join('\n')}`);
       assert.deepEqual(v4.view.asPath, [65001]);
@@ -161,7 +164,7 @@ test('anycast through a supervised BIRD, checked at a real upstream router', { t
 
     await t.test('an invalid config on SIGHUP is refused and the running config stays', async () => {
       // Valid for the schema, refused by `bird -p` (a link-local neighbor needs an interface).
-      agent.writeConfig(agentYaml({ port, healthFile, drainFile, extraPeer: '\n    - name: ll\n      address: "fe80::1"\n      remoteAs: 65000' }));
+      agent.writeConfig(agentYaml({ port, healthFile, drainFile, passwordFile, extraPeer: '\n    - name: ll\n      address: "fe80::1"\n      remoteAs: 65000' }));
       assert.match(readFileSync(agent.configPath, 'utf8'), /fe80::1/);
       agent.proc.kill('SIGHUP');
       const rejected = await agent.waitForLog((e) => e.msg === 'reload rejected; keeping the running config', 10_000);

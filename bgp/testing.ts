@@ -13,6 +13,8 @@ export interface RouterNeighbor {
   as: number;
   /** Preference for routes from this neighbor (higher wins). */
   localPref?: number;
+  /** TCP-MD5 session password. */
+  password?: string;
 }
 
 export interface RouterOptions {
@@ -39,6 +41,7 @@ export function renderRouterConfig(o: RouterOptions): string {
     lines.push(`protocol bgp ${n.name} {`);
     lines.push(`  local as ${o.as};`);
     lines.push(`  neighbor ${n.address} as ${n.as};`);
+    if (n.password) lines.push(`  password "${n.password}";`);
     lines.push('  direct; hold time 3; keepalive time 1; connect retry time 1; connect delay time 1; error wait time 1, 5;');
     lines.push(`  ipv${fam} { import filter { bgp_local_pref = ${n.localPref ?? 100}; accept; }; export none; };`);
     lines.push('}');
