@@ -198,16 +198,18 @@ function percentile(xs: number[], q: number): number {
   return s[i]!;
 }
 
-async function measure(label: string, rb: RouterBird, a: Pop, probe: ProbeReader, reps: number, timeoutMs: number): Promise<{ withdraw: number[]; loss: number[] }> {
+async function measure(label: string, rb: RouterBird, a: Pop, probe: ProbeReader, reps: number, timeoutMs: number, checkIntervalMs: number): Promise<{ withdraw: number[]; loss: number[] }> {
   const withdraw: number[] = [];
   const loss: number[] = [];
   const prefix = `${ANYCAST}/32`;
   for (let i = 0; i < reps; i++) {
-    // Steady state: A's route is best at the router and A answers the client.
-    const ready = await waitForRoute(rb.control, prefix, (v) => v.from === 'pop_a', timeoutMs);
+    // Steady state: A's route is best at the router, B's is there as the alternative, A answers the client.
+    const ready = await waitForRoute(rb.control, prefix, (v) => v.from === 'pop_a' && v.protocols.includes('pop_b'), timeoutMs);
     if (!ready.ok) throw new Error(`${label}: PoP A is not preferred at the router: ${JSON.stringify(ready.view)}`);
     if (probe.current !== 'A') await probe.wait((s) => s.to === 'A', timeoutMs);
-    await new Promise((r) => setTimeout(r, 300));
+    // A failure lands at a random point of the health check's cycle (A's recovery is in phase with
+    // the check, so a fixed pause would always hit the same point of it).
+    await new Promise((r) => setTimeout(r, 300 + Math.random() * checkIntervalMs));
     const nSwitches = probe.switches.length;
     const t0 = now();
     a.echo!.stdin!.write('fail\n');
@@ -269,12 +271,12 @@ async function bench(): Promise<void> {
       const probeProc = client.spawn([process.execPath, SELF, 'probe', '1000'], { stdio: ['pipe', 'pipe', 'inherit'] });
       const probe = new ProbeReader(probeProc);
 
-      const fast = await measure('fast', rb, a, probe, reps, 30_000);
+      const fast = await measure('fast', rb, a, probe, reps, 30_000, 200);
 
       // Baseline: the same agent on PoP A with ExaBGP healthcheck's defaults.
       await a.agent!.stop('SIGKILL');
       await startPop(topo, a, 'baseline');
-      const base = await measure('baseline', rb, a, probe, baselineReps, 60_000);
+      const base = await measure('baseline', rb, a, probe, baselineReps, 60_000, 5000);
 
       probeProc.stdin!.end();
       const ms = (v: number) => ({ value: Math.round(v * 10) / 10, unit: 'ms' });
