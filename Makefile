@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all deps build test demo docs check-docs bench clean clean-netns bench-auth
+.PHONY: all deps build test demo docs check-docs bench clean clean-netns bench-auth bench-failover
 
 all: build
 
@@ -33,6 +33,9 @@ bench: build
 # Token verifications per second through the auth gate (RS256, ES256); QUICK=1 for a short run.
 bench-auth: build
 	@node dist/bench/auth.js
+
+bench-failover: build
+	@node dist/bench/failover.js
 
 clean-netns:
 	@node scripts/clean-netns.mjs
