@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all deps build test demo docs check-docs bench clean clean-netns
+.PHONY: all deps build test demo docs check-docs bench clean clean-netns bench-wireguard
 
 all: build
 
@@ -28,6 +28,10 @@ demo: build
 
 bench: build
 	@echo "bench scenarios land with their subsystems (bench/<scenario>); nothing to run yet" >&2
+
+# WireGuard: registrations/s end to end, TCP through the agent-managed interface vs hand-configured wireguard-go (QUICK=1: short).
+bench-wireguard: build
+	@node dist/bench/wireguard.js
 
 clean-netns:
 	@node scripts/clean-netns.mjs
