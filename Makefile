@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all deps build test demo docs check-docs bench clean clean-netns bench-wireguard
+.PHONY: all deps build test demo docs check-docs bench clean clean-netns
 
 all: build
 
@@ -30,6 +30,7 @@ bench: build
 	@echo "bench scenarios land with their subsystems (bench/<scenario>); nothing to run yet" >&2
 
 # WireGuard: registrations/s end to end, TCP through the agent-managed interface vs hand-configured wireguard-go (QUICK=1: short).
+.PHONY: bench-wireguard
 bench-wireguard: build
 	@node dist/bench/wireguard.js
 
