@@ -86,11 +86,15 @@ export class WireguardDevice {
         args: argv.slice(1),
         // wireguard-go refuses to run on a kernel with WireGuard built in unless told to.
         env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1', LOG_LEVEL: 'error' },
-        stderrLevel: 'warn',
+        // Its stderr carries a banner on every start; real errors are raised to warn below.
+        stderrLevel: 'info',
         initialBackoffMs: 200,
         maxBackoffMs: 5_000,
       });
       this.child.on('start', () => void this.reconfigure('wireguard-go started'));
+      this.child.on('line', (line) => {
+        if (/^ERROR:/.test(line)) this.opts.log.warn({ interface: this.name, line }, 'wireguard-go reported an error');
+      });
       this.child.on('exit', () => {
         this.configured = false;
       });

@@ -179,6 +179,8 @@ ${o.extra ?? ''}    interfaces:
 /** Waits until the agent in `ns` answers /healthz with state up. */
 export async function waitHealthy(ns: Namespace, adminUrl: string, agent: AgentProcess, timeoutMs = 20_000): Promise<void> {
   const until = Date.now() + timeoutMs;
+  // Health can be up before the last subsystem has started; wait for the agent to say it has.
+  await Promise.race([agent.waitForLog((e) => e.msg === 'agent started', timeoutMs), agent.exited.then((e) => Promise.reject(new Error(`agent exited (${e.code ?? e.signal}):\n${agent.logLines.slice(-30).join('\n')}`)))]);
   for (;;) {
     const early = await Promise.race([agent.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), 200))]);
     if (early) throw new Error(`agent exited (${early.code ?? early.signal}):\n${agent.logLines.slice(-30).join('\n')}`);
