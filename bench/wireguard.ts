@@ -9,6 +9,7 @@ import { withTopology, uniqueName } from './testhosts.js';
 import { writeBenchResult } from './results.js';
 import { startAgent, type AgentProcess } from '../dataplane/testing.js';
 import { generatePrivateKey, publicKeyFor } from '../tunnel/wireguard/keys.js';
+import { withSecretFile } from '../tunnel/wireguard/wg-tool.js';
 import {
   wgTopology, clientTunnelFromWgQuick, startWireguardGo, pingUntil, iperf3Gbps, startIssuerIn, agentYaml, waitHealthy, httpIn, tokenFor, ISSUER_PORT, ADMIN_PORT,
 } from '../tunnel/wireguard/test-support.js';
@@ -74,8 +75,8 @@ await withTopology(async (topo) => {
     await startWireguardGo(topo, t.client, plainCli);
     const popKey = generatePrivateKey();
     const cliKey = generatePrivateKey();
-    await t.pop.exec(['wg', 'set', plainPop, 'listen-port', '51821', 'private-key', '/dev/stdin', 'peer', publicKeyFor(cliKey), 'allowed-ips', '10.99.0.2/32'], { input: popKey + '\n' });
-    await t.client.exec(['wg', 'set', plainCli, 'private-key', '/dev/stdin', 'peer', publicKeyFor(popKey), 'endpoint', `${t.popAddress}:51821`, 'allowed-ips', '192.168.61.2/32'], { input: cliKey + '\n' });
+    await withSecretFile(popKey + '\n', (f) => t.pop.exec(['wg', 'set', plainPop, 'listen-port', '51821', 'private-key', f, 'peer', publicKeyFor(cliKey), 'allowed-ips', '10.99.0.2/32']));
+    await withSecretFile(cliKey + '\n', (f) => t.client.exec(['wg', 'set', plainCli, 'private-key', f, 'peer', publicKeyFor(popKey), 'endpoint', `${t.popAddress}:51821`, 'allowed-ips', '192.168.61.2/32']));
     for (const [ns, dev, addr] of [[t.pop, plainPop, '10.99.0.1/24'], [t.client, plainCli, '10.99.0.2/24']] as const) {
       await ns.exec(['ip', 'link', 'set', 'dev', dev, 'mtu', '1420']);
       await ns.addAddress(dev, addr);

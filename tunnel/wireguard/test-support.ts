@@ -71,7 +71,8 @@ export async function clientTunnelFromWgQuick(topo: Topology, ns: Namespace, ifn
     const file = join(dir, `${ifname}.conf`);
     writeFileSync(file, wgQuick.replace('[Interface]\n', `[Interface]\nPrivateKey = ${privateKey}\n`), { mode: 0o600 });
     const stripped = await ns.exec(['wg-quick', 'strip', file]);
-    await ns.exec(['wg', 'setconf', ifname, '/dev/stdin'], { input: stripped });
+    writeFileSync(file, stripped);
+    await ns.exec(['wg', 'setconf', ifname, file]);
     const address = /^Address = (.+)$/m.exec(wgQuick)?.[1]?.split(/,\s*/) ?? [];
     for (const a of address) await ns.exec(['ip', 'address', 'add', a, 'dev', ifname, ...(a.includes(':') ? ['nodad'] : [])]);
     await ns.exec(['ip', 'link', 'set', 'dev', ifname, 'up']);

@@ -19,7 +19,7 @@ test('decodeWgDump reads `wg show <if> dump`', () => {
 });
 
 test('wg set / setconf arguments', () => {
-  assert.deepEqual(wgSetArgs('wg0', { peers: [{ publicKey: A, allowedIps: ['10.0.0.2/32'] }, { publicKey: B, remove: true }] }).args, ['set', 'wg0', 'peer', A, 'allowed-ips', '10.0.0.2/32', 'peer', B, 'remove']);
+  assert.deepEqual(wgSetArgs('wg0', { peers: [{ publicKey: A, allowedIps: ['10.0.0.2/32'] }, { publicKey: B, remove: true }] }), ['set', 'wg0', 'peer', A, 'allowed-ips', '10.0.0.2/32', 'peer', B, 'remove']);
   assert.match(encodeWgConf({ privateKey: A, listenPort: 1, replacePeers: true, peers: [{ publicKey: B, allowedIps: ['10.0.0.2/32', 'fd00::2/128'] }] }), /\[Peer\]\nPublicKey = .*\nAllowedIPs = 10\.0\.0\.2\/32, fd00::2\/128/);
 });
 

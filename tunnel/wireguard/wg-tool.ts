@@ -2,6 +2,9 @@
 // (netlink). `wg show <if> dump` and `wg setconf`/`wg set` speak to wireguard-go's UAPI socket as
 // well, so this path is exercised against wireguard-go in the tests.
 import { execFile } from 'node:child_process';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { isBase64Key, UapiError, type DeviceSet, type DeviceState, type PeerState } from './uapi.js';
 import { isPrefix } from '../../dataplane/config/common.js';
 
@@ -71,16 +74,27 @@ export function encodeWgConf(req: DeviceSet): string {
   return out.join('\n') + '\n';
 }
 
-/** `wg set` arguments for an incremental change (no replace_peers). */
-export function wgSetArgs(ifname: string, req: DeviceSet): { args: string[]; stdin?: string } {
+/**
+ * Runs fn with a private (0600) temporary file holding `content`, removed afterwards. `wg` reads keys
+ * and configs from files; /dev/stdin does not work for it under Node, whose stdio pipes are sockets.
+ */
+export async function withSecretFile<T>(content: string, fn: (path: string) => Promise<T>): Promise<T> {
+  const dir = mkdtempSync(join(tmpdir(), 'cbr-wg-'));
+  try {
+    const path = join(dir, 'data');
+    writeFileSync(path, content, { mode: 0o600 });
+    return await fn(path);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** `wg set` arguments for an incremental change (no replace_peers); a private key is read from `keyFile`. */
+export function wgSetArgs(ifname: string, req: DeviceSet, keyFile = '/dev/null'): string[] {
   const args = ['set', ifname];
-  let stdin: string | undefined;
   if (req.listenPort !== undefined) args.push('listen-port', String(req.listenPort));
   if (req.fwmark !== undefined) args.push('fwmark', String(req.fwmark));
-  if (req.privateKey !== undefined) {
-    args.push('private-key', '/dev/stdin');
-    stdin = req.privateKey + '\n';
-  }
+  if (req.privateKey !== undefined) args.push('private-key', keyFile);
   for (const p of req.peers ?? []) {
     args.push('peer', p.publicKey);
     if (p.remove) {
@@ -93,20 +107,19 @@ export function wgSetArgs(ifname: string, req: DeviceSet): { args: string[]; std
     // `wg set ... allowed-ips` always replaces the peer's list.
     if (p.allowedIps !== undefined) args.push('allowed-ips', p.allowedIps.join(','));
   }
-  return { args, stdin };
+  return args;
 }
 
 export class WgToolControl {
   constructor(readonly ifname: string, private readonly commandPrefix: string[] = [], private readonly timeoutMs = 10_000) {}
 
-  private run(args: string[], stdin?: string): Promise<string> {
+  private run(args: string[]): Promise<string> {
     const argv = [...this.commandPrefix, 'wg', ...args];
     return new Promise((resolve, reject) => {
-      const child = execFile(argv[0]!, argv.slice(1), { timeout: this.timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      execFile(argv[0]!, argv.slice(1), { timeout: this.timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
         if (err) reject(new UapiError(`wg ${args.slice(0, 2).join(' ')}: ${(stderr || err.message).trim()}`));
         else resolve(stdout);
       });
-      child.stdin?.end(stdin ?? '');
     });
   }
 
@@ -115,10 +128,8 @@ export class WgToolControl {
   }
 
   async set(req: DeviceSet): Promise<void> {
-    if (req.replacePeers) await this.run(['setconf', this.ifname, '/dev/stdin'], encodeWgConf(req));
-    else {
-      const { args, stdin } = wgSetArgs(this.ifname, req);
-      await this.run(args, stdin);
-    }
+    if (req.replacePeers) await withSecretFile(encodeWgConf(req), (f) => this.run(['setconf', this.ifname, f]));
+    else if (req.privateKey !== undefined) await withSecretFile(req.privateKey + '\n', (f) => this.run(wgSetArgs(this.ifname, req, f)));
+    else await this.run(wgSetArgs(this.ifname, req));
   }
 }
