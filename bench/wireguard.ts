@@ -11,7 +11,7 @@ import { startAgent, type AgentProcess } from '../dataplane/testing.js';
 import { generatePrivateKey, publicKeyFor } from '../tunnel/wireguard/keys.js';
 import { withSecretFile } from '../tunnel/wireguard/wg-tool.js';
 import {
-  wgTopology, clientTunnelFromWgQuick, startWireguardGo, pingUntil, iperf3Gbps, startIssuerIn, agentYaml, waitHealthy, httpIn, tokenFor, ISSUER_PORT, ADMIN_PORT,
+  wgTopology, clientTunnelFromWgQuick, startWireguardGo, pingUntil, iperf3Gbps, startIssuerIn, agentYaml, waitHealthy, httpIn, tokenFor, removeSocketOnDestroy, ISSUER_PORT, ADMIN_PORT,
 } from '../tunnel/wireguard/test-support.js';
 
 const QUICK = process.env.QUICK === '1';
@@ -52,6 +52,7 @@ await withTopology(async (topo) => {
     await t.origin.exec(['ip', 'address', 'add', '192.168.61.2/24', 'dev', t.originIf]);
     const issuer = await startIssuerIn(topo, t.pop, `${t.popAddress}:${ISSUER_PORT}`, dir);
     const ifname = uniqueName('w');
+    removeSocketOnDestroy(topo, ifname);
     const adminUrl = `http://${t.popAddress}:${ADMIN_PORT}`;
     const yaml = agentYaml({ stateDir: join(dir, 'state'), issuer, ifname, admin: `${t.popAddress}:${ADMIN_PORT}`, log: 'warn' })
       .replace('address: [10.88.0.1/24', 'address: [10.88.0.1/16')

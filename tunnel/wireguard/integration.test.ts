@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { withTopology, uniqueName } from '../../bench/testhosts.js';
 import { startAgent, runCli, type AgentProcess } from '../../dataplane/testing.js';
 import { generatePrivateKey, publicKeyFor } from './keys.js';
-import { wgTopology, clientTunnelFromWgQuick, pingUntil, iperf3Gbps, startIssuerIn, agentYaml, waitHealthy, httpIn, tokenFor, ISSUER_PORT, ADMIN_PORT, ADMIN_TOKEN } from './test-support.js';
+import { wgTopology, clientTunnelFromWgQuick, pingUntil, iperf3Gbps, startIssuerIn, agentYaml, waitHealthy, httpIn, tokenFor, removeSocketOnDestroy, ISSUER_PORT, ADMIN_PORT, ADMIN_TOKEN } from './test-support.js';
 
 test('client registers with a dev-issuer token, tunnels to the origin; survives wireguard-go kill -9 and agent restart; expiry and revoke', { timeout: 240_000 }, async () => {
   await withTopology(async (topo) => {
@@ -20,6 +20,7 @@ test('client registers with a dev-issuer token, tunnels to the origin; survives 
       const t = await wgTopology(topo, ['10.88.0.0/24', 'fd00:88::/64']);
       const issuer = await startIssuerIn(topo, t.pop, `${t.popAddress}:${ISSUER_PORT}`, dir);
       const ifname = uniqueName('w');
+      removeSocketOnDestroy(topo, ifname);
       const adminUrl = `http://${t.popAddress}:${ADMIN_PORT}`;
       const yaml = (extra = '') => agentYaml({ stateDir: join(dir, 'state'), issuer, ifname, admin: `${t.popAddress}:${ADMIN_PORT}`, extra });
       agent = await startAgent(yaml(), { netns: t.pop.name });

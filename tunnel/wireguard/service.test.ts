@@ -8,7 +8,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
-import { withTopology, uniqueName, type Namespace } from '../../bench/testhosts.js';
+import { withTopology, uniqueName, type Namespace, type Topology } from '../../bench/testhosts.js';
+import { removeSocketOnDestroy } from './test-support.js';
 import { freePort } from '../../dataplane/testing.js';
 import { AdminServer, HealthModel, Supervisor, ServiceRegistry, createLogger, type AgentContext, type CbrConfig } from '../../dataplane/index.js';
 import { AuthError, AUTH_SERVICE, type AuthGate, type Identity } from '../../auth/index.js';
@@ -40,8 +41,9 @@ interface Harness {
   close(): Promise<void>;
 }
 
-async function harness(ns: Namespace, extra: Record<string, unknown> = {}): Promise<Harness> {
+async function harness(topo: Topology, ns: Namespace, extra: Record<string, unknown> = {}): Promise<Harness> {
   const ifname = uniqueName('w');
+  removeSocketOnDestroy(topo, ifname);
   const stateDir = mkdtempSync(join(tmpdir(), 'cbr-wgsvc-'));
   const listenPort = await freePort();
   const raw = (more: Record<string, unknown>) => ({
@@ -109,7 +111,7 @@ const newKey = () => publicKeyFor(generatePrivateKey());
 
 test('registration API against a real wireguard-go', async () => {
   await withTopology(async (topo) => {
-    const h = await harness(await topo.namespace('wgpop'), { deviceLimit: 3 });
+    const h = await harness(topo, await topo.namespace('wgpop'), { deviceLimit: 3 });
     try {
       const k1 = newKey();
 
@@ -211,7 +213,7 @@ test('registration API against a real wireguard-go', async () => {
 
 test('expiry, wireguard-go kill -9, restart from SQLite, and pool changes on reload', async () => {
   await withTopology(async (topo) => {
-    const h = await harness(await topo.namespace('wgpop'));
+    const h = await harness(topo, await topo.namespace('wgpop'));
     try {
       const short = newKey();
       const long = newKey();

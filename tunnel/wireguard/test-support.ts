@@ -51,7 +51,13 @@ export async function waitForUapi(ifname: string, timeoutMs = 10_000): Promise<v
 }
 
 /** Starts wireguard-go for `ifname` in `ns` (killed with the topology). */
+/** Removes the UAPI socket a SIGKILLed wireguard-go leaves behind, when the topology goes. */
+export function removeSocketOnDestroy(topo: Topology, ifname: string): void {
+  topo.onDestroy(() => rmSync(uapiSocketPath(ifname), { force: true }));
+}
+
 export async function startWireguardGo(topo: Topology, ns: Namespace, ifname: string): Promise<void> {
+  removeSocketOnDestroy(topo, ifname);
   const child = ns.spawn(['env', 'WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1', 'LOG_LEVEL=error', 'wireguard-go', '-f', ifname]);
   child.stdout?.resume();
   child.stderr?.resume();
