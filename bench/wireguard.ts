@@ -54,11 +54,11 @@ await withTopology(async (topo) => {
     const ifname = uniqueName('w');
     removeSocketOnDestroy(topo, ifname);
     const adminUrl = `http://${t.popAddress}:${ADMIN_PORT}`;
-    const yaml = agentYaml({ stateDir: join(dir, 'state'), issuer, ifname, admin: `${t.popAddress}:${ADMIN_PORT}`, log: 'warn' })
+    const yaml = agentYaml({ stateDir: join(dir, 'state'), issuer, ifname, admin: `${t.popAddress}:${ADMIN_PORT}`, log: 'info' })
       .replace('address: [10.88.0.1/24', 'address: [10.88.0.1/16')
       .replace('pools: [10.88.0.0/24', 'pools: [10.88.0.0/16')
       .replace('clientAllowedIPs: [192.168.60.0/24, "fd60::/64"]', 'clientAllowedIPs: [192.168.60.2/32]');
-    agent = await startAgent(yaml, { netns: t.pop.name, env: { CBR_LOG_LEVEL: 'warn' } });
+    agent = await startAgent(yaml, { netns: t.pop.name, env: { CBR_LOG_LEVEL: 'info' } });
     await waitHealthy(t.pop, adminUrl, agent);
     const token = await tokenFor(t.client, issuer, 'vpn-client', 'vpn-secret');
 
