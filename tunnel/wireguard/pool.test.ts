@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { AddressPools, PoolExhaustedError, prefixesOverlap, canonicalAddress } from './pool.js';
+import { AddressPools, PoolExhaustedError, prefixesOverlap, canonicalAddress, formatAddress, formatAddressReference } from './pool.js';
 import { wireguardConfigSchema } from './config.js';
 
 test('allocation skips the subnet address, broadcast and the PoP\'s own addresses, lowest first', () => {
@@ -25,8 +25,8 @@ test('allocation skips the subnet address, broadcast and the PoP\'s own addresse
   assert.deepEqual(pools.families(), [4, 6]);
 });
 
-test('a second pool is used when the first is full', () => {
-  const pools = new AddressPools(['10.0.0.0/30', '10.1.0.0/30']);
+test('a second pool is used when the first is full (pools are scanned in address order)', () => {
+  const pools = new AddressPools(['10.1.0.0/30', '10.0.0.0/30']);
   const used = new Set(['10.0.0.1', '10.0.0.2']);
   assert.equal(pools.allocate(4, used), '10.1.0.1');
 });
@@ -66,4 +66,19 @@ test('config: overlapping pools, duplicate names and an enabled section without 
   assert.equal(ok.interfaces[0]!.listenPort, 51820);
   assert.equal(ok.deviceLimit, 5);
   assert.equal(ok.peerLifetime, undefined);
+});
+
+test('property: the fast address formatter agrees with ip-num and with node\'s URL host serializer (RFC 5952)', () => {
+  const v6 = fc.array(fc.oneof(fc.constant(0), fc.nat(0xffff)), { minLength: 8, maxLength: 8 }).map((g) => g.reduce((acc, x) => (acc << 16n) | BigInt(x), 0n));
+  fc.assert(fc.property(v6, (v) => {
+    const s = formatAddress(6, v);
+    assert.equal(s, formatAddressReference(6, v));
+    assert.equal(`[${s}]`, new URL(`http://[${s}]/`).hostname);
+  }), { numRuns: 2000 });
+  fc.assert(fc.property(fc.nat(0xffffffff), (n) => assert.equal(formatAddress(4, BigInt(n)), formatAddressReference(4, BigInt(n)))), { numRuns: 500 });
+});
+
+test('allocate from a low-water mark skips what is below it', () => {
+  const pools = new AddressPools(['10.0.0.0/24']);
+  assert.equal(pools.allocate(4, new Set(), 10n * 2n ** 24n + 50n), '10.0.0.50');
 });

@@ -24,7 +24,36 @@ export function addressValue(addr: string): bigint {
   return isIPv4(addr) ? IPv4.fromString(addr).getValue() : IPv6.fromString(addr).getValue();
 }
 
+/** Text form of an address value: dotted quad, or RFC 5952 (lowercase, longest zero run of 2+ groups as ::). */
 export function formatAddress(family: Family, value: bigint): string {
+  if (family === 4) {
+    const n = Number(value);
+    return `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+  }
+  const groups: number[] = [];
+  for (let i = 7; i >= 0; i--) groups.push(Number((value >> BigInt(i * 16)) & 0xffffn));
+  let bestStart = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) {
+      bestStart = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = groups.map((g) => g.toString(16));
+  if (bestStart < 0) return hex.join(':');
+  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
+}
+
+/** ip-num's formatting, kept as the reference the fast formatter is tested against. */
+export function formatAddressReference(family: Family, value: bigint): string {
   return family === 4 ? IPv4.fromNumber(value).toString() : collapseIPv6Number(IPv6.fromBigInt(value).toString());
 }
 
@@ -66,7 +95,8 @@ export class AddressPools {
   constructor(pools: string[], reserved: string[] = []) {
     // Validate with ip-num as well: it rejects what our own math would silently accept.
     for (const p of pools) (isIPv4(p.split('/')[0]!) ? IPv4CidrRange : IPv6CidrRange).fromCidr(p);
-    this.ranges = pools.map(rangeOf);
+    // Ascending order: allocation is lowest-first, which a caller's low-water mark relies on.
+    this.ranges = pools.map(rangeOf).sort((a, b) => (a.first < b.first ? -1 : a.first > b.first ? 1 : 0));
     this.reserved = new Set(reserved.map(canonicalAddress));
   }
 
@@ -82,13 +112,17 @@ export class AddressPools {
     return this.ranges.some((r) => r.family === fam && v > r.first && (fam === 6 || v < r.last) && v <= r.last);
   }
 
-  /** The lowest leasable address of `family` not in `used` (canonical strings). Throws PoolExhaustedError. */
-  allocate(family: Family, used: Set<string>, maxScan = 1_000_000): string {
+  /**
+   * The lowest leasable address of `family` not in `used` (canonical strings), at or above `from`
+   * when given (a caller that knows everything below is taken). Throws PoolExhaustedError.
+   */
+  allocate(family: Family, used: Set<string>, from?: bigint, maxScan = 1_000_000): string {
     let scanned = 0;
     for (const r of this.ranges) {
       if (r.family !== family) continue;
       const end = family === 4 ? r.last - 1n : r.last;
-      for (let v = r.first + 1n; v <= end; v++) {
+      const start = from !== undefined && from > r.first + 1n ? from : r.first + 1n;
+      for (let v = start; v <= end; v++) {
         const a = formatAddress(family, v);
         if (!used.has(a) && !this.reserved.has(a)) return a;
         if (++scanned >= maxScan) throw new PoolExhaustedError(family);

@@ -3,7 +3,7 @@
 import type { Identity } from '../../auth/index.js';
 import type { Logger } from '../../dataplane/index.js';
 import type { WireguardConfig, WireguardInterfaceConfig } from './config.js';
-import { AddressPools, PoolExhaustedError, canonicalAddress } from './pool.js';
+import { AddressPools, PoolExhaustedError, canonicalAddress, addressValue, type Family } from './pool.js';
 import type { LeaseStore, Lease } from './store.js';
 import type { WireguardDevice, DevicePeer } from './device.js';
 import { clientAddressLines } from './client-config.js';
@@ -30,14 +30,73 @@ export function devicePeer(lease: Lease): DevicePeer {
   return { publicKey: lease.publicKey, allowedIps: clientAddressLines(lease) };
 }
 
+/**
+ * Per interface and family: the addresses in use (mirrors the store; every insert and delete goes
+ * through the registrar) and a low-water mark below which every address is taken, so an allocation
+ * does not rescan the pool from its start.
+ */
+class UsedAddresses {
+  private readonly used = new Map<string, Set<string>>();
+  private readonly lowWater = new Map<string, bigint>();
+
+  constructor(private readonly store: LeaseStore) {}
+
+  private key(iface: string, fam: Family): string {
+    return `${iface}/${fam}`;
+  }
+
+  set(iface: string, fam: Family): Set<string> {
+    const k = this.key(iface, fam);
+    let s = this.used.get(k);
+    if (!s) {
+      s = this.store.usedAddresses(iface, fam);
+      this.used.set(k, s);
+    }
+    return s;
+  }
+
+  from(iface: string, fam: Family): bigint | undefined {
+    return this.lowWater.get(this.key(iface, fam));
+  }
+
+  taken(iface: string, fam: Family, addr: string): void {
+    this.set(iface, fam).add(addr);
+    this.lowWater.set(this.key(iface, fam), addressValue(addr) + 1n);
+  }
+
+  released(lease: Lease): void {
+    for (const [fam, addr] of [[4, lease.ipv4], [6, lease.ipv6]] as const) {
+      if (addr === undefined) continue;
+      const k = this.key(lease.iface, fam);
+      this.used.get(k)?.delete(addr);
+      const lw = this.lowWater.get(k);
+      if (lw !== undefined && addressValue(addr) < lw) this.lowWater.set(k, addressValue(addr));
+    }
+  }
+
+  /** Pools changed (reload): scan from the start again. */
+  resetLowWater(): void {
+    this.lowWater.clear();
+  }
+}
+
 export class PeerRegistrar {
+  private readonly usedAddrs: UsedAddresses;
+
   constructor(
     private readonly store: LeaseStore,
     private readonly interfaces: Map<string, RegisteredInterface>,
     private readonly config: () => WireguardConfig,
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    this.usedAddrs = new UsedAddresses(store);
+  }
+
+  /** Called after the pools changed (reload). */
+  poolsChanged(): void {
+    this.usedAddrs.resetLowWater();
+  }
 
   iface(name: string): RegisteredInterface | undefined {
     return this.interfaces.get(name);
@@ -74,7 +133,7 @@ export class PeerRegistrar {
       const lease: Lease = { publicKey, iface: iface.config.name, subject: identity.subject, createdAt: now, expiresAt };
       try {
         for (const fam of iface.pools.families()) {
-          const a = iface.pools.allocate(fam, this.store.usedAddresses(iface.config.name, fam));
+          const a = iface.pools.allocate(fam, this.usedAddrs.set(iface.config.name, fam), this.usedAddrs.from(iface.config.name, fam));
           if (fam === 4) lease.ipv4 = a;
           else lease.ipv6 = a;
         }
@@ -83,6 +142,9 @@ export class PeerRegistrar {
         throw err;
       }
       this.store.insert(lease);
+      // Only after the insert succeeded (a throw rolls the transaction back and leaves these alone).
+      if (lease.ipv4) this.usedAddrs.taken(lease.iface, 4, lease.ipv4);
+      if (lease.ipv6) this.usedAddrs.taken(lease.iface, 6, lease.ipv6);
       return { lease, created: true };
     });
     try {
@@ -91,6 +153,7 @@ export class PeerRegistrar {
       if (outcome.created) {
         // Not on the device, so not registered: undo the lease and tell the client to retry.
         this.store.remove(publicKey);
+        this.usedAddrs.released(outcome.lease);
         await iface.device.removePeer(publicKey).catch(() => undefined);
       }
       this.log.warn({ err, interface: iface.config.name }, 'adding a peer to the device failed');
@@ -113,6 +176,7 @@ export class PeerRegistrar {
     const lease = this.store.get(publicKey);
     if (!lease || (subject !== undefined && lease.subject !== subject)) return false;
     this.store.remove(publicKey);
+    this.usedAddrs.released(lease);
     await this.removeFromDevice(lease);
     this.log.info({ interface: lease.iface, subject: lease.subject, reason: subject === undefined ? 'revoked by an operator' : 'deleted by its subject' }, 'peer removed');
     return true;
@@ -129,6 +193,7 @@ export class PeerRegistrar {
     const expired = this.store.expired(this.now());
     for (const lease of expired) {
       if (!this.store.remove(lease.publicKey)) continue;
+      this.usedAddrs.released(lease);
       await this.removeFromDevice(lease);
       this.log.info({ interface: lease.iface, subject: lease.subject, expiredAt: new Date(lease.expiresAt).toISOString() }, 'peer expired and removed');
     }

@@ -289,6 +289,7 @@ export class WireguardService implements Subsystem {
       reg.pools = poolsFor(ifc);
       await reg.device.updateRouting(ifc, [...prev.pools, ...prev.routes]);
     }
+    this.registrar!.poolsChanged();
     this.scheduleSweep();
   }
 
