@@ -195,11 +195,15 @@ test('registration API against a real wireguard-go', async () => {
       assert.equal(list.json.peers.length, 202);
       assert.equal((await call(h, 'DELETE', `/v1/wireguard/admin/peers/${encodeURIComponent(keys[0]!)}`)).status, 200);
       assert.ok(!(await devicePeers(h)).has(keys[0]!));
+      // The released address is the lowest free one again and is handed out next.
+      const reuse = await call(h, 'POST', '/v1/wireguard/peers', { token: 'sub:erin', body: { publicKey: newKey() } });
+      assert.equal(reuse.json.addresses.ipv4, v4[0]);
+      assert.equal((await call(h, 'DELETE', `/v1/wireguard/admin/peers/${encodeURIComponent(reuse.json.publicKey)}`)).status, 200);
 
       // Metrics (device reads are cached for 500 ms within a scrape).
       await new Promise((r) => setTimeout(r, 600));
       const metrics = await h.ctx.registry.metrics();
-      assert.match(metrics, /cbr_wireguard_registrations_total\{result="created"\} 203/);
+      assert.match(metrics, /cbr_wireguard_registrations_total\{result="created"\} 204/);
       assert.match(metrics, /cbr_wireguard_registrations_total\{result="unauthorized"\} 2/);
       assert.match(metrics, /cbr_wireguard_registrations_total\{result="bad_request"\} 8/);
       assert.match(metrics, new RegExp(`cbr_wireguard_peers\\{interface="${h.ifname}"\\} 201`));
