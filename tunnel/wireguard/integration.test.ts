@@ -10,9 +10,10 @@ import { join } from 'node:path';
 import { withTopology, uniqueName } from '../../bench/testhosts.js';
 import { startAgent, runCli, type AgentProcess } from '../../dataplane/testing.js';
 import { generatePrivateKey, publicKeyFor } from './keys.js';
+import { authSubsystem } from '../../auth/index.js';
 import { wgTopology, clientTunnelFromWgQuick, pingUntil, iperf3Gbps, startIssuerIn, agentYaml, waitHealthy, httpIn, tokenFor, removeSocketOnDestroy, ISSUER_PORT, ADMIN_PORT, ADMIN_TOKEN } from './test-support.js';
 
-test('client registers with a dev-issuer token, tunnels to the origin; survives wireguard-go kill -9 and agent restart; expiry and revoke', { timeout: 240_000 }, async () => {
+test('client registers with a dev-issuer token, tunnels to the origin; survives wireguard-go kill -9 and agent restart; expiry and revoke', { timeout: 240_000, skip: authSubsystem === undefined ? 'needs the auth subsystem and its dev issuer (not in this build yet)' : false }, async () => {
   await withTopology(async (topo) => {
     const dir = mkdtempSync(join(tmpdir(), 'cbr-wgint-'));
     let agent: AgentProcess | undefined;

@@ -1,8 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { decodeWgDump, encodeWgConf, wgSetArgs } from './wg-tool.js';
+import { decodeWgDump, encodeWgConf, wgSetArgs, WgToolControl } from './wg-tool.js';
 import { UapiError } from './uapi.js';
+import { UapiClient, uapiSocketPath } from './uapi-client.js';
+import { withTopology, uniqueName } from '../../bench/testhosts.js';
+import { startWireguardGo } from './test-support.js';
+import { generatePrivateKey, publicKeyFor } from './keys.js';
 
 const A = Buffer.alloc(32, 7).toString('base64');
 const B = Buffer.alloc(32, 9).toString('base64');
@@ -32,4 +36,24 @@ test('property: random text never makes decodeWgDump throw anything but UapiErro
       assert.ok(err instanceof UapiError, String(err));
     }
   }), { numRuns: 2000 });
+});
+
+test('WgToolControl (the kernel path) configures and reads a real device through `wg` (here: wireguard-go)', async () => {
+  await withTopology(async (topo) => {
+    const ns = await topo.namespace('wgtool');
+    const ifname = uniqueName('w');
+    await startWireguardGo(topo, ns, ifname);
+    const ctl = new WgToolControl(ifname);
+    const priv = generatePrivateKey();
+    const [p1, p2] = [publicKeyFor(generatePrivateKey()), publicKeyFor(generatePrivateKey())];
+    await ctl.set({ privateKey: priv, listenPort: 40123, replacePeers: true, peers: [{ publicKey: p1, allowedIps: ['10.5.0.2/32'] }, { publicKey: p2, allowedIps: ['10.5.0.3/32', 'fd00:5::3/128'] }] });
+    await ctl.set({ peers: [{ publicKey: p1, remove: true }, { publicKey: p2, allowedIps: ['10.5.0.4/32'] }] });
+    const viaWg = await ctl.get();
+    const viaUapi = await new UapiClient(uapiSocketPath(ifname)).get();
+    assert.equal(viaWg.privateKey, priv);
+    assert.equal(viaWg.listenPort, 40123);
+    assert.deepEqual(viaWg.peers.map((p) => [p.publicKey, p.allowedIps]), [[p2, ['10.5.0.4/32']]]);
+    assert.deepEqual(viaUapi.peers.map((p) => [p.publicKey, p.allowedIps]), [[p2, ['10.5.0.4/32']]]);
+    await assert.rejects(new WgToolControl('cbr-nonexist0').get(), UapiError);
+  });
 });
