@@ -37,6 +37,11 @@ bench-auth: build
 bench-failover: build
 	@node dist/bench/failover.js
 
+# WireGuard: registrations/s end to end, TCP through the agent-managed interface vs hand-configured wireguard-go (QUICK=1: short).
+.PHONY: bench-wireguard
+bench-wireguard: build
+	@node dist/bench/wireguard.js
+
 clean-netns:
 	@node scripts/clean-netns.mjs
 
