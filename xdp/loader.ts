@@ -15,24 +15,23 @@ const BPF_FS_MAGIC = 0xcafe4a11;
 export const DEFAULT_OBJECT_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'xdp', 'build');
 
 /**
- * The directory pins go to. `ip netns exec` remounts /sys for the namespace, which hides the host's
- * bpffs at /sys/fs/bpf; a pin made in a private bpffs would vanish with the process, so in that case
- * we reach the host's bpffs through PID 1's root.
+ * Checks that pins can go under pinRoot: the nearest existing directory must be on a BPF
+ * filesystem. (`ip netns exec` remounts /sys for the namespace, which hides the host's
+ * /sys/fs/bpf; an agent started that way needs xdp.pinRoot on a bpffs mounted outside /sys.)
  */
 export function resolvePinRoot(pinRoot: string): string {
-  if (!pinRoot.startsWith('/sys/fs/bpf')) return pinRoot;
+  let dir = pinRoot;
+  for (let i = 0; i < 64 && !existsSync(dir); i++) dir = dirname(dir);
+  let type = 0;
   try {
-    if (statfsSync('/sys/fs/bpf').type === BPF_FS_MAGIC) return pinRoot;
+    type = statfsSync(dir).type;
   } catch {
-    /* not mounted at all */
+    /* reported below */
   }
-  const viaInit = join('/proc/1/root', pinRoot);
-  try {
-    if (statfsSync('/proc/1/root/sys/fs/bpf').type === BPF_FS_MAGIC) return viaInit;
-  } catch {
-    /* fall through */
+  if (type !== BPF_FS_MAGIC) {
+    throw new BpfError('xdp.pinRoot', 0, `${pinRoot} is not on a BPF filesystem (mount -t bpf bpf /sys/fs/bpf; under \`ip netns exec\`, which remounts /sys, use a bpffs mounted elsewhere)`);
   }
-  throw new BpfError('bpffs', 2, 'no BPF filesystem at /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf)');
+  return pinRoot;
 }
 
 export function pinDirFor(pinRoot: string, ifname: string): string {
