@@ -34,6 +34,15 @@ function bytesToBig(b: Buffer): bigint {
   return v;
 }
 
+/** Canonical hex form (embedded IPv4 and the like rewritten) that ip-num accepts; PrefixError if none. */
+function canonicalV6(addr: string, input: string): string {
+  try {
+    return new URL(`http://[${addr}]/`).hostname.slice(1, -1);
+  } catch {
+    throw new PrefixError(`expected an IPv6 address without a zone, got ${JSON.stringify(input)}`);
+  }
+}
+
 /** "192.0.2.7/24" → 192.0.2.0/24; a bare address is a /32 or /128. Throws PrefixError naming the input. */
 export function parsePrefix(input: string): ParsedPrefix {
   const s = input.trim();
@@ -51,7 +60,7 @@ export function parsePrefix(input: string): ParsedPrefix {
   if (isIPv6(addr)) {
     const n = len === undefined ? 128 : Number(len);
     if (n > 128) throw new PrefixError(`prefix length ${n} is more than 128 in ${JSON.stringify(input)}`);
-    const first = IPv6CidrRange.fromCidr(`${addr}/${n}`).getFirst();
+    const first = IPv6CidrRange.fromCidr(`${canonicalV6(addr, input)}/${n}`).getFirst();
     const bytes = bigToBytes(first.getValue(), 16);
     return { family: 6, addr: bytes, length: n, text: `${formatAddress(6, bytes)}/${n}` };
   }
@@ -61,7 +70,7 @@ export function parsePrefix(input: string): ParsedPrefix {
 /** An address (no length) as 4 or 16 bytes. */
 export function parseAddress(input: string): { family: 4 | 6; addr: Buffer } {
   if (isIPv4(input)) return { family: 4, addr: bigToBytes(IPv4.fromString(input).getValue(), 4) };
-  if (isIPv6(input)) return { family: 6, addr: bigToBytes(IPv6.fromString(input).getValue(), 16) };
+  if (isIPv6(input)) return { family: 6, addr: bigToBytes(IPv6.fromString(canonicalV6(input, input)).getValue(), 16) };
   throw new PrefixError(`expected an IPv4 or IPv6 address, got ${JSON.stringify(input)}`);
 }
 
