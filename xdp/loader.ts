@@ -53,6 +53,8 @@ export interface LoadOptions {
   sizes: MapSizes;
   /** Load the LB and install it in the filter's tail-call slot. */
   withLb: boolean;
+  /** LB object file name in objectDir (the bench uses lb_bench.bpf.o). */
+  lbObject?: string;
   /** Told about maps recreated because their pinned shape no longer matches. */
   onRecreate?: (map: string, why: string) => void;
 }
@@ -82,7 +84,7 @@ export class XdpPipeline {
       filter.load();
       let lbFd: number | undefined;
       if (opts.withLb) {
-        const lb = prepare(join(dir, 'lb.bpf.o'), opts);
+        const lb = prepare(join(dir, opts.lbObject ?? 'lb.bpf.o'), opts);
         objects.push(lb);
         lb.load();
         lbFd = lb.progFd('cbr_lb');

@@ -149,11 +149,11 @@ export function testConfig(xdp: Record<string, unknown>): XdpConfig {
 }
 
 /** Loads and syncs the pipeline for `cfg` into a fresh pin dir, runs fn, then closes and unpins. */
-export async function withTestPipeline<T>(cfg: XdpConfig, fn: (p: XdpPipeline) => Promise<T> | T, opts: { withLb?: boolean; srcMac?: Buffer } = {}): Promise<T> {
+export async function withTestPipeline<T>(cfg: XdpConfig, fn: (p: XdpPipeline) => Promise<T> | T, opts: { withLb?: boolean; srcMac?: Buffer; lbObject?: string } = {}): Promise<T> {
   const pinDir = testPinDir();
   let p: XdpPipeline | undefined;
   try {
-    p = XdpPipeline.load({ pinDir, sizes: mapSizesFor(cfg), withLb: opts.withLb ?? cfg.lb.vips.length > 0 });
+    p = XdpPipeline.load({ pinDir, sizes: mapSizesFor(cfg), withLb: opts.withLb ?? cfg.lb.vips.length > 0, lbObject: opts.lbObject });
     writeConfigMap(p, cfg, opts.srcMac ?? Buffer.from([2, 0, 0, 0, 0, 0x10]));
     syncLists(p, cfg, { api: { deny: [], allow: [] } });
     syncServices(p, cfg);
