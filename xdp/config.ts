@@ -71,8 +71,7 @@ export const xdpConfigSchema = z
       .describe('Maglev / QUIC-CID load balancer'),
   })
   .superRefine((x, ctx) => {
-    if (!x.enabled) return;
-    if (!x.interface) ctx.addIssue({ code: 'custom', path: ['interface'], message: 'required when xdp is enabled' });
+    if (x.enabled && !x.interface) ctx.addIssue({ code: 'custom', path: ['interface'], message: 'required when xdp is enabled' });
     if (!isPrime(x.lb.ringSize)) ctx.addIssue({ code: 'custom', path: ['lb', 'ringSize'], message: `expected a prime, got ${x.lb.ringSize}` });
     if (x.lb.vips.length) {
       if (!x.lb.nextHopMac) ctx.addIssue({ code: 'custom', path: ['lb', 'nextHopMac'], message: 'required when lb.vips is set' });
