@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
+import { IPv4CidrRange } from 'ip-num';
 import { encodeCid, decodeCid, CidError, CID_MIN_LEN, CID_MAX_LEN } from './cid.js';
 import { parsePrefix, parsePrefixList, lpmKey, decodeLpmKey, PrefixError, formatAddress } from './prefix.js';
 import { encodeConfig, decodeConfig, encodeBackend, decodeBackend, counterIndex, COUNTERS, REASONS, LAYOUTS } from './maps.js';
@@ -63,6 +64,12 @@ test('prefixes: normalised, LPM keys round-trip, errors are PrefixError naming t
       } catch (err) {
         assert.ok(err instanceof PrefixError, String(err));
       }
+    }),
+  );
+  // the IPv4 fast path agrees with ip-num
+  fc.assert(
+    fc.property(fc.ipV4(), fc.integer({ min: 0, max: 32 }), (a, n) => {
+      assert.equal(parsePrefix(`${a}/${n}`).text, `${IPv4CidrRange.fromCidr(`${a}/${n}`).getFirst().toString()}/${n}`);
     }),
   );
   fc.assert(fc.property(fc.ipV6(), (a) => assert.equal(formatAddress(6, parsePrefix(`${a}/128`).addr), new URL(`http://[${a}]/`).hostname.slice(1, -1))));

@@ -34,7 +34,7 @@ export function configPrefixes(cfg: XdpConfig, kind: ListKind): ParsedPrefix[] {
       throw new Error(`xdp.${kind}.files[${i}]: cannot read ${f}: ${(err as Error).message}`);
     }
     try {
-      out.push(...parsePrefixList(text, f));
+      for (const p of parsePrefixList(text, f)) out.push(p); // no spread: lists run to millions
     } catch (err) {
       throw new Error(`xdp.${kind}.files[${i}]: ${(err as Error).message}`);
     }

@@ -1,6 +1,6 @@
 // Prefix handling for the deny/allow lists: parse and normalise with ip-num, encode as the LPM trie
 // keys of xdp/src/cbr_xdp.h (struct cbr_lpm4 / cbr_lpm6), and decode them back.
-import { IPv4CidrRange, IPv6CidrRange, IPv4, IPv6 } from 'ip-num';
+import { IPv6CidrRange, IPv4, IPv6 } from 'ip-num';
 import { isIPv4, isIPv6 } from '../dataplane/index.js';
 
 export class PrefixError extends Error {
@@ -53,9 +53,12 @@ export function parsePrefix(input: string): ParsedPrefix {
   if (isIPv4(addr)) {
     const n = len === undefined ? 32 : Number(len);
     if (n > 32) throw new PrefixError(`prefix length ${n} is more than 32 in ${JSON.stringify(input)}`);
-    const first = IPv4CidrRange.fromCidr(`${addr}/${n}`).getFirst();
-    const bytes = bigToBytes(first.getValue(), 4);
-    return { family: 4, addr: bytes, length: n, text: `${first.toString()}/${n}` };
+    // IPv4 by plain arithmetic: million-entry lists would spend half a minute in ip-num's objects
+    const v = addr.split('.').reduce((a, o) => (a * 256 + Number(o)) >>> 0, 0);
+    const net = n === 0 ? 0 : (v & (0xffffffff << (32 - n))) >>> 0;
+    const bytes = Buffer.alloc(4);
+    bytes.writeUInt32BE(net);
+    return { family: 4, addr: bytes, length: n, text: `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}/${n}` };
   }
   if (isIPv6(addr)) {
     const n = len === undefined ? 128 : Number(len);
