@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all deps build test demo docs check-docs bench clean clean-netns bench-auth bench-failover
+.PHONY: all deps build test demo docs check-docs bench clean clean-netns xdp bench-xdp bench-auth bench-failover
 
 all: build
 
@@ -10,7 +10,23 @@ deps:
 	@scripts/install-deps.sh
 
 build: deps
+	@$(MAKE) --no-print-directory xdp
 	@npm run --silent build
+
+# XDP programs (BPF objects the agent loads through libbpf).
+XDP_SRC := $(wildcard xdp/src/*.bpf.c)
+XDP_OBJ := $(patsubst xdp/src/%.bpf.c,xdp/build/%.bpf.o,$(XDP_SRC)) xdp/build/lb_bench.bpf.o
+xdp: $(XDP_OBJ)
+# bench build of the LB that undoes its encapsulation, so repeated BPF_PROG_TEST_RUN runs see one packet
+xdp/build/lb_bench.bpf.o: xdp/src/lb.bpf.c $(wildcard xdp/src/*.h)
+	@mkdir -p xdp/build
+	clang -target bpf -O2 -g -Wall -Werror -DCBR_BENCH_RESTORE -I/usr/include/x86_64-linux-gnu -c $< -o $@
+xdp/build/%.bpf.o: xdp/src/%.bpf.c $(wildcard xdp/src/*.h)
+	@mkdir -p xdp/build
+	clang -target bpf -O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu -c $< -o $@
+
+bench-xdp: build
+	@node dist/bench/xdp.js
 
 docs: build
 	@node dist/dataplane/cli.js config docs > docs/config.md
@@ -46,4 +62,4 @@ clean-netns:
 	@node scripts/clean-netns.mjs
 
 clean:
-	rm -rf dist
+	rm -rf dist xdp/build
