@@ -7,7 +7,7 @@ import { parseAppKeyFile } from './introspect.js';
 import { startDevIssuer, type DevIssuer } from './dev-issuer.js';
 import { TokenGate } from './token-gate.js';
 import { AuthError } from './gate.js';
-import { authConfig } from './test-support.js';
+import { authConfig } from './testkit.js';
 
 let dev: DevIssuer;
 let gate: TokenGate;

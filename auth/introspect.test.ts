@@ -7,7 +7,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { startDevIssuer, type DevIssuer } from './dev-issuer.js';
 import { TokenGate } from './token-gate.js';
 import { parseAppKeyFile, loadAppKeyFile } from './introspect.js';
-import { authConfig, rejection } from './test-support.js';
+import { authConfig, rejection } from './testkit.js';
 
 let dev: DevIssuer;
 let dir: string;

@@ -7,7 +7,7 @@ import { startDevIssuer, type DevIssuer } from './dev-issuer.js';
 import { TokenGate } from './token-gate.js';
 import { authMetrics } from './metrics.js';
 import { parseJwks } from './jwks.js';
-import { authConfig, rejection, sleep } from './test-support.js';
+import { authConfig, rejection, sleep } from './testkit.js';
 
 let dev: DevIssuer;
 const gates: TokenGate[] = [];

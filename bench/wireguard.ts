@@ -12,7 +12,7 @@ import { generatePrivateKey, publicKeyFor } from '../tunnel/wireguard/keys.js';
 import { withSecretFile } from '../tunnel/wireguard/wg-tool.js';
 import {
   wgTopology, clientTunnelFromWgQuick, startWireguardGo, pingUntil, iperf3Gbps, startIssuerIn, agentYaml, waitHealthy, httpIn, tokenFor, removeSocketOnDestroy, ISSUER_PORT, ADMIN_PORT,
-} from '../tunnel/wireguard/test-support.js';
+} from '../tunnel/wireguard/testkit.js';
 
 const QUICK = process.env.QUICK === '1';
 const REGISTRATIONS = QUICK ? 200 : 1000;

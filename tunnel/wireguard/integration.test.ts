@@ -11,7 +11,7 @@ import { withTopology, uniqueName } from '../../bench/testhosts.js';
 import { startAgent, runCli, type AgentProcess } from '../../dataplane/testing.js';
 import { generatePrivateKey, publicKeyFor } from './keys.js';
 import { authSubsystem } from '../../auth/index.js';
-import { wgTopology, clientTunnelFromWgQuick, pingUntil, iperf3Gbps, startIssuerIn, agentYaml, waitHealthy, httpIn, tokenFor, removeSocketOnDestroy, ISSUER_PORT, ADMIN_PORT, ADMIN_TOKEN } from './test-support.js';
+import { wgTopology, clientTunnelFromWgQuick, pingUntil, iperf3Gbps, startIssuerIn, agentYaml, waitHealthy, httpIn, tokenFor, removeSocketOnDestroy, ISSUER_PORT, ADMIN_PORT, ADMIN_TOKEN } from './testkit.js';
 
 test('client registers with a dev-issuer token, tunnels to the origin; survives wireguard-go kill -9 and agent restart; expiry and revoke', { timeout: 240_000, skip: authSubsystem === undefined ? 'needs the auth subsystem and its dev issuer (not in this build yet)' : false }, async () => {
   await withTopology(async (topo) => {

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { withTopology, uniqueName, type Namespace, type Topology } from '../../bench/testhosts.js';
-import { removeSocketOnDestroy } from './test-support.js';
+import { removeSocketOnDestroy } from './testkit.js';
 import { freePort } from '../../dataplane/testing.js';
 import { AdminServer, HealthModel, Supervisor, ServiceRegistry, createLogger, type AgentContext, type CbrConfig } from '../../dataplane/index.js';
 import { AuthError, AUTH_SERVICE, type AuthGate, type Identity } from '../../auth/index.js';

@@ -5,7 +5,7 @@ import { decodeWgDump, encodeWgConf, wgSetArgs, WgToolControl } from './wg-tool.
 import { UapiError } from './uapi.js';
 import { UapiClient, uapiSocketPath } from './uapi-client.js';
 import { withTopology, uniqueName } from '../../bench/testhosts.js';
-import { startWireguardGo } from './test-support.js';
+import { startWireguardGo } from './testkit.js';
 import { generatePrivateKey, publicKeyFor } from './keys.js';
 
 const A = Buffer.alloc(32, 7).toString('base64');
