@@ -1,77 +1,573 @@
-// `make demo`: a PoP in a network namespace on embedded defaults. Starts `cbr agent` inside its own
-// namespace, shows /healthz and /metrics, and keeps it up until Ctrl-C (or exits at once with ONCE=1).
-// Everything it creates is removed on the way out.
-import { fileURLToPath } from 'node:url';
+// `make demo`: the whole product in network namespaces, narrated with what it measures.
+//
+//              idp (cbr dev-issuer)        origin (HTTP, UDP echo, iperf3 -s)
+//                          \                 /
+//   client ──────────────── router (BIRD, AS 65000) ──── PoP A  cbr agent: XDP filter, WireGuard, BGP (AS 65001, preferred)
+//   attacker ──────────────/                    \──────── PoP B  cbr agent: XDP filter, WireGuard, BGP (AS 65002)
+//
+// Both PoPs announce 198.51.100.1/32 (the anycast address, on their lo) only while healthy. The
+// client takes a token from the dev issuer (client_credentials), registers its WireGuard key
+// through the anycast address (and at B's unicast address, so either PoP can carry it: both PoPs
+// share the WireGuard server key and the lease pool), brings up wireguard-go and fetches from the
+// origin through the tunnel. The attacker floods; the XDP filter drops it. PoP A's health check then
+// fails, A withdraws, and the client's traffic moves to B; the interruption is measured.
+//
+// Keeps the agents (and their /metrics) up until Ctrl-C; ONCE=1 exits at the end (0 only if every
+// step worked). Everything it creates (namespaces, processes, the bpffs mount and pins, temp dirs,
+// UAPI sockets) is removed on every exit path.
+import { mkdtempSync, mkdirSync, rmSync, rmdirSync, writeFileSync, existsSync } from 'node:fs';
+import { execFileSync, type ChildProcess } from 'node:child_process';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import { Topology } from './testhosts.js';
+import { Topology, run, uniqueName, type Namespace } from './testhosts.js';
+import { startAgent, runCli, type AgentProcess } from '../dataplane/testing.js';
+import { startRouterBird, waitForRoute, type RouterBird } from '../bgp/testing.js';
+import { generatePrivateKey, publicKeyFor } from '../tunnel/wireguard/keys.js';
+import { uapiSocketPath } from '../tunnel/wireguard/uapi-client.js';
+import { clientTunnelFromWgQuick, startIssuerIn, httpIn, tokenFor, PROJECT, ISSUER_PORT } from '../tunnel/wireguard/testkit.js';
 
-const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'dataplane', 'cli.js');
-const once = process.env.ONCE === '1';
-const say = (msg: string) => process.stdout.write(`[demo ${new Date().toISOString().slice(11, 23)}] ${msg}\n`);
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROLES = join(HERE, 'demo-roles.js');
+const BARE_XDP = join(HERE, '..', '..', 'xdp', 'build', 'bare.bpf.o');
+const ONCE = process.env.ONCE === '1';
+const VERBOSE = process.env.CBR_DEMO_VERBOSE === '1';
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+const ANYCAST = '198.51.100.1';
+const ADMIN_PORT = 9780;
+const ADMIN_TOKEN = `demo-admin-${process.pid}-${Math.random().toString(36).slice(2)}`;
+const ORIGIN = '10.0.100.2';
+const ORIGIN_HTTP = 8080;
+const ORIGIN_ECHO = 7001;
+const POP_ECHO = 7000;
+const WG_POOL = '10.77.0.0/24';
+const ATTACKER = '10.9.1.66';
+const RATE_PPS = 20_000;
+const PROBE_PPS = 200;
+
+// ---------------- narration ----------------
+
+const T0 = performance.now();
+const clock = () => `+${((performance.now() - T0) / 1000).toFixed(1).padStart(5)}s`;
+function say(msg: string): void {
+  process.stdout.write(`[${clock()}] ${msg}\n`);
+}
+function detail(msg: string): void {
+  process.stdout.write(`           ${msg}\n`);
+}
+const ms = (x: number) => `${Math.round(x)} ms`;
+const fmtRate = (bitsPerSecond: number) => (bitsPerSecond >= 1e9 ? `${(bitsPerSecond / 1e9).toFixed(2)} Gbit/s` : `${(bitsPerSecond / 1e6).toFixed(0)} Mbit/s`);
+
+/** Steps that must hold; a failure ends the demo with a non-zero exit. */
+function check(ok: unknown, what: string): asserts ok {
+  if (!ok) throw new Error(what);
+}
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number, everyMs = 100): Promise<T> {
   const until = Date.now() + timeoutMs;
+  let lastErr: unknown;
   for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
+    try {
+      const v = await fn();
+      if (v !== undefined) return v;
+    } catch (err) {
+      lastErr = err;
+    }
+    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastErr ? `: ${(lastErr as Error).message}` : ''}`);
+    await new Promise((r) => setTimeout(r, everyMs));
   }
 }
+
+// ---------------- cleanup on every path ----------------
+
+/** Synchronous removals (mounts, dirs, sockets) that also run on a hard exit. Idempotent. */
+const syncCleanups: Array<() => void> = [];
+function runSyncCleanups(): void {
+  while (syncCleanups.length) {
+    try {
+      syncCleanups.pop()!();
+    } catch {
+      /* best effort: keep removing the rest */
+    }
+  }
+}
+process.on('exit', runSyncCleanups);
+
+// ---------------- helper processes ----------------
+
+/** Starts a demo-roles process in `ns` and waits for its "ready" line. */
+async function startRole(ns: Namespace, args: string[]): Promise<{ proc: ChildProcess; lines: AsyncIterableIterator<string> | undefined; onLine: (fn: (l: string) => void) => void }> {
+  const proc = ns.spawn([process.execPath, ROLES, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const listeners: Array<(l: string) => void> = [];
+  const rl = createInterface({ input: proc.stdout! });
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`${args[0]} helper did not start`)), 10_000);
+    rl.once('line', () => {
+      clearTimeout(t);
+      resolve();
+    });
+    proc.once('exit', (c) => reject(new Error(`${args[0]} helper exited (${c})`)));
+  });
+  rl.on('line', (l) => listeners.forEach((fn) => fn(l)));
+  return { proc, lines: undefined, onLine: (fn) => listeners.push(fn) };
+}
+
+interface Switch {
+  from: string;
+  to: string;
+  lastFromSendMs: number;
+  firstToSendMs: number;
+  lost: number;
+}
+
+/** A probe stream from the client: which PoP answers, and the gap when that changes. */
+class Probe {
+  readonly switches: Switch[] = [];
+  private waiters: Array<{ pred: (s: Switch) => boolean; resolve: (s: Switch) => void }> = [];
+  private constructor(private readonly proc: ChildProcess, private readonly tagOf: (raw: string) => string) {}
+
+  static async start(ns: Namespace, host: string, port: number, tagOf: (raw: string) => string = (t) => t): Promise<Probe> {
+    const role = await startRole(ns, ['probe', host, String(port), String(PROBE_PPS)]);
+    const p = new Probe(role.proc, tagOf);
+    role.onLine((l) => {
+      let s: Switch;
+      try {
+        s = JSON.parse(l) as Switch;
+      } catch {
+        return;
+      }
+      if (s.from === undefined) return;
+      s = { ...s, from: s.from === 'none' ? 'none' : p.tagOf(s.from), to: p.tagOf(s.to) };
+      p.switches.push(s);
+      for (const w of [...p.waiters]) {
+        if (w.pred(s)) {
+          p.waiters.splice(p.waiters.indexOf(w), 1);
+          w.resolve(s);
+        }
+      }
+    });
+    return p;
+  }
+
+  get current(): string | undefined {
+    return this.switches.at(-1)?.to;
+  }
+
+  wait(pred: (s: Switch) => boolean, timeoutMs: number, what: string): Promise<Switch> {
+    const seen = this.switches.find(pred);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const w = { pred, resolve: (s: Switch) => { clearTimeout(t); resolve(s); } };
+      const t = setTimeout(() => {
+        this.waiters.splice(this.waiters.indexOf(w), 1);
+        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`));
+      }, timeoutMs);
+      this.waiters.push(w);
+    });
+  }
+
+  stop(): void {
+    this.proc.stdin?.end();
+  }
+}
+
+// ---------------- the PoPs ----------------
+
+interface Pop {
+  name: 'A' | 'B';
+  ns: Namespace;
+  /** The PoP's end of its link to the router (XDP attaches here). */
+  ifname: string;
+  addr: string;
+  routerAddr: string;
+  as: number;
+  wgIf: string;
+  healthFile: string;
+  stateDir: string;
+  agent?: AgentProcess;
+}
+
+function popYaml(p: Pop, o: { issuer: string; bpffs: string; wgKeyFile: string }): string {
+  return `agent:
+  name: pop-${p.name.toLowerCase()}
+  stateDir: ${p.stateDir}
+log:
+  level: info
+admin:
+  listen: 0.0.0.0:${ADMIN_PORT}
+  apiToken: ${ADMIN_TOKEN}
+lifecycle:
+  shutdownTimeout: 10s
+health:
+  checks:
+    # the demo fails PoP A by removing this file
+    - name: service
+      command: [test, -f, ${p.healthFile}]
+      interval: 200ms
+      timeout: 1s
+      rise: 2
+      fall: 2
+auth:
+  enabled: true
+  issuer: ${o.issuer}
+  audience: ["${PROJECT}"]
+xdp:
+  enabled: true
+  interface: ${p.ifname}
+  pinRoot: ${o.bpffs}
+  mode: native
+  rateLimit:
+    enabled: true
+    packetsPerSecond: ${RATE_PPS}
+    burst: ${RATE_PPS}
+  services:
+    addresses: [${ANYCAST}]
+    allow:
+      - { protocol: udp, port: 51820 }
+      - { protocol: udp, port: 443 }
+      - { protocol: tcp, port: ${ADMIN_PORT} }
+      - { protocol: udp, port: ${POP_ECHO} }
+      - { protocol: icmp }
+tunnel:
+  wireguard:
+    enabled: true
+    deviceLimit: 5
+    interfaces:
+      - name: ${p.wgIf}
+        listenPort: 51820
+        privateKeyFile: ${o.wgKeyFile}
+        address: [10.77.0.1/24]
+        pools: [${WG_POOL}]
+        endpoint: ${ANYCAST}:51820
+        clientAllowedIPs: [10.0.100.0/24]
+        persistentKeepalive: 0
+bgp:
+  enabled: true
+  routerId: ${p.addr}
+  localAs: ${p.as}
+  prefixes: [${ANYCAST}/32]
+  peers:
+    - name: upstream
+      address: ${p.routerAddr}
+      remoteAs: 65000
+  timers: { hold: 3s, keepalive: 1s, connectRetry: 1s, connectDelay: 1s }
+  drain: { wait: 1s }
+  sessionCheck: { require: any, interval: 500ms, rise: 1, fall: 3 }
+`;
+}
+
+async function healthState(p: Pop): Promise<string> {
+  const out = await p.ns.exec(['curl', '-s', '-m', '2', `http://${p.addr}:${ADMIN_PORT}/healthz`]);
+  return (JSON.parse(out) as { state: string }).state;
+}
+
+interface CounterRow {
+  action: string;
+  reason: string;
+  packets: number;
+}
+async function xdpStats(p: Pop): Promise<CounterRow[]> {
+  const r = await runCli(['xdp', 'stats', '--admin', `http://${p.addr}:${ADMIN_PORT}`], { netns: p.ns.name, env: { ...process.env, CBR_ADMIN_TOKEN: ADMIN_TOKEN } });
+  if (r.code !== 0) throw new Error(`cbr xdp stats on PoP ${p.name}: ${r.stderr.trim()}`);
+  return (JSON.parse(r.stdout) as { counters: CounterRow[] }).counters;
+}
+function delta(after: CounterRow[], before: CounterRow[], action: string, reason: string): number {
+  const get = (rows: CounterRow[]) => rows.find((r) => r.action === action && r.reason === reason)?.packets ?? 0;
+  return get(after) - get(before);
+}
+
+async function iperfGbps(client: Namespace, seconds: number): Promise<number> {
+  const out = await client.exec(['iperf3', '-c', ORIGIN, '-t', String(seconds), '-J'], { timeoutMs: (seconds + 20) * 1000 });
+  return (JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second;
+}
+
+/** A bounded trafgen flood from the attacker at the anycast address (UDP 51820, every source port). */
+async function flood(attacker: Namespace, ifname: string, routerMac: string, conf: string, seconds: number): Promise<void> {
+  const myMac = (await attacker.exec(['cat', `/sys/class/net/${ifname}/address`])).trim();
+  writeFileSync(conf, `{\n  eth(da=${routerMac}, sa=${myMac}, type=0x0800),\n  ipv4(saddr=${ATTACKER}, daddr=${ANYCAST}, proto=17, ttl=64),\n  udp(sport=dinc(1024, 65000), dport=51820),\n  fill(0x41, 32)\n}\n`);
+  await attacker.exec(['timeout', '-s', 'INT', String(seconds), 'trafgen', '--dev', ifname, '--conf', conf, '--cpus', '1'], { timeoutMs: (seconds + 10) * 1000 }).catch((err: Error) => {
+    // timeout(1) exits 124 when it had to stop trafgen, which is how a bounded flood ends
+    if (!/exit 124/.test(err.message)) throw err;
+  });
+}
+
+async function interfacePackets(ns: Namespace, ifname: string, dir: 'rx' | 'tx'): Promise<number> {
+  return Number((await ns.exec(['cat', `/sys/class/net/${ifname}/statistics/${dir}_packets`])).trim());
+}
+
+// ---------------- the demo ----------------
+
+async function demo(topo: Topology, work: string): Promise<void> {
+  say('building the topology: router, origin, idp, PoP A, PoP B, client, attacker (network namespaces)');
+  const router = await topo.namespace('router');
+  const origin = await topo.namespace('origin');
+  const idp = await topo.namespace('idp');
+  const client = await topo.namespace('client');
+  const attacker = await topo.namespace('attacker');
+  const nsA = await topo.namespace('popa');
+  const nsB = await topo.namespace('popb');
+  await router.sysctl('net.ipv4.ip_forward', '1');
+  const [, originIf] = await topo.link(router, origin, { aAddr: '10.0.100.1/24', bAddr: `${ORIGIN}/24` });
+  await topo.link(router, idp, { aAddr: '10.0.200.1/24', bAddr: '10.0.200.2/24' });
+  await topo.link(router, client, { aAddr: '10.9.0.1/24', bAddr: '10.9.0.2/24' });
+  const [rAtk, atkIf] = await topo.link(router, attacker, { aAddr: '10.9.1.1/24', bAddr: `${ATTACKER}/24` });
+  for (const ns of [origin, idp, client, attacker]) await ns.exec(['ip', 'route', 'add', 'default', 'via', (await ns.exec(['ip', '-4', '-o', 'addr', 'show', 'scope', 'global'])).match(/inet (\d+\.\d+\.\d+)\./)![1] + '.1']);
+  void originIf;
+
+  // One WireGuard server key for the anycast service, shared by both PoPs (as an anycast WireGuard
+  // deployment must: the client has one server public key).
+  const wgKeyFile = join(work, 'wg-anycast.key');
+  const serverKey = generatePrivateKey();
+  writeFileSync(wgKeyFile, serverKey + '\n', { mode: 0o600 });
+
+  const pops: Pop[] = [];
+  for (const [name, ns, n] of [['A', nsA, 1], ['B', nsB, 2]] as const) {
+    const [rEnd, pEnd] = await topo.link(router, ns, { aAddr: `10.0.${n}.1/24`, bAddr: `10.0.${n}.2/24` });
+    // native XDP on the PoP's veth needs an XDP program on the sending peer too (veth NAPI)
+    await router.exec(['ip', 'link', 'set', 'dev', rEnd.ifname, 'xdpdrv', 'obj', BARE_XDP, 'sec', 'xdp']);
+    await ns.exec(['ip', 'addr', 'add', `${ANYCAST}/32`, 'dev', 'lo']);
+    // Debian's wireguard-go (0.0.20220316) has no sticky sockets: it answers from the route's
+    // preferred source, and a client roams to whatever address answers it. So the client-facing
+    // (default) route prefers the anycast address; the infrastructure (10.0.0.0/16: origin, idp)
+    // is reached from the PoP's unicast address.
+    await ns.exec(['ip', 'route', 'add', 'default', 'via', `10.0.${n}.1`, 'src', ANYCAST]);
+    await ns.exec(['ip', 'route', 'add', '10.0.0.0/16', 'via', `10.0.${n}.1`, 'src', `10.0.${n}.2`]);
+    await ns.sysctl('net.ipv4.ip_forward', '1');
+    // tunnel traffic leaves the PoP from the PoP's own address, so the origin answers whichever PoP carried it
+    await ns.exec(['nft', '-f', '-'], { input: `table ip cbrdemo {\n chain post {\n  type nat hook postrouting priority 100;\n  ip saddr ${WG_POOL} oifname "${pEnd.ifname}" snat to 10.0.${n}.2\n }\n}\n` });
+    const wgIf = uniqueName('w');
+    syncCleanups.push(() => rmSync(uapiSocketPath(wgIf), { force: true }));
+    const stateDir = join(work, `pop-${name.toLowerCase()}`);
+    mkdirSync(stateDir);
+    pops.push({ name, ns, ifname: pEnd.ifname, addr: `10.0.${n}.2`, routerAddr: `10.0.${n}.1`, as: 65000 + n, wgIf, healthFile: join(work, `healthy-${name}`), stateDir });
+  }
+  const [a, b] = pops as [Pop, Pop];
+  const routerMacToAttacker = (await router.exec(['cat', `/sys/class/net/${rAtk.ifname}/address`])).trim();
+
+  // bpffs of the demo's own: `ip netns exec` remounts /sys, hiding the host's /sys/fs/bpf
+  const bpffs = `/run/cbr-t${process.pid}-demo-bpf`;
+  mkdirSync(bpffs, { recursive: true });
+  await run(['mount', '-t', 'bpf', 'bpf', bpffs]);
+  syncCleanups.push(() => {
+    try {
+      execFileSync('umount', [bpffs], { stdio: 'ignore' });
+    } catch {
+      /* not mounted */
+    }
+    if (existsSync(bpffs)) rmdirSync(bpffs);
+  });
+
+  const rb: RouterBird = await startRouterBird(router, {
+    routerId: '10.9.0.1',
+    as: 65000,
+    kernel: true,
+    neighbors: [
+      { name: 'pop_a', address: a.addr, as: a.as, localPref: 200 },
+      { name: 'pop_b', address: b.addr, as: b.as, localPref: 100 },
+    ],
+  });
+  topo.onDestroy(() => rb.stop());
+  say(`upstream router: BIRD up (AS 65000), expecting PoP A (AS ${a.as}, local-pref 200) and PoP B (AS ${b.as}, local-pref 100)`);
+
+  const issuer = await startIssuerIn(topo, idp, `10.0.200.2:${ISSUER_PORT}`, work);
+  say(`dev issuer up at ${issuer} (Zitadel-shaped discovery, JWKS, client_credentials; project ${PROJECT})`);
+
+  await startRole(origin, ['origin', String(ORIGIN_HTTP), String(ORIGIN_ECHO)]);
+  const iperfSrv = origin.spawn(['iperf3', '-s', '-B', ORIGIN]);
+  iperfSrv.stdout?.resume();
+  iperfSrv.stderr?.resume();
+  say(`origin up: HTTP ${ORIGIN}:${ORIGIN_HTTP}, UDP echo :${ORIGIN_ECHO}, iperf3 -s`);
+
+  // ---- the PoP agents ----
+  const tAgents = performance.now();
+  const started = await Promise.all(pops.map(async (p) => {
+    writeFileSync(p.healthFile, '');
+    const t = performance.now();
+    p.agent = await startAgent(popYaml(p, { issuer, bpffs, wgKeyFile }), { netns: p.ns.name, env: { CBR_LOG_LEVEL: 'info' } });
+    syncCleanups.push(() => rmSync(p.agent!.dir, { recursive: true, force: true }));
+    if (VERBOSE) createInterface({ input: p.agent.proc.stdout! }).on('line', (l) => process.stdout.write(`  ${p.name}| ${l}\n`));
+    await waitFor(`PoP ${p.name} to report healthy`, async () => {
+      if (p.agent!.proc.exitCode !== null) throw new Error(`agent ${p.name} exited:\n${p.agent!.logLines.slice(-20).join('\n')}`);
+      return (await healthState(p)) === 'up' ? true : undefined;
+    }, 45_000, 200);
+    return performance.now() - t;
+  }));
+  say(`PoP agents up and healthy: A in ${ms(started[0]!)}, B in ${ms(started[1]!)} (XDP filter attached, wireguard-go supervised, BIRD supervised, JWKS fetched)`);
+  const routes = await waitForRoute(rb.control, `${ANYCAST}/32`, (v) => v.from === 'pop_a' && v.protocols.includes('pop_b'), 30_000);
+  check(routes.ok, `the router did not learn ${ANYCAST}/32 from both PoPs: ${JSON.stringify(routes.view)}`);
+  say(`BGP: the router has ${ANYCAST}/32 from both PoPs, best via PoP A (${ms(performance.now() - tAgents)} after the agents started)`);
+  for (const p of pops) {
+    const st = await p.ns.exec(['curl', '-s', '-m', '2', '-H', `authorization: Bearer ${ADMIN_TOKEN}`, `http://${p.addr}:${ADMIN_PORT}/v1/xdp/status`]);
+    detail(`PoP ${p.name}: xdp ${/"attached":\s*true/.test(st) ? 'attached' : 'NOT attached'} on ${p.ifname}; metrics at http://${p.addr}:${ADMIN_PORT}/metrics`);
+  }
+
+  // ---- anycast reachability probe (UDP echo on each PoP's anycast address) ----
+  for (const p of pops) await startRole(p.ns, ['echo', ANYCAST, String(POP_ECHO), p.name]);
+  const anycastProbe = await Probe.start(client, ANYCAST, POP_ECHO);
+  const firstHop = await anycastProbe.wait((s) => s.to === 'A' || s.to === 'B', 10_000, 'the anycast probe to be answered');
+  check(firstHop.to === 'A', `the anycast address answered from PoP ${firstHop.to}, expected A`);
+  say(`client → ${ANYCAST}: answered by PoP ${firstHop.to} (${PROBE_PPS} probes/s keep running to time the failover)`);
+
+  // ---- token ----
+  const tTok = performance.now();
+  const token = await tokenFor(client, issuer, 'vpn-client', 'vpn-secret');
+  const claims = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { sub: string; exp: number; iat: number };
+  say(`client: token from the dev issuer in ${ms(performance.now() - tTok)} (client_credentials; sub ${claims.sub}, role vpn-user, valid ${claims.exp - claims.iat} s)`);
+
+  // ---- WireGuard ----
+  const clientKey = generatePrivateKey();
+  const body = JSON.stringify({ publicKey: publicKeyFor(clientKey) });
+  const tReg = performance.now();
+  const regA = await httpIn(client, 'POST', `http://${ANYCAST}:${ADMIN_PORT}/v1/wireguard/peers`, { token, body });
+  const regAms = performance.now() - tReg;
+  check(regA.status === 201, `WireGuard registration through the anycast address: HTTP ${regA.status} ${regA.text}`);
+  const regB = await httpIn(client, 'POST', `http://${b.addr}:${ADMIN_PORT}/v1/wireguard/peers`, { token, body });
+  check(regB.status === 201, `WireGuard registration at PoP B: HTTP ${regB.status} ${regB.text}`);
+  check(regA.json.addresses.ipv4 === regB.json.addresses.ipv4, `the PoPs leased different addresses (${regA.json.addresses.ipv4}, ${regB.json.addresses.ipv4})`);
+  say(`WireGuard: POST /v1/wireguard/peers via ${ANYCAST} → 201 in ${ms(regAms)} (lease ${regA.json.addresses.ipv4}, endpoint ${regA.json.server.endpoint}); also registered at PoP B (${b.addr}) for failover`);
+  const clientWg = uniqueName('c');
+  syncCleanups.push(() => rmSync(uapiSocketPath(clientWg), { force: true }));
+  const tUp = performance.now();
+  await clientTunnelFromWgQuick(topo, client, clientWg, regA.json.wgQuick, clientKey, regA.json.allowedIPs);
+  await waitFor('a ping through the WireGuard tunnel', async () => ((await client.ping(ORIGIN, { count: 1, timeoutS: 1 })) ? true : undefined), 20_000, 0);
+  say(`WireGuard: client wireguard-go up from the returned wg-quick config; first ping to the origin through the tunnel after ${ms(performance.now() - tUp)}`);
+  const hello = await client.exec(['curl', '-s', '-m', '5', `http://${ORIGIN}:${ORIGIN_HTTP}/`]);
+  detail(`GET http://${ORIGIN}:${ORIGIN_HTTP}/ → ${hello.trim()}`);
+  const fetchOut = (await client.exec(['curl', '-s', '-m', '30', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', `http://${ORIGIN}:${ORIGIN_HTTP}/bytes/20000000`])).trim().split(' ');
+  const fetchBytes = Number(fetchOut[0]);
+  const fetchSecs = Number(fetchOut[1]);
+  check(fetchBytes === 20_000_000, `the 20 MB fetch through the tunnel got ${fetchBytes} bytes`);
+  detail(`GET /bytes/20000000 through the tunnel: ${(fetchSecs * 1000).toFixed(0)} ms (${fmtRate((fetchBytes * 8) / fetchSecs)})`);
+  const wgBps = await iperfGbps(client, 3);
+  detail(`iperf3 TCP 3 s through the tunnel: ${fmtRate(wgBps)}`);
+  const tunnelProbe = await Probe.start(client, ORIGIN, ORIGIN_ECHO, (addr) => (addr === a.addr ? 'A' : addr === b.addr ? 'B' : addr));
+  const tunHop = await tunnelProbe.wait((s) => s.to === 'A' || s.to === 'B', 10_000, 'the tunnel probe to be answered');
+  check(tunHop.to === 'A', `tunnel traffic went through PoP ${tunHop.to}, expected A`);
+  detail(`UDP probes through the tunnel (${PROBE_PPS}/s) reach the origin via PoP A`);
+
+  // ---- the attack ----
+  const conf = join(work, 'flood.trafgen');
+  const before = await xdpStats(a);
+  const atkTx0 = await interfacePackets(attacker, atkIf.ifname, 'tx');
+  const popRx0 = await interfacePackets(a.ns, a.ifname, 'rx');
+  const switchesBefore = tunnelProbe.switches.length;
+  say(`attack: ${ATTACKER} floods ${ANYCAST} UDP 51820 with trafgen for 4 s (every source port); the client runs iperf3 through its tunnel meanwhile`);
+  const [, underFloodBps] = await Promise.all([flood(attacker, atkIf.ifname, routerMacToAttacker, conf, 4), new Promise((r) => setTimeout(r, 500)).then(() => iperfGbps(client, 3))]);
+  const after = await xdpStats(a);
+  const atkSent = (await interfacePackets(attacker, atkIf.ifname, 'tx')) - atkTx0;
+  const popRx = (await interfacePackets(a.ns, a.ifname, 'rx')) - popRx0;
+  const rl = delta(after, before, 'drop', 'ratelimit');
+  const passed = delta(after, before, 'pass', 'ok');
+  detail(`attacker sent ${atkSent.toLocaleString('en')} packets; PoP A's interface received ${popRx.toLocaleString('en')} in that time (the flood as the router forwarded it, plus the client's)`);
+  detail(`cbr xdp stats on PoP A: drop/ratelimit +${rl.toLocaleString('en')}, pass/ok +${passed.toLocaleString('en')} (limit ${RATE_PPS.toLocaleString('en')} packets/s per source)`);
+  detail(`client iperf3 through the tunnel during the flood: ${fmtRate(underFloodBps)} (before: ${fmtRate(wgBps)}); tunnel probes stayed on PoP ${tunnelProbe.current}`);
+  check(rl > 0, 'the XDP rate limit dropped nothing during the flood');
+  check(tunnelProbe.switches.length === switchesBefore, 'the tunnel probe lost its path during the flood');
+
+  const tDeny = performance.now();
+  const deny = await runCli(['xdp', 'deny', 'add', '10.9.1.0/24', '--admin', `http://${a.addr}:${ADMIN_PORT}`], { netns: a.ns.name, env: { ...process.env, CBR_ADMIN_TOKEN: ADMIN_TOKEN } });
+  check(deny.code === 0, `cbr xdp deny add: ${deny.stderr}`);
+  say(`operator: cbr xdp deny add 10.9.1.0/24 on PoP A (live, no reload; the CLI call took ${ms(performance.now() - tDeny)}); the attacker floods again for 2 s`);
+  const before2 = await xdpStats(a);
+  await flood(attacker, atkIf.ifname, routerMacToAttacker, conf, 2);
+  const after2 = await xdpStats(a);
+  const denied = delta(after2, before2, 'drop', 'denylist');
+  const leaked = delta(after2, before2, 'pass', 'ok') + delta(after2, before2, 'drop', 'ratelimit');
+  detail(`cbr xdp stats on PoP A: drop/denylist +${denied.toLocaleString('en')}; rate-limit and pass counters moved by ${leaked} (only the client's own traffic)`);
+  check(denied > 0, 'the deny list dropped nothing');
+
+  // ---- failover ----
+  await new Promise((r) => setTimeout(r, 300 + Math.random() * 200));
+  const nAny = anycastProbe.switches.length;
+  const nTun = tunnelProbe.switches.length;
+  const tFail = performance.now();
+  const tFailWall = performance.timeOrigin + tFail;
+  rmSync(a.healthFile, { force: true });
+  say(`failover: PoP A's health check starts failing (its check file is removed; interval 200 ms, fall 2)`);
+  const down = await waitFor('PoP A to report down', async () => ((await healthState(a)) === 'down' ? true : undefined), 10_000, 20);
+  void down;
+  detail(`PoP A /healthz says "down" after ${ms(performance.now() - tFail)}`);
+  const gone = await waitForRoute(rb.control, `${ANYCAST}/32`, (v) => !v.protocols.includes('pop_a'), 10_000, 5);
+  check(gone.ok, `the router kept PoP A's route: ${JSON.stringify(gone.view)}`);
+  detail(`the router withdrew PoP A's route ${ms((performance.now() - tFail))} after the failure; best path now via ${gone.view.from}`);
+  const anySw = await anycastProbe.wait((s) => anycastProbe.switches.indexOf(s) >= nAny && s.to === 'B', 15_000, 'anycast probes to reach PoP B');
+  detail(`anycast probes: answered by B from ${ms(anySw.firstToSendMs - tFailWall)} after the failure; gap ${ms(anySw.firstToSendMs - anySw.lastFromSendMs)} (${anySw.lost} probes lost)`);
+  const tunSw = await tunnelProbe.wait((s) => tunnelProbe.switches.indexOf(s) >= nTun && s.to === 'B', 40_000, 'tunnel traffic to resume through PoP B').catch(async (err: Error) => {
+    if (VERBOSE) {
+      for (const [n, ns] of [['client', client], ['B', b.ns], ['A', a.ns]] as const) detail(`${n}: ${await ns.exec(['wg', 'show', 'all']).catch((e: Error) => e.message)}`);
+      detail(JSON.stringify(tunnelProbe.switches));
+    }
+    throw err;
+  });
+  say(`WireGuard tunnel moved to PoP B: interruption ${ms(tunSw.firstToSendMs - tunSw.lastFromSendMs)} (${tunSw.lost} probes lost; wireguard-go re-handshakes after keepalive 10 s + rekey 5 s without answers, and B knows the key)`);
+  const fetch2 = (await client.exec(['curl', '-s', '-m', '30', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', `http://${ORIGIN}:${ORIGIN_HTTP}/bytes/20000000`])).trim().split(' ');
+  check(Number(fetch2[0]) === 20_000_000, `the fetch through PoP B got ${fetch2[0]} bytes`);
+  detail(`GET /bytes/20000000 through PoP B: ${(Number(fetch2[1]) * 1000).toFixed(0)} ms (${fmtRate((20_000_000 * 8) / Number(fetch2[1]))})`);
+
+  anycastProbe.stop();
+  tunnelProbe.stop();
+
+  if (!ONCE) {
+    say('done. The agents stay up; their metrics (Ctrl-C to stop and remove everything):');
+    for (const p of pops) {
+      detail(`ip netns exec ${p.ns.name} curl -s ${p.addr}:${ADMIN_PORT}/metrics | grep ^cbr_`);
+      detail(`ip netns exec ${p.ns.name} node dist/dataplane/cli.js xdp stats --admin http://${p.addr}:${ADMIN_PORT}   # CBR_ADMIN_TOKEN=${ADMIN_TOKEN}`);
+    }
+    await new Promise<void>((resolve) => {
+      interrupt = resolve;
+    });
+    process.stdout.write('\n');
+  }
+  for (const p of pops) {
+    const r = await p.agent!.stop('SIGTERM');
+    say(`PoP ${p.name}: SIGTERM → agent exited ${r.code ?? r.signal} in ${ms(r.ms)}`);
+    check(r.code === 0, `PoP ${p.name}'s agent exited ${r.code ?? r.signal}`);
+  }
+}
+
+// Ctrl-C: while waiting, a graceful stop; during the run (or a second Ctrl-C), remove everything at once.
+let interrupt: (() => void) | undefined;
 
 async function main(): Promise<number> {
+  const work = mkdtempSync(join(tmpdir(), 'cbr-demo-'));
+  syncCleanups.push(() => rmSync(work, { recursive: true, force: true }));
   const topo = new Topology();
-  try {
-    const pop = await topo.namespace('pop');
-    say(`created network namespace ${pop.name} for the PoP`);
-    const t0 = performance.now();
-    const agent = pop.spawn([process.execPath, CLI, 'agent'], { env: { ...process.env, CBR_LOG_LEVEL: 'info', CBR_AGENT_NAME: 'demo-pop' } });
-    let agentLog = '';
-    createInterface({ input: agent.stdout! }).on('line', (l) => {
-      agentLog += l + '\n';
-      if (process.env.CBR_DEMO_VERBOSE) process.stdout.write(`  agent| ${l}\n`);
+  // testhosts re-raises the signal after its own synchronous cleanup; the demo handles signals itself.
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.removeAllListeners(sig);
+    process.on(sig, () => {
+      if (interrupt) {
+        const r = interrupt;
+        interrupt = undefined;
+        r();
+        return;
+      }
+      process.stderr.write(`\n${sig}: removing everything the demo created\n`);
+      topo.destroySync();
+      runSyncCleanups();
+      process.exit(130);
     });
-    agent.stderr!.on('data', (d) => process.stderr.write(d));
-    const health = await waitFor('the agent to answer /healthz', async () => {
-      const out = await pop.exec(['curl', '-sf', '--max-time', '1', 'http://127.0.0.1:9780/healthz']);
-      return JSON.parse(out) as { state: string; checks: unknown[] };
-    });
-    say(`agent up in ${Math.round(performance.now() - t0)} ms (pid ${agent.pid}); GET /healthz -> state "${health.state}", ${health.checks.length} checks`);
-    const metrics = await pop.exec(['curl', '-sf', '--max-time', '2', 'http://127.0.0.1:9780/metrics']);
-    const cbrLines = metrics.split('\n').filter((l) => l.startsWith('cbr_') && !l.startsWith('cbr_process_') && !l.startsWith('cbr_nodejs_'));
-    say(`GET /metrics -> ${metrics.split('\n').filter((l) => l && !l.startsWith('#')).length} samples; the agent's own:`);
-    for (const l of cbrLines) process.stdout.write(`    ${l}\n`);
-    const status = JSON.parse(await pop.exec(['curl', '-sf', '--max-time', '2', 'http://127.0.0.1:9780/v1/status'])) as { version: string; subsystems: string[] };
-    say(`GET /v1/status -> version ${status.version}, subsystems on: ${status.subsystems.length ? status.subsystems.join(', ') : 'none (embedded defaults)'}`);
-    if (!once) {
-      say(`metrics stay up: ip netns exec ${pop.name} curl -s 127.0.0.1:9780/metrics   (Ctrl-C to stop)`);
-      await new Promise<void>((resolve) => {
-        process.once('SIGINT', () => resolve());
-        process.once('SIGTERM', () => resolve());
-      });
-      process.stdout.write('\n');
-    }
-    const t1 = performance.now();
-    const exited = new Promise<number | null>((resolve) => agent.once('exit', (code) => resolve(code)));
-    agent.kill('SIGTERM');
-    const code = await exited;
-    say(`SIGTERM -> agent exited ${code} in ${Math.round(performance.now() - t1)} ms`);
-    if (code !== 0) {
-      process.stderr.write(agentLog);
-      return 1;
-    }
-    return 0;
-  } finally {
-    await topo.destroy();
-    say('removed the namespace; nothing left behind');
   }
+  let failed: Error | undefined;
+  try {
+    await demo(topo, work);
+  } catch (err) {
+    failed = err as Error;
+  }
+  await topo.destroy();
+  runSyncCleanups();
+  if (failed) {
+    process.stderr.write(`demo failed: ${failed.message}\n`);
+    say('removed the namespaces, processes, bpffs mount and temp files');
+    return 1;
+  }
+  say('removed the namespaces, processes, bpffs mount and temp files; every step worked');
+  return 0;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err) => {
-    process.stderr.write(`demo failed: ${(err as Error).message}\n`);
-    process.exit(1);
-  },
-);
+main().then((code) => process.exit(code), (err) => {
+  process.stderr.write(`demo failed: ${(err as Error).message}\n`);
+  runSyncCleanups();
+  process.exit(1);
+});

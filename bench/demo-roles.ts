@@ -1,0 +1,108 @@
+// Helper processes for `make demo`, started inside the demo's namespaces (`node dist/bench/demo-roles.js <role> …`):
+//
+//   origin HTTP_PORT ECHO_PORT   HTTP server (GET /bytes/N answers N bytes, GET / says who asked) and a
+//                                UDP echo that tags each answer with the address it came from (the PoP
+//                                that masqueraded the client's tunnel traffic)
+//   echo ADDRESS PORT TAG        UDP echo bound to ADDRESS (the anycast address on a PoP), tagging answers with TAG
+//   probe HOST PORT RATE         sends RATE numbered probes per second to HOST:PORT and prints a JSON line
+//                                each time the answering tag changes (when, sequence numbers, probes lost)
+//
+// Each prints "ready" once listening; echo and probe stop when stdin closes, so none outlives the demo.
+import { createServer } from 'node:http';
+import { createSocket } from 'node:dgram';
+
+const now = () => performance.timeOrigin + performance.now();
+
+function runOrigin(httpPort: number, echoPort: number): void {
+  const chunk = Buffer.alloc(64 * 1024, 0x61);
+  const http = createServer((req, res) => {
+    const m = /^\/bytes\/(\d{1,10})$/.exec(req.url ?? '');
+    if (m) {
+      let left = Math.min(Number(m[1]), 1 << 30);
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(left) });
+      const more = (): void => {
+        while (left > 0) {
+          const n = Math.min(left, chunk.length);
+          left -= n;
+          if (!res.write(n === chunk.length ? chunk : chunk.subarray(0, n))) {
+            res.once('drain', more);
+            return;
+          }
+        }
+        res.end();
+      };
+      more();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.end(`hello from the origin; you reached me from ${req.socket.remoteAddress}\n`);
+  });
+  const echo = createSocket('udp4');
+  echo.on('message', (msg, rinfo) => echo.send(Buffer.concat([msg, Buffer.from(rinfo.address)]), rinfo.port, rinfo.address));
+  let up = 0;
+  const ready = () => {
+    if (++up === 2) process.stdout.write('ready\n');
+  };
+  http.listen(httpPort, '0.0.0.0', ready);
+  echo.bind(echoPort, '0.0.0.0', ready);
+}
+
+function runEcho(address: string, port: number, tag: string): void {
+  const sock = createSocket('udp4');
+  sock.on('message', (msg, rinfo) => sock.send(Buffer.concat([msg, Buffer.from(tag)]), rinfo.port, rinfo.address));
+  sock.bind(port, address, () => process.stdout.write('ready\n'));
+  process.stdin.resume();
+  process.stdin.on('end', () => process.exit(0));
+}
+
+/** Probe datagram: u32 sequence, f64 send time (ms since the epoch); the echo appends its tag. */
+function runProbe(host: string, port: number, rate: number): void {
+  const sock = createSocket('udp4');
+  sock.on('error', () => undefined); // ICMP errors while a route is missing: the probe just counts as lost
+  let seq = 0;
+  let lastTag: string | undefined;
+  let lastSeq = -1;
+  let lastSend = 0;
+  let answered = 0;
+  sock.on('message', (msg) => {
+    if (msg.length < 13) return;
+    const s = msg.readUInt32BE(0);
+    const sent = msg.readDoubleBE(4);
+    const tag = msg.subarray(12).toString();
+    answered++;
+    if (s <= lastSeq) return; // late or reordered: switches are decided in sequence order
+    if (tag !== lastTag) {
+      process.stdout.write(JSON.stringify({ from: lastTag ?? 'none', to: tag, lastFromSeq: lastSeq, lastFromSendMs: lastSend, firstToSeq: s, firstToSendMs: sent, lost: s - lastSeq - 1 }) + '\n');
+    }
+    lastTag = tag;
+    lastSeq = s;
+    lastSend = sent;
+  });
+  const payload = Buffer.alloc(12);
+  const t0 = now();
+  const timer = setInterval(() => {
+    const due = Math.floor(((now() - t0) / 1000) * rate);
+    for (; seq < due; seq++) {
+      payload.writeUInt32BE(seq, 0);
+      payload.writeDoubleBE(now(), 4);
+      sock.send(payload, port, host);
+    }
+  }, 2);
+  sock.bind(0, () => process.stdout.write('ready\n'));
+  process.stdin.resume();
+  process.stdin.on('end', () => {
+    clearInterval(timer);
+    process.stdout.write(JSON.stringify({ sent: seq, answered }) + '\n');
+    sock.close();
+    process.exit(0);
+  });
+}
+
+const [role, a, b, c] = process.argv.slice(2);
+if (role === 'origin') runOrigin(Number(a), Number(b));
+else if (role === 'echo') runEcho(a!, Number(b), c ?? '?');
+else if (role === 'probe') runProbe(a!, Number(b), Number(c ?? 100));
+else {
+  process.stderr.write('usage: demo-roles origin HTTP_PORT ECHO_PORT | echo ADDRESS PORT TAG | probe HOST PORT RATE\n');
+  process.exit(2);
+}
