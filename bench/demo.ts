@@ -368,6 +368,7 @@ async function demo(topo: Topology, work: string): Promise<void> {
     ],
   });
   topo.onDestroy(() => rb.stop());
+  syncCleanups.push(() => rmSync(rb.dir, { recursive: true, force: true }));
   say(`upstream router: BIRD up (AS 65000), expecting PoP A (AS ${a.as}, local-pref 200) and PoP B (AS ${b.as}, local-pref 100)`);
 
   const issuer = await startIssuerIn(topo, idp, `10.0.200.2:${ISSUER_PORT}`, work);
