@@ -5,7 +5,8 @@
 //                                that masqueraded the client's tunnel traffic)
 //   echo ADDRESS PORT TAG        UDP echo bound to ADDRESS (the anycast address on a PoP), tagging answers with TAG
 //   probe HOST PORT RATE         sends RATE numbered probes per second to HOST:PORT and prints a JSON line
-//                                each time the answering tag changes (when, sequence numbers, probes lost)
+//                                each time the answering tag changes (when, sequence numbers, probes lost), and
+//                                {"silent": ms} once answers have stopped for a second
 //
 // Each prints "ready" once listening; echo and probe stop when stdin closes, so none outlives the demo.
 import { createServer } from 'node:http';
@@ -64,7 +65,11 @@ function runProbe(host: string, port: number, rate: number): void {
   let lastSeq = -1;
   let lastSend = 0;
   let answered = 0;
+  let lastAnswer = now();
+  let silent = false;
   sock.on('message', (msg) => {
+    lastAnswer = now();
+    silent = false;
     if (msg.length < 13) return;
     const s = msg.readUInt32BE(0);
     const sent = msg.readDoubleBE(4);
@@ -81,6 +86,10 @@ function runProbe(host: string, port: number, rate: number): void {
   const payload = Buffer.alloc(12);
   const t0 = now();
   const timer = setInterval(() => {
+    if (!silent && answered > 0 && now() - lastAnswer > 1000) {
+      silent = true;
+      process.stdout.write(JSON.stringify({ silent: now() - lastAnswer }) + '\n');
+    }
     const due = Math.floor(((now() - t0) / 1000) * rate);
     for (; seq < due; seq++) {
       payload.writeUInt32BE(seq, 0);

@@ -26,11 +26,14 @@ import { startAgent, runCli, type AgentProcess } from '../dataplane/testing.js';
 import { startRouterBird, waitForRoute, type RouterBird } from '../bgp/testing.js';
 import { generatePrivateKey, publicKeyFor } from '../tunnel/wireguard/keys.js';
 import { uapiSocketPath } from '../tunnel/wireguard/uapi-client.js';
+import { encodeCid } from '../xdp/index.js';
+import { quicLong, quicShort } from '../xdp/testing.js';
 import { clientTunnelFromWgQuick, startIssuerIn, httpIn, tokenFor, PROJECT, ISSUER_PORT } from '../tunnel/wireguard/testkit.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROLES = join(HERE, 'demo-roles.js');
 const BARE_XDP = join(HERE, '..', '..', 'xdp', 'build', 'bare.bpf.o');
+const UDPSEND = join(HERE, '..', 'xdp', 'udpsend.js');
 const ONCE = process.env.ONCE === '1';
 const VERBOSE = process.env.CBR_DEMO_VERBOSE === '1';
 
@@ -45,6 +48,8 @@ const WG_POOL = '10.77.0.0/24';
 const ATTACKER = '10.9.1.66';
 const RATE_PPS = 20_000;
 const PROBE_PPS = 200;
+const LB_PORT = 4433;
+const WORKERS = ['10.0.31.2', '10.0.32.2'];
 
 // ---------------- narration ----------------
 
@@ -125,6 +130,8 @@ interface Switch {
 class Probe {
   readonly switches: Switch[] = [];
   private waiters: Array<{ pred: (s: Switch) => boolean; resolve: (s: Switch) => void }> = [];
+  /** Called when answers have stopped for a second. */
+  onSilent?: () => void;
   private constructor(private readonly proc: ChildProcess, private readonly tagOf: (raw: string) => string) {}
 
   static async start(ns: Namespace, host: string, port: number, tagOf: (raw: string) => string = (t) => t): Promise<Probe> {
@@ -135,6 +142,10 @@ class Probe {
       try {
         s = JSON.parse(l) as Switch;
       } catch {
+        return;
+      }
+      if ((s as unknown as { silent?: number }).silent !== undefined) {
+        p.onSilent?.();
         return;
       }
       if (s.from === undefined) return;
@@ -183,6 +194,8 @@ interface Pop {
   routerAddr: string;
   as: number;
   wgIf: string;
+  /** The router's MAC on the PoP link: the LB's next hop. */
+  routerMac: string;
   healthFile: string;
   stateDir: string;
   agent?: AgentProcess;
@@ -228,7 +241,15 @@ xdp:
       - { protocol: udp, port: 443 }
       - { protocol: tcp, port: ${ADMIN_PORT} }
       - { protocol: udp, port: ${POP_ECHO} }
+      - { protocol: udp, port: ${LB_PORT} }
       - { protocol: icmp }
+  lb:
+    # QUIC workers behind the PoP: new flows by Maglev, QUIC short headers by the server ID in their CID
+    vips: [{ address: ${ANYCAST}, port: ${LB_PORT}, protocol: udp, quic: true }]
+    backends:
+${WORKERS.map((w, i) => `      - { address: ${w}, weight: 1, serverId: ${i + 1} }`).join('\n')}
+    nextHopMac: "${p.routerMac}"
+    encapSourceV4: ${p.addr}
 tunnel:
   wireguard:
     enabled: true
@@ -299,7 +320,7 @@ async function interfacePackets(ns: Namespace, ifname: string, dir: 'rx' | 'tx')
 // ---------------- the demo ----------------
 
 async function demo(topo: Topology, work: string): Promise<void> {
-  say('building the topology: router, origin, idp, PoP A, PoP B, client, attacker (network namespaces)');
+  say('building the topology: router, origin, idp, PoP A, PoP B, 2 QUIC workers, client, attacker (network namespaces)');
   const router = await topo.namespace('router');
   const origin = await topo.namespace('origin');
   const idp = await topo.namespace('idp');
@@ -335,14 +356,25 @@ async function demo(topo: Topology, work: string): Promise<void> {
     await ns.exec(['ip', 'route', 'add', '10.0.0.0/16', 'via', `10.0.${n}.1`, 'src', `10.0.${n}.2`]);
     await ns.sysctl('net.ipv4.ip_forward', '1');
     // tunnel traffic leaves the PoP from the PoP's own address, so the origin answers whichever PoP carried it
-    await ns.exec(['nft', '-f', '-'], { input: `table ip cbrdemo {\n chain post {\n  type nat hook postrouting priority 100;\n  ip saddr ${WG_POOL} oifname "${pEnd.ifname}" snat to 10.0.${n}.2\n }\n}\n` });
+    await ns.exec(['nft', '-f', '-'], { input: `table ip cbrdemo {\n chain post {\n  type nat hook postrouting priority 100;\n  ip saddr ${WG_POOL} oifname "${pEnd.ifname}" snat to 10.0.${n}.2\n }\n chain in {\n  type filter hook input priority 0;\n  udp dport 51820 @th,64,8 1 counter comment "wireguard handshake initiations"\n }\n}\n` });
     const wgIf = uniqueName('w');
     syncCleanups.push(() => rmSync(uapiSocketPath(wgIf), { force: true }));
     const stateDir = join(work, `pop-${name.toLowerCase()}`);
     mkdirSync(stateDir);
-    pops.push({ name, ns, ifname: pEnd.ifname, addr: `10.0.${n}.2`, routerAddr: `10.0.${n}.1`, as: 65000 + n, wgIf, healthFile: join(work, `healthy-${name}`), stateDir });
+    const routerMac = (await router.exec(['cat', `/sys/class/net/${rEnd.ifname}/address`])).trim();
+    pops.push({ name, ns, ifname: pEnd.ifname, addr: `10.0.${n}.2`, routerAddr: `10.0.${n}.1`, as: 65000 + n, wgIf, routerMac, healthFile: join(work, `healthy-${name}`), stateDir });
   }
   const [a, b] = pops as [Pop, Pop];
+  // QUIC workers the PoPs' load balancer sends to (IPIP through the router). This kernel has no IPIP
+  // module to decapsulate, so each worker counts what arrives for it with an nftables ingress counter.
+  const workers: Array<{ ns: Namespace; addr: string; ifname: string }> = [];
+  for (const [i, addr] of WORKERS.entries()) {
+    const w = await topo.namespace(`worker${i + 1}`);
+    const [, wEnd] = await topo.link(router, w, { aAddr: addr.replace(/\.2$/, '.1/24'), bAddr: `${addr}/24` });
+    await w.exec(['ip', 'route', 'add', 'default', 'via', addr.replace(/\.2$/, '.1')]);
+    await w.exec(['nft', '-f', '-'], { input: `table netdev cbrdemo {\n chain in {\n  type filter hook ingress device "${wEnd.ifname}" priority 0;\n  ip protocol 4 counter\n }\n}\n` });
+    workers.push({ ns: w, addr, ifname: wEnd.ifname });
+  }
   const routerMacToAttacker = (await router.exec(['cat', `/sys/class/net/${rAtk.ifname}/address`])).trim();
 
   // bpffs of the demo's own: `ip netns exec` remounts /sys, hiding the host's /sys/fs/bpf
@@ -428,6 +460,8 @@ async function demo(topo: Topology, work: string): Promise<void> {
   check(regA.json.addresses.ipv4 === regB.json.addresses.ipv4, `the PoPs leased different addresses (${regA.json.addresses.ipv4}, ${regB.json.addresses.ipv4})`);
   say(`WireGuard: POST /v1/wireguard/peers via ${ANYCAST} → 201 in ${ms(regAms)} (lease ${regA.json.addresses.ipv4}, endpoint ${regA.json.server.endpoint}); also registered at PoP B (${b.addr}) for failover`);
   const clientWg = uniqueName('c');
+  await client.exec(['nft', '-f', '-'], { input: `table ip cbrdemo {\n chain out {\n  type filter hook output priority 0;\n  udp dport 51820 @th,64,8 1 counter comment "wireguard handshake initiations"\n }\n}\n` });
+  const initiations = async (ns: Namespace) => Number(/packets (\d+)/.exec(await ns.exec(['nft', 'list', 'table', 'ip', 'cbrdemo']))?.[1] ?? NaN);
   syncCleanups.push(() => rmSync(uapiSocketPath(clientWg), { force: true }));
   const tUp = performance.now();
   await clientTunnelFromWgQuick(topo, client, clientWg, regA.json.wgQuick, clientKey, regA.json.allowedIPs);
@@ -446,6 +480,28 @@ async function demo(topo: Topology, work: string): Promise<void> {
   const tunHop = await tunnelProbe.wait((s) => s.to === 'A' || s.to === 'B', 10_000, 'the tunnel probe to be answered');
   check(tunHop.to === 'A', `tunnel traffic went through PoP ${tunHop.to}, expected A`);
   detail(`UDP probes through the tunnel (${PROBE_PPS}/s) reach the origin via PoP A`);
+
+  // ---- the load balancer ----
+  const workerPackets = async () => Promise.all(workers.map(async (w) => Number(/packets (\d+)/.exec(await w.ns.exec(['nft', 'list', 'table', 'netdev', 'cbrdemo']))![1])));
+  const lb0 = await workerPackets();
+  const lbStats0 = await xdpStats(a);
+  await client.exec(['node', UDPSEND, ANYCAST, String(LB_PORT), '300', '10', '300', quicLong(Buffer.alloc(8, 7)).toString('hex')], { timeoutMs: 30_000 });
+  const spread = await waitFor('the load-balanced flows at the workers', async () => {
+    const d = (await workerPackets()).map((x, i) => x - lb0[i]!);
+    return d.reduce((s, x) => s + x, 0) >= 300 ? d : undefined;
+  }, 10_000);
+  const lb1 = await workerPackets();
+  const cid = encodeCid({ configId: 0, serverId: 2 });
+  await client.exec(['node', UDPSEND, ANYCAST, String(LB_PORT), '40', '10', '40', quicShort(cid).toString('hex')], { timeoutMs: 30_000 });
+  const sticky = await waitFor('the QUIC connection at its worker', async () => {
+    const d = (await workerPackets()).map((x, i) => x - lb1[i]!);
+    return d.reduce((s, x) => s + x, 0) >= 40 ? d : undefined;
+  }, 10_000);
+  const lbStats1 = await xdpStats(a);
+  say(`XDP load balancer on PoP A (VIP ${ANYCAST}:${LB_PORT}, 2 QUIC workers, IPIP via XDP_TX): 300 new flows → ${spread.join(' / ')} by Maglev`);
+  detail(`one QUIC connection (server ID 2 in its CID) from 40 source ports → ${sticky.join(' / ')}: all on worker 2; cbr xdp stats: tx/lb_hash +${delta(lbStats1, lbStats0, 'tx', 'lb_hash')}, tx/lb_cid +${delta(lbStats1, lbStats0, 'tx', 'lb_cid')}`);
+  check(spread.every((n) => n >= 60), `Maglev spread 300 flows as ${spread.join(' / ')}`);
+  check(sticky[0] === 0 && sticky[1] === 40, `the QUIC connection was split over the workers: ${sticky.join(' / ')}`);
 
   // ---- the attack ----
   const conf = join(work, 'flood.trafgen');
@@ -494,14 +550,31 @@ async function demo(topo: Topology, work: string): Promise<void> {
   detail(`the router withdrew PoP A's route ${ms((performance.now() - tFail))} after the failure; best path now via ${gone.view.from}`);
   const anySw = await anycastProbe.wait((s) => anycastProbe.switches.indexOf(s) >= nAny && s.to === 'B', 15_000, 'anycast probes to reach PoP B');
   detail(`anycast probes: answered by B from ${ms(anySw.firstToSendMs - tFailWall)} after the failure; gap ${ms(anySw.firstToSendMs - anySw.lastFromSendMs)} (${anySw.lost} probes lost)`);
+  // The client's connection manager: after a second without answers it starts a fresh WireGuard
+  // session (peer removed and added again, so the next packet sends a handshake initiation).
+  // wireguard-go alone waits 15 s (keepalive 10 s + rekey 5 s), and in some runs here did not retry at all.
+  let resets = 0;
+  tunnelProbe.onSilent = () => {
+    if (resets++ >= 5) return;
+    const peer = publicKeyFor(serverKey);
+    void client.exec(['wg', 'set', clientWg, 'peer', peer, 'remove'])
+      .then(() => client.exec(['wg', 'set', clientWg, 'peer', peer, 'endpoint', `${ANYCAST}:51820`, 'allowed-ips', regA.json.allowedIPs.join(',')]))
+      .catch((err: Error) => say(`client: resetting the WireGuard peer failed: ${err.message}`));
+  };
   const tunSw = await tunnelProbe.wait((s) => tunnelProbe.switches.indexOf(s) >= nTun && s.to === 'B', 40_000, 'tunnel traffic to resume through PoP B').catch(async (err: Error) => {
     if (VERBOSE) {
-      for (const [n, ns] of [['client', client], ['B', b.ns], ['A', a.ns]] as const) detail(`${n}: ${await ns.exec(['wg', 'show', 'all']).catch((e: Error) => e.message)}`);
+      for (const [n, ns, dev] of [['client', client, clientWg], ['B', b.ns, b.wgIf], ['A', a.ns, a.wgIf]] as const) {
+        detail(`${n}: ${await ns.exec(['wg', 'show', dev]).catch((e: Error) => e.message)}`);
+        detail(`${n} conntrack/routes: ${await ns.exec(['sh', '-c', 'ip route; cat /proc/net/nf_conntrack 2>/dev/null | grep -c . ; nft list ruleset | head -30']).catch((e: Error) => e.message)}`);
+      }
+      detail(`handshake initiations: client sent ${await initiations(client)}, A got ${await initiations(a.ns)}, B got ${await initiations(b.ns)}`);
+      detail(await b.ns.exec(['curl', '-s', '-H', `authorization: Bearer ${ADMIN_TOKEN}`, `http://${b.addr}:${ADMIN_PORT}/v1/xdp/stats`]).catch((e: Error) => e.message));
       detail(JSON.stringify(tunnelProbe.switches));
     }
     throw err;
   });
-  say(`WireGuard tunnel moved to PoP B: interruption ${ms(tunSw.firstToSendMs - tunSw.lastFromSendMs)} (${tunSw.lost} probes lost; wireguard-go re-handshakes after keepalive 10 s + rekey 5 s without answers, and B knows the key)`);
+  say(`WireGuard tunnel moved to PoP B: interruption ${ms(tunSw.firstToSendMs - tunSw.lastFromSendMs)} (${tunSw.lost} probes lost; the client starts a new handshake after 1 s without answers, and B knows its key)`);
+  detail(`handshake initiations: client sent ${await initiations(client)}, PoP B received ${await initiations(b.ns)}`);
   const fetch2 = (await client.exec(['curl', '-s', '-m', '30', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', `http://${ORIGIN}:${ORIGIN_HTTP}/bytes/20000000`])).trim().split(' ');
   check(Number(fetch2[0]) === 20_000_000, `the fetch through PoP B got ${fetch2[0]} bytes`);
   detail(`GET /bytes/20000000 through PoP B: ${(Number(fetch2[1]) * 1000).toFixed(0)} ms (${fmtRate((20_000_000 * 8) / Number(fetch2[1]))})`);
