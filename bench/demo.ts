@@ -39,7 +39,7 @@ async function main(): Promise<number> {
     });
     say(`agent up in ${Math.round(performance.now() - t0)} ms (pid ${agent.pid}); GET /healthz -> state "${health.state}", ${health.checks.length} checks`);
     const metrics = await pop.exec(['curl', '-sf', '--max-time', '2', 'http://127.0.0.1:9780/metrics']);
-    const cbrLines = metrics.split('\n').filter((l) => l.startsWith('cbr_') && !l.startsWith('cbr_process_'));
+    const cbrLines = metrics.split('\n').filter((l) => l.startsWith('cbr_') && !l.startsWith('cbr_process_') && !l.startsWith('cbr_nodejs_'));
     say(`GET /metrics -> ${metrics.split('\n').filter((l) => l && !l.startsWith('#')).length} samples; the agent's own:`);
     for (const l of cbrLines) process.stdout.write(`    ${l}\n`);
     const status = JSON.parse(await pop.exec(['curl', '-sf', '--max-time', '2', 'http://127.0.0.1:9780/v1/status'])) as { version: string; subsystems: string[] };

@@ -6,6 +6,6 @@ export { Registry, Gauge, Counter, Histogram, Summary };
 export function createMetricsRegistry(labels: Record<string, string> = {}): Registry {
   const registry = new Registry();
   registry.setDefaultLabels(labels);
-  collectDefaultMetrics({ register: registry, prefix: 'cbr_process_' });
+  collectDefaultMetrics({ register: registry, prefix: 'cbr_' });
   return registry;
 }

@@ -85,7 +85,10 @@ function nearMiss(key: string, candidates: string[]): string | undefined {
 }
 
 function fmtPath(path: readonly PropertyKey[]): string {
-  return path.length ? path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p))).join('.').replace(/\.\[/g, '[') : '(root)';
+  if (!path.length) return '(root)';
+  // Keys that are not plain identifiers are quoted so the path stays readable and unambiguous.
+  const seg = (p: PropertyKey) => (typeof p === 'number' ? `[${p}]` : /^[A-Za-z0-9_-]+$/.test(String(p)) ? String(p) : JSON.stringify(String(p)));
+  return path.map(seg).join('.').replace(/\.\[/g, '[');
 }
 
 function describeValue(v: unknown): string {
@@ -171,7 +174,13 @@ export function parseConfigText(text: string, source: string): Record<string, un
       source,
     );
   }
-  const value = doc.toJS() ?? {};
+  let value: unknown;
+  try {
+    // toJS resolves aliases: an undefined anchor or an alias bomb fails here, not in the parser.
+    value = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  } catch (err) {
+    throw new ConfigError([`${source}: YAML error: ${(err as Error).message.split('\n')[0]}`], source);
+  }
   if (typeof value !== 'object' || Array.isArray(value)) {
     throw new ConfigError([`(root): expected a mapping of sections, got ${describeValue(value)}`], source);
   }

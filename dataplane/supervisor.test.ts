@@ -1,0 +1,109 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { Writable } from 'node:stream';
+import { join } from 'node:path';
+import { Supervisor } from './supervisor.js';
+import { createLogger } from './log.js';
+import { createMetricsRegistry } from './metrics.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+test('a crashing child is restarted with capped exponential backoff', async () => {
+  const lines: string[] = [];
+  const log = createLogger('info', new Writable({ write: (c, _e, cb) => { lines.push(String(c)); cb(); } }));
+  const registry = createMetricsRegistry();
+  const sup = new Supervisor(log, registry);
+  const starts: number[] = [];
+  try {
+    const child = sup.supervise({ name: 'crasher', command: 'sh', args: ['-c', 'echo hello-from-child; exit 3'], initialBackoffMs: 40, maxBackoffMs: 160, stableAfterMs: 60_000 });
+    child.on('start', () => starts.push(performance.now()));
+    for (let i = 0; i < 200 && starts.length < 6; i++) await sleep(20);
+    assert.ok(starts.length >= 6, `only ${starts.length} starts`);
+    const gaps = starts.slice(1).map((t, i) => t - starts[i]!);
+    // 40, 80, 160, 160, 160 (+ process start time): growing, then capped.
+    assert.ok(gaps[0]! >= 35 && gaps[0]! < 140, `first gap ${gaps[0]}`);
+    assert.ok(gaps[1]! >= 75, `second gap ${gaps[1]}`);
+    assert.ok(gaps[2]! >= 150, `third gap ${gaps[2]}`);
+    assert.ok(gaps[4]! < 400, `capped gap ${gaps[4]}`);
+    assert.ok(child.restarts >= 5);
+    const text = await registry.metrics();
+    assert.match(text, /cbr_child_restarts_total\{child="crasher"\} [5-9]/);
+    assert.ok(lines.some((l) => l.includes('hello-from-child') && l.includes('"child":"crasher"')), 'child stdout reaches the log');
+    assert.ok(lines.some((l) => l.includes('child exited; restarting')));
+  } finally {
+    await sup.stopAll();
+    sup.dispose();
+  }
+});
+
+test('stop() ends a running child for good and sets cbr_child_up to 0', async () => {
+  const registry = createMetricsRegistry();
+  const sup = new Supervisor(createLogger('silent'), registry);
+  const child = sup.supervise({ name: 'sleeper', command: 'sleep', args: ['300'] });
+  await new Promise((r) => child.once('start', r));
+  const pid = child.pid!;
+  assert.match(await registry.metrics(), /cbr_child_up\{child="sleeper"\} 1/);
+  await sup.stop('sleeper');
+  assert.equal(child.state, 'stopped');
+  await sleep(50);
+  assert.equal(alive(pid), false);
+  assert.equal(sup.list().length, 0);
+  sup.dispose();
+});
+
+test('a child that ignores SIGTERM is killed after stopTimeoutMs', async () => {
+  const sup = new Supervisor(createLogger('silent'));
+  const child = sup.supervise({ name: 'stubborn', command: 'sh', args: ['-c', 'trap "" TERM; echo up; sleep 300 & wait'], stopTimeoutMs: 200 });
+  await new Promise((r) => child.once('line', r));
+  const t0 = performance.now();
+  await sup.stop('stubborn');
+  const took = performance.now() - t0;
+  assert.ok(took >= 150 && took < 3000, `stop took ${took} ms`);
+  sup.dispose();
+});
+
+test('a missing executable is reported and retried, not a crash', async () => {
+  const sup = new Supervisor(createLogger('silent'));
+  const child = sup.supervise({ name: 'missing', command: '/nonexistent/binary', initialBackoffMs: 20, maxBackoffMs: 20 });
+  for (let i = 0; i < 100 && child.restarts < 2; i++) await sleep(20);
+  assert.ok(child.restarts >= 2);
+  await sup.stopAll();
+  sup.dispose();
+});
+
+test('SIGKILL of the supervising process leaves no child running', async () => {
+  const fixture = join(import.meta.dirname, 'fixtures', 'supervise.js');
+  const proc = spawn(process.execPath, [fixture, '--', 'sleep', '300'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  try {
+    const childPid = await new Promise<number>((resolve, reject) => {
+      let buf = '';
+      proc.stderr!.on('data', (d) => {
+        buf += d;
+        const m = /child-pid (\d+)/.exec(buf);
+        if (m) resolve(Number(m[1]));
+      });
+      setTimeout(() => reject(new Error(`no child pid: ${buf}`)), 10_000);
+    });
+    // setpriv has exec'd sleep by the time it is running; wait until the pid is the sleep.
+    assert.ok(alive(childPid));
+    proc.kill('SIGKILL');
+    await new Promise((r) => proc.once('exit', r));
+    let gone = false;
+    for (let i = 0; i < 100 && !gone; i++) {
+      gone = !alive(childPid);
+      if (!gone) await sleep(20);
+    }
+    assert.ok(gone, `child ${childPid} outlived its SIGKILLed supervisor`);
+  } finally {
+    proc.kill('SIGKILL');
+  }
+});
