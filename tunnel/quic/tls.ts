@@ -3,7 +3,7 @@
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { webcrypto, KeyObject, X509Certificate } from 'node:crypto';
-import './reflect-shim.js';
+import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 
 export interface TlsMaterial {
