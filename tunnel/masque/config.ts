@@ -34,6 +34,7 @@ export const masqueConfigSchema = z.strictObject({
     .describe('connect-udp (RFC 9298)'),
   ip: z
     .strictObject({
+      enabled: z.boolean().default(true).describe('serve connect-ip (needs a TUN device and nftables); off answers connect-ip with 403'),
       tun: ifname().default('cbrmasq0').describe('TUN interface that carries connect-ip packets on the PoP'),
       mtu: z.number().int().min(1280).max(9000).default(1280).describe('link MTU of the tunnel (≥ 1280; bigger packets get ICMP Packet Too Big)'),
       poolV4: prefix().default('100.64.0.0/16').describe('IPv4 addresses assigned to clients'),

@@ -79,7 +79,8 @@ interface RequestState {
   reader: RequestStreamReader;
   /** 'auth': CONNECT waiting for the gate; data is queued. 'open': a session. 'done': answered. */
   phase: 'headers' | 'auth' | 'open' | 'done';
-  queued: Array<{ chunk: Uint8Array; fin: boolean }>;
+  /** Raw stream bytes that arrived during 'auth', or capsule bytes already unframed from DATA. */
+  queued: Array<{ chunk: Uint8Array; fin: boolean; capsules?: boolean }>;
   session?: Session;
 }
 
@@ -181,10 +182,7 @@ export class MasqueServer {
       for (const ev of st.reader.push(chunk)) {
         if (ev.type === 'request') this.onRequest(c, streamId, st, ev.request);
         else if (ev.type === 'data' && st.phase === 'open' && st.session) this.onCapsuleBytes(st.session, ev.payload);
-        else if (ev.type === 'data' && st.phase === 'auth') st.queued.push({ chunk: ev.payload, fin: false });
-        if (st.phase === 'auth' && ev.type === 'request') {
-          // The rest of this chunk is parsed when the gate has answered.
-        }
+        else if (ev.type === 'data' && st.phase === 'auth') st.queued.push({ chunk: Buffer.from(ev.payload), fin: false, capsules: true });
       }
       if (fin) {
         st.reader.end();
@@ -314,7 +312,18 @@ export class MasqueServer {
     st.queued = [];
     for (const q of queued) {
       if (c.requests.get(streamId) !== st) break;
-      this.feed(c, streamId, st, q.chunk, q.fin);
+      if (!q.capsules) {
+        this.feed(c, streamId, st, q.chunk, q.fin);
+        continue;
+      }
+      try {
+        this.onCapsuleBytes(s, q.chunk);
+      } catch (err) {
+        if (!(err instanceof H3Error)) throw err;
+        this.endSession(s, 'client');
+        c.requests.delete(streamId);
+        c.h3.fail(err, streamId);
+      }
     }
   }
 
