@@ -140,9 +140,11 @@ test('1,000 concurrent connect-udp sessions from one client process hold', async
       });
     });
     const r = JSON.parse(await firstLine);
+    if (process.env.CBR_DEBUG) console.error("load result", r);
     assert.equal(r.opened, 1000, JSON.stringify(r));
     assert.equal(r.echoed, r.sampled, 'sampled sessions carry traffic');
     const stats = await tb.popStats();
+    if (process.env.CBR_DEBUG) console.error("pop stats", stats.live, stats.connections);
     assert.equal(stats.live.udp, 1000);
     assert.equal(stats.connections, 1000);
     load.stdin!.write('close\n');

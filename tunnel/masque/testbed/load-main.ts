@@ -47,6 +47,7 @@ if (cfg.mode === 'sessions') {
   })));
   out({ opened, failed: count - opened, setupMs, perSecond: opened / (setupMs / 1000), sampled: sample.length, echoed, errors: Object.fromEntries(errors) });
   await new Promise((r) => process.stdin.once('data', r));
+  process.stdin.destroy();
   const alive = clients.filter((c) => c.sessions.size > 0 && !c.closed).length;
   await Promise.all(clients.map((c) => c.close()));
   await endpoint.close();
@@ -74,3 +75,4 @@ if (cfg.mode === 'sessions') {
   await c.close();
   await endpoint.close();
 }
+process.exit(0);
