@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all deps build test demo docs check-docs bench clean clean-netns
+.PHONY: all deps build test demo docs check-docs bench clean clean-netns xdp bench-xdp bench-auth bench-failover
 
 all: build
 
@@ -10,7 +10,23 @@ deps:
 	@scripts/install-deps.sh
 
 build: deps
+	@$(MAKE) --no-print-directory xdp
 	@npm run --silent build
+
+# XDP programs (BPF objects the agent loads through libbpf).
+XDP_SRC := $(wildcard xdp/src/*.bpf.c)
+XDP_OBJ := $(patsubst xdp/src/%.bpf.c,xdp/build/%.bpf.o,$(XDP_SRC)) xdp/build/lb_bench.bpf.o
+xdp: $(XDP_OBJ)
+# bench build of the LB that undoes its encapsulation, so repeated BPF_PROG_TEST_RUN runs see one packet
+xdp/build/lb_bench.bpf.o: xdp/src/lb.bpf.c $(wildcard xdp/src/*.h)
+	@mkdir -p xdp/build
+	clang -target bpf -O2 -g -Wall -Werror -DCBR_BENCH_RESTORE -I/usr/include/x86_64-linux-gnu -c $< -o $@
+xdp/build/%.bpf.o: xdp/src/%.bpf.c $(wildcard xdp/src/*.h)
+	@mkdir -p xdp/build
+	clang -target bpf -O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu -c $< -o $@
+
+bench-xdp: build
+	@node dist/bench/xdp.js
 
 docs: build
 	@node dist/dataplane/cli.js config docs > docs/config.md
@@ -26,11 +42,24 @@ test: build check-docs
 demo: build
 	@node dist/bench/demo.js
 
+# Every scenario, one after the other, then the scorecard (QUICK=1: short versions).
 bench: build
-	@echo "bench scenarios land with their subsystems (bench/<scenario>); nothing to run yet" >&2
+	@QUICK=$(QUICK) node dist/bench/all.js
+
+# Token verifications per second through the auth gate (RS256, ES256); QUICK=1 for a short run.
+bench-auth: build
+	@node dist/bench/auth.js
+
+bench-failover: build
+	@node dist/bench/failover.js
+
+# WireGuard: registrations/s end to end, TCP through the agent-managed interface vs hand-configured wireguard-go (QUICK=1: short).
+.PHONY: bench-wireguard
+bench-wireguard: build
+	@node dist/bench/wireguard.js
 
 clean-netns:
 	@node scripts/clean-netns.mjs
 
 clean:
-	rm -rf dist
+	rm -rf dist xdp/build

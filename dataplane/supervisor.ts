@@ -51,7 +51,8 @@ export class SupervisedChild extends EventEmitter<{ start: [number]; exit: [numb
     if (this.state === 'stopping' || this.state === 'stopped') return;
     this.state = 'starting';
     const args = ['--pdeathsig', 'KILL', '--', this.spec.command, ...(this.spec.args ?? [])];
-    const proc = spawn('setpriv', args, { env: this.spec.env ?? process.env, cwd: this.spec.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    // Own process group, so stop() reaches grandchildren too (a shell wrapper's children, a forked helper).
+    const proc = spawn('setpriv', args, { env: this.spec.env ?? process.env, cwd: this.spec.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     this.proc = proc;
     this.startedAt = Date.now();
     proc.once('spawn', () => {
@@ -104,7 +105,21 @@ export class SupervisedChild extends EventEmitter<{ start: [number]; exit: [numb
 
   /** Kills the running process so the supervisor restarts it (after the current backoff). */
   kill(signal: NodeJS.Signals = 'SIGTERM'): void {
-    this.proc?.kill(signal);
+    this.signalGroup(signal);
+  }
+
+  /** Signals the child's whole process group; falls back to the child alone. */
+  private signalGroup(signal: NodeJS.Signals, proc = this.proc): void {
+    if (!proc?.pid) return;
+    try {
+      process.kill(-proc.pid, signal);
+    } catch {
+      try {
+        proc.kill(signal);
+      } catch {
+        /* already gone */
+      }
+    }
   }
 
   /** Stops the child for good: SIGTERM, then SIGKILL after stopTimeoutMs. */
@@ -118,8 +133,8 @@ export class SupervisedChild extends EventEmitter<{ start: [number]; exit: [numb
       return;
     }
     const exited = new Promise<void>((resolve) => this.exitWaiters.push(resolve));
-    proc.kill('SIGTERM');
-    const killTimer = setTimeout(() => proc.kill('SIGKILL'), this.spec.stopTimeoutMs);
+    this.signalGroup('SIGTERM', proc);
+    const killTimer = setTimeout(() => this.signalGroup('SIGKILL', proc), this.spec.stopTimeoutMs);
     await exited;
     clearTimeout(killTimer);
   }
@@ -128,11 +143,7 @@ export class SupervisedChild extends EventEmitter<{ start: [number]; exit: [numb
   killNow(): void {
     clearTimeout(this.restartTimer);
     this.state = 'stopped';
-    try {
-      this.proc?.kill('SIGKILL');
-    } catch {
-      /* already gone */
-    }
+    this.signalGroup('SIGKILL');
   }
 }
 

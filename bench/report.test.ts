@@ -1,0 +1,52 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { checkResultShape, summarize, renderTable, writeCharts, readResult, type ResultFile } from './report.js';
+import { writeBenchResult } from './results.js';
+import { judge, SCORECARD } from './scorecard.js';
+
+const doc = (scenario: string, results: Record<string, number>): ResultFile => ({
+  scenario, when: new Date().toISOString(), machine: { cpus: 2, kernel: '6.x' },
+  results: Object.fromEntries(Object.entries(results).map(([k, v]) => [k, { value: v, unit: 'u' }])),
+});
+
+test('result files are checked against the shape DESIGN.md fixes', () => {
+  assert.deepEqual(checkResultShape(doc('xdp', { a: 1 }), 'xdp'), []);
+  assert.ok(checkResultShape({ ...doc('xdp', { a: 1 }), scenario: 'auth' }, 'xdp').length);
+  assert.ok(checkResultShape({ scenario: 'xdp', when: 'x', machine: {}, results: {} }, 'xdp').length >= 3);
+  assert.ok(checkResultShape({ ...doc('xdp', {}), results: { a: { value: 'fast', unit: 'u' } } }, 'xdp')[0]!.includes('results.a'));
+  assert.throws(() => writeBenchResult('x', { a: { value: NaN, unit: 'u' } }, {}, tmpdir()), /not a finite number/);
+});
+
+test('goals are judged against the same-run baseline', () => {
+  const row = (m: string) => SCORECARD.find((r) => r.metric === m)!;
+  assert.equal(judge(row('ns_filter_pass'), { ns_filter_pass: 30, ns_bare_pass: 20 }), true);
+  assert.equal(judge(row('ns_filter_pass'), { ns_filter_pass: 50, ns_bare_pass: 20 }), false);
+  assert.equal(judge(row('tcp_gbps_masque_ip'), { tcp_gbps_masque_ip: 0.5, tcp_gbps_wireguard_go: 0.4 }), true);
+  assert.equal(judge(row('rtt_ms_masque_ip'), { rtt_ms_masque_ip: 0.3, rtt_ms_wireguard_go: 0.25, rtt_ms_direct: 0.05 }), false);
+  assert.equal(judge(row('flood_goodput_ratio_xdp'), { flood_goodput_ratio_xdp: 0.95, flood_goodput_ratio_nftables: 0.97 }), false, 'must also beat nftables');
+  assert.equal(judge(row('withdraw_ms_p50'), {}), undefined);
+});
+
+test('summary table, charts and missing data', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'cbr-bench-'));
+  try {
+    const results = { xdp: doc('xdp', { ns_bare_pass: 20, ns_filter_pass: 31, ns_lb_cid: 95 }), masque: undefined };
+    const rows = summarize(results);
+    const table = renderTable(rows);
+    assert.match(table, /xdp\s+ns_filter_pass\s+31\.00\s+u\s+ns_bare_pass\s+20\.00\s+1\.55x\s+<= 2x baseline\s+yes/);
+    assert.match(table, /masque\s+tcp_gbps_masque_ip\s+-.*no data/);
+    const files = writeCharts(results, dir);
+    assert.deepEqual(files, ['xdp-ns-per-packet.svg']);
+    const svg = readFileSync(join(dir, files[0]!), 'utf8');
+    assert.match(svg, /^<svg xmlns/);
+    assert.match(svg, /bare XDP_PASS/);
+    writeFileSync(join(dir, 'auth.json'), '{not json');
+    assert.match(readResult('auth', dir).problems[0]!, /not JSON/);
+    assert.match(readResult('wireguard', dir).problems[0]!, /missing/);
+  } finally {
+    rmSync(dir, { recursive: true });
+  }
+});

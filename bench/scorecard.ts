@@ -1,0 +1,92 @@
+// The scorecard: which metric of which scenario is compared with which baseline, and the goal.
+// Keys are the contract of each issue (bench/results/<scenario>.json), so keep them stable.
+
+export type Goal =
+  /** value >= n */
+  | { kind: 'atLeast'; n: number }
+  /** value <= n */
+  | { kind: 'atMost'; n: number }
+  /** value / baseline >= n (throughput-like) */
+  | { kind: 'ratioAtLeast'; n: number }
+  /** value / baseline <= n (cost-like: ns, ms) */
+  | { kind: 'ratioAtMost'; n: number }
+  /** (value - ref) <= (baseline - ref): our overhead over `ref` no worse than the baseline's */
+  | { kind: 'overheadNoWorse'; ref: string }
+  /** reported, no goal */
+  | { kind: 'info' };
+
+export interface ScoreRow {
+  scenario: string;
+  metric: string;
+  baseline?: string;
+  goal: Goal;
+  /** A second condition: value must also beat this other metric (higher is better). */
+  alsoAbove?: string;
+}
+
+export const SCORECARD: ScoreRow[] = [
+  { scenario: 'auth', metric: 'verify_per_s_rs256', goal: { kind: 'atLeast', n: 20_000 } },
+  { scenario: 'auth', metric: 'verify_per_s_es256', goal: { kind: 'atLeast', n: 20_000 } },
+  { scenario: 'auth', metric: 'verify_p99_us', goal: { kind: 'info' } },
+  { scenario: 'xdp', metric: 'ns_filter_pass', baseline: 'ns_bare_pass', goal: { kind: 'ratioAtMost', n: 2 } },
+  { scenario: 'xdp', metric: 'ns_filter_deny_100k', baseline: 'ns_bare_pass', goal: { kind: 'ratioAtMost', n: 2 } },
+  { scenario: 'xdp', metric: 'ns_filter_ratelimit', baseline: 'ns_bare_pass', goal: { kind: 'ratioAtMost', n: 2 } },
+  { scenario: 'xdp', metric: 'ns_lb_hash', baseline: 'ns_bare_pass', goal: { kind: 'ratioAtMost', n: 4 } },
+  { scenario: 'xdp', metric: 'ns_lb_cid', baseline: 'ns_bare_pass', goal: { kind: 'ratioAtMost', n: 4 } },
+  { scenario: 'xdp', metric: 'flood_goodput_ratio_xdp', baseline: 'flood_goodput_ratio_nftables', goal: { kind: 'atLeast', n: 0.9 }, alsoAbove: 'flood_goodput_ratio_nftables' },
+  { scenario: 'masque', metric: 'tcp_gbps_masque_ip', baseline: 'tcp_gbps_wireguard_go', goal: { kind: 'ratioAtLeast', n: 1.0 } },
+  { scenario: 'masque', metric: 'rtt_ms_masque_ip', baseline: 'rtt_ms_wireguard_go', goal: { kind: 'overheadNoWorse', ref: 'rtt_ms_direct' } },
+  { scenario: 'masque', metric: 'udp_relay_kpps', goal: { kind: 'info' } },
+  { scenario: 'masque', metric: 'session_setups_per_s', goal: { kind: 'atLeast', n: 500 } },
+  { scenario: 'masque', metric: 'kb_per_idle_session_10k', goal: { kind: 'atMost', n: 20 } },
+  { scenario: 'wireguard', metric: 'tcp_gbps_supervised', baseline: 'tcp_gbps_plain', goal: { kind: 'ratioAtLeast', n: 0.95 } },
+  { scenario: 'wireguard', metric: 'registrations_per_s', goal: { kind: 'info' } },
+  { scenario: 'failover', metric: 'withdraw_ms_p50', baseline: 'baseline_withdraw_ms_p50', goal: { kind: 'atMost', n: 1000 } },
+  { scenario: 'failover', metric: 'withdraw_ms_p99', goal: { kind: 'info' } },
+  { scenario: 'failover', metric: 'loss_window_ms_p50', baseline: 'baseline_loss_window_ms_p50', goal: { kind: 'atMost', n: 2000 } },
+  { scenario: 'failover', metric: 'loss_window_ms_p99', goal: { kind: 'info' } },
+];
+
+export function describeGoal(row: ScoreRow): string {
+  const g = row.goal;
+  switch (g.kind) {
+    case 'atLeast':
+      return `>= ${g.n}${row.alsoAbove ? ` and > ${row.alsoAbove}` : ''}`;
+    case 'atMost':
+      return `<= ${g.n}`;
+    case 'ratioAtLeast':
+      return `>= ${g.n}x baseline`;
+    case 'ratioAtMost':
+      return `<= ${g.n}x baseline`;
+    case 'overheadNoWorse':
+      return `overhead over ${g.ref} <= baseline's`;
+    case 'info':
+      return '(reported)';
+  }
+}
+
+/** true / false when the goal can be judged, undefined when a needed value is missing or there is no goal. */
+export function judge(row: ScoreRow, metrics: Record<string, number | undefined>): boolean | undefined {
+  const v = metrics[row.metric];
+  if (v === undefined) return undefined;
+  const b = row.baseline ? metrics[row.baseline] : undefined;
+  const also = row.alsoAbove ? metrics[row.alsoAbove] : undefined;
+  if (row.alsoAbove && also !== undefined && !(v > also)) return false;
+  const g = row.goal;
+  switch (g.kind) {
+    case 'atLeast':
+      return v >= g.n;
+    case 'atMost':
+      return v <= g.n;
+    case 'ratioAtLeast':
+      return b === undefined || b === 0 ? undefined : v / b >= g.n;
+    case 'ratioAtMost':
+      return b === undefined || b === 0 ? undefined : v / b <= g.n;
+    case 'overheadNoWorse': {
+      const ref = metrics[g.ref];
+      return b === undefined || ref === undefined ? undefined : v - ref <= b - ref;
+    }
+    case 'info':
+      return undefined;
+  }
+}

@@ -1,0 +1,246 @@
+// One WireGuard interface: wireguard-go run in the foreground under the agent's supervisor (or a
+// kernel WireGuard link where the host has one), configured through its UAPI socket, addresses,
+// MTU and routes through iproute2. Every (re)start of wireguard-go re-applies the whole state: key,
+// port and every live peer, since a restarted wireguard-go starts empty.
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import type { Logger, Supervisor, SupervisedChild } from '../../dataplane/index.js';
+import type { WireguardInterfaceConfig } from './config.js';
+import { UapiClient, uapiSocketPath } from './uapi-client.js';
+import { WgToolControl } from './wg-tool.js';
+import { UapiError, type DeviceSet, type DeviceState, type PeerSet } from './uapi.js';
+
+const execFileAsync = promisify(execFile);
+
+/** What configures a device: the UAPI socket (wireguard-go) or `wg` over netlink (kernel). */
+export interface WgControl {
+  get(): Promise<DeviceState>;
+  set(req: DeviceSet): Promise<void>;
+}
+
+export interface DevicePeer {
+  publicKey: string;
+  allowedIps: string[];
+}
+
+export interface DeviceOptions {
+  supervisor: Supervisor;
+  log: Logger;
+  privateKey: string;
+  /** Field path of this interface in the config, for error messages. */
+  field: string;
+  /** The peers that must be on the interface (read from the lease store at each (re)configure). */
+  livePeers: () => DevicePeer[];
+  /** Runs `ip` and wireguard-go through this prefix (tests: `ip netns exec <ns>`). */
+  commandPrefix?: string[];
+  /** Directory of UAPI sockets (default /var/run/wireguard). */
+  uapiDir?: string;
+  /** How long start() waits for the interface to be configured. */
+  startTimeoutMs?: number;
+}
+
+export type Implementation = 'kernel' | 'userspace';
+
+export class WireguardDevice {
+  readonly name: string;
+  implementation?: Implementation;
+  private control?: WgControl;
+  private child?: SupervisedChild;
+  /** UAPI operations and (re)configuration run one at a time, in order. */
+  private queue: Promise<unknown> = Promise.resolve();
+  private configured = false;
+  private stopped = false;
+  private configureWaiters: Array<(err?: Error) => void> = [];
+  configureCount = 0;
+
+  constructor(private cfg: WireguardInterfaceConfig, private readonly opts: DeviceOptions) {
+    this.name = cfg.name;
+  }
+
+  get ready(): boolean {
+    return this.configured;
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  async start(): Promise<void> {
+    this.implementation = await this.chooseImplementation();
+    const done = new Promise<void>((resolve, reject) => this.configureWaiters.push((err) => (err ? reject(err) : resolve())));
+    const timeoutMs = this.opts.startTimeoutMs ?? 15_000;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${this.opts.field}: ${this.name} was not configured within ${timeoutMs} ms (see the log for wireguard-go's output)`)), timeoutMs);
+    });
+    if (this.implementation === 'kernel') {
+      this.control = new WgToolControl(this.name, this.opts.commandPrefix);
+      void this.reconfigure('kernel link created');
+    } else {
+      this.control = new UapiClient(uapiSocketPath(this.name, this.opts.uapiDir));
+      const prefix = this.opts.commandPrefix ?? [];
+      const argv = [...prefix, 'wireguard-go', '-f', this.name];
+      this.child = this.opts.supervisor.supervise({
+        name: `wireguard-go:${this.name}`,
+        command: argv[0]!,
+        args: argv.slice(1),
+        // wireguard-go refuses to run on a kernel with WireGuard built in unless told to.
+        env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1', LOG_LEVEL: 'error' },
+        // Its stderr carries a banner on every start; real errors are raised to warn below.
+        stderrLevel: 'info',
+        initialBackoffMs: 200,
+        maxBackoffMs: 5_000,
+      });
+      this.child.on('start', () => void this.reconfigure('wireguard-go started'));
+      this.child.on('line', (line) => {
+        if (/^ERROR:/.test(line)) this.opts.log.warn({ interface: this.name, line }, 'wireguard-go reported an error');
+      });
+      this.child.on('exit', () => {
+        this.configured = false;
+      });
+    }
+    try {
+      await Promise.race([done, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async chooseImplementation(): Promise<Implementation> {
+    if (this.cfg.implementation === 'userspace') return 'userspace';
+    // A leftover link of ours (e.g. from a killed agent with kernel WireGuard) is replaced.
+    await this.ip(['link', 'del', 'dev', this.name]).catch(() => undefined);
+    try {
+      await this.ip(['link', 'add', 'dev', this.name, 'type', 'wireguard']);
+      return 'kernel';
+    } catch (err) {
+      if (this.cfg.implementation === 'kernel') throw new Error(`${this.opts.field}.implementation: kernel WireGuard is not available on this host (${(err as Error).message.trim()}); use userspace or auto`);
+      this.opts.log.info({ interface: this.name }, 'no kernel WireGuard on this host; running wireguard-go');
+      return 'userspace';
+    }
+  }
+
+  private enqueue<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.queue.then(fn, fn);
+    this.queue = p.catch(() => undefined);
+    return p;
+  }
+
+  /** Applies key, port, every live peer, addresses, MTU, routes; retried by the next restart on failure. */
+  private reconfigure(reason: string): Promise<void> {
+    return this.enqueue(async () => {
+      if (this.stopped) return;
+      const t0 = performance.now();
+      try {
+        await this.waitForControl();
+        const peers = this.opts.livePeers();
+        await this.control!.set({
+          privateKey: this.opts.privateKey,
+          listenPort: this.cfg.listenPort,
+          replacePeers: true,
+          peers: peers.map((p) => ({ publicKey: p.publicKey, replaceAllowedIps: true, allowedIps: p.allowedIps })),
+        });
+        await this.configureLink();
+        this.configured = true;
+        this.configureCount++;
+        this.opts.log.info({ interface: this.name, reason, peers: peers.length, ms: Math.round(performance.now() - t0) }, 'interface configured');
+        this.configureWaiters.splice(0).forEach((w) => w());
+      } catch (err) {
+        this.configured = false;
+        this.opts.log.error({ err, interface: this.name, reason }, 'configuring the interface failed');
+        if (this.implementation === 'userspace' && this.child && !this.stopped) {
+          // Restarting wireguard-go brings a fresh device and another configure attempt.
+          this.child.kill('SIGKILL');
+        } else {
+          this.configureWaiters.splice(0).forEach((w) => w(err as Error));
+        }
+      }
+    });
+  }
+
+  /** Polls the control channel until it answers (wireguard-go opens its socket just after it starts). */
+  private async waitForControl(timeoutMs = 5_000): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        await this.control!.get();
+        return;
+      } catch (err) {
+        if (Date.now() > until || this.stopped) throw err;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  }
+
+  private async configureLink(): Promise<void> {
+    const dev = this.name;
+    await this.ip(['link', 'set', 'dev', dev, 'mtu', String(this.cfg.mtu)]);
+    for (const a of this.cfg.address) await this.ip(['address', 'replace', a, 'dev', dev, ...(a.includes(':') ? ['nodad'] : [])]);
+    await this.ip(['link', 'set', 'dev', dev, 'up']);
+    for (const r of [...this.cfg.pools, ...this.cfg.routes]) {
+      await this.ip([r.includes(':') ? '-6' : '-4', 'route', 'replace', r, 'dev', dev]);
+    }
+  }
+
+  private async ip(args: string[]): Promise<string> {
+    const argv = [...(this.opts.commandPrefix ?? []), 'ip', ...args];
+    try {
+      const { stdout } = await execFileAsync(argv[0]!, argv.slice(1), { timeout: 10_000 });
+      return stdout;
+    } catch (err) {
+      const e = err as { stderr?: string; message: string };
+      throw new Error(`ip ${args.join(' ')}: ${(e.stderr ?? e.message).trim()}`);
+    }
+  }
+
+  /** Applies changed pools/routes (a reload): routes of prefixes no longer configured go, new ones come. */
+  updateRouting(next: WireguardInterfaceConfig, previousPrefixes: string[]): Promise<void> {
+    return this.enqueue(async () => {
+      const wanted = new Set([...next.pools, ...next.routes]);
+      this.cfg = next;
+      if (!this.configured) return; // the next (re)configure applies it
+      for (const r of previousPrefixes) {
+        if (!wanted.has(r)) await this.ip([r.includes(':') ? '-6' : '-4', 'route', 'del', r, 'dev', this.name]).catch(() => undefined);
+      }
+      await this.configureLink();
+    });
+  }
+
+  /** Adds or updates one peer on the running device. Throws when the device cannot be reached. */
+  addPeer(peer: DevicePeer): Promise<void> {
+    return this.setPeers([{ publicKey: peer.publicKey, replaceAllowedIps: true, allowedIps: peer.allowedIps }]);
+  }
+
+  removePeer(publicKey: string): Promise<void> {
+    return this.setPeers([{ publicKey, remove: true }]);
+  }
+
+  private setPeers(peers: PeerSet[]): Promise<void> {
+    return this.enqueue(async () => {
+      if (!this.control || !this.configured) throw new UapiError(`${this.name} is not configured (wireguard-go restarting?)`);
+      await this.control.set({ peers });
+    });
+  }
+
+  /** The device's state (peers with handshakes and byte counts). */
+  get(): Promise<DeviceState> {
+    if (!this.control) return Promise.reject(new UapiError(`${this.name} has not started`));
+    return this.control.get();
+  }
+
+  /** Health: the control channel answers and the link is up. */
+  async check(): Promise<void> {
+    if (!this.configured) throw new Error(`${this.name} is not configured`);
+    await this.get();
+    const out = await this.ip(['-j', 'link', 'show', 'dev', this.name]);
+    const links = JSON.parse(out) as Array<{ flags?: string[] }>;
+    if (!links[0]?.flags?.includes('UP')) throw new Error(`${this.name} is not up`);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.configureWaiters.splice(0).forEach((w) => w(new Error(`${this.name} stopped`)));
+    if (this.child) await this.opts.supervisor.stop(`wireguard-go:${this.name}`);
+    if (this.implementation === 'kernel') await this.ip(['link', 'del', 'dev', this.name]).catch(() => undefined);
+  }
+}

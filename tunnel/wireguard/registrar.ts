@@ -1,0 +1,235 @@
+// Peer registration: one lease (addresses from the interface's pools) per public key, owned by the
+// token's subject, persisted before the peer is added to the device and before the API answers.
+import type { Identity } from '../../auth/index.js';
+import type { Logger } from '../../dataplane/index.js';
+import type { WireguardConfig, WireguardInterfaceConfig } from './config.js';
+import { AddressPools, PoolExhaustedError, canonicalAddress, addressValue, type Family } from './pool.js';
+import type { LeaseStore, Lease } from './store.js';
+import type { WireguardDevice, DevicePeer } from './device.js';
+import { clientAddressLines } from './client-config.js';
+
+export class RegistrationError extends Error {
+  constructor(readonly status: number, readonly code: string, message: string) {
+    super(message);
+    this.name = 'RegistrationError';
+  }
+}
+
+export interface RegisteredInterface {
+  config: WireguardInterfaceConfig;
+  device: WireguardDevice;
+  publicKey: string;
+  pools: AddressPools;
+}
+
+export function poolsFor(iface: WireguardInterfaceConfig): AddressPools {
+  return new AddressPools(iface.pools, iface.address.map((a) => a.split('/')[0]!));
+}
+
+export function devicePeer(lease: Lease): DevicePeer {
+  return { publicKey: lease.publicKey, allowedIps: clientAddressLines(lease) };
+}
+
+/**
+ * Per interface and family: the addresses in use (mirrors the store; every insert and delete goes
+ * through the registrar) and a low-water mark below which every address is taken, so an allocation
+ * does not rescan the pool from its start.
+ */
+class UsedAddresses {
+  private readonly used = new Map<string, Set<string>>();
+  private readonly lowWater = new Map<string, bigint>();
+
+  constructor(private readonly store: LeaseStore) {}
+
+  private key(iface: string, fam: Family): string {
+    return `${iface}/${fam}`;
+  }
+
+  set(iface: string, fam: Family): Set<string> {
+    const k = this.key(iface, fam);
+    let s = this.used.get(k);
+    if (!s) {
+      s = this.store.usedAddresses(iface, fam);
+      this.used.set(k, s);
+    }
+    return s;
+  }
+
+  from(iface: string, fam: Family): bigint | undefined {
+    return this.lowWater.get(this.key(iface, fam));
+  }
+
+  taken(iface: string, fam: Family, addr: string): void {
+    this.set(iface, fam).add(addr);
+    this.lowWater.set(this.key(iface, fam), addressValue(addr) + 1n);
+  }
+
+  released(lease: Lease): void {
+    for (const [fam, addr] of [[4, lease.ipv4], [6, lease.ipv6]] as const) {
+      if (addr === undefined) continue;
+      const k = this.key(lease.iface, fam);
+      this.used.get(k)?.delete(addr);
+      const lw = this.lowWater.get(k);
+      if (lw !== undefined && addressValue(addr) < lw) this.lowWater.set(k, addressValue(addr));
+    }
+  }
+
+  /** Pools changed (reload): scan from the start again. */
+  resetLowWater(): void {
+    this.lowWater.clear();
+  }
+}
+
+export class PeerRegistrar {
+  private readonly usedAddrs: UsedAddresses;
+
+  constructor(
+    private readonly store: LeaseStore,
+    private readonly interfaces: Map<string, RegisteredInterface>,
+    private readonly config: () => WireguardConfig,
+    private readonly log: Logger,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.usedAddrs = new UsedAddresses(store);
+  }
+
+  /** Called after the pools changed (reload). */
+  poolsChanged(): void {
+    this.usedAddrs.resetLowWater();
+  }
+
+  iface(name: string): RegisteredInterface | undefined {
+    return this.interfaces.get(name);
+  }
+
+  /**
+   * Registers (or renews) `publicKey` for the identity. Resolves with the lease and whether it is new.
+   * Throws RegistrationError (status and code for the API) when it cannot.
+   */
+  async register(identity: Identity, publicKey: string, ifaceName?: string): Promise<{ lease: Lease; created: boolean }> {
+    const cfg = this.config();
+    const name = ifaceName ?? cfg.interfaces[0]?.name;
+    const iface = name === undefined ? undefined : this.interfaces.get(name);
+    if (!iface) throw new RegistrationError(400, 'UNKNOWN_INTERFACE', `interface: no WireGuard interface named ${JSON.stringify(name)}`);
+    if ([...this.interfaces.values()].some((i) => i.publicKey === publicKey)) {
+      throw new RegistrationError(400, 'INVALID_KEY', 'publicKey: that is the PoP\'s own public key');
+    }
+    const now = this.now();
+    const expiresAt = cfg.peerLifetime !== undefined ? now + cfg.peerLifetime : identity.expiresAt * 1000;
+    if (expiresAt <= now) throw new RegistrationError(401, 'EXPIRED', 'the token has expired');
+    // Allocation and insert in one transaction: two registrations cannot get the same address.
+    const outcome = this.store.transaction(() => {
+      const existing = this.store.get(publicKey);
+      if (existing) {
+        if (existing.subject !== identity.subject) throw new RegistrationError(409, 'KEY_IN_USE', 'publicKey: registered by another subject');
+        if (existing.iface !== iface.config.name) throw new RegistrationError(409, 'KEY_IN_USE', `publicKey: registered on interface ${existing.iface}; delete it there first`);
+        const extended = Math.max(existing.expiresAt, expiresAt);
+        this.store.extend(publicKey, extended);
+        return { lease: { ...existing, expiresAt: extended }, created: false };
+      }
+      if (this.store.countForSubject(identity.subject) >= cfg.deviceLimit) {
+        throw new RegistrationError(409, 'DEVICE_LIMIT', `device limit reached: a subject may register at most ${cfg.deviceLimit} peers; delete one first`);
+      }
+      const lease: Lease = { publicKey, iface: iface.config.name, subject: identity.subject, createdAt: now, expiresAt };
+      try {
+        for (const fam of iface.pools.families()) {
+          const a = iface.pools.allocate(fam, this.usedAddrs.set(iface.config.name, fam), this.usedAddrs.from(iface.config.name, fam));
+          if (fam === 4) lease.ipv4 = a;
+          else lease.ipv6 = a;
+        }
+      } catch (err) {
+        if (err instanceof PoolExhaustedError) throw new RegistrationError(503, 'POOL_EXHAUSTED', `interface ${iface.config.name}: ${err.message}`);
+        throw err;
+      }
+      this.store.insert(lease);
+      // Only after the insert succeeded (a throw rolls the transaction back and leaves these alone).
+      if (lease.ipv4) this.usedAddrs.taken(lease.iface, 4, lease.ipv4);
+      if (lease.ipv6) this.usedAddrs.taken(lease.iface, 6, lease.ipv6);
+      return { lease, created: true };
+    });
+    try {
+      await iface.device.addPeer(devicePeer(outcome.lease));
+    } catch (err) {
+      if (outcome.created) {
+        // Not on the device, so not registered: undo the lease and tell the client to retry.
+        this.store.remove(publicKey);
+        this.usedAddrs.released(outcome.lease);
+        await iface.device.removePeer(publicKey).catch(() => undefined);
+      }
+      this.log.warn({ err, interface: iface.config.name }, 'adding a peer to the device failed');
+      throw new RegistrationError(503, 'DEVICE_UNAVAILABLE', `interface ${iface.config.name} is not ready; retry shortly`);
+    }
+    this.log.info({ interface: iface.config.name, subject: identity.subject, ipv4: outcome.lease.ipv4, ipv6: outcome.lease.ipv6, created: outcome.created }, outcome.created ? 'peer registered' : 'peer renewed');
+    return outcome;
+  }
+
+  leasesOf(subject: string): Lease[] {
+    return this.store.forSubject(subject).filter((l) => l.expiresAt > this.now());
+  }
+
+  all(): Lease[] {
+    return this.store.all();
+  }
+
+  /** Removes a peer (when `subject` is given, only that subject's). Resolves false when there is none. */
+  async revoke(publicKey: string, subject?: string): Promise<boolean> {
+    const lease = this.store.get(publicKey);
+    if (!lease || (subject !== undefined && lease.subject !== subject)) return false;
+    this.store.remove(publicKey);
+    this.usedAddrs.released(lease);
+    await this.removeFromDevice(lease);
+    this.log.info({ interface: lease.iface, subject: lease.subject, reason: subject === undefined ? 'revoked by an operator' : 'deleted by its subject' }, 'peer removed');
+    return true;
+  }
+
+  private async removeFromDevice(lease: Lease): Promise<void> {
+    const iface = this.interfaces.get(lease.iface);
+    // A device that is restarting re-reads the store, which no longer has the peer.
+    await iface?.device.removePeer(lease.publicKey).catch((err) => this.log.warn({ err, interface: lease.iface }, 'removing a peer from the device failed; it is gone from the store'));
+  }
+
+  /** Removes every expired peer; resolves with how many. */
+  async sweepExpired(): Promise<number> {
+    const expired = this.store.expired(this.now());
+    for (const lease of expired) {
+      if (!this.store.remove(lease.publicKey)) continue;
+      this.usedAddrs.released(lease);
+      await this.removeFromDevice(lease);
+      this.log.info({ interface: lease.iface, subject: lease.subject, expiredAt: new Date(lease.expiresAt).toISOString() }, 'peer expired and removed');
+    }
+    return expired.length;
+  }
+
+  /** The peers a (re)started device must carry: its unexpired leases. */
+  livePeers(iface: string): DevicePeer[] {
+    const now = this.now();
+    return this.store.forInterface(iface).filter((l) => l.expiresAt > now).map(devicePeer);
+  }
+
+  /**
+   * Problems a new config would cause for existing leases: an interface that disappears, or an
+   * address no longer inside the interface's pools. Empty when the change orphans nothing.
+   */
+  orphanProblems(next: WireguardConfig): string[] {
+    const problems: string[] = [];
+    for (const [name, rows] of groupBy(this.store.all(), (l) => l.iface)) {
+      const idx = next.interfaces.findIndex((i) => i.name === name);
+      if (idx < 0) {
+        problems.push(`tunnel.wireguard.interfaces: interface ${name} would be removed but holds ${rows.length} lease(s); revoke them first`);
+        continue;
+      }
+      const pools = poolsFor(next.interfaces[idx]!);
+      const orphaned = rows.flatMap((l) => [l.ipv4, l.ipv6]).filter((a): a is string => a !== undefined && !pools.isLeasable(canonicalAddress(a)));
+      if (orphaned.length) {
+        problems.push(`tunnel.wireguard.interfaces[${idx}].pools: the change would orphan ${orphaned.length} leased address(es) (e.g. ${orphaned.slice(0, 3).join(', ')}); keep a pool that contains them`);
+      }
+    }
+    return problems;
+  }
+}
+
+function groupBy<T>(xs: T[], key: (x: T) => string): Map<string, T[]> {
+  const m = new Map<string, T[]>();
+  for (const x of xs) m.set(key(x), [...(m.get(key(x)) ?? []), x]);
+  return m;
+}

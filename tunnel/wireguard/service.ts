@@ -1,0 +1,307 @@
+// The tunnel.wireguard subsystem: opens the lease store, brings up one device per configured
+// interface with every live peer, serves the registration API, sweeps expired peers, and exports
+// metrics and health checks.
+import { join } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
+import { Gauge, Counter } from 'prom-client';
+import type { AgentContext, Subsystem, CbrConfig } from '../../dataplane/index.js';
+import { AUTH_SERVICE, type AuthGate } from '../../auth/index.js';
+import type { WireguardConfig, WireguardInterfaceConfig } from './config.js';
+import { LeaseStore } from './store.js';
+import { WireguardDevice } from './device.js';
+import { loadOrCreatePrivateKey } from './keys.js';
+import { PeerRegistrar, poolsFor, type RegisteredInterface } from './registrar.js';
+import { registerHandler, myPeersHandler, deleteMyPeerHandler, adminRevokeHandler, type ApiDeps, type RegistrationResult } from './api.js';
+import type { DeviceState } from './uapi.js';
+
+export interface WireguardServiceOptions {
+  /** Runs `ip`, `wg` and wireguard-go through this prefix (tests: `ip netns exec <ns>`). */
+  commandPrefix?: string[];
+}
+
+/** Settings a reload cannot change on a running interface (they would drop every session). */
+const RESTART_ONLY_FIELDS = ['implementation', 'listenPort', 'privateKeyFile', 'mtu', 'address'] as const;
+
+export class WireguardService implements Subsystem {
+  private store?: LeaseStore;
+  private registrar?: PeerRegistrar;
+  private readonly interfaces = new Map<string, RegisteredInterface>();
+  private cleanups: Array<() => void> = [];
+  private sweepTimer?: NodeJS.Timeout;
+  private sweeping?: Promise<unknown>;
+  private readonly metricNames: string[] = [];
+  private registrations?: Counter;
+  private lastStats?: { at: number; states: Map<string, DeviceState | undefined> };
+  private statsInFlight?: Promise<Map<string, DeviceState | undefined>>;
+  /** Last seen byte counters per interface/peer, to turn device counters (reset on restart) into monotonic totals. */
+  private readonly lastBytes = new Map<string, { rx: number; tx: number }>();
+
+  constructor(private readonly ctx: AgentContext, private readonly opts: WireguardServiceOptions = {}) {}
+
+  private get cfg(): WireguardConfig {
+    return this.ctx.config.tunnel.wireguard;
+  }
+
+  get leaseStore(): LeaseStore | undefined {
+    return this.store;
+  }
+
+  device(name: string): WireguardDevice | undefined {
+    return this.interfaces.get(name)?.device;
+  }
+
+  async start(): Promise<void> {
+    const dir = join(this.ctx.stateDir, 'wireguard');
+    try {
+      this.store = new LeaseStore(join(dir, 'leases.db'));
+    } catch (err) {
+      throw new Error(`agent.stateDir: cannot open the WireGuard lease store in ${dir}: ${(err as Error).message}`);
+    }
+    const registrar = new PeerRegistrar(this.store, this.interfaces, () => this.cfg, this.ctx.log);
+    this.registrar = registrar;
+    const swept = await registrar.sweepExpired();
+    if (swept) this.ctx.log.info({ removed: swept }, 'removed peers that expired while the agent was down');
+    try {
+      for (const [i, ifc] of this.cfg.interfaces.entries()) await this.startInterface(ifc, i, dir);
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+    this.addMetrics();
+    this.addRoutes();
+    this.scheduleSweep();
+    const restored = this.store.all().length;
+    this.ctx.log.info({ interfaces: [...this.interfaces.keys()], peers: restored }, 'WireGuard serving');
+  }
+
+  private async startInterface(ifc: WireguardInterfaceConfig, i: number, dir: string): Promise<void> {
+    const field = `tunnel.wireguard.interfaces[${i}]`;
+    const keyPath = ifc.privateKeyFile ?? join(dir, `${ifc.name}.key`);
+    const { privateKey, publicKey } = loadOrCreatePrivateKey(keyPath, `${field}.privateKeyFile`, (path, pub) =>
+      this.ctx.log.warn({ interface: ifc.name, path, publicKey: pub }, 'no private key file: generated a new WireGuard key pair (clients must use this new public key)'),
+    );
+    const device = new WireguardDevice(ifc, {
+      supervisor: this.ctx.supervisor,
+      log: this.ctx.log,
+      privateKey,
+      field,
+      livePeers: () => this.registrar!.livePeers(ifc.name),
+      commandPrefix: this.opts.commandPrefix,
+    });
+    this.interfaces.set(ifc.name, { config: ifc, device, publicKey, pools: poolsFor(ifc) });
+    await device.start();
+    this.cleanups.push(
+      this.ctx.health.register({
+        name: `wireguard.${ifc.name}`,
+        intervalMs: 2_000,
+        timeoutMs: 1_500,
+        rise: 1,
+        fall: 2,
+        run: () => device.check(),
+      }),
+    );
+    this.ctx.log.info({ interface: ifc.name, implementation: device.implementation, publicKey, listenPort: ifc.listenPort }, 'WireGuard interface up');
+  }
+
+  private apiDeps(): ApiDeps {
+    return {
+      registrar: this.registrar!,
+      gate: () => this.ctx.services.require<AuthGate>(AUTH_SERVICE, 'tunnel.wireguard'),
+      onRegistration: (r: RegistrationResult) => this.registrations?.inc({ result: r }),
+    };
+  }
+
+  private addRoutes(): void {
+    const deps = this.apiDeps();
+    const admin = this.ctx.admin;
+    this.cleanups.push(
+      admin.route('POST', '/v1/wireguard/peers', registerHandler(deps), 'public'),
+      admin.route('GET', '/v1/wireguard/peers/me', myPeersHandler(deps), 'public'),
+      admin.route('DELETE', '/v1/wireguard/peers/:publicKey', deleteMyPeerHandler(deps), 'public'),
+      admin.route('GET', '/v1/wireguard/admin/peers', async () => ({ body: await this.adminPeerList() }), 'admin'),
+      admin.route('DELETE', '/v1/wireguard/admin/peers/:publicKey', adminRevokeHandler(deps), 'admin'),
+    );
+  }
+
+  private async adminPeerList() {
+    const states = await this.deviceStates(0);
+    const now = Date.now();
+    return {
+      interfaces: [...this.interfaces.values()].map((i) => ({ name: i.config.name, publicKey: i.publicKey, implementation: i.device.implementation, ready: i.device.ready, listenPort: i.config.listenPort })),
+      peers: this.registrar!.all().map((l) => {
+        const p = states.get(l.iface)?.peers.find((x) => x.publicKey === l.publicKey);
+        return {
+          publicKey: l.publicKey,
+          interface: l.iface,
+          subject: l.subject,
+          ipv4: l.ipv4,
+          ipv6: l.ipv6,
+          createdAt: new Date(l.createdAt).toISOString(),
+          expiresAt: new Date(l.expiresAt).toISOString(),
+          onDevice: p !== undefined,
+          endpoint: p?.endpoint,
+          latestHandshakeAgeSeconds: p && p.lastHandshakeTimeSec > 0 ? Math.max(0, Math.round(now / 1000 - p.lastHandshakeTimeSec)) : undefined,
+          rxBytes: p?.rxBytes,
+          txBytes: p?.txBytes,
+        };
+      }),
+    };
+  }
+
+  /** Device states, shared by the metrics of one scrape (and cached for maxAgeMs). */
+  private async deviceStates(maxAgeMs = 500): Promise<Map<string, DeviceState | undefined>> {
+    if (this.lastStats && Date.now() - this.lastStats.at <= maxAgeMs) return this.lastStats.states;
+    this.statsInFlight ??= (async () => {
+      const states = new Map<string, DeviceState | undefined>();
+      await Promise.all([...this.interfaces.values()].map(async (i) => states.set(i.config.name, await i.device.get().catch(() => undefined))));
+      this.lastStats = { at: Date.now(), states };
+      return states;
+    })().finally(() => (this.statsInFlight = undefined));
+    return this.statsInFlight;
+  }
+
+  private addMetrics(): void {
+    const registers = [this.ctx.registry];
+    const svc = this;
+    const labelNames = ['interface'];
+    const track = <T,>(m: T, name: string): T => {
+      this.metricNames.push(name);
+      return m;
+    };
+    this.registrations = track(new Counter({ name: 'cbr_wireguard_registrations_total', help: 'Peer registration requests by result', labelNames: ['result'], registers }), 'cbr_wireguard_registrations_total');
+    for (const r of ['created', 'renewed', 'bad_request', 'unauthorized', 'forbidden', 'rate_limited', 'unavailable', 'conflict', 'error']) this.registrations.inc({ result: r }, 0);
+    track(new Gauge({
+      name: 'cbr_wireguard_leases', help: 'Registered peers (leases) in the store', labelNames, registers,
+      collect() {
+        for (const name of svc.interfaces.keys()) this.set({ interface: name }, svc.store?.countForInterface(name) ?? 0);
+      },
+    }), 'cbr_wireguard_leases');
+    track(new Gauge({
+      name: 'cbr_wireguard_peers', help: 'Peers configured on the device', labelNames, registers,
+      async collect() {
+        const states = await svc.deviceStates();
+        for (const [name, s] of states) if (s) this.set({ interface: name }, s.peers.length);
+      },
+    }), 'cbr_wireguard_peers');
+    track(new Gauge({
+      name: 'cbr_wireguard_latest_handshake_age_seconds', help: 'Seconds since the most recent handshake of any peer on the interface', labelNames, registers,
+      async collect() {
+        this.reset();
+        const now = Date.now() / 1000;
+        for (const [name, s] of await svc.deviceStates()) {
+          const latest = Math.max(0, ...(s?.peers.map((p) => p.lastHandshakeTimeSec) ?? []));
+          if (latest > 0) this.set({ interface: name }, Math.max(0, now - latest));
+        }
+      },
+    }), 'cbr_wireguard_latest_handshake_age_seconds');
+    const perPeer = this.cfg.perPeerMetrics
+      ? {
+          age: new Gauge({ name: 'cbr_wireguard_peer_latest_handshake_age_seconds', help: 'Seconds since the peer\'s latest handshake', labelNames: ['interface', 'peer'], registers: [] }),
+          rx: new Gauge({ name: 'cbr_wireguard_peer_received_bytes', help: 'Bytes received from the peer (device counter; resets with wireguard-go)', labelNames: ['interface', 'peer'], registers: [] }),
+          tx: new Gauge({ name: 'cbr_wireguard_peer_sent_bytes', help: 'Bytes sent to the peer (device counter; resets with wireguard-go)', labelNames: ['interface', 'peer'], registers: [] }),
+        }
+      : undefined;
+    // rx is registered before tx (and the per-peer gauges), so its collector updates them all from one device read.
+    const tx = new Counter({ name: 'cbr_wireguard_sent_bytes_total', help: 'Bytes sent to peers (kept monotonic across wireguard-go restarts)', labelNames, registers: [] });
+    const rx = track(new Counter({
+      name: 'cbr_wireguard_received_bytes_total', help: 'Bytes received from peers (kept monotonic across wireguard-go restarts)', labelNames, registers,
+      async collect() {
+        await svc.collectTraffic(this, tx, perPeer);
+      },
+    }), 'cbr_wireguard_received_bytes_total');
+    for (const m of [tx, ...(perPeer ? [perPeer.age, perPeer.rx, perPeer.tx] : [])]) {
+      this.ctx.registry.registerMetric(m);
+      this.metricNames.push((m as unknown as { name: string }).name);
+    }
+    void rx;
+  }
+
+  private async collectTraffic(rx: Counter, tx: Counter, perPeer: { age: Gauge; rx: Gauge; tx: Gauge } | undefined): Promise<void> {
+    const now = Date.now() / 1000;
+    perPeer?.age.reset();
+    perPeer?.rx.reset();
+    perPeer?.tx.reset();
+    for (const [name, s] of await this.deviceStates()) {
+      if (!s) continue;
+      rx.inc({ interface: name }, 0);
+      tx.inc({ interface: name }, 0);
+      const seen = new Set<string>();
+      for (const p of s.peers) {
+        const k = `${name}/${p.publicKey}`;
+        seen.add(k);
+        const last = this.lastBytes.get(k);
+        // A counter lower than last time means the device restarted: count from zero.
+        const dRx = last && p.rxBytes >= last.rx ? p.rxBytes - last.rx : p.rxBytes;
+        const dTx = last && p.txBytes >= last.tx ? p.txBytes - last.tx : p.txBytes;
+        if (dRx > 0) rx.inc({ interface: name }, dRx);
+        if (dTx > 0) tx.inc({ interface: name }, dTx);
+        this.lastBytes.set(k, { rx: p.rxBytes, tx: p.txBytes });
+        if (perPeer) {
+          if (p.lastHandshakeTimeSec > 0) perPeer.age.set({ interface: name, peer: p.publicKey }, Math.max(0, now - p.lastHandshakeTimeSec));
+          perPeer.rx.set({ interface: name, peer: p.publicKey }, p.rxBytes);
+          perPeer.tx.set({ interface: name, peer: p.publicKey }, p.txBytes);
+        }
+      }
+      for (const k of this.lastBytes.keys()) if (k.startsWith(`${name}/`) && !seen.has(k)) this.lastBytes.delete(k);
+    }
+  }
+
+  private scheduleSweep(): void {
+    clearInterval(this.sweepTimer);
+    this.sweepTimer = setInterval(() => {
+      if (this.sweeping) return;
+      this.sweeping = this.registrar!.sweepExpired()
+        .catch((err) => this.ctx.log.error({ err }, 'sweeping expired peers failed'))
+        .finally(() => (this.sweeping = undefined));
+    }, Math.max(100, this.cfg.expiryInterval));
+    this.sweepTimer.unref();
+  }
+
+  checkReload(next: CbrConfig): void {
+    const n = next.tunnel.wireguard;
+    const problems: string[] = [];
+    const cur = this.cfg.interfaces;
+    for (const [i, ifc] of n.interfaces.entries()) {
+      const old = cur.find((c) => c.name === ifc.name);
+      if (!old) {
+        problems.push(`tunnel.wireguard.interfaces[${i}].name: adding interface ${ifc.name} needs an agent restart`);
+        continue;
+      }
+      for (const f of RESTART_ONLY_FIELDS) {
+        if (!isDeepStrictEqual(old[f], ifc[f])) problems.push(`tunnel.wireguard.interfaces[${i}].${f}: cannot change on reload; restart the agent`);
+      }
+    }
+    for (const old of cur) {
+      if (!n.interfaces.some((c) => c.name === old.name) && this.store!.countForInterface(old.name) === 0) {
+        problems.push(`tunnel.wireguard.interfaces: removing interface ${old.name} needs an agent restart`);
+      }
+    }
+    problems.push(...this.registrar!.orphanProblems(n));
+    if (problems.length) throw new Error(problems.join('; '));
+  }
+
+  async reload(next: CbrConfig): Promise<void> {
+    for (const ifc of next.tunnel.wireguard.interfaces) {
+      const reg = this.interfaces.get(ifc.name);
+      if (!reg) continue;
+      const prev = reg.config;
+      reg.config = ifc;
+      reg.pools = poolsFor(ifc);
+      await reg.device.updateRouting(ifc, [...prev.pools, ...prev.routes]);
+    }
+    this.registrar!.poolsChanged();
+    this.scheduleSweep();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.sweepTimer);
+    await this.sweeping;
+    this.cleanups.splice(0).reverse().forEach((c) => c());
+    for (const name of this.metricNames.splice(0)) this.ctx.registry.removeSingleMetric(name);
+    for (const i of [...this.interfaces.values()].reverse()) {
+      await i.device.stop().catch((err) => this.ctx.log.warn({ err, interface: i.config.name }, 'stopping the interface failed'));
+    }
+    this.interfaces.clear();
+    this.store?.close();
+  }
+}

@@ -1,0 +1,85 @@
+// Pure codecs: the QUIC CID format, prefixes and LPM keys, map values. Property tests make sure
+// random input only ever raises the module's own typed error.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { IPv4CidrRange } from 'ip-num';
+import { encodeCid, decodeCid, CidError, CID_MIN_LEN, CID_MAX_LEN } from './cid.js';
+import { parsePrefix, parsePrefixList, lpmKey, decodeLpmKey, PrefixError, formatAddress } from './prefix.js';
+import { encodeConfig, decodeConfig, encodeBackend, decodeBackend, counterIndex, COUNTERS, REASONS, LAYOUTS } from './maps.js';
+
+test('CID: encode/decode round trip for every length and the documented byte layout', () => {
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 7 }), fc.integer({ min: 0, max: 0xffff }), fc.integer({ min: CID_MIN_LEN, max: CID_MAX_LEN }), (configId, serverId, length) => {
+      const cid = encodeCid({ configId, serverId }, length);
+      assert.equal(cid.length, length);
+      assert.equal(cid[0], (configId << 5) | (length - 1));
+      assert.equal(cid.readUInt16BE(1), serverId);
+      assert.deepEqual(decodeCid(cid), { configId, serverId, length });
+    }),
+  );
+  // the nonce differs between CIDs
+  assert.notDeepEqual(encodeCid({ configId: 0, serverId: 1 }), encodeCid({ configId: 0, serverId: 1 }));
+});
+
+test('CID: random bytes decode or raise CidError, nothing else', () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 30 }), (b) => {
+      try {
+        const d = decodeCid(b);
+        assert.equal(d.length, b.length);
+      } catch (err) {
+        assert.ok(err instanceof CidError, String(err));
+      }
+    }),
+  );
+  assert.throws(() => encodeCid({ configId: 8, serverId: 1 }), CidError);
+  assert.throws(() => encodeCid({ configId: 0, serverId: 70000 }), CidError);
+  assert.throws(() => encodeCid({ configId: 0, serverId: 1 }, 7), CidError);
+});
+
+test('prefixes: normalised, LPM keys round-trip, errors are PrefixError naming the input', () => {
+  assert.equal(parsePrefix('192.0.2.77/24').text, '192.0.2.0/24');
+  assert.equal(parsePrefix('2001:db8::1/32').text, '2001:db8::/32');
+  assert.equal(parsePrefix('10.1.2.3').text, '10.1.2.3/32');
+  assert.deepEqual([...lpmKey(parsePrefix('10.1.2.0/24'))], [24, 0, 0, 0, 10, 1, 2, 0]);
+  for (const t of ['0.0.0.0/0', '2001:db8:abcd::/48', '::/0', '255.255.255.255/32', 'fe80::1/128']) assert.equal(decodeLpmKey(lpmKey(parsePrefix(t))).text, parsePrefix(t).text);
+  assert.throws(() => parsePrefix('10.0.0.0/33'), /more than 32/);
+  assert.throws(() => parsePrefix('nonsense'), PrefixError);
+  assert.throws(() => parsePrefixList('10.0.0.0/8\n# c\n\nbad\n', 'list.txt'), /list\.txt:4:/);
+  assert.equal(parsePrefixList('10.0.0.0/8 # why\n\n2001:db8::/32\n', 'x').length, 2);
+  fc.assert(
+    fc.property(fc.string({ maxLength: 50 }), (s) => {
+      try {
+        parsePrefix(s);
+      } catch (err) {
+        assert.ok(err instanceof PrefixError, String(err));
+      }
+    }),
+  );
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 24 }), (b) => {
+      try {
+        decodeLpmKey(Buffer.from(b));
+      } catch (err) {
+        assert.ok(err instanceof PrefixError, String(err));
+      }
+    }),
+  );
+  // the IPv4 fast path agrees with ip-num
+  fc.assert(
+    fc.property(fc.ipV4(), fc.integer({ min: 0, max: 32 }), (a, n) => {
+      assert.equal(parsePrefix(`${a}/${n}`).text, `${IPv4CidrRange.fromCidr(`${a}/${n}`).getFirst().toString()}/${n}`);
+    }),
+  );
+  fc.assert(fc.property(fc.ipV6(), (a) => assert.equal(formatAddress(6, parsePrefix(`${a}/128`).addr), new URL(`http://[${a}]/`).hostname.slice(1, -1))));
+});
+
+test('map values: config and backend encode/decode; counter indexes fit the counters map', () => {
+  const cfg = { flags: 5, ringSize: 65537, rlCostNs: 1000n, rlBurstNs: 5000n, gwMac: Buffer.from([2, 0, 0, 0, 0, 1]), srcMac: Buffer.from([2, 0, 0, 0, 0, 2]), cidConfigId: 3, encapSrc4: Buffer.from([10, 0, 0, 1]), encapSrc6: Buffer.alloc(16, 9) };
+  const enc = encodeConfig(cfg);
+  assert.equal(enc.length, LAYOUTS.cbr_config.size);
+  assert.deepEqual(decodeConfig(enc), cfg);
+  assert.deepEqual(decodeBackend(encodeBackend({ address: '10.0.0.9', up: true, weight: 7 })), { family: 4, addr: Buffer.from([10, 0, 0, 9]), up: true, weight: 7 });
+  for (const r of REASONS) assert.ok(counterIndex('aborted', r) < COUNTERS);
+});

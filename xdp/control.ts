@@ -1,0 +1,251 @@
+// Puts a validated `xdp` config into the (pinned) maps: global knobs, prefix lists, service policy,
+// VIPs, backends, the Maglev ring (only changed slots are written) and the server-ID table. Also
+// reads the counters back. Everything here is control plane: batch calls, never per packet.
+import { readFileSync } from 'node:fs';
+import type { XdpConfig } from './config.js';
+import type { XdpPipeline } from './loader.js';
+import type { BpfMap } from './libbpf.js';
+import { parsePrefix, parsePrefixList, lpmKey, decodeLpmKey, parseAddress, formatAddress, type ParsedPrefix } from './prefix.js';
+import { buildMaglevTable, diffTables, EMPTY_SLOT, type MaglevBackend } from './maglev.js';
+import {
+  encodeConfig, CFG_FLAGS, PROTO, addrKey, portKey, vipKey, vipValue, VIP_F_QUIC, encodeBackend, decodeBackend,
+  MAX_BACKENDS, SERVER_IDS, u32Key, u32Value, sumPerCpuCounters, ACTIONS, REASONS, REASON_SLOTS, type Action, type Reason,
+} from './maps.js';
+
+export type ListKind = 'deny' | 'allow';
+/** Value stored with each list entry: where it came from. */
+export const ORIGIN = { config: 1, api: 2 } as const;
+
+/** Prefixes of one list from config: inline plus files. Errors name the field and file line. */
+export function configPrefixes(cfg: XdpConfig, kind: ListKind): ParsedPrefix[] {
+  const out: ParsedPrefix[] = [];
+  cfg[kind].prefixes.forEach((p, i) => {
+    try {
+      out.push(parsePrefix(p));
+    } catch (err) {
+      throw new Error(`xdp.${kind}.prefixes[${i}]: ${(err as Error).message}`);
+    }
+  });
+  cfg[kind].files.forEach((f, i) => {
+    let text: string;
+    try {
+      text = readFileSync(f, 'utf8');
+    } catch (err) {
+      throw new Error(`xdp.${kind}.files[${i}]: cannot read ${f}: ${(err as Error).message}`);
+    }
+    try {
+      for (const p of parsePrefixList(text, f)) out.push(p); // no spread: lists run to millions
+    } catch (err) {
+      throw new Error(`xdp.${kind}.files[${i}]: ${(err as Error).message}`);
+    }
+  });
+  return out;
+}
+
+export function mapSizesFor(cfg: XdpConfig) {
+  return {
+    deny4: cfg.deny.maxEntries,
+    deny6: cfg.deny.maxEntries,
+    allow4: cfg.allow.maxEntries,
+    allow6: cfg.allow.maxEntries,
+    rateLimitSources: cfg.rateLimit.maxSources,
+    ringSize: cfg.lb.ringSize,
+  };
+}
+
+export function writeConfigMap(p: XdpPipeline, cfg: XdpConfig, srcMac: Buffer): void {
+  let flags = 0;
+  if (cfg.fragments === 'drop') flags |= CFG_FLAGS.FRAG_DROP;
+  if (cfg.malformed === 'drop') flags |= CFG_FLAGS.MALFORMED_DROP;
+  if (cfg.rateLimit.enabled) flags |= CFG_FLAGS.RATELIMIT;
+  if (cfg.services.addresses.length) flags |= CFG_FLAGS.POLICY;
+  const cost = BigInt(Math.max(1, Math.round(1e9 / cfg.rateLimit.packetsPerSecond)));
+  const mac = cfg.lb.nextHopMac ? Buffer.from(cfg.lb.nextHopMac.split(':').map((h) => parseInt(h, 16))) : Buffer.alloc(6);
+  p.map('cbr_cfg').update(
+    u32Key(0),
+    encodeConfig({
+      flags,
+      ringSize: cfg.lb.vips.length ? cfg.lb.ringSize : 0,
+      rlCostNs: cost,
+      rlBurstNs: cost * BigInt(cfg.rateLimit.burst),
+      gwMac: mac,
+      srcMac,
+      cidConfigId: cfg.lb.cidConfigId,
+      encapSrc4: cfg.lb.encapSourceV4 ? parseAddress(cfg.lb.encapSourceV4).addr : Buffer.alloc(4),
+      encapSrc6: cfg.lb.encapSourceV6 ? parseAddress(cfg.lb.encapSourceV6).addr : Buffer.alloc(16),
+    }),
+  );
+}
+
+export interface SyncCounts {
+  added: number;
+  removed: number;
+}
+
+/** Makes one LPM map hold exactly `want` (keyed by normalised prefix), with batch calls. */
+export function syncLpm(map: BpfMap, want: Map<string, { prefix: ParsedPrefix; origin: number }>): SyncCounts {
+  const have = new Map<string, number>();
+  for (const { key, value } of map.lookupBatch(65536)) have.set(decodeLpmKey(key).text, value.readUInt32LE());
+  const stale: Buffer[] = [];
+  for (const text of have.keys()) if (!want.has(text)) stale.push(lpmKey(parsePrefix(text)));
+  const keys: Buffer[] = [];
+  const values: Buffer[] = [];
+  for (const [text, e] of want) {
+    if (have.get(text) === e.origin) continue;
+    keys.push(lpmKey(e.prefix));
+    values.push(u32Value(e.origin));
+  }
+  if (stale.length) map.deleteBatch(stale);
+  if (keys.length) map.updateBatch(keys, values);
+  return { added: keys.length, removed: stale.length };
+}
+
+export interface ListState {
+  /** Prefixes added through the API/CLI (persisted in the state dir by the subsystem). */
+  api: Record<ListKind, string[]>;
+}
+
+/** Syncs both families of both lists from config plus API-added prefixes. */
+export function syncLists(p: XdpPipeline, cfg: XdpConfig, state: ListState): Record<ListKind, SyncCounts> {
+  const out = {} as Record<ListKind, SyncCounts>;
+  for (const kind of ['deny', 'allow'] as const) {
+    const want4 = new Map<string, { prefix: ParsedPrefix; origin: number }>();
+    const want6 = new Map<string, { prefix: ParsedPrefix; origin: number }>();
+    const put = (pp: ParsedPrefix, origin: number) => (pp.family === 4 ? want4 : want6).set(pp.text, { prefix: pp, origin });
+    for (const t of state.api[kind]) put(parsePrefix(t), ORIGIN.api);
+    for (const pp of configPrefixes(cfg, kind)) put(pp, ORIGIN.config);
+    const max = cfg[kind].maxEntries;
+    if (want4.size > max || want6.size > max) throw new Error(`xdp.${kind}.maxEntries: ${Math.max(want4.size, want6.size)} prefixes do not fit in ${max} entries`);
+    const a = syncLpm(p.map(`cbr_${kind}4`), want4);
+    const b = syncLpm(p.map(`cbr_${kind}6`), want6);
+    out[kind] = { added: a.added + b.added, removed: a.removed + b.removed };
+  }
+  return out;
+}
+
+/** Small hash maps: make `map` hold exactly these keys (value as given). */
+function syncSmall(map: BpfMap, want: Map<string, Buffer>, value: (k: string) => Buffer): void {
+  const have = new Set(map.keys().map((k) => k.toString('hex')));
+  for (const k of have) if (!want.has(k)) map.delete(Buffer.from(k, 'hex'));
+  for (const k of want.keys()) map.update(Buffer.from(k, 'hex'), value(k));
+}
+
+export function syncServices(p: XdpPipeline, cfg: XdpConfig): void {
+  const addrs = new Map(cfg.services.addresses.map((a) => [addrKey(a).toString('hex'), addrKey(a)]));
+  syncSmall(p.map('cbr_svc_addr'), addrs, () => u32Value(1));
+  const ports = new Map<string, Buffer>();
+  for (const r of cfg.services.allow) {
+    if (r.protocol === 'icmp') {
+      ports.set(portKey(PROTO.icmp, 0).toString('hex'), portKey(PROTO.icmp, 0));
+      ports.set(portKey(PROTO.icmpv6, 0).toString('hex'), portKey(PROTO.icmpv6, 0));
+    } else {
+      const k = portKey(PROTO[r.protocol], r.port!);
+      ports.set(k.toString('hex'), k);
+    }
+  }
+  syncSmall(p.map('cbr_svc_port'), ports, () => u32Value(1));
+}
+
+export interface LbSyncResult {
+  /** Maglev slots written (the incremental update). */
+  slotsChanged: number;
+  backends: Array<{ address: string; index: number; weight: number; serverId?: number }>;
+}
+
+/**
+ * Backends keep their index in cbr_backends for as long as they exist (recovered from the map on
+ * restart), so a change rewrites only the ring slots whose owner changed.
+ */
+export function syncLb(p: XdpPipeline, cfg: XdpConfig): LbSyncResult {
+  const vips = new Map<string, Buffer>();
+  const quic = new Set<string>();
+  for (const v of cfg.lb.vips) {
+    const k = vipKey(v.address, v.port, PROTO[v.protocol]).toString('hex');
+    vips.set(k, Buffer.from(k, 'hex'));
+    if (v.quic) quic.add(k);
+  }
+  syncSmall(p.map('cbr_vips'), vips, (k) => vipValue(quic.has(k) ? VIP_F_QUIC : 0));
+
+  const bmap = p.map('cbr_backends');
+  const current = new Map<string, number>(); // address -> index
+  const used = new Set<number>();
+  for (const { key, value } of bmap.lookupBatch(MAX_BACKENDS)) {
+    const b = decodeBackend(value);
+    if (b.family !== 4 && b.family !== 6) continue;
+    const idx = key.readUInt32LE();
+    current.set(formatAddress(b.family as 4 | 6, b.addr), idx);
+    used.add(idx);
+  }
+  const assigned: LbSyncResult['backends'] = [];
+  let nextFree = 0;
+  for (const b of cfg.lb.backends) {
+    const address = formatAddress(parseAddress(b.address).family, parseAddress(b.address).addr);
+    let idx = current.get(address);
+    if (idx === undefined) {
+      while (used.has(nextFree)) nextFree++;
+      if (nextFree >= MAX_BACKENDS) throw new Error(`xdp.lb.backends: more than ${MAX_BACKENDS} backends`);
+      idx = nextFree;
+      used.add(idx);
+    }
+    assigned.push({ address, index: idx, weight: b.weight, serverId: b.serverId });
+  }
+  // 1. new/changed backends first, so no slot ever points at an empty entry
+  const bkeys: Buffer[] = [];
+  const bvals: Buffer[] = [];
+  for (const b of assigned) {
+    bkeys.push(u32Key(b.index));
+    bvals.push(encodeBackend({ address: b.address, up: true, weight: b.weight }));
+  }
+  if (bkeys.length) bmap.updateBatch(bkeys, bvals);
+  // 2. the ring: only slots whose owner changed
+  const ring = p.map('cbr_ring');
+  const size = cfg.lb.ringSize;
+  const prev = new Uint32Array(size).fill(EMPTY_SLOT);
+  const ringEntries = ring.lookupBatch(65536);
+  for (const { key, value } of ringEntries) prev[key.readUInt32LE()] = value.readUInt32LE();
+  const table = buildMaglevTable(assigned.map<MaglevBackend>((b) => ({ key: b.address, weight: b.weight, index: b.index })), size);
+  const changed = diffTables(ringEntries.length === size ? prev : undefined, table);
+  if (changed.length) ring.updateBatch(changed.map((i) => u32Key(i)), changed.map((i) => u32Value(table[i]!)));
+  // 3. server IDs
+  const sids = p.map('cbr_server_ids');
+  const wantSid = new Map<number, number>();
+  for (const b of assigned) if (b.serverId !== undefined) wantSid.set(b.serverId, b.index + 1);
+  const sk: Buffer[] = [];
+  const sv: Buffer[] = [];
+  for (const { key, value } of sids.lookupBatch(SERVER_IDS)) {
+    const sid = key.readUInt32LE();
+    const want = wantSid.get(sid) ?? 0;
+    if (value.readUInt32LE() !== want) {
+      sk.push(key);
+      sv.push(u32Value(want));
+    }
+  }
+  if (sk.length) sids.updateBatch(sk, sv);
+  // 4. backends that left: cleared last, after nothing points at them
+  const keep = new Set(assigned.map((b) => b.index));
+  const gone = [...used].filter((i) => !keep.has(i));
+  if (gone.length) bmap.updateBatch(gone.map((i) => u32Key(i)), gone.map(() => Buffer.alloc(bmap.valueSize)));
+  return { slotsChanged: changed.length, backends: assigned };
+}
+
+export interface CounterRow {
+  action: Action;
+  reason: Reason;
+  packets: bigint;
+  bytes: bigint;
+}
+
+/** Every non-empty counter, summed over CPUs. */
+export function readCounters(p: { map(name: string): BpfMap }): CounterRow[] {
+  const rows: CounterRow[] = [];
+  for (const { key, value } of p.map('cbr_stats').lookupBatch(64)) {
+    const idx = key.readUInt32LE();
+    const action = ACTIONS[idx >> 4];
+    const reason = REASONS[idx & (REASON_SLOTS - 1)];
+    if (!action || !reason) continue;
+    const c = sumPerCpuCounters(value);
+    if (c.packets === 0n) continue;
+    rows.push({ action, reason, packets: c.packets, bytes: c.bytes });
+  }
+  return rows;
+}

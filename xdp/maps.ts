@@ -1,0 +1,206 @@
+// The TypeScript mirror of xdp/src/cbr_xdp.h: struct layouts (checked against the compiled
+// objects' BTF by maps.test.ts), the action/reason enums, and encoders/decoders for map keys and
+// values. Pure functions over bytes; no I/O.
+import { parseAddress, type ParsedPrefix } from './prefix.js';
+
+export interface FieldLayout {
+  offset: number;
+  size: number;
+}
+export interface StructLayout {
+  size: number;
+  fields: Record<string, FieldLayout>;
+}
+
+/** Byte offsets and sizes of every shared struct; must equal the C header's (BTF-checked). */
+export const LAYOUTS = {
+  cbr_config: {
+    size: 64,
+    fields: {
+      flags: { offset: 0, size: 4 },
+      ring_size: { offset: 4, size: 4 },
+      rl_cost_ns: { offset: 8, size: 8 },
+      rl_burst_ns: { offset: 16, size: 8 },
+      gw_mac: { offset: 24, size: 6 },
+      src_mac: { offset: 30, size: 6 },
+      cid_config_id: { offset: 36, size: 1 },
+      pad0: { offset: 37, size: 3 },
+      encap_src4: { offset: 40, size: 4 },
+      encap_src6: { offset: 44, size: 16 },
+    },
+  },
+  cbr_counter: { size: 16, fields: { packets: { offset: 0, size: 8 }, bytes: { offset: 8, size: 8 } } },
+  cbr_lpm4: { size: 8, fields: { prefixlen: { offset: 0, size: 4 }, addr: { offset: 4, size: 4 } } },
+  cbr_lpm6: { size: 20, fields: { prefixlen: { offset: 0, size: 4 }, addr: { offset: 4, size: 16 } } },
+  cbr_rl_key: { size: 16, fields: { family: { offset: 0, size: 1 }, pad: { offset: 1, size: 7 }, addr: { offset: 8, size: 8 } } },
+  cbr_rl_state: { size: 16, fields: { tokens_ns: { offset: 0, size: 8 }, last_ns: { offset: 8, size: 8 } } },
+  cbr_addr_key: { size: 20, fields: { family: { offset: 0, size: 1 }, pad: { offset: 1, size: 3 }, addr: { offset: 4, size: 16 } } },
+  cbr_port_key: { size: 4, fields: { proto: { offset: 0, size: 1 }, pad: { offset: 1, size: 1 }, port: { offset: 2, size: 2 } } },
+  cbr_parse: {
+    size: 16,
+    fields: {
+      l3_off: { offset: 0, size: 2 },
+      l4_off: { offset: 2, size: 2 },
+      family: { offset: 4, size: 1 },
+      l4_proto: { offset: 5, size: 1 },
+      reason: { offset: 6, size: 1 },
+      frag: { offset: 7, size: 1 },
+      sport: { offset: 8, size: 2 },
+      dport: { offset: 10, size: 2 },
+      pad: { offset: 12, size: 4 },
+    },
+  },
+  cbr_vip_key: { size: 20, fields: { addr: { offset: 0, size: 16 }, port: { offset: 16, size: 2 }, proto: { offset: 18, size: 1 }, family: { offset: 19, size: 1 } } },
+  cbr_vip: { size: 8, fields: { flags: { offset: 0, size: 4 }, pad: { offset: 4, size: 4 } } },
+  cbr_backend: { size: 24, fields: { addr: { offset: 0, size: 16 }, family: { offset: 16, size: 1 }, flags: { offset: 17, size: 1 }, pad: { offset: 18, size: 2 }, weight: { offset: 20, size: 4 } } },
+} satisfies Record<string, StructLayout>;
+
+export const ACTIONS = ['pass', 'drop', 'tx', 'aborted'] as const;
+export type Action = (typeof ACTIONS)[number];
+export const REASONS = ['ok', 'allowlist', 'denylist', 'ratelimit', 'policy', 'fragment', 'malformed', 'truncated', 'non_ip', 'lb_hash', 'lb_cid', 'lb_no_backend', 'lb_encap'] as const;
+export type Reason = (typeof REASONS)[number];
+export const REASON_SLOTS = 16;
+export const COUNTERS = 4 * REASON_SLOTS;
+export const counterIndex = (action: Action, reason: Reason): number => (ACTIONS.indexOf(action) << 4) | REASONS.indexOf(reason);
+
+export const CFG_FLAGS = { FRAG_DROP: 1, MALFORMED_DROP: 2, RATELIMIT: 4, POLICY: 8 } as const;
+export const VIP_F_QUIC = 1;
+export const BACKEND_F_UP = 1;
+export const MAX_BACKENDS = 4096;
+export const SERVER_IDS = 65536;
+export const PROTO = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58 } as const;
+
+/** Map names as in the C objects; the loader pins each under <pinDir>/<name>. */
+export const FILTER_MAPS = ['cbr_cfg', 'cbr_stats', 'cbr_scratch', 'cbr_deny4', 'cbr_deny6', 'cbr_allow4', 'cbr_allow6', 'cbr_rl', 'cbr_svc_addr', 'cbr_svc_port', 'cbr_progs'] as const;
+export const LB_MAPS = ['cbr_cfg', 'cbr_stats', 'cbr_scratch', 'cbr_vips', 'cbr_ring', 'cbr_backends', 'cbr_server_ids'] as const;
+
+export interface XdpConfigValue {
+  flags: number;
+  ringSize: number;
+  rlCostNs: bigint;
+  rlBurstNs: bigint;
+  gwMac: Buffer;
+  srcMac: Buffer;
+  cidConfigId: number;
+  encapSrc4: Buffer;
+  encapSrc6: Buffer;
+}
+
+export function encodeConfig(v: XdpConfigValue): Buffer {
+  const L = LAYOUTS.cbr_config.fields;
+  const b = Buffer.alloc(LAYOUTS.cbr_config.size);
+  b.writeUInt32LE(v.flags >>> 0, L.flags.offset);
+  b.writeUInt32LE(v.ringSize >>> 0, L.ring_size.offset);
+  b.writeBigUInt64LE(v.rlCostNs, L.rl_cost_ns.offset);
+  b.writeBigUInt64LE(v.rlBurstNs, L.rl_burst_ns.offset);
+  v.gwMac.copy(b, L.gw_mac.offset, 0, 6);
+  v.srcMac.copy(b, L.src_mac.offset, 0, 6);
+  b[L.cid_config_id.offset] = v.cidConfigId;
+  v.encapSrc4.copy(b, L.encap_src4.offset, 0, 4);
+  v.encapSrc6.copy(b, L.encap_src6.offset, 0, 16);
+  return b;
+}
+
+export function decodeConfig(b: Buffer): XdpConfigValue {
+  const L = LAYOUTS.cbr_config.fields;
+  return {
+    flags: b.readUInt32LE(L.flags.offset),
+    ringSize: b.readUInt32LE(L.ring_size.offset),
+    rlCostNs: b.readBigUInt64LE(L.rl_cost_ns.offset),
+    rlBurstNs: b.readBigUInt64LE(L.rl_burst_ns.offset),
+    gwMac: Buffer.from(b.subarray(L.gw_mac.offset, L.gw_mac.offset + 6)),
+    srcMac: Buffer.from(b.subarray(L.src_mac.offset, L.src_mac.offset + 6)),
+    cidConfigId: b[L.cid_config_id.offset]!,
+    encapSrc4: Buffer.from(b.subarray(L.encap_src4.offset, L.encap_src4.offset + 4)),
+    encapSrc6: Buffer.from(b.subarray(L.encap_src6.offset, L.encap_src6.offset + 16)),
+  };
+}
+
+export interface CounterValue {
+  packets: bigint;
+  bytes: bigint;
+}
+
+/** Sums a per-CPU cbr_stats value (one 16-byte counter per possible CPU). */
+export function sumPerCpuCounters(value: Buffer): CounterValue {
+  let packets = 0n;
+  let bytes = 0n;
+  for (let off = 0; off + 16 <= value.length; off += 16) {
+    packets += value.readBigUInt64LE(off);
+    bytes += value.readBigUInt64LE(off + 8);
+  }
+  return { packets, bytes };
+}
+
+export const u32Key = (n: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n >>> 0);
+  return b;
+};
+export const u32Value = u32Key;
+
+/** struct cbr_addr_key for a service address. */
+export function addrKey(address: string): Buffer {
+  const { family, addr } = parseAddress(address);
+  const b = Buffer.alloc(LAYOUTS.cbr_addr_key.size);
+  b[0] = family;
+  addr.copy(b, LAYOUTS.cbr_addr_key.fields.addr.offset);
+  return b;
+}
+
+/** struct cbr_port_key: protocol number, port in network order. */
+export function portKey(proto: number, port: number): Buffer {
+  const b = Buffer.alloc(LAYOUTS.cbr_port_key.size);
+  b[0] = proto;
+  b.writeUInt16BE(port, LAYOUTS.cbr_port_key.fields.port.offset);
+  return b;
+}
+
+export function vipKey(address: string, port: number, proto: number): Buffer {
+  const { family, addr } = parseAddress(address);
+  const L = LAYOUTS.cbr_vip_key.fields;
+  const b = Buffer.alloc(LAYOUTS.cbr_vip_key.size);
+  addr.copy(b, L.addr.offset);
+  b.writeUInt16BE(port, L.port.offset);
+  b[L.proto.offset] = proto;
+  b[L.family.offset] = family;
+  return b;
+}
+
+export function vipValue(flags: number): Buffer {
+  const b = Buffer.alloc(LAYOUTS.cbr_vip.size);
+  b.writeUInt32LE(flags);
+  return b;
+}
+
+export interface BackendValue {
+  address: string;
+  up: boolean;
+  weight: number;
+}
+export function encodeBackend(v: BackendValue): Buffer {
+  const { family, addr } = parseAddress(v.address);
+  const L = LAYOUTS.cbr_backend.fields;
+  const b = Buffer.alloc(LAYOUTS.cbr_backend.size);
+  addr.copy(b, L.addr.offset);
+  b[L.family.offset] = family;
+  b[L.flags.offset] = v.up ? BACKEND_F_UP : 0;
+  b.writeUInt32LE(v.weight, L.weight.offset);
+  return b;
+}
+export function decodeBackend(b: Buffer): { family: number; addr: Buffer; up: boolean; weight: number } {
+  const L = LAYOUTS.cbr_backend.fields;
+  const family = b[L.family.offset]!;
+  return { family, addr: Buffer.from(b.subarray(0, family === 4 ? 4 : 16)), up: (b[L.flags.offset]! & BACKEND_F_UP) !== 0, weight: b.readUInt32LE(L.weight.offset) };
+}
+
+/** struct cbr_rl_key for a source: its /32 or /64. */
+export function rlKey(address: string): Buffer {
+  const { family, addr } = parseAddress(address);
+  const b = Buffer.alloc(LAYOUTS.cbr_rl_key.size);
+  b[0] = family;
+  addr.copy(b, LAYOUTS.cbr_rl_key.fields.addr.offset, 0, 8);
+  return b;
+}
+
+export type { ParsedPrefix };

@@ -1,0 +1,141 @@
+/* CloudBridge XDP: the one header for map layouts shared by filter.bpf.c, lb.bpf.c and the
+ * TypeScript mirror in xdp/maps.ts (checked against this object's BTF by xdp/maps.test.ts).
+ * Every struct here has explicit padding so its layout is the same on both sides. */
+#ifndef CBR_XDP_H
+#define CBR_XDP_H
+
+#include <linux/types.h>
+
+/* Verdict actions (the high bits of a counter index). */
+enum cbr_action {
+	CBR_ACT_PASS = 0,
+	CBR_ACT_DROP = 1,
+	CBR_ACT_TX = 2,
+	CBR_ACT_ABORTED = 3,
+};
+
+/* Why a verdict was taken (the low bits of a counter index). */
+enum cbr_reason {
+	CBR_R_OK = 0,          /* nothing matched: default pass */
+	CBR_R_ALLOWLIST = 1,   /* source in the allow list: skips deny and rate limit */
+	CBR_R_DENYLIST = 2,    /* source in the deny list */
+	CBR_R_RATELIMIT = 3,   /* source over its token bucket */
+	CBR_R_POLICY = 4,      /* protocol/port not allowed to a service address */
+	CBR_R_FRAGMENT = 5,    /* IP fragment, by the fragments policy */
+	CBR_R_MALFORMED = 6,   /* header fields that make no sense, by the malformed policy */
+	CBR_R_TRUNCATED = 7,   /* packet ends inside a header, by the malformed policy */
+	CBR_R_NON_IP = 8,      /* not IPv4/IPv6 (ARP, LLDP...): always pass */
+	CBR_R_LB_HASH = 9,     /* load balanced by the 5-tuple Maglev hash */
+	CBR_R_LB_CID = 10,     /* load balanced by the QUIC connection ID's server ID */
+	CBR_R_LB_NO_BACKEND = 11, /* VIP packet but the chosen slot has no live backend */
+	CBR_R_LB_ENCAP = 12,   /* encapsulation failed (no headroom, no outer source) */
+	CBR_R_MAX = 16,
+};
+#define CBR_COUNTERS (4 * CBR_R_MAX)
+#define CBR_COUNTER_INDEX(action, reason) (((action) << 4) | (reason))
+
+/* cbr_cfg[0].flags */
+#define CBR_F_FRAG_DROP      (1u << 0) /* drop fragments (else pass them, skipping port policy and LB) */
+#define CBR_F_MALFORMED_DROP (1u << 1) /* drop malformed/truncated IP packets (else pass) */
+#define CBR_F_RATELIMIT      (1u << 2) /* per-source token buckets on */
+#define CBR_F_POLICY         (1u << 3) /* service address protocol/port policy on */
+
+/* Global knobs, one entry in the cbr_cfg array. */
+struct cbr_config {
+	__u32 flags;
+	__u32 ring_size;       /* Maglev slots in cbr_ring (a prime) */
+	__u64 rl_cost_ns;      /* tokens (in ns) one packet costs: 1e9 / packets-per-second */
+	__u64 rl_burst_ns;     /* bucket depth: burst * rl_cost_ns */
+	__u8 gw_mac[6];        /* next hop for encapsulated packets (XDP_TX goes back out the same port) */
+	__u8 src_mac[6];       /* the interface's own MAC */
+	__u8 cid_config_id;    /* QUIC CID config rotation bits this PoP routes by (0-6) */
+	__u8 pad0[3];
+	__u8 encap_src4[4];    /* outer source for IPv4 backends */
+	__u8 encap_src6[16];   /* outer source for IPv6 backends */
+};
+
+/* One counter pair, per CPU. */
+struct cbr_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* LPM trie keys for the deny/allow lists. */
+struct cbr_lpm4 {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+struct cbr_lpm6 {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* Rate-limit bucket key: the source /32 (IPv4) or /64 (IPv6). */
+struct cbr_rl_key {
+	__u8 family;           /* 4 or 6 */
+	__u8 pad[7];
+	__u8 addr[8];          /* IPv4 in addr[0..3], rest zero */
+};
+struct cbr_rl_state {
+	__u64 tokens_ns;
+	__u64 last_ns;
+};
+
+/* A service (anycast) address the protocol/port policy applies to. */
+struct cbr_addr_key {
+	__u8 family;
+	__u8 pad[3];
+	__u8 addr[16];         /* IPv4 in addr[0..3], rest zero */
+};
+/* An allowed protocol/port to service addresses; ICMP/ICMPv6 use port 0. */
+struct cbr_port_key {
+	__u8 proto;
+	__u8 pad;
+	__be16 port;
+};
+
+/* What the filter parsed, handed to the LB through a per-CPU scratch slot (tail calls stay on one CPU). */
+struct cbr_parse {
+	__u16 l3_off;
+	__u16 l4_off;
+	__u8 family;
+	__u8 l4_proto;
+	__u8 reason;           /* the filter's pass reason (ok or allowlist) */
+	__u8 frag;
+	__be16 sport;
+	__be16 dport;
+	__u32 pad;
+};
+
+/* A virtual service: address, port and protocol. */
+struct cbr_vip_key {
+	__u8 addr[16];         /* IPv4 in addr[0..3], rest zero */
+	__be16 port;
+	__u8 proto;
+	__u8 family;
+};
+#define CBR_VIP_F_QUIC (1u << 0) /* route QUIC short headers by connection ID */
+struct cbr_vip {
+	__u32 flags;
+	__u32 pad;
+};
+
+/* A backend host; packets reach it IPIP / IPv6-in-IP encapsulated. */
+#define CBR_BACKEND_F_UP (1u << 0)
+struct cbr_backend {
+	__u8 addr[16];         /* IPv4 in addr[0..3], rest zero */
+	__u8 family;
+	__u8 flags;
+	__u16 pad;
+	__u32 weight;
+};
+
+#define CBR_MAX_BACKENDS 4096
+#define CBR_SERVER_IDS 65536
+#define CBR_PROG_LB 0          /* slot in cbr_progs the filter tail-calls */
+
+/* QUIC connection ID layout (see xdp/README.md): byte 0 = config id (3 bits) | length - 1 (5 bits),
+ * bytes 1-2 = server ID (big-endian), then a nonce. */
+#define CBR_CID_MIN_LEN 8
+
+#endif
