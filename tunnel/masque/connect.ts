@@ -171,6 +171,10 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
           refreshTimer = setTimeout(async () => {
             try {
               const next = await o.tokens.get();
+              if (next.expiresAt !== undefined && next.expiresAt <= exp) {
+                o.log('the token source has no fresher token; the session ends when this one expires');
+                return;
+              }
               const a = await client!.refreshToken(next.token);
               if (a.status !== 204) throw new MasqueHttpError(a.status, a.body.toString());
               o.log('token refreshed');

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { withTopology, type Namespace } from '../../bench/testhosts.js';
 import { CLI_PATH } from '../../dataplane/testing.js';
-import { masqueTestbed, type Testbed } from './testbed/index.js';
+import { masqueTestbed, metricValue, type Testbed } from './testbed/index.js';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 
@@ -78,7 +78,8 @@ test('connect-udp: a UDP echo in the origin namespace answers through cbr connec
 test('connect-ip: ping and an iperf3 TCP flow from the client namespace to the origin through the PoP', async () => {
   await withTopology(async (topo) => {
     const tb = await masqueTestbed(topo);
-    const c = startConnect(tb, ['--mode', 'ip', '--tun', 'cbrc0', '--token', await tb.mint('bob')]);
+    // Tokens by client credentials from the dev issuer (the Zitadel service-user flow).
+    const c = startConnect(tb, ['--mode', 'ip', '--tun', 'cbrc0', '--issuer', tb.issuerUrl, '--client-id', tb.clientId, '--client-secret-file', tb.clientSecretFile, '--project-id', '281474976710656']);
     try {
       const line = await c.waitFor(/session open: connect-ip addresses .*/);
       assert.match(line, /100\.64\.61\.2\/32/);
@@ -113,6 +114,12 @@ test('auth: no valid token → 401, missing role → 403, an expired token ends 
       await short.waitFor(/session open: connect-udp/);
       await short.waitFor(/session ended: server-fin/, 25_000);
       await short.waitFor(/server answered 401/, 10_000);
+      const m = await tb.metrics();
+      assert.ok(metricValue(m, 'cbr_masque_auth_failures_total', 'status="401"') >= 2, 'auth failures counted');
+      assert.ok(metricValue(m, 'cbr_masque_auth_failures_total', 'status="403"') >= 1);
+      assert.equal(metricValue(m, 'cbr_masque_sessions_ended_total', 'reason="token-expired"'), 1);
+      const health = JSON.parse(await tb.pop.exec(['curl', '-s', `${tb.agent.adminUrl}/healthz`]));
+      assert.ok(JSON.stringify(health).includes('masque.listener'), JSON.stringify(health));
     } finally {
       for (const c of [bad, norole, short]) await stop(c.child);
     }
@@ -143,19 +150,21 @@ test('1,000 concurrent connect-udp sessions from one client process hold', async
     if (process.env.CBR_DEBUG) console.error("load result", r);
     assert.equal(r.opened, 1000, JSON.stringify(r));
     assert.equal(r.echoed, r.sampled, 'sampled sessions carry traffic');
-    const stats = await tb.popStats();
-    if (process.env.CBR_DEBUG) console.error("pop stats", stats.live, stats.connections);
-    assert.equal(stats.live.udp, 1000);
-    assert.equal(stats.connections, 1000);
+    const m = await tb.metrics();
+    assert.equal(metricValue(m, 'cbr_masque_sessions', 'kind="connect-udp"'), 1000);
+    assert.equal(metricValue(m, 'cbr_masque_connections'), 1000);
     load.stdin!.write('close\n');
     await new Promise((r) => load.once('exit', r));
     assert.match(out, /"alive":1000/);
-    const until = Date.now() + 5000;
-    let after = await tb.popStats();
-    while (after.live.udp !== 0 && Date.now() < until) {
+    const until = Date.now() + 15_000;
+    const live = async () => metricValue(await tb.metrics(), 'cbr_masque_sessions', 'kind="connect-udp"');
+    let after = await live();
+    while (after !== 0 && Date.now() < until) {
       await new Promise((r) => setTimeout(r, 200));
-      after = await tb.popStats();
+      after = await live();
     }
-    assert.equal(after.live.udp, 0, 'sessions end with their connections');
+    assert.equal(after, 0, 'sessions end with their connections');
+    const final = await tb.metrics();
+    assert.ok(metricValue(final, 'cbr_masque_handshakes_total') >= 1000);
   });
 });

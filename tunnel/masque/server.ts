@@ -259,7 +259,10 @@ export class MasqueServer {
       return { status: 401, headers: { 'www-authenticate': 'Bearer' }, error: 'missing bearer token' };
     }
     try {
-      return await this.opts.auth.authorize(token, kindOf(kind), c.peerHost);
+      const id = await this.opts.auth.authorize(token, kindOf(kind), c.peerHost);
+      // The gate tolerates clock skew; a session would end at exp anyway, so a token already past it opens nothing.
+      if (id.expiresAt * 1000 <= Date.now()) throw new AuthError('EXPIRED', 'token expired');
+      return id;
     } catch (err) {
       const status = err instanceof AuthError ? err.status : 503;
       this.counters.authFailures[String(status)] = (this.counters.authFailures[String(status)] ?? 0) + 1;

@@ -50,7 +50,9 @@ if (cfg.mode === 'sessions') {
   process.stdin.destroy();
   const alive = clients.filter((c) => c.sessions.size > 0 && !c.closed).length;
   await Promise.all(clients.map((c) => c.close()));
-  await endpoint.close();
+  await new Promise((r) => setTimeout(r, 500));
+  // 1,000 CONNECTION_CLOSE packets: give the socket time to send them before it closes.
+  await endpoint.close({ isApp: true, code: 0x100, graceMs: 1500 });
   out({ alive });
 } else {
   const c = await MasqueClient.connect({ host: cfg.host, port: cfg.port, serverName: 'pop.test', caPem, endpoint });
