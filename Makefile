@@ -63,3 +63,7 @@ clean-netns:
 
 clean:
 	rm -rf dist xdp/build
+
+.PHONY: bench-masque
+bench-masque: build
+	node dist/bench/masque.js

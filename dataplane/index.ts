@@ -8,3 +8,4 @@ export { AdminServer, HttpError, isLoopback, type AdminRequest, type AdminRespon
 export { Supervisor, SupervisedChild, type ChildSpec } from './supervisor.js';
 export { ServiceRegistry, type AgentContext, type Subsystem, type SubsystemFactory, type CommandRegistrar } from './subsystem.js';
 export { adminClient, adminClientFromOptions, withAdminOptions, AdminClientError, type AdminClient, type AdminClientOptions } from './admin-client.js';
+export { TunDevice, TunError, type TunOptions, type TunReadMode, type TunPacketHandler } from './os/tun.js';

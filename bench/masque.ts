@@ -1,0 +1,157 @@
+// bench/masque: MASQUE connect-ip against wireguard-go and the direct path, in one topology and one
+// run (client ns ↔ PoP ns ↔ origin ns, the real agent with auth against cbr dev-issuer), plus the
+// connect-udp relay rate, session setups per second and agent memory per idle session.
+// QUICK=1: shorter flows, fewer sessions.
+import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ChildProcess } from 'node:child_process';
+import { withTopology, type Namespace } from './testhosts.js';
+import { writeBenchResult, type BenchMetric } from './results.js';
+import { CLI_PATH } from '../dataplane/testing.js';
+import { masqueTestbed, type Testbed } from '../tunnel/masque/testbed/index.js';
+
+const QUICK = process.env.QUICK === '1';
+const SECONDS = QUICK ? 3 : 10;
+const PINGS = QUICK ? 10 : 30;
+const SESSIONS = QUICK ? 1000 : 10_000;
+const LOAD_MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', 'tunnel', 'masque', 'testbed', 'load-main.js');
+
+async function iperf(tb: Testbed): Promise<number> {
+  const server = tb.origin.spawn(['iperf3', '-s', '-1', '-B', tb.originAddr]);
+  await new Promise((r) => setTimeout(r, 400));
+  try {
+    const out = JSON.parse(await tb.client.exec(['iperf3', '-c', tb.originAddr, '-t', String(SECONDS), '-J'], { timeoutMs: (SECONDS + 20) * 1000 }));
+    return out.end.sum_received.bits_per_second / 1e9;
+  } finally {
+    server.kill('SIGKILL');
+  }
+}
+
+async function rtt(ns: Namespace, addr: string): Promise<number> {
+  const out = await ns.exec(['ping', '-n', '-q', '-c', String(PINGS), '-i', '0.2', addr], { timeoutMs: PINGS * 1000 + 10_000 });
+  const m = /= [\d.]+\/([\d.]+)\//.exec(out);
+  if (!m) throw new Error(`ping: ${out}`);
+  return Number(m[1]);
+}
+
+function waitStderr(child: ChildProcess, re: RegExp, ms: number): Promise<void> {
+  let out = '';
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`no ${re}: ${out}`)), ms);
+    child.stderr!.on('data', (d) => {
+      out += d;
+      if (re.test(out)) (clearTimeout(t), resolve());
+    });
+  });
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const done = new Promise((r) => child.once('exit', r));
+  child.kill('SIGINT');
+  const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+  await done;
+  clearTimeout(t);
+}
+
+async function load(tb: Testbed, cfg: object): Promise<{ result: Record<string, number>; child: ChildProcess }> {
+  const child = tb.client.spawn([process.execPath, '--max-old-space-size=4096', LOAD_MAIN], { env: { ...process.env, CBR_LOAD: JSON.stringify(cfg) }, stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (d) => (err += d));
+  const line = await new Promise<string>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`load generator timed out: ${err}`)), 600_000);
+    child.stdout!.on('data', (d) => {
+      out += d;
+      const i = out.indexOf('\n');
+      if (i >= 0) (clearTimeout(t), resolve(out.slice(0, i)));
+    });
+    child.once('exit', (code) => (clearTimeout(t), reject(new Error(`load generator exited ${code}: ${err}`))));
+  });
+  return { result: JSON.parse(line), child };
+}
+
+await withTopology(async (topo) => {
+  const tb = await masqueTestbed(topo, { extraMasque: '    maxSessions: 200000' });
+  const results: Record<string, BenchMetric> = {};
+  const put = (k: string, value: number, unit: string) => {
+    results[k] = { value: Math.round(value * 1000) / 1000, unit };
+    process.stdout.write(`${k.padEnd(28)} ${results[k]!.value} ${unit}\n`);
+  };
+
+  // Direct: routed through the PoP namespace, no tunnel.
+  await tb.client.exec(['ip', 'route', 'replace', '10.61.2.0/24', 'via', tb.popAddr]);
+  await tb.origin.exec(['ip', 'route', 'replace', '10.61.1.0/24', 'via', '10.61.2.1']);
+  put('tcp_gbps_direct', await iperf(tb), 'Gbit/s');
+  put('rtt_ms_direct', await rtt(tb.client, tb.originAddr), 'ms');
+  await tb.client.exec(['ip', 'route', 'del', '10.61.2.0/24']);
+
+  // wireguard-go between the client and PoP namespaces, configured by hand with wg.
+  const dir = mkdtempSync(join(tmpdir(), 'cbr-wgbench-'));
+  try {
+    const env = { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' };
+    const keys = async (name: string) => {
+      const priv = (await tb.client.exec(['wg', 'genkey'])).trim();
+      const pub = (await tb.client.exec(['wg', 'pubkey'], { input: priv + '\n' })).trim();
+      writeFileSync(join(dir, name), priv + '\n');
+      return pub;
+    };
+    const cPub = await keys('c.key');
+    const pPub = await keys('p.key');
+    const wgc = tb.client.spawn(['wireguard-go', '-f', 'wgbc'], { env });
+    const wgp = tb.pop.spawn(['wireguard-go', '-f', 'wgbp'], { env });
+    const until = Date.now() + 10_000;
+    for (;;) {
+      const ok = await Promise.all([tb.client.exec(['ip', 'link', 'show', 'wgbc']).then(() => true, () => false), tb.pop.exec(['ip', 'link', 'show', 'wgbp']).then(() => true, () => false)]);
+      if (ok.every(Boolean)) break;
+      if (Date.now() > until) throw new Error('wireguard-go did not create its interfaces');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await tb.pop.exec(['wg', 'set', 'wgbp', 'private-key', join(dir, 'p.key'), 'listen-port', '51820', 'peer', cPub, 'allowed-ips', '10.62.0.2/32']);
+    await tb.client.exec(['wg', 'set', 'wgbc', 'private-key', join(dir, 'c.key'), 'peer', pPub, 'endpoint', `${tb.popAddr}:51820`, 'allowed-ips', '10.62.0.0/24,10.61.2.0/24']);
+    await tb.pop.addAddress('wgbp', '10.62.0.1/24');
+    await tb.client.addAddress('wgbc', '10.62.0.2/24');
+    await tb.client.exec(['ip', 'route', 'replace', '10.61.2.0/24', 'dev', 'wgbc']);
+    await tb.origin.exec(['ip', 'route', 'replace', '10.62.0.0/24', 'via', '10.61.2.1']);
+    await tb.client.ping(tb.originAddr, { count: 3, timeoutS: 2 });
+    put('tcp_gbps_wireguard_go', await iperf(tb), 'Gbit/s');
+    put('rtt_ms_wireguard_go', await rtt(tb.client, tb.originAddr), 'ms');
+    wgc.kill('SIGTERM');
+    wgp.kill('SIGTERM');
+    await tb.client.exec(['ip', 'link', 'del', 'wgbc']).catch(() => {});
+    await tb.pop.exec(['ip', 'link', 'del', 'wgbp']).catch(() => {});
+    await tb.client.exec(['ip', 'route', 'del', '10.61.2.0/24']).catch(() => {});
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  // MASQUE connect-ip with cbr connect.
+  const connect = tb.client.spawn([process.execPath, CLI_PATH, 'connect', '--server', `${tb.popAddr}:${tb.port}`, '--server-name', 'pop.test', '--ca', tb.caFile, '--mode', 'ip', '--tun', 'cbrb0', '--token', await tb.mint('bench', { ttlS: 3600 })]);
+  await waitStderr(connect, /session open: connect-ip/, 30_000);
+  await tb.client.ping(tb.originAddr, { count: 3, timeoutS: 2 });
+  put('tcp_gbps_masque_ip', await iperf(tb), 'Gbit/s');
+  put('rtt_ms_masque_ip', await rtt(tb.client, tb.originAddr), 'ms');
+  await stopChild(connect);
+
+  // connect-udp relay rate: one session, echo in the origin.
+  tb.origin.spawn([process.execPath, '-e', `const s=require('dgram').createSocket('udp4');s.on('message',(m,r)=>s.send(m,r.port,r.address));s.bind(7007);`]);
+  await new Promise((r) => setTimeout(r, 300));
+  const token = await tb.mint('load', { ttlS: 3600 });
+  const target = { host: tb.originAddr, port: 7007 };
+  const pps = await load(tb, { mode: 'pps', host: tb.popAddr, port: tb.port, ca: tb.caFile, token, target, seconds: SECONDS, size: 64 });
+  put('udp_relay_kpps', pps.result.kpps!, 'kpps (64 B, echoed)');
+
+  // Session setups and memory per idle session: the agent's RSS before and with SESSIONS sessions open.
+  await new Promise((r) => setTimeout(r, 1000));
+  const rssBefore = tb.agentRss();
+  const s = await load(tb, { mode: 'sessions', host: tb.popAddr, port: tb.port, ca: tb.caFile, token, target, count: SESSIONS, concurrency: 200 });
+  put('session_setups_per_s', s.result.perSecond!, 'sessions/s (QUIC handshake + JWT + CONNECT)');
+  await new Promise((r) => setTimeout(r, 2000));
+  const rssAfter = tb.agentRss();
+  put('kb_per_idle_session_10k', (rssAfter - rssBefore) / Math.max(1, s.result.opened!) / 1024, `KB (agent RSS delta / ${s.result.opened} sessions)`);
+  s.child.stdin!.write('close\n');
+  await new Promise((r) => s.child.once('exit', r));
+  writeBenchResult('masque', results, { quick: QUICK, sessions: SESSIONS, seconds: SECONDS, failedSessions: s.result.failed, note: 'shared 2-core machine: other helpers ran at the same time' });
+});

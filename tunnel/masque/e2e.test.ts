@@ -1,0 +1,170 @@
+// MASQUE end to end in network namespaces: `cbr connect` in a client namespace, the MASQUE server
+// with its TUN gateway and NAT in a PoP namespace, an origin namespace behind it.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { withTopology, type Namespace } from '../../bench/testhosts.js';
+import { CLI_PATH } from '../../dataplane/testing.js';
+import { masqueTestbed, metricValue, type Testbed } from './testbed/index.js';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+
+const LOAD_MAIN = join(dirname(fileURLToPath(import.meta.url)), 'testbed', 'load-main.js');
+
+/** `cbr connect` in the client namespace; resolves when a stderr line matches. */
+function startConnect(tb: Testbed, args: string[]): { child: ChildProcess; waitFor(re: RegExp, ms?: number): Promise<string>; output(): string } {
+  const child = tb.client.spawn([process.execPath, CLI_PATH, 'connect', '--server', `${tb.popAddr}:${tb.port}`, '--server-name', 'pop.test', '--ca', tb.caFile, ...args]);
+  let err = '';
+  const listeners = new Set<() => void>();
+  child.stderr!.on('data', (d) => {
+    err += d;
+    for (const l of listeners) l();
+  });
+  child.stdout!.resume();
+  return {
+    child,
+    output: () => err,
+    waitFor(re, ms = 15_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const m = re.exec(err);
+          if (m) {
+            listeners.delete(check);
+            clearTimeout(t);
+            resolve(m[0]);
+          }
+        };
+        const t = setTimeout(() => (listeners.delete(check), reject(new Error(`no ${re} within ${ms} ms; cbr connect said:\n${err}`))), ms);
+        listeners.add(check);
+        check();
+      });
+    },
+  };
+}
+
+async function stop(child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null) return child.exitCode;
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  child.kill('SIGINT');
+  const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+  const code = await exited;
+  clearTimeout(t);
+  return code;
+}
+
+function udpEcho(ns: Namespace, port: number): ChildProcess {
+  const src = `const s=require('dgram').createSocket('udp4');s.on('message',(m,r)=>s.send(m,r.port,r.address));s.bind(${port});`;
+  return ns.spawn([process.execPath, '-e', src]);
+}
+
+test('connect-udp: a UDP echo in the origin namespace answers through cbr connect --mode udp', async () => {
+  await withTopology(async (topo) => {
+    const tb = await masqueTestbed(topo);
+    udpEcho(tb.origin, 7007);
+    const token = await tb.mint('alice');
+    const c = startConnect(tb, ['--mode', 'udp', '--target', `${tb.originAddr}:7007`, '--listen', '127.0.0.1:17007', '--token', token]);
+    try {
+      await c.waitFor(/session open: connect-udp/);
+      const src = `const s=require('dgram').createSocket('udp4');let n=0;s.on('message',(m)=>{if(m.toString()==='hello '+n){n++;if(n===5){console.log('ok');process.exit(0)}s.send('hello '+n,17007,'127.0.0.1')}});s.send('hello 0',17007,'127.0.0.1');setTimeout(()=>{console.log('got '+n);process.exit(1)},5000)`;
+      const out = await tb.client.exec([process.execPath, '-e', src], { timeoutMs: 10_000 });
+      assert.equal(out.trim(), 'ok');
+      assert.equal(await stop(c.child), 0, 'Ctrl-C exits cleanly');
+    } finally {
+      await stop(c.child);
+    }
+  });
+});
+
+test('connect-ip: ping and an iperf3 TCP flow from the client namespace to the origin through the PoP', async () => {
+  await withTopology(async (topo) => {
+    const tb = await masqueTestbed(topo);
+    // Tokens by client credentials from the dev issuer (the Zitadel service-user flow).
+    const c = startConnect(tb, ['--mode', 'ip', '--tun', 'cbrc0', '--issuer', tb.issuerUrl, '--client-id', tb.clientId, '--client-secret-file', tb.clientSecretFile, '--project-id', '281474976710656']);
+    try {
+      const line = await c.waitFor(/session open: connect-ip addresses .*/);
+      assert.match(line, /100\.64\.61\.2\/32/);
+      assert.match(line, /routes 10\.61\.2\.0\/24/);
+      assert.ok(await tb.client.ping(tb.originAddr, { count: 3, timeoutS: 2 }), 'ping through the tunnel');
+      const iperf = tb.origin.spawn(['iperf3', '-s', '-1', '-B', tb.originAddr]);
+      void iperf;
+      await new Promise((r) => setTimeout(r, 500));
+      const out = JSON.parse(await tb.client.exec(['iperf3', '-c', tb.originAddr, '-t', '2', '-J'], { timeoutMs: 20_000 }));
+      const bps = out.end.sum_received.bits_per_second as number;
+      assert.ok(bps > 1e6, `iperf3 through connect-ip: ${bps} bit/s`);
+      assert.equal(await stop(c.child), 0);
+      const links = await tb.client.exec(['ip', '-o', 'link']);
+      assert.doesNotMatch(links, /cbrc0/, 'the TUN is removed on Ctrl-C');
+    } finally {
+      await stop(c.child);
+    }
+  });
+});
+
+test('auth: no valid token → 401, missing role → 403, an expired token ends the session', async () => {
+  await withTopology(async (topo) => {
+    const tb = await masqueTestbed(topo);
+    udpEcho(tb.origin, 7007);
+    const base = ['--mode', 'udp', '--target', `${tb.originAddr}:7007`];
+    const bad = startConnect(tb, [...base, '--token', 'not-a-jwt']);
+    const norole = startConnect(tb, [...base, '--token', await tb.mint('carol', { roles: ['viewer'] })]);
+    const short = startConnect(tb, [...base, '--token', await tb.mint('dave', { ttlS: 12 })]);
+    try {
+      await bad.waitFor(/server answered 401/);
+      await norole.waitFor(/server answered 403/);
+      await short.waitFor(/session open: connect-udp/);
+      await short.waitFor(/session ended: server-fin/, 25_000);
+      await short.waitFor(/server answered 401/, 10_000);
+      const m = await tb.metrics();
+      assert.ok(metricValue(m, 'cbr_masque_auth_failures_total', 'status="401"') >= 2, 'auth failures counted');
+      assert.ok(metricValue(m, 'cbr_masque_auth_failures_total', 'status="403"') >= 1);
+      assert.equal(metricValue(m, 'cbr_masque_sessions_ended_total', 'reason="token-expired"'), 1);
+      const health = JSON.parse(await tb.pop.exec(['curl', '-s', `${tb.agent.adminUrl}/healthz`]));
+      assert.ok(JSON.stringify(health).includes('masque.listener'), JSON.stringify(health));
+    } finally {
+      for (const c of [bad, norole, short]) await stop(c.child);
+    }
+  });
+});
+
+test('1,000 concurrent connect-udp sessions from one client process hold', async () => {
+  await withTopology(async (topo) => {
+    const tb = await masqueTestbed(topo);
+    udpEcho(tb.origin, 7007);
+    const cfg = { mode: 'sessions', host: tb.popAddr, port: tb.port, ca: tb.caFile, token: await tb.mint('load', { ttlS: 600 }), target: { host: tb.originAddr, port: 7007 }, count: 1000, concurrency: 100 };
+    const load = tb.client.spawn([process.execPath, LOAD_MAIN], { env: { ...process.env, CBR_LOAD: JSON.stringify(cfg) }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    load.stderr!.on('data', (d) => (err += d));
+    const firstLine = new Promise<string>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`load generator timed out: ${err}`)), 90_000);
+      load.stdout!.on('data', (d) => {
+        out += d;
+        const i = out.indexOf('\n');
+        if (i >= 0) {
+          clearTimeout(t);
+          resolve(out.slice(0, i));
+        }
+      });
+    });
+    const r = JSON.parse(await firstLine);
+    if (process.env.CBR_DEBUG) console.error("load result", r);
+    assert.equal(r.opened, 1000, JSON.stringify(r));
+    assert.equal(r.echoed, r.sampled, 'sampled sessions carry traffic');
+    const m = await tb.metrics();
+    assert.equal(metricValue(m, 'cbr_masque_sessions', 'kind="connect-udp"'), 1000);
+    assert.equal(metricValue(m, 'cbr_masque_connections'), 1000);
+    load.stdin!.write('close\n');
+    await new Promise((r) => load.once('exit', r));
+    assert.match(out, /"alive":1000/);
+    const until = Date.now() + 15_000;
+    const live = async () => metricValue(await tb.metrics(), 'cbr_masque_sessions', 'kind="connect-udp"');
+    let after = await live();
+    while (after !== 0 && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 200));
+      after = await live();
+    }
+    assert.equal(after, 0, 'sessions end with their connections');
+    const final = await tb.metrics();
+    assert.ok(metricValue(final, 'cbr_masque_handshakes_total') >= 1000);
+  });
+});

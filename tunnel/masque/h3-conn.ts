@@ -1,0 +1,226 @@
+// The HTTP/3 layer over one QuicConnection, shared by the MASQUE server and client: our control
+// stream (SETTINGS, later GOAWAY) and QPACK streams, the peer's unidirectional streams, buffered
+// writes on request streams (quiche takes what flow control allows; the rest waits for
+// onStreamWritable), HTTP Datagram demultiplexing, and protocol errors mapped to their H3 codes:
+// connection errors close the QUIC connection, stream errors reset that stream.
+import type { QuicConnection, CloseReason } from '../quic/index.js';
+import {
+  H3Error, H3ErrorCode, H3FrameParser, PeerUniStreams, readUniStreamHeader, criticalStreamClosed, encodeControlStreamPreamble,
+  encodeUniStreamHeader, encodeGoawayFrame, QpackEncoderStreamReader, QpackDecoderStreamReader, UniStreamType,
+  parseHttpDatagram, newHttpDatagramHeader, type H3Settings, type EndpointRole, type UniStreamKind,
+} from '../h3/index.js';
+
+/** Stream IDs of our unidirectional streams: client 2, 6, 10; server 3, 7, 11. */
+function ownUniStreamIds(role: EndpointRole): [control: number, encoder: number, decoder: number] {
+  return role === 'server' ? [3, 7, 11] : [2, 6, 10];
+}
+
+interface PeerUni {
+  head: Uint8Array | null;
+  kind?: UniStreamKind;
+  control?: H3FrameParser;
+  encoder?: QpackEncoderStreamReader;
+  decoder?: QpackDecoderStreamReader;
+  ignore?: boolean;
+}
+
+export interface H3Events {
+  /** Bytes (and FIN) arrived on a client-initiated bidirectional stream. */
+  onRequestStream(streamId: number, chunk: Uint8Array, fin: boolean): void;
+  /** An HTTP Datagram for `streamId` (context ID and payload parsed). */
+  onHttpDatagram(streamId: number, contextId: number, payload: Buffer): void;
+  /** The peer's SETTINGS arrived. */
+  onSettings?(settings: H3Settings): void;
+  onGoaway?(id: number): void;
+  onClosed(reason: CloseReason): void;
+  /** A stream was reset by us or the peer, or finished both ways: its state can go. */
+  onStreamGone?(streamId: number): void;
+}
+
+const READ_CHUNK = 65_536;
+
+export class H3Connection {
+  peerSettings: H3Settings | undefined;
+  private readonly peerUni = new Map<number, PeerUni>();
+  private readonly peerUniTypes: PeerUniStreams;
+  private readonly pending = new Map<number, { chunks: Uint8Array[]; fin: boolean }>();
+  private readonly readBuf = Buffer.allocUnsafe(READ_CHUNK);
+  private readonly dgHeader = newHttpDatagramHeader();
+  private controlOpened = false;
+  goawaySent = false;
+  /** The highest client bidirectional stream ID we have seen (for GOAWAY). */
+  highestRequestStream = -4;
+
+  constructor(readonly quic: QuicConnection, readonly role: EndpointRole, private readonly events: H3Events) {
+    this.peerUniTypes = new PeerUniStreams(role);
+    quic.handler = {
+      onEstablished: () => this.openControlStreams(),
+      onStreamReadable: (_c, id) => this.guard(() => this.onReadable(id), id),
+      onStreamWritable: (_c, id) => this.flushStream(id),
+      onDatagram: (_c, d) => this.guard(() => this.onDatagram(d)),
+      onClosed: (_c, r) => this.events.onClosed(r),
+    };
+    if (quic.isEstablished) this.openControlStreams();
+  }
+
+  private openControlStreams(): void {
+    if (this.controlOpened) return;
+    this.controlOpened = true;
+    const [control, encoder, decoder] = ownUniStreamIds(this.role);
+    this.write(control, encodeControlStreamPreamble());
+    this.write(encoder, encodeUniStreamHeader(UniStreamType.QPACK_ENCODER));
+    this.write(decoder, encodeUniStreamHeader(UniStreamType.QPACK_DECODER));
+  }
+
+  /** Runs `fn`, turning an H3Error into the close / reset its scope asks for. */
+  guard(fn: () => void, streamId?: number): void {
+    try {
+      fn();
+    } catch (err) {
+      if (!(err instanceof H3Error)) throw err;
+      this.fail(err, streamId);
+    }
+  }
+
+  fail(err: H3Error, streamId?: number): void {
+    if (err.scope === 'connection' || streamId === undefined) {
+      this.quic.close(true, err.code, err.reason.slice(0, 200));
+    } else {
+      this.resetStream(streamId, err.code);
+    }
+  }
+
+  resetStream(streamId: number, code: number): void {
+    this.pending.delete(streamId);
+    this.quic.streamShutdown(streamId, code, 'both');
+    this.events.onStreamGone?.(streamId);
+  }
+
+  /** Writes on a stream, keeping what flow control does not take now. */
+  write(streamId: number, data: Uint8Array, fin = false): void {
+    const p = this.pending.get(streamId);
+    if (p) {
+      if (data.length > 0) p.chunks.push(data);
+      p.fin ||= fin;
+      return;
+    }
+    const n = data.length === 0 && !fin ? 0 : this.quic.streamSend(streamId, data, fin);
+    if (n === data.length && (n > 0 || fin)) return;
+    if (data.length === 0 && !fin) return;
+    this.pending.set(streamId, { chunks: [data.subarray(n)], fin });
+    this.quic.wantWritable(streamId);
+  }
+
+  /** Bytes waiting on a stream (for back-pressure decisions). */
+  pendingBytes(streamId: number): number {
+    const p = this.pending.get(streamId);
+    return p ? p.chunks.reduce((s, c) => s + c.length, 0) : 0;
+  }
+
+  private flushStream(streamId: number): void {
+    const p = this.pending.get(streamId);
+    if (!p) return;
+    while (p.chunks.length > 0) {
+      const c = p.chunks[0]!;
+      const last = p.chunks.length === 1;
+      const n = this.quic.streamSend(streamId, c, last && p.fin);
+      if (n < c.length || (c.length === 0 && last && p.fin && n === 0 && this.quic.streamCapacity(streamId) === 0)) {
+        p.chunks[0] = c.subarray(n);
+        this.quic.wantWritable(streamId);
+        return;
+      }
+      p.chunks.shift();
+    }
+    this.pending.delete(streamId);
+  }
+
+  /** GOAWAY on our control stream: requests on streams ≥ the ID sent are refused from now on. */
+  sendGoaway(): void {
+    if (this.goawaySent || !this.controlOpened) return;
+    this.goawaySent = true;
+    this.write(ownUniStreamIds(this.role)[0], encodeGoawayFrame(this.role === 'server' ? this.highestRequestStream + 4 : 0));
+  }
+
+  private onReadable(streamId: number): void {
+    for (let i = 0; i < 64; i++) {
+      const r = this.quic.streamRecv(streamId, this.readBuf);
+      if (r === null) return;
+      const [n, fin] = r;
+      // The parsers may keep views of the chunk: hand them a copy, the read buffer is reused.
+      const chunk = Buffer.from(this.readBuf.subarray(0, n));
+      if ((streamId & 3) === 0) {
+        if (this.role === 'client') return; // we never accept server-initiated bidi streams (quiche refuses them)
+        if (streamId > this.highestRequestStream) this.highestRequestStream = streamId;
+        try {
+          this.events.onRequestStream(streamId, chunk, fin);
+        } catch (err) {
+          if (!(err instanceof H3Error)) throw err;
+          this.fail(err, streamId);
+          return;
+        }
+      } else if ((streamId & 2) === 2) {
+        this.onPeerUni(streamId, chunk, fin);
+      }
+      if (fin) return;
+    }
+    // More may be waiting: come back next turn instead of starving other connections.
+    this.quic.endpoint.markDirty(this.quic);
+  }
+
+  private onPeerUni(streamId: number, chunk: Uint8Array, fin: boolean): void {
+    let s = this.peerUni.get(streamId);
+    if (!s) {
+      s = { head: null };
+      this.peerUni.set(streamId, s);
+    }
+    if (s.ignore) return;
+    if (!s.kind) {
+      const head: Uint8Array = s.head ? Buffer.concat([s.head, chunk]) : chunk;
+      const h = readUniStreamHeader(head);
+      if (!h) {
+        if (head.length > 16) throw new H3Error(H3ErrorCode.H3_STREAM_CREATION_ERROR, 'connection', 'unreadable stream type');
+        s.head = head;
+        if (fin) this.peerUni.delete(streamId);
+        return;
+      }
+      s.head = null;
+      if (this.peerUniTypes.accept(h) === 'ignore') {
+        s.ignore = true;
+        this.quic.streamShutdown(streamId, H3ErrorCode.H3_STREAM_CREATION_ERROR, 'read');
+        return;
+      }
+      s.kind = h.kind;
+      if (h.kind === 'control') s.control = new H3FrameParser({ stream: 'control', role: this.role });
+      else if (h.kind === 'qpack_encoder') s.encoder = new QpackEncoderStreamReader();
+      else if (h.kind === 'qpack_decoder') s.decoder = new QpackDecoderStreamReader();
+      chunk = head.subarray(h.headerLength);
+    }
+    if (s.control) {
+      for (const f of s.control.push(chunk)) {
+        if (f.type === 'settings') {
+          this.peerSettings = f.settings;
+          this.events.onSettings?.(f.settings);
+        } else if (f.type === 'goaway') {
+          this.events.onGoaway?.(f.id);
+        }
+      }
+      if (fin) s.control.end();
+    } else if (s.encoder) {
+      s.encoder.push(chunk);
+    } else if (s.decoder) {
+      s.decoder.push(chunk);
+    }
+    if (fin && s.kind && s.kind !== 'push') throw criticalStreamClosed(s.kind);
+  }
+
+  private onDatagram(d: Buffer): void {
+    const h = this.dgHeader;
+    if (!parseHttpDatagram(d, h)) return;
+    this.events.onHttpDatagram(h.streamId, h.contextId, d.subarray(h.payloadOffset));
+  }
+
+  /** Whether the peer announced HTTP Datagrams (else DATAGRAM capsules carry the packets). */
+  get peerAcceptsDatagrams(): boolean {
+    return this.peerSettings?.h3Datagram === true;
+  }
+}

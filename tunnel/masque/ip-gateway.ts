@@ -1,0 +1,213 @@
+// The PoP side of connect-ip: one TUN device for all sessions, addresses from the pools, packets
+// from clients checked (source = assigned address, size ≤ MTU, TTL) and written into the kernel,
+// packets from the kernel routed to the session owning the destination. Forwarding and NAT
+// (nft masquerade of the pools) are set up here and removed on close.
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { isIPv4 } from 'node:net';
+import { TunDevice } from '../../dataplane/index.js';
+import { AddressPool } from './pool.js';
+import { addresses, decrementTtl, packetTooBig, timeExceeded, ipVersion } from './ip-packet.js';
+import { TargetPolicy } from './policy.js';
+
+const execFileAsync = promisify(execFile);
+
+export interface IpSessionSink {
+  /** Sends one IP packet to the client (as an HTTP Datagram); false when it was dropped. */
+  deliver(pkt: Uint8Array): boolean;
+}
+
+export interface IpLease {
+  v4: string;
+  v6: string;
+  release(): void;
+}
+
+export type IpDropReason = 'malformed' | 'spoofed-source' | 'too-big' | 'ttl-expired' | 'policy' | 'no-session' | 'tun-write' | 'client-queue';
+
+export interface IpGatewayOptions {
+  tunName: string;
+  mtu: number;
+  poolV4: string;
+  poolV6: string;
+  nat: boolean;
+  allowPrivate: boolean;
+  /** Run the iproute2/nft/sysctl commands in this namespace (tests); the TUN is moved there. */
+  netns?: string;
+}
+
+function ipBytes(a: string): Uint8Array {
+  if (isIPv4(a)) return Uint8Array.from(a.split('.').map(Number));
+  const [h, t] = a.split('::') as [string, string | undefined];
+  const hs = h ? h.split(':') : [];
+  const ts = t ? t.split(':') : [];
+  const g = t === undefined ? hs : [...hs, ...Array(8 - hs.length - ts.length).fill('0'), ...ts];
+  const out = new Uint8Array(16);
+  g.forEach((x, i) => {
+    const n = parseInt(x || '0', 16);
+    out[i * 2] = n >> 8;
+    out[i * 2 + 1] = n & 0xff;
+  });
+  return out;
+}
+
+function key(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
+}
+
+function formatBytes(b: Uint8Array): string {
+  if (b.length === 4) return b.join('.');
+  const g: string[] = [];
+  for (let i = 0; i < 16; i += 2) g.push(((b[i]! << 8) | b[i + 1]!).toString(16));
+  return g.join(':');
+}
+
+export class IpGateway {
+  readonly drops: Record<IpDropReason, number> = { malformed: 0, 'spoofed-source': 0, 'too-big': 0, 'ttl-expired': 0, policy: 0, 'no-session': 0, 'tun-write': 0, 'client-queue': 0 };
+  readonly counters = { packetsIn: 0, packetsOut: 0, bytesIn: 0, bytesOut: 0 };
+  private readonly sessions = new Map<string, IpSessionSink>();
+  private readonly gw4: Uint8Array;
+  private readonly gw6: Uint8Array;
+  private readonly policy: TargetPolicy;
+  private readonly nftTable: string;
+
+  private constructor(readonly opts: IpGatewayOptions, readonly tun: TunDevice, readonly pool4: AddressPool, readonly pool6: AddressPool) {
+    this.gw4 = ipBytes(pool4.gateway);
+    this.gw6 = ipBytes(pool6.gateway);
+    this.policy = new TargetPolicy({ allowPrefixes: ['0.0.0.0/0', '::/0'], allowPrivate: opts.allowPrivate });
+    this.nftTable = `cbr_masque_${opts.tunName.replace(/[^a-zA-Z0-9_]/g, '_')}`;
+    tun.onPackets((pkts) => {
+      for (const p of pkts) this.fromKernel(p);
+    });
+  }
+
+  static async create(opts: IpGatewayOptions): Promise<IpGateway> {
+    const pool4 = new AddressPool(opts.poolV4);
+    const pool6 = new AddressPool(opts.poolV6);
+    const tun = TunDevice.open({ name: opts.tunName, mtu: opts.mtu });
+    try {
+      if (opts.netns) await tun.moveToNetns(opts.netns);
+      await tun.configure({ addresses: [`${pool4.gateway}/${pool4.prefixLength}`, `${pool6.gateway}/${pool6.prefixLength}`] });
+      const gw = new IpGateway(opts, tun, pool4, pool6);
+      await gw.setupForwarding();
+      return gw;
+    } catch (err) {
+      await tun.close();
+      throw err;
+    }
+  }
+
+  private run(argv: string[], input?: string): Promise<unknown> {
+    const full = this.opts.netns ? ['ip', 'netns', 'exec', this.opts.netns, ...argv] : argv;
+    const p = execFileAsync(full[0]!, full.slice(1), { timeout: 10_000 });
+    if (input !== undefined) p.child.stdin!.end(input);
+    return p;
+  }
+
+  private async setupForwarding(): Promise<void> {
+    await this.run(['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    await this.run(['sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1']);
+    if (!this.opts.nat) return;
+    const t = this.opts.tunName;
+    await this.run(['nft', '-f', '-'], [
+      `table inet ${this.nftTable} {`,
+      '  chain postrouting {',
+      '    type nat hook postrouting priority srcnat; policy accept;',
+      `    ip saddr ${this.opts.poolV4} oifname != "${t}" masquerade`,
+      `    ip6 saddr ${this.opts.poolV6} oifname != "${t}" masquerade`,
+      '  }',
+      '}',
+      '',
+    ].join('\n'));
+  }
+
+  /** Assigns one IPv4 and one IPv6 address to a session; packets to them go to `sink`. */
+  attach(sink: IpSessionSink): IpLease {
+    const v4 = this.pool4.allocate();
+    let v6: string;
+    try {
+      v6 = this.pool6.allocate();
+    } catch (err) {
+      this.pool4.release(v4);
+      throw err;
+    }
+    const k4 = key(ipBytes(v4));
+    const k6 = key(ipBytes(v6));
+    this.sessions.set(k4, sink);
+    this.sessions.set(k6, sink);
+    let released = false;
+    return {
+      v4, v6,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.sessions.delete(k4);
+        this.sessions.delete(k6);
+        this.pool4.release(v4);
+        this.pool6.release(v6);
+      },
+    };
+  }
+
+  get sessionCount(): number {
+    return this.sessions.size / 2;
+  }
+
+  /** A packet a client sent through its tunnel. ICMP errors go back to the same client. */
+  fromClient(lease: IpLease, sink: IpSessionSink, pkt: Uint8Array, ipproto?: number): IpDropReason | undefined {
+    const a = addresses(pkt);
+    if (!a) return this.drop('malformed');
+    const v = ipVersion(pkt)!;
+    const total = v === 4 ? (pkt[2]! << 8) | pkt[3]! : 40 + ((pkt[4]! << 8) | pkt[5]!);
+    if (total !== pkt.length) return this.drop('malformed');
+    const own = v === 4 ? lease.v4 : lease.v6;
+    if (formatBytes(a.src) !== formatBytes(ipBytes(own))) return this.drop('spoofed-source');
+    if (ipproto !== undefined && a.proto !== ipproto) return this.drop('policy');
+    if (this.policy.check(formatBytes(a.dst)) !== undefined) return this.drop('policy');
+    if (pkt.length > this.opts.mtu) {
+      const icmp = packetTooBig(pkt, this.opts.mtu, v === 4 ? this.gw4 : this.gw6);
+      if (icmp) sink.deliver(icmp);
+      return this.drop('too-big');
+    }
+    if (decrementTtl(pkt) === 'ttl-expired') {
+      const icmp = timeExceeded(pkt, v === 4 ? this.gw4 : this.gw6);
+      if (icmp) sink.deliver(icmp);
+      return this.drop('ttl-expired');
+    }
+    if (!this.tun.write(pkt)) return this.drop('tun-write');
+    this.counters.packetsIn++;
+    this.counters.bytesIn += pkt.length;
+    return undefined;
+  }
+
+  private fromKernel(pkt: Buffer): void {
+    const a = addresses(pkt);
+    if (!a) return void this.drop('malformed');
+    const sink = this.sessions.get(key(a.dst));
+    if (!sink) return void this.drop('no-session');
+    const v = ipVersion(pkt)!;
+    if (pkt.length > this.opts.mtu) {
+      const icmp = packetTooBig(pkt, this.opts.mtu, v === 4 ? this.gw4 : this.gw6);
+      if (icmp) this.tun.write(icmp);
+      return void this.drop('too-big');
+    }
+    if (decrementTtl(pkt) === 'ttl-expired') {
+      const icmp = timeExceeded(pkt, v === 4 ? this.gw4 : this.gw6);
+      if (icmp) this.tun.write(icmp);
+      return void this.drop('ttl-expired');
+    }
+    if (!sink.deliver(pkt)) return void this.drop('client-queue');
+    this.counters.packetsOut++;
+    this.counters.bytesOut += pkt.length;
+  }
+
+  private drop(r: IpDropReason): IpDropReason {
+    this.drops[r]++;
+    return r;
+  }
+
+  async close(): Promise<void> {
+    if (this.opts.nat) await this.run(['nft', 'delete', 'table', 'inet', this.nftTable]).catch(() => {});
+    await this.tun.close();
+  }
+}

@@ -1,0 +1,123 @@
+// Request paths and target policy for connect-udp (RFC 9298) and connect-ip (RFC 9484): which
+// targets a client may reach through this PoP. Pure functions over strings.
+import { BlockList, isIP } from 'node:net';
+
+export const UDP_PATH_PREFIX = '/.well-known/masque/udp/';
+export const IP_PATH_PREFIX = '/.well-known/masque/ip/';
+
+export class TargetError extends Error {
+  /** 400 for a malformed path, 403 for a target the policy refuses. */
+  constructor(readonly status: 400 | 403, message: string) {
+    super(message);
+    this.name = 'TargetError';
+  }
+}
+
+export interface UdpTarget {
+  host: string;
+  port: number;
+}
+
+function splitTemplate(path: string, prefix: string): [string, string] {
+  const q = path.indexOf('?');
+  const p = q >= 0 ? path.slice(0, q) : path;
+  if (!p.startsWith(prefix)) throw new TargetError(400, `path does not start with ${prefix}`);
+  const parts = p.slice(prefix.length).split('/');
+  // Exactly two segments followed by the trailing slash.
+  if (parts.length !== 3 || parts[2] !== '' || parts[0] === '' || parts[1] === '') throw new TargetError(400, `expected ${prefix}{a}/{b}/`);
+  try {
+    return [decodeURIComponent(parts[0]!), decodeURIComponent(parts[1]!)];
+  } catch {
+    throw new TargetError(400, 'bad percent-encoding in path');
+  }
+}
+
+const HOSTNAME_RE = /^(?=.{1,253}$)(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*\.?$/;
+
+/** `/.well-known/masque/udp/{target_host}/{target_port}/` → host and port (host is an IP literal or a DNS name). */
+export function parseUdpPath(path: string): UdpTarget {
+  const [host, portText] = splitTemplate(path, UDP_PATH_PREFIX);
+  if (!/^\d{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) throw new TargetError(400, `bad target_port ${JSON.stringify(portText)}`);
+  const h = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
+  if (isIP(h) === 0 && !HOSTNAME_RE.test(h)) throw new TargetError(400, `bad target_host ${JSON.stringify(host)}`);
+  return { host: h, port: Number(portText) };
+}
+
+export interface IpTarget {
+  /** undefined for `*` (anything); else an address or prefix. */
+  prefix?: { address: string; length: number };
+  /** undefined for `*`; else the one IP protocol number allowed. */
+  ipproto?: number;
+}
+
+/** `/.well-known/masque/ip/{target}/{ipproto}/` with `*` wildcards. */
+export function parseIpPath(path: string): IpTarget {
+  const [target, proto] = splitTemplate(path, IP_PATH_PREFIX);
+  const out: IpTarget = {};
+  if (proto !== '*') {
+    if (!/^\d{1,3}$/.test(proto) || Number(proto) > 255) throw new TargetError(400, `bad ipproto ${JSON.stringify(proto)}`);
+    out.ipproto = Number(proto);
+  }
+  if (target !== '*') {
+    const [addr, len, extra] = target.split('/');
+    const fam = isIP(addr ?? '');
+    if (fam === 0 || extra !== undefined) throw new TargetError(400, `bad target ${JSON.stringify(target)} (this server takes IP literals or prefixes)`);
+    const max = fam === 4 ? 32 : 128;
+    const length = len === undefined ? max : /^\d{1,3}$/.test(len) ? Number(len) : NaN;
+    if (!(length >= 0 && length <= max)) throw new TargetError(400, `bad prefix length in ${JSON.stringify(target)}`);
+    out.prefix = { address: addr!, length };
+  }
+  return out;
+}
+
+const PRIVATE_V4 = ['0.0.0.0/8', '10.0.0.0/8', '100.64.0.0/10', '127.0.0.0/8', '169.254.0.0/16', '172.16.0.0/12', '192.168.0.0/16', '224.0.0.0/4', '240.0.0.0/4'];
+const PRIVATE_V6 = ['::/127', 'fc00::/7', 'fe80::/10', 'ff00::/8'];
+
+function blockList(prefixes: string[]): BlockList {
+  const b = new BlockList();
+  for (const p of prefixes) {
+    const [a, l] = p.split('/');
+    b.addSubnet(a!, Number(l), isIP(a!) === 6 ? 'ipv6' : 'ipv4');
+  }
+  return b;
+}
+
+export interface TargetPolicyOptions {
+  allowPrefixes: string[];
+  /** Ports and "low-high" ranges; empty = none. */
+  allowPorts?: Array<number | string>;
+  allowPrivate: boolean;
+}
+
+/** Decides whether a resolved target address (and port) may be reached. */
+export class TargetPolicy {
+  private readonly allow: BlockList;
+  private readonly priv = blockList([...PRIVATE_V4, ...PRIVATE_V6]);
+  private readonly ports: Array<[number, number]>;
+
+  constructor(readonly opts: TargetPolicyOptions) {
+    this.allow = blockList(opts.allowPrefixes);
+    this.ports = (opts.allowPorts ?? ['1-65535']).map((p) => {
+      if (typeof p === 'number') return [p, p];
+      const [a, b] = p.split('-').map(Number);
+      return [a!, b!];
+    });
+  }
+
+  /** undefined when allowed, else the reason (for the log and the 403 body). */
+  check(address: string, port?: number): string | undefined {
+    let fam = isIP(address);
+    if (fam === 0) return `not an IP address: ${address}`;
+    // An IPv4-mapped IPv6 address is judged as the IPv4 address it carries.
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+    if (mapped) {
+      address = mapped[1]!;
+      fam = 4;
+    }
+    const type = fam === 4 ? 'ipv4' : 'ipv6';
+    if (!this.opts.allowPrivate && this.priv.check(address, type)) return `private or loopback target ${address} (allowPrivate is off)`;
+    if (!this.allow.check(address, type)) return `target ${address} is outside the allowed prefixes`;
+    if (port !== undefined && !this.ports.some(([a, b]) => port >= a && port <= b)) return `target port ${port} is not allowed`;
+    return undefined;
+  }
+}

@@ -1,0 +1,173 @@
+// The MASQUE server and client over loopback with an in-process AuthGate: connect-udp echo, the
+// auth answers, the status page, token refresh and expiry, malformed HTTP/3 from a raw QUIC client.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createSocket } from 'node:dgram';
+import { AuthError, type AuthGate, type Identity, type SessionKind } from '../../auth/index.js';
+import { generateSelfSigned, QuicEndpoint, type TlsMaterial, type CloseReason } from '../quic/index.js';
+import { encodeControlStreamPreamble, encodeFrame, H3ErrorCode } from '../h3/index.js';
+import { MasqueServer } from './server.js';
+import { MasqueClient, MasqueHttpError } from './client.js';
+import { TargetPolicy } from './policy.js';
+
+/** Tokens for this test: `sub:expiresAtUnixSeconds:role,role`. */
+class TestGate implements AuthGate {
+  calls = 0;
+  async authorize(token: string, kind: SessionKind): Promise<Identity> {
+    this.calls++;
+    const [subject, exp, roles] = token.split(':');
+    if (!subject || !exp || roles === undefined) throw new AuthError('INVALID_TOKEN', 'unreadable token');
+    if (Number(exp) * 1000 <= Date.now()) throw new AuthError('EXPIRED', 'token expired');
+    if (subject === 'flood') throw new AuthError('RATE_LIMITED', 'slow down', 7);
+    const list = roles.split(',');
+    if (!list.includes('vpn-user')) throw new AuthError('MISSING_ROLE', `${kind} needs vpn-user`);
+    return { subject, roles: list, expiresAt: Number(exp) };
+  }
+}
+
+const tokenFor = (sub: string, seconds: number, roles = 'vpn-user') => `${sub}:${Math.floor(Date.now() / 1000) + seconds}:${roles}`;
+
+let tls: TlsMaterial;
+let server: MasqueServer;
+let echo: ReturnType<typeof createSocket>;
+let echoPort: number;
+const gate = new TestGate();
+
+before(async () => {
+  tls = await generateSelfSigned();
+  server = await MasqueServer.listen({
+    host: '127.0.0.1', port: 0, tls, serverId: 3, auth: gate, dnsTimeoutMs: 1000,
+    udpPolicy: new TargetPolicy({ allowPrefixes: ['127.0.0.0/8'], allowPrivate: true }),
+  });
+  echo = createSocket('udp4');
+  echo.on('message', (m, r) => echo.send(m, r.port, r.address));
+  await new Promise<void>((r) => echo.bind(0, '127.0.0.1', r));
+  echoPort = echo.address().port;
+});
+
+after(async () => {
+  echo.close();
+  await server.close();
+});
+
+const connect = () => MasqueClient.connect({ host: '127.0.0.1', port: server.address.port, serverName: 'localhost', caPem: tls.certPem, timeoutMs: 5000 });
+
+test('connect-udp carries a UDP echo through the relay; GET / and 404', async () => {
+  const c = await connect();
+  try {
+    const status = await c.request('GET', '/');
+    assert.equal(status.status, 200);
+    assert.equal(JSON.parse(status.body.toString()).service, 'cbr-masque');
+    assert.equal((await c.request('GET', '/nope')).status, 404);
+    const s = await c.openUdp({ host: '127.0.0.1', port: echoPort }, tokenFor('alice', 60));
+    const got: string[] = [];
+    s.onPayload = (p) => got.push(p.toString());
+    for (let i = 0; i < 20; i++) s.send(Buffer.from(`ping ${i}`));
+    const until = Date.now() + 3000;
+    while (got.length < 20 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(got.length, 20, `echoes received: ${got.length}`);
+    assert.ok(got.includes('ping 7'));
+    assert.equal(server.live.udp, 1);
+    assert.ok(server.counters.datagramsIn >= 20 && server.counters.datagramsOut >= 20);
+    s.close();
+    const until2 = Date.now() + 2000;
+    while ((server.live.udp as number) !== 0 && Date.now() < until2) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(server.live.udp, 0, 'FIN from the client ends the session on the server');
+  } finally {
+    await c.close();
+  }
+});
+
+test('no token → 401, missing role → 403, rate limited → 429 with retry-after, policy → 403', async () => {
+  const c = await connect();
+  try {
+    const refused = async (p: Promise<unknown>) => {
+      try {
+        await p;
+      } catch (e) {
+        assert.ok(e instanceof MasqueHttpError, String(e));
+        return e.status;
+      }
+      assert.fail('expected a refusal');
+    };
+    assert.equal(await refused(c.openUdp({ host: '127.0.0.1', port: echoPort })), 401);
+    assert.equal(await refused(c.openUdp({ host: '127.0.0.1', port: echoPort }, 'garbage')), 401);
+    assert.equal(await refused(c.openUdp({ host: '127.0.0.1', port: echoPort }, tokenFor('bob', 60, 'viewer'))), 403);
+    assert.equal(await refused(c.openUdp({ host: '127.0.0.1', port: echoPort }, tokenFor('flood', 60))), 429);
+    assert.equal(await refused(c.openUdp({ host: '10.1.2.3', port: 53 }, tokenFor('alice', 60))), 403);
+    assert.equal(await refused(c.openIp(tokenFor('alice', 60))), 403, 'connect-ip without a gateway');
+    assert.ok((server.counters.authFailures['401'] ?? 0) >= 2);
+    assert.equal((await c.request('GET', '/')).status, 200, 'the connection survives refusals');
+  } finally {
+    await c.close();
+  }
+});
+
+test('an expired token ends the session; an in-band refresh keeps it', async () => {
+  const c = await connect();
+  try {
+    const short = await c.openUdp({ host: '127.0.0.1', port: echoPort }, tokenFor('carol', 2));
+    const kept = await (await connect()).openUdp({ host: '127.0.0.1', port: echoPort }, tokenFor('dave', 2));
+    let shortEnd: string | undefined;
+    short.onEnd = (w) => (shortEnd = w.by);
+    const r = await kept.client.refreshToken(tokenFor('dave', 60));
+    assert.equal(r.status, 204);
+    assert.equal(r.headers.find((h) => h.name === 'cbr-sessions-refreshed')?.value, '1');
+    assert.equal((await kept.client.refreshToken(tokenFor('eve', 60))).headers.find((h) => h.name === 'cbr-sessions-refreshed')?.value, '0', 'another subject refreshes nothing');
+    assert.equal((await kept.client.refreshToken('junk')).status, 401);
+    const until = Date.now() + 5000;
+    while (!shortEnd && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(shortEnd, 'server-fin', 'the server ended the session at expiry');
+    assert.equal(kept.ended, false, 'the refreshed session lives on');
+    let echoed = false;
+    kept.onPayload = () => (echoed = true);
+    kept.send(Buffer.from('still here'));
+    const until2 = Date.now() + 2000;
+    while (!echoed && Date.now() < until2) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(echoed);
+    assert.ok(server.counters.sessionsEnded['token-expired'] >= 1);
+    await kept.client.close();
+  } finally {
+    await c.close();
+  }
+});
+
+async function rawClient(streams: Array<[number, Uint8Array, boolean]>): Promise<CloseReason> {
+  const ep = await QuicEndpoint.client({ caPem: tls.certPem });
+  try {
+    return await new Promise<CloseReason>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the server did not close the connection')), 5000);
+      const conn = ep.connect('127.0.0.1', server.address.port, 'localhost', {
+        onEstablished: () => {
+          for (const [id, data, fin] of streams) conn.streamSend(id, data, fin);
+        },
+        onClosed: (_c, r) => {
+          clearTimeout(timer);
+          resolve(r);
+        },
+      });
+    });
+  } finally {
+    await ep.close();
+  }
+}
+
+test('malformed HTTP/3 closes the connection with the right H3 error, and the next client is served', async () => {
+  // A control stream that starts with DATA instead of SETTINGS.
+  let r = await rawClient([[2, Uint8Array.from([0x00, 0x00, 0x01, 0xaa]), false]]);
+  assert.equal(r.by, 'peer', JSON.stringify(r));
+  assert.ok(r.isApp);
+  assert.equal(r.code, H3ErrorCode.H3_MISSING_SETTINGS);
+  // The control stream closed by the client.
+  r = await rawClient([[2, encodeControlStreamPreamble(), true]]);
+  assert.equal(r.code, H3ErrorCode.H3_CLOSED_CRITICAL_STREAM);
+  // A frame type reserved for HTTP/2 on a request stream.
+  r = await rawClient([[2, encodeControlStreamPreamble(), false], [0, encodeFrame(0x06, new Uint8Array(8)), false]]);
+  assert.equal(r.code, H3ErrorCode.H3_FRAME_UNEXPECTED);
+  const c = await connect();
+  try {
+    assert.equal((await c.request('GET', '/')).status, 200);
+  } finally {
+    await c.close();
+  }
+});

@@ -1,0 +1,168 @@
+// The `tunnel.masque` subsystem: the MASQUE server on the configured listener, its IpGateway,
+// TLS from files (re-read on reload) or a self-signed pair in the state directory, Prometheus
+// metrics read from the server's plain counters at scrape time (nothing per packet), a health
+// check on the listener, GOAWAY on drain.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { createSocket } from 'node:dgram';
+import { Counter, Gauge } from 'prom-client';
+import type { AgentContext, Subsystem, SubsystemFactory, CbrConfig } from '../../dataplane/index.js';
+import { splitHostPort } from '../../dataplane/index.js';
+import { AUTH_SERVICE, type AuthGate } from '../../auth/index.js';
+import { loadTlsMaterial, generateSelfSigned, writeTlsMaterial, type TlsMaterial } from '../quic/index.js';
+import { MasqueServer } from './server.js';
+import { IpGateway } from './ip-gateway.js';
+import { TargetPolicy } from './policy.js';
+import type { MasqueConfig } from './config.js';
+
+async function tlsFor(cfg: MasqueConfig, stateDir: string): Promise<TlsMaterial> {
+  const { certFile, keyFile } = cfg.tls;
+  if (certFile || keyFile) {
+    if (!certFile || !keyFile) throw new Error('tunnel.masque.tls: certFile and keyFile go together');
+    return loadTlsMaterial(certFile, keyFile, 'tunnel.masque.tls');
+  }
+  const cert = join(stateDir, 'masque-selfsigned.crt');
+  const key = join(stateDir, 'masque-selfsigned.key');
+  if (existsSync(cert) && existsSync(key)) return loadTlsMaterial(cert, key, 'tunnel.masque.tls');
+  const m = await generateSelfSigned();
+  writeTlsMaterial(m, cert, key);
+  return m;
+}
+
+function udpPolicy(cfg: MasqueConfig): TargetPolicy {
+  return new TargetPolicy({ allowPrefixes: cfg.udp.allowPrefixes, allowPorts: cfg.udp.allowPorts, allowPrivate: cfg.udp.allowPrivate });
+}
+
+function registerMetrics(ctx: AgentContext, get: () => MasqueServer | undefined, gw: () => IpGateway | undefined): void {
+  const r = ctx.registry;
+  new Gauge({
+    name: 'cbr_masque_sessions', help: 'open MASQUE sessions by kind', labelNames: ['kind'], registers: [r],
+    collect() {
+      const s = get();
+      this.set({ kind: 'connect-udp' }, s?.live.udp ?? 0);
+      this.set({ kind: 'connect-ip' }, s?.live.ip ?? 0);
+    },
+  });
+  new Gauge({ name: 'cbr_masque_connections', help: 'open QUIC connections', registers: [r], collect() { this.set(get()?.connectionCount ?? 0); } });
+  // Counters mirror the server's running totals: set the difference at scrape time.
+  const mirror = (name: string, help: string, labelNames: string[], read: (s: MasqueServer) => Array<[Record<string, string>, number]>) => {
+    const last = new Map<string, number>();
+    new Counter({
+      name, help, labelNames, registers: [r],
+      collect() {
+        const s = get();
+        if (!s) return;
+        for (const [labels, v] of read(s)) {
+          const k = JSON.stringify(labels);
+          const d = v - (last.get(k) ?? 0);
+          if (d > 0) this.inc(labels, d);
+          last.set(k, v);
+        }
+      },
+    });
+  };
+  mirror('cbr_masque_sessions_opened_total', 'MASQUE sessions opened by kind', ['kind'], (s) => [[{ kind: 'connect-udp' }, s.counters.sessionsOpened.udp], [{ kind: 'connect-ip' }, s.counters.sessionsOpened.ip]]);
+  mirror('cbr_masque_sessions_ended_total', 'MASQUE sessions ended by reason', ['reason'], (s) => Object.entries(s.counters.sessionsEnded).map(([k, v]) => [{ reason: k }, v]));
+  mirror('cbr_masque_handshakes_total', 'completed QUIC handshakes', [], (s) => [[{}, s.endpoint.stats.handshakes]]);
+  mirror('cbr_masque_datagrams_total', 'HTTP Datagrams (and DATAGRAM capsules) by direction', ['direction'], (s) => [[{ direction: 'in' }, s.counters.datagramsIn], [{ direction: 'out' }, s.counters.datagramsOut]]);
+  mirror('cbr_masque_bytes_total', 'tunnelled payload bytes by direction', ['direction'], (s) => [[{ direction: 'in' }, s.counters.bytesIn], [{ direction: 'out' }, s.counters.bytesOut]]);
+  mirror('cbr_masque_drops_total', 'dropped packets by reason', ['reason'], (s) => {
+    const out: Array<[Record<string, string>, number]> = Object.entries(s.counters.drops).map(([k, v]) => [{ reason: k }, v]);
+    for (const [k, v] of Object.entries(s.endpoint.stats.drops)) out.push([{ reason: `quic-${k}` }, v]);
+    const g = gw();
+    if (g) for (const [k, v] of Object.entries(g.drops)) out.push([{ reason: `ip-${k}` }, v]);
+    return out;
+  });
+  mirror('cbr_masque_auth_failures_total', 'CONNECTs refused by the auth gate, by HTTP status', ['status'], (s) => Object.entries(s.counters.authFailures).map(([k, v]) => [{ status: k }, v]));
+  mirror('cbr_masque_token_refreshes_total', 'in-band token refreshes accepted', [], (s) => [[{}, s.counters.tokenRefreshes]]);
+}
+
+/** Health: the listener's socket answers. A version-negotiation probe (unknown QUIC version) gets a reply without creating state. */
+async function probeListener(host: string, port: number, signal: AbortSignal): Promise<void> {
+  const sock = createSocket(host.includes(':') ? 'udp6' : 'udp4');
+  try {
+    const probe = Buffer.alloc(1200);
+    probe[0] = 0xc0;
+    probe.writeUInt32BE(0x1a2a3a4a, 1); // a reserved version: the server must answer with Version Negotiation
+    probe[5] = 20;
+    probe[26] = 8;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no answer from the QUIC listener ${host}:${port}`)), 2000);
+      signal.addEventListener('abort', () => (clearTimeout(timer), reject(new Error('health check aborted'))));
+      sock.once('message', () => (clearTimeout(timer), resolve()));
+      sock.once('error', (e) => (clearTimeout(timer), reject(e)));
+      sock.send(probe, port, host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host);
+    });
+  } finally {
+    sock.close();
+  }
+}
+
+export const masqueSubsystemFactory: SubsystemFactory = {
+  name: 'tunnel.masque',
+  enabled: (c: CbrConfig) => c.tunnel.masque.enabled,
+  create(ctx: AgentContext): Subsystem {
+    let server: MasqueServer | undefined;
+    let gateway: IpGateway | undefined;
+    const cfg = () => ctx.config.tunnel.masque as MasqueConfig;
+    const log = ctx.log.child({ subsystem: 'tunnel.masque' });
+    return {
+      async start() {
+        const c = cfg();
+        const auth = ctx.services.require<AuthGate>(AUTH_SERVICE, 'tunnel.masque');
+        const listen = splitHostPort(c.listen)!;
+        const tls = await tlsFor(c, ctx.stateDir);
+        if (c.ip.enabled) {
+          try {
+            gateway = await IpGateway.create({ tunName: c.ip.tun, mtu: c.ip.mtu, poolV4: c.ip.poolV4, poolV6: c.ip.poolV6, nat: c.ip.nat, allowPrivate: c.ip.allowPrivate });
+          } catch (err) {
+            throw new Error(`tunnel.masque.ip: cannot set up the connect-ip gateway: ${(err as Error).message}`);
+          }
+        }
+        try {
+          server = await MasqueServer.listen({
+            host: listen.host, port: listen.port, tls, serverId: c.serverId, congestionControl: c.congestionControl, idleTimeoutMs: c.idleTimeout,
+            retry: c.retry, maxSessions: c.maxSessions, auth, udpPolicy: udpPolicy(c), dnsTimeoutMs: c.udp.dnsTimeout,
+            ip: gateway ? { gateway, routes: c.ip.routes } : undefined, log,
+          });
+        } catch (err) {
+          await gateway?.close();
+          throw new Error(`tunnel.masque.listen: cannot listen on ${c.listen}: ${(err as Error).message}`);
+        }
+        registerMetrics(ctx, () => server, () => gateway);
+        ctx.health.register({
+          name: 'masque.listener', intervalMs: 5000, timeoutMs: 3000, rise: 2, fall: 3,
+          run: (signal) => probeListener(server!.address.host, server!.address.port, signal),
+        });
+        log.info({ listen: `${server.address.host}:${server.address.port}`, connectIp: !!gateway }, 'MASQUE listener up');
+      },
+      checkReload(next) {
+        const n = next.tunnel.masque as MasqueConfig;
+        const c = cfg();
+        if (n.listen !== c.listen) throw new Error('tunnel.masque.listen: changing the listener needs a restart');
+        if (JSON.stringify(n.ip) !== JSON.stringify(c.ip)) {
+          const { routes: _a, ...rest } = n.ip;
+          const { routes: _b, ...cur } = c.ip;
+          if (JSON.stringify(rest) !== JSON.stringify(cur)) throw new Error('tunnel.masque.ip: only ip.routes can change without a restart');
+        }
+        if ((n.tls.certFile && !existsSync(n.tls.certFile)) || (n.tls.keyFile && !existsSync(n.tls.keyFile))) throw new Error('tunnel.masque.tls: certificate or key file missing');
+      },
+      async reload(next) {
+        const n = next.tunnel.masque as MasqueConfig;
+        if (!server) return;
+        server.update({ udpPolicy: udpPolicy(n), dnsTimeoutMs: n.udp.dnsTimeout, ip: gateway ? { gateway, routes: n.ip.routes } : undefined, auth: ctx.services.require<AuthGate>(AUTH_SERVICE, 'tunnel.masque') });
+        server.setTls(await tlsFor(n, ctx.stateDir));
+        log.info('MASQUE config and TLS material reloaded');
+      },
+      async drain() {
+        server?.drain();
+      },
+      async stop() {
+        await server?.close();
+        await gateway?.close();
+        server = undefined;
+        gateway = undefined;
+      },
+    };
+  },
+};

@@ -1,0 +1,108 @@
+// The client ↔ PoP ↔ origin namespaces the MASQUE end-to-end tests and bench/masque share. The PoP
+// namespace runs the real thing: `cbr dev-issuer` (on the PoP's client-side address, so the agent and
+// the client namespace both reach it) and `cbr agent` with auth enabled against it and
+// tunnel.masque on. Tokens are minted through the dev issuer's /admin/mint from the client namespace.
+import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { uniqueName, type Topology, type Namespace } from '../../../bench/testhosts.js';
+import { startAgent, CLI_PATH, type AgentProcess } from '../../../dataplane/testing.js';
+import { generateSelfSigned, writeTlsMaterial } from '../../quic/index.js';
+
+export interface Testbed {
+  client: Namespace;
+  pop: Namespace;
+  origin: Namespace;
+  /** The PoP's address on the client side, and the origin's address. */
+  popAddr: string;
+  originAddr: string;
+  port: number;
+  caFile: string;
+  agent: AgentProcess;
+  issuerUrl: string;
+  /** A service user of the dev issuer with the vpn-user role (for --issuer/--client-id/--client-secret-file). */
+  clientId: string;
+  clientSecretFile: string;
+  mint(subject: string, opts?: { roles?: string[]; ttlS?: number }): Promise<string>;
+  /** The agent's metrics text (scraped inside the PoP namespace). */
+  metrics(): Promise<string>;
+  /** The agent's resident memory in bytes. */
+  agentRss(): number;
+}
+
+const PROJECT = '281474976710656';
+
+export function metricValue(text: string, name: string, labels = ''): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels ? `{${labels}}` : ''} `));
+  return line ? Number(line.split(' ').pop()) : NaN;
+}
+
+export async function masqueTestbed(topo: Topology, opts: { routes?: string[]; extraMasque?: string } = {}): Promise<Testbed> {
+  const client = await topo.namespace('mclient');
+  const pop = await topo.namespace('mpop');
+  const origin = await topo.namespace('morigin');
+  await topo.link(client, pop, { aAddr: '10.61.1.2/24', bAddr: '10.61.1.1/24' });
+  await topo.link(pop, origin, { aAddr: '10.61.2.1/24', bAddr: '10.61.2.2/24' });
+  await pop.exec(['ip', 'link', 'set', 'lo', 'up']);
+  const dir = mkdtempSync(join(tmpdir(), 'cbr-masque-'));
+  topo.onDestroy(() => rmSync(dir, { recursive: true, force: true }));
+  const tls = await generateSelfSigned(['pop.test', '10.61.1.1']);
+  const certFile = join(dir, 'pop.crt');
+  const keyFile = join(dir, 'pop.key');
+  writeTlsMaterial(tls, certFile, keyFile);
+  const clientSecretFile = join(dir, 'client-secret');
+  writeFileSync(clientSecretFile, 'testbed-secret\n');
+  writeFileSync(join(dir, 'issuer.yaml'), `tokenLifetime: 600\nserviceUsers:\n  - { clientId: "svc-vpn", clientSecret: "testbed-secret", subject: "svc-vpn", roles: [vpn-user] }\n`);
+
+  const issuerUrl = 'http://10.61.1.1:8088';
+  const issuer = pop.spawn([process.execPath, CLI_PATH, 'dev-issuer', '--listen', '10.61.1.1:8088', '--project-id', PROJECT, '--config', join(dir, 'issuer.yaml')]);
+  await waitForOutput(issuer, /dev issuer listening/, 15_000);
+
+  const agent = await startAgent([
+    'auth:', '  enabled: true', `  issuer: ${issuerUrl}`, `  audience: ["${PROJECT}"]`,
+    '  rateLimit:', '    perSubject: { rate: 100000, burst: 100000 }', '    perSource: { rate: 100000, burst: 100000 }',
+    'tunnel:', '  masque:', '    enabled: true', '    listen: 0.0.0.0:4433',
+    '    tls:', `      certFile: ${certFile}`, `      keyFile: ${keyFile}`,
+    '    udp:', '      allowPrivate: true',
+    '    ip:', `      tun: ${uniqueName('q')}`, '      poolV4: 100.64.61.0/24', '      poolV6: fd00:cb:61::/64',
+    `      routes: [${(opts.routes ?? ['10.61.2.0/24']).join(', ')}]`, '      allowPrivate: true',
+    ...(opts.extraMasque ? [opts.extraMasque] : []),
+    '',
+  ].join('\n'), { netns: pop.name });
+  topo.onDestroy(async () => void (await agent.stop()));
+  await agent.waitForLog((e) => e.msg === 'MASQUE listener up', 30_000);
+
+  const tb: Testbed = {
+    client, pop, origin, popAddr: '10.61.1.1', originAddr: '10.61.2.2', port: 4433, caFile: certFile, agent, issuerUrl,
+    clientId: 'svc-vpn', clientSecretFile,
+    async mint(subject, o = {}) {
+      const body = JSON.stringify({ subject, roles: o.roles ?? ['vpn-user'], expiresIn: o.ttlS ?? 300 });
+      const out = await client.exec(['curl', '-sf', '-X', 'POST', '-H', 'content-type: application/json', '--data', body, `${issuerUrl}/admin/mint`]);
+      return (JSON.parse(out) as { access_token: string }).access_token;
+    },
+    metrics: () => pop.exec(['curl', '-sf', `${agent.adminUrl}/metrics`]),
+    agentRss() {
+      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${agent.pid}/status`, 'utf8'));
+      return m ? Number(m[1]) * 1024 : NaN;
+    },
+  };
+  return tb;
+}
+
+function waitForOutput(child: ChildProcess, re: RegExp, ms: number): Promise<void> {
+  let out = '';
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`no ${re} within ${ms} ms: ${out}`)), ms);
+    const on = (d: Buffer) => {
+      out += d;
+      if (re.test(out)) {
+        clearTimeout(t);
+        resolve();
+      }
+    };
+    child.stdout!.on('data', on);
+    child.stderr!.on('data', on);
+    child.once('exit', (code) => (clearTimeout(t), reject(new Error(`exited ${code}: ${out}`))));
+  });
+}

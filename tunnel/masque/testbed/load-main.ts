@@ -1,0 +1,80 @@
+// Load generator run inside the client namespace (tests and bench): opens `count` MASQUE sessions
+// (one QUIC connection + one connect-udp each, all on one UDP socket), `concurrency` at a time, or
+// measures the connect-udp relay rate with one session. Config JSON in CBR_LOAD; prints one JSON
+// line with the result, then (sessions mode) waits for a line on stdin before closing them.
+import { readFileSync } from 'node:fs';
+import { QuicEndpoint } from '../../quic/index.js';
+import { MasqueClient, type MasqueSession } from '../client.js';
+
+interface Cfg { mode: 'sessions' | 'pps'; host: string; port: number; ca: string; token: string; target: { host: string; port: number }; count?: number; concurrency?: number; seconds?: number; size?: number }
+const cfg = JSON.parse(process.env.CBR_LOAD ?? '{}') as Cfg;
+const caPem = readFileSync(cfg.ca, 'utf8');
+const endpoint = await QuicEndpoint.client({ caPem, idleTimeoutMs: 120_000, initialMaxStreamData: 64 << 10, initialMaxData: 256 << 10 });
+const out = (o: object) => process.stdout.write(JSON.stringify(o) + '\n');
+
+if (cfg.mode === 'sessions') {
+  const count = cfg.count ?? 1000;
+  const conc = cfg.concurrency ?? 100;
+  const clients: MasqueClient[] = [];
+  const errors = new Map<string, number>();
+  let opened = 0;
+  let next = 0;
+  const t0 = performance.now();
+  const worker = async () => {
+    while (next < count) {
+      next++;
+      try {
+        const c = await MasqueClient.connect({ host: cfg.host, port: cfg.port, serverName: 'pop.test', caPem, endpoint, timeoutMs: 15_000 });
+        clients.push(c);
+        await c.openUdp(cfg.target, cfg.token);
+        opened++;
+      } catch (err) {
+        const m = (err as Error).message.slice(0, 120);
+        errors.set(m, (errors.get(m) ?? 0) + 1);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: conc }, worker));
+  const setupMs = performance.now() - t0;
+  // Check the sessions still carry traffic: one echo through a sample of them.
+  const sample = clients.filter((c) => c.sessions.size > 0).slice(0, 50);
+  let echoed = 0;
+  await Promise.all(sample.map((c) => new Promise<void>((resolve) => {
+    const s = [...c.sessions.values()][0]!;
+    const t = setTimeout(resolve, 3000);
+    s.onPayload = () => (echoed++, clearTimeout(t), resolve());
+    s.send(Buffer.from('x'));
+  })));
+  out({ opened, failed: count - opened, setupMs, perSecond: opened / (setupMs / 1000), sampled: sample.length, echoed, errors: Object.fromEntries(errors) });
+  await new Promise((r) => process.stdin.once('data', r));
+  process.stdin.destroy();
+  const alive = clients.filter((c) => c.sessions.size > 0 && !c.closed).length;
+  await Promise.all(clients.map((c) => c.close()));
+  await new Promise((r) => setTimeout(r, 500));
+  // 1,000 CONNECTION_CLOSE packets: give the socket time to send them before it closes.
+  await endpoint.close({ isApp: true, code: 0x100, graceMs: 1500 });
+  out({ alive });
+} else {
+  const c = await MasqueClient.connect({ host: cfg.host, port: cfg.port, serverName: 'pop.test', caPem, endpoint });
+  const s: MasqueSession = await c.openUdp(cfg.target, cfg.token);
+  let received = 0;
+  s.onPayload = () => received++;
+  const payload = Buffer.alloc(cfg.size ?? 64, 1);
+  const until = performance.now() + (cfg.seconds ?? 3) * 1000;
+  let sent = 0;
+  const t0 = performance.now();
+  // Keep a bounded window in flight so the queues, not the sender, set the pace.
+  while (performance.now() < until) {
+    for (let i = 0; i < 64 && sent - received < 2048; i++) {
+      s.send(payload);
+      sent++;
+    }
+    await new Promise((r) => setImmediate(r));
+  }
+  await new Promise((r) => setTimeout(r, 300));
+  const secs = (performance.now() - t0) / 1000;
+  out({ sent, received, kpps: received / secs / 1000 });
+  await c.close();
+  await endpoint.close();
+}
+process.exit(0);

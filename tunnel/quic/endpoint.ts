@@ -1,0 +1,557 @@
+// A QUIC endpoint (server or client) driving quiche's native Connection from our own node:dgram
+// socket. Per event-loop turn: every datagram libuv hands us in the poll phase is fed to its
+// connection (recv), and the connections that got input or output are flushed once in a
+// setImmediate (application events, then send until quiche says Done, then the timer is re-armed).
+// That keeps the per-packet work at one native recv and one native send.
+import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
+import { isIPv6 } from 'node:net';
+import quiche from '@matrixai/quic/native/quiche.js';
+import type { Config, Connection, Host } from '@matrixai/quic/native/types.js';
+import { newServerConnectionId, newClientConnectionId, SERVER_CID_LENGTH } from './cid.js';
+import { RetryTokenKey } from './token.js';
+import type { TlsMaterial } from './tls.js';
+
+export type CongestionControl = 'bbr' | 'cubic' | 'reno';
+export const CONGESTION_CONTROLS: readonly CongestionControl[] = ['bbr', 'cubic', 'reno'];
+
+/** CBR_CC wins over the configured value (operators flip it for one run without editing the file). */
+export function resolveCongestionControl(configured: CongestionControl | undefined, env = process.env.CBR_CC): CongestionControl {
+  if (env !== undefined && env !== '') {
+    if (!(CONGESTION_CONTROLS as readonly string[]).includes(env)) throw new Error(`CBR_CC: expected one of ${CONGESTION_CONTROLS.join(', ')}, got ${JSON.stringify(env)}`);
+    return env as CongestionControl;
+  }
+  return configured ?? 'bbr';
+}
+
+export interface TransportOptions {
+  congestionControl?: CongestionControl;
+  idleTimeoutMs?: number;
+  /** Largest UDP payload we send (quiche starts at 1200 until the handshake confirms more). */
+  maxUdpPayload?: number;
+  initialMaxData?: number;
+  initialMaxStreamData?: number;
+  initialMaxStreamsBidi?: number;
+  initialMaxStreamsUni?: number;
+  /** DATAGRAM frame queues (packets) in each direction. */
+  datagramQueueLength?: number;
+  alpn?: string[];
+}
+
+export interface ServerEndpointOptions extends TransportOptions {
+  host: string;
+  port: number;
+  tls: TlsMaterial;
+  /** Written into every server connection ID for the XDP LB (see cid.ts). */
+  serverId: number;
+  /** Stateless retry before any state is created (default true). */
+  retry?: boolean;
+  maxConnections?: number;
+  onConnection: (conn: QuicConnection) => void;
+}
+
+export interface ClientEndpointOptions extends TransportOptions {
+  host?: string;
+  port?: number;
+  /** PEM CA bundle to verify the server against; with `insecure` no verification happens. */
+  caPem?: string;
+  insecure?: boolean;
+}
+
+/** What the application does with a connection's events; every handler is optional. */
+export interface ConnectionHandler {
+  onEstablished?(conn: QuicConnection): void;
+  onStreamReadable?(conn: QuicConnection, streamId: number): void;
+  /** Called for streams the application marked with wantWritable() once they have capacity again. */
+  onStreamWritable?(conn: QuicConnection, streamId: number): void;
+  onDatagram?(conn: QuicConnection, data: Buffer): void;
+  onClosed?(conn: QuicConnection, reason: CloseReason): void;
+}
+
+export interface CloseReason {
+  /** 'peer' and 'local' carry the CONNECTION_CLOSE code; 'idle' is the idle timeout. */
+  by: 'peer' | 'local' | 'idle' | 'endpoint';
+  isApp: boolean;
+  code: number;
+  reason: string;
+}
+
+export type DropReason = 'short' | 'header' | 'unknown-cid' | 'not-initial' | 'small-initial' | 'bad-token' | 'full' | 'recv-error' | 'accept-error';
+
+export interface EndpointStats {
+  packetsIn: number;
+  packetsOut: number;
+  bytesIn: number;
+  bytesOut: number;
+  handshakes: number;
+  retriesSent: number;
+  versionNegotiations: number;
+  sendErrors: number;
+  drops: Record<DropReason, number>;
+}
+
+const MAX_UDP = 65_535;
+
+function cidKey(cid: Uint8Array): string {
+  return Buffer.from(cid.buffer, cid.byteOffset, cid.length).toString('latin1');
+}
+
+function applyTransport(c: Config, o: TransportOptions): void {
+  c.setApplicationProtos(o.alpn ?? ['h3']);
+  c.setMaxIdleTimeout(o.idleTimeoutMs ?? 30_000);
+  c.setMaxRecvUdpPayloadSize(MAX_UDP);
+  c.setMaxSendUdpPayloadSize(o.maxUdpPayload ?? 1452);
+  const data = o.initialMaxData ?? 16 << 20;
+  const stream = o.initialMaxStreamData ?? 4 << 20;
+  c.setInitialMaxData(data);
+  c.setInitialMaxStreamDataBidiLocal(stream);
+  c.setInitialMaxStreamDataBidiRemote(stream);
+  c.setInitialMaxStreamDataUni(stream);
+  c.setInitialMaxStreamsBidi(o.initialMaxStreamsBidi ?? 256);
+  c.setInitialMaxStreamsUni(o.initialMaxStreamsUni ?? 16);
+  c.setMaxConnectionWindow(Math.max(data, 24 << 20));
+  c.setMaxStreamWindow(Math.max(stream, 16 << 20));
+  const q = o.datagramQueueLength ?? 1024;
+  c.enableDgram(true, q, q);
+  c.setCcAlgorithmName(resolveCongestionControl(o.congestionControl));
+  c.setDisableActiveMigration(true);
+}
+
+const enc = new TextEncoder();
+
+export function buildServerConfig(o: ServerEndpointOptions | (TransportOptions & { tls: TlsMaterial })): Config {
+  const c = quiche.Config.withBoringSslCtx(false, false, null, [enc.encode(o.tls.keyPem)], [enc.encode(o.tls.certPem)], null);
+  applyTransport(c, o);
+  return c;
+}
+
+export function buildClientConfig(o: ClientEndpointOptions): Config {
+  const c = o.insecure
+    ? quiche.Config.withBoringSslCtx(false, false, null, null, null, null)
+    : quiche.Config.withBoringSslCtx(true, false, o.caPem !== undefined ? enc.encode(o.caPem) : null, null, null, null);
+  if (!o.insecure && o.caPem === undefined) c.loadVerifyLocationsFromDirectory('/etc/ssl/certs');
+  applyTransport(c, o);
+  return c;
+}
+
+export class QuicConnection {
+  handler: ConnectionHandler = {};
+  /** Free for the application (e.g. its HTTP/3 session). */
+  app: unknown;
+  /** Set by the endpoint when it leaves the table. */
+  closed = false;
+  private established = false;
+  private writeWaiters: Set<number> | undefined;
+  /** @internal */ timer: NodeJS.Timeout | undefined;
+  /** @internal */ deadline = 0;
+  /** @internal */ keys: string[] = [];
+
+  constructor(
+    readonly native: Connection,
+    readonly endpoint: QuicEndpoint,
+    readonly peer: Host,
+    readonly local: Host,
+    /** Keeps the TLS context this connection was made with alive across reloads. */
+    readonly config: Config,
+  ) {}
+
+  get isEstablished(): boolean {
+    return this.established;
+  }
+
+  /** Writes as much as flow control allows now; returns the bytes taken (0 when blocked). */
+  streamSend(streamId: number, data: Uint8Array, fin = false): number {
+    let n: number | null;
+    try {
+      n = this.native.streamSend(streamId, data, fin);
+    } catch {
+      return 0;
+    }
+    this.endpoint.markDirty(this);
+    return n ?? 0;
+  }
+
+  /** Reads into buf: [bytes, fin] or null when nothing is there. */
+  streamRecv(streamId: number, buf: Uint8Array): [number, boolean] | null {
+    try {
+      const r = this.native.streamRecv(streamId, buf);
+      if (r) this.endpoint.markDirty(this); // MAX_STREAM_DATA may be due
+      return r;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Aborts a stream in one or both directions with an application error code. */
+  streamShutdown(streamId: number, code: number, direction: 'read' | 'write' | 'both' = 'both'): void {
+    for (const d of direction === 'both' ? (['read', 'write'] as const) : [direction]) {
+      try {
+        this.native.streamShutdown(streamId, d === 'read' ? quiche.Shutdown.Read : quiche.Shutdown.Write, code);
+      } catch {
+        /* already closed in that direction */
+      }
+    }
+    this.endpoint.markDirty(this);
+  }
+
+  streamCapacity(streamId: number): number {
+    try {
+      return this.native.streamCapacity(streamId);
+    } catch {
+      return 0;
+    }
+  }
+
+  /** Asks for one onStreamWritable call once the stream has room again. */
+  wantWritable(streamId: number): void {
+    (this.writeWaiters ??= new Set()).add(streamId);
+    this.endpoint.markDirty(this);
+  }
+
+  /** Queues a DATAGRAM frame; false when it does not fit or the queue is full (the caller counts the drop). */
+  datagramSend(data: Uint8Array): boolean {
+    try {
+      this.native.dgramSend(data);
+    } catch {
+      return false;
+    }
+    this.endpoint.markDirty(this);
+    return true;
+  }
+
+  datagramMaxSize(): number {
+    try {
+      return this.native.dgramMaxWritableLen() ?? 0;
+    } catch {
+      return 0;
+    }
+  }
+
+  close(isApp: boolean, code: number, reason = ''): void {
+    try {
+      this.native.close(isApp, code, enc.encode(reason));
+    } catch {
+      /* already closing */
+    }
+    this.endpoint.markDirty(this);
+  }
+
+  /** @internal Delivers application events after a batch of packets. */
+  dispatch(): void {
+    if (!this.established && this.native.isEstablished()) {
+      this.established = true;
+      this.endpoint.stats.handshakes++;
+      this.handler.onEstablished?.(this);
+    }
+    if (!this.established) return;
+    const h = this.handler;
+    if (h.onStreamReadable) for (const id of this.native.readable()) h.onStreamReadable(this, id);
+    if (this.writeWaiters && this.writeWaiters.size > 0 && h.onStreamWritable) {
+      for (const id of this.native.writable()) {
+        if (this.writeWaiters.delete(id)) h.onStreamWritable(this, id);
+      }
+    }
+    if (h.onDatagram) {
+      for (let i = 0; i < 4096; i++) {
+        const d = this.native.dgramRecvVec();
+        if (d === null) break;
+        h.onDatagram(this, Buffer.from(d.buffer, d.byteOffset, d.byteLength));
+      }
+    }
+  }
+}
+
+export class QuicEndpoint {
+  readonly stats: EndpointStats = {
+    packetsIn: 0, packetsOut: 0, bytesIn: 0, bytesOut: 0, handshakes: 0, retriesSent: 0, versionNegotiations: 0, sendErrors: 0,
+    drops: { short: 0, header: 0, 'unknown-cid': 0, 'not-initial': 0, 'small-initial': 0, 'bad-token': 0, full: 0, 'recv-error': 0, 'accept-error': 0 },
+  };
+  private readonly socket: Socket;
+  private readonly table = new Map<string, QuicConnection>();
+  private readonly connections = new Set<QuicConnection>();
+  private dirty = new Set<QuicConnection>();
+  private flushScheduled = false;
+  private local: Host = { host: '0.0.0.0', port: 0 };
+  private config: Config;
+  private readonly tokens = new RetryTokenKey();
+  private readonly sendBuf: Buffer;
+  private readonly maxUdpPayload: number;
+  private closing = false;
+
+  private constructor(
+    private readonly role: 'server' | 'client',
+    private readonly opts: ServerEndpointOptions | ClientEndpointOptions,
+    family: 'udp4' | 'udp6',
+  ) {
+    this.config = role === 'server' ? buildServerConfig(opts as ServerEndpointOptions) : buildClientConfig(opts as ClientEndpointOptions);
+    this.maxUdpPayload = opts.maxUdpPayload ?? 1452;
+    this.sendBuf = Buffer.allocUnsafe(this.maxUdpPayload);
+    this.socket = createSocket({ type: family, reuseAddr: false });
+    this.socket.on('message', (msg, rinfo) => this.onPacket(msg, rinfo));
+    this.socket.on('error', () => this.stats.sendErrors++);
+  }
+
+  static async listen(opts: ServerEndpointOptions): Promise<QuicEndpoint> {
+    const ep = new QuicEndpoint('server', opts, isIPv6(opts.host) ? 'udp6' : 'udp4');
+    await ep.bind(opts.host, opts.port);
+    return ep;
+  }
+
+  static async client(opts: ClientEndpointOptions = {}, family: 'udp4' | 'udp6' = 'udp4'): Promise<QuicEndpoint> {
+    const ep = new QuicEndpoint('client', opts, opts.host && isIPv6(opts.host) ? 'udp6' : family);
+    await ep.bind(opts.host ?? (family === 'udp6' ? '::' : '0.0.0.0'), opts.port ?? 0);
+    return ep;
+  }
+
+  private bind(host: string, port: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error) => reject(err);
+      this.socket.once('error', onError);
+      this.socket.bind(port, host, () => {
+        this.socket.off('error', onError);
+        try {
+          this.socket.setRecvBufferSize(8 << 20);
+          this.socket.setSendBufferSize(8 << 20);
+        } catch {
+          /* capped by net.core.*mem_max; not fatal */
+        }
+        const a = this.socket.address();
+        this.local = { host: a.address, port: a.port };
+        resolve();
+      });
+    });
+  }
+
+  get address(): Host {
+    return this.local;
+  }
+
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  /** New TLS material (SIGHUP): new connections use it, established ones keep theirs. */
+  setTls(tls: TlsMaterial): void {
+    if (this.role !== 'server') throw new Error('setTls is for server endpoints');
+    const next = buildServerConfig({ ...(this.opts as ServerEndpointOptions), tls });
+    (this.opts as ServerEndpointOptions).tls = tls;
+    this.config = next;
+  }
+
+  /** Opens a client connection; `serverName` is the SNI and the name verified in the certificate. */
+  connect(host: string, port: number, serverName: string, handler: ConnectionHandler = {}): QuicConnection {
+    if (this.role !== 'client') throw new Error('connect is for client endpoints');
+    const scid = newClientConnectionId();
+    const peer = { host, port };
+    const native = quiche.Connection.connect(serverName, scid, this.local, peer, this.config);
+    const conn = new QuicConnection(native, this, peer, this.local, this.config);
+    conn.handler = handler;
+    this.register(conn, scid);
+    this.markDirty(conn);
+    return conn;
+  }
+
+  private register(conn: QuicConnection, ...cids: Uint8Array[]): void {
+    for (const c of cids) {
+      const k = cidKey(c);
+      conn.keys.push(k);
+      this.table.set(k, conn);
+    }
+    this.connections.add(conn);
+  }
+
+  private drop(reason: DropReason): void {
+    this.stats.drops[reason]++;
+  }
+
+  private onPacket(msg: Buffer, rinfo: RemoteInfo): void {
+    this.stats.packetsIn++;
+    this.stats.bytesIn += msg.length;
+    if (msg.length < 1 + SERVER_CID_LENGTH) return this.drop('short');
+    let conn: QuicConnection | undefined;
+    // Short header: the DCID sits at a fixed offset; skip the native header parse on the hot path.
+    if ((msg[0]! & 0x80) === 0) {
+      conn = this.table.get(msg.toString('latin1', 1, 1 + SERVER_CID_LENGTH));
+      if (!conn) return this.drop('unknown-cid');
+    } else {
+      let hdr;
+      try {
+        hdr = quiche.Header.fromSlice(msg, SERVER_CID_LENGTH);
+      } catch {
+        return this.drop('header');
+      }
+      conn = this.table.get(cidKey(hdr.dcid));
+      if (!conn) {
+        if (this.role !== 'server' || this.closing) return this.drop('unknown-cid');
+        conn = this.accept(msg, rinfo, hdr);
+        if (!conn) return;
+      }
+    }
+    try {
+      conn.native.recv(msg, { from: { host: rinfo.address, port: rinfo.port }, to: this.local });
+    } catch {
+      // quiche drops undecryptable/invalid packets itself; a thrown error closes the connection (flushed below).
+      this.drop('recv-error');
+    }
+    this.markDirty(conn);
+  }
+
+  private accept(msg: Buffer, rinfo: RemoteInfo, hdr: { ty: number; version: number; dcid: Uint8Array; scid: Uint8Array; token?: Uint8Array }): QuicConnection | undefined {
+    const opts = this.opts as ServerEndpointOptions;
+    if (hdr.ty !== quiche.Type.Initial) return void this.drop('not-initial');
+    // Anti-amplification: a client Initial datagram is padded to at least 1200 bytes (RFC 9000 §14.1).
+    if (msg.length < 1200) return void this.drop('small-initial');
+    if (!quiche.versionIsSupported(hdr.version)) {
+      const out = Buffer.allocUnsafe(1200);
+      const n = quiche.negotiateVersion(hdr.scid, hdr.dcid, out);
+      this.stats.versionNegotiations++;
+      this.sendRaw(out.subarray(0, n), rinfo.port, rinfo.address);
+      return undefined;
+    }
+    if (this.connections.size >= (opts.maxConnections ?? 100_000)) return void this.drop('full');
+    let scid: Buffer;
+    let odcid: Buffer | null = null;
+    if (opts.retry !== false) {
+      const token = hdr.token;
+      if (!token || token.length === 0) {
+        const retryScid = newServerConnectionId(opts.serverId);
+        const t = this.tokens.mint(rinfo.address, hdr.dcid, retryScid);
+        const out = Buffer.allocUnsafe(1200);
+        const n = quiche.retry(hdr.scid, hdr.dcid, retryScid, t, hdr.version, out);
+        this.stats.retriesSent++;
+        this.sendRaw(out.subarray(0, n), rinfo.port, rinfo.address);
+        return undefined;
+      }
+      const v = this.tokens.validate(token, rinfo.address, hdr.dcid);
+      if ('rejected' in v) return void this.drop('bad-token');
+      odcid = v.odcid;
+      scid = Buffer.from(hdr.dcid);
+    } else {
+      scid = newServerConnectionId(opts.serverId);
+    }
+    const peer = { host: rinfo.address, port: rinfo.port };
+    let native: Connection;
+    try {
+      native = quiche.Connection.accept(scid, odcid, this.local, peer, this.config);
+    } catch {
+      return void this.drop('accept-error');
+    }
+    const conn = new QuicConnection(native, this, peer, this.local, this.config);
+    // Without retry the client keeps addressing its own random DCID until our first Initial arrives.
+    if (odcid === null) this.register(conn, scid, hdr.dcid);
+    else this.register(conn, scid);
+    opts.onConnection(conn);
+    return conn;
+  }
+
+  private sendRaw(buf: Buffer, port: number, host: string): void {
+    this.stats.packetsOut++;
+    this.stats.bytesOut += buf.length;
+    this.socket.send(buf, port, host);
+  }
+
+  /** @internal Schedules one flush of this connection after the current batch of packets. */
+  markDirty(conn: QuicConnection): void {
+    if (conn.closed) return;
+    this.dirty.add(conn);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushAll);
+    }
+  }
+
+  private readonly flushAll = (): void => {
+    this.flushScheduled = false;
+    // Application callbacks may dirty connections again; those wait for the next turn.
+    const batch = this.dirty;
+    this.dirty = new Set();
+    for (const conn of batch) {
+      if (conn.closed) continue;
+      try {
+        conn.dispatch();
+      } catch (err) {
+        // An application bug on one connection must not take the endpoint down: close that one.
+        conn.close(false, quiche.ConnectionErrorCode.InternalError, String((err as Error).message ?? err).slice(0, 100));
+      }
+      this.flush(conn);
+    }
+  };
+
+  private flush(conn: QuicConnection): void {
+    const native = conn.native;
+    for (;;) {
+      let r;
+      try {
+        r = native.send(this.sendBuf);
+      } catch {
+        break;
+      }
+      if (r === null) break;
+      const [n, info] = r;
+      this.sendRaw(Buffer.from(this.sendBuf.subarray(0, n)), info.to.port, info.to.host);
+    }
+    if (native.isClosed()) return this.retire(conn);
+    this.armTimer(conn);
+  }
+
+  private armTimer(conn: QuicConnection): void {
+    const t = conn.native.timeout();
+    if (t === null) {
+      if (conn.timer) clearTimeout(conn.timer);
+      conn.timer = undefined;
+      return;
+    }
+    const deadline = Date.now() + t;
+    // Re-arming a Node timer per packet costs more than the packet; keep one that fires early enough.
+    if (conn.timer && conn.deadline <= deadline && conn.deadline >= deadline - 5) return;
+    if (conn.timer) clearTimeout(conn.timer);
+    conn.deadline = deadline;
+    conn.timer = setTimeout(() => this.onTimer(conn), t);
+  }
+
+  private onTimer(conn: QuicConnection): void {
+    conn.timer = undefined;
+    if (conn.closed) return;
+    conn.native.onTimeout();
+    if (conn.native.isClosed()) return this.retire(conn);
+    this.markDirty(conn);
+  }
+
+  private retire(conn: QuicConnection): void {
+    if (conn.closed) return;
+    conn.closed = true;
+    if (conn.timer) clearTimeout(conn.timer);
+    conn.timer = undefined;
+    for (const k of conn.keys) if (this.table.get(k) === conn) this.table.delete(k);
+    this.connections.delete(conn);
+    this.dirty.delete(conn);
+    const n = conn.native;
+    let reason: CloseReason;
+    const peer = n.peerError();
+    const local = n.localError();
+    if (peer) reason = { by: 'peer', isApp: peer.isApp, code: peer.errorCode, reason: Buffer.from(peer.reason).toString('utf8') };
+    else if (local) reason = { by: 'local', isApp: local.isApp, code: local.errorCode, reason: Buffer.from(local.reason).toString('utf8') };
+    else if (n.isTimedOut()) reason = { by: 'idle', isApp: false, code: 0, reason: 'idle timeout' };
+    else reason = { by: 'endpoint', isApp: false, code: 0, reason: 'closed' };
+    conn.handler.onClosed?.(conn, reason);
+  }
+
+  /** Every live connection (for drain: GOAWAY, counting). */
+  *liveConnections(): IterableIterator<QuicConnection> {
+    yield* this.connections;
+  }
+
+  /**
+   * Closes every connection with the given code (application close when isApp), waits up to
+   * graceMs for the CONNECTION_CLOSE frames to leave, then closes the socket.
+   */
+  async close(opts: { isApp?: boolean; code?: number; reason?: string; graceMs?: number } = {}): Promise<void> {
+    this.closing = true;
+    for (const c of [...this.connections]) c.close(opts.isApp ?? false, opts.code ?? 0, opts.reason ?? 'endpoint closing');
+    this.flushAll();
+    const until = Date.now() + (opts.graceMs ?? 50);
+    while (Date.now() < until && this.dirty.size > 0) await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setTimeout(r, Math.min(20, opts.graceMs ?? 50)));
+    for (const c of [...this.connections]) this.retire(c);
+    await new Promise<void>((resolve) => this.socket.close(() => resolve()));
+  }
+}
