@@ -1,8 +1,8 @@
 // Helper processes for `make demo`, started inside the demo's namespaces (`node dist/bench/demo-roles.js <role> …`):
 //
-//   origin HTTP_PORT ECHO_PORT   HTTP server (GET /bytes/N answers N bytes, GET / says who asked) and a
-//                                UDP echo that tags each answer with the address it came from (the PoP
-//                                that masqueraded the client's tunnel traffic)
+//   origin HTTP_PORT ECHO_PORT ADDR[,ADDR]   HTTP server (GET /bytes/N answers N bytes, GET / says who
+//                                asked) and a UDP echo on each address that tags each answer with the
+//                                address it came from (the PoP that NATed the client's tunnel traffic)
 //   echo ADDRESS PORT TAG        UDP echo bound to ADDRESS (the anycast address on a PoP), tagging answers with TAG
 //   probe HOST PORT RATE         sends RATE numbered probes per second to HOST:PORT and prints a JSON line
 //                                each time the answering tag changes (when, sequence numbers, probes lost), and
@@ -14,7 +14,7 @@ import { createSocket } from 'node:dgram';
 
 const now = () => performance.timeOrigin + performance.now();
 
-function runOrigin(httpPort: number, echoPort: number): void {
+function runOrigin(httpPort: number, echoPort: number, addrs: string[]): void {
   const chunk = Buffer.alloc(64 * 1024, 0x61);
   const http = createServer((req, res) => {
     const m = /^\/bytes\/(\d{1,10})$/.exec(req.url ?? '');
@@ -38,14 +38,17 @@ function runOrigin(httpPort: number, echoPort: number): void {
     res.writeHead(200, { 'content-type': 'text/plain' });
     res.end(`hello from the origin; you reached me from ${req.socket.remoteAddress}\n`);
   });
-  const echo = createSocket('udp4');
-  echo.on('message', (msg, rinfo) => echo.send(Buffer.concat([msg, Buffer.from(rinfo.address)]), rinfo.port, rinfo.address));
   let up = 0;
   const ready = () => {
-    if (++up === 2) process.stdout.write('ready\n');
+    if (++up === 1 + addrs.length) process.stdout.write('ready\n');
   };
   http.listen(httpPort, '0.0.0.0', ready);
-  echo.bind(echoPort, '0.0.0.0', ready);
+  // one socket per address, so each answer leaves from the address the probe was sent to (NAT on the way back needs that)
+  for (const addr of addrs) {
+    const echo = createSocket('udp4');
+    echo.on('message', (msg, rinfo) => echo.send(Buffer.concat([msg, Buffer.from(rinfo.address)]), rinfo.port, rinfo.address));
+    echo.bind(echoPort, addr, ready);
+  }
 }
 
 function runEcho(address: string, port: number, tag: string): void {
@@ -64,11 +67,13 @@ function runProbe(host: string, port: number, rate: number): void {
   let lastTag: string | undefined;
   let lastSeq = -1;
   let lastSend = 0;
+  let lastRecv = 0;
   let answered = 0;
   let lastAnswer = now();
   let silent = false;
   sock.on('message', (msg) => {
-    lastAnswer = now();
+    const recv = now();
+    lastAnswer = recv;
     silent = false;
     if (msg.length < 13) return;
     const s = msg.readUInt32BE(0);
@@ -77,11 +82,12 @@ function runProbe(host: string, port: number, rate: number): void {
     answered++;
     if (s <= lastSeq) return; // late or reordered: switches are decided in sequence order
     if (tag !== lastTag) {
-      process.stdout.write(JSON.stringify({ from: lastTag ?? 'none', to: tag, lastFromSeq: lastSeq, lastFromSendMs: lastSend, firstToSeq: s, firstToSendMs: sent, lost: s - lastSeq - 1 }) + '\n');
+      process.stdout.write(JSON.stringify({ from: lastTag ?? 'none', to: tag, lastFromSeq: lastSeq, lastFromSendMs: lastSend, lastFromRecvMs: lastRecv, firstToSeq: s, firstToSendMs: sent, firstToRecvMs: recv, lost: s - lastSeq - 1 }) + '\n');
     }
     lastTag = tag;
     lastSeq = s;
     lastSend = sent;
+    lastRecv = recv;
   });
   const payload = Buffer.alloc(12);
   const t0 = now();
@@ -108,10 +114,10 @@ function runProbe(host: string, port: number, rate: number): void {
 }
 
 const [role, a, b, c] = process.argv.slice(2);
-if (role === 'origin') runOrigin(Number(a), Number(b));
+if (role === 'origin') runOrigin(Number(a), Number(b), (c ?? '0.0.0.0').split(','));
 else if (role === 'echo') runEcho(a!, Number(b), c ?? '?');
 else if (role === 'probe') runProbe(a!, Number(b), Number(c ?? 100));
 else {
-  process.stderr.write('usage: demo-roles origin HTTP_PORT ECHO_PORT | echo ADDRESS PORT TAG | probe HOST PORT RATE\n');
+  process.stderr.write('usage: demo-roles origin HTTP_PORT ECHO_PORT ADDR[,ADDR] | echo ADDRESS PORT TAG | probe HOST PORT RATE\n');
   process.exit(2);
 }

@@ -22,11 +22,12 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { Topology, run, uniqueName, type Namespace } from './testhosts.js';
-import { startAgent, runCli, type AgentProcess } from '../dataplane/testing.js';
+import { startAgent, runCli, CLI_PATH, type AgentProcess } from '../dataplane/testing.js';
 import { startRouterBird, waitForRoute, type RouterBird } from '../bgp/testing.js';
 import { generatePrivateKey, publicKeyFor } from '../tunnel/wireguard/keys.js';
 import { uapiSocketPath } from '../tunnel/wireguard/uapi-client.js';
 import { encodeCid } from '../xdp/index.js';
+import { generateSelfSigned, writeTlsMaterial } from '../tunnel/quic/index.js';
 import { quicLong, quicShort } from '../xdp/testing.js';
 import { clientTunnelFromWgQuick, startIssuerIn, httpIn, tokenFor, PROJECT, ISSUER_PORT } from '../tunnel/wireguard/testkit.js';
 
@@ -41,12 +42,14 @@ const ANYCAST = '198.51.100.1';
 const ADMIN_PORT = 9780;
 const ADMIN_TOKEN = `demo-admin-${process.pid}-${Math.random().toString(36).slice(2)}`;
 const ORIGIN = '10.0.100.2';
+/** A second origin address, routed to clients through MASQUE (WireGuard carries 10.0.100.0/24). */
+const ORIGIN_MASQUE = '10.0.101.2';
 const ORIGIN_HTTP = 8080;
 const ORIGIN_ECHO = 7001;
 const POP_ECHO = 7000;
 const WG_POOL = '10.77.0.0/24';
 const ATTACKER = '10.9.1.66';
-const RATE_PPS = 20_000;
+const RATE_PPS = 50_000;
 const PROBE_PPS = 200;
 const LB_PORT = 4433;
 const WORKERS = ['10.0.31.2', '10.0.32.2'];
@@ -123,6 +126,9 @@ interface Switch {
   to: string;
   lastFromSendMs: number;
   firstToSendMs: number;
+  /** When the last answer through the old path and the first through the new one arrived: the gap the client saw. */
+  lastFromRecvMs: number;
+  firstToRecvMs: number;
   lost: number;
 }
 
@@ -194,6 +200,7 @@ interface Pop {
   routerAddr: string;
   as: number;
   wgIf: string;
+  masqueTun: string;
   /** The router's MAC on the PoP link: the LB's next hop. */
   routerMac: string;
   healthFile: string;
@@ -201,7 +208,7 @@ interface Pop {
   agent?: AgentProcess;
 }
 
-function popYaml(p: Pop, o: { issuer: string; bpffs: string; wgKeyFile: string }): string {
+function popYaml(p: Pop, o: { issuer: string; bpffs: string; wgKeyFile: string; certFile: string; keyFile: string }): string {
   return `agent:
   name: pop-${p.name.toLowerCase()}
   stateDir: ${p.stateDir}
@@ -263,6 +270,19 @@ tunnel:
         endpoint: ${ANYCAST}:51820
         clientAllowedIPs: [10.0.100.0/24]
         persistentKeepalive: 0
+  masque:
+    enabled: true
+    listen: 0.0.0.0:443
+    serverId: ${p.as - 65000}
+    # short, so a client whose PoP went away notices within seconds (QUIC uses the smaller of both sides')
+    idleTimeout: 5s
+    tls: { certFile: ${o.certFile}, keyFile: ${o.keyFile} }
+    ip:
+      tun: ${p.masqueTun}
+      poolV4: 100.64.${p.as - 65000}.0/24
+      poolV6: fd00:cb:${p.as - 65000}::/64
+      routes: [10.0.101.0/24]
+      allowPrivate: true
 bgp:
   enabled: true
   routerId: ${p.addr}
@@ -298,8 +318,8 @@ function delta(after: CounterRow[], before: CounterRow[], action: string, reason
   return get(after) - get(before);
 }
 
-async function iperfGbps(client: Namespace, seconds: number): Promise<number> {
-  const out = await client.exec(['iperf3', '-c', ORIGIN, '-t', String(seconds), '-J'], { timeoutMs: (seconds + 20) * 1000 });
+async function iperfGbps(client: Namespace, seconds: number, server = ORIGIN): Promise<number> {
+  const out = await client.exec(['iperf3', '-c', server, '-t', String(seconds), '-J'], { timeoutMs: (seconds + 20) * 1000 });
   return (JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second;
 }
 
@@ -329,7 +349,7 @@ async function demo(topo: Topology, work: string): Promise<void> {
   const nsA = await topo.namespace('popa');
   const nsB = await topo.namespace('popb');
   await router.sysctl('net.ipv4.ip_forward', '1');
-  const [, originIf] = await topo.link(router, origin, { aAddr: '10.0.100.1/24', bAddr: `${ORIGIN}/24` });
+  const [, originIf] = await topo.link(router, origin, { aAddr: ['10.0.100.1/24', '10.0.101.1/24'], bAddr: [`${ORIGIN}/24`, `${ORIGIN_MASQUE}/24`] });
   await topo.link(router, idp, { aAddr: '10.0.200.1/24', bAddr: '10.0.200.2/24' });
   await topo.link(router, client, { aAddr: '10.9.0.1/24', bAddr: '10.9.0.2/24' });
   const [rAtk, atkIf] = await topo.link(router, attacker, { aAddr: '10.9.1.1/24', bAddr: `${ATTACKER}/24` });
@@ -362,7 +382,7 @@ async function demo(topo: Topology, work: string): Promise<void> {
     const stateDir = join(work, `pop-${name.toLowerCase()}`);
     mkdirSync(stateDir);
     const routerMac = (await router.exec(['cat', `/sys/class/net/${rEnd.ifname}/address`])).trim();
-    pops.push({ name, ns, ifname: pEnd.ifname, addr: `10.0.${n}.2`, routerAddr: `10.0.${n}.1`, as: 65000 + n, wgIf, routerMac, healthFile: join(work, `healthy-${name}`), stateDir });
+    pops.push({ name, ns, ifname: pEnd.ifname, addr: `10.0.${n}.2`, routerAddr: `10.0.${n}.1`, as: 65000 + n, wgIf, masqueTun: uniqueName('q'), routerMac, healthFile: join(work, `healthy-${name}`), stateDir });
   }
   const [a, b] = pops as [Pop, Pop];
   // QUIC workers the PoPs' load balancer sends to (IPIP through the router). This kernel has no IPIP
@@ -406,18 +426,22 @@ async function demo(topo: Topology, work: string): Promise<void> {
   const issuer = await startIssuerIn(topo, idp, `10.0.200.2:${ISSUER_PORT}`, work);
   say(`dev issuer up at ${issuer} (Zitadel-shaped discovery, JWKS, client_credentials; project ${PROJECT})`);
 
-  await startRole(origin, ['origin', String(ORIGIN_HTTP), String(ORIGIN_ECHO)]);
-  const iperfSrv = origin.spawn(['iperf3', '-s', '-B', ORIGIN]);
+  await startRole(origin, ['origin', String(ORIGIN_HTTP), String(ORIGIN_ECHO), `${ORIGIN},${ORIGIN_MASQUE}`]);
+  const iperfSrv = origin.spawn(['iperf3', '-s']);
   iperfSrv.stdout?.resume();
   iperfSrv.stderr?.resume();
-  say(`origin up: HTTP ${ORIGIN}:${ORIGIN_HTTP}, UDP echo :${ORIGIN_ECHO}, iperf3 -s`);
+  say(`origin up at ${ORIGIN} and ${ORIGIN_MASQUE}: HTTP :${ORIGIN_HTTP}, UDP echo :${ORIGIN_ECHO}, iperf3 -s`);
+  // One TLS certificate for the anycast MASQUE service, shared by both PoPs; the client trusts it by --ca.
+  const certFile = join(work, 'masque.crt');
+  const keyFile = join(work, 'masque.key');
+  writeTlsMaterial(await generateSelfSigned(['pop.demo', ANYCAST]), certFile, keyFile);
 
   // ---- the PoP agents ----
   const tAgents = performance.now();
   const started = await Promise.all(pops.map(async (p) => {
     writeFileSync(p.healthFile, '');
     const t = performance.now();
-    p.agent = await startAgent(popYaml(p, { issuer, bpffs, wgKeyFile }), { netns: p.ns.name, env: { CBR_LOG_LEVEL: 'info' } });
+    p.agent = await startAgent(popYaml(p, { issuer, bpffs, wgKeyFile, certFile, keyFile }), { netns: p.ns.name, env: { CBR_LOG_LEVEL: 'info' } });
     syncCleanups.push(() => rmSync(p.agent!.dir, { recursive: true, force: true }));
     if (VERBOSE) createInterface({ input: p.agent.proc.stdout! }).on('line', (l) => process.stdout.write(`  ${p.name}| ${l}\n`));
     await waitFor(`PoP ${p.name} to report healthy`, async () => {
@@ -426,7 +450,7 @@ async function demo(topo: Topology, work: string): Promise<void> {
     }, 45_000, 200);
     return performance.now() - t;
   }));
-  say(`PoP agents up and healthy: A in ${ms(started[0]!)}, B in ${ms(started[1]!)} (XDP filter attached, wireguard-go supervised, BIRD supervised, JWKS fetched)`);
+  say(`PoP agents up and healthy: A in ${ms(started[0]!)}, B in ${ms(started[1]!)} (XDP filter + LB attached, wireguard-go and BIRD supervised, MASQUE listening on UDP 443, JWKS fetched)`);
   const routes = await waitForRoute(rb.control, `${ANYCAST}/32`, (v) => v.from === 'pop_a' && v.protocols.includes('pop_b'), 30_000);
   check(routes.ok, `the router did not learn ${ANYCAST}/32 from both PoPs: ${JSON.stringify(routes.view)}`);
   say(`BGP: the router has ${ANYCAST}/32 from both PoPs, best via PoP A (${ms(performance.now() - tAgents)} after the agents started)`);
@@ -480,6 +504,47 @@ async function demo(topo: Topology, work: string): Promise<void> {
   const tunHop = await tunnelProbe.wait((s) => s.to === 'A' || s.to === 'B', 10_000, 'the tunnel probe to be answered');
   check(tunHop.to === 'A', `tunnel traffic went through PoP ${tunHop.to}, expected A`);
   detail(`UDP probes through the tunnel (${PROBE_PPS}/s) reach the origin via PoP A`);
+
+  // ---- MASQUE connect-ip ----
+  const secretFile = join(work, 'client-secret');
+  writeFileSync(secretFile, 'vpn-secret\n', { mode: 0o600 });
+  const tConnect = performance.now();
+  const masque = client.spawn([process.execPath, CLI_PATH, 'connect', '--server', `${ANYCAST}:443`, '--server-name', 'pop.demo', '--ca', certFile, '--issuer', issuer, '--client-id', 'vpn-client', '--client-secret-file', secretFile, '--project-id', PROJECT, '--mode', 'ip', '--tun', uniqueName('m')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  masque.stdout?.resume();
+  const masqueLines: string[] = [];
+  const masqueWaiters: Array<{ re: RegExp; from: number; resolve: (l: string) => void }> = [];
+  createInterface({ input: masque.stderr! }).on('line', (l) => {
+    masqueLines.push(l);
+    if (VERBOSE) process.stdout.write(`  masque| ${l}\n`);
+    for (const w of [...masqueWaiters]) if (masqueLines.length > w.from && w.re.test(l)) {
+      masqueWaiters.splice(masqueWaiters.indexOf(w), 1);
+      w.resolve(l);
+    }
+  });
+  const masqueSays = (re: RegExp, timeoutMs: number, from = 0): Promise<string> => {
+    const seen = masqueLines.slice(from).find((l) => re.test(l));
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const w = { re, from, resolve: (l: string) => { clearTimeout(t); resolve(l); } };
+      const t = setTimeout(() => {
+        masqueWaiters.splice(masqueWaiters.indexOf(w), 1);
+        reject(new Error(`cbr connect did not say ${re} within ${timeoutMs} ms:\n${masqueLines.slice(-10).join('\n')}`));
+      }, timeoutMs);
+      masqueWaiters.push(w);
+    });
+  };
+  const opened = await masqueSays(/session open: connect-ip/, 30_000);
+  say(`MASQUE: cbr connect (token by client_credentials, HTTP/3 Extended CONNECT connect-ip to ${ANYCAST}:443) → ${ms(performance.now() - tConnect)}: ${opened.replace(/^cbr connect: session open: connect-ip /, '')}`);
+  await waitFor('a ping through the MASQUE tunnel', async () => ((await client.ping(ORIGIN_MASQUE, { count: 1, timeoutS: 1 })) ? true : undefined), 15_000, 0);
+  const mFetch = (await client.exec(['curl', '-s', '-m', '60', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', `http://${ORIGIN_MASQUE}:${ORIGIN_HTTP}/bytes/20000000`])).trim().split(' ');
+  check(Number(mFetch[0]) === 20_000_000, `the 20 MB fetch through MASQUE got ${mFetch[0]} bytes`);
+  detail(`GET http://${ORIGIN_MASQUE}:${ORIGIN_HTTP}/bytes/20000000 through MASQUE: ${(Number(mFetch[1]) * 1000).toFixed(0)} ms (${fmtRate((20_000_000 * 8) / Number(mFetch[1]))})`);
+  const masqueBps = await iperfGbps(client, 3, ORIGIN_MASQUE);
+  detail(`iperf3 TCP 3 s through MASQUE: ${fmtRate(masqueBps)}`);
+  const masqueProbe = await Probe.start(client, ORIGIN_MASQUE, ORIGIN_ECHO, (addr) => (addr === a.addr ? 'A' : addr === b.addr ? 'B' : addr));
+  const mHop = await masqueProbe.wait((s) => s.to === 'A' || s.to === 'B', 10_000, 'the MASQUE probe to be answered');
+  check(mHop.to === 'A', `MASQUE traffic went through PoP ${mHop.to}, expected A`);
+  detail(`UDP probes through MASQUE (${PROBE_PPS}/s) reach the origin via PoP A`);
 
   // ---- the load balancer ----
   const workerPackets = async () => Promise.all(workers.map(async (w) => Number(/packets (\d+)/.exec(await w.ns.exec(['nft', 'list', 'table', 'netdev', 'cbrdemo']))![1])));
@@ -538,6 +603,8 @@ async function demo(topo: Topology, work: string): Promise<void> {
   await new Promise((r) => setTimeout(r, 300 + Math.random() * 200));
   const nAny = anycastProbe.switches.length;
   const nTun = tunnelProbe.switches.length;
+  const nMasque = masqueProbe.switches.length;
+  const nMasqueLines = masqueLines.length;
   const tFail = performance.now();
   const tFailWall = performance.timeOrigin + tFail;
   rmSync(a.healthFile, { force: true });
@@ -549,7 +616,7 @@ async function demo(topo: Topology, work: string): Promise<void> {
   check(gone.ok, `the router kept PoP A's route: ${JSON.stringify(gone.view)}`);
   detail(`the router withdrew PoP A's route ${ms((performance.now() - tFail))} after the failure; best path now via ${gone.view.from}`);
   const anySw = await anycastProbe.wait((s) => anycastProbe.switches.indexOf(s) >= nAny && s.to === 'B', 15_000, 'anycast probes to reach PoP B');
-  detail(`anycast probes: answered by B from ${ms(anySw.firstToSendMs - tFailWall)} after the failure; gap ${ms(anySw.firstToSendMs - anySw.lastFromSendMs)} (${anySw.lost} probes lost)`);
+  detail(`anycast probes: answered by B from ${ms(anySw.firstToRecvMs - tFailWall)} after the failure; no answers for ${ms(anySw.firstToRecvMs - anySw.lastFromRecvMs)} (${anySw.lost} probes lost)`);
   // The client's connection manager: after a second without answers it starts a fresh WireGuard
   // session (peer removed and added again, so the next packet sends a handshake initiation).
   // wireguard-go alone waits 15 s (keepalive 10 s + rekey 5 s), and in some runs here did not retry at all.
@@ -573,14 +640,18 @@ async function demo(topo: Topology, work: string): Promise<void> {
     }
     throw err;
   });
-  say(`WireGuard tunnel moved to PoP B: interruption ${ms(tunSw.firstToSendMs - tunSw.lastFromSendMs)} (${tunSw.lost} probes lost; the client starts a new handshake after 1 s without answers, and B knows its key)`);
+  say(`WireGuard tunnel moved to PoP B: interruption ${ms(tunSw.firstToRecvMs - tunSw.lastFromRecvMs)} without answers (${tunSw.lost} probes lost; the client starts a new handshake after 1 s without answers, and B knows its key)`);
   detail(`handshake initiations: client sent ${await initiations(client)}, PoP B received ${await initiations(b.ns)}`);
+  const mSw = await masqueProbe.wait((s) => masqueProbe.switches.indexOf(s) >= nMasque && s.to === 'B', 40_000, 'MASQUE traffic to resume through PoP B');
+  const reopened = await masqueSays(/session open: connect-ip/, 5_000, nMasqueLines).catch(() => '');
+  say(`MASQUE tunnel moved to PoP B: interruption ${ms(mSw.firstToRecvMs - mSw.lastFromRecvMs)} without answers (${mSw.lost} probes lost, the rest were held in the TUN queue and delivered late; cbr connect saw the QUIC idle timeout, 5 s, and reconnected${reopened ? ': ' + reopened.replace(/^cbr connect: session open: connect-ip /, '') : ''})`);
   const fetch2 = (await client.exec(['curl', '-s', '-m', '30', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', `http://${ORIGIN}:${ORIGIN_HTTP}/bytes/20000000`])).trim().split(' ');
   check(Number(fetch2[0]) === 20_000_000, `the fetch through PoP B got ${fetch2[0]} bytes`);
   detail(`GET /bytes/20000000 through PoP B: ${(Number(fetch2[1]) * 1000).toFixed(0)} ms (${fmtRate((20_000_000 * 8) / Number(fetch2[1]))})`);
 
   anycastProbe.stop();
   tunnelProbe.stop();
+  masqueProbe.stop();
 
   if (!ONCE) {
     say('done. The agents stay up; their metrics (Ctrl-C to stop and remove everything):');
@@ -593,6 +664,10 @@ async function demo(topo: Topology, work: string): Promise<void> {
     });
     process.stdout.write('\n');
   }
+  const masqueExit = new Promise<number | null>((resolve) => (masque.exitCode !== null ? resolve(masque.exitCode) : masque.once('exit', (c) => resolve(c))));
+  masque.kill('SIGINT');
+  const mCode = await masqueExit;
+  say(`cbr connect: Ctrl-C → exited ${mCode}, TUN removed`);
   for (const p of pops) {
     const r = await p.agent!.stop('SIGTERM');
     say(`PoP ${p.name}: SIGTERM → agent exited ${r.code ?? r.signal} in ${ms(r.ms)}`);
