@@ -39,8 +39,9 @@ test: build check-docs
 	@node scripts/clean-netns.mjs
 	@npm test
 
+# Two anycast PoPs, client and attacker in namespaces, narrated (ONCE=1: exit at the end, 0 if every step worked).
 demo: build
-	@node dist/bench/demo.js
+	@ONCE=$(ONCE) node dist/bench/demo.js
 
 # Every scenario, one after the other, then the scorecard (QUICK=1: short versions).
 bench: build

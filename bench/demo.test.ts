@@ -1,6 +1,6 @@
 // `make demo ONCE=1` end to end: the whole topology (router BIRD, dev issuer, origin, two PoP agents
-// with XDP + WireGuard + BGP, client, attacker), every step checked by the demo itself, exit 0, and
-// nothing left behind (namespaces, bpffs mount, temp dirs). Takes about a minute on an idle 2-core
+// with XDP filter + LB, WireGuard, MASQUE and BGP, client, attacker), every step checked by the demo itself, exit 0, and
+// nothing left behind (namespaces, bpffs mount, temp dirs). Takes 1.5-2.5 minutes on this shared 2-core
 // machine; bounded at 5 minutes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -28,10 +28,15 @@ test('make demo ONCE=1: every step works and everything is removed', { timeout: 
     /client: token from the dev issuer/,
     /POST \/v1\/wireguard\/peers via 198\.51\.100\.1 → 201/,
     /GET \/bytes\/20000000 through the tunnel: \d+ ms/,
+    /MASQUE: cbr connect .* connect-ip .*addresses 100\.64\.1\.\d+\/32/,
+    /through MASQUE: \d+ ms/,
+    /XDP load balancer on PoP A .*300 new flows → \d+ \/ \d+ by Maglev/,
     /cbr xdp stats on PoP A: drop\/ratelimit \+[\d,]+/,
     /drop\/denylist \+[\d,]+/,
     /the router withdrew PoP A's route \d+ ms after the failure/,
     /WireGuard tunnel moved to PoP B: interruption \d+ ms/,
+    /MASQUE tunnel moved to PoP B: interruption \d+ ms/,
+    /cbr connect: Ctrl-C → exited 0/,
     /PoP A: SIGTERM → agent exited 0/,
     /every step worked/,
   ]) assert.match(out, step);
