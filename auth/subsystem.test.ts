@@ -65,6 +65,6 @@ test('agent with auth: JWKS health check, admin API through the admin role, metr
 });
 
 test('agent refuses auth without issuer or audience, naming the field', async () => {
-  await assert.rejects(startAgent('auth:\n  enabled: true\n  audience: [p]\n', { waitMs: 5000 }), /auth\.issuer: required when auth is enabled/);
-  await assert.rejects(startAgent('auth:\n  enabled: true\n  issuer: http://127.0.0.1:9\n  introspection:\n    mode: introspect-opaque\n', { waitMs: 5000 }), /auth\.audience: required/);
+  await assert.rejects(startAgent('auth:\n  enabled: true\n  audience: [p]\n'), /auth\.issuer: required when auth is enabled/);
+  await assert.rejects(startAgent('auth:\n  enabled: true\n  issuer: http://127.0.0.1:9\n  introspection:\n    mode: introspect-opaque\n'), /auth\.audience: required/);
 });

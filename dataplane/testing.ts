@@ -132,7 +132,7 @@ export async function startAgent(yaml: string, opts: { env?: NodeJS.ProcessEnv; 
     exited,
   };
   if (opts.netns) return agent; // the caller probes inside the namespace
-  const until = Date.now() + (opts.waitMs ?? 15_000);
+  const until = Date.now() + (opts.waitMs ?? 30_000);
   for (;;) {
     const early = await Promise.race([exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), 50))]);
     if (early) throw new Error(`agent exited (${early.code ?? early.signal}) before serving:\n${logLines.join('\n')}`);
@@ -143,7 +143,7 @@ export async function startAgent(yaml: string, opts: { env?: NodeJS.ProcessEnv; 
     } catch {
       if (Date.now() > until) {
         proc.kill('SIGKILL');
-        throw new Error(`agent did not serve /healthz within ${opts.waitMs ?? 15_000} ms:\n${logLines.join('\n')}`);
+        throw new Error(`agent did not serve /healthz within ${opts.waitMs ?? 30_000} ms:\n${logLines.join('\n')}`);
       }
     }
   }

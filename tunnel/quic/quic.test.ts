@@ -170,3 +170,11 @@ test('certificate checks: wrong CA fails the handshake; setTls serves the new ce
     await server.close();
   }
 });
+
+test('server CIDs are the XDP load balancer\'s format: its decoder reads our server id', async () => {
+  const { decodeCid } = await import('../../xdp/index.js');
+  for (const id of [0, 1, 4242, 0xffff]) {
+    const fields = decodeCid(newServerConnectionId(id));
+    assert.deepEqual(fields, { configId: 0, serverId: id, length: SERVER_CID_LENGTH });
+  }
+});
