@@ -645,11 +645,11 @@ async function demo(topo: Topology, work: string): Promise<void> {
     }
     throw err;
   });
-  say(`WireGuard tunnel moved to PoP B: interruption ${ms(tunSw.firstToRecvMs - tunSw.lastFromRecvMs)} without answers (${tunSw.lost} probes lost; the client starts a new handshake after 1 s without answers, and B knows its key)`);
+  say(`WireGuard tunnel moved to PoP B: interruption ${ms(tunSw.firstToRecvMs - tunSw.lastFromRecvMs)} without answers, first answer through B ${ms(tunSw.firstToRecvMs - tFailWall)} after the failure (${tunSw.lost} probes lost; the client starts a new handshake after 1 s without answers, and B knows its key)`);
   detail(`handshake initiations: client sent ${await initiations(client)}, PoP B received ${await initiations(b.ns)}`);
   const mSw = await masqueProbe.wait((s) => masqueProbe.switches.indexOf(s) >= nMasque && s.to === 'B', 40_000, 'MASQUE traffic to resume through PoP B');
   const reopened = await masqueSays(/session open: connect-ip/, 5_000, nMasqueLines).catch(() => '');
-  say(`MASQUE tunnel moved to PoP B: interruption ${ms(mSw.firstToRecvMs - mSw.lastFromRecvMs)} without answers (${mSw.lost} probes lost, the rest were held in the TUN queue and delivered late; cbr connect saw the QUIC idle timeout, 5 s, and reconnected${reopened ? ': ' + reopened.replace(/^cbr connect: session open: connect-ip /, '') : ''})`);
+  say(`MASQUE tunnel moved to PoP B: last answer through A ${ms(mSw.lastFromRecvMs - tFailWall)} and first through B ${ms(mSw.firstToRecvMs - tFailWall)} after the failure (gap ${ms(mSw.firstToRecvMs - mSw.lastFromRecvMs)}, ${mSw.lost} probes lost; cbr connect saw the QUIC idle timeout, 5 s, and reconnected${reopened ? ': ' + reopened.replace(/^cbr connect: session open: connect-ip /, '') : ''})`);
   const fetch2 = (await client.exec(['curl', '-s', '-m', '30', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', `http://${ORIGIN}:${ORIGIN_HTTP}/bytes/20000000`])).trim().split(' ');
   check(Number(fetch2[0]) === 20_000_000, `the fetch through PoP B got ${fetch2[0]} bytes`);
   detail(`GET /bytes/20000000 through PoP B: ${(Number(fetch2[1]) * 1000).toFixed(0)} ms (${fmtRate((20_000_000 * 8) / Number(fetch2[1]))})`);
