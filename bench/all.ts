@@ -9,8 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { cpus, release } from 'node:os';
 import { readResult, summarize, renderTable, writeCharts, type ResultFile } from './report.js';
 import { RESULTS_DIR } from './results.js';
+import { SCENARIOS } from './scenarios.js';
 
-export const SCENARIOS = ['auth', 'xdp', 'masque', 'wireguard', 'failover'] as const;
 const HERE = dirname(fileURLToPath(import.meta.url));
 
 function runScenario(name: string, timeoutMs: number): Promise<{ code: number | null; ms: number }> {
@@ -59,7 +59,7 @@ async function main(): Promise<number> {
     join(RESULTS_DIR, 'summary.json'),
     JSON.stringify({ scenario: 'summary', when: new Date().toISOString(), machine: { cpus: cpus().length, kernel: release() }, quick, status, rows, charts }, null, 2) + '\n',
   );
-  process.stdout.write(`\nwrote bench/results/summary.json${charts.length ? ` and ${charts.join(', ')}` : ''}\n`);
+  process.stdout.write(`\nwrote ${join(RESULTS_DIR, 'summary.json')}${charts.length ? ` and ${charts.join(', ')}` : ''}\n`);
   for (const [s, st] of Object.entries(status)) process.stdout.write(`  ${s}: ${st}\n`);
   return broken ? 1 : 0;
 }

@@ -10,8 +10,11 @@ export interface BenchMetric {
   unit: string;
 }
 
-/** The repository's bench/results directory (dist/bench/results.js → ../../bench/results). */
-export const RESULTS_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'results');
+/**
+ * The repository's bench/results directory (dist/bench/results.js → ../../bench/results), or
+ * CBR_BENCH_RESULTS_DIR (the harness test writes there so a test run never replaces committed figures).
+ */
+export const RESULTS_DIR = process.env.CBR_BENCH_RESULTS_DIR || join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'results');
 
 export function writeBenchResult(scenario: string, results: Record<string, BenchMetric>, extra: Record<string, unknown> = {}, dir = RESULTS_DIR): string {
   for (const [k, m] of Object.entries(results)) {
