@@ -8,7 +8,7 @@ import type { BpfMap } from './libbpf.js';
 import { parsePrefix, parsePrefixList, lpmKey, decodeLpmKey, parseAddress, formatAddress, type ParsedPrefix } from './prefix.js';
 import { buildMaglevTable, diffTables, EMPTY_SLOT, type MaglevBackend } from './maglev.js';
 import {
-  encodeConfig, CFG_FLAGS, PROTO, addrKey, portKey, vipKey, vipValue, VIP_F_QUIC, encodeBackend, decodeBackend,
+  encodeConfig, decodeConfig, CFG_FLAGS, LIST_EMPTY_FLAG, PROTO, buildDstTable, encodePorts, DST_F_SERVICE, DST_F_VIP, vipKey, vipValue, VIP_F_QUIC, encodeBackend, decodeBackend,
   MAX_BACKENDS, SERVER_IDS, u32Key, u32Value, sumPerCpuCounters, ACTIONS, REASONS, REASON_SLOTS, type Action, type Reason,
 } from './maps.js';
 
@@ -53,8 +53,36 @@ export function mapSizesFor(cfg: XdpConfig) {
   };
 }
 
-export function writeConfigMap(p: XdpPipeline, cfg: XdpConfig, srcMac: Buffer): void {
+/** Anything with the pipeline's maps by name: a loaded XdpPipeline, or pinned maps opened by the CLI. */
+export interface MapSource {
+  map(name: string): BpfMap;
+}
+
+/** The *_EMPTY config bits for the list maps that hold nothing right now. */
+export function listEmptyFlags(p: MapSource): number {
   let flags = 0;
+  for (const [name, bit] of Object.entries(LIST_EMPTY_FLAG)) if (p.map(name).keys(1).length === 0) flags |= bit;
+  return flags;
+}
+
+/**
+ * Sets the list-empty bits of cbr_cfg to what the list maps hold, except that lists named in
+ * `filling` are marked non-empty whatever they hold (call with them before writing their entries,
+ * so the filter never skips a list that has entries; call again without them afterwards).
+ */
+export function refreshListFlags(p: MapSource, filling: string[] = []): void {
+  const cfgMap = p.map('cbr_cfg');
+  const cur = decodeConfig(cfgMap.lookup(u32Key(0))!);
+  let empty = listEmptyFlags(p);
+  for (const name of filling) empty &= ~(LIST_EMPTY_FLAG[name] ?? 0);
+  const allBits = Object.values(LIST_EMPTY_FLAG).reduce((a, b) => a | b, 0);
+  const flags = (cur.flags & ~allBits) | empty;
+  if (flags !== cur.flags) cfgMap.update(u32Key(0), encodeConfig({ ...cur, flags }));
+}
+
+export function writeConfigMap(p: XdpPipeline, cfg: XdpConfig, srcMac: Buffer): void {
+  let flags = listEmptyFlags(p);
+  if (cfg.lb.vips.length) flags |= CFG_FLAGS.LB;
   if (cfg.fragments === 'drop') flags |= CFG_FLAGS.FRAG_DROP;
   if (cfg.malformed === 'drop') flags |= CFG_FLAGS.MALFORMED_DROP;
   if (cfg.rateLimit.enabled) flags |= CFG_FLAGS.RATELIMIT;
@@ -116,8 +144,11 @@ export function syncLists(p: XdpPipeline, cfg: XdpConfig, state: ListState): Rec
     for (const pp of configPrefixes(cfg, kind)) put(pp, ORIGIN.config);
     const max = cfg[kind].maxEntries;
     if (want4.size > max || want6.size > max) throw new Error(`xdp.${kind}.maxEntries: ${Math.max(want4.size, want6.size)} prefixes do not fit in ${max} entries`);
+    const filling = [want4.size ? `cbr_${kind}4` : '', want6.size ? `cbr_${kind}6` : ''].filter(Boolean);
+    refreshListFlags(p, filling); // non-empty before the entries go in
     const a = syncLpm(p.map(`cbr_${kind}4`), want4);
     const b = syncLpm(p.map(`cbr_${kind}6`), want6);
+    refreshListFlags(p); // empty once they are gone
     out[kind] = { added: a.added + b.added, removed: a.removed + b.removed };
   }
   return out;
@@ -130,20 +161,44 @@ function syncSmall(map: BpfMap, want: Map<string, Buffer>, value: (k: string) =>
   for (const k of want.keys()) map.update(Buffer.from(k, 'hex'), value(k));
 }
 
-export function syncServices(p: XdpPipeline, cfg: XdpConfig): void {
-  const addrs = new Map(cfg.services.addresses.map((a) => [addrKey(a).toString('hex'), addrKey(a)]));
-  syncSmall(p.map('cbr_svc_addr'), addrs, () => u32Value(1));
-  const ports = new Map<string, Buffer>();
-  for (const r of cfg.services.allow) {
-    if (r.protocol === 'icmp') {
-      ports.set(portKey(PROTO.icmp, 0).toString('hex'), portKey(PROTO.icmp, 0));
-      ports.set(portKey(PROTO.icmpv6, 0).toString('hex'), portKey(PROTO.icmpv6, 0));
-    } else {
-      const k = portKey(PROTO[r.protocol], r.port!);
-      ports.set(k.toString('hex'), k);
-    }
+/**
+ * The destination table (service addresses and VIP addresses, with their flags) and the port policy
+ * bitmap. Only the table slots that changed are written; while they are written a packet can see a
+ * half-updated table for a moment (an address briefly unknown: not policy-checked, not balanced).
+ */
+export function syncServices(p: XdpPipeline, cfg: XdpConfig): { slotsChanged: number } {
+  const entries = new Map<string, number>();
+  const norm = (a: string) => {
+    const { family, addr } = parseAddress(a);
+    return formatAddress(family, addr);
+  };
+  for (const a of cfg.services.addresses) entries.set(norm(a), (entries.get(norm(a)) ?? 0) | DST_F_SERVICE);
+  for (const v of cfg.lb.vips) entries.set(norm(v.address), (entries.get(norm(v.address)) ?? 0) | DST_F_VIP);
+  let table: Buffer[];
+  try {
+    table = buildDstTable(entries);
+  } catch (err) {
+    throw new Error(`xdp.services.addresses: ${(err as Error).message}`);
   }
-  syncSmall(p.map('cbr_svc_port'), ports, () => u32Value(1));
+  const dst = p.map('cbr_dst');
+  const have = new Map<number, Buffer>();
+  for (const { key, value } of dst.lookupBatch(table.length)) have.set(key.readUInt32LE(), value);
+  const keys: Buffer[] = [];
+  const values: Buffer[] = [];
+  table.forEach((slot, i) => {
+    if (!have.get(i)?.equals(slot)) {
+      keys.push(u32Key(i));
+      values.push(slot);
+    }
+  });
+  if (keys.length) dst.updateBatch(keys, values);
+  const rules = { udp: [] as number[], tcp: [] as number[], icmp: false };
+  for (const r of cfg.services.allow) {
+    if (r.protocol === 'icmp') rules.icmp = true;
+    else rules[r.protocol].push(r.port!);
+  }
+  p.map('cbr_ports').update(u32Key(0), encodePorts(rules));
+  return { slotsChanged: keys.length };
 }
 
 export interface LbSyncResult {

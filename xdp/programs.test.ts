@@ -283,3 +283,72 @@ test('fuzz: random frames never abort and always count exactly one verdict', asy
 test('addresses used by the tests parse', () => {
   assert.equal(parseAddress(SVC6).family, 6);
 });
+
+test('frags: a multi-buffer frame (jumbo MTU) is judged by its whole length and counted in full', async () => {
+  await withTestPipeline(testConfig(BASE), (p) => {
+    // BPF_PROG_TEST_RUN puts what does not fit in one page into fragments (only for xdp.frags programs)
+    const big = buildPacket({ src: '192.0.2.1', dst: SVC4, dport: 443, payload: Buffer.alloc(8000, 7) });
+    const before = readCounters(p).find((r) => r.action === 'pass' && r.reason === 'ok')?.bytes ?? 0n;
+    expectVerdict(p, big, XDP_PASS, 'pass/ok', 'v4 8000-byte payload');
+    const after = readCounters(p).find((r) => r.action === 'pass' && r.reason === 'ok')!.bytes;
+    assert.equal(after - before, BigInt(big.length), 'bytes counted over all fragments');
+    expectVerdict(p, { src: '2001:db8::1', dst: SVC6, dport: 443, payload: Buffer.alloc(9000, 7) }, XDP_PASS, 'pass/ok', 'v6 9000-byte payload');
+    expectVerdict(p, { src: '192.0.2.1', dst: SVC4, dport: 53, payload: Buffer.alloc(8000, 7) }, XDP_DROP, 'drop/policy', 'big packet to a refused port');
+    expectVerdict(p, { src: '203.0.113.9', dst: SVC4, dport: 443, payload: Buffer.alloc(8000, 7) }, XDP_DROP, 'drop/denylist', 'big packet from a denied source');
+    // an IP length beyond the whole frame is still truncated
+    const cut = Buffer.from(big);
+    cut.writeUInt16BE(big.length - 14 + 100, 16);
+    expectVerdict(p, cut, XDP_DROP, 'drop/truncated', 'IPv4 length past the last fragment');
+  });
+});
+
+test('lists: the filter skips empty lists by config flags, and a prefix added live is never skipped', async () => {
+  const { refreshListFlags } = await import('./control.js');
+  const { decodeConfig, encodeConfig, CFG_FLAGS, u32Key } = await import('./maps.js');
+  const { lpmKey, parsePrefix } = await import('./prefix.js');
+  await withTestPipeline(testConfig({ services: BASE.services }), (p) => {
+    const flags = () => decodeConfig(p.map('cbr_cfg').lookup(u32Key(0))!).flags;
+    const all = CFG_FLAGS.DENY4_EMPTY | CFG_FLAGS.DENY6_EMPTY | CFG_FLAGS.ALLOW4_EMPTY | CFG_FLAGS.ALLOW6_EMPTY;
+    assert.equal(flags() & all, all, 'all four lists empty');
+    expectVerdict(p, { src: '203.0.113.9', dst: SVC4 }, XDP_PASS, 'pass/ok', 'nothing denied yet');
+    // the live add path: mark non-empty, then write
+    refreshListFlags(p, ['cbr_deny4']);
+    assert.equal(flags() & CFG_FLAGS.DENY4_EMPTY, 0);
+    p.map('cbr_deny4').update(lpmKey(parsePrefix('203.0.113.0/24')), Buffer.from([2, 0, 0, 0]));
+    refreshListFlags(p);
+    assert.equal(flags() & all, all & ~CFG_FLAGS.DENY4_EMPTY, 'only deny4 holds something');
+    expectVerdict(p, { src: '203.0.113.9', dst: SVC4 }, XDP_DROP, 'drop/denylist', 'added live');
+    // a config value without the empty bits (an older agent's) makes the filter look, never skip
+    const cur = decodeConfig(p.map('cbr_cfg').lookup(u32Key(0))!);
+    p.map('cbr_cfg').update(u32Key(0), encodeConfig({ ...cur, flags: cur.flags & ~all }));
+    expectVerdict(p, { src: '203.0.113.9', dst: SVC4 }, XDP_DROP, 'drop/denylist', 'no empty bits at all');
+    expectVerdict(p, { src: '192.0.2.1', dst: SVC4 }, XDP_PASS, 'pass/ok', 'no empty bits, not listed');
+    // the flag only skips: a stale "empty" bit over a non-empty list is what refreshListFlags prevents
+    p.map('cbr_deny4').delete(lpmKey(parsePrefix('203.0.113.0/24')));
+    refreshListFlags(p);
+    assert.equal(flags() & all, all, 'empty again');
+    expectVerdict(p, { src: '203.0.113.9', dst: SVC4 }, XDP_PASS, 'pass/ok', 'removed live');
+  });
+});
+
+test('services: addresses that share a home slot in the destination table are all found, others are not', async () => {
+  const { dstHome, DST_PROBES } = await import('./maps.js');
+  // the first DST_PROBES + 1 addresses of 10.77.0.0/16 with the home slot of 10.77.0.1
+  const home = dstHome(4, parseAddress('10.77.0.1').addr);
+  const same: string[] = [];
+  for (let i = 1; i < 65536 && same.length <= DST_PROBES; i++) {
+    const a = `10.77.${i >> 8}.${i & 255}`;
+    if (dstHome(4, parseAddress(a).addr) === home) same.push(a);
+  }
+  assert.equal(same.length, DST_PROBES + 1);
+  const services = same.slice(0, DST_PROBES);
+  await withTestPipeline(testConfig({ services: { addresses: [...services, SVC6] } }), (p) => {
+    for (const a of services) {
+      expectVerdict(p, { src: '192.0.2.1', dst: a, dport: 53 }, XDP_DROP, 'drop/policy', `service ${a} (shared home slot)`);
+      expectVerdict(p, { src: '192.0.2.1', dst: a, dport: 443 }, XDP_PASS, 'pass/ok', `service ${a} port 443`);
+    }
+    expectVerdict(p, { src: '192.0.2.1', dst: same[DST_PROBES]!, dport: 53 }, XDP_PASS, 'pass/ok', 'same home slot, not a service address');
+    expectVerdict(p, { src: '2001:db8::1', dst: SVC6, dport: 53 }, XDP_DROP, 'drop/policy', 'v6 service');
+  });
+  await assert.rejects(withTestPipeline(testConfig({ services: { addresses: same } }), () => undefined), /xdp\.services\.addresses: .*no free slot/);
+});
