@@ -8,7 +8,7 @@ import type { BpfMap } from './libbpf.js';
 import { parsePrefix, parsePrefixList, lpmKey, decodeLpmKey, parseAddress, formatAddress, type ParsedPrefix } from './prefix.js';
 import { buildMaglevTable, diffTables, EMPTY_SLOT, type MaglevBackend } from './maglev.js';
 import {
-  encodeConfig, decodeConfig, CFG_FLAGS, LIST_EMPTY_FLAG, PROTO, buildDstTable, encodePorts, DST_F_SERVICE, DST_F_VIP, vipKey, vipValue, VIP_F_QUIC, encodeBackend, decodeBackend,
+  encodeConfig, decodeConfig, CFG_FLAGS, LIST_EMPTY_FLAG, PROTO, buildDstTable, encodePorts, newPre4Bits, setPre4Bits, encodePre4, PRE4_ENTRIES, DST_F_SERVICE, DST_F_VIP, vipKey, vipValue, VIP_F_QUIC, encodeBackend, decodeBackend,
   MAX_BACKENDS, SERVER_IDS, u32Key, u32Value, sumPerCpuCounters, ACTIONS, REASONS, REASON_SLOTS, type Action, type Reason,
 } from './maps.js';
 
@@ -81,7 +81,8 @@ export function refreshListFlags(p: MapSource, filling: string[] = []): void {
 }
 
 export function writeConfigMap(p: XdpPipeline, cfg: XdpConfig, srcMac: Buffer): void {
-  let flags = listEmptyFlags(p);
+  // PRE4 is syncLists' to set (once cbr_pre4 matches the lists); kept as it is here
+  let flags = listEmptyFlags(p) | (decodeConfig(p.map('cbr_cfg').lookup(u32Key(0))!).flags & CFG_FLAGS.PRE4);
   if (cfg.lb.vips.length) flags |= CFG_FLAGS.LB;
   if (cfg.fragments === 'drop') flags |= CFG_FLAGS.FRAG_DROP;
   if (cfg.malformed === 'drop') flags |= CFG_FLAGS.MALFORMED_DROP;
@@ -133,9 +134,74 @@ export interface ListState {
   api: Record<ListKind, string[]>;
 }
 
-/** Syncs both families of both lists from config plus API-added prefixes. */
+/**
+ * Writes the cbr_pre4 entries that differ from `want` (a function of the entry index); returns how
+ * many. `have` is the map's current contents, updated in place.
+ */
+function writePre4(map: BpfMap, have: Buffer[], want: (i: number) => Buffer): number {
+  const keys: Buffer[] = [];
+  const values: Buffer[] = [];
+  for (let i = 0; i < PRE4_ENTRIES; i++) {
+    const v = want(i);
+    if (!v.equals(have[i]!)) {
+      keys.push(u32Key(i));
+      values.push(v);
+      have[i] = v;
+    }
+  }
+  if (keys.length) map.updateBatch(keys, values);
+  return keys.length;
+}
+
+/**
+ * Sets the prefilter bits of one IPv4 prefix before it goes into its list (the live add paths).
+ * Removing a prefix leaves its bits: a set bit only costs an LPM lookup; the next sync clears it.
+ */
+export function pre4Add(p: MapSource, kind: ListKind, prefix: ParsedPrefix): void {
+  if (prefix.family !== 4) return;
+  const map = p.map('cbr_pre4');
+  const first = prefix.addr.readUInt32BE(0) >>> 8;
+  const count = prefix.length >= 24 ? 1 : 2 ** (24 - prefix.length);
+  const off = kind === 'deny' ? 0 : 8;
+  const keys: Buffer[] = [];
+  const values: Buffer[] = [];
+  for (let e = first >>> 6; e <= (first + count - 1) >>> 6; e++) {
+    const v = map.lookup(u32Key(e))!;
+    let word = v.readBigUInt64LE(off);
+    for (let b = 0; b < 64; b++) {
+      const s24 = e * 64 + b;
+      if (s24 >= first && s24 < first + count) word |= 1n << BigInt(b);
+    }
+    v.writeBigUInt64LE(word, off);
+    keys.push(u32Key(e));
+    values.push(v);
+  }
+  map.updateBatch(keys, values);
+}
+
+/**
+ * Adds one prefix to a live list (the API and the direct CLI path): the list is marked non-empty
+ * and its prefilter bits are set before the entry goes in, so the filter never skips it.
+ */
+export function liveListAdd(p: MapSource, kind: ListKind, prefix: ParsedPrefix, origin: number): void {
+  const name = `cbr_${kind}${prefix.family}`;
+  refreshListFlags(p, [name]);
+  pre4Add(p, kind, prefix);
+  p.map(name).update(lpmKey(prefix), u32Value(origin));
+}
+
+/** Removes one prefix from a live list; false when it was not there. */
+export function liveListDelete(p: MapSource, kind: ListKind, prefix: ParsedPrefix): boolean {
+  const removed = p.map(`cbr_${kind}${prefix.family}`).delete(lpmKey(prefix));
+  refreshListFlags(p); // the filter skips a list once it is empty
+  return removed;
+}
+
+/** Syncs both families of both lists from config plus API-added prefixes, and the IPv4 prefilter. */
 export function syncLists(p: XdpPipeline, cfg: XdpConfig, state: ListState): Record<ListKind, SyncCounts> {
   const out = {} as Record<ListKind, SyncCounts>;
+  const wants = {} as Record<ListKind, { want4: Map<string, { prefix: ParsedPrefix; origin: number }>; want6: Map<string, { prefix: ParsedPrefix; origin: number }> }>;
+  const bits = { deny: newPre4Bits(), allow: newPre4Bits() };
   for (const kind of ['deny', 'allow'] as const) {
     const want4 = new Map<string, { prefix: ParsedPrefix; origin: number }>();
     const want6 = new Map<string, { prefix: ParsedPrefix; origin: number }>();
@@ -144,6 +210,23 @@ export function syncLists(p: XdpPipeline, cfg: XdpConfig, state: ListState): Rec
     for (const pp of configPrefixes(cfg, kind)) put(pp, ORIGIN.config);
     const max = cfg[kind].maxEntries;
     if (want4.size > max || want6.size > max) throw new Error(`xdp.${kind}.maxEntries: ${Math.max(want4.size, want6.size)} prefixes do not fit in ${max} entries`);
+    for (const e of want4.values()) setPre4Bits(bits[kind], e.prefix);
+    wants[kind] = { want4, want6 };
+  }
+  // The prefilter stays a superset of the lists throughout: old | new bits before the tries change,
+  // exactly the new bits after.
+  const preMap = p.map('cbr_pre4');
+  const have: Buffer[] = Array.from({ length: PRE4_ENTRIES }, () => Buffer.alloc(16));
+  for (const { key, value } of preMap.lookupBatch(65536)) have[key.readUInt32LE()] = value;
+  const exact = (i: number) => encodePre4(bits.deny, bits.allow, i);
+  writePre4(preMap, have, (i) => {
+    const a = have[i]!;
+    const b = exact(i);
+    for (let j = 0; j < 16; j++) b[j] = b[j]! | a[j]!;
+    return b;
+  });
+  for (const kind of ['deny', 'allow'] as const) {
+    const { want4, want6 } = wants[kind];
     const filling = [want4.size ? `cbr_${kind}4` : '', want6.size ? `cbr_${kind}6` : ''].filter(Boolean);
     refreshListFlags(p, filling); // non-empty before the entries go in
     const a = syncLpm(p.map(`cbr_${kind}4`), want4);
@@ -151,6 +234,10 @@ export function syncLists(p: XdpPipeline, cfg: XdpConfig, state: ListState): Rec
     refreshListFlags(p); // empty once they are gone
     out[kind] = { added: a.added + b.added, removed: a.removed + b.removed };
   }
+  writePre4(preMap, have, exact);
+  const cfgMap = p.map('cbr_cfg');
+  const cur = decodeConfig(cfgMap.lookup(u32Key(0))!);
+  if (!(cur.flags & CFG_FLAGS.PRE4)) cfgMap.update(u32Key(0), encodeConfig({ ...cur, flags: cur.flags | CFG_FLAGS.PRE4 }));
   return out;
 }
 

@@ -10,10 +10,9 @@ import type { Command } from 'commander';
 import { HttpError, withAdminOptions, adminClientFromOptions, AdminClientError, type SubsystemFactory, type CommandRegistrar, type AgentContext, type Subsystem, type CbrConfig } from '../dataplane/index.js';
 import type { XdpConfig } from './config.js';
 import { XdpPipeline, attachXdp, attachStatus, detachXdp, pinDirFor, interfaceMac } from './loader.js';
-import { writeConfigMap, syncLists, syncServices, syncLb, readCounters, refreshListFlags, mapSizesFor, configPrefixes, ORIGIN, type ListKind, type ListState, type CounterRow } from './control.js';
-import { parsePrefix, lpmKey, PrefixError } from './prefix.js';
+import { writeConfigMap, syncLists, syncServices, syncLb, readCounters, liveListAdd, liveListDelete, mapSizesFor, configPrefixes, ORIGIN, type ListKind, type ListState, type CounterRow } from './control.js';
+import { parsePrefix, PrefixError } from './prefix.js';
 import { BpfMap, BpfError, u32KeyBuf } from './libbpf.js';
-import { u32Value } from './maps.js';
 
 export { xdpConfigSchema, type XdpConfig } from './config.js';
 export { encodeCid, decodeCid, CidError, CID_MIN_LEN, CID_MAX_LEN, CID_UNROUTABLE_CONFIG, type CidFields } from './cid.js';
@@ -216,8 +215,7 @@ class XdpSubsystem implements Subsystem {
             this.lists = next;
           }
           const inConfig = configPrefixes(this.cfg, kind).some((c) => c.text === prefix.text);
-          refreshListFlags(p, [`cbr_${kind}${prefix.family}`]); // marked non-empty before the entry goes in
-          p.map(`cbr_${kind}${prefix.family}`).update(lpmKey(prefix), u32Value(inConfig ? ORIGIN.config : ORIGIN.api));
+          liveListAdd(p, kind, prefix, inConfig ? ORIGIN.config : ORIGIN.api);
           this.ctx.log.info({ list: kind, prefix: prefix.text }, 'xdp list entry added');
           return { body: { list: kind, prefix: prefix.text, added: true } };
         }),
@@ -238,8 +236,7 @@ class XdpSubsystem implements Subsystem {
           const next: ListState = { api: { ...this.lists.api, [kind]: list.filter((t) => t !== prefix.text) } };
           saveListState(this.ctx.stateDir, next);
           this.lists = next;
-          this.pipeline!.map(`cbr_${kind}${prefix.family}`).delete(lpmKey(prefix));
-          refreshListFlags(this.pipeline!); // the filter skips a list once it is empty
+          liveListDelete(this.pipeline!, kind, prefix);
           this.ctx.log.info({ list: kind, prefix: prefix.text }, 'xdp list entry removed');
           return { body: { list: kind, prefix: prefix.text, removed: true } };
         }),
@@ -327,18 +324,11 @@ async function listCommand(kind: ListKind, action: 'add' | 'del', prefixText: st
   // Agent not running: write the pinned map directly. The agent's next start re-syncs lists from
   // its config and state file, so this is for emergencies; it says so.
   const { pinDir } = directPinDir(opts);
-  const name = `cbr_${kind}${prefix.family}`;
   const maps = new Map<string, BpfMap>();
   const pinned = { map: (n: string) => maps.get(n) ?? maps.set(n, BpfMap.fromPin(join(pinDir, n))).get(n)! };
   try {
-    const map = pinned.map(name);
-    if (action === 'add') {
-      refreshListFlags(pinned, [name]); // the filter must not skip this list once it has the entry
-      map.update(lpmKey(prefix), u32Value(ORIGIN.api));
-    } else {
-      if (!map.delete(lpmKey(prefix))) throw new Error(`${prefix.text} is not in the pinned ${kind} list`);
-      refreshListFlags(pinned);
-    }
+    if (action === 'add') liveListAdd(pinned, kind, prefix, ORIGIN.api);
+    else if (!liveListDelete(pinned, kind, prefix)) throw new Error(`${prefix.text} is not in the pinned ${kind} list`);
   } finally {
     for (const m of maps.values()) m.close();
   }

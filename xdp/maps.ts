@@ -35,6 +35,7 @@ export const LAYOUTS = {
   cbr_rl_key: { size: 16, fields: { family: { offset: 0, size: 1 }, pad: { offset: 1, size: 7 }, addr: { offset: 8, size: 8 } } },
   cbr_rl_state: { size: 16, fields: { tokens_ns: { offset: 0, size: 8 }, last_ns: { offset: 8, size: 8 } } },
   cbr_dst: { size: 20, fields: { addr: { offset: 0, size: 16 }, family: { offset: 16, size: 1 }, flags: { offset: 17, size: 1 }, pad: { offset: 18, size: 2 } } },
+  cbr_pre4: { size: 16, fields: { deny: { offset: 0, size: 8 }, allow: { offset: 8, size: 8 } } },
   cbr_ports: { size: 16392, fields: { udp: { offset: 0, size: 8192 }, tcp: { offset: 8192, size: 8192 }, icmp: { offset: 16384, size: 4 }, pad: { offset: 16388, size: 4 } } },
   cbr_parse: {
     size: 16,
@@ -73,6 +74,7 @@ export const CFG_FLAGS = {
   ALLOW4_EMPTY: 1 << 6,
   ALLOW6_EMPTY: 1 << 7,
   LB: 1 << 8,
+  PRE4: 1 << 9,
 } as const;
 /** The config flag saying list map `cbr_<kind><family>` is empty. */
 export const LIST_EMPTY_FLAG: Record<string, number> = {
@@ -94,7 +96,7 @@ export const SERVER_IDS = 65536;
 export const PROTO = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58 } as const;
 
 /** Map names as in the C objects; the loader pins each under <pinDir>/<name>. */
-export const FILTER_MAPS = ['cbr_cfg', 'cbr_stats', 'cbr_scratch', 'cbr_deny4', 'cbr_deny6', 'cbr_allow4', 'cbr_allow6', 'cbr_rl', 'cbr_dst', 'cbr_ports', 'cbr_progs'] as const;
+export const FILTER_MAPS = ['cbr_cfg', 'cbr_stats', 'cbr_scratch', 'cbr_deny4', 'cbr_deny6', 'cbr_allow4', 'cbr_allow6', 'cbr_rl', 'cbr_pre4', 'cbr_dst', 'cbr_ports', 'cbr_progs'] as const;
 export const LB_MAPS = ['cbr_cfg', 'cbr_stats', 'cbr_scratch', 'cbr_vips', 'cbr_ring', 'cbr_backends', 'cbr_server_ids'] as const;
 
 export interface XdpConfigValue {
@@ -193,6 +195,36 @@ export function buildDstTable(entries: Map<string, number>): Buffer[] {
     if (!placed) throw new DstTableError(`${address}: no free slot within ${DST_PROBES} of its home slot in the ${DST_SLOTS}-slot destination table (too many service and VIP addresses)`);
   }
   return slots;
+}
+
+/** cbr_pre4 entries: one per 64 /24s of the IPv4 space. */
+export const PRE4_ENTRIES = 1 << 18;
+
+/** One bit per /24 of the IPv4 space (2^24 bits in 32-bit words); the filter's prefilter per list. */
+export function newPre4Bits(): Uint32Array {
+  return new Uint32Array((1 << 24) / 32);
+}
+
+/** Sets the bits of every /24 the IPv4 prefix overlaps. */
+export function setPre4Bits(bits: Uint32Array, prefix: ParsedPrefix): void {
+  if (prefix.family !== 4) return;
+  const first = prefix.addr.readUInt32BE(0) >>> 8;
+  const count = prefix.length >= 24 ? 1 : 2 ** (24 - prefix.length);
+  let i = first;
+  const end = first + count;
+  for (; i < end && i & 31; i++) bits[i >>> 5] = bits[i >>> 5]! | (1 << (i & 31));
+  for (; i + 32 <= end; i += 32) bits[i >>> 5] = 0xffffffff;
+  for (; i < end; i++) bits[i >>> 5] = bits[i >>> 5]! | (1 << (i & 31));
+}
+
+/** struct cbr_pre4 for entry `i` from the deny and allow bitmaps. */
+export function encodePre4(deny: Uint32Array, allow: Uint32Array, i: number): Buffer {
+  const b = Buffer.alloc(LAYOUTS.cbr_pre4.size);
+  b.writeUInt32LE(deny[2 * i]! >>> 0, 0);
+  b.writeUInt32LE(deny[2 * i + 1]! >>> 0, 4);
+  b.writeUInt32LE(allow[2 * i]! >>> 0, 8);
+  b.writeUInt32LE(allow[2 * i + 1]! >>> 0, 12);
+  return b;
 }
 
 /** struct cbr_ports: the port policy bitmap. */

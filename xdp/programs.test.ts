@@ -303,31 +303,64 @@ test('frags: a multi-buffer frame (jumbo MTU) is judged by its whole length and 
 });
 
 test('lists: the filter skips empty lists by config flags, and a prefix added live is never skipped', async () => {
-  const { refreshListFlags } = await import('./control.js');
+  const { liveListAdd, liveListDelete, ORIGIN } = await import('./control.js');
   const { decodeConfig, encodeConfig, CFG_FLAGS, u32Key } = await import('./maps.js');
-  const { lpmKey, parsePrefix } = await import('./prefix.js');
+  const { parsePrefix } = await import('./prefix.js');
   await withTestPipeline(testConfig({ services: BASE.services }), (p) => {
     const flags = () => decodeConfig(p.map('cbr_cfg').lookup(u32Key(0))!).flags;
     const all = CFG_FLAGS.DENY4_EMPTY | CFG_FLAGS.DENY6_EMPTY | CFG_FLAGS.ALLOW4_EMPTY | CFG_FLAGS.ALLOW6_EMPTY;
     assert.equal(flags() & all, all, 'all four lists empty');
+    assert.ok(flags() & CFG_FLAGS.PRE4, 'the IPv4 prefilter is in use after a sync');
     expectVerdict(p, { src: '203.0.113.9', dst: SVC4 }, XDP_PASS, 'pass/ok', 'nothing denied yet');
-    // the live add path: mark non-empty, then write
-    refreshListFlags(p, ['cbr_deny4']);
-    assert.equal(flags() & CFG_FLAGS.DENY4_EMPTY, 0);
-    p.map('cbr_deny4').update(lpmKey(parsePrefix('203.0.113.0/24')), Buffer.from([2, 0, 0, 0]));
-    refreshListFlags(p);
-    assert.equal(flags() & all, all & ~CFG_FLAGS.DENY4_EMPTY, 'only deny4 holds something');
-    expectVerdict(p, { src: '203.0.113.9', dst: SVC4 }, XDP_DROP, 'drop/denylist', 'added live');
-    // a config value without the empty bits (an older agent's) makes the filter look, never skip
+    liveListAdd(p, 'deny', parsePrefix('203.0.113.0/24'), ORIGIN.api);
+    liveListAdd(p, 'deny', parsePrefix('2001:db8:bad::/48'), ORIGIN.api);
+    assert.equal(flags() & all, CFG_FLAGS.ALLOW4_EMPTY | CFG_FLAGS.ALLOW6_EMPTY, 'deny lists hold something');
+    expectVerdict(p, { src: '203.0.113.9', dst: SVC4 }, XDP_DROP, 'drop/denylist', 'v4 added live');
+    expectVerdict(p, { src: '2001:db8:bad::9', dst: SVC6 }, XDP_DROP, 'drop/denylist', 'v6 added live');
+    expectVerdict(p, { src: '203.0.114.9', dst: SVC4 }, XDP_PASS, 'pass/ok', 'next /24 is not denied');
+    // a /8 through the prefilter: every /24 inside it is asked, allow wins over deny
+    liveListAdd(p, 'deny', parsePrefix('100.0.0.0/8'), ORIGIN.api);
+    liveListAdd(p, 'allow', parsePrefix('100.200.3.4/32'), ORIGIN.api);
+    for (const src of ['100.0.0.1', '100.127.255.254', '100.255.255.255', '100.200.3.5']) expectVerdict(p, { src, dst: SVC4 }, XDP_DROP, 'drop/denylist', `${src} in 100/8`);
+    expectVerdict(p, { src: '100.200.3.4', dst: SVC4 }, XDP_PASS, 'pass/allowlist', 'allowlisted inside the denied /8');
+    expectVerdict(p, { src: '101.0.0.1', dst: SVC4 }, XDP_PASS, 'pass/ok', 'just past 100/8');
+    // a config value without the empty and prefilter bits (an older agent's) makes the filter look, never skip
     const cur = decodeConfig(p.map('cbr_cfg').lookup(u32Key(0))!);
-    p.map('cbr_cfg').update(u32Key(0), encodeConfig({ ...cur, flags: cur.flags & ~all }));
-    expectVerdict(p, { src: '203.0.113.9', dst: SVC4 }, XDP_DROP, 'drop/denylist', 'no empty bits at all');
-    expectVerdict(p, { src: '192.0.2.1', dst: SVC4 }, XDP_PASS, 'pass/ok', 'no empty bits, not listed');
-    // the flag only skips: a stale "empty" bit over a non-empty list is what refreshListFlags prevents
-    p.map('cbr_deny4').delete(lpmKey(parsePrefix('203.0.113.0/24')));
-    refreshListFlags(p);
+    p.map('cbr_cfg').update(u32Key(0), encodeConfig({ ...cur, flags: cur.flags & ~(all | CFG_FLAGS.PRE4) }));
+    expectVerdict(p, { src: '203.0.113.9', dst: SVC4 }, XDP_DROP, 'drop/denylist', 'no flags at all');
+    expectVerdict(p, { src: '192.0.2.1', dst: SVC4 }, XDP_PASS, 'pass/ok', 'no flags, not listed');
+    p.map('cbr_cfg').update(u32Key(0), encodeConfig(cur));
+    for (const [kind, t] of [['deny', '203.0.113.0/24'], ['deny', '2001:db8:bad::/48'], ['deny', '100.0.0.0/8'], ['allow', '100.200.3.4/32']] as const) {
+      assert.equal(liveListDelete(p, kind, parsePrefix(t)), true, t);
+    }
+    assert.equal(liveListDelete(p, 'deny', parsePrefix('203.0.113.0/24')), false, 'already gone');
     assert.equal(flags() & all, all, 'empty again');
     expectVerdict(p, { src: '203.0.113.9', dst: SVC4 }, XDP_PASS, 'pass/ok', 'removed live');
+    expectVerdict(p, { src: '100.0.0.1', dst: SVC4 }, XDP_PASS, 'pass/ok', '/8 removed live');
+  });
+});
+
+test('lists: the IPv4 prefilter agrees with the LPM tries for random lists and sources', async () => {
+  const prefixes = fc.sample(fc.tuple(fc.integer({ min: 1, max: 0xfffffffe }), fc.integer({ min: 8, max: 32 })), { numRuns: 300, seed: 42 }).map(([a, l]) => `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}/${l}`);
+  const { parsePrefix } = await import('./prefix.js');
+  const deny = prefixes.slice(0, 200).map((t) => parsePrefix(t).text);
+  const allow = prefixes.slice(200).map((t) => parsePrefix(t).text);
+  await withTestPipeline(testConfig({ deny: { prefixes: deny }, allow: { prefixes: allow } }), (p) => {
+    const inside = (src: number, list: string[]) =>
+      list.some((t) => {
+        const [a, l] = t.split('/');
+        const n = a!.split('.').reduce((x, o) => x * 256 + Number(o), 0);
+        const len = Number(l);
+        return len === 0 || src >>> (32 - len) === n >>> (32 - len);
+      });
+    // sources inside listed prefixes, next to them, and anywhere
+    const near = deny.concat(allow).map((t) => t.split('/')[0]!.split('.').reduce((x, o) => x * 256 + Number(o), 0));
+    const sources = near.flatMap((n) => [n, (n + 1) >>> 0, (n + 256) >>> 0, (n - 1) >>> 0]).concat(fc.sample(fc.integer({ min: 0, max: 0xffffffff }), { numRuns: 200, seed: 7 }));
+    for (const s of sources) {
+      const src = `${s >>> 24}.${(s >>> 16) & 255}.${(s >>> 8) & 255}.${s & 255}`;
+      const want = inside(s, allow) ? 'pass/allowlist' : inside(s, deny) ? 'drop/denylist' : 'pass/ok';
+      expectVerdict(p, { src, dst: '192.0.2.200' }, want === 'drop/denylist' ? XDP_DROP : XDP_PASS, want, src);
+    }
   });
 });
 

@@ -46,6 +46,17 @@ enum cbr_reason {
 #define CBR_F_ALLOW4_EMPTY   (1u << 6)
 #define CBR_F_ALLOW6_EMPTY   (1u << 7)
 #define CBR_F_LB             (1u << 8) /* some VIP exists: look up destinations for the VIP flag */
+#define CBR_F_PRE4           (1u << 9) /* cbr_pre4 is maintained: trust its clear bits */
+
+/* IPv4 list prefilter: one bit per /24 of the IPv4 space and list, set when some prefix of that
+ * list overlaps the /24 (a superset is fine: a set bit only means "ask the LPM trie"). Entry i holds
+ * the /24s i*64 .. i*64+63, bit b for /24 i*64+b. A legitimate source outside every list costs one
+ * inlined array lookup instead of an LPM walk. */
+#define CBR_PRE4_ENTRIES (1u << 18)
+struct cbr_pre4 {
+	__u64 deny;
+	__u64 allow;
+};
 
 /* Global knobs, one entry in the cbr_cfg array. */
 struct cbr_config {

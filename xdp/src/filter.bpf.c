@@ -51,6 +51,13 @@ struct {
 } cbr_allow6 SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CBR_PRE4_ENTRIES);
+	__type(key, __u32);
+	__type(value, struct cbr_pre4);
+} cbr_pre4 SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct cbr_rl_key);
@@ -216,9 +223,21 @@ int cbr_filter(struct xdp_md *ctx)
 			return bad_packet(ctx, cfg, CBR_R_TRUNCATED);
 		struct cbr_lpm4 k4 = { .prefixlen = 32 };
 		__builtin_memcpy(k4.addr, &ip->saddr, 4);
-		if (!(flags & CBR_F_ALLOW4_EMPTY) && bpf_map_lookup_elem(&cbr_allow4, &k4)) {
+		int ask_allow = !(flags & CBR_F_ALLOW4_EMPTY);
+		int ask_deny = !(flags & CBR_F_DENY4_EMPTY);
+		if ((ask_allow | ask_deny) && (flags & CBR_F_PRE4)) {
+			__u32 s24 = bpf_ntohl(ip->saddr) >> 8;
+			__u32 idx = s24 >> 6;
+			struct cbr_pre4 *pre = bpf_map_lookup_elem(&cbr_pre4, &idx);
+			if (pre) {
+				__u64 bit = 1ull << (s24 & 63);
+				ask_allow = ask_allow && (pre->allow & bit);
+				ask_deny = ask_deny && (pre->deny & bit);
+			}
+		}
+		if (ask_allow && bpf_map_lookup_elem(&cbr_allow4, &k4)) {
 			reason = CBR_R_ALLOWLIST;
-		} else if (!(flags & CBR_F_DENY4_EMPTY) && bpf_map_lookup_elem(&cbr_deny4, &k4)) {
+		} else if (ask_deny && bpf_map_lookup_elem(&cbr_deny4, &k4)) {
 			return cbr_count(ctx, CBR_ACT_DROP, CBR_R_DENYLIST);
 		}
 		rlk.family = 4;
