@@ -60,7 +60,8 @@ function denyList(n: number): string[] {
     if (a >>> 24 === 192 || a >>> 24 === 0) continue;
     out.push(`${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}/${len}`);
   }
-  out.push('203.0.113.0/24'); // the denied bench source
+  out.push('203.0.113.0/24'); // the denied bench source (a whole /24: dropped by the prefilter's bit)
+  out.push('198.18.0.77/32'); // a denied /32: the hit needs the LPM trie
   return out;
 }
 
@@ -68,6 +69,7 @@ async function testRunBench(): Promise<Record<string, BenchMetric>> {
   // A legitimate packet: UDP to port 443 of a service address (the policy checks it and lets it through).
   const pkt = buildPacket({ src: '192.0.2.1', dst: '198.51.100.1', dport: 443, payload: Buffer.alloc(18, 1) });
   const denied = buildPacket({ src: '203.0.113.9', dst: '198.51.100.1', dport: 443, payload: Buffer.alloc(18, 1) });
+  const denied32 = buildPacket({ src: '198.18.0.77', dst: '198.51.100.1', dport: 443, payload: Buffer.alloc(18, 1) });
   const wg = buildPacket({ src: '192.0.2.1', dst: '198.51.100.1', dport: 51820, payload: Buffer.alloc(18, 1) });
   const deny = denyList(100_000);
   const services = { addresses: ['198.51.100.1'] };
@@ -100,6 +102,7 @@ async function testRunBench(): Promise<Record<string, BenchMetric>> {
       { name: 'ns_bare_pass', fd: bare.progFd('cbr_bare'), pkt, want: XDP_PASS },
       { name: 'ns_filter_pass', fd: filter.p.filterFd, pkt, want: XDP_PASS },
       { name: 'ns_filter_deny_100k', fd: filter.p.filterFd, pkt: denied, want: XDP_DROP },
+      { name: 'ns_filter_deny_100k_trie', fd: filter.p.filterFd, pkt: denied32, want: XDP_DROP },
       { name: 'ns_filter_ratelimit', fd: rl.p.filterFd, pkt, want: XDP_PASS },
       { name: 'ns_lb_hash', fd: lb.p.filterFd, pkt: hashPkt, want: XDP_TX },
       { name: 'ns_lb_cid', fd: lb.p.filterFd, pkt: cidPkt, want: XDP_TX },
@@ -131,7 +134,7 @@ async function main(): Promise<void> {
   if (process.env.SKIP_FLOOD !== '1') Object.assign(results, await floodBench({ quick: QUICK, say }));
   const path = writeBenchResult('xdp', results, {
     notes: {
-      method: `ns/packet from BPF_PROG_TEST_RUN (kernel-timed, whole ns), ${REPEAT} back-to-back runs per measurement; every case including the bare baseline measured once per round in a rotating order, ${ROUNDS} rounds after one warm-up round, median per case. Filter and LB figures are the whole pipeline (filter, tail call, LB). Repeated runs reuse one buffer, so the LB figures come from lb_bench.bpf.o, the same source built with CBR_BENCH_RESTORE, which undoes its encapsulation at the end (one extra adjust_head and 14-byte copy: the figures overstate the LB slightly). (Single runs with repeat=1 were tried and rejected: the user-space calls between them cool the caches and the figures read 3-6x high.) The bare figure is mostly the test-run loop itself (local_bh_disable/enable and the timer per run), so ratio_* compare against a near-empty denominator: ns_*_over_bare is the program's own cost. ns_filter_pass_lb_loaded: UDP 51820 to the same service address with the LB loaded (not a VIP). ns_filter_pass_no_lists: the filter with empty lists, policy on.`,
+      method: `ns/packet from BPF_PROG_TEST_RUN (kernel-timed, whole ns), ${REPEAT} back-to-back runs per measurement; every case including the bare baseline measured once per round in a rotating order, ${ROUNDS} rounds after one warm-up round, median per case. Filter and LB figures are the whole pipeline (filter, tail call, LB). Repeated runs reuse one buffer, so the LB figures come from lb_bench.bpf.o, the same source built with CBR_BENCH_RESTORE, which undoes its encapsulation at the end (one extra adjust_head and 14-byte copy: the figures overstate the LB slightly). (Single runs with repeat=1 were tried and rejected: the user-space calls between them cool the caches and the figures read 3-6x high.) The bare figure is mostly the test-run loop itself (local_bh_disable/enable and the timer per run), so ratio_* compare against a near-empty denominator: ns_*_over_bare is the program's own cost. ns_filter_pass_lb_loaded: UDP 51820 to the same service address with the LB loaded (not a VIP). ns_filter_pass_no_lists: the filter with empty lists, policy on. ns_filter_deny_100k: the source is in a denied /24 (the IPv4 prefilter's whole-/24 bit drops it); ns_filter_deny_100k_trie: a denied /32, found by the LPM trie. The bench sends from one source, so the prefilter entry it reads stays in cache.`,
       packets: '82-byte IPv4/UDP from 192.0.2.1 to port 443 of the service address 198.51.100.1 (the legit case: policy checked, allowed); deny list of 100k IPv4 prefixes (/16-/32) in the LPM trie; LB with 16 backends, Maglev ring 65537',
       machine: 'shared 2-core VM with other jobs running: figures are noisy',
     },

@@ -8,7 +8,7 @@ import type { BpfMap } from './libbpf.js';
 import { parsePrefix, parsePrefixList, lpmKey, decodeLpmKey, parseAddress, formatAddress, type ParsedPrefix } from './prefix.js';
 import { buildMaglevTable, diffTables, EMPTY_SLOT, type MaglevBackend } from './maglev.js';
 import {
-  encodeConfig, decodeConfig, CFG_FLAGS, LIST_EMPTY_FLAG, PROTO, buildDstTable, encodePorts, newPre4Bits, setPre4Bits, encodePre4, PRE4_ENTRIES, DST_F_SERVICE, DST_F_VIP, vipKey, vipValue, VIP_F_QUIC, encodeBackend, decodeBackend,
+  encodeConfig, decodeConfig, CFG_FLAGS, LIST_EMPTY_FLAG, PROTO, buildDstTable, encodePorts, newPre4Bits, setPre4Bits, encodePre4, pre4Range, PRE4_ENTRIES, PRE4_FIELD, DST_F_SERVICE, DST_F_VIP, vipKey, vipValue, VIP_F_QUIC, encodeBackend, decodeBackend,
   MAX_BACKENDS, SERVER_IDS, u32Key, u32Value, sumPerCpuCounters, ACTIONS, REASONS, REASON_SLOTS, type Action, type Reason,
 } from './maps.js';
 
@@ -153,26 +153,19 @@ function writePre4(map: BpfMap, have: Buffer[], want: (i: number) => Buffer): nu
   return keys.length;
 }
 
-/**
- * Sets the prefilter bits of one IPv4 prefix before it goes into its list (the live add paths).
- * Removing a prefix leaves its bits: a set bit only costs an LPM lookup; the next sync clears it.
- */
-export function pre4Add(p: MapSource, kind: ListKind, prefix: ParsedPrefix): void {
+/** Sets or clears one cbr_pre4 bitmap over the /24s of an IPv4 prefix (read-modify-write). */
+function pre4Update(p: MapSource, prefix: ParsedPrefix, field: keyof typeof PRE4_FIELD, set: boolean): void {
   if (prefix.family !== 4) return;
   const map = p.map('cbr_pre4');
-  const first = prefix.addr.readUInt32BE(0) >>> 8;
-  const count = prefix.length >= 24 ? 1 : 2 ** (24 - prefix.length);
-  const off = kind === 'deny' ? 0 : 8;
+  const { first, count } = pre4Range(prefix);
   const keys: Buffer[] = [];
   const values: Buffer[] = [];
   for (let e = first >>> 6; e <= (first + count - 1) >>> 6; e++) {
     const v = map.lookup(u32Key(e))!;
-    let word = v.readBigUInt64LE(off);
-    for (let b = 0; b < 64; b++) {
-      const s24 = e * 64 + b;
-      if (s24 >= first && s24 < first + count) word |= 1n << BigInt(b);
-    }
-    v.writeBigUInt64LE(word, off);
+    let mask = 0n;
+    for (let b = 0; b < 64; b++) if (e * 64 + b >= first && e * 64 + b < first + count) mask |= 1n << BigInt(b);
+    const word = v.readBigUInt64LE(PRE4_FIELD[field]);
+    v.writeBigUInt64LE(set ? word | mask : word & ~mask, PRE4_FIELD[field]);
     keys.push(u32Key(e));
     values.push(v);
   }
@@ -186,12 +179,15 @@ export function pre4Add(p: MapSource, kind: ListKind, prefix: ParsedPrefix): voi
 export function liveListAdd(p: MapSource, kind: ListKind, prefix: ParsedPrefix, origin: number): void {
   const name = `cbr_${kind}${prefix.family}`;
   refreshListFlags(p, [name]);
-  pre4Add(p, kind, prefix);
+  pre4Update(p, prefix, kind, true); // "ask the trie" bits; deny_full bits are left to the next sync
   p.map(name).update(lpmKey(prefix), u32Value(origin));
 }
 
 /** Removes one prefix from a live list; false when it was not there. */
 export function liveListDelete(p: MapSource, kind: ListKind, prefix: ParsedPrefix): boolean {
+  // no /24 may drop by its deny_full bit once the prefix is gone: clear them first (a cleared bit
+  // only sends the /24 to the trie); the "ask" bits stay until the next sync
+  if (kind === 'deny') pre4Update(p, prefix, 'denyFull', false);
   const removed = p.map(`cbr_${kind}${prefix.family}`).delete(lpmKey(prefix));
   refreshListFlags(p); // the filter skips a list once it is empty
   return removed;
@@ -201,7 +197,7 @@ export function liveListDelete(p: MapSource, kind: ListKind, prefix: ParsedPrefi
 export function syncLists(p: XdpPipeline, cfg: XdpConfig, state: ListState): Record<ListKind, SyncCounts> {
   const out = {} as Record<ListKind, SyncCounts>;
   const wants = {} as Record<ListKind, { want4: Map<string, { prefix: ParsedPrefix; origin: number }>; want6: Map<string, { prefix: ParsedPrefix; origin: number }> }>;
-  const bits = { deny: newPre4Bits(), allow: newPre4Bits() };
+  const bits = { deny: newPre4Bits(), allow: newPre4Bits(), denyFull: newPre4Bits() };
   for (const kind of ['deny', 'allow'] as const) {
     const want4 = new Map<string, { prefix: ParsedPrefix; origin: number }>();
     const want6 = new Map<string, { prefix: ParsedPrefix; origin: number }>();
@@ -210,19 +206,24 @@ export function syncLists(p: XdpPipeline, cfg: XdpConfig, state: ListState): Rec
     for (const pp of configPrefixes(cfg, kind)) put(pp, ORIGIN.config);
     const max = cfg[kind].maxEntries;
     if (want4.size > max || want6.size > max) throw new Error(`xdp.${kind}.maxEntries: ${Math.max(want4.size, want6.size)} prefixes do not fit in ${max} entries`);
-    for (const e of want4.values()) setPre4Bits(bits[kind], e.prefix);
+    for (const e of want4.values()) {
+      setPre4Bits(bits[kind], e.prefix);
+      if (kind === 'deny') setPre4Bits(bits.denyFull, e.prefix, true);
+    }
     wants[kind] = { want4, want6 };
   }
-  // The prefilter stays a superset of the lists throughout: old | new bits before the tries change,
-  // exactly the new bits after.
+  // While the tries change, the "ask" bits hold old | new (a superset of both) and the deny_full
+  // bits old & new (true of both); exactly the new bits after.
   const preMap = p.map('cbr_pre4');
-  const have: Buffer[] = Array.from({ length: PRE4_ENTRIES }, () => Buffer.alloc(16));
+  const size = preMap.valueSize;
+  const have: Buffer[] = Array.from({ length: PRE4_ENTRIES }, () => Buffer.alloc(size));
   for (const { key, value } of preMap.lookupBatch(65536)) have[key.readUInt32LE()] = value;
-  const exact = (i: number) => encodePre4(bits.deny, bits.allow, i);
+  const exact = (i: number) => encodePre4(bits, i);
   writePre4(preMap, have, (i) => {
     const a = have[i]!;
     const b = exact(i);
-    for (let j = 0; j < 16; j++) b[j] = b[j]! | a[j]!;
+    for (let j = 0; j < PRE4_FIELD.denyFull; j++) b[j] = b[j]! | a[j]!;
+    for (let j = PRE4_FIELD.denyFull; j < PRE4_FIELD.denyFull + 8; j++) b[j] = b[j]! & a[j]!;
     return b;
   });
   for (const kind of ['deny', 'allow'] as const) {

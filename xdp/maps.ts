@@ -35,7 +35,7 @@ export const LAYOUTS = {
   cbr_rl_key: { size: 16, fields: { family: { offset: 0, size: 1 }, pad: { offset: 1, size: 7 }, addr: { offset: 8, size: 8 } } },
   cbr_rl_state: { size: 16, fields: { tokens_ns: { offset: 0, size: 8 }, last_ns: { offset: 8, size: 8 } } },
   cbr_dst: { size: 20, fields: { addr: { offset: 0, size: 16 }, family: { offset: 16, size: 1 }, flags: { offset: 17, size: 1 }, pad: { offset: 18, size: 2 } } },
-  cbr_pre4: { size: 16, fields: { deny: { offset: 0, size: 8 }, allow: { offset: 8, size: 8 } } },
+  cbr_pre4: { size: 32, fields: { deny: { offset: 0, size: 8 }, allow: { offset: 8, size: 8 }, deny_full: { offset: 16, size: 8 }, pad: { offset: 24, size: 8 } } },
   cbr_ports: { size: 16392, fields: { udp: { offset: 0, size: 8192 }, tcp: { offset: 8192, size: 8192 }, icmp: { offset: 16384, size: 4 }, pad: { offset: 16388, size: 4 } } },
   cbr_parse: {
     size: 16,
@@ -205,11 +205,15 @@ export function newPre4Bits(): Uint32Array {
   return new Uint32Array((1 << 24) / 32);
 }
 
-/** Sets the bits of every /24 the IPv4 prefix overlaps. */
-export function setPre4Bits(bits: Uint32Array, prefix: ParsedPrefix): void {
-  if (prefix.family !== 4) return;
-  const first = prefix.addr.readUInt32BE(0) >>> 8;
-  const count = prefix.length >= 24 ? 1 : 2 ** (24 - prefix.length);
+/** The /24s an IPv4 prefix overlaps: [first, first + count). */
+export function pre4Range(prefix: ParsedPrefix): { first: number; count: number } {
+  return { first: prefix.addr.readUInt32BE(0) >>> 8, count: prefix.length >= 24 ? 1 : 2 ** (24 - prefix.length) };
+}
+
+/** Sets the bits of every /24 the IPv4 prefix overlaps (`full`: only the /24s it covers whole). */
+export function setPre4Bits(bits: Uint32Array, prefix: ParsedPrefix, full = false): void {
+  if (prefix.family !== 4 || (full && prefix.length > 24)) return;
+  const { first, count } = pre4Range(prefix);
   let i = first;
   const end = first + count;
   for (; i < end && i & 31; i++) bits[i >>> 5] = bits[i >>> 5]! | (1 << (i & 31));
@@ -217,13 +221,15 @@ export function setPre4Bits(bits: Uint32Array, prefix: ParsedPrefix): void {
   for (; i < end; i++) bits[i >>> 5] = bits[i >>> 5]! | (1 << (i & 31));
 }
 
-/** struct cbr_pre4 for entry `i` from the deny and allow bitmaps. */
-export function encodePre4(deny: Uint32Array, allow: Uint32Array, i: number): Buffer {
+export const PRE4_FIELD = { deny: 0, allow: 8, denyFull: 16 } as const;
+
+/** struct cbr_pre4 for entry `i` from the deny, allow and deny-full bitmaps. */
+export function encodePre4(bits: { deny: Uint32Array; allow: Uint32Array; denyFull: Uint32Array }, i: number): Buffer {
   const b = Buffer.alloc(LAYOUTS.cbr_pre4.size);
-  b.writeUInt32LE(deny[2 * i]! >>> 0, 0);
-  b.writeUInt32LE(deny[2 * i + 1]! >>> 0, 4);
-  b.writeUInt32LE(allow[2 * i]! >>> 0, 8);
-  b.writeUInt32LE(allow[2 * i + 1]! >>> 0, 12);
+  for (const k of ['deny', 'allow', 'denyFull'] as const) {
+    b.writeUInt32LE(bits[k][2 * i]! >>> 0, PRE4_FIELD[k]);
+    b.writeUInt32LE(bits[k][2 * i + 1]! >>> 0, PRE4_FIELD[k] + 4);
+  }
   return b;
 }
 

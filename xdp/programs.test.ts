@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { progTestRun } from './libbpf.js';
-import { readCounters } from './control.js';
+import { readCounters, syncLists } from './control.js';
 import type { XdpPipeline } from './loader.js';
 import { buildPacket, quicShort, quicLong, testConfig, withTestPipeline, XDP_DROP, XDP_PASS, XDP_TX, type PacketSpec } from './testing.js';
 import { encodeCid } from './cid.js';
@@ -337,6 +337,20 @@ test('lists: the filter skips empty lists by config flags, and a prefix added li
     assert.equal(flags() & all, all, 'empty again');
     expectVerdict(p, { src: '203.0.113.9', dst: SVC4 }, XDP_PASS, 'pass/ok', 'removed live');
     expectVerdict(p, { src: '100.0.0.1', dst: SVC4 }, XDP_PASS, 'pass/ok', '/8 removed live');
+  });
+});
+
+test('lists: whole-/24 deny bits drop without the trie after a sync and are gone before a live delete', async () => {
+  const { liveListDelete } = await import('./control.js');
+  const { parsePrefix } = await import('./prefix.js');
+  await withTestPipeline(testConfig({ deny: { prefixes: ['10.0.0.0/8', '198.18.0.7/32'] } }), (p) => {
+    // the API-added prefix is synced like the config's (its deny_full bits are set by the sync)
+    syncLists(p, testConfig({ deny: { prefixes: ['10.0.0.0/8', '198.18.0.7/32'] } }), { api: { deny: ['172.16.0.0/12'], allow: [] } });
+    for (const src of ['10.1.2.3', '172.16.5.5', '172.31.255.1', '198.18.0.7']) expectVerdict(p, { src, dst: '192.0.2.200' }, XDP_DROP, 'drop/denylist', src);
+    for (const src of ['172.32.0.1', '198.18.0.8', '11.0.0.1']) expectVerdict(p, { src, dst: '192.0.2.200' }, XDP_PASS, 'pass/ok', src);
+    assert.equal(liveListDelete(p, 'deny', parsePrefix('172.16.0.0/12')), true);
+    expectVerdict(p, { src: '172.16.5.5', dst: '192.0.2.200' }, XDP_PASS, 'pass/ok', 'deleted /12: no stale whole-/24 bit');
+    expectVerdict(p, { src: '10.200.0.1', dst: '192.0.2.200' }, XDP_DROP, 'drop/denylist', 'the /8 stays');
   });
 });
 

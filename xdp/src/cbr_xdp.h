@@ -51,11 +51,14 @@ enum cbr_reason {
 /* IPv4 list prefilter: one bit per /24 of the IPv4 space and list, set when some prefix of that
  * list overlaps the /24 (a superset is fine: a set bit only means "ask the LPM trie"). Entry i holds
  * the /24s i*64 .. i*64+63, bit b for /24 i*64+b. A legitimate source outside every list costs one
- * inlined array lookup instead of an LPM walk. */
+ * inlined array lookup instead of an LPM walk. deny_full bits are exact or clear, never stale: set
+ * only by a full sync, cleared before a live delete. */
 #define CBR_PRE4_ENTRIES (1u << 18)
 struct cbr_pre4 {
 	__u64 deny;
 	__u64 allow;
+	__u64 deny_full;       /* a deny prefix of /24 or shorter covers the whole /24: drop without the trie */
+	__u64 pad;
 };
 
 /* Global knobs, one entry in the cbr_cfg array. */

@@ -232,6 +232,8 @@ int cbr_filter(struct xdp_md *ctx)
 			if (pre) {
 				__u64 bit = 1ull << (s24 & 63);
 				ask_allow = ask_allow && (pre->allow & bit);
+				if (ask_deny && !ask_allow && (pre->deny_full & bit))
+					return cbr_count(ctx, CBR_ACT_DROP, CBR_R_DENYLIST);
 				ask_deny = ask_deny && (pre->deny & bit);
 			}
 		}
