@@ -8,7 +8,7 @@ import type { BpfMap } from './libbpf.js';
 import { parsePrefix, parsePrefixList, lpmKey, decodeLpmKey, parseAddress, formatAddress, type ParsedPrefix } from './prefix.js';
 import { buildMaglevTable, diffTables, EMPTY_SLOT, type MaglevBackend } from './maglev.js';
 import {
-  encodeConfig, decodeConfig, CFG_FLAGS, LIST_EMPTY_FLAG, PROTO, buildDstTable, encodePorts, newPre4Bits, setPre4Bits, encodePre4, pre4Range, PRE4_ENTRIES, PRE4_FIELD, DST_F_SERVICE, DST_F_VIP, vipKey, vipValue, VIP_F_QUIC, encodeBackend, decodeBackend,
+  encodeConfig, decodeConfig, CFG_FLAGS, RL_COARSE_MIN_BURST_NS, LIST_EMPTY_FLAG, PROTO, buildDstTable, encodePorts, newPre4Bits, setPre4Bits, encodePre4, pre4Range, PRE4_ENTRIES, PRE4_FIELD, DST_F_SERVICE, DST_F_VIP, vipKey, vipValue, VIP_F_QUIC, encodeBackend, decodeBackend,
   MAX_BACKENDS, SERVER_IDS, u32Key, u32Value, sumPerCpuCounters, ACTIONS, REASONS, REASON_SLOTS, type Action, type Reason,
 } from './maps.js';
 
@@ -89,6 +89,7 @@ export function writeConfigMap(p: XdpPipeline, cfg: XdpConfig, srcMac: Buffer): 
   if (cfg.rateLimit.enabled) flags |= CFG_FLAGS.RATELIMIT;
   if (cfg.services.addresses.length) flags |= CFG_FLAGS.POLICY;
   const cost = BigInt(Math.max(1, Math.round(1e9 / cfg.rateLimit.packetsPerSecond)));
+  if (cost * BigInt(cfg.rateLimit.burst) >= RL_COARSE_MIN_BURST_NS) flags |= CFG_FLAGS.RL_COARSE;
   const mac = cfg.lb.nextHopMac ? Buffer.from(cfg.lb.nextHopMac.split(':').map((h) => parseInt(h, 16))) : Buffer.alloc(6);
   p.map('cbr_cfg').update(
     u32Key(0),

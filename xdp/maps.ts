@@ -75,7 +75,10 @@ export const CFG_FLAGS = {
   ALLOW6_EMPTY: 1 << 7,
   LB: 1 << 8,
   PRE4: 1 << 9,
+  RL_COARSE: 1 << 10,
 } as const;
+/** Buckets at least this deep (in ns of credit) run on the tick clock: two ticks at HZ=100, the coarsest Linux tick. */
+export const RL_COARSE_MIN_BURST_NS = 20_000_000n;
 /** The config flag saying list map `cbr_<kind><family>` is empty. */
 export const LIST_EMPTY_FLAG: Record<string, number> = {
   cbr_deny4: CFG_FLAGS.DENY4_EMPTY,

@@ -165,6 +165,29 @@ test('filter: per-source token bucket drops over the burst and spares allowliste
   });
 });
 
+test('rate limit: deep buckets run on the tick clock, shallow ones on the precise clock; both refill', async () => {
+  const { decodeConfig, CFG_FLAGS, u32Key } = await import('./maps.js');
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  // 1000/s with a burst of 1: 1 ms of credit, shallower than two ticks -> precise clock
+  await withTestPipeline(testConfig({ rateLimit: { enabled: true, packetsPerSecond: 1000, burst: 1 } }), async (p) => {
+    assert.equal(decodeConfig(p.map('cbr_cfg').lookup(u32Key(0))!).flags & CFG_FLAGS.RL_COARSE, 0);
+    // two runs back to back inside the kernel (a 1 ms bucket is gone by the time user space could send again)
+    const d = counterDelta(p, () => assert.equal(progTestRun(p.filterFd, buildPacket({ src: '192.0.2.60', dst: '192.0.2.99' }), 2).retval, XDP_DROP, 'second at once'));
+    assert.deepEqual([...d.entries()].sort(), [['drop/ratelimit', 1n], ['pass/ok', 1n]]);
+    await sleep(5);
+    expectVerdict(p, { src: '192.0.2.60', dst: '192.0.2.99' }, XDP_PASS, 'pass/ok', 'after 5 ms');
+  });
+  // 10/s with a burst of 10: 1 s of credit -> tick clock; runs back to back inside the kernel
+  await withTestPipeline(testConfig({ rateLimit: { enabled: true, packetsPerSecond: 10, burst: 10 } }), async (p) => {
+    assert.ok(decodeConfig(p.map('cbr_cfg').lookup(u32Key(0))!).flags & CFG_FLAGS.RL_COARSE);
+    const pkt = buildPacket({ src: '192.0.2.61', dst: '192.0.2.99' });
+    const burst = () => counterDelta(p, () => assert.equal(progTestRun(p.filterFd, pkt, 11).retval, XDP_DROP, 'the 11th'));
+    assert.deepEqual([...burst().entries()].sort(), [['drop/ratelimit', 1n], ['pass/ok', 10n]], 'the burst, then a drop');
+    await sleep(1500); // 15 packets of credit, capped at 10
+    assert.deepEqual([...burst().entries()].sort(), [['drop/ratelimit', 1n], ['pass/ok', 10n]], 'refilled to the burst, not beyond');
+  });
+});
+
 const LB = {
   ...BASE,
   lb: {

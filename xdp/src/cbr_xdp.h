@@ -47,6 +47,7 @@ enum cbr_reason {
 #define CBR_F_ALLOW6_EMPTY   (1u << 7)
 #define CBR_F_LB             (1u << 8) /* some VIP exists: look up destinations for the VIP flag */
 #define CBR_F_PRE4           (1u << 9) /* cbr_pre4 is maintained: trust its clear bits */
+#define CBR_F_RL_COARSE      (1u << 10) /* token buckets on the tick clock (bucket deeper than 2 ticks) */
 
 /* IPv4 list prefilter: one bit per /24 of the IPv4 space and list, set when some prefix of that
  * list overlaps the /24 (a superset is fine: a set bit only means "ask the LPM trie"). Entry i holds
