@@ -7,27 +7,41 @@
 import { writeBenchResult, type BenchMetric } from './results.js';
 import { BpfObject, progTestRun } from '../xdp/libbpf.js';
 import { DEFAULT_OBJECT_DIR } from '../xdp/loader.js';
-import { withTestPipeline, testConfig, buildPacket, quicShort, quicLong, XDP_PASS, XDP_DROP, XDP_TX } from '../xdp/testing.js';
+import { openTestPipeline, testConfig, type OpenPipeline, buildPacket, quicShort, quicLong, XDP_PASS, XDP_DROP, XDP_TX } from '../xdp/testing.js';
 import { encodeCid } from '../xdp/cid.js';
 import { floodBench } from './xdp-flood.js';
 import { join } from 'node:path';
 import type { XdpConfig } from '../xdp/config.js';
 
 const QUICK = process.env.QUICK === '1';
-const REPEAT = QUICK ? 200_000 : 2_000_000;
-const SINGLE = QUICK ? 3_000 : 20_000;
-const ROUNDS = QUICK ? 3 : 5;
+const REPEAT = QUICK ? 200_000 : 1_000_000;
+const ROUNDS = QUICK ? 5 : 9;
 const say = (msg: string) => process.stderr.write(`[bench xdp] ${msg}\n`);
 
-/** Median over rounds of the kernel's own ns-per-run for `repeat` back-to-back runs. */
-function nsRepeat(fd: number, pkt: Buffer, want: number): number {
-  const xs: number[] = [];
-  for (let i = 0; i < ROUNDS; i++) {
-    const r = progTestRun(fd, pkt, REPEAT);
-    if (r.retval !== want) throw new Error(`verdict ${r.retval}, expected ${want}`);
-    xs.push(r.durationNs);
+interface Case {
+  name: string;
+  fd: number;
+  pkt: Buffer;
+  want: number;
+}
+
+/**
+ * Every case, the bare baseline included, runs once per round with the same repeat count, in an
+ * order that rotates from round to round (so no case always runs first or after the same one), and
+ * each case's figure is the median over the rounds of the kernel's own ns-per-run. The kernel reports
+ * whole nanoseconds (total / repeat, rounded down).
+ */
+function measure(cases: Case[]): Map<string, number[]> {
+  const xs = new Map<string, number[]>(cases.map((c) => [c.name, []]));
+  for (let r = 0; r < ROUNDS; r++) {
+    for (let i = 0; i < cases.length; i++) {
+      const c = cases[(i + r) % cases.length]!;
+      const out = progTestRun(c.fd, c.pkt, REPEAT);
+      if (out.retval !== c.want) throw new Error(`${c.name}: verdict ${out.retval}, expected ${c.want}`);
+      xs.get(c.name)!.push(out.durationNs);
+    }
   }
-  return median(xs);
+  return xs;
 }
 
 function median(xs: number[]): number {
@@ -46,33 +60,20 @@ function denyList(n: number): string[] {
     if (a >>> 24 === 192 || a >>> 24 === 0) continue;
     out.push(`${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}/${len}`);
   }
-  out.push('203.0.113.0/24'); // the denied bench source
+  out.push('203.0.113.0/24'); // the denied bench source (a whole /24: dropped by the prefilter's bit)
+  out.push('198.18.0.77/32'); // a denied /32: the hit needs the LPM trie
   return out;
 }
 
 async function testRunBench(): Promise<Record<string, BenchMetric>> {
+  // A legitimate packet: UDP to port 443 of a service address (the policy checks it and lets it through).
   const pkt = buildPacket({ src: '192.0.2.1', dst: '198.51.100.1', dport: 443, payload: Buffer.alloc(18, 1) });
   const denied = buildPacket({ src: '203.0.113.9', dst: '198.51.100.1', dport: 443, payload: Buffer.alloc(18, 1) });
-  const bare = BpfObject.open(join(DEFAULT_OBJECT_DIR, 'bare.bpf.o'));
-  let bareRepeat: number;
-  try {
-    bare.load();
-    bareRepeat = nsRepeat(bare.progFd('cbr_bare'), pkt, XDP_PASS);
-  } finally {
-    bare.close();
-  }
-
+  const denied32 = buildPacket({ src: '198.18.0.77', dst: '198.51.100.1', dport: 443, payload: Buffer.alloc(18, 1) });
+  const wg = buildPacket({ src: '192.0.2.1', dst: '198.51.100.1', dport: 51820, payload: Buffer.alloc(18, 1) });
   const deny = denyList(100_000);
   const services = { addresses: ['198.51.100.1'] };
   const base: Record<string, unknown> = { deny: { prefixes: deny, maxEntries: 131_072 }, services };
-  const results: Record<string, BenchMetric> = { ns_bare_pass: { value: round(bareRepeat), unit: 'ns/packet' } };
-  await withTestPipeline(testConfig(base), (p) => {
-    results.ns_filter_pass = { value: round(nsRepeat(p.filterFd, pkt, XDP_PASS)), unit: 'ns/packet' };
-    results.ns_filter_deny_100k = { value: round(nsRepeat(p.filterFd, denied, XDP_DROP)), unit: 'ns/packet' };
-  });
-  await withTestPipeline(testConfig({ ...base, rateLimit: { enabled: true, packetsPerSecond: 100_000_000, burst: 100_000_000 } }), (p) => {
-    results.ns_filter_ratelimit = { value: round(nsRepeat(p.filterFd, pkt, XDP_PASS)), unit: 'ns/packet' };
-  });
   const lbCfg: XdpConfig = testConfig({
     ...base,
     lb: {
@@ -84,23 +85,48 @@ async function testRunBench(): Promise<Record<string, BenchMetric>> {
   });
   const hashPkt = buildPacket({ src: '192.0.2.1', dst: '198.51.100.1', dport: 443, payload: quicLong(Buffer.alloc(8, 3)) });
   const cidPkt = buildPacket({ src: '192.0.2.1', dst: '198.51.100.1', dport: 443, payload: quicShort(encodeCid({ configId: 0, serverId: 7 })) });
-  await withTestPipeline(lbCfg, (p) => {
-    results.ns_lb_hash = { value: round(nsRepeat(p.filterFd, hashPkt, XDP_TX)), unit: 'ns/packet' };
-    results.ns_lb_cid = { value: round(nsRepeat(p.filterFd, cidPkt, XDP_TX)), unit: 'ns/packet' };
-  }, { lbObject: 'lb_bench.bpf.o' });
-  await withTestPipeline(testConfig({ services }), (p) => {
-    results.ns_filter_pass_no_lists = { value: round(nsRepeat(p.filterFd, pkt, XDP_PASS)), unit: 'ns/packet' };
-  });
-  results.ratio_filter_pass_vs_bare = { value: round2(results.ns_filter_pass!.value / bareRepeat), unit: 'x' };
-  results.ratio_filter_deny_100k_vs_bare = { value: round2(results.ns_filter_deny_100k!.value / bareRepeat), unit: 'x' };
-  results.ratio_filter_ratelimit_vs_bare = { value: round2(results.ns_filter_ratelimit!.value / bareRepeat), unit: 'x' };
-  results.ratio_lb_hash_vs_bare = { value: round2(results.ns_lb_hash!.value / bareRepeat), unit: 'x' };
-  results.ratio_lb_cid_vs_bare = { value: round2(results.ns_lb_cid!.value / bareRepeat), unit: 'x' };
-  for (const [k, v] of Object.entries(results)) say(`${k}: ${v.value} ${v.unit}`);
-  return results;
+
+  const bare = BpfObject.open(join(DEFAULT_OBJECT_DIR, 'bare.bpf.o'));
+  const open: OpenPipeline[] = [];
+  try {
+    bare.load();
+    const filter = openTestPipeline(testConfig(base));
+    open.push(filter);
+    const rl = openTestPipeline(testConfig({ ...base, rateLimit: { enabled: true, packetsPerSecond: 100_000_000, burst: 100_000_000 } }));
+    open.push(rl);
+    const lb = openTestPipeline(lbCfg, { lbObject: 'lb_bench.bpf.o' });
+    open.push(lb);
+    const noLists = openTestPipeline(testConfig({ services }));
+    open.push(noLists);
+    const cases: Case[] = [
+      { name: 'ns_bare_pass', fd: bare.progFd('cbr_bare'), pkt, want: XDP_PASS },
+      { name: 'ns_filter_pass', fd: filter.p.filterFd, pkt, want: XDP_PASS },
+      { name: 'ns_filter_deny_100k', fd: filter.p.filterFd, pkt: denied, want: XDP_DROP },
+      { name: 'ns_filter_deny_100k_trie', fd: filter.p.filterFd, pkt: denied32, want: XDP_DROP },
+      { name: 'ns_filter_ratelimit', fd: rl.p.filterFd, pkt, want: XDP_PASS },
+      { name: 'ns_lb_hash', fd: lb.p.filterFd, pkt: hashPkt, want: XDP_TX },
+      { name: 'ns_lb_cid', fd: lb.p.filterFd, pkt: cidPkt, want: XDP_TX },
+      { name: 'ns_filter_pass_lb_loaded', fd: lb.p.filterFd, pkt: wg, want: XDP_PASS },
+      { name: 'ns_filter_pass_no_lists', fd: noLists.p.filterFd, pkt, want: XDP_PASS },
+    ];
+    measure(cases.map((c) => ({ ...c, name: `warm ${c.name}` }))); // one untimed pass: caches and branch predictors warm
+    const xs = measure(cases);
+    const results: Record<string, BenchMetric> = {};
+    for (const c of cases) results[c.name] = { value: median(xs.get(c.name)!), unit: 'ns/packet' };
+    const bareNs = results.ns_bare_pass!.value;
+    for (const c of cases.slice(1)) {
+      const name = c.name.replace(/^ns_/, '');
+      results[`ratio_${name}_vs_bare`] = { value: round2(results[c.name]!.value / Math.max(1, bareNs)), unit: 'x' };
+      results[`ns_${name}_over_bare`] = { value: results[c.name]!.value - bareNs, unit: 'ns/packet' };
+    }
+    for (const c of cases) say(`${c.name}: median ${results[c.name]!.value} ns (rounds ${xs.get(c.name)!.join(' ')})`);
+    return results;
+  } finally {
+    for (const o of open.reverse()) o.close();
+    bare.close();
+  }
 }
 
-const round = (x: number) => Math.round(x * 10) / 10;
 const round2 = (x: number) => Math.round(x * 100) / 100;
 
 async function main(): Promise<void> {
@@ -108,9 +134,10 @@ async function main(): Promise<void> {
   if (process.env.SKIP_FLOOD !== '1') Object.assign(results, await floodBench({ quick: QUICK, say }));
   const path = writeBenchResult('xdp', results, {
     notes: {
-      method: 'ns/packet from BPF_PROG_TEST_RUN (kernel-timed), repeated runs, median of rounds; filter and LB figures are the whole pipeline (filter, tail call, LB). Repeated runs reuse one buffer, so the LB figures come from lb_bench.bpf.o, the same source built with CBR_BENCH_RESTORE, which undoes its encapsulation at the end (one extra adjust_head and 14-byte copy: the figures overstate the LB slightly).' + ' (Single runs with repeat=1 were tried and rejected: the user-space calls between them cool the caches and the figures read 3-6x high.) ns_filter_pass_no_lists: the filter with empty lists, policy on.',
-      packets: '82-byte IPv4/UDP to port 443; deny list of 100k IPv4 prefixes (/16-/32) in the LPM trie; LB with 16 backends, Maglev ring 65537',
-      machine: 'shared 2-core VM with other jobs running: figures are noisy',
+      method: `ns/packet from BPF_PROG_TEST_RUN (kernel-timed, whole ns), ${REPEAT} back-to-back runs per measurement; every case including the bare baseline measured once per round in a rotating order, ${ROUNDS} rounds after one warm-up round, median per case. Filter and LB figures are the whole pipeline (filter, tail call, LB). Repeated runs reuse one buffer, so the LB figures come from lb_bench.bpf.o, the same source built with CBR_BENCH_RESTORE, which undoes its encapsulation at the end (one extra adjust_head and 14-byte copy: the figures overstate the LB slightly). (Single runs with repeat=1 were tried and rejected: the user-space calls between them cool the caches and the figures read 3-6x high.) The bare figure is mostly the test-run loop itself (local_bh_disable/enable and the timer per run), so ratio_* compare against a near-empty denominator: ns_*_over_bare is the program's own cost. ns_filter_pass_lb_loaded: UDP 51820 to the same service address with the LB loaded (not a VIP). ns_filter_pass_no_lists: the filter with empty lists, policy on. ns_filter_deny_100k: the source is in a denied /24 (the IPv4 prefilter's whole-/24 bit drops it); ns_filter_deny_100k_trie: a denied /32, found by the LPM trie. The bench sends from one source, so the prefilter entry it reads stays in cache.`,
+      packets: '82-byte IPv4/UDP from 192.0.2.1 to port 443 of the service address 198.51.100.1 (the legit case: policy checked, allowed); deny list of 100k IPv4 prefixes (/16-/32) in the LPM trie; LB with 16 backends, Maglev ring 65537',
+      flood: process.env.SKIP_FLOOD === '1' ? 'skipped' : `legit iperf3 TCP client -> bridge -> PoP veth, attacker trafgen UDP (1 CPU, full speed) through the same bridge; per mode: no-flood goodput, then goodput under flood, ratio = flood / no-flood of the same mode; ${QUICK ? 2 : 3} repetitions in rotating mode order; every figure is its own median over the repetitions. Modes: none; nftables (netdev ingress drop); xdp (the filter, native, deny list); xdp_generic (the filter in generic mode); xdp_bare (a bare XDP_PASS program, native: what native XDP on a veth costs by itself: the peer loses TSO, every skb is copied into a page-pool page, one 256-slot ring). softirq: machine-wide (all namespaces share the 2 cores). dropped_before_pop: tx_dropped on the switch side of the PoP veth (its XDP ring full). See xdp/README.md, "XDP on a veth".`,
+      machine: 'shared 2-core VM with other jobs running (load average 8-15 during these runs): figures are noisy, the flood ones very much so',
     },
   });
   say(`wrote ${path}`);

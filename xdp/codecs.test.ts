@@ -83,3 +83,39 @@ test('map values: config and backend encode/decode; counter indexes fit the coun
   assert.deepEqual(decodeBackend(encodeBackend({ address: '10.0.0.9', up: true, weight: 7 })), { family: 4, addr: Buffer.from([10, 0, 0, 9]), up: true, weight: 7 });
   for (const r of REASONS) assert.ok(counterIndex('aborted', r) < COUNTERS);
 });
+
+test('destination table: every address is found by the filter\'s probe, nothing else is; ports bitmap', async () => {
+  const { buildDstTable, dstHome, encodePorts, DST_SLOTS, DST_PROBES, LAYOUTS } = await import('./maps.js');
+  const { parseAddress } = await import('./prefix.js');
+  // the filter's lookup, in TypeScript: probe from the home slot until an empty slot
+  const probe = (table: Buffer[], address: string): number => {
+    const { family, addr } = parseAddress(address);
+    const home = dstHome(family, addr);
+    for (let i = 0; i < DST_PROBES; i++) {
+      const s = table[(home + i) & (DST_SLOTS - 1)]!;
+      if (s[16] === 0) return 0;
+      if (s[16] === family && s.subarray(0, family === 4 ? 4 : 16).equals(addr)) return s[17]!;
+    }
+    return 0;
+  };
+  const addr = fc.oneof(fc.ipV4(), fc.ipV6().filter((a) => !a.includes('.')));
+  fc.assert(
+    fc.property(fc.uniqueArray(addr, { maxLength: 300 }), fc.array(addr, { maxLength: 20 }), (set, others) => {
+      const entries = new Map(set.map((a, i) => [a, 1 + (i % 3)]));
+      const table = buildDstTable(entries);
+      assert.equal(table.length, DST_SLOTS);
+      for (const [a, f] of entries) assert.equal(probe(table, a), f, a);
+      const norm = new Set(set.map((a) => parseAddress(a).addr.toString('hex')));
+      for (const o of others) if (!norm.has(parseAddress(o).addr.toString('hex'))) assert.equal(probe(table, o), 0, o);
+    }),
+    { numRuns: 100 },
+  );
+  const ports = encodePorts({ udp: [443, 0, 65535], tcp: [179], icmp: true });
+  const L = LAYOUTS.cbr_ports.fields;
+  const bit = (base: number, p: number) => (ports.readBigUInt64LE(base + 8 * (p >> 6)) >> BigInt(p & 63)) & 1n;
+  for (const p of [443, 0, 65535]) assert.equal(bit(L.udp.offset, p), 1n);
+  assert.equal(bit(L.udp.offset, 444), 0n);
+  assert.equal(bit(L.tcp.offset, 179), 1n);
+  assert.equal(bit(L.tcp.offset, 443), 0n);
+  assert.equal(ports.readUInt32LE(L.icmp.offset), 1);
+});

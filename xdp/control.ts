@@ -8,7 +8,7 @@ import type { BpfMap } from './libbpf.js';
 import { parsePrefix, parsePrefixList, lpmKey, decodeLpmKey, parseAddress, formatAddress, type ParsedPrefix } from './prefix.js';
 import { buildMaglevTable, diffTables, EMPTY_SLOT, type MaglevBackend } from './maglev.js';
 import {
-  encodeConfig, CFG_FLAGS, PROTO, addrKey, portKey, vipKey, vipValue, VIP_F_QUIC, encodeBackend, decodeBackend,
+  encodeConfig, decodeConfig, CFG_FLAGS, RL_COARSE_MIN_BURST_NS, LIST_EMPTY_FLAG, PROTO, buildDstTable, encodePorts, newPre4Bits, setPre4Bits, encodePre4, pre4Range, PRE4_ENTRIES, PRE4_FIELD, DST_F_SERVICE, DST_F_VIP, vipKey, vipValue, VIP_F_QUIC, encodeBackend, decodeBackend,
   MAX_BACKENDS, SERVER_IDS, u32Key, u32Value, sumPerCpuCounters, ACTIONS, REASONS, REASON_SLOTS, type Action, type Reason,
 } from './maps.js';
 
@@ -53,13 +53,43 @@ export function mapSizesFor(cfg: XdpConfig) {
   };
 }
 
-export function writeConfigMap(p: XdpPipeline, cfg: XdpConfig, srcMac: Buffer): void {
+/** Anything with the pipeline's maps by name: a loaded XdpPipeline, or pinned maps opened by the CLI. */
+export interface MapSource {
+  map(name: string): BpfMap;
+}
+
+/** The *_EMPTY config bits for the list maps that hold nothing right now. */
+export function listEmptyFlags(p: MapSource): number {
   let flags = 0;
+  for (const [name, bit] of Object.entries(LIST_EMPTY_FLAG)) if (p.map(name).keys(1).length === 0) flags |= bit;
+  return flags;
+}
+
+/**
+ * Sets the list-empty bits of cbr_cfg to what the list maps hold, except that lists named in
+ * `filling` are marked non-empty whatever they hold (call with them before writing their entries,
+ * so the filter never skips a list that has entries; call again without them afterwards).
+ */
+export function refreshListFlags(p: MapSource, filling: string[] = []): void {
+  const cfgMap = p.map('cbr_cfg');
+  const cur = decodeConfig(cfgMap.lookup(u32Key(0))!);
+  let empty = listEmptyFlags(p);
+  for (const name of filling) empty &= ~(LIST_EMPTY_FLAG[name] ?? 0);
+  const allBits = Object.values(LIST_EMPTY_FLAG).reduce((a, b) => a | b, 0);
+  const flags = (cur.flags & ~allBits) | empty;
+  if (flags !== cur.flags) cfgMap.update(u32Key(0), encodeConfig({ ...cur, flags }));
+}
+
+export function writeConfigMap(p: XdpPipeline, cfg: XdpConfig, srcMac: Buffer): void {
+  // PRE4 is syncLists' to set (once cbr_pre4 matches the lists); kept as it is here
+  let flags = listEmptyFlags(p) | (decodeConfig(p.map('cbr_cfg').lookup(u32Key(0))!).flags & CFG_FLAGS.PRE4);
+  if (cfg.lb.vips.length) flags |= CFG_FLAGS.LB;
   if (cfg.fragments === 'drop') flags |= CFG_FLAGS.FRAG_DROP;
   if (cfg.malformed === 'drop') flags |= CFG_FLAGS.MALFORMED_DROP;
   if (cfg.rateLimit.enabled) flags |= CFG_FLAGS.RATELIMIT;
   if (cfg.services.addresses.length) flags |= CFG_FLAGS.POLICY;
   const cost = BigInt(Math.max(1, Math.round(1e9 / cfg.rateLimit.packetsPerSecond)));
+  if (cost * BigInt(cfg.rateLimit.burst) >= RL_COARSE_MIN_BURST_NS) flags |= CFG_FLAGS.RL_COARSE;
   const mac = cfg.lb.nextHopMac ? Buffer.from(cfg.lb.nextHopMac.split(':').map((h) => parseInt(h, 16))) : Buffer.alloc(6);
   p.map('cbr_cfg').update(
     u32Key(0),
@@ -105,9 +135,70 @@ export interface ListState {
   api: Record<ListKind, string[]>;
 }
 
-/** Syncs both families of both lists from config plus API-added prefixes. */
+/**
+ * Writes the cbr_pre4 entries that differ from `want` (a function of the entry index); returns how
+ * many. `have` is the map's current contents, updated in place.
+ */
+function writePre4(map: BpfMap, have: Buffer[], want: (i: number) => Buffer): number {
+  const keys: Buffer[] = [];
+  const values: Buffer[] = [];
+  for (let i = 0; i < PRE4_ENTRIES; i++) {
+    const v = want(i);
+    if (!v.equals(have[i]!)) {
+      keys.push(u32Key(i));
+      values.push(v);
+      have[i] = v;
+    }
+  }
+  if (keys.length) map.updateBatch(keys, values);
+  return keys.length;
+}
+
+/** Sets or clears one cbr_pre4 bitmap over the /24s of an IPv4 prefix (read-modify-write). */
+function pre4Update(p: MapSource, prefix: ParsedPrefix, field: keyof typeof PRE4_FIELD, set: boolean): void {
+  if (prefix.family !== 4) return;
+  const map = p.map('cbr_pre4');
+  const { first, count } = pre4Range(prefix);
+  const keys: Buffer[] = [];
+  const values: Buffer[] = [];
+  for (let e = first >>> 6; e <= (first + count - 1) >>> 6; e++) {
+    const v = map.lookup(u32Key(e))!;
+    let mask = 0n;
+    for (let b = 0; b < 64; b++) if (e * 64 + b >= first && e * 64 + b < first + count) mask |= 1n << BigInt(b);
+    const word = v.readBigUInt64LE(PRE4_FIELD[field]);
+    v.writeBigUInt64LE(set ? word | mask : word & ~mask, PRE4_FIELD[field]);
+    keys.push(u32Key(e));
+    values.push(v);
+  }
+  map.updateBatch(keys, values);
+}
+
+/**
+ * Adds one prefix to a live list (the API and the direct CLI path): the list is marked non-empty
+ * and its prefilter bits are set before the entry goes in, so the filter never skips it.
+ */
+export function liveListAdd(p: MapSource, kind: ListKind, prefix: ParsedPrefix, origin: number): void {
+  const name = `cbr_${kind}${prefix.family}`;
+  refreshListFlags(p, [name]);
+  pre4Update(p, prefix, kind, true); // "ask the trie" bits; deny_full bits are left to the next sync
+  p.map(name).update(lpmKey(prefix), u32Value(origin));
+}
+
+/** Removes one prefix from a live list; false when it was not there. */
+export function liveListDelete(p: MapSource, kind: ListKind, prefix: ParsedPrefix): boolean {
+  // no /24 may drop by its deny_full bit once the prefix is gone: clear them first (a cleared bit
+  // only sends the /24 to the trie); the "ask" bits stay until the next sync
+  if (kind === 'deny') pre4Update(p, prefix, 'denyFull', false);
+  const removed = p.map(`cbr_${kind}${prefix.family}`).delete(lpmKey(prefix));
+  refreshListFlags(p); // the filter skips a list once it is empty
+  return removed;
+}
+
+/** Syncs both families of both lists from config plus API-added prefixes, and the IPv4 prefilter. */
 export function syncLists(p: XdpPipeline, cfg: XdpConfig, state: ListState): Record<ListKind, SyncCounts> {
   const out = {} as Record<ListKind, SyncCounts>;
+  const wants = {} as Record<ListKind, { want4: Map<string, { prefix: ParsedPrefix; origin: number }>; want6: Map<string, { prefix: ParsedPrefix; origin: number }> }>;
+  const bits = { deny: newPre4Bits(), allow: newPre4Bits(), denyFull: newPre4Bits() };
   for (const kind of ['deny', 'allow'] as const) {
     const want4 = new Map<string, { prefix: ParsedPrefix; origin: number }>();
     const want6 = new Map<string, { prefix: ParsedPrefix; origin: number }>();
@@ -116,10 +207,39 @@ export function syncLists(p: XdpPipeline, cfg: XdpConfig, state: ListState): Rec
     for (const pp of configPrefixes(cfg, kind)) put(pp, ORIGIN.config);
     const max = cfg[kind].maxEntries;
     if (want4.size > max || want6.size > max) throw new Error(`xdp.${kind}.maxEntries: ${Math.max(want4.size, want6.size)} prefixes do not fit in ${max} entries`);
+    for (const e of want4.values()) {
+      setPre4Bits(bits[kind], e.prefix);
+      if (kind === 'deny') setPre4Bits(bits.denyFull, e.prefix, true);
+    }
+    wants[kind] = { want4, want6 };
+  }
+  // While the tries change, the "ask" bits hold old | new (a superset of both) and the deny_full
+  // bits old & new (true of both); exactly the new bits after.
+  const preMap = p.map('cbr_pre4');
+  const size = preMap.valueSize;
+  const have: Buffer[] = Array.from({ length: PRE4_ENTRIES }, () => Buffer.alloc(size));
+  for (const { key, value } of preMap.lookupBatch(65536)) have[key.readUInt32LE()] = value;
+  const exact = (i: number) => encodePre4(bits, i);
+  writePre4(preMap, have, (i) => {
+    const a = have[i]!;
+    const b = exact(i);
+    for (let j = 0; j < PRE4_FIELD.denyFull; j++) b[j] = b[j]! | a[j]!;
+    for (let j = PRE4_FIELD.denyFull; j < PRE4_FIELD.denyFull + 8; j++) b[j] = b[j]! & a[j]!;
+    return b;
+  });
+  for (const kind of ['deny', 'allow'] as const) {
+    const { want4, want6 } = wants[kind];
+    const filling = [want4.size ? `cbr_${kind}4` : '', want6.size ? `cbr_${kind}6` : ''].filter(Boolean);
+    refreshListFlags(p, filling); // non-empty before the entries go in
     const a = syncLpm(p.map(`cbr_${kind}4`), want4);
     const b = syncLpm(p.map(`cbr_${kind}6`), want6);
+    refreshListFlags(p); // empty once they are gone
     out[kind] = { added: a.added + b.added, removed: a.removed + b.removed };
   }
+  writePre4(preMap, have, exact);
+  const cfgMap = p.map('cbr_cfg');
+  const cur = decodeConfig(cfgMap.lookup(u32Key(0))!);
+  if (!(cur.flags & CFG_FLAGS.PRE4)) cfgMap.update(u32Key(0), encodeConfig({ ...cur, flags: cur.flags | CFG_FLAGS.PRE4 }));
   return out;
 }
 
@@ -130,20 +250,44 @@ function syncSmall(map: BpfMap, want: Map<string, Buffer>, value: (k: string) =>
   for (const k of want.keys()) map.update(Buffer.from(k, 'hex'), value(k));
 }
 
-export function syncServices(p: XdpPipeline, cfg: XdpConfig): void {
-  const addrs = new Map(cfg.services.addresses.map((a) => [addrKey(a).toString('hex'), addrKey(a)]));
-  syncSmall(p.map('cbr_svc_addr'), addrs, () => u32Value(1));
-  const ports = new Map<string, Buffer>();
-  for (const r of cfg.services.allow) {
-    if (r.protocol === 'icmp') {
-      ports.set(portKey(PROTO.icmp, 0).toString('hex'), portKey(PROTO.icmp, 0));
-      ports.set(portKey(PROTO.icmpv6, 0).toString('hex'), portKey(PROTO.icmpv6, 0));
-    } else {
-      const k = portKey(PROTO[r.protocol], r.port!);
-      ports.set(k.toString('hex'), k);
-    }
+/**
+ * The destination table (service addresses and VIP addresses, with their flags) and the port policy
+ * bitmap. Only the table slots that changed are written; while they are written a packet can see a
+ * half-updated table for a moment (an address briefly unknown: not policy-checked, not balanced).
+ */
+export function syncServices(p: XdpPipeline, cfg: XdpConfig): { slotsChanged: number } {
+  const entries = new Map<string, number>();
+  const norm = (a: string) => {
+    const { family, addr } = parseAddress(a);
+    return formatAddress(family, addr);
+  };
+  for (const a of cfg.services.addresses) entries.set(norm(a), (entries.get(norm(a)) ?? 0) | DST_F_SERVICE);
+  for (const v of cfg.lb.vips) entries.set(norm(v.address), (entries.get(norm(v.address)) ?? 0) | DST_F_VIP);
+  let table: Buffer[];
+  try {
+    table = buildDstTable(entries);
+  } catch (err) {
+    throw new Error(`xdp.services.addresses: ${(err as Error).message}`);
   }
-  syncSmall(p.map('cbr_svc_port'), ports, () => u32Value(1));
+  const dst = p.map('cbr_dst');
+  const have = new Map<number, Buffer>();
+  for (const { key, value } of dst.lookupBatch(table.length)) have.set(key.readUInt32LE(), value);
+  const keys: Buffer[] = [];
+  const values: Buffer[] = [];
+  table.forEach((slot, i) => {
+    if (!have.get(i)?.equals(slot)) {
+      keys.push(u32Key(i));
+      values.push(slot);
+    }
+  });
+  if (keys.length) dst.updateBatch(keys, values);
+  const rules = { udp: [] as number[], tcp: [] as number[], icmp: false };
+  for (const r of cfg.services.allow) {
+    if (r.protocol === 'icmp') rules.icmp = true;
+    else rules[r.protocol].push(r.port!);
+  }
+  p.map('cbr_ports').update(u32Key(0), encodePorts(rules));
+  return { slotsChanged: keys.length };
 }
 
 export interface LbSyncResult {

@@ -10,10 +10,9 @@ import type { Command } from 'commander';
 import { HttpError, withAdminOptions, adminClientFromOptions, AdminClientError, type SubsystemFactory, type CommandRegistrar, type AgentContext, type Subsystem, type CbrConfig } from '../dataplane/index.js';
 import type { XdpConfig } from './config.js';
 import { XdpPipeline, attachXdp, attachStatus, detachXdp, pinDirFor, interfaceMac } from './loader.js';
-import { writeConfigMap, syncLists, syncServices, syncLb, readCounters, mapSizesFor, configPrefixes, ORIGIN, type ListKind, type ListState, type CounterRow } from './control.js';
-import { parsePrefix, lpmKey, PrefixError } from './prefix.js';
+import { writeConfigMap, syncLists, syncServices, syncLb, readCounters, liveListAdd, liveListDelete, mapSizesFor, configPrefixes, ORIGIN, type ListKind, type ListState, type CounterRow } from './control.js';
+import { parsePrefix, PrefixError } from './prefix.js';
 import { BpfMap, BpfError, u32KeyBuf } from './libbpf.js';
-import { u32Value } from './maps.js';
 
 export { xdpConfigSchema, type XdpConfig } from './config.js';
 export { encodeCid, decodeCid, CidError, CID_MIN_LEN, CID_MAX_LEN, CID_UNROUTABLE_CONFIG, type CidFields } from './cid.js';
@@ -216,7 +215,7 @@ class XdpSubsystem implements Subsystem {
             this.lists = next;
           }
           const inConfig = configPrefixes(this.cfg, kind).some((c) => c.text === prefix.text);
-          p.map(`cbr_${kind}${prefix.family}`).update(lpmKey(prefix), u32Value(inConfig ? ORIGIN.config : ORIGIN.api));
+          liveListAdd(p, kind, prefix, inConfig ? ORIGIN.config : ORIGIN.api);
           this.ctx.log.info({ list: kind, prefix: prefix.text }, 'xdp list entry added');
           return { body: { list: kind, prefix: prefix.text, added: true } };
         }),
@@ -237,7 +236,7 @@ class XdpSubsystem implements Subsystem {
           const next: ListState = { api: { ...this.lists.api, [kind]: list.filter((t) => t !== prefix.text) } };
           saveListState(this.ctx.stateDir, next);
           this.lists = next;
-          this.pipeline!.map(`cbr_${kind}${prefix.family}`).delete(lpmKey(prefix));
+          liveListDelete(this.pipeline!, kind, prefix);
           this.ctx.log.info({ list: kind, prefix: prefix.text }, 'xdp list entry removed');
           return { body: { list: kind, prefix: prefix.text, removed: true } };
         }),
@@ -325,12 +324,13 @@ async function listCommand(kind: ListKind, action: 'add' | 'del', prefixText: st
   // Agent not running: write the pinned map directly. The agent's next start re-syncs lists from
   // its config and state file, so this is for emergencies; it says so.
   const { pinDir } = directPinDir(opts);
-  const map = BpfMap.fromPin(join(pinDir, `cbr_${kind}${prefix.family}`));
+  const maps = new Map<string, BpfMap>();
+  const pinned = { map: (n: string) => maps.get(n) ?? maps.set(n, BpfMap.fromPin(join(pinDir, n))).get(n)! };
   try {
-    if (action === 'add') map.update(lpmKey(prefix), u32Value(ORIGIN.api));
-    else if (!map.delete(lpmKey(prefix))) throw new Error(`${prefix.text} is not in the pinned ${kind} list`);
+    if (action === 'add') liveListAdd(pinned, kind, prefix, ORIGIN.api);
+    else if (!liveListDelete(pinned, kind, prefix)) throw new Error(`${prefix.text} is not in the pinned ${kind} list`);
   } finally {
-    map.close();
+    for (const m of maps.values()) m.close();
   }
   print({ list: kind, prefix: prefix.text, [action === 'add' ? 'added' : 'removed']: true, direct: true, note: 'agent not reachable: changed the pinned map only; the agent re-syncs lists from its config and state on its next start' });
 }

@@ -43,7 +43,7 @@ function sizeOf(types: Map<number, BtfType>, id: number): number {
 }
 
 const IN_OBJECT: Record<string, string[]> = {
-  'filter.bpf.o': ['cbr_config', 'cbr_counter', 'cbr_lpm4', 'cbr_lpm6', 'cbr_rl_key', 'cbr_rl_state', 'cbr_addr_key', 'cbr_port_key', 'cbr_parse'],
+  'filter.bpf.o': ['cbr_config', 'cbr_counter', 'cbr_lpm4', 'cbr_lpm6', 'cbr_rl_key', 'cbr_rl_state', 'cbr_dst', 'cbr_ports', 'cbr_pre4', 'cbr_parse'],
   'lb.bpf.o': ['cbr_config', 'cbr_counter', 'cbr_parse', 'cbr_vip_key', 'cbr_vip', 'cbr_backend'],
 };
 

@@ -34,8 +34,9 @@ export const LAYOUTS = {
   cbr_lpm6: { size: 20, fields: { prefixlen: { offset: 0, size: 4 }, addr: { offset: 4, size: 16 } } },
   cbr_rl_key: { size: 16, fields: { family: { offset: 0, size: 1 }, pad: { offset: 1, size: 7 }, addr: { offset: 8, size: 8 } } },
   cbr_rl_state: { size: 16, fields: { tokens_ns: { offset: 0, size: 8 }, last_ns: { offset: 8, size: 8 } } },
-  cbr_addr_key: { size: 20, fields: { family: { offset: 0, size: 1 }, pad: { offset: 1, size: 3 }, addr: { offset: 4, size: 16 } } },
-  cbr_port_key: { size: 4, fields: { proto: { offset: 0, size: 1 }, pad: { offset: 1, size: 1 }, port: { offset: 2, size: 2 } } },
+  cbr_dst: { size: 20, fields: { addr: { offset: 0, size: 16 }, family: { offset: 16, size: 1 }, flags: { offset: 17, size: 1 }, pad: { offset: 18, size: 2 } } },
+  cbr_pre4: { size: 32, fields: { deny: { offset: 0, size: 8 }, allow: { offset: 8, size: 8 }, deny_full: { offset: 16, size: 8 }, pad: { offset: 24, size: 8 } } },
+  cbr_ports: { size: 16392, fields: { udp: { offset: 0, size: 8192 }, tcp: { offset: 8192, size: 8192 }, icmp: { offset: 16384, size: 4 }, pad: { offset: 16388, size: 4 } } },
   cbr_parse: {
     size: 16,
     fields: {
@@ -63,7 +64,34 @@ export const REASON_SLOTS = 16;
 export const COUNTERS = 4 * REASON_SLOTS;
 export const counterIndex = (action: Action, reason: Reason): number => (ACTIONS.indexOf(action) << 4) | REASONS.indexOf(reason);
 
-export const CFG_FLAGS = { FRAG_DROP: 1, MALFORMED_DROP: 2, RATELIMIT: 4, POLICY: 8 } as const;
+export const CFG_FLAGS = {
+  FRAG_DROP: 1 << 0,
+  MALFORMED_DROP: 1 << 1,
+  RATELIMIT: 1 << 2,
+  POLICY: 1 << 3,
+  DENY4_EMPTY: 1 << 4,
+  DENY6_EMPTY: 1 << 5,
+  ALLOW4_EMPTY: 1 << 6,
+  ALLOW6_EMPTY: 1 << 7,
+  LB: 1 << 8,
+  PRE4: 1 << 9,
+  RL_COARSE: 1 << 10,
+} as const;
+/** Buckets at least this deep (in ns of credit) run on the tick clock: two ticks at HZ=100, the coarsest Linux tick. */
+export const RL_COARSE_MIN_BURST_NS = 20_000_000n;
+/** The config flag saying list map `cbr_<kind><family>` is empty. */
+export const LIST_EMPTY_FLAG: Record<string, number> = {
+  cbr_deny4: CFG_FLAGS.DENY4_EMPTY,
+  cbr_deny6: CFG_FLAGS.DENY6_EMPTY,
+  cbr_allow4: CFG_FLAGS.ALLOW4_EMPTY,
+  cbr_allow6: CFG_FLAGS.ALLOW6_EMPTY,
+};
+export const DST_SLOTS = 4096;
+export const DST_BITS = 12;
+export const DST_PROBES = 8;
+export const DST_MULT = 0x9e3779b1;
+export const DST_F_SERVICE = 1;
+export const DST_F_VIP = 2;
 export const VIP_F_QUIC = 1;
 export const BACKEND_F_UP = 1;
 export const MAX_BACKENDS = 4096;
@@ -71,7 +99,7 @@ export const SERVER_IDS = 65536;
 export const PROTO = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58 } as const;
 
 /** Map names as in the C objects; the loader pins each under <pinDir>/<name>. */
-export const FILTER_MAPS = ['cbr_cfg', 'cbr_stats', 'cbr_scratch', 'cbr_deny4', 'cbr_deny6', 'cbr_allow4', 'cbr_allow6', 'cbr_rl', 'cbr_svc_addr', 'cbr_svc_port', 'cbr_progs'] as const;
+export const FILTER_MAPS = ['cbr_cfg', 'cbr_stats', 'cbr_scratch', 'cbr_deny4', 'cbr_deny6', 'cbr_allow4', 'cbr_allow6', 'cbr_rl', 'cbr_pre4', 'cbr_dst', 'cbr_ports', 'cbr_progs'] as const;
 export const LB_MAPS = ['cbr_cfg', 'cbr_stats', 'cbr_scratch', 'cbr_vips', 'cbr_ring', 'cbr_backends', 'cbr_server_ids'] as const;
 
 export interface XdpConfigValue {
@@ -139,20 +167,84 @@ export const u32Key = (n: number): Buffer => {
 };
 export const u32Value = u32Key;
 
-/** struct cbr_addr_key for a service address. */
-export function addrKey(address: string): Buffer {
-  const { family, addr } = parseAddress(address);
-  const b = Buffer.alloc(LAYOUTS.cbr_addr_key.size);
-  b[0] = family;
-  addr.copy(b, LAYOUTS.cbr_addr_key.fields.addr.offset);
+/** cbr_dst's home slot for an address: the same hash as the filter's dst_flags(). */
+export function dstHome(family: 4 | 6, addr: Buffer): number {
+  const x = family === 4 ? addr.readUInt32LE(0) : addr.readUInt32LE(0) ^ addr.readUInt32LE(4) ^ addr.readUInt32LE(8) ^ addr.readUInt32LE(12);
+  return Math.imul(x, DST_MULT) >>> (32 - DST_BITS);
+}
+
+export class DstTableError extends Error {}
+
+/**
+ * The open-addressed destination table (cbr_dst): each address with its flags, placed by linear
+ * probing from its home slot, at most DST_PROBES slots away. Addresses go in sorted order, so the
+ * same set always gives the same table (and a resync writes nothing).
+ */
+export function buildDstTable(entries: Map<string, number>): Buffer[] {
+  const slots: Buffer[] = Array.from({ length: DST_SLOTS }, () => Buffer.alloc(LAYOUTS.cbr_dst.size));
+  const L = LAYOUTS.cbr_dst.fields;
+  for (const address of [...entries.keys()].sort()) {
+    const { family, addr } = parseAddress(address);
+    const home = dstHome(family, addr);
+    let placed = false;
+    for (let i = 0; i < DST_PROBES && !placed; i++) {
+      const s = slots[(home + i) & (DST_SLOTS - 1)]!;
+      if (s[L.family.offset] !== 0) continue;
+      addr.copy(s, L.addr.offset);
+      s[L.family.offset] = family;
+      s[L.flags.offset] = entries.get(address)!;
+      placed = true;
+    }
+    if (!placed) throw new DstTableError(`${address}: no free slot within ${DST_PROBES} of its home slot in the ${DST_SLOTS}-slot destination table (too many service and VIP addresses)`);
+  }
+  return slots;
+}
+
+/** cbr_pre4 entries: one per 64 /24s of the IPv4 space. */
+export const PRE4_ENTRIES = 1 << 18;
+
+/** One bit per /24 of the IPv4 space (2^24 bits in 32-bit words); the filter's prefilter per list. */
+export function newPre4Bits(): Uint32Array {
+  return new Uint32Array((1 << 24) / 32);
+}
+
+/** The /24s an IPv4 prefix overlaps: [first, first + count). */
+export function pre4Range(prefix: ParsedPrefix): { first: number; count: number } {
+  return { first: prefix.addr.readUInt32BE(0) >>> 8, count: prefix.length >= 24 ? 1 : 2 ** (24 - prefix.length) };
+}
+
+/** Sets the bits of every /24 the IPv4 prefix overlaps (`full`: only the /24s it covers whole). */
+export function setPre4Bits(bits: Uint32Array, prefix: ParsedPrefix, full = false): void {
+  if (prefix.family !== 4 || (full && prefix.length > 24)) return;
+  const { first, count } = pre4Range(prefix);
+  let i = first;
+  const end = first + count;
+  for (; i < end && i & 31; i++) bits[i >>> 5] = bits[i >>> 5]! | (1 << (i & 31));
+  for (; i + 32 <= end; i += 32) bits[i >>> 5] = 0xffffffff;
+  for (; i < end; i++) bits[i >>> 5] = bits[i >>> 5]! | (1 << (i & 31));
+}
+
+export const PRE4_FIELD = { deny: 0, allow: 8, denyFull: 16 } as const;
+
+/** struct cbr_pre4 for entry `i` from the deny, allow and deny-full bitmaps. */
+export function encodePre4(bits: { deny: Uint32Array; allow: Uint32Array; denyFull: Uint32Array }, i: number): Buffer {
+  const b = Buffer.alloc(LAYOUTS.cbr_pre4.size);
+  for (const k of ['deny', 'allow', 'denyFull'] as const) {
+    b.writeUInt32LE(bits[k][2 * i]! >>> 0, PRE4_FIELD[k]);
+    b.writeUInt32LE(bits[k][2 * i + 1]! >>> 0, PRE4_FIELD[k] + 4);
+  }
   return b;
 }
 
-/** struct cbr_port_key: protocol number, port in network order. */
-export function portKey(proto: number, port: number): Buffer {
-  const b = Buffer.alloc(LAYOUTS.cbr_port_key.size);
-  b[0] = proto;
-  b.writeUInt16BE(port, LAYOUTS.cbr_port_key.fields.port.offset);
+/** struct cbr_ports: the port policy bitmap. */
+export function encodePorts(rules: { udp: number[]; tcp: number[]; icmp: boolean }): Buffer {
+  const L = LAYOUTS.cbr_ports.fields;
+  const b = Buffer.alloc(LAYOUTS.cbr_ports.size);
+  // little-endian u64 words: bit p of the bitmap is bit p&7 of byte p>>3
+  const set = (base: number, port: number) => (b[base + (port >> 3)] = b[base + (port >> 3)]! | (1 << (port & 7)));
+  for (const p of rules.udp) set(L.udp.offset, p);
+  for (const p of rules.tcp) set(L.tcp.offset, p);
+  if (rules.icmp) b.writeUInt32LE(1, L.icmp.offset);
   return b;
 }
 

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { progTestRun } from './libbpf.js';
-import { readCounters } from './control.js';
+import { readCounters, syncLists } from './control.js';
 import type { XdpPipeline } from './loader.js';
 import { buildPacket, quicShort, quicLong, testConfig, withTestPipeline, XDP_DROP, XDP_PASS, XDP_TX, type PacketSpec } from './testing.js';
 import { encodeCid } from './cid.js';
@@ -165,6 +165,29 @@ test('filter: per-source token bucket drops over the burst and spares allowliste
   });
 });
 
+test('rate limit: deep buckets run on the tick clock, shallow ones on the precise clock; both refill', async () => {
+  const { decodeConfig, CFG_FLAGS, u32Key } = await import('./maps.js');
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  // 1000/s with a burst of 1: 1 ms of credit, shallower than two ticks -> precise clock
+  await withTestPipeline(testConfig({ rateLimit: { enabled: true, packetsPerSecond: 1000, burst: 1 } }), async (p) => {
+    assert.equal(decodeConfig(p.map('cbr_cfg').lookup(u32Key(0))!).flags & CFG_FLAGS.RL_COARSE, 0);
+    // two runs back to back inside the kernel (a 1 ms bucket is gone by the time user space could send again)
+    const d = counterDelta(p, () => assert.equal(progTestRun(p.filterFd, buildPacket({ src: '192.0.2.60', dst: '192.0.2.99' }), 2).retval, XDP_DROP, 'second at once'));
+    assert.deepEqual([...d.entries()].sort(), [['drop/ratelimit', 1n], ['pass/ok', 1n]]);
+    await sleep(5);
+    expectVerdict(p, { src: '192.0.2.60', dst: '192.0.2.99' }, XDP_PASS, 'pass/ok', 'after 5 ms');
+  });
+  // 10/s with a burst of 10: 1 s of credit -> tick clock; runs back to back inside the kernel
+  await withTestPipeline(testConfig({ rateLimit: { enabled: true, packetsPerSecond: 10, burst: 10 } }), async (p) => {
+    assert.ok(decodeConfig(p.map('cbr_cfg').lookup(u32Key(0))!).flags & CFG_FLAGS.RL_COARSE);
+    const pkt = buildPacket({ src: '192.0.2.61', dst: '192.0.2.99' });
+    const burst = () => counterDelta(p, () => assert.equal(progTestRun(p.filterFd, pkt, 11).retval, XDP_DROP, 'the 11th'));
+    assert.deepEqual([...burst().entries()].sort(), [['drop/ratelimit', 1n], ['pass/ok', 10n]], 'the burst, then a drop');
+    await sleep(1500); // 15 packets of credit, capped at 10
+    assert.deepEqual([...burst().entries()].sort(), [['drop/ratelimit', 1n], ['pass/ok', 10n]], 'refilled to the burst, not beyond');
+  });
+});
+
 const LB = {
   ...BASE,
   lb: {
@@ -282,4 +305,120 @@ test('fuzz: random frames never abort and always count exactly one verdict', asy
 
 test('addresses used by the tests parse', () => {
   assert.equal(parseAddress(SVC6).family, 6);
+});
+
+test('frags: a multi-buffer frame (jumbo MTU) is judged by its whole length and counted in full', async () => {
+  await withTestPipeline(testConfig(BASE), (p) => {
+    // BPF_PROG_TEST_RUN puts what does not fit in one page into fragments (only for xdp.frags programs)
+    const big = buildPacket({ src: '192.0.2.1', dst: SVC4, dport: 443, payload: Buffer.alloc(8000, 7) });
+    const before = readCounters(p).find((r) => r.action === 'pass' && r.reason === 'ok')?.bytes ?? 0n;
+    expectVerdict(p, big, XDP_PASS, 'pass/ok', 'v4 8000-byte payload');
+    const after = readCounters(p).find((r) => r.action === 'pass' && r.reason === 'ok')!.bytes;
+    assert.equal(after - before, BigInt(big.length), 'bytes counted over all fragments');
+    expectVerdict(p, { src: '2001:db8::1', dst: SVC6, dport: 443, payload: Buffer.alloc(9000, 7) }, XDP_PASS, 'pass/ok', 'v6 9000-byte payload');
+    expectVerdict(p, { src: '192.0.2.1', dst: SVC4, dport: 53, payload: Buffer.alloc(8000, 7) }, XDP_DROP, 'drop/policy', 'big packet to a refused port');
+    expectVerdict(p, { src: '203.0.113.9', dst: SVC4, dport: 443, payload: Buffer.alloc(8000, 7) }, XDP_DROP, 'drop/denylist', 'big packet from a denied source');
+    // an IP length beyond the whole frame is still truncated
+    const cut = Buffer.from(big);
+    cut.writeUInt16BE(big.length - 14 + 100, 16);
+    expectVerdict(p, cut, XDP_DROP, 'drop/truncated', 'IPv4 length past the last fragment');
+  });
+});
+
+test('lists: the filter skips empty lists by config flags, and a prefix added live is never skipped', async () => {
+  const { liveListAdd, liveListDelete, ORIGIN } = await import('./control.js');
+  const { decodeConfig, encodeConfig, CFG_FLAGS, u32Key } = await import('./maps.js');
+  const { parsePrefix } = await import('./prefix.js');
+  await withTestPipeline(testConfig({ services: BASE.services }), (p) => {
+    const flags = () => decodeConfig(p.map('cbr_cfg').lookup(u32Key(0))!).flags;
+    const all = CFG_FLAGS.DENY4_EMPTY | CFG_FLAGS.DENY6_EMPTY | CFG_FLAGS.ALLOW4_EMPTY | CFG_FLAGS.ALLOW6_EMPTY;
+    assert.equal(flags() & all, all, 'all four lists empty');
+    assert.ok(flags() & CFG_FLAGS.PRE4, 'the IPv4 prefilter is in use after a sync');
+    expectVerdict(p, { src: '203.0.113.9', dst: SVC4 }, XDP_PASS, 'pass/ok', 'nothing denied yet');
+    liveListAdd(p, 'deny', parsePrefix('203.0.113.0/24'), ORIGIN.api);
+    liveListAdd(p, 'deny', parsePrefix('2001:db8:bad::/48'), ORIGIN.api);
+    assert.equal(flags() & all, CFG_FLAGS.ALLOW4_EMPTY | CFG_FLAGS.ALLOW6_EMPTY, 'deny lists hold something');
+    expectVerdict(p, { src: '203.0.113.9', dst: SVC4 }, XDP_DROP, 'drop/denylist', 'v4 added live');
+    expectVerdict(p, { src: '2001:db8:bad::9', dst: SVC6 }, XDP_DROP, 'drop/denylist', 'v6 added live');
+    expectVerdict(p, { src: '203.0.114.9', dst: SVC4 }, XDP_PASS, 'pass/ok', 'next /24 is not denied');
+    // a /8 through the prefilter: every /24 inside it is asked, allow wins over deny
+    liveListAdd(p, 'deny', parsePrefix('100.0.0.0/8'), ORIGIN.api);
+    liveListAdd(p, 'allow', parsePrefix('100.200.3.4/32'), ORIGIN.api);
+    for (const src of ['100.0.0.1', '100.127.255.254', '100.255.255.255', '100.200.3.5']) expectVerdict(p, { src, dst: SVC4 }, XDP_DROP, 'drop/denylist', `${src} in 100/8`);
+    expectVerdict(p, { src: '100.200.3.4', dst: SVC4 }, XDP_PASS, 'pass/allowlist', 'allowlisted inside the denied /8');
+    expectVerdict(p, { src: '101.0.0.1', dst: SVC4 }, XDP_PASS, 'pass/ok', 'just past 100/8');
+    // a config value without the empty and prefilter bits (an older agent's) makes the filter look, never skip
+    const cur = decodeConfig(p.map('cbr_cfg').lookup(u32Key(0))!);
+    p.map('cbr_cfg').update(u32Key(0), encodeConfig({ ...cur, flags: cur.flags & ~(all | CFG_FLAGS.PRE4) }));
+    expectVerdict(p, { src: '203.0.113.9', dst: SVC4 }, XDP_DROP, 'drop/denylist', 'no flags at all');
+    expectVerdict(p, { src: '192.0.2.1', dst: SVC4 }, XDP_PASS, 'pass/ok', 'no flags, not listed');
+    p.map('cbr_cfg').update(u32Key(0), encodeConfig(cur));
+    for (const [kind, t] of [['deny', '203.0.113.0/24'], ['deny', '2001:db8:bad::/48'], ['deny', '100.0.0.0/8'], ['allow', '100.200.3.4/32']] as const) {
+      assert.equal(liveListDelete(p, kind, parsePrefix(t)), true, t);
+    }
+    assert.equal(liveListDelete(p, 'deny', parsePrefix('203.0.113.0/24')), false, 'already gone');
+    assert.equal(flags() & all, all, 'empty again');
+    expectVerdict(p, { src: '203.0.113.9', dst: SVC4 }, XDP_PASS, 'pass/ok', 'removed live');
+    expectVerdict(p, { src: '100.0.0.1', dst: SVC4 }, XDP_PASS, 'pass/ok', '/8 removed live');
+  });
+});
+
+test('lists: whole-/24 deny bits drop without the trie after a sync and are gone before a live delete', async () => {
+  const { liveListDelete } = await import('./control.js');
+  const { parsePrefix } = await import('./prefix.js');
+  await withTestPipeline(testConfig({ deny: { prefixes: ['10.0.0.0/8', '198.18.0.7/32'] } }), (p) => {
+    // the API-added prefix is synced like the config's (its deny_full bits are set by the sync)
+    syncLists(p, testConfig({ deny: { prefixes: ['10.0.0.0/8', '198.18.0.7/32'] } }), { api: { deny: ['172.16.0.0/12'], allow: [] } });
+    for (const src of ['10.1.2.3', '172.16.5.5', '172.31.255.1', '198.18.0.7']) expectVerdict(p, { src, dst: '192.0.2.200' }, XDP_DROP, 'drop/denylist', src);
+    for (const src of ['172.32.0.1', '198.18.0.8', '11.0.0.1']) expectVerdict(p, { src, dst: '192.0.2.200' }, XDP_PASS, 'pass/ok', src);
+    assert.equal(liveListDelete(p, 'deny', parsePrefix('172.16.0.0/12')), true);
+    expectVerdict(p, { src: '172.16.5.5', dst: '192.0.2.200' }, XDP_PASS, 'pass/ok', 'deleted /12: no stale whole-/24 bit');
+    expectVerdict(p, { src: '10.200.0.1', dst: '192.0.2.200' }, XDP_DROP, 'drop/denylist', 'the /8 stays');
+  });
+});
+
+test('lists: the IPv4 prefilter agrees with the LPM tries for random lists and sources', async () => {
+  const prefixes = fc.sample(fc.tuple(fc.integer({ min: 1, max: 0xfffffffe }), fc.integer({ min: 8, max: 32 })), { numRuns: 300, seed: 42 }).map(([a, l]) => `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}/${l}`);
+  const { parsePrefix } = await import('./prefix.js');
+  const deny = prefixes.slice(0, 200).map((t) => parsePrefix(t).text);
+  const allow = prefixes.slice(200).map((t) => parsePrefix(t).text);
+  await withTestPipeline(testConfig({ deny: { prefixes: deny }, allow: { prefixes: allow } }), (p) => {
+    const inside = (src: number, list: string[]) =>
+      list.some((t) => {
+        const [a, l] = t.split('/');
+        const n = a!.split('.').reduce((x, o) => x * 256 + Number(o), 0);
+        const len = Number(l);
+        return len === 0 || src >>> (32 - len) === n >>> (32 - len);
+      });
+    // sources inside listed prefixes, next to them, and anywhere
+    const near = deny.concat(allow).map((t) => t.split('/')[0]!.split('.').reduce((x, o) => x * 256 + Number(o), 0));
+    const sources = near.flatMap((n) => [n, (n + 1) >>> 0, (n + 256) >>> 0, (n - 1) >>> 0]).concat(fc.sample(fc.integer({ min: 0, max: 0xffffffff }), { numRuns: 200, seed: 7 }));
+    for (const s of sources) {
+      const src = `${s >>> 24}.${(s >>> 16) & 255}.${(s >>> 8) & 255}.${s & 255}`;
+      const want = inside(s, allow) ? 'pass/allowlist' : inside(s, deny) ? 'drop/denylist' : 'pass/ok';
+      expectVerdict(p, { src, dst: '192.0.2.200' }, want === 'drop/denylist' ? XDP_DROP : XDP_PASS, want, src);
+    }
+  });
+});
+
+test('services: addresses that share a home slot in the destination table are all found, others are not', async () => {
+  const { dstHome, DST_PROBES } = await import('./maps.js');
+  // the first DST_PROBES + 1 addresses of 10.77.0.0/16 with the home slot of 10.77.0.1
+  const home = dstHome(4, parseAddress('10.77.0.1').addr);
+  const same: string[] = [];
+  for (let i = 1; i < 65536 && same.length <= DST_PROBES; i++) {
+    const a = `10.77.${i >> 8}.${i & 255}`;
+    if (dstHome(4, parseAddress(a).addr) === home) same.push(a);
+  }
+  assert.equal(same.length, DST_PROBES + 1);
+  const services = same.slice(0, DST_PROBES);
+  await withTestPipeline(testConfig({ services: { addresses: [...services, SVC6] } }), (p) => {
+    for (const a of services) {
+      expectVerdict(p, { src: '192.0.2.1', dst: a, dport: 53 }, XDP_DROP, 'drop/policy', `service ${a} (shared home slot)`);
+      expectVerdict(p, { src: '192.0.2.1', dst: a, dport: 443 }, XDP_PASS, 'pass/ok', `service ${a} port 443`);
+    }
+    expectVerdict(p, { src: '192.0.2.1', dst: same[DST_PROBES]!, dport: 53 }, XDP_PASS, 'pass/ok', 'same home slot, not a service address');
+    expectVerdict(p, { src: '2001:db8::1', dst: SVC6, dport: 53 }, XDP_DROP, 'drop/policy', 'v6 service');
+  });
+  await assert.rejects(withTestPipeline(testConfig({ services: { addresses: same } }), () => undefined), /xdp\.services\.addresses: .*no free slot/);
 });

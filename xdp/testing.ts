@@ -148,19 +148,38 @@ export function testConfig(xdp: Record<string, unknown>): XdpConfig {
   return xdpConfigSchema.parse({ enabled: true, interface: 'lo', ...xdp });
 }
 
-/** Loads and syncs the pipeline for `cfg` into a fresh pin dir, runs fn, then closes and unpins. */
-export async function withTestPipeline<T>(cfg: XdpConfig, fn: (p: XdpPipeline) => Promise<T> | T, opts: { withLb?: boolean; srcMac?: Buffer; lbObject?: string } = {}): Promise<T> {
+export interface OpenPipeline {
+  p: XdpPipeline;
+  close(): void;
+}
+
+/** Loads and syncs the pipeline for `cfg` into a fresh pin dir; close() unloads and unpins it. */
+export function openTestPipeline(cfg: XdpConfig, opts: { withLb?: boolean; srcMac?: Buffer; lbObject?: string } = {}): OpenPipeline {
   const pinDir = testPinDir();
   let p: XdpPipeline | undefined;
+  const close = () => {
+    p?.close();
+    detachXdp(pinDir);
+  };
   try {
     p = XdpPipeline.load({ pinDir, sizes: mapSizesFor(cfg), withLb: opts.withLb ?? cfg.lb.vips.length > 0, lbObject: opts.lbObject });
     writeConfigMap(p, cfg, opts.srcMac ?? Buffer.from([2, 0, 0, 0, 0, 0x10]));
     syncLists(p, cfg, { api: { deny: [], allow: [] } });
     syncServices(p, cfg);
     if (cfg.lb.vips.length) syncLb(p, cfg);
-    return await fn(p);
+    return { p, close };
+  } catch (err) {
+    close();
+    throw err;
+  }
+}
+
+/** Loads and syncs the pipeline for `cfg` into a fresh pin dir, runs fn, then closes and unpins. */
+export async function withTestPipeline<T>(cfg: XdpConfig, fn: (p: XdpPipeline) => Promise<T> | T, opts: { withLb?: boolean; srcMac?: Buffer; lbObject?: string } = {}): Promise<T> {
+  const o = openTestPipeline(cfg, opts);
+  try {
+    return await fn(o.p);
   } finally {
-    p?.close();
-    detachXdp(pinDir);
+    o.close();
   }
 }

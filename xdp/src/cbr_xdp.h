@@ -39,6 +39,28 @@ enum cbr_reason {
 #define CBR_F_MALFORMED_DROP (1u << 1) /* drop malformed/truncated IP packets (else pass) */
 #define CBR_F_RATELIMIT      (1u << 2) /* per-source token buckets on */
 #define CBR_F_POLICY         (1u << 3) /* service address protocol/port policy on */
+/* Lists known to be empty: the filter skips their LPM lookups. Inverted sense on purpose: a config
+ * value without these bits (an older agent's, or the direct CLI path racing a sync) means "look". */
+#define CBR_F_DENY4_EMPTY    (1u << 4)
+#define CBR_F_DENY6_EMPTY    (1u << 5)
+#define CBR_F_ALLOW4_EMPTY   (1u << 6)
+#define CBR_F_ALLOW6_EMPTY   (1u << 7)
+#define CBR_F_LB             (1u << 8) /* some VIP exists: look up destinations for the VIP flag */
+#define CBR_F_PRE4           (1u << 9) /* cbr_pre4 is maintained: trust its clear bits */
+#define CBR_F_RL_COARSE      (1u << 10) /* token buckets on the tick clock (bucket deeper than 2 ticks) */
+
+/* IPv4 list prefilter: one bit per /24 of the IPv4 space and list, set when some prefix of that
+ * list overlaps the /24 (a superset is fine: a set bit only means "ask the LPM trie"). Entry i holds
+ * the /24s i*64 .. i*64+63, bit b for /24 i*64+b. A legitimate source outside every list costs one
+ * inlined array lookup instead of an LPM walk. deny_full bits are exact or clear, never stale: set
+ * only by a full sync, cleared before a live delete. */
+#define CBR_PRE4_ENTRIES (1u << 18)
+struct cbr_pre4 {
+	__u64 deny;
+	__u64 allow;
+	__u64 deny_full;       /* a deny prefix of /24 or shorter covers the whole /24: drop without the trie */
+	__u64 pad;
+};
 
 /* Global knobs, one entry in the cbr_cfg array. */
 struct cbr_config {
@@ -81,17 +103,31 @@ struct cbr_rl_state {
 	__u64 last_ns;
 };
 
-/* A service (anycast) address the protocol/port policy applies to. */
-struct cbr_addr_key {
-	__u8 family;
-	__u8 pad[3];
+/* Destination addresses the filter cares about (service addresses, VIP addresses), in an
+ * open-addressed table (an ARRAY map: its lookups are inlined, unlike a hash map's): an address lives
+ * within CBR_DST_PROBES slots of its home slot cbr_dst_home(), with no empty slot in between. The
+ * control plane (control.ts) builds the table with the same hash. */
+#define CBR_DST_SLOTS 4096     /* a power of two */
+#define CBR_DST_BITS 12
+#define CBR_DST_PROBES 8
+#define CBR_DST_F_SERVICE (1u << 0) /* the protocol/port policy applies */
+#define CBR_DST_F_VIP     (1u << 1) /* some VIP has this address: hand the packet to the LB */
+struct cbr_dst {
 	__u8 addr[16];         /* IPv4 in addr[0..3], rest zero */
+	__u8 family;           /* 0: empty slot */
+	__u8 flags;
+	__u16 pad;
 };
-/* An allowed protocol/port to service addresses; ICMP/ICMPv6 use port 0. */
-struct cbr_port_key {
-	__u8 proto;
-	__u8 pad;
-	__be16 port;
+/* Home slot: a multiplicative hash of the address's 32-bit words (as loaded, little-endian). */
+#define CBR_DST_MULT 0x9E3779B1u
+
+/* The protocol/port policy for service addresses as one bitmap (cbr_ports[0]): bit p of udp/tcp
+ * allows that destination port; icmp bit 0 allows ICMP and ICMPv6. Anything else is refused. */
+struct cbr_ports {
+	__u64 udp[1024];
+	__u64 tcp[1024];
+	__u32 icmp;
+	__u32 pad;
 };
 
 /* What the filter parsed, handed to the LB through a per-CPU scratch slot (tail calls stay on one CPU). */

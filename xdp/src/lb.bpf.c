@@ -70,7 +70,7 @@ static __always_inline __u16 csum_fold(__u32 sum)
 	return ~sum;
 }
 
-SEC("xdp")
+SEC("xdp.frags")
 int cbr_lb(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
