@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all deps build test demo docs check-docs bench clean clean-netns xdp bench-xdp bench-auth bench-failover
+.PHONY: bench-report all deps build test demo docs check-docs bench clean clean-netns xdp bench-xdp bench-auth bench-failover
 
 all: build
 
@@ -46,6 +46,10 @@ demo: build
 # Every scenario, one after the other, then the scorecard (QUICK=1: short versions).
 bench: build
 	@QUICK=$(QUICK) node dist/bench/all.js
+
+# The scorecard from the committed bench/results, without running anything.
+bench-report: build
+	@node dist/bench/all.js --report
 
 # Token verifications per second through the auth gate (RS256, ES256); QUICK=1 for a short run.
 bench-auth: build
