@@ -46,6 +46,8 @@ interface Pending {
 }
 
 let scratch = Buffer.allocUnsafe(65_536);
+/** Shared by every client: reads are synchronous and onResponseBytes copies what it keeps. */
+const responseBuf = Buffer.allocUnsafe(65_536);
 
 export type SessionEnd = { by: 'server-fin' } | { by: 'reset' } | { by: 'connection'; reason: CloseReason } | { by: 'local' };
 
@@ -186,7 +188,7 @@ export class MasqueClient {
   }
 
   private onResponseReadable(id: number): void {
-    const buf = Buffer.allocUnsafe(65_536);
+    const buf = responseBuf;
     for (let i = 0; i < 64; i++) {
       const r = this.h3.quic.streamRecv(id, buf);
       if (r === null) return;
