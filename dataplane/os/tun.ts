@@ -39,7 +39,11 @@ export class TunError extends Error {
   }
 }
 
-/** One packet batch per event-loop turn at most; packets are IPv4/IPv6 datagrams (no packet-info header). */
+/**
+ * One packet batch per event-loop turn at most; packets are IPv4/IPv6 datagrams (no packet-info
+ * header). In ring mode they are views into the shared ring, valid only until the handler returns
+ * (the handler may modify them in place; copy what must outlive the call).
+ */
 export type TunPacketHandler = (packets: Buffer[]) => void;
 
 interface Queue {
@@ -119,10 +123,12 @@ export class TunDevice {
       }
       seen = Atomics.load(ctrl, SEQ);
       if (this.closed) return;
-      const pkts = q.reader!.drain();
-      if (pkts.length > 0) this.deliver(pkts);
+      // Views into the ring, freed when the handler returns: no copy and no allocation per packet.
+      q.reader!.drainViews(this.deliverFn);
     }
   }
+
+  private readonly deliverFn = (pkts: Buffer[]): void => this.deliver(pkts);
 
   private deliver(pkts: Buffer[]): void {
     this.stats.rxPackets += pkts.length;

@@ -45,6 +45,10 @@ interface Pending {
   session?: MasqueSession;
 }
 
+let scratch = Buffer.allocUnsafe(65_536);
+/** Shared by every client: reads are synchronous and onResponseBytes copies what it keeps. */
+const responseBuf = Buffer.allocUnsafe(65_536);
+
 export type SessionEnd = { by: 'server-fin' } | { by: 'reset' } | { by: 'connection'; reason: CloseReason } | { by: 'local' };
 
 /** One connect-udp or connect-ip session: send() payloads, onPayload receives them. */
@@ -67,9 +71,12 @@ export class MasqueSession {
   send(payload: Uint8Array): boolean {
     if (this.ended) return false;
     const h3 = this.client.h3;
-    const dg = Buffer.allocUnsafe(this.prefix.length + payload.length);
-    this.prefix.copy(dg, 0);
-    dg.set(payload, this.prefix.length);
+    // quiche copies the datagram into its queue: build it in a shared scratch buffer.
+    const need = this.prefix.length + payload.length;
+    if (need > scratch.length) scratch = Buffer.allocUnsafe(need);
+    this.prefix.copy(scratch, 0);
+    scratch.set(payload, this.prefix.length);
+    const dg = scratch.subarray(0, need);
     if (h3.peerAcceptsDatagrams && h3.quic.datagramSend(dg)) {
       this.stats.sent++;
       return true;
@@ -181,7 +188,7 @@ export class MasqueClient {
   }
 
   private onResponseReadable(id: number): void {
-    const buf = Buffer.allocUnsafe(65_536);
+    const buf = responseBuf;
     for (let i = 0; i < 64; i++) {
       const r = this.h3.quic.streamRecv(id, buf);
       if (r === null) return;

@@ -85,6 +85,13 @@ test('connect-ip: ping and an iperf3 TCP flow from the client namespace to the o
       assert.match(line, /100\.64\.61\.2\/32/);
       assert.match(line, /routes 10\.61\.2\.0\/24/);
       assert.ok(await tb.client.ping(tb.originAddr, { count: 3, timeoutS: 2 }), 'ping through the tunnel');
+      // Latency regression bound: an idle tunnel adds well under a millisecond per direction on an
+      // idle machine; 10 ms median leaves room for a busy shared one (the broken path measured 36 ms).
+      const pings = await tb.client.exec(['ping', '-n', '-c', '20', '-i', '0.05', '-W', '2', tb.originAddr], { timeoutMs: 20_000 });
+      const rtts = [...pings.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
+      assert.ok(rtts.length >= 18, `ping through connect-ip lost packets: ${pings}`);
+      const median = rtts[Math.floor(rtts.length / 2)]!;
+      assert.ok(median < 10, `connect-ip ping RTT median ${median} ms (bound 10 ms): ${rtts.join(' ')}`);
       const iperf = tb.origin.spawn(['iperf3', '-s', '-1', '-B', tb.originAddr]);
       void iperf;
       await new Promise((r) => setTimeout(r, 500));

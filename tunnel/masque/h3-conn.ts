@@ -37,14 +37,15 @@ export interface H3Events {
   onStreamGone?(streamId: number): void;
 }
 
-const READ_CHUNK = 65_536;
+// One read buffer for every connection (reads are synchronous and the bytes are copied out): a
+// 64 KiB buffer per connection was most of an idle session's memory.
+const readBuf = Buffer.allocUnsafe(65_536);
 
 export class H3Connection {
   peerSettings: H3Settings | undefined;
   private readonly peerUni = new Map<number, PeerUni>();
   private readonly peerUniTypes: PeerUniStreams;
   private readonly pending = new Map<number, { chunks: Uint8Array[]; fin: boolean }>();
-  private readonly readBuf = Buffer.allocUnsafe(READ_CHUNK);
   private readonly dgHeader = newHttpDatagramHeader();
   private controlOpened = false;
   goawaySent = false;
@@ -143,11 +144,11 @@ export class H3Connection {
 
   private onReadable(streamId: number): void {
     for (let i = 0; i < 64; i++) {
-      const r = this.quic.streamRecv(streamId, this.readBuf);
+      const r = this.quic.streamRecv(streamId, readBuf);
       if (r === null) return;
       const [n, fin] = r;
       // The parsers may keep views of the chunk: hand them a copy, the read buffer is reused.
-      const chunk = Buffer.from(this.readBuf.subarray(0, n));
+      const chunk = Buffer.from(readBuf.subarray(0, n));
       if ((streamId & 3) === 0) {
         if (this.role === 'client') return; // we never accept server-initiated bidi streams (quiche refuses them)
         if (streamId > this.highestRequestStream) this.highestRequestStream = streamId;

@@ -20,8 +20,20 @@ export interface IpSessionSink {
 export interface IpLease {
   v4: string;
   v6: string;
+  /** The same addresses as bytes (the per-packet source check compares these). */
+  v4Bytes: Uint8Array;
+  v6Bytes: Uint8Array;
   release(): void;
 }
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Policy verdicts per destination, so the string-based policy runs once per destination, not per packet. */
+const POLICY_CACHE_MAX = 4096;
 
 export type IpDropReason = 'malformed' | 'spoofed-source' | 'too-big' | 'ttl-expired' | 'policy' | 'no-session' | 'tun-write' | 'client-queue';
 
@@ -70,6 +82,7 @@ export class IpGateway {
   private readonly gw6: Uint8Array;
   private readonly policy: TargetPolicy;
   private readonly nftTable: string;
+  private readonly policyCache = new Map<string, boolean>();
 
   private constructor(readonly opts: IpGatewayOptions, readonly tun: TunDevice, readonly pool4: AddressPool, readonly pool6: AddressPool) {
     this.gw4 = ipBytes(pool4.gateway);
@@ -131,13 +144,15 @@ export class IpGateway {
       this.pool4.release(v4);
       throw err;
     }
-    const k4 = key(ipBytes(v4));
-    const k6 = key(ipBytes(v6));
+    const v4Bytes = ipBytes(v4);
+    const v6Bytes = ipBytes(v6);
+    const k4 = key(v4Bytes);
+    const k6 = key(v6Bytes);
     this.sessions.set(k4, sink);
     this.sessions.set(k6, sink);
     let released = false;
     return {
-      v4, v6,
+      v4, v6, v4Bytes, v6Bytes,
       release: () => {
         if (released) return;
         released = true;
@@ -160,10 +175,9 @@ export class IpGateway {
     const v = ipVersion(pkt)!;
     const total = v === 4 ? (pkt[2]! << 8) | pkt[3]! : 40 + ((pkt[4]! << 8) | pkt[5]!);
     if (total !== pkt.length) return this.drop('malformed');
-    const own = v === 4 ? lease.v4 : lease.v6;
-    if (formatBytes(a.src) !== formatBytes(ipBytes(own))) return this.drop('spoofed-source');
+    if (!sameBytes(a.src, v === 4 ? lease.v4Bytes : lease.v6Bytes)) return this.drop('spoofed-source');
     if (ipproto !== undefined && a.proto !== ipproto) return this.drop('policy');
-    if (this.policy.check(formatBytes(a.dst)) !== undefined) return this.drop('policy');
+    if (!this.allowed(a.dst)) return this.drop('policy');
     if (pkt.length > this.opts.mtu) {
       const icmp = packetTooBig(pkt, this.opts.mtu, v === 4 ? this.gw4 : this.gw6);
       if (icmp) sink.deliver(icmp);
@@ -199,6 +213,17 @@ export class IpGateway {
     if (!sink.deliver(pkt)) return void this.drop('client-queue');
     this.counters.packetsOut++;
     this.counters.bytesOut += pkt.length;
+  }
+
+  private allowed(dst: Uint8Array): boolean {
+    const k = key(dst);
+    let ok = this.policyCache.get(k);
+    if (ok === undefined) {
+      ok = this.policy.check(formatBytes(dst)) === undefined;
+      if (this.policyCache.size >= POLICY_CACHE_MAX) this.policyCache.clear();
+      this.policyCache.set(k, ok);
+    }
+    return ok;
   }
 
   private drop(r: IpDropReason): IpDropReason {

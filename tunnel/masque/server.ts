@@ -109,6 +109,7 @@ function kindOf(k: MasqueKind): SessionKind {
 }
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
+let scratch = Buffer.allocUnsafe(65_536);
 const MAX_PENDING_STREAM_BYTES = 1 << 20;
 
 export class MasqueServer {
@@ -452,9 +453,12 @@ export class MasqueServer {
   private sendPayload(s: Session, payload: Uint8Array): boolean {
     if (s.ended) return false;
     const c = s.conn;
-    const dg = Buffer.allocUnsafe(s.prefix.length + payload.length);
-    s.prefix.copy(dg, 0);
-    dg.set(payload, s.prefix.length);
+    // quiche copies the datagram into its queue: build it in a shared scratch buffer.
+    const need = s.prefix.length + payload.length;
+    if (need > scratch.length) scratch = Buffer.allocUnsafe(need);
+    s.prefix.copy(scratch, 0);
+    scratch.set(payload, s.prefix.length);
+    const dg = scratch.subarray(0, need);
     if (c.h3.peerAcceptsDatagrams && c.quic.datagramSend(dg)) {
       this.counters.datagramsOut++;
       this.counters.bytesOut += payload.length;

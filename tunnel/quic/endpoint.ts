@@ -90,6 +90,8 @@ export interface EndpointStats {
 }
 
 const MAX_UDP = 65_535;
+const SLAB_BYTES = 256 << 10;
+const dgramScratch = Buffer.allocUnsafe(MAX_UDP);
 
 function cidKey(cid: Uint8Array): string {
   return Buffer.from(cid.buffer, cid.byteOffset, cid.length).toString('latin1');
@@ -144,6 +146,7 @@ export class QuicConnection {
   /** @internal */ timer: NodeJS.Timeout | undefined;
   /** @internal */ deadline = 0;
   /** @internal */ keys: string[] = [];
+  /** @internal */ recvInfo: { from: Host; to: Host } | undefined;
 
   constructor(
     readonly native: Connection,
@@ -251,10 +254,19 @@ export class QuicConnection {
       }
     }
     if (h.onDatagram) {
+      // dgramRecv into one scratch buffer, then a copy from Node's buffer pool: dgramRecvVec hands
+      // out a native-backed buffer per datagram (a finalizer each, and major GCs from the external memory).
       for (let i = 0; i < 4096; i++) {
-        const d = this.native.dgramRecvVec();
-        if (d === null) break;
-        h.onDatagram(this, Buffer.from(d.buffer, d.byteOffset, d.byteLength));
+        let n: number | null;
+        try {
+          n = this.native.dgramRecv(dgramScratch);
+        } catch {
+          break;
+        }
+        if (n === null) break;
+        const d = Buffer.allocUnsafe(n);
+        dgramScratch.copy(d, 0, 0, n);
+        h.onDatagram(this, d);
       }
     }
   }
@@ -273,7 +285,12 @@ export class QuicEndpoint {
   private local: Host = { host: '0.0.0.0', port: 0 };
   private config: Config;
   private readonly tokens = new RetryTokenKey();
-  private readonly sendBuf: Buffer;
+  /**
+   * Packets are built straight into a slab and sent as views of it (a send keeps its view alive
+   * until the kernel has it); a full slab is dropped for a fresh one. No copy per packet.
+   */
+  private slab: Buffer;
+  private slabOff = 0;
   private readonly maxUdpPayload: number;
   private closing = false;
 
@@ -284,7 +301,7 @@ export class QuicEndpoint {
   ) {
     this.config = role === 'server' ? buildServerConfig(opts as ServerEndpointOptions) : buildClientConfig(opts as ClientEndpointOptions);
     this.maxUdpPayload = opts.maxUdpPayload ?? 1452;
-    this.sendBuf = Buffer.allocUnsafe(this.maxUdpPayload);
+    this.slab = Buffer.allocUnsafe(SLAB_BYTES);
     this.socket = createSocket({ type: family, reuseAddr: false });
     this.socket.on('message', (msg, rinfo) => this.onPacket(msg, rinfo));
     this.socket.on('error', () => this.stats.sendErrors++);
@@ -386,8 +403,11 @@ export class QuicEndpoint {
         if (!conn) return;
       }
     }
+    // One RecvInfo per connection, rebuilt only when the peer's address changes.
+    let ri = conn.recvInfo;
+    if (ri === undefined || ri.from.port !== rinfo.port || ri.from.host !== rinfo.address) ri = conn.recvInfo = { from: { host: rinfo.address, port: rinfo.port }, to: this.local };
     try {
-      conn.native.recv(msg, { from: { host: rinfo.address, port: rinfo.port }, to: this.local });
+      conn.native.recv(msg, ri);
     } catch {
       // quiche drops undecryptable/invalid packets itself; a thrown error closes the connection (flushed below).
       this.drop('recv-error');
@@ -478,16 +498,23 @@ export class QuicEndpoint {
 
   private flush(conn: QuicConnection): void {
     const native = conn.native;
+    const max = this.maxUdpPayload;
     for (;;) {
+      if (this.slabOff + max > SLAB_BYTES) {
+        this.slab = Buffer.allocUnsafe(SLAB_BYTES);
+        this.slabOff = 0;
+      }
+      const out = this.slab.subarray(this.slabOff, this.slabOff + max);
       let r;
       try {
-        r = native.send(this.sendBuf);
+        r = native.send(out);
       } catch {
         break;
       }
       if (r === null) break;
       const [n, info] = r;
-      this.sendRaw(Buffer.from(this.sendBuf.subarray(0, n)), info.to.port, info.to.host);
+      this.slabOff += (n + 7) & ~7;
+      this.sendRaw(out.subarray(0, n), info.to.port, info.to.host);
     }
     if (native.isClosed()) return this.retire(conn);
     this.armTimer(conn);

@@ -62,10 +62,19 @@ if (cfg.mode === 'sessions') {
   const payload = Buffer.alloc(cfg.size ?? 64, 1);
   const until = performance.now() + (cfg.seconds ?? 3) * 1000;
   let sent = 0;
+  // Echoes not back after LOSS_MS are written off as lost: a fixed window that only received
+  // echoes reopen stalls for good once packets are dropped (the old method measured its own stall).
+  const WINDOW = 1024;
+  const LOSS_MS = 50;
+  let writtenOff = 0;
+  let lastProgress = performance.now();
+  let lastReceived = 0;
   const t0 = performance.now();
-  // Keep a bounded window in flight so the queues, not the sender, set the pace.
   while (performance.now() < until) {
-    for (let i = 0; i < 64 && sent - received < 2048; i++) {
+    const now = performance.now();
+    if (received !== lastReceived) (lastReceived = received), (lastProgress = now);
+    else if (now - lastProgress > LOSS_MS) (writtenOff = sent - received), (lastProgress = now);
+    for (let i = 0; i < 64 && sent - received - writtenOff < WINDOW; i++) {
       s.send(payload);
       sent++;
     }
@@ -73,7 +82,7 @@ if (cfg.mode === 'sessions') {
   }
   await new Promise((r) => setTimeout(r, 300));
   const secs = (performance.now() - t0) / 1000;
-  out({ sent, received, kpps: received / secs / 1000 });
+  out({ sent, received, lost: sent - received, kpps: received / secs / 1000 });
   await c.close();
   await endpoint.close();
 }
