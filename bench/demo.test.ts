@@ -35,7 +35,7 @@ test('make demo ONCE=1: every step works and everything is removed', { timeout: 
     /drop\/denylist \+[\d,]+/,
     /the router withdrew PoP A's route \d+ ms after the failure/,
     /WireGuard tunnel moved to PoP B: interruption \d+ ms/,
-    /MASQUE tunnel moved to PoP B: interruption \d+ ms/,
+    /MASQUE tunnel moved to PoP B: last answer through A \d+ ms and first through B \d+ ms after the failure/,
     /cbr connect: Ctrl-C → exited 0/,
     /PoP A: SIGTERM → agent exited 0/,
     /every step worked/,
