@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import { Topology, run, uniqueName, type Namespace } from './testhosts.js';
+import { Topology, run, uniqueName, waitFor, type Namespace } from './testhosts.js';
 import { startAgent, runCli, CLI_PATH, type AgentProcess } from '../dataplane/testing.js';
 import { startRouterBird, waitForRoute, type RouterBird } from '../bgp/testing.js';
 import { generatePrivateKey, publicKeyFor } from '../tunnel/wireguard/keys.js';
@@ -72,20 +72,6 @@ function check(ok: unknown, what: string): asserts ok {
   if (!ok) throw new Error(what);
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number, everyMs = 100): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  let lastErr: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (err) {
-      lastErr = err;
-    }
-    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastErr ? `: ${(lastErr as Error).message}` : ''}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
 
 // ---------------- cleanup on every path ----------------
 

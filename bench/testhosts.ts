@@ -229,6 +229,25 @@ export async function staleNamespaces(): Promise<string[]> {
     .filter((n) => !alive(Number(/^cbr-t(\d+)-/.exec(n)![1])));
 }
 
+/**
+ * Polls fn until it returns something other than undefined (errors count as "not yet"), at most
+ * timeoutMs; the timeout error names what was awaited and the last error seen.
+ */
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 15_000, everyMs = 100): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  let lastErr: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined) return v;
+    } catch (err) {
+      lastErr = err;
+    }
+    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastErr ? `: ${(lastErr as Error).message}` : ''}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
 /** Creates a topology, runs fn, and destroys it whatever happens. */
 export async function withTopology<T>(fn: (t: Topology) => Promise<T>): Promise<T> {
   const t = new Topology();

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, rmSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { withTopology } from '../bench/testhosts.js';
+import { withTopology } from '../bench/index.js';
 import { startAgent, runCli, freePort, type AgentProcess } from '../dataplane/testing.js';
 import { startRouterBird, routeFor, waitForRoute } from './testing.js';
 import type { BgpStatus } from './speaker.js';

@@ -3,7 +3,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Namespace } from '../bench/testhosts.js';
+import type { Namespace } from '../bench/index.js';
 import { BirdControl, waitForBird } from './control.js';
 import { isErrorReply, parseAsPath, parseCommunities, parseRoutePrefixes } from './reply.js';
 

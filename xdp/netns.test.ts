@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mkdirSync, rmdirSync } from 'node:fs';
-import { withTopology, run, type Namespace } from '../bench/testhosts.js';
+import { withTopology, run, waitFor, type Namespace } from '../bench/index.js';
 import { startAgent, runCli, freePort, type AgentProcess } from '../dataplane/testing.js';
 import { detachXdp, pinDirFor } from './loader.js';
 import { encodeCid } from './cid.js';
@@ -42,20 +42,6 @@ async function cli(ns: Namespace, args: string[]): Promise<Record<string, unknow
   return JSON.parse(r.stdout);
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  let lastErr: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (err) {
-      lastErr = err;
-    }
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}: ${(lastErr as Error)?.message ?? ''}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 type Counters = Array<{ action: string; reason: string; packets: number }>;
 function count(c: Counters, action: string, reason: string): number {

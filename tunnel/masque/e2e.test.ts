@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { withTopology, type Namespace } from '../../bench/testhosts.js';
+import { withTopology, type Namespace } from '../../bench/index.js';
 import { CLI_PATH } from '../../dataplane/testing.js';
 import { masqueTestbed, metricValue, type Testbed } from './testbed/index.js';
 import { fileURLToPath } from 'node:url';

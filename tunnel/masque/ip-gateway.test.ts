@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { withTopology, uniqueName } from '../../bench/testhosts.js';
+import { withTopology, uniqueName } from '../../bench/index.js';
 import { IpGateway } from './ip-gateway.js';
 import { checksum } from './ip-packet.js';
 

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { withTopology, uniqueName } from '../../bench/testhosts.js';
+import { withTopology, uniqueName } from '../../bench/index.js';
 import { startAgent, runCli, type AgentProcess } from '../../dataplane/testing.js';
 import { generatePrivateKey, publicKeyFor } from './keys.js';
 import { authSubsystem } from '../../auth/index.js';

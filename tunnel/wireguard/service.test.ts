@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
-import { withTopology, uniqueName, type Namespace, type Topology } from '../../bench/testhosts.js';
+import { withTopology, uniqueName, type Namespace, type Topology } from '../../bench/index.js';
 import { removeSocketOnDestroy } from './testkit.js';
 import { freePort } from '../../dataplane/testing.js';
 import { AdminServer, HealthModel, Supervisor, ServiceRegistry, createLogger, type AgentContext, type CbrConfig } from '../../dataplane/index.js';

@@ -5,7 +5,7 @@ import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import type { Topology, Namespace } from '../../bench/testhosts.js';
+import type { Topology, Namespace } from '../../bench/index.js';
 import { runCli, CLI_PATH, type AgentProcess } from '../../dataplane/testing.js';
 import { UapiClient, uapiSocketPath } from './uapi-client.js';
 

@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { decodeWgDump, encodeWgConf, wgSetArgs, WgToolControl } from './wg-tool.js';
 import { UapiError } from './uapi.js';
 import { UapiClient, uapiSocketPath } from './uapi-client.js';
-import { withTopology, uniqueName } from '../../bench/testhosts.js';
+import { withTopology, uniqueName } from '../../bench/index.js';
 import { startWireguardGo } from './testkit.js';
 import { generatePrivateKey, publicKeyFor } from './keys.js';
 

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { uniqueName, type Topology, type Namespace } from '../../../bench/testhosts.js';
+import { uniqueName, type Topology, type Namespace } from '../../../bench/index.js';
 import { startAgent, CLI_PATH, type AgentProcess } from '../../../dataplane/testing.js';
 import { generateSelfSigned, writeTlsMaterial } from '../../quic/index.js';
 
