@@ -58,6 +58,15 @@ test('agent with auth: JWKS health check, admin API through the admin role, metr
     await dev.close();
     assert.equal((await status(await dev.mint({ roles: ['ops'] }))).status, 200);
     assert.ok(!agent.logLines.some((l) => l.includes(admin.split('.')[2]!) || l.includes(ops.split('.')[2]!)), 'token signature never logged');
+
+    // Auth switched off by a reload: its routes and the admin authorizer go with it.
+    assert.equal((await fetch(`${agent.adminUrl}/v1/auth`, { headers: { authorization: `Bearer ${ops}` } })).status, 200);
+    agent.writeConfig(`admin:\n  listen: ${agent.adminUrl.replace('http://', '')}\nagent:\n  stateDir: ${agent.dir}/state\nauth:\n  enabled: false\n`);
+    agent.proc.kill('SIGHUP');
+    await agent.waitForLog((e) => e.msg === 'stopping subsystem (disabled by reload)' && e.subsystem === 'auth');
+    await agent.waitForLog((e) => e.msg === 'config reloaded' && agent.logLines.filter((l) => l.includes('"config reloaded"')).length >= 2);
+    assert.equal((await fetch(`${agent.adminUrl}/v1/auth`)).status, 404);
+    assert.equal((await status()).status, 200, 'without auth the API answers loopback again');
   } finally {
     await agent.stop();
     await dev.close();

@@ -110,16 +110,6 @@ class AuthSubsystem implements Subsystem {
   }
 
   async stop(): Promise<void> {
-    this.removeRoutes = [
-      this.ctx.admin.route('GET', '/v1/auth', () => ({ body: this.current().status() })),
-      this.ctx.admin.route('POST', '/v1/auth/refresh', async () => {
-        const keys = this.current().keys;
-        await keys.refresh();
-        const st = keys.status();
-        if (st.lastError) throw new HttpError(502, `JWKS refresh failed: ${st.lastError}`);
-        return { body: st };
-      }),
-    ];
     this.ctx.admin.setAuthorizer(undefined);
     this.removeRoutes.forEach((remove) => remove());
     this.removeRoutes = [];
