@@ -3,7 +3,7 @@
 // Errors are malformed-message errors (RFC 9297 §3.3 → RFC 9114 §4.1.2): H3_MESSAGE_ERROR on the stream.
 import { H3Error, H3ErrorCode } from './errors.js';
 import { compareIpBytes, formatIp, hostBitsZero, parseIp } from './ip.js';
-import { readVarint, varintLength, varintLengthFromFirstByte, writeVarint } from './varint.js';
+import { readVarint, varintLength, varintLengthFromFirstByte, writeVarint, tlvHeaderLength, writeTlvHeader, encodeTlv, concatBytes } from './varint.js';
 
 export const CapsuleType = {
   DATAGRAM: 0x00,
@@ -45,21 +45,11 @@ const badInput = (msg: string) => new H3Error(H3ErrorCode.H3_INTERNAL_ERROR, 'st
 // ---------------------------------------------------------------- raw capsules
 
 /** Bytes of a capsule header (type + length). */
-export function capsuleHeaderLength(type: number, valueLength: number): number {
-  return varintLength(type) + varintLength(valueLength);
-}
-
+export const capsuleHeaderLength = tlvHeaderLength;
 /** Write a capsule header at `offset`; returns the offset after it. */
-export function writeCapsuleHeader(buf: Uint8Array, offset: number, type: number, valueLength: number): number {
-  return writeVarint(buf, writeVarint(buf, offset, type), valueLength);
-}
-
+export const writeCapsuleHeader = writeTlvHeader;
 /** A capsule of any type as one buffer. */
-export function encodeCapsule(type: number, value: Uint8Array): Uint8Array {
-  const out = new Uint8Array(capsuleHeaderLength(type, value.length) + value.length);
-  out.set(value, writeCapsuleHeader(out, 0, type, value.length));
-  return out;
-}
+export const encodeCapsule = encodeTlv;
 
 /** A DATAGRAM capsule carrying `contextId` + `payload` (one allocation). */
 export function encodeDatagramCapsule(contextId: number, payload: Uint8Array): Uint8Array {
@@ -102,7 +92,7 @@ function encodeAddressEntries(entries: IpAddressEntry[], isRequest: boolean): Ui
     part[pos + addr.length] = e.prefixLength;
     parts.push(part);
   }
-  return concat(parts);
+  return concatBytes(parts);
 }
 
 function checkPrefix(addr: Uint8Array, prefixLength: number, err: (m: string) => H3Error): void {
@@ -205,7 +195,7 @@ export function encodeRouteAdvertisementValue(ranges: IpAddressRange[]): Uint8Ar
     part[part.length - 1] = r.ipProtocol;
     return part;
   });
-  return concat(parts);
+  return concatBytes(parts);
 }
 
 export function decodeRouteAdvertisementValue(value: Uint8Array): IpAddressRange[] {
@@ -366,16 +356,4 @@ export class CapsuleParser {
       throw new H3Error(H3ErrorCode.H3_EXCESSIVE_LOAD, 'stream', `capsule of ${length} bytes exceeds the limit of ${this.maxCapsuleLength}`);
     }
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  let total = 0;
-  for (const p of parts) total += p.length;
-  const out = new Uint8Array(total);
-  let pos = 0;
-  for (const p of parts) {
-    out.set(p, pos);
-    pos += p.length;
-  }
-  return out;
 }

@@ -2,7 +2,7 @@
 // per-stream-type rules of §6.2.1 and §7.2 and maps each violation to its H3 error code.
 import { H3Error, H3ErrorCode } from './errors.js';
 import { decodeSettings, encodeSettings, type H3Settings } from './settings.js';
-import { readVarint, varintLength, varintLengthFromFirstByte, writeVarint } from './varint.js';
+import { readVarint, varintLength, varintLengthFromFirstByte, writeVarint, tlvHeaderLength, writeTlvHeader, encodeTlv } from './varint.js';
 
 export const FrameType = {
   DATA: 0x00,
@@ -37,21 +37,11 @@ export type EndpointRole = 'client' | 'server';
 // ---------------------------------------------------------------- encoders
 
 /** Bytes a frame header (type + length) takes. */
-export function frameHeaderLength(type: number, payloadLength: number): number {
-  return varintLength(type) + varintLength(payloadLength);
-}
-
+export const frameHeaderLength = tlvHeaderLength;
 /** Write a frame header at `offset`; returns the offset after it. */
-export function writeFrameHeader(buf: Uint8Array, offset: number, type: number, payloadLength: number): number {
-  return writeVarint(buf, writeVarint(buf, offset, type), payloadLength);
-}
-
+export const writeFrameHeader = writeTlvHeader;
 /** A frame with the given type and payload as one buffer. */
-export function encodeFrame(type: number, payload: Uint8Array): Uint8Array {
-  const out = new Uint8Array(frameHeaderLength(type, payload.length) + payload.length);
-  out.set(payload, writeFrameHeader(out, 0, type, payload.length));
-  return out;
-}
+export const encodeFrame = encodeTlv;
 
 /** Just the DATA frame header for a payload of `length` bytes (send it, then the payload, without copying). */
 export function encodeDataFrameHeader(length: number): Uint8Array {

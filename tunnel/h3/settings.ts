@@ -1,7 +1,7 @@
 // SETTINGS frame payload (RFC 9114 §7.2.4) with the extension settings MASQUE needs:
 // SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441 §3 / RFC 9220 §3) and SETTINGS_H3_DATAGRAM (RFC 9297 §2.1.1).
 import { H3Error, H3ErrorCode } from './errors.js';
-import { readVarint, readVarintBig, varintLength, varintLengthFromFirstByte, writeVarint, encodeVarintBig } from './varint.js';
+import { readVarint, readVarintBig, varintLengthFromFirstByte, encodeVarintBig, encodeVarint, concatBytes } from './varint.js';
 
 export const SettingId = {
   QPACK_MAX_TABLE_CAPACITY: 0x01,
@@ -100,24 +100,8 @@ function* settingPairs(settings: H3Settings): Generator<[number | bigint, number
 /** Encode a SETTINGS frame payload (identifier/value pairs, known settings first). */
 export function encodeSettings(settings: H3Settings): Uint8Array {
   const parts: Uint8Array[] = [];
-  let total = 0;
   for (const [id, value] of settingPairs(settings)) {
-    for (const v of [id, value]) {
-      let bytes: Uint8Array;
-      if (typeof v === 'bigint') bytes = encodeVarintBig(v);
-      else {
-        bytes = new Uint8Array(varintLength(v));
-        writeVarint(bytes, 0, v);
-      }
-      parts.push(bytes);
-      total += bytes.length;
-    }
+    for (const v of [id, value]) parts.push(typeof v === 'bigint' ? encodeVarintBig(v) : encodeVarint(v));
   }
-  const out = new Uint8Array(total);
-  let pos = 0;
-  for (const p of parts) {
-    out.set(p, pos);
-    pos += p.length;
-  }
-  return out;
+  return concatBytes(parts);
 }

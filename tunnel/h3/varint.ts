@@ -132,3 +132,36 @@ export function encodeVarintBig(value: bigint): Uint8Array {
   out[0] |= [0, 0x00, 0x40, 0, 0x80, 0, 0, 0, 0xc0][len];
   return out;
 }
+
+/** Concatenates byte strings into one new Uint8Array. */
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  let total = 0;
+  for (const p of parts) total += p.length;
+  const out = new Uint8Array(total);
+  let pos = 0;
+  for (const p of parts) {
+    out.set(p, pos);
+    pos += p.length;
+  }
+  return out;
+}
+
+// HTTP/3 frames (RFC 9114 §7.1) and capsules (RFC 9297 §3.2) share one layout: a varint type, a
+// varint length, then the value. frames.ts and capsules.ts name these for their own kind.
+
+/** Bytes a type + length header takes. */
+export function tlvHeaderLength(type: number, valueLength: number): number {
+  return varintLength(type) + varintLength(valueLength);
+}
+
+/** Writes a type + length header at `offset`; returns the offset after it. */
+export function writeTlvHeader(buf: Uint8Array, offset: number, type: number, valueLength: number): number {
+  return writeVarint(buf, writeVarint(buf, offset, type), valueLength);
+}
+
+/** Type, length and value as one buffer. */
+export function encodeTlv(type: number, value: Uint8Array): Uint8Array {
+  const out = new Uint8Array(tlvHeaderLength(type, value.length) + value.length);
+  out.set(value, writeTlvHeader(out, 0, type, value.length));
+  return out;
+}
