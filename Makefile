@@ -29,11 +29,11 @@ bench-xdp: build
 	@node dist/bench/xdp.js
 
 docs: build
-	@node dist/dataplane/cli.js config docs > docs/config.md
+	@node dist/agent/cli.js config docs > docs/config.md
 
 # docs/config.md is generated from the schema; a stale copy fails the tests.
 check-docs: build
-	@node dist/dataplane/cli.js config docs | diff -u docs/config.md - >/dev/null || { echo "docs/config.md is stale: run 'make docs'" >&2; exit 1; }
+	@node dist/agent/cli.js config docs | diff -u docs/config.md - >/dev/null || { echo "docs/config.md is stale: run 'make docs'" >&2; exit 1; }
 
 test: build check-docs
 	@node scripts/clean-netns.mjs

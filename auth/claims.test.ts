@@ -6,7 +6,15 @@ import { AuthError } from './gate.js';
 
 const rules = { issuer: 'https://idp.example', audience: ['p1', 'client-9'], clockSkewSeconds: 30 };
 const now = 1_700_000_000;
-const base = (over: Record<string, unknown> = {}) => ({ iss: 'https://idp.example', aud: ['p1', 'x@p1'], sub: 'u1', exp: now + 600, iat: now, nbf: now, ...over });
+const base = (over: Record<string, unknown> = {}) => ({
+  iss: 'https://idp.example',
+  aud: ['p1', 'x@p1'],
+  sub: 'u1',
+  exp: now + 600,
+  iat: now,
+  nbf: now,
+  ...over,
+});
 const code = (fn: () => unknown) => {
   try {
     fn();
@@ -24,36 +32,113 @@ test('identity from the generic role claim and the project-specific one', () => 
   const b = checkClaims(base({ [projectRolesClaim('p1')]: { admin: { org1: 'd' } } }), rules, now);
   assert.deepEqual(b.roles, ['admin']);
   // Both shapes together merge; roles of a project outside the audience do not count.
-  const c = checkClaims(base({ [ZITADEL_ROLES_CLAIM]: grants, [projectRolesClaim('p1')]: { admin: { o: 'd' } }, [projectRolesClaim('other')]: { root: { o: 'd' } } }), rules, now);
+  const c = checkClaims(
+    base({ [ZITADEL_ROLES_CLAIM]: grants, [projectRolesClaim('p1')]: { admin: { o: 'd' } }, [projectRolesClaim('other')]: { root: { o: 'd' } } }),
+    rules,
+    now,
+  );
   assert.deepEqual(c.roles, ['admin', 'vpn-user']);
   assert.equal(checkClaims(base({ aud: 'client-9', azp: 'c' }), rules, now).clientId, 'c');
 });
 
 test('each failed check has its code', () => {
-  assert.equal(code(() => checkClaims(base({ iss: 'https://idp.example/' }), rules, now)), 'WRONG_ISSUER');
-  assert.equal(code(() => checkClaims(base({ aud: ['p2'] }), rules, now)), 'WRONG_AUDIENCE');
-  assert.equal(code(() => checkClaims(base({ aud: undefined }), rules, now)), 'WRONG_AUDIENCE');
-  assert.equal(code(() => checkClaims(base({ aud: 7 }), rules, now)), 'INVALID_TOKEN');
-  assert.equal(code(() => checkClaims(base({ exp: now - 31 }), rules, now)), 'EXPIRED');
-  assert.equal(code(() => checkClaims(base({ exp: now - 29 }), rules, now)), 'none', 'within the clock skew');
-  assert.equal(code(() => checkClaims(base({ exp: undefined }), rules, now)), 'INVALID_TOKEN');
-  assert.equal(code(() => checkClaims(base({ exp: '1' }), rules, now)), 'INVALID_TOKEN');
-  assert.equal(code(() => checkClaims(base({ nbf: now + 31 }), rules, now)), 'NOT_YET_VALID');
-  assert.equal(code(() => checkClaims(base({ nbf: now + 29 }), rules, now)), 'none');
-  assert.equal(code(() => checkClaims(base({ iat: now + 120 }), rules, now)), 'NOT_YET_VALID');
-  assert.equal(code(() => checkClaims(base({ sub: '' }), rules, now)), 'INVALID_TOKEN');
-  assert.equal(code(() => checkClaims(base({ [ZITADEL_ROLES_CLAIM]: ['admin'] }), rules, now)), 'INVALID_TOKEN');
-  assert.equal(code(() => checkClaims(base({ [ZITADEL_ROLES_CLAIM]: { admin: true } }), rules, now)), 'INVALID_TOKEN');
-  assert.equal(code(() => checkClaims(base({ [ZITADEL_ORG_CLAIM]: 5 }), rules, now)), 'INVALID_TOKEN');
-  assert.equal(code(() => parseClaimsJson('[1]')), 'INVALID_TOKEN');
-  assert.equal(code(() => parseClaimsJson('{')), 'INVALID_TOKEN');
+  assert.equal(
+    code(() => checkClaims(base({ iss: 'https://idp.example/' }), rules, now)),
+    'WRONG_ISSUER',
+  );
+  assert.equal(
+    code(() => checkClaims(base({ aud: ['p2'] }), rules, now)),
+    'WRONG_AUDIENCE',
+  );
+  assert.equal(
+    code(() => checkClaims(base({ aud: undefined }), rules, now)),
+    'WRONG_AUDIENCE',
+  );
+  assert.equal(
+    code(() => checkClaims(base({ aud: 7 }), rules, now)),
+    'INVALID_TOKEN',
+  );
+  assert.equal(
+    code(() => checkClaims(base({ exp: now - 31 }), rules, now)),
+    'EXPIRED',
+  );
+  assert.equal(
+    code(() => checkClaims(base({ exp: now - 29 }), rules, now)),
+    'none',
+    'within the clock skew',
+  );
+  assert.equal(
+    code(() => checkClaims(base({ exp: undefined }), rules, now)),
+    'INVALID_TOKEN',
+  );
+  assert.equal(
+    code(() => checkClaims(base({ exp: '1' }), rules, now)),
+    'INVALID_TOKEN',
+  );
+  assert.equal(
+    code(() => checkClaims(base({ nbf: now + 31 }), rules, now)),
+    'NOT_YET_VALID',
+  );
+  assert.equal(
+    code(() => checkClaims(base({ nbf: now + 29 }), rules, now)),
+    'none',
+  );
+  assert.equal(
+    code(() => checkClaims(base({ iat: now + 120 }), rules, now)),
+    'NOT_YET_VALID',
+  );
+  assert.equal(
+    code(() => checkClaims(base({ sub: '' }), rules, now)),
+    'INVALID_TOKEN',
+  );
+  assert.equal(
+    code(() => checkClaims(base({ [ZITADEL_ROLES_CLAIM]: ['admin'] }), rules, now)),
+    'INVALID_TOKEN',
+  );
+  assert.equal(
+    code(() => checkClaims(base({ [ZITADEL_ROLES_CLAIM]: { admin: true } }), rules, now)),
+    'INVALID_TOKEN',
+  );
+  assert.equal(
+    code(() => checkClaims(base({ [ZITADEL_ORG_CLAIM]: 5 }), rules, now)),
+    'INVALID_TOKEN',
+  );
+  assert.equal(
+    code(() => parseClaimsJson('[1]')),
+    'INVALID_TOKEN',
+  );
+  assert.equal(
+    code(() => parseClaimsJson('{')),
+    'INVALID_TOKEN',
+  );
   const id = checkClaims(base(), rules, now);
-  assert.equal(code(() => requireAnyRole(id, ['admin'], 'admin')), 'MISSING_ROLE');
+  assert.equal(
+    code(() => requireAnyRole(id, ['admin'], 'admin')),
+    'MISSING_ROLE',
+  );
 });
 
 test('property: any JSON payload yields an identity or an AuthError, nothing else', () => {
-  const claimKeys = fc.constantFrom('iss', 'aud', 'sub', 'exp', 'nbf', 'iat', 'client_id', 'azp', ZITADEL_ROLES_CLAIM, projectRolesClaim('p1'), ZITADEL_ORG_CLAIM, '__proto__', 'constructor');
-  const claimValue = fc.oneof(fc.jsonValue(), fc.constantFrom('https://idp.example', 'p1', now, now + 100, now - 100), fc.dictionary(fc.string(), fc.jsonValue()));
+  const claimKeys = fc.constantFrom(
+    'iss',
+    'aud',
+    'sub',
+    'exp',
+    'nbf',
+    'iat',
+    'client_id',
+    'azp',
+    ZITADEL_ROLES_CLAIM,
+    projectRolesClaim('p1'),
+    ZITADEL_ORG_CLAIM,
+    '__proto__',
+    'constructor',
+  );
+  const claimValue = fc.oneof(
+    fc.jsonValue(),
+    fc.constantFrom('https://idp.example', 'p1', now, now + 100, now - 100),
+    fc.dictionary(fc.string(), fc.jsonValue()),
+  );
   const payload = fc.oneof(fc.jsonValue(), fc.dictionary(claimKeys, claimValue), fc.dictionary(fc.string(), fc.jsonValue()));
   fc.assert(
     fc.property(payload, fc.boolean(), (p, asBytes) => {

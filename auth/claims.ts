@@ -70,7 +70,11 @@ export function checkClaims(claims: Claims, rules: ClaimRules, nowSeconds: numbe
 
   const aud = claims.aud;
   const auds = typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : undefined;
-  if (auds === undefined) throw new AuthError(aud === undefined ? 'WRONG_AUDIENCE' : 'INVALID_TOKEN', aud === undefined ? 'token has no aud claim' : 'aud claim: expected a string or an array of strings');
+  if (auds === undefined)
+    throw new AuthError(
+      aud === undefined ? 'WRONG_AUDIENCE' : 'INVALID_TOKEN',
+      aud === undefined ? 'token has no aud claim' : 'aud claim: expected a string or an array of strings',
+    );
   if (!auds.some((a) => typeof a === 'string' && rules.audience.includes(a))) {
     throw new AuthError('WRONG_AUDIENCE', `aud contains none of the accepted audiences`);
   }
@@ -80,7 +84,8 @@ export function checkClaims(claims: Claims, rules: ClaimRules, nowSeconds: numbe
   const iat = numericDate(claims, 'iat', false);
   if (exp <= nowSeconds - skew) throw new AuthError('EXPIRED', `token expired at ${new Date(exp * 1000).toISOString()}`);
   if (nbf !== undefined && nbf > nowSeconds + skew) throw new AuthError('NOT_YET_VALID', `token is not valid before ${new Date(nbf * 1000).toISOString()}`);
-  if (iat !== undefined && iat > nowSeconds + skew) throw new AuthError('NOT_YET_VALID', `token was issued in the future (${new Date(iat * 1000).toISOString()})`);
+  if (iat !== undefined && iat > nowSeconds + skew)
+    throw new AuthError('NOT_YET_VALID', `token was issued in the future (${new Date(iat * 1000).toISOString()})`);
 
   const sub = claims.sub;
   if (typeof sub !== 'string' || sub.length === 0) throw new AuthError('INVALID_TOKEN', 'sub claim: expected a non-empty string');

@@ -64,8 +64,13 @@ test('cbr dev-issuer: serves Zitadel endpoints, issues client_credentials tokens
   const port = await freePort();
   const cfg = join(dir, 'issuer.yaml');
   const keyFile = join(dir, 'introspect-key.json');
-  writeFileSync(cfg, `serviceUsers:\n  - clientId: wg-bot\n    clientSecret: s3cret-s3cret\n    subject: "300000000000000001"\n    roles: [vpn-user, admin]\napps:\n  - clientId: cbr-pop\n    keyFile: ${keyFile}\n`);
-  const proc = spawn(process.execPath, [CLI_PATH, 'dev-issuer', '--listen', `127.0.0.1:${port}`, '--project-id', 'proj9', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+  writeFileSync(
+    cfg,
+    `serviceUsers:\n  - clientId: wg-bot\n    clientSecret: s3cret-s3cret\n    subject: "300000000000000001"\n    roles: [vpn-user, admin]\napps:\n  - clientId: cbr-pop\n    keyFile: ${keyFile}\n`,
+  );
+  const proc = spawn(process.execPath, [CLI_PATH, 'dev-issuer', '--listen', `127.0.0.1:${port}`, '--project-id', 'proj9', '--config', cfg], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const lines = createInterface({ input: proc.stdout! })[Symbol.asyncIterator]();
   let stderr = '';
   proc.stderr!.on('data', (d) => (stderr += d));
@@ -80,7 +85,22 @@ test('cbr dev-issuer: serves Zitadel endpoints, issues client_credentials tokens
     const tok = await runCli(['auth', 'token', '--issuer', url, '--client-id', 'wg-bot', '--client-secret', 's3cret-s3cret', '--project-id', 'proj9']);
     assert.equal(tok.code, 0, tok.stderr);
     const token = tok.stdout.trim();
-    const v = await runCli(['auth', 'verify', '--issuer', url, '--audience', 'proj9', '--role', 'admin', '--token', token, '--introspect', 'introspect-always', '--key-file', keyFile]);
+    const v = await runCli([
+      'auth',
+      'verify',
+      '--issuer',
+      url,
+      '--audience',
+      'proj9',
+      '--role',
+      'admin',
+      '--token',
+      token,
+      '--introspect',
+      'introspect-always',
+      '--key-file',
+      keyFile,
+    ]);
     assert.equal(v.code, 0, v.stderr);
     assert.equal(JSON.parse(v.stdout).subject, '300000000000000001');
     const bad = await runCli(['auth', 'token', '--issuer', url, '--client-id', 'wg-bot', '--client-secret', 'wrong']);
@@ -91,7 +111,9 @@ test('cbr dev-issuer: serves Zitadel endpoints, issues client_credentials tokens
     const rotated = JSON.parse(((await lines.next()).value as string) ?? '{}');
     assert.equal(rotated.msg, 'signing key rotated');
     assert.notEqual(rotated.kid, first.kid);
-    const minted = (await (await fetch(`${url}/admin/mint`, { method: 'POST', body: JSON.stringify({ roles: ['vpn-user'] }) })).json()) as { access_token: string };
+    const minted = (await (await fetch(`${url}/admin/mint`, { method: 'POST', body: JSON.stringify({ roles: ['vpn-user'] }) })).json()) as {
+      access_token: string;
+    };
     const header = JSON.parse(Buffer.from(minted.access_token.split('.')[0]!, 'base64url').toString());
     assert.equal(header.kid, rotated.kid);
     assert.equal((await runCli(['auth', 'verify', '--issuer', url, '--audience', 'proj9', '--token', minted.access_token])).code, 0);

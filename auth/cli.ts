@@ -47,7 +47,14 @@ function configFromFlags(o: VerifyFlags): AuthConfig {
   };
   const r = authConfigSchema.safeParse(raw);
   if (!r.success) {
-    const flag: Record<string, string> = { issuer: '--issuer', audience: '--audience', clockSkew: '--clock-skew', algorithms: '--alg', jwks: '--jwks-uri', introspection: '--introspect/--key-file' };
+    const flag: Record<string, string> = {
+      issuer: '--issuer',
+      audience: '--audience',
+      clockSkew: '--clock-skew',
+      algorithms: '--alg',
+      jwks: '--jwks-uri',
+      introspection: '--introspect/--key-file',
+    };
     const i = r.error.issues[0]!;
     throw new Error(`${flag[String(i.path[0])] ?? i.path.join('.')}: ${i.message}`);
   }
@@ -93,7 +100,7 @@ export function registerAuthCli(program: Command): void {
       try {
         const identity = await gate.identify(token);
         for (const role of o.role ?? []) requireAnyRole(identity, [role], `--role ${role}`);
-        process.stdout.write(JSON.stringify(identity, null, 2) + '\n');
+        process.stdout.write(`${JSON.stringify(identity, null, 2)}\n`);
       } catch (err) {
         if (err instanceof AuthError) throw new Error(`${err.code}: ${err.message}`);
         throw err;
@@ -102,17 +109,17 @@ export function registerAuthCli(program: Command): void {
       }
     });
 
-  withAdminOptions(auth.command('status').description('show the running agent\'s issuer, signing-key cache and token cache (GET /v1/auth)'))
+  withAdminOptions(auth.command('status').description("show the running agent's issuer, signing-key cache and token cache (GET /v1/auth)"))
     .option('--refresh', 'refetch the JWKS first (POST /v1/auth/refresh)')
     .action(async (opts: { refresh?: boolean }) => {
       const client = adminClientFromOptions(opts as Parameters<typeof adminClientFromOptions>[0]);
       if (opts.refresh) await client.post('/v1/auth/refresh');
-      process.stdout.write(JSON.stringify(await client.get('/v1/auth'), null, 2) + '\n');
+      process.stdout.write(`${JSON.stringify(await client.get('/v1/auth'), null, 2)}\n`);
     });
 
   auth
     .command('token')
-    .description('get an access token with client_credentials (a Zitadel service user\'s client ID and secret); prints it')
+    .description("get an access token with client_credentials (a Zitadel service user's client ID and secret); prints it")
     .requiredOption('--issuer <url>', 'issuer URL (its discovery document names the token endpoint)')
     .requiredOption('--client-id <id>', 'client ID')
     .option('--client-secret <secret>', 'client secret (or CBR_CLIENT_SECRET)')
@@ -127,7 +134,10 @@ export function registerAuthCli(program: Command): void {
       try {
         answer = await fetchJson(doc.token_endpoint, 10_000, {
           method: 'POST',
-          headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${encodeURIComponent(o.clientId)}:${encodeURIComponent(secret)}`).toString('base64')}` },
+          headers: {
+            'content-type': 'application/x-www-form-urlencoded',
+            authorization: `Basic ${Buffer.from(`${encodeURIComponent(o.clientId)}:${encodeURIComponent(secret)}`).toString('base64')}`,
+          },
           body: new URLSearchParams({ grant_type: 'client_credentials', scope }),
         });
       } catch (err) {
@@ -135,7 +145,7 @@ export function registerAuthCli(program: Command): void {
       }
       const at = (answer as { access_token?: unknown } | null)?.access_token;
       if (typeof at !== 'string') throw new Error('token endpoint answered without an access_token');
-      process.stdout.write(at + '\n');
+      process.stdout.write(`${at}\n`);
     });
 
   program
@@ -144,7 +154,10 @@ export function registerAuthCli(program: Command): void {
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:0')
     .option('--project-id <id>', 'Zitadel project ID (aud and project role claim)')
     .option('--issuer <url>', 'iss value (default http://<listen>)')
-    .option('--config <file>', 'YAML/JSON: serviceUsers [{clientId, clientSecret, roles, subject?, org?, opaque?}], apps [{clientId, keyFile}], orgId, tokenLifetime')
+    .option(
+      '--config <file>',
+      'YAML/JSON: serviceUsers [{clientId, clientSecret, roles, subject?, org?, opaque?}], apps [{clientId, keyFile}], orgId, tokenLifetime',
+    )
     .action(async (o: { listen: string; projectId?: string; issuer?: string; config?: string }) => {
       const file = o.config ? loadDevIssuerConfig(o.config) : undefined;
       const projectId = o.projectId ?? file?.projectId;
@@ -159,7 +172,7 @@ export function registerAuthCli(program: Command): void {
       if (file) opts.serviceUsers = file.serviceUsers;
       if (file) opts.apps = file.apps;
       const dev = await startDevIssuer(opts);
-      const line = (o: Record<string, unknown>) => process.stdout.write(JSON.stringify({ time: new Date().toISOString(), ...o }) + '\n');
+      const line = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...o })}\n`);
       line({ msg: 'dev issuer listening (development tool, not for production)', issuer: dev.url, projectId, orgId: dev.orgId, kid: dev.currentKid() });
       process.on('SIGHUP', () => line({ msg: 'signing key rotated', kid: dev.rotate() }));
       await new Promise<void>((resolve) => {

@@ -1,6 +1,6 @@
 // The `auth` section: how Zitadel-issued tokens are verified and which roles each session kind needs.
 import { z } from 'zod';
-import { enabledFlag, duration } from '../dataplane/config/common.js';
+import { enabledFlag, duration } from '../dataplane/index.js';
 
 /** Signature algorithms a deployment may allow. `none` and the HMAC family are not in it, on purpose. */
 export const ALLOWABLE_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
@@ -28,8 +28,11 @@ const bucket = (rate: number, burst: number, who: string) =>
 export const authConfigSchema = z
   .strictObject({
     enabled: enabledFlag(),
-    issuer: z.url().optional().describe('Zitadel issuer URL, exactly as in the tokens\' iss claim'),
-    audience: z.array(z.string().min(1)).default([]).describe('project IDs or client IDs accepted in aud; project IDs here also select the project-specific role claim'),
+    issuer: z.url().optional().describe("Zitadel issuer URL, exactly as in the tokens' iss claim"),
+    audience: z
+      .array(z.string().min(1))
+      .default([])
+      .describe('project IDs or client IDs accepted in aud; project IDs here also select the project-specific role claim'),
     clockSkew: duration().prefault('30s').describe('tolerance for exp, nbf and iat'),
     algorithms: z.array(z.enum(ALLOWABLE_ALGORITHMS)).min(1).default(['RS256', 'ES256']).describe('signature algorithms accepted (never none, never HMAC)'),
     jwks: z
@@ -41,19 +44,33 @@ export const authConfigSchema = z
         fetchTimeout: duration().prefault('5s').describe('limit for one discovery or JWKS request'),
       })
       .prefault({})
-      .describe('the issuer\'s signing keys'),
+      .describe("the issuer's signing keys"),
     tokenCache: z
       .strictObject({
-        maxEntries: z.number().int().min(0).default(10000).describe('verified tokens remembered (claims are still checked on every use; 0 turns the cache off)'),
+        maxEntries: z
+          .number()
+          .int()
+          .min(0)
+          .default(10000)
+          .describe('verified tokens remembered (claims are still checked on every use; 0 turns the cache off)'),
       })
       .prefault({})
       .describe('cache of signature-verified tokens, keyed by the whole token, dropped at exp or when its key leaves the JWKS'),
     introspection: z
       .strictObject({
-        mode: z.enum(INTROSPECTION_MODES).default('jwt-only').describe('jwt-only: verify JWTs locally; introspect-opaque: also accept opaque tokens through introspection; introspect-always: also ask the issuer about every JWT (revocation)'),
-        keyFile: z.string().min(1).optional().describe('Zitadel application key file (JSON: type, keyId, key, clientId, appId) for private_key_jwt client authentication'),
+        mode: z
+          .enum(INTROSPECTION_MODES)
+          .default('jwt-only')
+          .describe(
+            'jwt-only: verify JWTs locally; introspect-opaque: also accept opaque tokens through introspection; introspect-always: also ask the issuer about every JWT (revocation)',
+          ),
+        keyFile: z
+          .string()
+          .min(1)
+          .optional()
+          .describe('Zitadel application key file (JSON: type, keyId, key, clientId, appId) for private_key_jwt client authentication'),
         endpoint: z.url().optional().describe('introspection URL; without it, introspection_endpoint from discovery (Zitadel: /oauth/v2/introspect)'),
-        cacheTtl: duration().prefault('30s').describe('how long an active answer is reused (never past the token\'s exp)'),
+        cacheTtl: duration().prefault('30s').describe("how long an active answer is reused (never past the token's exp)"),
         timeout: duration().prefault('5s').describe('limit for one introspection request'),
       })
       .prefault({})
@@ -79,10 +96,18 @@ export const authConfigSchema = z
   .superRefine((c, ctx) => {
     if (!c.enabled) return;
     if (!c.issuer) ctx.addIssue({ code: 'custom', path: ['issuer'], message: 'required when auth is enabled (the Zitadel instance URL)' });
-    if (c.audience.length === 0) ctx.addIssue({ code: 'custom', path: ['audience'], message: 'required when auth is enabled: at least one project ID or client ID' });
+    if (c.audience.length === 0)
+      ctx.addIssue({ code: 'custom', path: ['audience'], message: 'required when auth is enabled: at least one project ID or client ID' });
     if (c.introspection.mode !== 'jwt-only' && !c.introspection.keyFile) {
       ctx.addIssue({ code: 'custom', path: ['introspection', 'keyFile'], message: `required when introspection.mode is ${c.introspection.mode}` });
     }
   });
 
 export type AuthConfig = z.output<typeof authConfigSchema>;
+
+// This section's place in the whole config (see dataplane/config/base.ts).
+declare module '../dataplane/config/base.js' {
+  interface ConfigSections {
+    auth: AuthConfig;
+  }
+}

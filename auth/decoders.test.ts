@@ -7,7 +7,7 @@ import { parseAppKeyFile } from './introspect.js';
 import { startDevIssuer, type DevIssuer } from './dev-issuer.js';
 import { TokenGate } from './token-gate.js';
 import { AuthError } from './gate.js';
-import { authConfig } from './testkit.js';
+import { authConfig } from './testing.js';
 
 let dev: DevIssuer;
 let gate: TokenGate;
@@ -22,7 +22,17 @@ after(async () => {
 });
 
 const jwkish = fc.record(
-  { kty: fc.constantFrom('RSA', 'EC', 'OKP', 'oct', 'x'), kid: fc.oneof(fc.string(), fc.integer()), crv: fc.constantFrom('P-256', 'P-384', 'Ed25519', 'X'), n: fc.string(), e: fc.string(), x: fc.string(), y: fc.string(), use: fc.constantFrom('sig', 'enc'), alg: fc.constantFrom('RS256', 'ES256', 'HS256', 'none') },
+  {
+    kty: fc.constantFrom('RSA', 'EC', 'OKP', 'oct', 'x'),
+    kid: fc.oneof(fc.string(), fc.integer()),
+    crv: fc.constantFrom('P-256', 'P-384', 'Ed25519', 'X'),
+    n: fc.string(),
+    e: fc.string(),
+    x: fc.string(),
+    y: fc.string(),
+    use: fc.constantFrom('sig', 'enc'),
+    alg: fc.constantFrom('RS256', 'ES256', 'HS256', 'none'),
+  },
   { requiredKeys: [] },
 );
 
@@ -44,21 +54,39 @@ test('property: JWKS documents parse to public signature keys or a JWKS error', 
 
 test('property: application key files parse or fail with a message naming the file', () => {
   fc.assert(
-    fc.property(fc.oneof(fc.string(), fc.jsonValue().map((v) => JSON.stringify(v) ?? '')), (text) => {
-      try {
-        parseAppKeyFile(text, 'key.json');
-      } catch (err) {
-        assert.match((err as Error).message, /^key\.json: /);
-      }
-    }),
+    fc.property(
+      fc.oneof(
+        fc.string(),
+        fc.jsonValue().map((v) => JSON.stringify(v) ?? ''),
+      ),
+      (text) => {
+        try {
+          parseAppKeyFile(text, 'key.json');
+        } catch (err) {
+          assert.match((err as Error).message, /^key\.json: /);
+        }
+      },
+    ),
     { numRuns: 1000 },
   );
 });
 
 test('property: random tokens through the whole gate give AuthError only', async () => {
   const b64 = fc.string().map((s) => Buffer.from(s).toString('base64url'));
-  const headerJson = fc.record({ alg: fc.constantFrom('RS256', 'ES256', 'none', 'HS256', 'PS256'), kid: fc.oneof(fc.constant(dev.currentKid()), fc.string(), fc.integer()) }, { requiredKeys: [] });
-  const shaped = fc.tuple(headerJson.map((h) => Buffer.from(JSON.stringify(h)).toString('base64url')), fc.oneof(b64, fc.jsonValue().map((v) => Buffer.from(JSON.stringify(v) ?? '').toString('base64url'))), b64).map(([h, p, s]) => `${h}.${p}.${s}`);
+  const headerJson = fc.record(
+    { alg: fc.constantFrom('RS256', 'ES256', 'none', 'HS256', 'PS256'), kid: fc.oneof(fc.constant(dev.currentKid()), fc.string(), fc.integer()) },
+    { requiredKeys: [] },
+  );
+  const shaped = fc
+    .tuple(
+      headerJson.map((h) => Buffer.from(JSON.stringify(h)).toString('base64url')),
+      fc.oneof(
+        b64,
+        fc.jsonValue().map((v) => Buffer.from(JSON.stringify(v) ?? '').toString('base64url')),
+      ),
+      b64,
+    )
+    .map(([h, p, s]) => `${h}.${p}.${s}`);
   await fc.assert(
     fc.asyncProperty(fc.oneof(fc.string(), shaped), async (token) => {
       try {

@@ -4,7 +4,7 @@
 import { createServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http';
 import { generateKeyPairSync, randomBytes, randomInt, createPublicKey, timingSafeEqual, createHash, type KeyObject } from 'node:crypto';
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
-import { SignJWT, exportJWK, jwtVerify, decodeProtectedHeader, type JWK } from 'jose';
+import { SignJWT, jwtVerify, decodeProtectedHeader, type JWK } from 'jose';
 import { z } from 'zod';
 import { parse as parseYaml } from 'yaml';
 import { splitHostPort } from '../dataplane/index.js';
@@ -163,7 +163,11 @@ const sha = (s: string) => createHash('sha256').update(s).digest();
 const secretEquals = (a: string, b: string) => timingSafeEqual(sha(a), sha(b));
 
 class HttpFailure extends Error {
-  constructor(readonly status: number, readonly body: Record<string, unknown>, readonly headers: Record<string, string> = {}) {
+  constructor(
+    readonly status: number,
+    readonly body: Record<string, unknown>,
+    readonly headers: Record<string, string> = {},
+  ) {
     super(String(body.error ?? status));
   }
 }
@@ -187,7 +191,9 @@ export async function startDevIssuer(opts: DevIssuerOptions): Promise<DevIssuer>
 
   const server: Server = createServer((req, res) => void handle(req, res));
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (err: NodeJS.ErrnoException) => reject(new Error(`--listen ${opts.listen}: ${err.code === 'EADDRINUSE' ? 'address already in use' : err.message}`)));
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(new Error(`--listen ${opts.listen}: ${err.code === 'EADDRINUSE' ? 'address already in use' : err.message}`)),
+    );
     server.listen(hp.port, hp.host, () => resolve());
   });
   const port = (server.address() as { port: number }).port;
@@ -251,7 +257,13 @@ export async function startDevIssuer(opts: DevIssuerOptions): Promise<DevIssuer>
 
   function createAppKey(clientId = `${zitadelId()}@${opts.projectId}`): AppKeyFile {
     const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-    const file: AppKeyFile = { type: 'application', keyId: zitadelId(), key: privateKey.export({ type: 'pkcs1', format: 'pem' }) as string, appId: zitadelId(), clientId };
+    const file: AppKeyFile = {
+      type: 'application',
+      keyId: zitadelId(),
+      key: privateKey.export({ type: 'pkcs1', format: 'pem' }) as string,
+      appId: zitadelId(),
+      clientId,
+    };
     apps.set(clientId, { clientId, appId: file.appId!, keyId: file.keyId, publicKey });
     return file;
   }
@@ -263,7 +275,7 @@ export async function startDevIssuer(opts: DevIssuerOptions): Promise<DevIssuer>
         const f = parseAppKeyFile(readFileSync(a.keyFile, 'utf8'), a.keyFile);
         apps.set(f.clientId, { clientId: f.clientId, appId: f.appId ?? zitadelId(), keyId: f.keyId, publicKey: createPublicKey(f.key) });
       } else {
-        writeFileSync(a.keyFile, JSON.stringify(createAppKey(a.clientId), null, 2) + '\n', { mode: 0o600 });
+        writeFileSync(a.keyFile, `${JSON.stringify(createAppKey(a.clientId), null, 2)}\n`, { mode: 0o600 });
       }
     }
   }
@@ -304,7 +316,13 @@ export async function startDevIssuer(opts: DevIssuerOptions): Promise<DevIssuer>
       const app = typeof iss === 'string' ? apps.get(iss) : undefined;
       if (!app) throw new HttpFailure(401, { error: 'invalid_client', error_description: 'unknown client' });
       try {
-        const { payload } = await jwtVerify(assertion, app.publicKey, { issuer: app.clientId, subject: app.clientId, audience: url, algorithms: ['RS256'], maxTokenAge: '1h' });
+        const { payload } = await jwtVerify(assertion, app.publicKey, {
+          issuer: app.clientId,
+          subject: app.clientId,
+          audience: url,
+          algorithms: ['RS256'],
+          maxTokenAge: '1h',
+        });
         if (payload.exp === undefined) throw new Error('no exp');
       } catch {
         throw new HttpFailure(401, { error: 'invalid_client', error_description: 'client assertion invalid' });
@@ -326,7 +344,11 @@ export async function startDevIssuer(opts: DevIssuerOptions): Promise<DevIssuer>
     }
     const user = id !== undefined ? users.get(id) : undefined;
     if (!user || secret === undefined || !secretEquals(secret, user.clientSecret)) {
-      throw new HttpFailure(401, { error: 'invalid_client', error_description: 'client authentication failed' }, { 'www-authenticate': 'Basic realm="dev-issuer"' });
+      throw new HttpFailure(
+        401,
+        { error: 'invalid_client', error_description: 'client authentication failed' },
+        { 'www-authenticate': 'Basic realm="dev-issuer"' },
+      );
     }
     return user.clientId;
   }
@@ -419,7 +441,10 @@ export async function startDevIssuer(opts: DevIssuerOptions): Promise<DevIssuer>
     }
     if (method === 'POST' && path === '/admin/faults') {
       const b = json();
-      fault = { ...(typeof b.jwksDelayMs === 'number' ? { delayMs: b.jwksDelayMs } : {}), ...(typeof b.jwksStatus === 'number' ? { status: b.jwksStatus } : {}) };
+      fault = {
+        ...(typeof b.jwksDelayMs === 'number' ? { delayMs: b.jwksDelayMs } : {}),
+        ...(typeof b.jwksStatus === 'number' ? { status: b.jwksStatus } : {}),
+      };
       return { body: fault };
     }
     throw new HttpFailure(404, { error: 'not_found', error_description: `no endpoint ${method} ${path}` });
@@ -452,7 +477,12 @@ export async function startDevIssuer(opts: DevIssuerOptions): Promise<DevIssuer>
     }
     if (res.destroyed) return;
     const payload = JSON.stringify(out);
-    res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': String(Buffer.byteLength(payload)), ...headers });
+    res.writeHead(status, {
+      'content-type': 'application/json',
+      'cache-control': 'no-store',
+      'content-length': String(Buffer.byteLength(payload)),
+      ...headers,
+    });
     res.end(payload);
   }
 

@@ -36,7 +36,11 @@ export const AUTH_ERROR_STATUS: Record<AuthErrorCode, number> = {
 
 export class AuthError extends Error {
   readonly status: number;
-  constructor(readonly code: AuthErrorCode, message: string, readonly retryAfterSeconds?: number) {
+  constructor(
+    readonly code: AuthErrorCode,
+    message: string,
+    readonly retryAfterSeconds?: number,
+  ) {
     super(message);
     this.name = 'AuthError';
     this.status = AUTH_ERROR_STATUS[code];

@@ -7,7 +7,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { startDevIssuer, type DevIssuer } from './dev-issuer.js';
 import { TokenGate } from './token-gate.js';
 import { parseAppKeyFile, loadAppKeyFile } from './introspect.js';
-import { authConfig, rejection } from './testkit.js';
+import { authConfig, rejection } from './testing.js';
 
 let dev: DevIssuer;
 let dir: string;
@@ -26,7 +26,14 @@ after(async () => {
 });
 
 async function gateFor(introspection: Record<string, unknown>): Promise<TokenGate> {
-  const g = new TokenGate({ config: authConfig({ issuer: dev.url, audience: ['proj1'], introspection: { keyFile, ...introspection }, rateLimit: { perSubject: { rate: 0 }, perSource: { rate: 0 } } }) });
+  const g = new TokenGate({
+    config: authConfig({
+      issuer: dev.url,
+      audience: ['proj1'],
+      introspection: { keyFile, ...introspection },
+      rateLimit: { perSubject: { rate: 0 }, perSource: { rate: 0 } },
+    }),
+  });
   gates.push(g);
   await g.keys.start();
   return g;
@@ -63,7 +70,10 @@ test('introspect-always: a revoked JWT is refused; active answers are cached for
 test('client authentication rejected by the issuer: ISSUER_UNAVAILABLE that names the key file', async () => {
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const stranger = join(dir, 'stranger.json');
-  writeFileSync(stranger, JSON.stringify({ type: 'application', keyId: '1', key: privateKey.export({ type: 'pkcs1', format: 'pem' }), appId: '2', clientId: 'unknown@proj1' }));
+  writeFileSync(
+    stranger,
+    JSON.stringify({ type: 'application', keyId: '1', key: privateKey.export({ type: 'pkcs1', format: 'pem' }), appId: '2', clientId: 'unknown@proj1' }),
+  );
   const g = new TokenGate({ config: authConfig({ issuer: dev.url, audience: ['proj1'], introspection: { mode: 'introspect-opaque', keyFile: stranger } }) });
   gates.push(g);
   const e = await rejection(g.authorize(dev.mintOpaque({ roles: ['vpn-user'] }), 'masque-connect-ip'));
@@ -71,7 +81,10 @@ test('client authentication rejected by the issuer: ISSUER_UNAVAILABLE that name
   assert.match(e.message, /rejected our client authentication.*keyFile/);
   // Right client ID, wrong key: also rejected.
   const wrongKey = join(dir, 'wrong-key.json');
-  writeFileSync(wrongKey, JSON.stringify({ type: 'application', keyId: '1', key: privateKey.export({ type: 'pkcs1', format: 'pem' }), clientId: 'cbr-pop@proj1' }));
+  writeFileSync(
+    wrongKey,
+    JSON.stringify({ type: 'application', keyId: '1', key: privateKey.export({ type: 'pkcs1', format: 'pem' }), clientId: 'cbr-pop@proj1' }),
+  );
   const g2 = new TokenGate({ config: authConfig({ issuer: dev.url, audience: ['proj1'], introspection: { mode: 'introspect-opaque', keyFile: wrongKey } }) });
   gates.push(g2);
   assert.equal((await rejection(g2.authorize(dev.mintOpaque({ roles: ['vpn-user'] }), 'masque-connect-ip'))).code, 'ISSUER_UNAVAILABLE');

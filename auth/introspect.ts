@@ -113,7 +113,10 @@ export class Introspector {
     } catch (err) {
       this.opts.onResult?.('error');
       if (err instanceof HttpStatusError && (err.status === 401 || err.status === 403 || /invalid_client/.test(err.body))) {
-        throw new AuthError('ISSUER_UNAVAILABLE', `introspection: the issuer rejected our client authentication (check introspection.keyFile): HTTP ${err.status}`);
+        throw new AuthError(
+          'ISSUER_UNAVAILABLE',
+          `introspection: the issuer rejected our client authentication (check introspection.keyFile): HTTP ${err.status}`,
+        );
       }
       throw new AuthError('ISSUER_UNAVAILABLE', `introspection failed: ${(err as Error).message}`);
     }

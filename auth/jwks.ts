@@ -57,7 +57,11 @@ export async function fetchJson(url: string, timeoutMs: number, init: RequestIni
     res = await fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs), redirect: 'error' });
   } catch (err) {
     const e = err as Error;
-    throw new Error(e.name === 'TimeoutError' ? `${url}: no answer within ${timeoutMs} ms` : `${url}: ${e.message}${e.cause ? ` (${(e.cause as Error).message ?? e.cause})` : ''}`);
+    throw new Error(
+      e.name === 'TimeoutError'
+        ? `${url}: no answer within ${timeoutMs} ms`
+        : `${url}: ${e.message}${e.cause ? ` (${(e.cause as Error).message ?? e.cause})` : ''}`,
+    );
   }
   let text: string;
   try {
@@ -75,7 +79,11 @@ export async function fetchJson(url: string, timeoutMs: number, init: RequestIni
 }
 
 export class HttpStatusError extends Error {
-  constructor(readonly status: number, message: string, readonly body: string) {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly body: string,
+  ) {
     super(message);
   }
 }
@@ -225,8 +233,12 @@ export class KeyStore {
     }
     const found = this.lookup(kid, alg);
     if (found) return this.importKey(found.id, found.jwk, alg);
-    if (this.lastAttemptFailed) throw new AuthError('ISSUER_UNAVAILABLE', `unknown key ${kid ?? '(no kid)'} and the issuer's JWKS is unreachable: ${this.lastError}`);
-    throw new AuthError('INVALID_TOKEN', kid === undefined ? `token has no kid and no single ${alg} key matches` : `unknown signing key ${JSON.stringify(kid)}`);
+    if (this.lastAttemptFailed)
+      throw new AuthError('ISSUER_UNAVAILABLE', `unknown key ${kid ?? '(no kid)'} and the issuer's JWKS is unreachable: ${this.lastError}`);
+    throw new AuthError(
+      'INVALID_TOKEN',
+      kid === undefined ? `token has no kid and no single ${alg} key matches` : `unknown signing key ${JSON.stringify(kid)}`,
+    );
   }
 
   private lookup(kid: string | undefined, alg: string): { id: string; jwk: JWK } | undefined {

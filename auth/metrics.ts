@@ -17,7 +17,12 @@ export function authMetrics(registry: Registry): AuthMetrics {
   if (m) return m;
   const registers = [registry];
   m = {
-    verifications: new Counter({ name: 'cbr_auth_verifications_total', help: 'Token authorizations by result (ok or the error code)', labelNames: ['result'], registers }),
+    verifications: new Counter({
+      name: 'cbr_auth_verifications_total',
+      help: 'Token authorizations by result (ok or the error code)',
+      labelNames: ['result'],
+      registers,
+    }),
     verifyDuration: new Histogram({
       name: 'cbr_auth_verify_duration_seconds',
       help: 'Time to authorize a token (verification, introspection, role and rate checks)',

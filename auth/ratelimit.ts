@@ -15,7 +15,11 @@ export class TokenBuckets {
   private readonly buckets = new Map<string, Bucket>();
   private readonly now: () => number;
 
-  constructor(private settings: BucketSettings, private readonly maxTracked: number, now?: () => number) {
+  constructor(
+    private settings: BucketSettings,
+    private readonly maxTracked: number,
+    now?: () => number,
+  ) {
     this.now = now ?? Date.now;
   }
 
@@ -72,5 +76,8 @@ export function sourceKey(address: string): string {
   // An embedded IPv4 tail counts as two groups; the /64 never reaches it unless there is no '::'.
   const groups = tail === undefined ? h : [...h, ...Array(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t];
   if (groups.length < 4 || groups.slice(0, 4).some((g) => !/^[0-9a-f]{1,4}$/.test(g))) return a;
-  return `${groups.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`;
+  return `${groups
+    .slice(0, 4)
+    .map((g) => parseInt(g, 16).toString(16))
+    .join(':')}::/64`;
 }

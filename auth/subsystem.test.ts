@@ -41,7 +41,8 @@ test('agent with auth: JWKS health check, admin API through the admin role, metr
     assert.match(metrics, /cbr_auth_jwks_keys 2/);
 
     // SIGHUP: a new admin policy applies to the running gate; a config it cannot use is refused.
-    const yaml = (extra: string) => `admin:\n  listen: ${agent.adminUrl.replace('http://', '')}\nagent:\n  stateDir: ${agent.dir}/state\nauth:\n  enabled: true\n  issuer: ${dev.url}\n  audience: [proj1]\n${extra}`;
+    const yaml = (extra: string) =>
+      `admin:\n  listen: ${agent.adminUrl.replace('http://', '')}\nagent:\n  stateDir: ${agent.dir}/state\nauth:\n  enabled: true\n  issuer: ${dev.url}\n  audience: [proj1]\n${extra}`;
     agent.writeConfig(yaml('  policy:\n    admin: [ops]\n'));
     agent.proc.kill('SIGHUP');
     await agent.waitForLog((e) => e.msg === 'config reloaded');
@@ -75,5 +76,8 @@ test('agent with auth: JWKS health check, admin API through the admin role, metr
 
 test('agent refuses auth without issuer or audience, naming the field', async () => {
   await assert.rejects(startAgent('auth:\n  enabled: true\n  audience: [p]\n'), /auth\.issuer: required when auth is enabled/);
-  await assert.rejects(startAgent('auth:\n  enabled: true\n  issuer: http://127.0.0.1:9\n  introspection:\n    mode: introspect-opaque\n'), /auth\.audience: required/);
+  await assert.rejects(
+    startAgent('auth:\n  enabled: true\n  issuer: http://127.0.0.1:9\n  introspection:\n    mode: introspect-opaque\n'),
+    /auth\.audience: required/,
+  );
 });

@@ -23,7 +23,9 @@ class AuthSubsystem implements Subsystem {
   private removeRoutes: Array<() => void> = [];
   private unregisterHealth?: () => void;
   /** What other subsystems hold: stays the same object across reloads that replace the gate. */
-  private readonly service: AuthGate = { authorize: async (token: string, kind: SessionKind, source?: string): Promise<Identity> => this.current().authorize(token, kind, source) };
+  private readonly service: AuthGate = {
+    authorize: async (token: string, kind: SessionKind, source?: string): Promise<Identity> => this.current().authorize(token, kind, source),
+  };
 
   constructor(private readonly ctx: AgentContext) {}
 
@@ -83,7 +85,8 @@ class AuthSubsystem implements Subsystem {
         return true;
       } catch (err) {
         // Invalid tokens fall through to the admin server's 401; outages and rate limits keep their status.
-        if (err instanceof AuthError && (err.code === 'ISSUER_UNAVAILABLE' || err.code === 'RATE_LIMITED' || err.code === 'MISSING_ROLE')) throw authHttpError(err);
+        if (err instanceof AuthError && (err.code === 'ISSUER_UNAVAILABLE' || err.code === 'RATE_LIMITED' || err.code === 'MISSING_ROLE'))
+          throw authHttpError(err);
         return false;
       }
     });

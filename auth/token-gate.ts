@@ -141,7 +141,8 @@ export class TokenGate implements AuthGate {
     if (typeof token !== 'string' || token.length === 0) throw new AuthError('INVALID_TOKEN', 'no token');
     const mode = this.config.introspection.mode;
     if (!looksLikeJwt(token)) {
-      if (mode === 'jwt-only' || !this.introspector) throw new AuthError('INVALID_TOKEN', 'token is not a JWT (opaque tokens need introspection.mode introspect-opaque)');
+      if (mode === 'jwt-only' || !this.introspector)
+        throw new AuthError('INVALID_TOKEN', 'token is not a JWT (opaque tokens need introspection.mode introspect-opaque)');
       const claims = await this.introspector.introspect(token);
       return checkClaims(claims, claimRules(this.config), this.now() / 1000);
     }

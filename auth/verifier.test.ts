@@ -7,7 +7,7 @@ import { startDevIssuer, type DevIssuer } from './dev-issuer.js';
 import { TokenGate } from './token-gate.js';
 import { authMetrics } from './metrics.js';
 import { parseJwks } from './jwks.js';
-import { authConfig, rejection, sleep } from './testkit.js';
+import { authConfig, rejection, sleep } from './testing.js';
 
 let dev: DevIssuer;
 const gates: TokenGate[] = [];
@@ -59,7 +59,13 @@ test('alg none and HS256 signed with the RSA public key are refused', async () =
   const rsa = jwks.keys.find((k) => k.kid === dev.currentKid())!;
   const pem = createPublicKey({ key: rsa as never, format: 'jwk' }).export({ type: 'spki', format: 'pem' }) as string;
   for (const secret of [pem, JSON.stringify(rsa)]) {
-    const forged = await new SignJWT({ iss: dev.url, aud: 'proj1', sub: 'evil', exp: Math.floor(Date.now() / 1000) + 60, 'urn:zitadel:iam:org:project:roles': { 'vpn-user': { o: 'd' } } })
+    const forged = await new SignJWT({
+      iss: dev.url,
+      aud: 'proj1',
+      sub: 'evil',
+      exp: Math.floor(Date.now() / 1000) + 60,
+      'urn:zitadel:iam:org:project:roles': { 'vpn-user': { o: 'd' } },
+    })
       .setProtectedHeader({ alg: 'HS256', kid: dev.currentKid() })
       .sign(new TextEncoder().encode(secret));
     assert.equal((await rejection(g.authorize(forged, 'masque-connect-ip'))).code, 'INVALID_TOKEN');
@@ -74,7 +80,19 @@ test('alg none and HS256 signed with the RSA public key are refused', async () =
 });
 
 test('JWKS parsing keeps only public signature keys and never an oct key', () => {
-  const keys = parseJwks({ keys: [{ kty: 'oct', k: 'c2VjcmV0', kid: 'h' }, { kty: 'RSA', n: 'AQAB', e: 'AQAB', kid: 'r', d: 'private' }, { kty: 'RSA', n: 'x', e: 'AQAB', kid: 'enc', use: 'enc' }, { kty: 'EC', crv: 'P-384', x: 'a', y: 'b', kid: 'p384' }, 7, null] }, ['RS256', 'ES256']);
+  const keys = parseJwks(
+    {
+      keys: [
+        { kty: 'oct', k: 'c2VjcmV0', kid: 'h' },
+        { kty: 'RSA', n: 'AQAB', e: 'AQAB', kid: 'r', d: 'private' },
+        { kty: 'RSA', n: 'x', e: 'AQAB', kid: 'enc', use: 'enc' },
+        { kty: 'EC', crv: 'P-384', x: 'a', y: 'b', kid: 'p384' },
+        7,
+        null,
+      ],
+    },
+    ['RS256', 'ES256'],
+  );
   assert.deepEqual([...keys.keys()], ['r']);
   assert.deepEqual(keys.get('r'), { kty: 'RSA', n: 'AQAB', e: 'AQAB' });
   assert.throws(() => parseJwks({ nokeys: [] }, ['RS256']), /keys array/);

@@ -19,17 +19,30 @@ export function looksLikeJwt(token: string): boolean {
 }
 
 type SignatureCheck = (data: Buffer, signature: Buffer, key: KeyObject) => boolean;
-const pkcs1 = (digest: string): SignatureCheck => (data, sig, key) => cryptoVerify(digest, data, key, sig);
-const pss = (digest: string): SignatureCheck => (data, sig, key) =>
-  cryptoVerify(digest, data, { key, padding: cryptoConstants.RSA_PKCS1_PSS_PADDING, saltLength: cryptoConstants.RSA_PSS_SALTLEN_DIGEST }, sig);
+const pkcs1 =
+  (digest: string): SignatureCheck =>
+  (data, sig, key) =>
+    cryptoVerify(digest, data, key, sig);
+const pss =
+  (digest: string): SignatureCheck =>
+  (data, sig, key) =>
+    cryptoVerify(digest, data, { key, padding: cryptoConstants.RSA_PKCS1_PSS_PADDING, saltLength: cryptoConstants.RSA_PSS_SALTLEN_DIGEST }, sig);
 // JWS ECDSA signatures are r||s of fixed length (RFC 7518 §3.4); a wrong length is a wrong signature.
-const ecdsa = (digest: string, sigLength: number): SignatureCheck => (data, sig, key) =>
-  sig.length === sigLength && cryptoVerify(digest, data, { key, dsaEncoding: 'ieee-p1363' }, sig);
+const ecdsa =
+  (digest: string, sigLength: number): SignatureCheck =>
+  (data, sig, key) =>
+    sig.length === sigLength && cryptoVerify(digest, data, { key, dsaEncoding: 'ieee-p1363' }, sig);
 /** Algorithms checked with node:crypto; any other allowed algorithm goes through jose's compactVerify. */
 const SIGNATURE_CHECKS: Record<string, SignatureCheck> = {
-  RS256: pkcs1('sha256'), RS384: pkcs1('sha384'), RS512: pkcs1('sha512'),
-  PS256: pss('sha256'), PS384: pss('sha384'), PS512: pss('sha512'),
-  ES256: ecdsa('sha256', 64), ES384: ecdsa('sha384', 96), ES512: ecdsa('sha512', 132),
+  RS256: pkcs1('sha256'),
+  RS384: pkcs1('sha384'),
+  RS512: pkcs1('sha512'),
+  PS256: pss('sha256'),
+  PS384: pss('sha384'),
+  PS512: pss('sha512'),
+  ES256: ecdsa('sha256', 64),
+  ES384: ecdsa('sha384', 96),
+  ES512: ecdsa('sha512', 132),
   EdDSA: (data, sig, key) => cryptoVerify(null, data, key, sig),
 };
 

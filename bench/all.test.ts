@@ -12,7 +12,10 @@ import { SCENARIOS } from './scenarios.js';
 test('make bench QUICK=1: every scenario runs and writes well-formed results, a summary and charts', { timeout: 30 * 60_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'cbr-bench-harness-'));
   try {
-    const child = spawn(process.execPath, [join(import.meta.dirname, 'all.js')], { env: { ...process.env, QUICK: '1', CBR_BENCH_RESULTS_DIR: dir }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [join(import.meta.dirname, 'all.js')], {
+      env: { ...process.env, QUICK: '1', CBR_BENCH_RESULTS_DIR: dir },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     child.stdout!.on('data', (d) => (out += d));
     child.stderr!.on('data', (d) => (out += d));

@@ -55,18 +55,25 @@ async function main(): Promise<number> {
   const results: Record<string, ResultFile | undefined> = {};
   for (const s of SCENARIOS) results[s] = readResult(s).doc;
   const rows = summarize(results);
-  process.stdout.write('\n' + renderTable(rows));
+  process.stdout.write(`\n${renderTable(rows)}`);
   const charts = writeCharts(results);
   writeFileSync(
     join(RESULTS_DIR, 'summary.json'),
-    JSON.stringify({ scenario: 'summary', when: new Date().toISOString(), machine: { cpus: cpus().length, kernel: release() }, quick, status, rows, charts }, null, 2) + '\n',
+    `${JSON.stringify(
+      { scenario: 'summary', when: new Date().toISOString(), machine: { cpus: cpus().length, kernel: release() }, quick, status, rows, charts },
+      null,
+      2,
+    )}\n`,
   );
   process.stdout.write(`\nwrote ${join(RESULTS_DIR, 'summary.json')}${charts.length ? ` and ${charts.join(', ')}` : ''}\n`);
   for (const [s, st] of Object.entries(status)) process.stdout.write(`  ${s}: ${st}\n`);
   return broken ? 1 : 0;
 }
 
-main().then((c) => process.exit(c), (err) => {
-  process.stderr.write(`bench: ${(err as Error).message}\n`);
-  process.exit(1);
-});
+main().then(
+  (c) => process.exit(c),
+  (err) => {
+    process.stderr.write(`bench: ${(err as Error).message}\n`);
+    process.exit(1);
+  },
+);

@@ -101,8 +101,16 @@ try {
       `${alg}  node:crypto sig: ${Math.round(raw.perSecond)}/s (baseline: signature only)`,
     );
   }
-  process.stdout.write(table.join('\n') + '\n');
-  const path = writeBenchResult('auth', results, { notes: { goal: '>= 20000 verifications/s per algorithm', quick: QUICK, pool: POOL, runMs: RUN_MS, headline: 'verify_per_s_* run the whole gate with the token cache off; *_cached reuse verified tokens (default config)' } });
+  process.stdout.write(`${table.join('\n')}\n`);
+  const path = writeBenchResult('auth', results, {
+    notes: {
+      goal: '>= 20000 verifications/s per algorithm',
+      quick: QUICK,
+      pool: POOL,
+      runMs: RUN_MS,
+      headline: 'verify_per_s_* run the whole gate with the token cache off; *_cached reuse verified tokens (default config)',
+    },
+  });
   process.stdout.write(`wrote ${path}\n`);
 } finally {
   await dev.close();

@@ -82,7 +82,19 @@ function runProbe(host: string, port: number, rate: number): void {
     answered++;
     if (s <= lastSeq) return; // late or reordered: switches are decided in sequence order
     if (tag !== lastTag) {
-      process.stdout.write(JSON.stringify({ from: lastTag ?? 'none', to: tag, lastFromSeq: lastSeq, lastFromSendMs: lastSend, lastFromRecvMs: lastRecv, firstToSeq: s, firstToSendMs: sent, firstToRecvMs: recv, lost: s - lastSeq - 1 }) + '\n');
+      process.stdout.write(
+        `${JSON.stringify({
+          from: lastTag ?? 'none',
+          to: tag,
+          lastFromSeq: lastSeq,
+          lastFromSendMs: lastSend,
+          lastFromRecvMs: lastRecv,
+          firstToSeq: s,
+          firstToSendMs: sent,
+          firstToRecvMs: recv,
+          lost: s - lastSeq - 1,
+        })}\n`,
+      );
     }
     lastTag = tag;
     lastSeq = s;
@@ -94,7 +106,7 @@ function runProbe(host: string, port: number, rate: number): void {
   const timer = setInterval(() => {
     if (!silent && answered > 0 && now() - lastAnswer > 1000) {
       silent = true;
-      process.stdout.write(JSON.stringify({ silent: now() - lastAnswer }) + '\n');
+      process.stdout.write(`${JSON.stringify({ silent: now() - lastAnswer })}\n`);
     }
     const due = Math.floor(((now() - t0) / 1000) * rate);
     for (; seq < due; seq++) {
@@ -107,7 +119,7 @@ function runProbe(host: string, port: number, rate: number): void {
   process.stdin.resume();
   process.stdin.on('end', () => {
     clearInterval(timer);
-    process.stdout.write(JSON.stringify({ sent: seq, answered }) + '\n');
+    process.stdout.write(`${JSON.stringify({ sent: seq, answered })}\n`);
     sock.close();
     process.exit(0);
   });

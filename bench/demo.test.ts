@@ -9,7 +9,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { run } from './testhosts.js';
+import { run } from '../testhosts/index.js';
 
 const DEMO = join(dirname(fileURLToPath(import.meta.url)), 'demo.js');
 
@@ -39,11 +39,20 @@ test('make demo ONCE=1: every step works and everything is removed', { timeout: 
     /cbr connect: Ctrl-C → exited 0/,
     /PoP A: SIGTERM → agent exited 0/,
     /every step worked/,
-  ]) assert.match(out, step);
+  ])
+    assert.match(out, step);
   const prefix = `cbr-t${child.pid}-`;
-  assert.deepEqual((await run(['ip', 'netns', 'list'])).split('\n').filter((l) => l.startsWith(prefix)), [], 'namespaces left behind');
+  assert.deepEqual(
+    (await run(['ip', 'netns', 'list'])).split('\n').filter((l) => l.startsWith(prefix)),
+    [],
+    'namespaces left behind',
+  );
   assert.equal(existsSync(`/run/${prefix}demo-bpf`), false, 'bpffs mount point left behind');
   assert.doesNotMatch(await run(['mount']), new RegExp(`${prefix}demo-bpf`), 'bpffs still mounted');
   // only the demo makes cbr-demo-* (router BIRD and agent dirs have names other suites share)
-  assert.deepEqual(readdirSync(tmpdir()).filter((f) => !tmpBefore.has(f) && f.startsWith('cbr-demo-')), [], 'temp dir left behind');
+  assert.deepEqual(
+    readdirSync(tmpdir()).filter((f) => !tmpBefore.has(f) && f.startsWith('cbr-demo-')),
+    [],
+    'temp dir left behind',
+  );
 });

@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import { Topology, run, uniqueName, waitFor, type Namespace } from './testhosts.js';
+import { Topology, run, uniqueName, waitFor, type Namespace } from '../testhosts/index.js';
 import { startAgent, runCli, CLI_PATH, type AgentProcess } from '../dataplane/testing.js';
 import { startRouterBird, waitForRoute, type RouterBird } from '../bgp/testing.js';
 import { generatePrivateKey, publicKeyFor } from '../tunnel/wireguard/keys.js';
@@ -29,7 +29,7 @@ import { uapiSocketPath } from '../tunnel/wireguard/uapi-client.js';
 import { encodeCid } from '../xdp/index.js';
 import { generateSelfSigned, writeTlsMaterial } from '../tunnel/quic/index.js';
 import { quicLong, quicShort } from '../xdp/testing.js';
-import { clientTunnelFromWgQuick, startIssuerIn, httpIn, tokenFor, PROJECT, ISSUER_PORT } from '../tunnel/wireguard/testkit.js';
+import { clientTunnelFromWgQuick, startIssuerIn, httpIn, tokenFor, PROJECT, ISSUER_PORT } from '../tunnel/wireguard/testing.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROLES = join(HERE, 'demo-roles.js');
@@ -72,7 +72,6 @@ function check(ok: unknown, what: string): asserts ok {
   if (!ok) throw new Error(what);
 }
 
-
 // ---------------- cleanup on every path ----------------
 
 /** Synchronous removals (mounts, dirs, sockets) that also run on a hard exit. Idempotent. */
@@ -91,7 +90,10 @@ process.on('exit', runSyncCleanups);
 // ---------------- helper processes ----------------
 
 /** Starts a demo-roles process in `ns` and waits for its "ready" line. */
-async function startRole(ns: Namespace, args: string[]): Promise<{ proc: ChildProcess; lines: AsyncIterableIterator<string> | undefined; onLine: (fn: (l: string) => void) => void }> {
+async function startRole(
+  ns: Namespace,
+  args: string[],
+): Promise<{ proc: ChildProcess; lines: AsyncIterableIterator<string> | undefined; onLine: (fn: (l: string) => void) => void }> {
   const proc = ns.spawn([process.execPath, ROLES, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
   const listeners: Array<(l: string) => void> = [];
   const rl = createInterface({ input: proc.stdout! });
@@ -124,7 +126,10 @@ class Probe {
   private waiters: Array<{ pred: (s: Switch) => boolean; resolve: (s: Switch) => void }> = [];
   /** Called when answers have stopped for a second. */
   onSilent?: () => void;
-  private constructor(private readonly proc: ChildProcess, private readonly tagOf: (raw: string) => string) {}
+  private constructor(
+    private readonly proc: ChildProcess,
+    private readonly tagOf: (raw: string) => string,
+  ) {}
 
   static async start(ns: Namespace, host: string, port: number, tagOf: (raw: string) => string = (t) => t): Promise<Probe> {
     const role = await startRole(ns, ['probe', host, String(port), String(PROBE_PPS)]);
@@ -161,7 +166,13 @@ class Probe {
     const seen = this.switches.find(pred);
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
-      const w = { pred, resolve: (s: Switch) => { clearTimeout(t); resolve(s); } };
+      const w = {
+        pred,
+        resolve: (s: Switch) => {
+          clearTimeout(t);
+          resolve(s);
+        },
+      };
       const t = setTimeout(() => {
         this.waiters.splice(this.waiters.indexOf(w), 1);
         reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`));
@@ -295,7 +306,10 @@ interface CounterRow {
   packets: number;
 }
 async function xdpStats(p: Pop): Promise<CounterRow[]> {
-  const r = await runCli(['xdp', 'stats', '--admin', `http://${p.addr}:${ADMIN_PORT}`], { netns: p.ns.name, env: { ...process.env, CBR_ADMIN_TOKEN: ADMIN_TOKEN } });
+  const r = await runCli(['xdp', 'stats', '--admin', `http://${p.addr}:${ADMIN_PORT}`], {
+    netns: p.ns.name,
+    env: { ...process.env, CBR_ADMIN_TOKEN: ADMIN_TOKEN },
+  });
   if (r.code !== 0) throw new Error(`cbr xdp stats on PoP ${p.name}: ${r.stderr.trim()}`);
   return (JSON.parse(r.stdout) as { counters: CounterRow[] }).counters;
 }
@@ -312,11 +326,16 @@ async function iperfGbps(client: Namespace, seconds: number, server = ORIGIN): P
 /** A bounded trafgen flood from the attacker at the anycast address (UDP 51820, every source port). */
 async function flood(attacker: Namespace, ifname: string, routerMac: string, conf: string, seconds: number): Promise<void> {
   const myMac = (await attacker.exec(['cat', `/sys/class/net/${ifname}/address`])).trim();
-  writeFileSync(conf, `{\n  eth(da=${routerMac}, sa=${myMac}, type=0x0800),\n  ipv4(saddr=${ATTACKER}, daddr=${ANYCAST}, proto=17, ttl=64),\n  udp(sport=dinc(1024, 65000), dport=51820),\n  fill(0x41, 32)\n}\n`);
-  await attacker.exec(['timeout', '-s', 'INT', String(seconds), 'trafgen', '--dev', ifname, '--conf', conf, '--cpus', '1'], { timeoutMs: (seconds + 10) * 1000 }).catch((err: Error) => {
-    // timeout(1) exits 124 when it had to stop trafgen, which is how a bounded flood ends
-    if (!/exit 124/.test(err.message)) throw err;
-  });
+  writeFileSync(
+    conf,
+    `{\n  eth(da=${routerMac}, sa=${myMac}, type=0x0800),\n  ipv4(saddr=${ATTACKER}, daddr=${ANYCAST}, proto=17, ttl=64),\n  udp(sport=dinc(1024, 65000), dport=51820),\n  fill(0x41, 32)\n}\n`,
+  );
+  await attacker
+    .exec(['timeout', '-s', 'INT', String(seconds), 'trafgen', '--dev', ifname, '--conf', conf, '--cpus', '1'], { timeoutMs: (seconds + 10) * 1000 })
+    .catch((err: Error) => {
+      // timeout(1) exits 124 when it had to stop trafgen, which is how a bounded flood ends
+      if (!/exit 124/.test(err.message)) throw err;
+    });
 }
 
 async function interfacePackets(ns: Namespace, ifname: string, dir: 'rx' | 'tx'): Promise<number> {
@@ -339,17 +358,28 @@ async function demo(topo: Topology, work: string): Promise<void> {
   await topo.link(router, idp, { aAddr: '10.0.200.1/24', bAddr: '10.0.200.2/24' });
   await topo.link(router, client, { aAddr: '10.9.0.1/24', bAddr: '10.9.0.2/24' });
   const [rAtk, atkIf] = await topo.link(router, attacker, { aAddr: '10.9.1.1/24', bAddr: `${ATTACKER}/24` });
-  for (const ns of [origin, idp, client, attacker]) await ns.exec(['ip', 'route', 'add', 'default', 'via', (await ns.exec(['ip', '-4', '-o', 'addr', 'show', 'scope', 'global'])).match(/inet (\d+\.\d+\.\d+)\./)![1] + '.1']);
+  for (const ns of [origin, idp, client, attacker])
+    await ns.exec([
+      'ip',
+      'route',
+      'add',
+      'default',
+      'via',
+      `${(await ns.exec(['ip', '-4', '-o', 'addr', 'show', 'scope', 'global'])).match(/inet (\d+\.\d+\.\d+)\./)![1]}.1`,
+    ]);
   void originIf;
 
   // One WireGuard server key for the anycast service, shared by both PoPs (as an anycast WireGuard
   // deployment must: the client has one server public key).
   const wgKeyFile = join(work, 'wg-anycast.key');
   const serverKey = generatePrivateKey();
-  writeFileSync(wgKeyFile, serverKey + '\n', { mode: 0o600 });
+  writeFileSync(wgKeyFile, `${serverKey}\n`, { mode: 0o600 });
 
   const pops: Pop[] = [];
-  for (const [name, ns, n] of [['A', nsA, 1], ['B', nsB, 2]] as const) {
+  for (const [name, ns, n] of [
+    ['A', nsA, 1],
+    ['B', nsB, 2],
+  ] as const) {
     const [rEnd, pEnd] = await topo.link(router, ns, { aAddr: `10.0.${n}.1/24`, bAddr: `10.0.${n}.2/24` });
     // native XDP on the PoP's veth needs an XDP program on the sending peer too (veth NAPI)
     await router.exec(['ip', 'link', 'set', 'dev', rEnd.ifname, 'xdpdrv', 'obj', BARE_XDP, 'sec', 'xdp']);
@@ -362,13 +392,27 @@ async function demo(topo: Topology, work: string): Promise<void> {
     await ns.exec(['ip', 'route', 'add', '10.0.0.0/16', 'via', `10.0.${n}.1`, 'src', `10.0.${n}.2`]);
     await ns.sysctl('net.ipv4.ip_forward', '1');
     // tunnel traffic leaves the PoP from the PoP's own address, so the origin answers whichever PoP carried it
-    await ns.exec(['nft', '-f', '-'], { input: `table ip cbrdemo {\n chain post {\n  type nat hook postrouting priority 100;\n  ip saddr ${WG_POOL} oifname "${pEnd.ifname}" snat to 10.0.${n}.2\n }\n chain in {\n  type filter hook input priority 0;\n  udp dport 51820 @th,64,8 1 counter comment "wireguard handshake initiations"\n }\n}\n` });
+    await ns.exec(['nft', '-f', '-'], {
+      input: `table ip cbrdemo {\n chain post {\n  type nat hook postrouting priority 100;\n  ip saddr ${WG_POOL} oifname "${pEnd.ifname}" snat to 10.0.${n}.2\n }\n chain in {\n  type filter hook input priority 0;\n  udp dport 51820 @th,64,8 1 counter comment "wireguard handshake initiations"\n }\n}\n`,
+    });
     const wgIf = uniqueName('w');
     syncCleanups.push(() => rmSync(uapiSocketPath(wgIf), { force: true }));
     const stateDir = join(work, `pop-${name.toLowerCase()}`);
     mkdirSync(stateDir);
     const routerMac = (await router.exec(['cat', `/sys/class/net/${rEnd.ifname}/address`])).trim();
-    pops.push({ name, ns, ifname: pEnd.ifname, addr: `10.0.${n}.2`, routerAddr: `10.0.${n}.1`, as: 65000 + n, wgIf, masqueTun: uniqueName('q'), routerMac, healthFile: join(work, `healthy-${name}`), stateDir });
+    pops.push({
+      name,
+      ns,
+      ifname: pEnd.ifname,
+      addr: `10.0.${n}.2`,
+      routerAddr: `10.0.${n}.1`,
+      as: 65000 + n,
+      wgIf,
+      masqueTun: uniqueName('q'),
+      routerMac,
+      healthFile: join(work, `healthy-${name}`),
+      stateDir,
+    });
   }
   const [a, b] = pops as [Pop, Pop];
   // QUIC workers the PoPs' load balancer sends to (IPIP through the router). This kernel has no IPIP
@@ -378,7 +422,9 @@ async function demo(topo: Topology, work: string): Promise<void> {
     const w = await topo.namespace(`worker${i + 1}`);
     const [, wEnd] = await topo.link(router, w, { aAddr: addr.replace(/\.2$/, '.1/24'), bAddr: `${addr}/24` });
     await w.exec(['ip', 'route', 'add', 'default', 'via', addr.replace(/\.2$/, '.1')]);
-    await w.exec(['nft', '-f', '-'], { input: `table netdev cbrdemo {\n chain in {\n  type filter hook ingress device "${wEnd.ifname}" priority 0;\n  ip protocol 4 counter\n }\n}\n` });
+    await w.exec(['nft', '-f', '-'], {
+      input: `table netdev cbrdemo {\n chain in {\n  type filter hook ingress device "${wEnd.ifname}" priority 0;\n  ip protocol 4 counter\n }\n}\n`,
+    });
     workers.push({ ns: w, addr, ifname: wEnd.ifname });
   }
   const routerMacToAttacker = (await router.exec(['cat', `/sys/class/net/${rAtk.ifname}/address`])).trim();
@@ -424,25 +470,36 @@ async function demo(topo: Topology, work: string): Promise<void> {
 
   // ---- the PoP agents ----
   const tAgents = performance.now();
-  const started = await Promise.all(pops.map(async (p) => {
-    writeFileSync(p.healthFile, '');
-    const t = performance.now();
-    p.agent = await startAgent(popYaml(p, { issuer, bpffs, wgKeyFile, certFile, keyFile }), { netns: p.ns.name, env: { CBR_LOG_LEVEL: 'info' } });
-    syncCleanups.push(() => rmSync(p.agent!.dir, { recursive: true, force: true }));
-    if (VERBOSE) createInterface({ input: p.agent.proc.stdout! }).on('line', (l) => process.stdout.write(`  ${p.name}| ${l}\n`));
-    await waitFor(`PoP ${p.name} to report healthy`, async () => {
-      if (p.agent!.proc.exitCode !== null) throw new Error(`agent ${p.name} exited:\n${p.agent!.logLines.slice(-20).join('\n')}`);
-      return (await healthState(p)) === 'up' ? true : undefined;
-    }, 45_000, 200);
-    return performance.now() - t;
-  }));
-  say(`PoP agents up and healthy: A in ${ms(started[0]!)}, B in ${ms(started[1]!)} (XDP filter + LB attached, wireguard-go and BIRD supervised, MASQUE listening on UDP 443, JWKS fetched)`);
+  const started = await Promise.all(
+    pops.map(async (p) => {
+      writeFileSync(p.healthFile, '');
+      const t = performance.now();
+      p.agent = await startAgent(popYaml(p, { issuer, bpffs, wgKeyFile, certFile, keyFile }), { netns: p.ns.name, env: { CBR_LOG_LEVEL: 'info' } });
+      syncCleanups.push(() => rmSync(p.agent!.dir, { recursive: true, force: true }));
+      if (VERBOSE) createInterface({ input: p.agent.proc.stdout! }).on('line', (l) => process.stdout.write(`  ${p.name}| ${l}\n`));
+      await waitFor(
+        `PoP ${p.name} to report healthy`,
+        async () => {
+          if (p.agent!.proc.exitCode !== null) throw new Error(`agent ${p.name} exited:\n${p.agent!.logLines.slice(-20).join('\n')}`);
+          return (await healthState(p)) === 'up' ? true : undefined;
+        },
+        45_000,
+        200,
+      );
+      return performance.now() - t;
+    }),
+  );
+  say(
+    `PoP agents up and healthy: A in ${ms(started[0]!)}, B in ${ms(started[1]!)} (XDP filter + LB attached, wireguard-go and BIRD supervised, MASQUE listening on UDP 443, JWKS fetched)`,
+  );
   const routes = await waitForRoute(rb.control, `${ANYCAST}/32`, (v) => v.from === 'pop_a' && v.protocols.includes('pop_b'), 30_000);
   check(routes.ok, `the router did not learn ${ANYCAST}/32 from both PoPs: ${JSON.stringify(routes.view)}`);
   say(`BGP: the router has ${ANYCAST}/32 from both PoPs, best via PoP A (${ms(performance.now() - tAgents)} after the agents started)`);
   for (const p of pops) {
     const st = await p.ns.exec(['curl', '-s', '-m', '2', '-H', `authorization: Bearer ${ADMIN_TOKEN}`, `http://${p.addr}:${ADMIN_PORT}/v1/xdp/status`]);
-    detail(`PoP ${p.name}: xdp ${/"attached":\s*true/.test(st) ? 'attached' : 'NOT attached'} on ${p.ifname}; metrics at http://${p.addr}:${ADMIN_PORT}/metrics`);
+    detail(
+      `PoP ${p.name}: xdp ${/"attached":\s*true/.test(st) ? 'attached' : 'NOT attached'} on ${p.ifname}; metrics at http://${p.addr}:${ADMIN_PORT}/metrics`,
+    );
   }
 
   // ---- anycast reachability probe (UDP echo on each PoP's anycast address) ----
@@ -456,7 +513,9 @@ async function demo(topo: Topology, work: string): Promise<void> {
   const tTok = performance.now();
   const token = await tokenFor(client, issuer, 'vpn-client', 'vpn-secret');
   const claims = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { sub: string; exp: number; iat: number };
-  say(`client: token from the dev issuer in ${ms(performance.now() - tTok)} (client_credentials; sub ${claims.sub}, role vpn-user, valid ${claims.exp - claims.iat} s)`);
+  say(
+    `client: token from the dev issuer in ${ms(performance.now() - tTok)} (client_credentials; sub ${claims.sub}, role vpn-user, valid ${claims.exp - claims.iat} s)`,
+  );
 
   // ---- WireGuard ----
   const clientKey = generatePrivateKey();
@@ -467,10 +526,17 @@ async function demo(topo: Topology, work: string): Promise<void> {
   check(regA.status === 201, `WireGuard registration through the anycast address: HTTP ${regA.status} ${regA.text}`);
   const regB = await httpIn(client, 'POST', `http://${b.addr}:${ADMIN_PORT}/v1/wireguard/peers`, { token, body });
   check(regB.status === 201, `WireGuard registration at PoP B: HTTP ${regB.status} ${regB.text}`);
-  check(regA.json.addresses.ipv4 === regB.json.addresses.ipv4, `the PoPs leased different addresses (${regA.json.addresses.ipv4}, ${regB.json.addresses.ipv4})`);
-  say(`WireGuard: POST /v1/wireguard/peers via ${ANYCAST} → 201 in ${ms(regAms)} (lease ${regA.json.addresses.ipv4}, endpoint ${regA.json.server.endpoint}); also registered at PoP B (${b.addr}) for failover`);
+  check(
+    regA.json.addresses.ipv4 === regB.json.addresses.ipv4,
+    `the PoPs leased different addresses (${regA.json.addresses.ipv4}, ${regB.json.addresses.ipv4})`,
+  );
+  say(
+    `WireGuard: POST /v1/wireguard/peers via ${ANYCAST} → 201 in ${ms(regAms)} (lease ${regA.json.addresses.ipv4}, endpoint ${regA.json.server.endpoint}); also registered at PoP B (${b.addr}) for failover`,
+  );
   const clientWg = uniqueName('c');
-  await client.exec(['nft', '-f', '-'], { input: `table ip cbrdemo {\n chain out {\n  type filter hook output priority 0;\n  udp dport 51820 @th,64,8 1 counter comment "wireguard handshake initiations"\n }\n}\n` });
+  await client.exec(['nft', '-f', '-'], {
+    input: `table ip cbrdemo {\n chain out {\n  type filter hook output priority 0;\n  udp dport 51820 @th,64,8 1 counter comment "wireguard handshake initiations"\n }\n}\n`,
+  });
   const initiations = async (ns: Namespace) => Number(/packets (\d+)/.exec(await ns.exec(['nft', 'list', 'table', 'ip', 'cbrdemo']))?.[1] ?? NaN);
   syncCleanups.push(() => rmSync(uapiSocketPath(clientWg), { force: true }));
   const tUp = performance.now();
@@ -479,7 +545,11 @@ async function demo(topo: Topology, work: string): Promise<void> {
   say(`WireGuard: client wireguard-go up from the returned wg-quick config; first ping to the origin through the tunnel after ${ms(performance.now() - tUp)}`);
   const hello = await client.exec(['curl', '-s', '-m', '5', `http://${ORIGIN}:${ORIGIN_HTTP}/`]);
   detail(`GET http://${ORIGIN}:${ORIGIN_HTTP}/ → ${hello.trim()}`);
-  const fetchOut = (await client.exec(['curl', '-s', '-m', '30', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', `http://${ORIGIN}:${ORIGIN_HTTP}/bytes/20000000`])).trim().split(' ');
+  const fetchOut = (
+    await client.exec(['curl', '-s', '-m', '30', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', `http://${ORIGIN}:${ORIGIN_HTTP}/bytes/20000000`])
+  )
+    .trim()
+    .split(' ');
   const fetchBytes = Number(fetchOut[0]);
   const fetchSecs = Number(fetchOut[1]);
   check(fetchBytes === 20_000_000, `the 20 MB fetch through the tunnel got ${fetchBytes} bytes`);
@@ -495,23 +565,56 @@ async function demo(topo: Topology, work: string): Promise<void> {
   const secretFile = join(work, 'client-secret');
   writeFileSync(secretFile, 'vpn-secret\n', { mode: 0o600 });
   const tConnect = performance.now();
-  const masque = client.spawn([process.execPath, CLI_PATH, 'connect', '--server', `${ANYCAST}:443`, '--server-name', 'pop.demo', '--ca', certFile, '--issuer', issuer, '--client-id', 'vpn-client', '--client-secret-file', secretFile, '--project-id', PROJECT, '--mode', 'ip', '--tun', uniqueName('m')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const masque = client.spawn(
+    [
+      process.execPath,
+      CLI_PATH,
+      'connect',
+      '--server',
+      `${ANYCAST}:443`,
+      '--server-name',
+      'pop.demo',
+      '--ca',
+      certFile,
+      '--issuer',
+      issuer,
+      '--client-id',
+      'vpn-client',
+      '--client-secret-file',
+      secretFile,
+      '--project-id',
+      PROJECT,
+      '--mode',
+      'ip',
+      '--tun',
+      uniqueName('m'),
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   masque.stdout?.resume();
   const masqueLines: string[] = [];
   const masqueWaiters: Array<{ re: RegExp; from: number; resolve: (l: string) => void }> = [];
   createInterface({ input: masque.stderr! }).on('line', (l) => {
     masqueLines.push(l);
     if (VERBOSE) process.stdout.write(`  masque| ${l}\n`);
-    for (const w of [...masqueWaiters]) if (masqueLines.length > w.from && w.re.test(l)) {
-      masqueWaiters.splice(masqueWaiters.indexOf(w), 1);
-      w.resolve(l);
-    }
+    for (const w of [...masqueWaiters])
+      if (masqueLines.length > w.from && w.re.test(l)) {
+        masqueWaiters.splice(masqueWaiters.indexOf(w), 1);
+        w.resolve(l);
+      }
   });
   const masqueSays = (re: RegExp, timeoutMs: number, from = 0): Promise<string> => {
     const seen = masqueLines.slice(from).find((l) => re.test(l));
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
-      const w = { re, from, resolve: (l: string) => { clearTimeout(t); resolve(l); } };
+      const w = {
+        re,
+        from,
+        resolve: (l: string) => {
+          clearTimeout(t);
+          resolve(l);
+        },
+      };
       const t = setTimeout(() => {
         masqueWaiters.splice(masqueWaiters.indexOf(w), 1);
         reject(new Error(`cbr connect did not say ${re} within ${timeoutMs} ms:\n${masqueLines.slice(-10).join('\n')}`));
@@ -520,11 +623,29 @@ async function demo(topo: Topology, work: string): Promise<void> {
     });
   };
   const opened = await masqueSays(/session open: connect-ip/, 30_000);
-  say(`MASQUE: cbr connect (token by client_credentials, HTTP/3 Extended CONNECT connect-ip to ${ANYCAST}:443) → ${ms(performance.now() - tConnect)}: ${opened.replace(/^cbr connect: session open: connect-ip /, '')}`);
+  say(
+    `MASQUE: cbr connect (token by client_credentials, HTTP/3 Extended CONNECT connect-ip to ${ANYCAST}:443) → ${ms(performance.now() - tConnect)}: ${opened.replace(/^cbr connect: session open: connect-ip /, '')}`,
+  );
   await waitFor('a ping through the MASQUE tunnel', async () => ((await client.ping(ORIGIN_MASQUE, { count: 1, timeoutS: 1 })) ? true : undefined), 15_000, 0);
-  const mFetch = (await client.exec(['curl', '-s', '-m', '60', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', `http://${ORIGIN_MASQUE}:${ORIGIN_HTTP}/bytes/20000000`])).trim().split(' ');
+  const mFetch = (
+    await client.exec([
+      'curl',
+      '-s',
+      '-m',
+      '60',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{size_download} %{time_total}',
+      `http://${ORIGIN_MASQUE}:${ORIGIN_HTTP}/bytes/20000000`,
+    ])
+  )
+    .trim()
+    .split(' ');
   check(Number(mFetch[0]) === 20_000_000, `the 20 MB fetch through MASQUE got ${mFetch[0]} bytes`);
-  detail(`GET http://${ORIGIN_MASQUE}:${ORIGIN_HTTP}/bytes/20000000 through MASQUE: ${(Number(mFetch[1]) * 1000).toFixed(0)} ms (${fmtRate((20_000_000 * 8) / Number(mFetch[1]))})`);
+  detail(
+    `GET http://${ORIGIN_MASQUE}:${ORIGIN_HTTP}/bytes/20000000 through MASQUE: ${(Number(mFetch[1]) * 1000).toFixed(0)} ms (${fmtRate((20_000_000 * 8) / Number(mFetch[1]))})`,
+  );
   const masqueBps = await iperfGbps(client, 3, ORIGIN_MASQUE);
   detail(`iperf3 TCP 3 s through MASQUE: ${fmtRate(masqueBps)}`);
   const masqueProbe = await Probe.start(client, ORIGIN_MASQUE, ORIGIN_ECHO, (addr) => (addr === a.addr ? 'A' : addr === b.addr ? 'B' : addr));
@@ -533,25 +654,39 @@ async function demo(topo: Topology, work: string): Promise<void> {
   detail(`UDP probes through MASQUE (${PROBE_PPS}/s) reach the origin via PoP A`);
 
   // ---- the load balancer ----
-  const workerPackets = async () => Promise.all(workers.map(async (w) => Number(/packets (\d+)/.exec(await w.ns.exec(['nft', 'list', 'table', 'netdev', 'cbrdemo']))![1])));
+  const workerPackets = async () =>
+    Promise.all(workers.map(async (w) => Number(/packets (\d+)/.exec(await w.ns.exec(['nft', 'list', 'table', 'netdev', 'cbrdemo']))![1])));
   const lb0 = await workerPackets();
   const lbStats0 = await xdpStats(a);
   await client.exec(['node', UDPSEND, ANYCAST, String(LB_PORT), '300', '10', '300', quicLong(Buffer.alloc(8, 7)).toString('hex')], { timeoutMs: 30_000 });
-  const spread = await waitFor('the load-balanced flows at the workers', async () => {
-    const d = (await workerPackets()).map((x, i) => x - lb0[i]!);
-    return d.reduce((s, x) => s + x, 0) >= 300 ? d : undefined;
-  }, 10_000);
+  const spread = await waitFor(
+    'the load-balanced flows at the workers',
+    async () => {
+      const d = (await workerPackets()).map((x, i) => x - lb0[i]!);
+      return d.reduce((s, x) => s + x, 0) >= 300 ? d : undefined;
+    },
+    10_000,
+  );
   const lb1 = await workerPackets();
   const cid = encodeCid({ configId: 0, serverId: 2 });
   await client.exec(['node', UDPSEND, ANYCAST, String(LB_PORT), '40', '10', '40', quicShort(cid).toString('hex')], { timeoutMs: 30_000 });
-  const sticky = await waitFor('the QUIC connection at its worker', async () => {
-    const d = (await workerPackets()).map((x, i) => x - lb1[i]!);
-    return d.reduce((s, x) => s + x, 0) >= 40 ? d : undefined;
-  }, 10_000);
+  const sticky = await waitFor(
+    'the QUIC connection at its worker',
+    async () => {
+      const d = (await workerPackets()).map((x, i) => x - lb1[i]!);
+      return d.reduce((s, x) => s + x, 0) >= 40 ? d : undefined;
+    },
+    10_000,
+  );
   const lbStats1 = await xdpStats(a);
   say(`XDP load balancer on PoP A (VIP ${ANYCAST}:${LB_PORT}, 2 QUIC workers, IPIP via XDP_TX): 300 new flows → ${spread.join(' / ')} by Maglev`);
-  detail(`one QUIC connection (server ID 2 in its CID) from 40 source ports → ${sticky.join(' / ')}: all on worker 2; cbr xdp stats: tx/lb_hash +${delta(lbStats1, lbStats0, 'tx', 'lb_hash')}, tx/lb_cid +${delta(lbStats1, lbStats0, 'tx', 'lb_cid')}`);
-  check(spread.every((n) => n >= 60), `Maglev spread 300 flows as ${spread.join(' / ')}`);
+  detail(
+    `one QUIC connection (server ID 2 in its CID) from 40 source ports → ${sticky.join(' / ')}: all on worker 2; cbr xdp stats: tx/lb_hash +${delta(lbStats1, lbStats0, 'tx', 'lb_hash')}, tx/lb_cid +${delta(lbStats1, lbStats0, 'tx', 'lb_cid')}`,
+  );
+  check(
+    spread.every((n) => n >= 60),
+    `Maglev spread 300 flows as ${spread.join(' / ')}`,
+  );
   check(sticky[0] === 0 && sticky[1] === 40, `the QUIC connection was split over the workers: ${sticky.join(' / ')}`);
 
   // ---- the attack ----
@@ -562,32 +697,49 @@ async function demo(topo: Topology, work: string): Promise<void> {
   const switchesBefore = tunnelProbe.switches.length;
   say(`attack: ${ATTACKER} floods ${ANYCAST} UDP 51820 with trafgen for 4 s (every source port); the client runs iperf3 through its tunnel meanwhile`);
   const tFlood = performance.now();
-  const [, underFloodBps] = await Promise.all([flood(attacker, atkIf.ifname, routerMacToAttacker, conf, 4), new Promise((r) => setTimeout(r, 500)).then(() => iperfGbps(client, 3))]);
+  const [, underFloodBps] = await Promise.all([
+    flood(attacker, atkIf.ifname, routerMacToAttacker, conf, 4),
+    new Promise((r) => setTimeout(r, 500)).then(() => iperfGbps(client, 3)),
+  ]);
   const floodSecs = (performance.now() - tFlood) / 1000;
   const after = await xdpStats(a);
   const atkSent = (await interfacePackets(attacker, atkIf.ifname, 'tx')) - atkTx0;
   const popRx = (await interfacePackets(a.ns, a.ifname, 'rx')) - popRx0;
   const rl = delta(after, before, 'drop', 'ratelimit');
   const passed = delta(after, before, 'pass', 'ok');
-  detail(`attacker sent ${atkSent.toLocaleString('en')} packets; PoP A's interface received ${popRx.toLocaleString('en')} in that time (the flood as the router forwarded it, plus the client's)`);
-  detail(`cbr xdp stats on PoP A: drop/ratelimit +${rl.toLocaleString('en')}, pass/ok +${passed.toLocaleString('en')} (limit ${RATE_PPS.toLocaleString('en')} packets/s per source)`);
-  detail(`client iperf3 through the tunnel during the flood: ${fmtRate(underFloodBps)} (before: ${fmtRate(wgBps)}); tunnel probes stayed on PoP ${tunnelProbe.current}`);
+  detail(
+    `attacker sent ${atkSent.toLocaleString('en')} packets; PoP A's interface received ${popRx.toLocaleString('en')} in that time (the flood as the router forwarded it, plus the client's)`,
+  );
+  detail(
+    `cbr xdp stats on PoP A: drop/ratelimit +${rl.toLocaleString('en')}, pass/ok +${passed.toLocaleString('en')} (limit ${RATE_PPS.toLocaleString('en')} packets/s per source)`,
+  );
+  detail(
+    `client iperf3 through the tunnel during the flood: ${fmtRate(underFloodBps)} (before: ${fmtRate(wgBps)}); tunnel probes stayed on PoP ${tunnelProbe.current}`,
+  );
   // On a busy shared machine trafgen and the router may not push the flood past the limit; then the
   // rate limit has nothing to drop (the deny list below drops it either way).
-  if (popRx / floodSecs > 1.5 * RATE_PPS) check(rl > 0, `the flood arrived at ${Math.round(popRx / floodSecs)} packets/s and the XDP rate limit dropped nothing`);
+  if (popRx / floodSecs > 1.5 * RATE_PPS)
+    check(rl > 0, `the flood arrived at ${Math.round(popRx / floodSecs)} packets/s and the XDP rate limit dropped nothing`);
   else detail(`(the flood arrived at only ${Math.round(popRx / floodSecs).toLocaleString('en')} packets/s, near the limit: this machine is busy)`);
   check(tunnelProbe.switches.length === switchesBefore, 'the tunnel probe lost its path during the flood');
 
   const tDeny = performance.now();
-  const deny = await runCli(['xdp', 'deny', 'add', '10.9.1.0/24', '--admin', `http://${a.addr}:${ADMIN_PORT}`], { netns: a.ns.name, env: { ...process.env, CBR_ADMIN_TOKEN: ADMIN_TOKEN } });
+  const deny = await runCli(['xdp', 'deny', 'add', '10.9.1.0/24', '--admin', `http://${a.addr}:${ADMIN_PORT}`], {
+    netns: a.ns.name,
+    env: { ...process.env, CBR_ADMIN_TOKEN: ADMIN_TOKEN },
+  });
   check(deny.code === 0, `cbr xdp deny add: ${deny.stderr}`);
-  say(`operator: cbr xdp deny add 10.9.1.0/24 on PoP A (live, no reload; the CLI call took ${ms(performance.now() - tDeny)}); the attacker floods again for 2 s`);
+  say(
+    `operator: cbr xdp deny add 10.9.1.0/24 on PoP A (live, no reload; the CLI call took ${ms(performance.now() - tDeny)}); the attacker floods again for 2 s`,
+  );
   const before2 = await xdpStats(a);
   await flood(attacker, atkIf.ifname, routerMacToAttacker, conf, 2);
   const after2 = await xdpStats(a);
   const denied = delta(after2, before2, 'drop', 'denylist');
   const leaked = delta(after2, before2, 'pass', 'ok') + delta(after2, before2, 'drop', 'ratelimit');
-  detail(`cbr xdp stats on PoP A: drop/denylist +${denied.toLocaleString('en')}; rate-limit and pass counters moved by ${leaked} (only the client's own traffic)`);
+  detail(
+    `cbr xdp stats on PoP A: drop/denylist +${denied.toLocaleString('en')}; rate-limit and pass counters moved by ${leaked} (only the client's own traffic)`,
+  );
   check(denied > 0, 'the deny list dropped nothing');
 
   // ---- failover ----
@@ -605,9 +757,11 @@ async function demo(topo: Topology, work: string): Promise<void> {
   detail(`PoP A /healthz says "down" after ${ms(performance.now() - tFail)}`);
   const gone = await waitForRoute(rb.control, `${ANYCAST}/32`, (v) => !v.protocols.includes('pop_a'), 10_000, 5);
   check(gone.ok, `the router kept PoP A's route: ${JSON.stringify(gone.view)}`);
-  detail(`the router withdrew PoP A's route ${ms((performance.now() - tFail))} after the failure; best path now via ${gone.view.from}`);
+  detail(`the router withdrew PoP A's route ${ms(performance.now() - tFail)} after the failure; best path now via ${gone.view.from}`);
   const anySw = await anycastProbe.wait((s) => anycastProbe.switches.indexOf(s) >= nAny && s.to === 'B', 15_000, 'anycast probes to reach PoP B');
-  detail(`anycast probes: answered by B from ${ms(anySw.firstToRecvMs - tFailWall)} after the failure; no answers for ${ms(anySw.firstToRecvMs - anySw.lastFromRecvMs)} (${anySw.lost} probes lost)`);
+  detail(
+    `anycast probes: answered by B from ${ms(anySw.firstToRecvMs - tFailWall)} after the failure; no answers for ${ms(anySw.firstToRecvMs - anySw.lastFromRecvMs)} (${anySw.lost} probes lost)`,
+  );
   // The client's connection manager: after a second without answers it starts a fresh WireGuard
   // session (peer removed and added again, so the next packet sends a handshake initiation).
   // wireguard-go alone waits 15 s (keepalive 10 s + rekey 5 s), and in some runs here did not retry at all.
@@ -615,28 +769,49 @@ async function demo(topo: Topology, work: string): Promise<void> {
   tunnelProbe.onSilent = () => {
     if (resets++ >= 5) return;
     const peer = publicKeyFor(serverKey);
-    void client.exec(['wg', 'set', clientWg, 'peer', peer, 'remove'])
+    void client
+      .exec(['wg', 'set', clientWg, 'peer', peer, 'remove'])
       .then(() => client.exec(['wg', 'set', clientWg, 'peer', peer, 'endpoint', `${ANYCAST}:51820`, 'allowed-ips', regA.json.allowedIPs.join(',')]))
       .catch((err: Error) => say(`client: resetting the WireGuard peer failed: ${err.message}`));
   };
-  const tunSw = await tunnelProbe.wait((s) => tunnelProbe.switches.indexOf(s) >= nTun && s.to === 'B', 40_000, 'tunnel traffic to resume through PoP B').catch(async (err: Error) => {
-    if (VERBOSE) {
-      for (const [n, ns, dev] of [['client', client, clientWg], ['B', b.ns, b.wgIf], ['A', a.ns, a.wgIf]] as const) {
-        detail(`${n}: ${await ns.exec(['wg', 'show', dev]).catch((e: Error) => e.message)}`);
-        detail(`${n} conntrack/routes: ${await ns.exec(['sh', '-c', 'ip route; cat /proc/net/nf_conntrack 2>/dev/null | grep -c . ; nft list ruleset | head -30']).catch((e: Error) => e.message)}`);
+  const tunSw = await tunnelProbe
+    .wait((s) => tunnelProbe.switches.indexOf(s) >= nTun && s.to === 'B', 40_000, 'tunnel traffic to resume through PoP B')
+    .catch(async (err: Error) => {
+      if (VERBOSE) {
+        for (const [n, ns, dev] of [
+          ['client', client, clientWg],
+          ['B', b.ns, b.wgIf],
+          ['A', a.ns, a.wgIf],
+        ] as const) {
+          detail(`${n}: ${await ns.exec(['wg', 'show', dev]).catch((e: Error) => e.message)}`);
+          detail(
+            `${n} conntrack/routes: ${await ns.exec(['sh', '-c', 'ip route; cat /proc/net/nf_conntrack 2>/dev/null | grep -c . ; nft list ruleset | head -30']).catch((e: Error) => e.message)}`,
+          );
+        }
+        detail(`handshake initiations: client sent ${await initiations(client)}, A got ${await initiations(a.ns)}, B got ${await initiations(b.ns)}`);
+        detail(
+          await b.ns
+            .exec(['curl', '-s', '-H', `authorization: Bearer ${ADMIN_TOKEN}`, `http://${b.addr}:${ADMIN_PORT}/v1/xdp/stats`])
+            .catch((e: Error) => e.message),
+        );
+        detail(JSON.stringify(tunnelProbe.switches));
       }
-      detail(`handshake initiations: client sent ${await initiations(client)}, A got ${await initiations(a.ns)}, B got ${await initiations(b.ns)}`);
-      detail(await b.ns.exec(['curl', '-s', '-H', `authorization: Bearer ${ADMIN_TOKEN}`, `http://${b.addr}:${ADMIN_PORT}/v1/xdp/stats`]).catch((e: Error) => e.message));
-      detail(JSON.stringify(tunnelProbe.switches));
-    }
-    throw err;
-  });
-  say(`WireGuard tunnel moved to PoP B: interruption ${ms(tunSw.firstToRecvMs - tunSw.lastFromRecvMs)} without answers, first answer through B ${ms(tunSw.firstToRecvMs - tFailWall)} after the failure (${tunSw.lost} probes lost; the client starts a new handshake after 1 s without answers, and B knows its key)`);
+      throw err;
+    });
+  say(
+    `WireGuard tunnel moved to PoP B: interruption ${ms(tunSw.firstToRecvMs - tunSw.lastFromRecvMs)} without answers, first answer through B ${ms(tunSw.firstToRecvMs - tFailWall)} after the failure (${tunSw.lost} probes lost; the client starts a new handshake after 1 s without answers, and B knows its key)`,
+  );
   detail(`handshake initiations: client sent ${await initiations(client)}, PoP B received ${await initiations(b.ns)}`);
   const mSw = await masqueProbe.wait((s) => masqueProbe.switches.indexOf(s) >= nMasque && s.to === 'B', 40_000, 'MASQUE traffic to resume through PoP B');
   const reopened = await masqueSays(/session open: connect-ip/, 5_000, nMasqueLines).catch(() => '');
-  say(`MASQUE tunnel moved to PoP B: last answer through A ${ms(mSw.lastFromRecvMs - tFailWall)} and first through B ${ms(mSw.firstToRecvMs - tFailWall)} after the failure (gap ${ms(mSw.firstToRecvMs - mSw.lastFromRecvMs)}, ${mSw.lost} probes lost; cbr connect saw the QUIC idle timeout, 5 s, and reconnected${reopened ? ': ' + reopened.replace(/^cbr connect: session open: connect-ip /, '') : ''})`);
-  const fetch2 = (await client.exec(['curl', '-s', '-m', '30', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', `http://${ORIGIN}:${ORIGIN_HTTP}/bytes/20000000`])).trim().split(' ');
+  say(
+    `MASQUE tunnel moved to PoP B: last answer through A ${ms(mSw.lastFromRecvMs - tFailWall)} and first through B ${ms(mSw.firstToRecvMs - tFailWall)} after the failure (gap ${ms(mSw.firstToRecvMs - mSw.lastFromRecvMs)}, ${mSw.lost} probes lost; cbr connect saw the QUIC idle timeout, 5 s, and reconnected${reopened ? `: ${reopened.replace(/^cbr connect: session open: connect-ip /, '')}` : ''})`,
+  );
+  const fetch2 = (
+    await client.exec(['curl', '-s', '-m', '30', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', `http://${ORIGIN}:${ORIGIN_HTTP}/bytes/20000000`])
+  )
+    .trim()
+    .split(' ');
   check(Number(fetch2[0]) === 20_000_000, `the fetch through PoP B got ${fetch2[0]} bytes`);
   detail(`GET /bytes/20000000 through PoP B: ${(Number(fetch2[1]) * 1000).toFixed(0)} ms (${fmtRate((20_000_000 * 8) / Number(fetch2[1]))})`);
 
@@ -648,7 +823,7 @@ async function demo(topo: Topology, work: string): Promise<void> {
     say('done. The agents stay up; their metrics (Ctrl-C to stop and remove everything):');
     for (const p of pops) {
       detail(`ip netns exec ${p.ns.name} curl -s ${p.addr}:${ADMIN_PORT}/metrics | grep ^cbr_`);
-      detail(`ip netns exec ${p.ns.name} node dist/dataplane/cli.js xdp stats --admin http://${p.addr}:${ADMIN_PORT}   # CBR_ADMIN_TOKEN=${ADMIN_TOKEN}`);
+      detail(`ip netns exec ${p.ns.name} node dist/agent/cli.js xdp stats --admin http://${p.addr}:${ADMIN_PORT}   # CBR_ADMIN_TOKEN=${ADMIN_TOKEN}`);
     }
     await new Promise<void>((resolve) => {
       interrupt = resolve;
@@ -706,8 +881,11 @@ async function main(): Promise<number> {
   return 0;
 }
 
-main().then((code) => process.exit(code), (err) => {
-  process.stderr.write(`demo failed: ${(err as Error).message}\n`);
-  runSyncCleanups();
-  process.exit(1);
-});
+main().then(
+  (code) => process.exit(code),
+  (err) => {
+    process.stderr.write(`demo failed: ${(err as Error).message}\n`);
+    runSyncCleanups();
+    process.exit(1);
+  },
+);

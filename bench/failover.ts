@@ -22,7 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
-import { withTopology, type Namespace, type Topology } from './testhosts.js';
+import { withTopology, type Namespace, type Topology } from '../testhosts/index.js';
 import { writeBenchResult } from './results.js';
 import { startAgent, freePort, type AgentProcess } from '../dataplane/testing.js';
 import { startRouterBird, waitForRoute, type RouterBird } from '../bgp/testing.js';
@@ -65,7 +65,17 @@ function runProbe(rate: number): void {
     const tag = msg.subarray(12).toString();
     if (s <= lastSeq) return; // late or reordered: the switch is decided by sequence order
     if (tag !== lastTag) {
-      process.stdout.write(JSON.stringify({ from: lastTag ?? 'none', to: tag, lastFromSeq: lastSeq, lastFromSendMs: lastSend, firstToSeq: s, firstToSendMs: sent, lost: s - lastSeq - 1 }) + '\n');
+      process.stdout.write(
+        `${JSON.stringify({
+          from: lastTag ?? 'none',
+          to: tag,
+          lastFromSeq: lastSeq,
+          lastFromSendMs: lastSend,
+          firstToSeq: s,
+          firstToSendMs: sent,
+          lost: s - lastSeq - 1,
+        })}\n`,
+      );
     }
     lastTag = tag;
     lastSeq = s;
@@ -111,10 +121,11 @@ class ProbeReader {
         return;
       }
       this.switches.push(s);
-      for (const w of [...this.waiters]) if (w.pred(s)) {
-        this.waiters.splice(this.waiters.indexOf(w), 1);
-        w.resolve(s);
-      }
+      for (const w of [...this.waiters])
+        if (w.pred(s)) {
+          this.waiters.splice(this.waiters.indexOf(w), 1);
+          w.resolve(s);
+        }
     });
   }
   get current(): string | undefined {
@@ -124,7 +135,13 @@ class ProbeReader {
     const seen = this.switches.find(pred);
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
-      const w = { pred, resolve: (s: Switch) => { clearTimeout(t); resolve(s); } };
+      const w = {
+        pred,
+        resolve: (s: Switch) => {
+          clearTimeout(t);
+          resolve(s);
+        },
+      };
       const t = setTimeout(() => {
         this.waiters.splice(this.waiters.indexOf(w), 1);
         reject(new Error(`no matching traffic switch within ${timeoutMs} ms`));
@@ -198,7 +215,15 @@ function percentile(xs: number[], q: number): number {
   return s[i]!;
 }
 
-async function measure(label: string, rb: RouterBird, a: Pop, probe: ProbeReader, reps: number, timeoutMs: number, checkIntervalMs: number): Promise<{ withdraw: number[]; loss: number[] }> {
+async function measure(
+  label: string,
+  rb: RouterBird,
+  a: Pop,
+  probe: ProbeReader,
+  reps: number,
+  timeoutMs: number,
+  checkIntervalMs: number,
+): Promise<{ withdraw: number[]; loss: number[] }> {
   const withdraw: number[] = [];
   const loss: number[] = [];
   const prefix = `${ANYCAST}/32`;
@@ -248,10 +273,21 @@ async function bench(): Promise<void> {
       await router.sysctl('net.ipv4.ip_forward', '1');
       await client.exec(['ip', 'route', 'add', 'default', 'via', '10.9.0.1']);
       const pops: Pop[] = [];
-      for (const [name, ns, n] of [['A', nsA, 1], ['B', nsB, 2]] as const) {
+      for (const [name, ns, n] of [
+        ['A', nsA, 1],
+        ['B', nsB, 2],
+      ] as const) {
         await ns.exec(['ip', 'addr', 'add', `${ANYCAST}/32`, 'dev', 'lo']);
         await ns.exec(['ip', 'route', 'add', 'default', 'via', `10.0.${n}.1`]);
-        pops.push({ name, ns, routerAddr: `10.0.${n}.1`, addr: `10.0.${n}.2`, as: 65000 + n, healthFile: join(work, `healthy-${name}`), port: await freePort() });
+        pops.push({
+          name,
+          ns,
+          routerAddr: `10.0.${n}.1`,
+          addr: `10.0.${n}.2`,
+          as: 65000 + n,
+          healthFile: join(work, `healthy-${name}`),
+          port: await freePort(),
+        });
       }
       const [a, b] = pops as [Pop, Pop];
       const rb = await startRouterBird(router, {
@@ -298,7 +334,12 @@ async function bench(): Promise<void> {
           fast: 'external command check interval 200ms, rise 2, fall 2; withdraw by configure of a re-rendered export filter',
           baseline: 'same agent, external check interval 5s, rise 3, fall 3 (ExaBGP healthcheck defaults)',
           quick,
-          samples: { withdraw_ms: fast.withdraw.map((x) => Math.round(x)), loss_window_ms: fast.loss.map((x) => Math.round(x)), baseline_withdraw_ms: base.withdraw.map((x) => Math.round(x)), baseline_loss_window_ms: base.loss.map((x) => Math.round(x)) },
+          samples: {
+            withdraw_ms: fast.withdraw.map((x) => Math.round(x)),
+            loss_window_ms: fast.loss.map((x) => Math.round(x)),
+            baseline_withdraw_ms: base.withdraw.map((x) => Math.round(x)),
+            baseline_loss_window_ms: base.loss.map((x) => Math.round(x)),
+          },
         },
       });
       console.log('metric                        value');

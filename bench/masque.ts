@@ -7,16 +7,16 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
-import { withTopology, type Namespace } from './testhosts.js';
+import { withTopology, type Namespace } from '../testhosts/index.js';
 import { writeBenchResult, type BenchMetric } from './results.js';
 import { CLI_PATH } from '../dataplane/testing.js';
-import { masqueTestbed, type Testbed } from '../tunnel/masque/testbed/index.js';
+import { masqueTestbed, type Testbed } from '../tunnel/masque/testing.js';
 
 const QUICK = process.env.QUICK === '1';
 const SECONDS = QUICK ? 3 : 10;
 const PINGS = QUICK ? 10 : 30;
 const SESSIONS = QUICK ? 1000 : 10_000;
-const LOAD_MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', 'tunnel', 'masque', 'testbed', 'load-main.js');
+const LOAD_MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', 'tunnel', 'masque', 'testing-load.js');
 
 async function iperf(tb: Testbed): Promise<number> {
   const server = tb.origin.spawn(['iperf3', '-s', '-1', '-B', tb.originAddr]);
@@ -42,7 +42,7 @@ function waitStderr(child: ChildProcess, re: RegExp, ms: number): Promise<void> 
     const t = setTimeout(() => reject(new Error(`no ${re}: ${out}`)), ms);
     child.stderr!.on('data', (d) => {
       out += d;
-      if (re.test(out)) (clearTimeout(t), resolve());
+      if (re.test(out)) clearTimeout(t), resolve();
     });
   });
 }
@@ -57,7 +57,10 @@ async function stopChild(child: ChildProcess): Promise<void> {
 }
 
 async function load(tb: Testbed, cfg: object): Promise<{ result: Record<string, number>; child: ChildProcess }> {
-  const child = tb.client.spawn([process.execPath, '--max-old-space-size=4096', LOAD_MAIN], { env: { ...process.env, CBR_LOAD: JSON.stringify(cfg) }, stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = tb.client.spawn([process.execPath, '--max-old-space-size=4096', LOAD_MAIN], {
+    env: { ...process.env, CBR_LOAD: JSON.stringify(cfg) },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   let out = '';
   let err = '';
   child.stderr!.on('data', (d) => (err += d));
@@ -66,7 +69,7 @@ async function load(tb: Testbed, cfg: object): Promise<{ result: Record<string, 
     child.stdout!.on('data', (d) => {
       out += d;
       const i = out.indexOf('\n');
-      if (i >= 0) (clearTimeout(t), resolve(out.slice(0, i)));
+      if (i >= 0) clearTimeout(t), resolve(out.slice(0, i));
     });
     child.once('exit', (code) => (clearTimeout(t), reject(new Error(`load generator exited ${code}: ${err}`))));
   });
@@ -94,8 +97,8 @@ await withTopology(async (topo) => {
     const env = { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' };
     const keys = async (name: string) => {
       const priv = (await tb.client.exec(['wg', 'genkey'])).trim();
-      const pub = (await tb.client.exec(['wg', 'pubkey'], { input: priv + '\n' })).trim();
-      writeFileSync(join(dir, name), priv + '\n');
+      const pub = (await tb.client.exec(['wg', 'pubkey'], { input: `${priv}\n` })).trim();
+      writeFileSync(join(dir, name), `${priv}\n`);
       return pub;
     };
     const cPub = await keys('c.key');
@@ -104,13 +107,34 @@ await withTopology(async (topo) => {
     const wgp = tb.pop.spawn(['wireguard-go', '-f', 'wgbp'], { env });
     const until = Date.now() + 10_000;
     for (;;) {
-      const ok = await Promise.all([tb.client.exec(['ip', 'link', 'show', 'wgbc']).then(() => true, () => false), tb.pop.exec(['ip', 'link', 'show', 'wgbp']).then(() => true, () => false)]);
+      const ok = await Promise.all([
+        tb.client.exec(['ip', 'link', 'show', 'wgbc']).then(
+          () => true,
+          () => false,
+        ),
+        tb.pop.exec(['ip', 'link', 'show', 'wgbp']).then(
+          () => true,
+          () => false,
+        ),
+      ]);
       if (ok.every(Boolean)) break;
       if (Date.now() > until) throw new Error('wireguard-go did not create its interfaces');
       await new Promise((r) => setTimeout(r, 100));
     }
     await tb.pop.exec(['wg', 'set', 'wgbp', 'private-key', join(dir, 'p.key'), 'listen-port', '51820', 'peer', cPub, 'allowed-ips', '10.62.0.2/32']);
-    await tb.client.exec(['wg', 'set', 'wgbc', 'private-key', join(dir, 'c.key'), 'peer', pPub, 'endpoint', `${tb.popAddr}:51820`, 'allowed-ips', '10.62.0.0/24,10.61.2.0/24']);
+    await tb.client.exec([
+      'wg',
+      'set',
+      'wgbc',
+      'private-key',
+      join(dir, 'c.key'),
+      'peer',
+      pPub,
+      'endpoint',
+      `${tb.popAddr}:51820`,
+      'allowed-ips',
+      '10.62.0.0/24,10.61.2.0/24',
+    ]);
     await tb.pop.addAddress('wgbp', '10.62.0.1/24');
     await tb.client.addAddress('wgbc', '10.62.0.2/24');
     await tb.client.exec(['ip', 'route', 'replace', '10.61.2.0/24', 'dev', 'wgbc']);
@@ -128,7 +152,23 @@ await withTopology(async (topo) => {
   }
 
   // MASQUE connect-ip with cbr connect.
-  const connect = tb.client.spawn([process.execPath, CLI_PATH, 'connect', '--server', `${tb.popAddr}:${tb.port}`, '--server-name', 'pop.test', '--ca', tb.caFile, '--mode', 'ip', '--tun', 'cbrb0', '--token', await tb.mint('bench', { ttlS: 3600 })]);
+  const connect = tb.client.spawn([
+    process.execPath,
+    CLI_PATH,
+    'connect',
+    '--server',
+    `${tb.popAddr}:${tb.port}`,
+    '--server-name',
+    'pop.test',
+    '--ca',
+    tb.caFile,
+    '--mode',
+    'ip',
+    '--tun',
+    'cbrb0',
+    '--token',
+    await tb.mint('bench', { ttlS: 3600 }),
+  ]);
   await waitStderr(connect, /session open: connect-ip/, 30_000);
   await tb.client.ping(tb.originAddr, { count: 3, timeoutS: 2 });
   put('tcp_gbps_masque_ip', await iperf(tb), 'Gbit/s');
@@ -153,5 +193,11 @@ await withTopology(async (topo) => {
   put('kb_per_idle_session_10k', (rssAfter - rssBefore) / Math.max(1, s.result.opened!) / 1024, `KB (agent RSS delta / ${s.result.opened} sessions)`);
   s.child.stdin!.write('close\n');
   await new Promise((r) => s.child.once('exit', r));
-  writeBenchResult('masque', results, { quick: QUICK, sessions: SESSIONS, seconds: SECONDS, failedSessions: s.result.failed, note: 'shared 2-core machine: other helpers ran at the same time' });
+  writeBenchResult('masque', results, {
+    quick: QUICK,
+    sessions: SESSIONS,
+    seconds: SECONDS,
+    failedSessions: s.result.failed,
+    note: 'shared 2-core machine: other helpers ran at the same time',
+  });
 });

@@ -8,7 +8,9 @@ import { writeBenchResult } from './results.js';
 import { judge, SCORECARD } from './scorecard.js';
 
 const doc = (scenario: string, results: Record<string, number>): ResultFile => ({
-  scenario, when: new Date().toISOString(), machine: { cpus: 2, kernel: '6.x' },
+  scenario,
+  when: new Date().toISOString(),
+  machine: { cpus: 2, kernel: '6.x' },
   results: Object.fromEntries(Object.entries(results).map(([k, v]) => [k, { value: v, unit: 'u' }])),
 });
 

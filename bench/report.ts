@@ -19,11 +19,13 @@ export function checkResultShape(doc: unknown, scenario: string): string[] {
   if (!d || typeof d !== 'object') return [`${scenario}.json: expected an object`];
   if (d.scenario !== scenario) p.push(`${scenario}.json: scenario: expected "${scenario}", got ${JSON.stringify(d.scenario)}`);
   if (typeof d.when !== 'string' || Number.isNaN(Date.parse(d.when))) p.push(`${scenario}.json: when: expected an ISO time`);
-  if (!d.machine || typeof d.machine.cpus !== 'number' || typeof d.machine.kernel !== 'string') p.push(`${scenario}.json: machine: expected { cpus: number, kernel: string }`);
+  if (!d.machine || typeof d.machine.cpus !== 'number' || typeof d.machine.kernel !== 'string')
+    p.push(`${scenario}.json: machine: expected { cpus: number, kernel: string }`);
   if (!d.results || typeof d.results !== 'object' || Object.keys(d.results).length === 0) p.push(`${scenario}.json: results: expected at least one metric`);
   else {
     for (const [k, m] of Object.entries(d.results)) {
-      if (!m || typeof m.value !== 'number' || !Number.isFinite(m.value) || typeof m.unit !== 'string') p.push(`${scenario}.json: results.${k}: expected { value: finite number, unit: string }`);
+      if (!m || typeof m.value !== 'number' || !Number.isFinite(m.value) || typeof m.unit !== 'string')
+        p.push(`${scenario}.json: results.${k}: expected { value: finite number, unit: string }`);
     }
   }
   return p;
@@ -78,10 +80,24 @@ const fmt = (v: number | undefined) => (v === undefined ? '-' : Math.abs(v) >= 1
 
 export function renderTable(rows: SummaryRow[]): string {
   const header = ['scenario', 'metric', 'ours', 'unit', 'baseline', 'base value', 'ratio', 'goal', 'met'];
-  const body = rows.map((r) => [r.scenario, r.metric, fmt(r.value), r.unit ?? '', r.baseline ?? '', fmt(r.baselineValue), r.ratio === undefined ? '-' : `${r.ratio.toFixed(2)}x`, r.goal, r.met === undefined ? (r.value === undefined ? 'no data' : '-') : r.met ? 'yes' : 'NO']);
+  const body = rows.map((r) => [
+    r.scenario,
+    r.metric,
+    fmt(r.value),
+    r.unit ?? '',
+    r.baseline ?? '',
+    fmt(r.baselineValue),
+    r.ratio === undefined ? '-' : `${r.ratio.toFixed(2)}x`,
+    r.goal,
+    r.met === undefined ? (r.value === undefined ? 'no data' : '-') : r.met ? 'yes' : 'NO',
+  ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
-  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)].join('\n') + '\n';
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
+  return `${[line(header), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)].join('\n')}\n`;
 }
 
 function esc(s: string): string {
@@ -99,13 +115,17 @@ export function barChartSvg(title: string, unit: string, bars: Array<{ label: st
   const rows = bars.map((b, i) => {
     const y = top + i * rowH;
     const w = Math.max(1, (b.value / max) * chartW);
-    return `<text x="${labelW - 8}" y="${y + 17}" text-anchor="end">${esc(b.label)}</text>` +
+    return (
+      `<text x="${labelW - 8}" y="${y + 17}" text-anchor="end">${esc(b.label)}</text>` +
       `<rect x="${labelW}" y="${y + 4}" width="${w.toFixed(1)}" height="${rowH - 8}" fill="${b.ours ? '#2b7bb9' : '#9aa5b1'}"/>` +
-      `<text x="${labelW + w + 6}" y="${y + 17}">${esc(fmt(b.value))} ${esc(unit)}</text>`;
+      `<text x="${labelW + w + 6}" y="${y + 17}">${esc(fmt(b.value))} ${esc(unit)}</text>`
+    );
   });
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${labelW + chartW + 140}" height="${h}" font-family="sans-serif" font-size="13">` +
+  return (
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${labelW + chartW + 140}" height="${h}" font-family="sans-serif" font-size="13">` +
     `<rect width="100%" height="100%" fill="white"/><text x="10" y="24" font-size="16" font-weight="bold">${esc(title)}</text>${rows.join('')}` +
-    `<text x="10" y="${h - 8}" font-size="11" fill="#555">blue: CloudBridge, grey: baseline measured in the same run</text></svg>\n`;
+    `<text x="10" y="${h - 8}" font-size="11" fill="#555">blue: CloudBridge, grey: baseline measured in the same run</text></svg>\n`
+  );
 }
 
 /** The charts DESIGN.md asks for, from whatever results exist. Returns the files written. */
@@ -114,18 +134,48 @@ export function writeCharts(results: Record<string, ResultFile | undefined>, dir
   const pick = (s: string, keys: Array<[string, string, boolean]>) =>
     keys.flatMap(([k, label, ours]) => (val(s, k) === undefined ? [] : [{ label, value: val(s, k)!, ours }]));
   const charts: Array<[string, string, string, Array<{ label: string; value: number; ours?: boolean }>]> = [
-    ['throughput.svg', 'TCP throughput through the tunnel', 'Gbit/s', [
-      ...pick('masque', [['tcp_gbps_masque_ip', 'MASQUE connect-ip', true], ['tcp_gbps_wireguard_go', 'wireguard-go (by hand)', false], ['tcp_gbps_direct', 'direct veth', false]]),
-      ...pick('wireguard', [['tcp_gbps_supervised', 'WireGuard, agent-managed', true], ['tcp_gbps_plain', 'wireguard-go, plain', false]]),
-    ]],
-    ['xdp-ns-per-packet.svg', 'XDP cost per packet (BPF_PROG_TEST_RUN)', 'ns', pick('xdp', [
-      ['ns_bare_pass', 'bare XDP_PASS', false], ['ns_filter_pass', 'filter: pass', true], ['ns_filter_deny_100k', 'filter: deny hit, 100k list', true],
-      ['ns_filter_ratelimit', 'filter: rate limit', true], ['ns_lb_hash', 'LB: 5-tuple hash', true], ['ns_lb_cid', 'LB: QUIC CID', true],
-    ])],
-    ['failover.svg', 'Failover: health failure to withdrawal and client loss window', 'ms', pick('failover', [
-      ['withdraw_ms_p50', 'withdraw p50', true], ['withdraw_ms_p99', 'withdraw p99', true], ['baseline_withdraw_ms_p50', 'ExaBGP-style withdraw p50', false],
-      ['loss_window_ms_p50', 'loss window p50', true], ['loss_window_ms_p99', 'loss window p99', true], ['baseline_loss_window_ms_p50', 'ExaBGP-style loss p50', false],
-    ])],
+    [
+      'throughput.svg',
+      'TCP throughput through the tunnel',
+      'Gbit/s',
+      [
+        ...pick('masque', [
+          ['tcp_gbps_masque_ip', 'MASQUE connect-ip', true],
+          ['tcp_gbps_wireguard_go', 'wireguard-go (by hand)', false],
+          ['tcp_gbps_direct', 'direct veth', false],
+        ]),
+        ...pick('wireguard', [
+          ['tcp_gbps_supervised', 'WireGuard, agent-managed', true],
+          ['tcp_gbps_plain', 'wireguard-go, plain', false],
+        ]),
+      ],
+    ],
+    [
+      'xdp-ns-per-packet.svg',
+      'XDP cost per packet (BPF_PROG_TEST_RUN)',
+      'ns',
+      pick('xdp', [
+        ['ns_bare_pass', 'bare XDP_PASS', false],
+        ['ns_filter_pass', 'filter: pass', true],
+        ['ns_filter_deny_100k', 'filter: deny hit, 100k list', true],
+        ['ns_filter_ratelimit', 'filter: rate limit', true],
+        ['ns_lb_hash', 'LB: 5-tuple hash', true],
+        ['ns_lb_cid', 'LB: QUIC CID', true],
+      ]),
+    ],
+    [
+      'failover.svg',
+      'Failover: health failure to withdrawal and client loss window',
+      'ms',
+      pick('failover', [
+        ['withdraw_ms_p50', 'withdraw p50', true],
+        ['withdraw_ms_p99', 'withdraw p99', true],
+        ['baseline_withdraw_ms_p50', 'ExaBGP-style withdraw p50', false],
+        ['loss_window_ms_p50', 'loss window p50', true],
+        ['loss_window_ms_p99', 'loss window p99', true],
+        ['baseline_loss_window_ms_p50', 'ExaBGP-style loss p50', false],
+      ]),
+    ],
   ];
   const written: string[] = [];
   for (const [file, title, unit, bars] of charts) {

@@ -23,6 +23,6 @@ export function writeBenchResult(scenario: string, results: Record<string, Bench
   const doc = { scenario, when: new Date().toISOString(), machine: { cpus: cpus().length, kernel: release() }, results, ...extra };
   mkdirSync(dir, { recursive: true });
   const path = join(dir, `${scenario}.json`);
-  writeFileSync(path, JSON.stringify(doc, null, 2) + '\n');
+  writeFileSync(path, `${JSON.stringify(doc, null, 2)}\n`);
   return path;
 }

@@ -5,14 +5,26 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { withTopology, uniqueName } from './testhosts.js';
+import { withTopology, uniqueName } from '../testhosts/index.js';
 import { writeBenchResult } from './results.js';
 import { startAgent, type AgentProcess } from '../dataplane/testing.js';
 import { generatePrivateKey, publicKeyFor } from '../tunnel/wireguard/keys.js';
 import { withSecretFile } from '../tunnel/wireguard/wg-tool.js';
 import {
-  wgTopology, clientTunnelFromWgQuick, startWireguardGo, pingUntil, iperf3Gbps, startIssuerIn, agentYaml, waitHealthy, httpIn, tokenFor, removeSocketOnDestroy, ISSUER_PORT, ADMIN_PORT,
-} from '../tunnel/wireguard/testkit.js';
+  wgTopology,
+  clientTunnelFromWgQuick,
+  startWireguardGo,
+  pingUntil,
+  iperf3Gbps,
+  startIssuerIn,
+  agentYaml,
+  waitHealthy,
+  httpIn,
+  tokenFor,
+  removeSocketOnDestroy,
+  ISSUER_PORT,
+  ADMIN_PORT,
+} from '../tunnel/wireguard/testing.js';
 
 const QUICK = process.env.QUICK === '1';
 const REGISTRATIONS = QUICK ? 200 : 1000;
@@ -76,9 +88,28 @@ await withTopology(async (topo) => {
     await startWireguardGo(topo, t.client, plainCli);
     const popKey = generatePrivateKey();
     const cliKey = generatePrivateKey();
-    await withSecretFile(popKey + '\n', (f) => t.pop.exec(['wg', 'set', plainPop, 'listen-port', '51821', 'private-key', f, 'peer', publicKeyFor(cliKey), 'allowed-ips', '10.99.0.2/32']));
-    await withSecretFile(cliKey + '\n', (f) => t.client.exec(['wg', 'set', plainCli, 'private-key', f, 'peer', publicKeyFor(popKey), 'endpoint', `${t.popAddress}:51821`, 'allowed-ips', '192.168.61.2/32']));
-    for (const [ns, dev, addr] of [[t.pop, plainPop, '10.99.0.1/24'], [t.client, plainCli, '10.99.0.2/24']] as const) {
+    await withSecretFile(`${popKey}\n`, (f) =>
+      t.pop.exec(['wg', 'set', plainPop, 'listen-port', '51821', 'private-key', f, 'peer', publicKeyFor(cliKey), 'allowed-ips', '10.99.0.2/32']),
+    );
+    await withSecretFile(`${cliKey}\n`, (f) =>
+      t.client.exec([
+        'wg',
+        'set',
+        plainCli,
+        'private-key',
+        f,
+        'peer',
+        publicKeyFor(popKey),
+        'endpoint',
+        `${t.popAddress}:51821`,
+        'allowed-ips',
+        '192.168.61.2/32',
+      ]),
+    );
+    for (const [ns, dev, addr] of [
+      [t.pop, plainPop, '10.99.0.1/24'],
+      [t.client, plainCli, '10.99.0.2/24'],
+    ] as const) {
       await ns.exec(['ip', 'link', 'set', 'dev', dev, 'mtu', '1420']);
       await ns.addAddress(dev, addr);
     }
@@ -94,21 +125,30 @@ await withTopology(async (topo) => {
     }
 
     const keysFile = join(dir, 'keys.txt');
-    writeFileSync(keysFile, Array.from({ length: REGISTRATIONS }, () => publicKeyFor(generatePrivateKey())).join('\n') + '\n');
-    const out = await t.client.exec([process.execPath, '--input-type=module', '-e', REGISTER_SCRIPT, `${adminUrl}/v1/wireguard/peers`, token, keysFile, String(CONCURRENCY)], { timeoutMs: 300_000 });
+    writeFileSync(keysFile, `${Array.from({ length: REGISTRATIONS }, () => publicKeyFor(generatePrivateKey())).join('\n')}\n`);
+    const out = await t.client.exec(
+      [process.execPath, '--input-type=module', '-e', REGISTER_SCRIPT, `${adminUrl}/v1/wireguard/peers`, token, keysFile, String(CONCURRENCY)],
+      { timeoutMs: 300_000 },
+    );
     const r = JSON.parse(out) as { ok: number; failed: number; distinct: number; seconds: number };
     if (r.ok !== REGISTRATIONS || r.distinct !== REGISTRATIONS) throw new Error(`registrations: ${JSON.stringify(r)}`);
     const registrationsPerS = r.ok / r.seconds;
 
     const sup = median(supervised);
     const pl = median(plain);
-    const path = writeBenchResult('wireguard', {
-      registrations_per_s: { value: Math.round(registrationsPerS * 10) / 10, unit: 'registrations/s' },
-      tcp_gbps_supervised: { value: Math.round(sup * 1000) / 1000, unit: 'Gbit/s' },
-      tcp_gbps_plain: { value: Math.round(pl * 1000) / 1000, unit: 'Gbit/s' },
-      supervised_over_plain: { value: Math.round((sup / pl) * 1000) / 1000, unit: 'ratio' },
-    }, { quick: QUICK, registrations: REGISTRATIONS, concurrency: CONCURRENCY, iperfSeconds: IPERF_SECONDS, rounds: { supervised, plain } });
-    console.log(`registrations_per_s ${registrationsPerS.toFixed(1)}  tcp_gbps_supervised ${sup.toFixed(3)}  tcp_gbps_plain ${pl.toFixed(3)}  ratio ${(sup / pl).toFixed(3)} (goal >= 0.95)\n${path}`);
+    const path = writeBenchResult(
+      'wireguard',
+      {
+        registrations_per_s: { value: Math.round(registrationsPerS * 10) / 10, unit: 'registrations/s' },
+        tcp_gbps_supervised: { value: Math.round(sup * 1000) / 1000, unit: 'Gbit/s' },
+        tcp_gbps_plain: { value: Math.round(pl * 1000) / 1000, unit: 'Gbit/s' },
+        supervised_over_plain: { value: Math.round((sup / pl) * 1000) / 1000, unit: 'ratio' },
+      },
+      { quick: QUICK, registrations: REGISTRATIONS, concurrency: CONCURRENCY, iperfSeconds: IPERF_SECONDS, rounds: { supervised, plain } },
+    );
+    console.log(
+      `registrations_per_s ${registrationsPerS.toFixed(1)}  tcp_gbps_supervised ${sup.toFixed(3)}  tcp_gbps_plain ${pl.toFixed(3)}  ratio ${(sup / pl).toFixed(3)} (goal >= 0.95)\n${path}`,
+    );
   } finally {
     await agent?.stop('SIGTERM').catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });

@@ -17,7 +17,7 @@ if (!ifname || !pinDir) {
 }
 if (what === 'stats') {
   const stats = BpfMap.fromPin(join(pinDir, 'cbr_stats'));
-  process.stdout.write(JSON.stringify(readCounters({ map: () => stats }).map((r) => ({ ...r, packets: Number(r.packets), bytes: Number(r.bytes) }))) + '\n');
+  process.stdout.write(`${JSON.stringify(readCounters({ map: () => stats }).map((r) => ({ ...r, packets: Number(r.packets), bytes: Number(r.bytes) })))}\n`);
 } else if (what === 'bare') {
   const bare = BpfObject.open(join(DEFAULT_OBJECT_DIR, 'bare.bpf.o'));
   bare.load();

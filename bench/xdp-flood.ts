@@ -13,7 +13,7 @@ import { dirname } from 'node:path';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BenchMetric } from './results.js';
-import { Topology, run, type Namespace } from './testhosts.js';
+import { Topology, run, type Namespace } from '../testhosts/index.js';
 
 const ATTACH = join(dirname(fileURLToPath(import.meta.url)), 'xdp-flood-attach.js');
 import { detachXdp, pinDirFor } from '../xdp/loader.js';
@@ -65,11 +65,17 @@ export async function floodBench(opts: { quick: boolean; say: (m: string) => voi
     const iperfServer = pop.spawn(['iperf3', '-s', '-B', '10.70.0.1']);
     await new Promise((r) => setTimeout(r, 500));
     const cfgPath = join(dir, 'flood.trafgen');
-    writeFileSync(cfgPath, `{\n  eth(da=${popMac}, sa=${atkMac}, type=0x0800),\n  ipv4(saddr=10.70.0.66, daddr=10.70.0.1, proto=17, ttl=64),\n  udp(sport=dinc(1024, 65000), dport=9999),\n  fill(0x41, 18)\n}\n`);
+    writeFileSync(
+      cfgPath,
+      `{\n  eth(da=${popMac}, sa=${atkMac}, type=0x0800),\n  ipv4(saddr=10.70.0.66, daddr=10.70.0.1, proto=17, ttl=64),\n  udp(sport=dinc(1024, 65000), dport=9999),\n  fill(0x41, 18)\n}\n`,
+    );
     void cliIf;
 
     const reps = opts.quick ? 2 : 3;
-    const runs = new Map<Mode, Array<{ base: number; flood: number; ratio: number; softirqBase: number; softirqFlood: number; retrans: number; ringDrops: number }>>(MODES.map((m) => [m, []]));
+    const runs = new Map<
+      Mode,
+      Array<{ base: number; flood: number; ratio: number; softirqBase: number; softirqFlood: number; retrans: number; ringDrops: number }>
+    >(MODES.map((m) => [m, []]));
     // packets the switch side could not hand to the PoP's veth (with native XDP: its one 256-slot ring full)
     const swDrops = async () => Number((await sw.exec(['cat', `/sys/class/net/${swPop.ifname}/statistics/tx_dropped`])).trim());
     const measureSoftirq = async <T>(fn: () => Promise<T>): Promise<[T, number]> => {
@@ -82,7 +88,9 @@ export async function floodBench(opts: { quick: boolean; say: (m: string) => voi
       for (let i = 0; i < MODES.length; i++) {
         const mode = MODES[(i + rep) % MODES.length]!;
         if (mode === 'nftables') {
-          await pop.exec(['nft', '-f', '-'], { input: `table netdev cbrflood {\n chain in {\n  type filter hook ingress device "${popIf.ifname}" priority -500;\n  ip saddr 10.70.0.66 drop\n }\n}\n` });
+          await pop.exec(['nft', '-f', '-'], {
+            input: `table netdev cbrflood {\n chain in {\n  type filter hook ingress device "${popIf.ifname}" priority -500;\n  ip saddr 10.70.0.66 drop\n }\n}\n`,
+          });
         }
         if (mode.startsWith('xdp')) {
           // loaded and attached by a helper run inside the PoP's namespace (the interface lives there)
@@ -104,12 +112,18 @@ export async function floodBench(opts: { quick: boolean; say: (m: string) => voi
             const underFlood = floodRun.gbps;
             const ratio = base > 0 ? underFlood / base : 0;
             runs.get(mode)!.push({ base, flood: underFlood, ratio, softirqBase, softirqFlood, retrans: floodRun.retrans, ringDrops });
-            opts.say(`flood ${mode} #${rep + 1}: ${base.toFixed(2)} Gbit/s without, ${underFlood.toFixed(2)} with the flood (ratio ${ratio.toFixed(3)}); softirq ${softirqBase.toFixed(1)}% / ${softirqFlood.toFixed(1)}%; under flood: ${floodRun.retrans} TCP retransmits (${baseRun.retrans} without), ${ringDrops} packets dropped before the PoP${floodErr ? `; trafgen: ${floodErr.trim().split('\n').slice(-1)[0]}` : ''}`);
+            opts.say(
+              `flood ${mode} #${rep + 1}: ${base.toFixed(2)} Gbit/s without, ${underFlood.toFixed(2)} with the flood (ratio ${ratio.toFixed(3)}); softirq ${softirqBase.toFixed(1)}% / ${softirqFlood.toFixed(1)}%; under flood: ${floodRun.retrans} TCP retransmits (${baseRun.retrans} without), ${ringDrops} packets dropped before the PoP${floodErr ? `; trafgen: ${floodErr.trim().split('\n').slice(-1)[0]}` : ''}`,
+            );
           } finally {
             await new Promise<void>((r) => (flood.exitCode !== null || flood.signalCode !== null ? r() : flood.once('exit', () => r())));
           }
           if (mode === 'xdp' || mode === 'xdp_generic') {
-            const stats = JSON.parse(await pop.exec([process.execPath, ATTACH, popIf.ifname, pinDir!, 'stats'], { timeoutMs: 30_000 })) as Array<{ action: string; reason: string; packets: number }>;
+            const stats = JSON.parse(await pop.exec([process.execPath, ATTACH, popIf.ifname, pinDir!, 'stats'], { timeoutMs: 30_000 })) as Array<{
+              action: string;
+              reason: string;
+              packets: number;
+            }>;
             opts.say(`xdp counters: ${stats.map((r) => `${r.action}/${r.reason} ${r.packets}`).join(', ')}`);
           }
         } finally {
@@ -146,4 +160,3 @@ export async function floodBench(opts: { quick: boolean; say: (m: string) => voi
   }
   return results;
 }
-

@@ -1,17 +1,20 @@
 // The `bgp` section: the supervised BIRD speaker and the anycast prefixes it announces.
 import { z } from 'zod';
 import { IPv4, IPv6, IPv4CidrRange, IPv6CidrRange } from 'ip-num';
-import { enabledFlag, duration, ipAddress, prefix, isIPv4, isIPv6 } from '../dataplane/config/common.js';
+import { enabledFlag, duration, ipAddress, prefix, isIPv4, isIPv6 } from '../dataplane/index.js';
 
 const asn = () =>
-  z.number({ error: (iss) => `expected an AS number 1-4294967295, got ${JSON.stringify(iss.input)}` })
+  z
+    .number({ error: (iss) => `expected an AS number 1-4294967295, got ${JSON.stringify(iss.input)}` })
     .int()
     .min(1, { error: 'expected an AS number 1-4294967295' })
     .max(4294967295, { error: 'expected an AS number 1-4294967295' });
 
 /** A duration BIRD takes in whole seconds (hold, keepalive, connect timers). */
 const wholeSeconds = (dflt: string) =>
-  duration().prefault(dflt).refine((ms) => ms % 1000 === 0, { error: 'expected whole seconds, e.g. "3s"' });
+  duration()
+    .prefault(dflt)
+    .refine((ms) => ms % 1000 === 0, { error: 'expected whole seconds, e.g. "3s"' });
 
 /** True when the prefix's address has no bits set past its length (BIRD refuses such static routes). */
 export function isNetworkAddress(p: string): boolean {
@@ -26,10 +29,12 @@ export function isNetworkAddress(p: string): boolean {
 }
 
 const peerSchema = z.strictObject({
-  name: z.string().regex(/^[a-z][a-z0-9_]{0,30}$/, { error: 'expected a peer name of a-z, 0-9 and _ starting with a letter (at most 31)' })
+  name: z
+    .string()
+    .regex(/^[a-z][a-z0-9_]{0,30}$/, { error: 'expected a peer name of a-z, 0-9 and _ starting with a letter (at most 31)' })
     .describe('short name of the session, used in BIRD (protocol peer_<name>), metrics and status'),
-  address: ipAddress().describe('the upstream router\'s address; the session carries the anycast prefixes of this address family'),
-  remoteAs: asn().describe('the upstream\'s AS number'),
+  address: ipAddress().describe("the upstream router's address; the session carries the anycast prefixes of this address family"),
+  remoteAs: asn().describe("the upstream's AS number"),
   sourceAddress: ipAddress().optional().describe('local address of the session (default: chosen by the kernel)'),
   multihop: z.number().int().min(1).max(255).optional().describe('TTL for a multihop eBGP session (default: directly connected)'),
   passwordFile: z.string().min(1).optional().describe('file holding the TCP-MD5 session password (first line; no double quote)'),
@@ -39,10 +44,15 @@ const peerSchema = z.strictObject({
 export const bgpConfigSchema = z
   .strictObject({
     enabled: enabledFlag(),
-    routerId: z.string().refine(isIPv4, { error: (iss) => `expected an IPv4 address as router id, got ${JSON.stringify(iss.input)}` }).optional()
+    routerId: z
+      .string()
+      .refine(isIPv4, { error: (iss) => `expected an IPv4 address as router id, got ${JSON.stringify(iss.input)}` })
+      .optional()
       .describe('BGP router id (required when enabled)'),
-    localAs: asn().optional().describe('this PoP\'s AS number (required when enabled)'),
-    prefixes: z.array(prefix().refine(isNetworkAddress, { error: 'expected a network address (no host bits set past the prefix length)' })).default([])
+    localAs: asn().optional().describe("this PoP's AS number (required when enabled)"),
+    prefixes: z
+      .array(prefix().refine(isNetworkAddress, { error: 'expected a network address (no host bits set past the prefix length)' }))
+      .default([])
       .describe('anycast prefixes announced while healthy, IPv4 and IPv6 (at least one when enabled)'),
     peers: z.array(peerSchema).default([]).describe('upstream BGP sessions (at least one when enabled)'),
     timers: z
@@ -61,14 +71,18 @@ export const bgpConfigSchema = z
       .prefault({}),
     drain: z
       .strictObject({
-        wait: duration().prefault('15s').describe('time prefixes stay announced with GRACEFUL_SHUTDOWN (65535:0) before the withdrawal; keep it below lifecycle.shutdownTimeout'),
+        wait: duration()
+          .prefault('15s')
+          .describe('time prefixes stay announced with GRACEFUL_SHUTDOWN (65535:0) before the withdrawal; keep it below lifecycle.shutdownTimeout'),
         prepend: z.number().int().min(0).max(8).default(0).describe('extra prepends of the local AS while draining'),
         file: z.string().min(1).optional().describe('while this file exists the PoP drains (maintenance switch for tools without API access)'),
       })
       .prefault({}),
     sessionCheck: z
       .strictObject({
-        require: z.enum(['any', 'all', 'none']).default('any')
+        require: z
+          .enum(['any', 'all', 'none'])
+          .default('any')
           .describe('health check bgp.sessions: at least one (any) or every (all) session Established; none registers no check'),
         interval: duration().prefault('1s').describe('time between runs of the session check'),
         rise: z.number().int().min(1).default(1).describe('consecutive passes before the check counts as up'),
@@ -97,7 +111,11 @@ export const bgpConfigSchema = z
       }
       const family = isIPv4(p.address) ? 4 : 6;
       if (!c.prefixes.some((x) => (x.includes(':') ? 6 : 4) === family)) {
-        ctx.addIssue({ code: 'custom', path: ['peers', i, 'address'], message: `this IPv${family} session would carry nothing: no IPv${family} prefix in bgp.prefixes` });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['peers', i, 'address'],
+          message: `this IPv${family} session would carry nothing: no IPv${family} prefix in bgp.prefixes`,
+        });
       }
     });
     const { hold, keepalive } = c.timers;
@@ -108,3 +126,10 @@ export const bgpConfigSchema = z
 
 export type BgpConfig = z.output<typeof bgpConfigSchema>;
 export type BgpPeerConfig = BgpConfig['peers'][number];
+
+// This section's place in the whole config (see dataplane/config/base.ts).
+declare module '../dataplane/config/base.js' {
+  interface ConfigSections {
+    bgp: BgpConfig;
+  }
+}

@@ -34,13 +34,22 @@ test('control client: commands, error replies, one-line rule, BIRD restart', { t
   try {
     await waitForBird(control, 10_000);
     const protos = parseProtocols(await control.command('show protocols'));
-    assert.deepEqual(protos.map((p) => [p.name, p.state]), [['device1', 'up'], ['anycast4', 'up']]);
+    assert.deepEqual(
+      protos.map((p) => [p.name, p.state]),
+      [
+        ['device1', 'up'],
+        ['anycast4', 'up'],
+      ],
+    );
     // Commands queue and pair with their replies in order.
     const [a, b, c] = await Promise.all([control.command('show route'), control.raw('show nonsense'), control.command('show status')]);
     assert.deepEqual(parseRoutePrefixes(a), ['198.51.100.1/32']);
     assert.ok(b.code >= 9000, `expected a parse error, got ${b.code}`);
     assert.ok(c.lines.some((l) => l.code === 1000 && /BIRD 2\./.test(l.text)));
-    await assert.rejects(control.command('configure "/nonexistent/file"'), (err: unknown) => err instanceof BirdCommandError && /No such file/.test(err.message));
+    await assert.rejects(
+      control.command('configure "/nonexistent/file"'),
+      (err: unknown) => err instanceof BirdCommandError && /No such file/.test(err.message),
+    );
     await assert.rejects(control.command('show status\nshow route'), /one line/);
     await control.command('disable anycast4');
     // A disabled protocol passes through `flush` (routes being removed) before `down`.

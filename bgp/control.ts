@@ -5,7 +5,10 @@ import { connect, type Socket } from 'node:net';
 import { BirdReplyDecoder, BirdProtocolError, isErrorReply, replyErrorText, type BirdReply } from './reply.js';
 
 export class BirdCommandError extends Error {
-  constructor(readonly command: string, readonly reply: BirdReply) {
+  constructor(
+    readonly command: string,
+    readonly reply: BirdReply,
+  ) {
     super(`BIRD refused "${command}": ${replyErrorText(reply)}`);
     this.name = 'BirdCommandError';
   }

@@ -3,7 +3,10 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { validateConfig, ConfigError } from '../dataplane/config/load.js';
+import { ConfigError } from '../dataplane/index.js';
+import { configLoader } from '../agent/config/schema.js';
+
+const validateConfig = (raw: unknown) => configLoader.validate(raw);
 import { renderBirdConfig, redactPasswords, type AnnounceState } from './render.js';
 import { checkBirdConfig, readPasswords } from './speaker.js';
 import { isNetworkAddress } from './config.js';
@@ -37,7 +40,11 @@ function problems(bgp: Record<string, unknown>): string[] {
 test('schema: required fields and cross-field rules name the field', () => {
   assert.deepEqual(problems({ enabled: false }), []);
   const p = problems({ enabled: true });
-  for (const field of ['bgp.routerId', 'bgp.localAs', 'bgp.prefixes', 'bgp.peers']) assert.ok(p.some((x) => x.startsWith(field)), `${field} in ${p.join(' | ')}`);
+  for (const field of ['bgp.routerId', 'bgp.localAs', 'bgp.prefixes', 'bgp.peers'])
+    assert.ok(
+      p.some((x) => x.startsWith(field)),
+      `${field} in ${p.join(' | ')}`,
+    );
   assert.ok(problems({ ...base, prefixes: ['198.51.100.1/24'] }).some((x) => x.startsWith('bgp.prefixes[0]') && x.includes('network address')));
   assert.ok(problems({ ...base, timers: { hold: '2s' } }).some((x) => x.startsWith('bgp.timers.hold')));
   assert.ok(problems({ ...base, timers: { hold: '1500ms' } }).some((x) => x.startsWith('bgp.timers.hold') && x.includes('whole seconds')));
@@ -104,7 +111,10 @@ test('render: every state and option is accepted by `bird -p`; a BIRD-invalid co
     // Password file problems name the field.
     writeFileSync(pwFile, 'has"quote\n');
     assert.throws(() => readPasswords(c), /bgp\.peers\[0\]\.passwordFile: the password may not contain/);
-    assert.throws(() => readPasswords(bgpConfig({ peers: [{ ...base.peers[0], passwordFile: join(dir, 'missing') }] })), /bgp\.peers\[0\]\.passwordFile: cannot read .*ENOENT/);
+    assert.throws(
+      () => readPasswords(bgpConfig({ peers: [{ ...base.peers[0], passwordFile: join(dir, 'missing') }] })),
+      /bgp\.peers\[0\]\.passwordFile: cannot read .*ENOENT/,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -2,8 +2,18 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import {
-  BirdReplyDecoder, BirdProtocolError, decodeAll, encodeReply, isErrorReply, parseProtocols, bgpSessionState,
-  parseRoutePrefixes, parseCommunities, parseAsPath, type BirdReply, type BirdMessage,
+  BirdReplyDecoder,
+  BirdProtocolError,
+  decodeAll,
+  encodeReply,
+  isErrorReply,
+  parseProtocols,
+  bgpSessionState,
+  parseRoutePrefixes,
+  parseCommunities,
+  parseAsPath,
+  type BirdReply,
+  type BirdMessage,
 } from './reply.js';
 
 // Captured from BIRD 2.0.12 (greeting, show protocols, configure, show route all, errors).
@@ -39,12 +49,18 @@ function replies(msgs: BirdMessage[]): BirdReply[] {
 test('decodes a captured BIRD session: greeting, tables, continuations, spontaneous lines, errors', () => {
   const msgs = decodeAll(Buffer.from(CAPTURE));
   assert.equal(msgs.filter((m) => m.kind === 'spontaneous').length, 1);
-  assert.deepEqual(msgs.find((m) => m.kind === 'spontaneous'), { kind: 'spontaneous', text: 'some log line' });
+  assert.deepEqual(
+    msgs.find((m) => m.kind === 'spontaneous'),
+    { kind: 'spontaneous', text: 'some log line' },
+  );
   const r = replies(msgs);
   assert.equal(r.length, 6);
   assert.equal(r[0]!.code, 1);
   const protos = parseProtocols(r[1]!);
-  assert.deepEqual(protos.map((p) => p.name), ['device1', 'anycast4', 'up1', 'up2']);
+  assert.deepEqual(
+    protos.map((p) => p.name),
+    ['device1', 'anycast4', 'up1', 'up2'],
+  );
   assert.equal(protos[2]!.since, '2026-11-25 14:16:18');
   assert.equal(bgpSessionState(protos[2]!), 'Active');
   assert.equal(protos[2]!.info, 'Active Socket: Connection refused');
@@ -52,12 +68,18 @@ test('decodes a captured BIRD session: greeting, tables, continuations, spontane
   assert.equal(r[2]!.code, 3);
   assert.equal(isErrorReply(r[2]!), false);
   assert.deepEqual(parseRoutePrefixes(r[3]!), ['198.51.100.1/32', '2001:db8::/48']);
-  assert.deepEqual(parseCommunities(r[3]!), [[65535, 0], [65001, 7]]);
+  assert.deepEqual(parseCommunities(r[3]!), [
+    [65535, 0],
+    [65001, 7],
+  ]);
   assert.deepEqual(parseAsPath(r[3]!), [65001, 65001]);
   assert.equal(r[4]!.code, 9001);
   assert.equal(isErrorReply(r[4]!), true);
   assert.equal(r[5]!.code, 8002);
-  assert.deepEqual(r[5]!.lines.map((l) => l.code), [2, 8002]);
+  assert.deepEqual(
+    r[5]!.lines.map((l) => l.code),
+    [2, 8002],
+  );
 });
 
 test('rejects what is not the protocol with BirdProtocolError', () => {
@@ -78,7 +100,10 @@ test('a failed decoder stays failed', () => {
 const lineText = fc.string({ maxLength: 40 }).map((s) => s.replace(/[\r\n]/g, ' '));
 const replyArb: fc.Arbitrary<BirdReply> = fc
   .tuple(
-    fc.array(fc.tuple(fc.integer({ min: 0, max: 9999 }), lineText).map(([code, text]) => ({ code, text })), { maxLength: 8 }),
+    fc.array(
+      fc.tuple(fc.integer({ min: 0, max: 9999 }), lineText).map(([code, text]) => ({ code, text })),
+      { maxLength: 8 },
+    ),
     fc.integer({ min: 0, max: 9999 }),
     lineText,
   )
@@ -86,22 +111,32 @@ const replyArb: fc.Arbitrary<BirdReply> = fc
 
 test('property: encoded replies decode to the same replies whatever the chunking', () => {
   fc.assert(
-    fc.property(fc.array(fc.oneof(replyArb.map((r) => ({ r })), lineText.map((s) => ({ s }))), { maxLength: 6 }), fc.array(fc.integer({ min: 1, max: 17 }), { minLength: 1, maxLength: 10 }), (items, cuts) => {
-      const wire = Buffer.from(items.map((x) => ('r' in x ? encodeReply(x.r) : `+${x.s}\n`)).join(''));
-      const d = new BirdReplyDecoder();
-      const got: BirdMessage[] = [];
-      let off = 0;
-      let i = 0;
-      while (off < wire.length) {
-        const n = cuts[i++ % cuts.length]!;
-        got.push(...d.push(wire.subarray(off, off + n)));
-        off += n;
-      }
-      assert.equal(d.midReply, false);
-      const want: BirdMessage[] = items.map((x) => ('r' in x ? { kind: 'reply', reply: x.r } : { kind: 'spontaneous', text: x.s }));
-      // A line of text that starts with a space after "-" is fine; only the code matters for pairing.
-      assert.deepEqual(got, want);
-    }),
+    fc.property(
+      fc.array(
+        fc.oneof(
+          replyArb.map((r) => ({ r })),
+          lineText.map((s) => ({ s })),
+        ),
+        { maxLength: 6 },
+      ),
+      fc.array(fc.integer({ min: 1, max: 17 }), { minLength: 1, maxLength: 10 }),
+      (items, cuts) => {
+        const wire = Buffer.from(items.map((x) => ('r' in x ? encodeReply(x.r) : `+${x.s}\n`)).join(''));
+        const d = new BirdReplyDecoder();
+        const got: BirdMessage[] = [];
+        let off = 0;
+        let i = 0;
+        while (off < wire.length) {
+          const n = cuts[i++ % cuts.length]!;
+          got.push(...d.push(wire.subarray(off, off + n)));
+          off += n;
+        }
+        assert.equal(d.midReply, false);
+        const want: BirdMessage[] = items.map((x) => ('r' in x ? { kind: 'reply', reply: x.r } : { kind: 'spontaneous', text: x.s }));
+        // A line of text that starts with a space after "-" is fine; only the code matters for pairing.
+        assert.deepEqual(got, want);
+      },
+    ),
     { numRuns: 500 },
   );
 });

@@ -35,7 +35,12 @@ export function isErrorReply(reply: BirdReply): boolean {
 
 /** The text of the reply's error lines (8xxx/9xxx), for messages. */
 export function replyErrorText(reply: BirdReply): string {
-  return reply.lines.filter((l) => l.code >= 8000).map((l) => l.text.trim()).join('; ') || `code ${reply.code}`;
+  return (
+    reply.lines
+      .filter((l) => l.code >= 8000)
+      .map((l) => l.text.trim())
+      .join('; ') || `code ${reply.code}`
+  );
 }
 
 const MAX_LINE_BYTES = 64 * 1024;
@@ -190,7 +195,12 @@ export function parseCommunities(reply: BirdReply): Array<[number, number]> {
 export function parseAsPath(reply: BirdReply): number[] {
   for (const l of reply.lines) {
     const m = /BGP\.as_path:\s*(.*)$/.exec(l.text);
-    if (m) return m[1]!.trim().split(/\s+/).filter((w) => /^\d+$/.test(w)).map(Number);
+    if (m)
+      return m[1]!
+        .trim()
+        .split(/\s+/)
+        .filter((w) => /^\d+$/.test(w))
+        .map(Number);
   }
   return [];
 }

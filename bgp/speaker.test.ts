@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, rmSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { withTopology } from '../bench/index.js';
+import { withTopology } from '../testhosts/index.js';
 import { startAgent, runCli, freePort, type AgentProcess } from '../dataplane/testing.js';
 import { startRouterBird, routeFor, waitForRoute } from './testing.js';
 import type { BgpStatus } from './speaker.js';
@@ -108,8 +108,17 @@ test('anycast through a supervised BIRD, checked at a real upstream router', { t
       assert.ok((await waitForRoute(control, V6, (r) => r.present, 10_000)).ok, `router never learned ${V6}`);
       const s = await bgpStatus(pop.name, port);
       assert.equal(s.state, 'announce');
-      assert.deepEqual(s.sessions.map((x) => [x.peer, x.state]), [['up4', 'Established'], ['up6', 'Established']]);
-      assert.deepEqual(s.prefixes, [{ prefix: V4, announced: true }, { prefix: V6, announced: true }]);
+      assert.deepEqual(
+        s.sessions.map((x) => [x.peer, x.state]),
+        [
+          ['up4', 'Established'],
+          ['up6', 'Established'],
+        ],
+      );
+      assert.deepEqual(s.prefixes, [
+        { prefix: V4, announced: true },
+        { prefix: V6, announced: true },
+      ]);
       const human = await runCli(['bgp', 'status', '--admin', `http://127.0.0.1:${port}`], { netns: pop.name });
       assert.match(human.stdout, /up4\s+10\.0\.1\.1\s+AS65000\s+Established/);
       const metrics = await pop.exec(['curl', '-sf', `http://127.0.0.1:${port}/metrics`]);
@@ -164,7 +173,9 @@ test('anycast through a supervised BIRD, checked at a real upstream router', { t
 
     await t.test('an invalid config on SIGHUP is refused and the running config stays', async () => {
       // Valid for the schema, refused by `bird -p` (a link-local neighbor needs an interface).
-      agent.writeConfig(agentYaml({ port, healthFile, drainFile, passwordFile, extraPeer: '\n    - name: ll\n      address: "fe80::1"\n      remoteAs: 65000' }));
+      agent.writeConfig(
+        agentYaml({ port, healthFile, drainFile, passwordFile, extraPeer: '\n    - name: ll\n      address: "fe80::1"\n      remoteAs: 65000' }),
+      );
       assert.match(readFileSync(agent.configPath, 'utf8'), /fe80::1/);
       agent.proc.kill('SIGHUP');
       const rejected = await agent.waitForLog((e) => e.msg === 'reload rejected; keeping the running config', 10_000);
@@ -174,7 +185,10 @@ test('anycast through a supervised BIRD, checked at a real upstream router', { t
       agent.proc.kill('SIGHUP');
       await agent.waitForLog((e) => e.msg === 'reload rejected: invalid config; keeping the running config', 10_000);
       const s = await bgpStatus(pop.name, port);
-      assert.deepEqual(s.sessions.map((x) => x.peer), ['up4', 'up6']);
+      assert.deepEqual(
+        s.sessions.map((x) => x.peer),
+        ['up4', 'up6'],
+      );
       assert.equal(s.state, 'announce');
       const view = await routeFor(control, V4);
       assert.ok(view.present && !isGshut(view.communities));

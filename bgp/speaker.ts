@@ -150,27 +150,52 @@ export class BgpSpeaker implements Subsystem {
     const speaker = this;
     const r = ctx.registry;
     this.metrics = {
-      sessionUp: new Gauge({ name: 'cbr_bgp_session_up', help: 'Whether the BGP session to an upstream peer is Established', labelNames: ['peer'], registers: [r] }),
-      prefixAnnounced: new Gauge({ name: 'cbr_bgp_prefix_announced', help: 'Whether an anycast prefix is exported on at least one Established session', labelNames: ['prefix'], registers: [r] }),
-      state: new Gauge({ name: 'cbr_bgp_announce_state', help: 'Announce state wanted by the agent: 1 for the current one', labelNames: ['state'], registers: [r] }),
+      sessionUp: new Gauge({
+        name: 'cbr_bgp_session_up',
+        help: 'Whether the BGP session to an upstream peer is Established',
+        labelNames: ['peer'],
+        registers: [r],
+      }),
+      prefixAnnounced: new Gauge({
+        name: 'cbr_bgp_prefix_announced',
+        help: 'Whether an anycast prefix is exported on at least one Established session',
+        labelNames: ['prefix'],
+        registers: [r],
+      }),
+      state: new Gauge({
+        name: 'cbr_bgp_announce_state',
+        help: 'Announce state wanted by the agent: 1 for the current one',
+        labelNames: ['state'],
+        registers: [r],
+      }),
       transitions: new Counter({ name: 'cbr_bgp_state_transitions_total', help: 'Changes of the announce state', labelNames: ['to'], registers: [r] }),
       sinceChange: new Gauge({
-        name: 'cbr_bgp_seconds_since_change', help: 'Seconds since the announce state last changed', registers: [r],
+        name: 'cbr_bgp_seconds_since_change',
+        help: 'Seconds since the announce state last changed',
+        registers: [r],
         collect() {
           this.set((Date.now() - speaker.lastChangeAt) / 1000);
         },
       }),
       configures: new Counter({ name: 'cbr_bgp_configure_total', help: 'BIRD configure commands by result', labelNames: ['result'], registers: [r] }),
-      configureSeconds: new Histogram({ name: 'cbr_bgp_configure_seconds', help: 'Time BIRD took to accept a configure', buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [r] }),
+      configureSeconds: new Histogram({
+        name: 'cbr_bgp_configure_seconds',
+        help: 'Time BIRD took to accept a configure',
+        buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+        registers: [r],
+      }),
     };
   }
 
   // ---------------- lifecycle ----------------
 
   async start(): Promise<void> {
-    if (this.socketPath.length > MAX_UNIX_PATH) throw new Error(`agent.stateDir: too long for BIRD's control socket path (${this.socketPath.length} > ${MAX_UNIX_PATH} bytes)`);
+    if (this.socketPath.length > MAX_UNIX_PATH)
+      throw new Error(`agent.stateDir: too long for BIRD's control socket path (${this.socketPath.length} > ${MAX_UNIX_PATH} bytes)`);
     if (this.cfg.drain.wait >= this.ctx.config.lifecycle.shutdownTimeout) {
-      throw new Error(`bgp.drain.wait: must be shorter than lifecycle.shutdownTimeout (${this.cfg.drain.wait} ms >= ${this.ctx.config.lifecycle.shutdownTimeout} ms)`);
+      throw new Error(
+        `bgp.drain.wait: must be shorter than lifecycle.shutdownTimeout (${this.cfg.drain.wait} ms >= ${this.ctx.config.lifecycle.shutdownTimeout} ms)`,
+      );
     }
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     this.passwords = readPasswords(this.cfg);
@@ -276,7 +301,15 @@ export class BgpSpeaker implements Subsystem {
     this.control.close();
     // SIGTERM: BIRD closes its sessions with a Cease, so the peers drop the routes at once.
     await this.ctx.supervisor.stop(CHILD_NAME);
-    for (const name of ['cbr_bgp_session_up', 'cbr_bgp_prefix_announced', 'cbr_bgp_announce_state', 'cbr_bgp_state_transitions_total', 'cbr_bgp_seconds_since_change', 'cbr_bgp_configure_total', 'cbr_bgp_configure_seconds']) {
+    for (const name of [
+      'cbr_bgp_session_up',
+      'cbr_bgp_prefix_announced',
+      'cbr_bgp_announce_state',
+      'cbr_bgp_state_transitions_total',
+      'cbr_bgp_seconds_since_change',
+      'cbr_bgp_configure_total',
+      'cbr_bgp_configure_seconds',
+    ]) {
       this.ctx.registry.removeSingleMetric(name);
     }
     this.ctx.log.info('BGP speaker stopped');
@@ -510,7 +543,13 @@ export class BgpSpeaker implements Subsystem {
       },
       sessions: this.sessions,
       prefixes: this.cfg.prefixes.map((p) => ({ prefix: p, announced: this.exported.has(p) })),
-      bird: { running: this.child?.state === 'running', pid: this.child?.pid, restarts: this.child?.restarts ?? 0, socket: this.socketPath, config: this.confPath },
+      bird: {
+        running: this.child?.state === 'running',
+        pid: this.child?.pid,
+        restarts: this.child?.restarts ?? 0,
+        socket: this.socketPath,
+        config: this.confPath,
+      },
       lastChange: new Date(this.lastChangeAt).toISOString(),
       secondsSinceChange: Math.round((Date.now() - this.lastChangeAt) / 100) / 10,
       lastConfigureMs: this.lastConfigureMs === undefined ? undefined : Math.round(this.lastConfigureMs * 10) / 10,
@@ -535,21 +574,27 @@ export class BgpSpeaker implements Subsystem {
 
   private addRoutes(): void {
     const { admin } = this.ctx;
-    this.disposers.push(admin.route('GET', '/v1/bgp', async () => {
-      await this.poll();
-      return { body: this.status() };
-    }));
-    this.disposers.push(admin.route('POST', '/v1/bgp/drain', async () => {
-      this.setManualDrain(true);
-      await this.waitApplied(5_000);
-      return { body: this.status() };
-    }));
-    this.disposers.push(admin.route('POST', '/v1/bgp/undrain', async () => {
-      if (!this.manualDrain && !this.wantsDrain()) throw new HttpError(409, 'not draining');
-      this.setManualDrain(false);
-      await this.waitApplied(5_000);
-      return { body: { ...this.status(), stillDrainingBecause: this.drainReasons() } };
-    }));
+    this.disposers.push(
+      admin.route('GET', '/v1/bgp', async () => {
+        await this.poll();
+        return { body: this.status() };
+      }),
+    );
+    this.disposers.push(
+      admin.route('POST', '/v1/bgp/drain', async () => {
+        this.setManualDrain(true);
+        await this.waitApplied(5_000);
+        return { body: this.status() };
+      }),
+    );
+    this.disposers.push(
+      admin.route('POST', '/v1/bgp/undrain', async () => {
+        if (!this.manualDrain && !this.wantsDrain()) throw new HttpError(409, 'not draining');
+        this.setManualDrain(false);
+        await this.waitApplied(5_000);
+        return { body: { ...this.status(), stillDrainingBecause: this.drainReasons() } };
+      }),
+    );
   }
 }
 

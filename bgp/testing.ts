@@ -3,7 +3,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Namespace } from '../bench/index.js';
+import type { Namespace } from '../testhosts/index.js';
 import { BirdControl, waitForBird } from './control.js';
 import { isErrorReply, parseAsPath, parseCommunities, parseRoutePrefixes } from './reply.js';
 
@@ -26,12 +26,7 @@ export interface RouterOptions {
 }
 
 export function renderRouterConfig(o: RouterOptions): string {
-  const lines = [
-    'log stderr all;',
-    `router id ${o.routerId};`,
-    'timeformat protocol iso long;',
-    'protocol device { scan time 10; }',
-  ];
+  const lines = ['log stderr all;', `router id ${o.routerId};`, 'timeformat protocol iso long;', 'protocol device { scan time 10; }'];
   if (o.kernel) {
     lines.push('protocol kernel { ipv4 { import none; export all; }; merge paths off; }');
     lines.push('protocol kernel { ipv6 { import none; export all; }; }');
@@ -46,7 +41,7 @@ export function renderRouterConfig(o: RouterOptions): string {
     lines.push(`  ipv${fam} { import filter { bgp_local_pref = ${n.localPref ?? 100}; accept; }; export none; };`);
     lines.push('}');
   }
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }
 
 export interface RouterBird {
@@ -102,15 +97,23 @@ export async function routeFor(control: BirdControl, prefix: string): Promise<Ro
   // The first route line names its protocol in brackets: "198.51.100.1/32 unicast [pop_a 12:00:00] * (100)".
   const first = reply.lines.find((l) => l.code === 1007 && /^\S+\/\d+\s/.test(l.text.trim()));
   const from = first ? /\[(\S+)/.exec(first.text)?.[1] : undefined;
-  const protocols = reply.lines.filter((l) => l.code === 1007).flatMap((l) => {
-    const m = /^\s*(?:\S+\/\d+\s+)?\S+\s+\[(\S+)\s/.exec(l.text);
-    return m ? [m[1]!] : [];
-  });
+  const protocols = reply.lines
+    .filter((l) => l.code === 1007)
+    .flatMap((l) => {
+      const m = /^\s*(?:\S+\/\d+\s+)?\S+\s+\[(\S+)\s/.exec(l.text);
+      return m ? [m[1]!] : [];
+    });
   return { present, communities: present ? parseCommunities(reply) : [], asPath: present ? parseAsPath(reply) : [], from, protocols };
 }
 
 /** Polls until pred holds for the route or the time runs out; returns the last view and how long it took. */
-export async function waitForRoute(control: BirdControl, prefix: string, pred: (r: RouteView) => boolean, timeoutMs: number, everyMs = 20): Promise<{ view: RouteView; ms: number; ok: boolean }> {
+export async function waitForRoute(
+  control: BirdControl,
+  prefix: string,
+  pred: (r: RouteView) => boolean,
+  timeoutMs: number,
+  everyMs = 20,
+): Promise<{ view: RouteView; ms: number; ok: boolean }> {
   const t0 = performance.now();
   for (;;) {
     let view: RouteView;

@@ -2,7 +2,8 @@
 // agent's /v1/ API. The address comes from --admin, CBR_ADMIN_URL, or the config file's admin.listen.
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { loadConfigFile } from './config/load.js';
+import { ConfigLoader } from './config/load.js';
+import { baseConfigSchema } from './config/base.js';
 
 export interface AdminClientOptions {
   /** Base URL such as http://127.0.0.1:9780 */
@@ -12,7 +13,11 @@ export interface AdminClientOptions {
 }
 
 export class AdminClientError extends Error {
-  constructor(message: string, readonly status?: number, readonly body?: unknown) {
+  constructor(
+    message: string,
+    readonly status?: number,
+    readonly body?: unknown,
+  ) {
     super(message);
     this.name = 'AdminClientError';
   }
@@ -70,7 +75,8 @@ export function adminClientFromOptions(opts: { admin?: string; config?: string }
   let token = process.env.CBR_ADMIN_TOKEN;
   const configPath = opts.config ?? process.env.CBR_CONFIG;
   if (configPath && (!url || !token)) {
-    const { config } = loadConfigFile(configPath);
+    // Only the base sections matter here; the agent validates the rest.
+    const { config } = new ConfigLoader(baseConfigSchema).loadFile(configPath);
     url ??= `http://${config.admin.listen.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '[::1]:')}`;
     token ??= config.admin.apiToken ?? (config.admin.apiTokenFile ? readFileSync(config.admin.apiTokenFile, 'utf8').trim() : undefined);
   }

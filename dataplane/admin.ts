@@ -9,7 +9,12 @@ import type { Logger } from './log.js';
 import { splitHostPort } from './config/common.js';
 
 export class HttpError extends Error {
-  constructor(readonly status: number, message: string, readonly headers: Record<string, string> = {}, readonly code?: string) {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly headers: Record<string, string> = {},
+    readonly code?: string,
+  ) {
     super(message);
     this.name = 'HttpError';
   }
@@ -216,7 +221,7 @@ export class AdminServer {
     if (out.body === undefined) payload = '';
     else if (Buffer.isBuffer(out.body) || typeof out.body === 'string') payload = out.body;
     else {
-      payload = JSON.stringify(out.body, null, 2) + '\n';
+      payload = `${JSON.stringify(out.body, null, 2)}\n`;
       headers['content-type'] ??= 'application/json';
     }
     headers['content-length'] = String(Buffer.byteLength(payload));

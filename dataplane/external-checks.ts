@@ -2,7 +2,7 @@
 // an HTTP probe whose 2xx answer does. Both are bounded by the check's timeout.
 import { spawn } from 'node:child_process';
 import type { HealthCheckSpec } from './health.js';
-import type { ExternalCheckConfig } from './config/schema.js';
+import type { ExternalCheckConfig } from './config/base.js';
 
 function runCommand(argv: string[], signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {

@@ -25,7 +25,16 @@ test('fall counts consecutive failures; a pass in between resets them', async ()
   const results: boolean[] = [true, false, true, false, false];
   const seen: HealthState[] = [];
   h.on('change', (s) => seen.push(s));
-  h.register({ name: 'a', intervalMs: 1_000_000, timeoutMs: 100, rise: 1, fall: 2, run: () => { if (!results.shift()) throw new Error('broken'); } });
+  h.register({
+    name: 'a',
+    intervalMs: 1_000_000,
+    timeoutMs: 100,
+    rise: 1,
+    fall: 2,
+    run: () => {
+      if (!results.shift()) throw new Error('broken');
+    },
+  });
   await sleep(10);
   assert.equal(h.state, 'up');
   await h.runNow('a'); // fail 1
@@ -42,7 +51,14 @@ test('fall counts consecutive failures; a pass in between resets them', async ()
 
 test('a check that hangs fails by its timeout', async () => {
   const h = new HealthModel(quiet);
-  h.register({ name: 'slow', intervalMs: 1_000_000, timeoutMs: 30, rise: 1, fall: 1, run: (signal) => new Promise((_, reject) => signal.addEventListener('abort', () => reject(new Error('aborted')))) });
+  h.register({
+    name: 'slow',
+    intervalMs: 1_000_000,
+    timeoutMs: 30,
+    rise: 1,
+    fall: 1,
+    run: (signal) => new Promise((_, reject) => signal.addEventListener('abort', () => reject(new Error('aborted')))),
+  });
   await sleep(60);
   const snap = h.snapshot();
   assert.equal(snap.checks[0]!.lastResult, 'fail');
@@ -54,7 +70,16 @@ test('draining overrides up, down overrides draining; unregister removes the che
   const registry = createMetricsRegistry();
   const h = new HealthModel(quiet, registry);
   let ok = true;
-  const remove = h.register({ name: 'a', intervalMs: 1_000_000, timeoutMs: 100, rise: 1, fall: 1, run: () => { if (!ok) throw new Error('x'); } });
+  const remove = h.register({
+    name: 'a',
+    intervalMs: 1_000_000,
+    timeoutMs: 100,
+    rise: 1,
+    fall: 1,
+    run: () => {
+      if (!ok) throw new Error('x');
+    },
+  });
   await sleep(5);
   assert.equal(h.state, 'up');
   h.setDraining(true);

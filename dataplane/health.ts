@@ -47,12 +47,30 @@ export class HealthModel extends EventEmitter<{ change: [HealthState, HealthStat
   private readonly checkGauge?: Gauge;
   private readonly transitions?: Counter;
 
-  constructor(private readonly log: Logger, registry?: Registry) {
+  constructor(
+    private readonly log: Logger,
+    registry?: Registry,
+  ) {
     super();
     if (registry) {
-      this.stateGauge = new Gauge({ name: 'cbr_health_state', help: 'Aggregated health: 1 for the current state', labelNames: ['state'], registers: [registry] });
-      this.checkGauge = new Gauge({ name: 'cbr_health_check_up', help: 'Whether a health check counts as up (after rise/fall)', labelNames: ['check'], registers: [registry] });
-      this.transitions = new Counter({ name: 'cbr_health_transitions_total', help: 'Aggregated health state changes', labelNames: ['to'], registers: [registry] });
+      this.stateGauge = new Gauge({
+        name: 'cbr_health_state',
+        help: 'Aggregated health: 1 for the current state',
+        labelNames: ['state'],
+        registers: [registry],
+      });
+      this.checkGauge = new Gauge({
+        name: 'cbr_health_check_up',
+        help: 'Whether a health check counts as up (after rise/fall)',
+        labelNames: ['check'],
+        registers: [registry],
+      });
+      this.transitions = new Counter({
+        name: 'cbr_health_transitions_total',
+        help: 'Aggregated health state changes',
+        labelNames: ['to'],
+        registers: [registry],
+      });
       this.updateStateGauge();
     }
   }

@@ -5,7 +5,12 @@ import { createLogger, scrubSecrets } from './log.js';
 
 function capture() {
   const lines: string[] = [];
-  const dest = new Writable({ write: (c, _e, cb) => { lines.push(...String(c).split('\n').filter(Boolean)); cb(); } });
+  const dest = new Writable({
+    write: (c, _e, cb) => {
+      lines.push(...String(c).split('\n').filter(Boolean));
+      cb();
+    },
+  });
   return { lines, log: createLogger('debug', dest) };
 }
 
@@ -13,14 +18,17 @@ const JWT = 'eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJlLXZhbH
 
 test('authorization headers, tokens and private keys are redacted in objects', () => {
   const { lines, log } = capture();
-  log.child({ subsystem: 'x' }).info({
-    headers: { authorization: `Bearer ${JWT}` },
-    req: { headers: { authorization: 'Bearer abc' } },
-    token: JWT,
-    privateKey: '-----BEGIN PRIVATE KEY-----MIIE',
-    peer: { privateKey: 'aGVsbG8=', publicKey: 'cHVibGlj' },
-    clientSecret: 'hunter2',
-  }, 'hello');
+  log.child({ subsystem: 'x' }).info(
+    {
+      headers: { authorization: `Bearer ${JWT}` },
+      req: { headers: { authorization: 'Bearer abc' } },
+      token: JWT,
+      privateKey: '-----BEGIN PRIVATE KEY-----MIIE',
+      peer: { privateKey: 'aGVsbG8=', publicKey: 'cHVibGlj' },
+      clientSecret: 'hunter2',
+    },
+    'hello',
+  );
   const text = lines.join('\n');
   assert.doesNotMatch(text, /eyJhbGci|Bearer abc|BEGIN PRIVATE|aGVsbG8=|hunter2/);
   const entry = JSON.parse(lines[0]!);

@@ -8,7 +8,10 @@ export class SystemdNotifier {
   private addr?: Buffer;
   private watchdogTimer?: NodeJS.Timeout;
 
-  constructor(private readonly log: Logger, private readonly env: NodeJS.ProcessEnv = process.env) {
+  constructor(
+    private readonly log: Logger,
+    private readonly env: NodeJS.ProcessEnv = process.env,
+  ) {
     const path = env.NOTIFY_SOCKET;
     if (!path) return;
     try {

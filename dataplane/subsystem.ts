@@ -1,8 +1,8 @@
 // The contract between the agent and its subsystems (auth, xdp, tunnel.wireguard, tunnel.masque, bgp).
-// Each subsystem folder's index.ts exports a SubsystemFactory; dataplane/agent.ts composes them.
+// Each subsystem folder's index.ts exports a SubsystemFactory; agent/agent.ts composes them.
 import type { Command } from 'commander';
 import type { Registry } from 'prom-client';
-import type { CbrConfig } from './config/schema.js';
+import type { CbrConfig } from './config/base.js';
 import type { Logger } from './log.js';
 import type { HealthModel } from './health.js';
 import type { AdminServer } from './admin.js';

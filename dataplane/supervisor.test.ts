@@ -21,12 +21,27 @@ function alive(pid: number): boolean {
 
 test('a crashing child is restarted with capped exponential backoff', async () => {
   const lines: string[] = [];
-  const log = createLogger('info', new Writable({ write: (c, _e, cb) => { lines.push(String(c)); cb(); } }));
+  const log = createLogger(
+    'info',
+    new Writable({
+      write: (c, _e, cb) => {
+        lines.push(String(c));
+        cb();
+      },
+    }),
+  );
   const registry = createMetricsRegistry();
   const sup = new Supervisor(log, registry);
   const starts: number[] = [];
   try {
-    const child = sup.supervise({ name: 'crasher', command: 'sh', args: ['-c', 'echo hello-from-child; exit 3'], initialBackoffMs: 40, maxBackoffMs: 160, stableAfterMs: 60_000 });
+    const child = sup.supervise({
+      name: 'crasher',
+      command: 'sh',
+      args: ['-c', 'echo hello-from-child; exit 3'],
+      initialBackoffMs: 40,
+      maxBackoffMs: 160,
+      stableAfterMs: 60_000,
+    });
     child.on('start', () => starts.push(performance.now()));
     for (let i = 0; i < 200 && starts.length < 6; i++) await sleep(20);
     assert.ok(starts.length >= 6, `only ${starts.length} starts`);
@@ -40,7 +55,10 @@ test('a crashing child is restarted with capped exponential backoff', async () =
     assert.ok(child.restarts >= 5);
     const text = await registry.metrics();
     assert.match(text, /cbr_child_restarts_total\{child="crasher"\} [5-9]/);
-    assert.ok(lines.some((l) => l.includes('hello-from-child') && l.includes('"child":"crasher"')), 'child stdout reaches the log');
+    assert.ok(
+      lines.some((l) => l.includes('hello-from-child') && l.includes('"child":"crasher"')),
+      'child stdout reaches the log',
+    );
     assert.ok(lines.some((l) => l.includes('child exited; restarting')));
   } finally {
     await sup.stopAll();

@@ -37,7 +37,11 @@ export class SupervisedChild extends EventEmitter<{ start: [number]; exit: [numb
   private startedAt = 0;
   private exitWaiters: Array<() => void> = [];
 
-  constructor(readonly spec: Required<Pick<ChildSpec, 'initialBackoffMs' | 'maxBackoffMs' | 'stableAfterMs' | 'stopTimeoutMs'>> & ChildSpec, private readonly log: Logger, private readonly metrics: SupervisorMetrics | undefined) {
+  constructor(
+    readonly spec: Required<Pick<ChildSpec, 'initialBackoffMs' | 'maxBackoffMs' | 'stableAfterMs' | 'stopTimeoutMs'>> & ChildSpec,
+    private readonly log: Logger,
+    private readonly metrics: SupervisorMetrics | undefined,
+  ) {
     super();
     this.backoffMs = spec.initialBackoffMs;
   }
@@ -66,7 +70,10 @@ export class SupervisedChild extends EventEmitter<{ start: [number]; exit: [numb
       this.log.error({ err }, 'child could not be started');
       this.onExit(null, null);
     });
-    for (const [stream, level] of [[proc.stdout!, 'info'], [proc.stderr!, this.spec.stderrLevel ?? 'warn']] as const) {
+    for (const [stream, level] of [
+      [proc.stdout!, 'info'],
+      [proc.stderr!, this.spec.stderrLevel ?? 'warn'],
+    ] as const) {
       const rl = createInterface({ input: stream });
       rl.on('line', (line) => {
         const which = stream === proc.stdout ? 'stdout' : 'stderr';
@@ -157,11 +164,19 @@ export class Supervisor {
   private readonly metrics?: SupervisorMetrics;
   private readonly onProcessExit = () => this.killAllNow();
 
-  constructor(private readonly log: Logger, registry?: Registry) {
+  constructor(
+    private readonly log: Logger,
+    registry?: Registry,
+  ) {
     if (registry) {
       this.metrics = {
         up: new Gauge({ name: 'cbr_child_up', help: 'Whether a supervised child process is running', labelNames: ['child'], registers: [registry] }),
-        restarts: new Counter({ name: 'cbr_child_restarts_total', help: 'Restarts of a supervised child process', labelNames: ['child'], registers: [registry] }),
+        restarts: new Counter({
+          name: 'cbr_child_restarts_total',
+          help: 'Restarts of a supervised child process',
+          labelNames: ['child'],
+          registers: [registry],
+        }),
       };
     }
     process.on('exit', this.onProcessExit);

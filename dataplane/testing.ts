@@ -8,7 +8,8 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { createServer } from 'node:net';
 
-export const CLI_PATH = join(dirname(fileURLToPath(import.meta.url)), 'cli.js');
+// The `cbr` binary, run as a process (not imported: the agent composes the subsystems that use this).
+export const CLI_PATH = join(dirname(fileURLToPath(import.meta.url)), '..', 'agent', 'cli.js');
 
 /** A free TCP port on 127.0.0.1 (bound and released; good enough for tests). */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
@@ -23,7 +24,10 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
 }
 
 /** Runs `cbr <args>` to completion; never throws on a non-zero exit. */
-export function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number; netns?: string } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runCli(
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number; netns?: string } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const argv = opts.netns ? ['ip', 'netns', 'exec', opts.netns, process.execPath, CLI_PATH, ...args] : [process.execPath, CLI_PATH, ...args];
     const child = spawn(argv[0]!, argv.slice(1), { env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -61,7 +65,10 @@ export interface AgentProcess {
  * Starts `cbr agent --config <file>` with `yaml` (the admin listener is put on a free port unless
  * the yaml sets one) and waits for /healthz to answer.
  */
-export async function startAgent(yaml: string, opts: { env?: NodeJS.ProcessEnv; netns?: string; adminPort?: number; waitMs?: number } = {}): Promise<AgentProcess> {
+export async function startAgent(
+  yaml: string,
+  opts: { env?: NodeJS.ProcessEnv; netns?: string; adminPort?: number; waitMs?: number } = {},
+): Promise<AgentProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'cbr-test-'));
   const port = opts.adminPort ?? (await freePort());
   const configPath = join(dir, 'agent.yaml');
@@ -70,7 +77,9 @@ export async function startAgent(yaml: string, opts: { env?: NodeJS.ProcessEnv; 
   writeFileSync(configPath, withState);
   const listen = /listen:\s*(\S+)/.exec(withState.split(/^admin:/m)[1] ?? '')?.[1] ?? `127.0.0.1:${port}`;
   const adminUrl = `http://${listen}`;
-  const argv = opts.netns ? ['ip', 'netns', 'exec', opts.netns, process.execPath, CLI_PATH, 'agent', '--config', configPath] : [process.execPath, CLI_PATH, 'agent', '--config', configPath];
+  const argv = opts.netns
+    ? ['ip', 'netns', 'exec', opts.netns, process.execPath, CLI_PATH, 'agent', '--config', configPath]
+    : [process.execPath, CLI_PATH, 'agent', '--config', configPath];
   const proc = spawn(argv[0]!, argv.slice(1), { env: { ...process.env, CBR_LOG_LEVEL: 'debug', ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const logLines: string[] = [];
   const waiters: Array<{ pred: (e: Record<string, unknown>) => boolean; resolve: (e: Record<string, unknown>) => void }> = [];
@@ -91,7 +100,9 @@ export async function startAgent(yaml: string, opts: { env?: NodeJS.ProcessEnv; 
   };
   createInterface({ input: proc.stdout! }).on('line', onLine);
   createInterface({ input: proc.stderr! }).on('line', (l) => onLine(JSON.stringify({ stderr: l })));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    proc.once('exit', (code, signal) => resolve({ code, signal })),
+  );
   const agent: AgentProcess = {
     proc,
     pid: proc.pid!,
@@ -109,7 +120,13 @@ export async function startAgent(yaml: string, opts: { env?: NodeJS.ProcessEnv; 
         }
       }
       return new Promise((resolve, reject) => {
-        const w = { pred, resolve: (e: Record<string, unknown>) => { clearTimeout(t); resolve(e); } };
+        const w = {
+          pred,
+          resolve: (e: Record<string, unknown>) => {
+            clearTimeout(t);
+            resolve(e);
+          },
+        };
         const t = setTimeout(() => {
           waiters.splice(waiters.indexOf(w), 1);
           reject(new Error(`no matching log line within ${timeoutMs} ms; last lines:\n${logLines.slice(-15).join('\n')}`));

@@ -10,7 +10,11 @@ const alive = (pid) => {
     return false;
   }
 };
-const list = execFileSync('ip', ['netns', 'list']).toString().split('\n').map((l) => l.split(' ')[0]).filter(Boolean);
+const list = execFileSync('ip', ['netns', 'list'])
+  .toString()
+  .split('\n')
+  .map((l) => l.split(' ')[0])
+  .filter(Boolean);
 for (const ns of list) {
   const m = /^cbr-t(\d+)-/.exec(ns);
   if (!m || alive(Number(m[1]))) continue;

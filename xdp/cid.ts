@@ -25,9 +25,11 @@ export interface CidFields {
 }
 
 export function encodeCid(fields: CidFields, length = 16, nonce: Buffer = randomBytes(length - 3)): Buffer {
-  if (!Number.isInteger(length) || length < CID_MIN_LEN || length > CID_MAX_LEN) throw new CidError(`CID length ${length}: expected ${CID_MIN_LEN}-${CID_MAX_LEN}`);
+  if (!Number.isInteger(length) || length < CID_MIN_LEN || length > CID_MAX_LEN)
+    throw new CidError(`CID length ${length}: expected ${CID_MIN_LEN}-${CID_MAX_LEN}`);
   if (!Number.isInteger(fields.configId) || fields.configId < 0 || fields.configId > 7) throw new CidError(`config id ${fields.configId}: expected 0-7`);
-  if (!Number.isInteger(fields.serverId) || fields.serverId < 0 || fields.serverId > 0xffff) throw new CidError(`server id ${fields.serverId}: expected 0-65535`);
+  if (!Number.isInteger(fields.serverId) || fields.serverId < 0 || fields.serverId > 0xffff)
+    throw new CidError(`server id ${fields.serverId}: expected 0-65535`);
   if (nonce.length < length - 3) throw new CidError(`nonce of ${nonce.length} bytes: need ${length - 3}`);
   const cid = Buffer.alloc(length);
   cid[0] = (fields.configId << 5) | (length - 1);

@@ -10,13 +10,18 @@ import { encodeConfig, decodeConfig, encodeBackend, decodeBackend, counterIndex,
 
 test('CID: encode/decode round trip for every length and the documented byte layout', () => {
   fc.assert(
-    fc.property(fc.integer({ min: 0, max: 7 }), fc.integer({ min: 0, max: 0xffff }), fc.integer({ min: CID_MIN_LEN, max: CID_MAX_LEN }), (configId, serverId, length) => {
-      const cid = encodeCid({ configId, serverId }, length);
-      assert.equal(cid.length, length);
-      assert.equal(cid[0], (configId << 5) | (length - 1));
-      assert.equal(cid.readUInt16BE(1), serverId);
-      assert.deepEqual(decodeCid(cid), { configId, serverId, length });
-    }),
+    fc.property(
+      fc.integer({ min: 0, max: 7 }),
+      fc.integer({ min: 0, max: 0xffff }),
+      fc.integer({ min: CID_MIN_LEN, max: CID_MAX_LEN }),
+      (configId, serverId, length) => {
+        const cid = encodeCid({ configId, serverId }, length);
+        assert.equal(cid.length, length);
+        assert.equal(cid[0], (configId << 5) | (length - 1));
+        assert.equal(cid.readUInt16BE(1), serverId);
+        assert.deepEqual(decodeCid(cid), { configId, serverId, length });
+      },
+    ),
   );
   // the nonce differs between CIDs
   assert.notDeepEqual(encodeCid({ configId: 0, serverId: 1 }), encodeCid({ configId: 0, serverId: 1 }));
@@ -43,7 +48,8 @@ test('prefixes: normalised, LPM keys round-trip, errors are PrefixError naming t
   assert.equal(parsePrefix('2001:db8::1/32').text, '2001:db8::/32');
   assert.equal(parsePrefix('10.1.2.3').text, '10.1.2.3/32');
   assert.deepEqual([...lpmKey(parsePrefix('10.1.2.0/24'))], [24, 0, 0, 0, 10, 1, 2, 0]);
-  for (const t of ['0.0.0.0/0', '2001:db8:abcd::/48', '::/0', '255.255.255.255/32', 'fe80::1/128']) assert.equal(decodeLpmKey(lpmKey(parsePrefix(t))).text, parsePrefix(t).text);
+  for (const t of ['0.0.0.0/0', '2001:db8:abcd::/48', '::/0', '255.255.255.255/32', 'fe80::1/128'])
+    assert.equal(decodeLpmKey(lpmKey(parsePrefix(t))).text, parsePrefix(t).text);
   assert.throws(() => parsePrefix('10.0.0.0/33'), /more than 32/);
   assert.throws(() => parsePrefix('nonsense'), PrefixError);
   assert.throws(() => parsePrefixList('10.0.0.0/8\n# c\n\nbad\n', 'list.txt'), /list\.txt:4:/);
@@ -76,15 +82,30 @@ test('prefixes: normalised, LPM keys round-trip, errors are PrefixError naming t
 });
 
 test('map values: config and backend encode/decode; counter indexes fit the counters map', () => {
-  const cfg = { flags: 5, ringSize: 65537, rlCostNs: 1000n, rlBurstNs: 5000n, gwMac: Buffer.from([2, 0, 0, 0, 0, 1]), srcMac: Buffer.from([2, 0, 0, 0, 0, 2]), cidConfigId: 3, encapSrc4: Buffer.from([10, 0, 0, 1]), encapSrc6: Buffer.alloc(16, 9) };
+  const cfg = {
+    flags: 5,
+    ringSize: 65537,
+    rlCostNs: 1000n,
+    rlBurstNs: 5000n,
+    gwMac: Buffer.from([2, 0, 0, 0, 0, 1]),
+    srcMac: Buffer.from([2, 0, 0, 0, 0, 2]),
+    cidConfigId: 3,
+    encapSrc4: Buffer.from([10, 0, 0, 1]),
+    encapSrc6: Buffer.alloc(16, 9),
+  };
   const enc = encodeConfig(cfg);
   assert.equal(enc.length, LAYOUTS.cbr_config.size);
   assert.deepEqual(decodeConfig(enc), cfg);
-  assert.deepEqual(decodeBackend(encodeBackend({ address: '10.0.0.9', up: true, weight: 7 })), { family: 4, addr: Buffer.from([10, 0, 0, 9]), up: true, weight: 7 });
+  assert.deepEqual(decodeBackend(encodeBackend({ address: '10.0.0.9', up: true, weight: 7 })), {
+    family: 4,
+    addr: Buffer.from([10, 0, 0, 9]),
+    up: true,
+    weight: 7,
+  });
   for (const r of REASONS) assert.ok(counterIndex('aborted', r) < COUNTERS);
 });
 
-test('destination table: every address is found by the filter\'s probe, nothing else is; ports bitmap', async () => {
+test("destination table: every address is found by the filter's probe, nothing else is; ports bitmap", async () => {
   const { buildDstTable, dstHome, encodePorts, DST_SLOTS, DST_PROBES, LAYOUTS } = await import('./maps.js');
   const { parseAddress } = await import('./prefix.js');
   // the filter's lookup, in TypeScript: probe from the home slot until an empty slot
@@ -98,7 +119,10 @@ test('destination table: every address is found by the filter\'s probe, nothing 
     }
     return 0;
   };
-  const addr = fc.oneof(fc.ipV4(), fc.ipV6().filter((a) => !a.includes('.')));
+  const addr = fc.oneof(
+    fc.ipV4(),
+    fc.ipV6().filter((a) => !a.includes('.')),
+  );
   fc.assert(
     fc.property(fc.uniqueArray(addr, { maxLength: 300 }), fc.array(addr, { maxLength: 20 }), (set, others) => {
       const entries = new Map(set.map((a, i) => [a, 1 + (i % 3)]));

@@ -1,6 +1,6 @@
 // The `xdp` section: the filter and load balancer attached to the PoP's ingress interface.
 import { z } from 'zod';
-import { enabledFlag, ifname, ipAddress, prefix, port, isIPv4 } from '../dataplane/config/common.js';
+import { enabledFlag, ifname, ipAddress, prefix, port, isIPv4 } from '../dataplane/index.js';
 import { isPrime } from './maglev.js';
 
 const MAC_RE = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
@@ -35,7 +35,11 @@ export const xdpConfigSchema = z
     enabled: enabledFlag(),
     interface: ifname().optional().describe('ingress interface the programs attach to'),
     mode: z.enum(['native', 'generic']).default('native').describe('XDP attach mode'),
-    pinRoot: z.string().regex(/^\//, { error: 'expected an absolute path' }).default('/sys/fs/bpf/cbr').describe('maps and the XDP link are pinned under <pinRoot>/<interface>/'),
+    pinRoot: z
+      .string()
+      .regex(/^\//, { error: 'expected an absolute path' })
+      .default('/sys/fs/bpf/cbr')
+      .describe('maps and the XDP link are pinned under <pinRoot>/<interface>/'),
     objectDir: z.string().optional().describe('directory with the compiled *.bpf.o (default: xdp/build of this installation)'),
     fragments: z.enum(['drop', 'pass']).default('drop').describe('IP fragments: drop, or pass (fragments skip the port policy and the load balancer)'),
     malformed: z.enum(['drop', 'pass']).default('drop').describe('malformed or truncated IP packets'),
@@ -53,7 +57,16 @@ export const xdpConfigSchema = z
     services: z
       .strictObject({
         addresses: z.array(ipAddress()).default([]).describe('the PoP service (anycast) addresses the policy applies to; empty: policy off'),
-        allow: z.array(serviceRule).default([{ protocol: 'udp', port: 443 }, { protocol: 'udp', port: 51820 }, { protocol: 'tcp', port: 443 }, { protocol: 'tcp', port: 179 }, { protocol: 'icmp' }]).describe('what may reach those addresses'),
+        allow: z
+          .array(serviceRule)
+          .default([
+            { protocol: 'udp', port: 443 },
+            { protocol: 'udp', port: 51820 },
+            { protocol: 'tcp', port: 443 },
+            { protocol: 'tcp', port: 179 },
+            { protocol: 'icmp' },
+          ])
+          .describe('what may reach those addresses'),
       })
       .prefault({})
       .describe('protocol/port policy for service addresses'),
@@ -62,7 +75,11 @@ export const xdpConfigSchema = z
         vips: z.array(vip).default([]).describe('virtual services to load balance; empty: no load balancer'),
         backends: z.array(backend).default([]).describe('backend hosts with weights'),
         ringSize: z.number().int().min(65_537).max(16_777_259).default(65_537).describe('Maglev table size (a prime)'),
-        nextHopMac: z.string().regex(MAC_RE, { error: 'expected a MAC address like 02:00:00:00:00:01' }).optional().describe('MAC of the router encapsulated packets are sent to (XDP_TX back out the interface)'),
+        nextHopMac: z
+          .string()
+          .regex(MAC_RE, { error: 'expected a MAC address like 02:00:00:00:00:01' })
+          .optional()
+          .describe('MAC of the router encapsulated packets are sent to (XDP_TX back out the interface)'),
         encapSourceV4: ipAddress().optional().describe('outer source address for IPv4 backends'),
         encapSourceV6: ipAddress().optional().describe('outer source address for IPv6 backends'),
         cidConfigId: z.number().int().min(0).max(6).default(0).describe('QUIC CID config id this PoP routes by (the top 3 bits of the CID first byte)'),
@@ -75,8 +92,10 @@ export const xdpConfigSchema = z
     if (!isPrime(x.lb.ringSize)) ctx.addIssue({ code: 'custom', path: ['lb', 'ringSize'], message: `expected a prime, got ${x.lb.ringSize}` });
     if (x.lb.vips.length) {
       if (!x.lb.nextHopMac) ctx.addIssue({ code: 'custom', path: ['lb', 'nextHopMac'], message: 'required when lb.vips is set' });
-      if (x.lb.backends.some((b) => isIPv4(b.address)) && !(x.lb.encapSourceV4 && isIPv4(x.lb.encapSourceV4))) ctx.addIssue({ code: 'custom', path: ['lb', 'encapSourceV4'], message: 'an IPv4 address is required for IPv4 backends' });
-      if (x.lb.backends.some((b) => !isIPv4(b.address)) && !(x.lb.encapSourceV6 && !isIPv4(x.lb.encapSourceV6))) ctx.addIssue({ code: 'custom', path: ['lb', 'encapSourceV6'], message: 'an IPv6 address is required for IPv6 backends' });
+      if (x.lb.backends.some((b) => isIPv4(b.address)) && !(x.lb.encapSourceV4 && isIPv4(x.lb.encapSourceV4)))
+        ctx.addIssue({ code: 'custom', path: ['lb', 'encapSourceV4'], message: 'an IPv4 address is required for IPv4 backends' });
+      if (x.lb.backends.some((b) => !isIPv4(b.address)) && !(x.lb.encapSourceV6 && !isIPv4(x.lb.encapSourceV6)))
+        ctx.addIssue({ code: 'custom', path: ['lb', 'encapSourceV6'], message: 'an IPv6 address is required for IPv6 backends' });
     }
     const seenAddr = new Set<string>();
     const seenSid = new Set<number>();
@@ -84,7 +103,8 @@ export const xdpConfigSchema = z
       if (seenAddr.has(b.address)) ctx.addIssue({ code: 'custom', path: ['lb', 'backends', i, 'address'], message: `duplicate backend ${b.address}` });
       seenAddr.add(b.address);
       if (b.serverId !== undefined) {
-        if (seenSid.has(b.serverId)) ctx.addIssue({ code: 'custom', path: ['lb', 'backends', i, 'serverId'], message: `server ID ${b.serverId} is used twice` });
+        if (seenSid.has(b.serverId))
+          ctx.addIssue({ code: 'custom', path: ['lb', 'backends', i, 'serverId'], message: `server ID ${b.serverId} is used twice` });
         seenSid.add(b.serverId);
       }
     });
@@ -93,9 +113,17 @@ export const xdpConfigSchema = z
     });
     x.services.allow.forEach((r, i) => {
       if (r.protocol === 'icmp' && r.port !== undefined) ctx.addIssue({ code: 'custom', path: ['services', 'allow', i, 'port'], message: 'icmp has no port' });
-      if (r.protocol !== 'icmp' && r.port === undefined) ctx.addIssue({ code: 'custom', path: ['services', 'allow', i, 'port'], message: `required for ${r.protocol}` });
+      if (r.protocol !== 'icmp' && r.port === undefined)
+        ctx.addIssue({ code: 'custom', path: ['services', 'allow', i, 'port'], message: `required for ${r.protocol}` });
     });
     if (x.rateLimit.burst < 1) ctx.addIssue({ code: 'custom', path: ['rateLimit', 'burst'], message: 'expected at least 1' });
   });
 
 export type XdpConfig = z.infer<typeof xdpConfigSchema>;
+
+// This section's place in the whole config (see dataplane/config/base.ts).
+declare module '../dataplane/config/base.js' {
+  interface ConfigSections {
+    xdp: XdpConfig;
+  }
+}

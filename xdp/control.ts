@@ -8,8 +8,37 @@ import type { BpfMap } from './libbpf.js';
 import { parsePrefix, parsePrefixList, lpmKey, decodeLpmKey, parseAddress, formatAddress, type ParsedPrefix } from './prefix.js';
 import { buildMaglevTable, diffTables, EMPTY_SLOT, type MaglevBackend } from './maglev.js';
 import {
-  encodeConfig, decodeConfig, CFG_FLAGS, RL_COARSE_MIN_BURST_NS, LIST_EMPTY_FLAG, PROTO, buildDstTable, encodePorts, newPre4Bits, setPre4Bits, encodePre4, pre4Range, PRE4_ENTRIES, PRE4_FIELD, DST_F_SERVICE, DST_F_VIP, vipKey, vipValue, VIP_F_QUIC, encodeBackend, decodeBackend,
-  MAX_BACKENDS, SERVER_IDS, u32Key, u32Value, sumPerCpuCounters, ACTIONS, REASONS, REASON_SLOTS, type Action, type Reason,
+  encodeConfig,
+  decodeConfig,
+  CFG_FLAGS,
+  RL_COARSE_MIN_BURST_NS,
+  LIST_EMPTY_FLAG,
+  PROTO,
+  buildDstTable,
+  encodePorts,
+  newPre4Bits,
+  setPre4Bits,
+  encodePre4,
+  pre4Range,
+  PRE4_ENTRIES,
+  PRE4_FIELD,
+  DST_F_SERVICE,
+  DST_F_VIP,
+  vipKey,
+  vipValue,
+  VIP_F_QUIC,
+  encodeBackend,
+  decodeBackend,
+  MAX_BACKENDS,
+  SERVER_IDS,
+  u32Key,
+  u32Value,
+  sumPerCpuCounters,
+  ACTIONS,
+  REASONS,
+  REASON_SLOTS,
+  type Action,
+  type Reason,
 } from './maps.js';
 
 export type ListKind = 'deny' | 'allow';
@@ -197,7 +226,10 @@ export function liveListDelete(p: MapSource, kind: ListKind, prefix: ParsedPrefi
 /** Syncs both families of both lists from config plus API-added prefixes, and the IPv4 prefilter. */
 export function syncLists(p: XdpPipeline, cfg: XdpConfig, state: ListState): Record<ListKind, SyncCounts> {
   const out = {} as Record<ListKind, SyncCounts>;
-  const wants = {} as Record<ListKind, { want4: Map<string, { prefix: ParsedPrefix; origin: number }>; want6: Map<string, { prefix: ParsedPrefix; origin: number }> }>;
+  const wants = {} as Record<
+    ListKind,
+    { want4: Map<string, { prefix: ParsedPrefix; origin: number }>; want6: Map<string, { prefix: ParsedPrefix; origin: number }> }
+  >;
   const bits = { deny: newPre4Bits(), allow: newPre4Bits(), denyFull: newPre4Bits() };
   for (const kind of ['deny', 'allow'] as const) {
     const want4 = new Map<string, { prefix: ParsedPrefix; origin: number }>();
@@ -206,7 +238,8 @@ export function syncLists(p: XdpPipeline, cfg: XdpConfig, state: ListState): Rec
     for (const t of state.api[kind]) put(parsePrefix(t), ORIGIN.api);
     for (const pp of configPrefixes(cfg, kind)) put(pp, ORIGIN.config);
     const max = cfg[kind].maxEntries;
-    if (want4.size > max || want6.size > max) throw new Error(`xdp.${kind}.maxEntries: ${Math.max(want4.size, want6.size)} prefixes do not fit in ${max} entries`);
+    if (want4.size > max || want6.size > max)
+      throw new Error(`xdp.${kind}.maxEntries: ${Math.max(want4.size, want6.size)} prefixes do not fit in ${max} entries`);
     for (const e of want4.values()) {
       setPre4Bits(bits[kind], e.prefix);
       if (kind === 'deny') setPre4Bits(bits.denyFull, e.prefix, true);
@@ -347,9 +380,16 @@ export function syncLb(p: XdpPipeline, cfg: XdpConfig): LbSyncResult {
   const prev = new Uint32Array(size).fill(EMPTY_SLOT);
   const ringEntries = ring.lookupBatch(65536);
   for (const { key, value } of ringEntries) prev[key.readUInt32LE()] = value.readUInt32LE();
-  const table = buildMaglevTable(assigned.map<MaglevBackend>((b) => ({ key: b.address, weight: b.weight, index: b.index })), size);
+  const table = buildMaglevTable(
+    assigned.map<MaglevBackend>((b) => ({ key: b.address, weight: b.weight, index: b.index })),
+    size,
+  );
   const changed = diffTables(ringEntries.length === size ? prev : undefined, table);
-  if (changed.length) ring.updateBatch(changed.map((i) => u32Key(i)), changed.map((i) => u32Value(table[i]!)));
+  if (changed.length)
+    ring.updateBatch(
+      changed.map((i) => u32Key(i)),
+      changed.map((i) => u32Value(table[i]!)),
+    );
   // 3. server IDs
   const sids = p.map('cbr_server_ids');
   const wantSid = new Map<number, number>();
@@ -368,7 +408,11 @@ export function syncLb(p: XdpPipeline, cfg: XdpConfig): LbSyncResult {
   // 4. backends that left: cleared last, after nothing points at them
   const keep = new Set(assigned.map((b) => b.index));
   const gone = [...used].filter((i) => !keep.has(i));
-  if (gone.length) bmap.updateBatch(gone.map((i) => u32Key(i)), gone.map(() => Buffer.alloc(bmap.valueSize)));
+  if (gone.length)
+    bmap.updateBatch(
+      gone.map((i) => u32Key(i)),
+      gone.map(() => Buffer.alloc(bmap.valueSize)),
+    );
   return { slotsChanged: changed.length, backends: assigned };
 }
 

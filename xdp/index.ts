@@ -7,11 +7,35 @@ import { readFileSync, writeFileSync, renameSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Counter, Gauge } from 'prom-client';
 import type { Command } from 'commander';
-import { HttpError, withAdminOptions, adminClientFromOptions, AdminClientError, type SubsystemFactory, type CommandRegistrar, type AgentContext, type Subsystem, type CbrConfig } from '../dataplane/index.js';
+import {
+  HttpError,
+  withAdminOptions,
+  adminClientFromOptions,
+  AdminClientError,
+  type SubsystemFactory,
+  type CommandRegistrar,
+  type AgentContext,
+  type Subsystem,
+  type CbrConfig,
+} from '../dataplane/index.js';
 import type { XdpConfig } from './config.js';
 import { XdpPipeline, attachXdp, attachStatus, detachXdp, pinDirFor, interfaceMac } from './loader.js';
-import { writeConfigMap, syncLists, syncServices, syncLb, readCounters, liveListAdd, liveListDelete, mapSizesFor, configPrefixes, ORIGIN, type ListKind, type ListState, type CounterRow } from './control.js';
-import { parsePrefix, PrefixError } from './prefix.js';
+import {
+  writeConfigMap,
+  syncLists,
+  syncServices,
+  syncLb,
+  readCounters,
+  liveListAdd,
+  liveListDelete,
+  mapSizesFor,
+  configPrefixes,
+  ORIGIN,
+  type ListKind,
+  type ListState,
+  type CounterRow,
+} from './control.js';
+import { parsePrefix, type PrefixError } from './prefix.js';
 import { BpfMap, BpfError, u32KeyBuf } from './libbpf.js';
 
 export { xdpConfigSchema, type XdpConfig } from './config.js';
@@ -29,7 +53,7 @@ function loadListState(stateDir: string): ListState {
 
 function saveListState(stateDir: string, s: ListState): void {
   const path = join(stateDir, STATE_FILE);
-  writeFileSync(`${path}.tmp`, JSON.stringify(s, null, 2) + '\n', { mode: 0o600 });
+  writeFileSync(`${path}.tmp`, `${JSON.stringify(s, null, 2)}\n`, { mode: 0o600 });
   renameSync(`${path}.tmp`, path);
 }
 
@@ -73,7 +97,10 @@ class XdpSubsystem implements Subsystem {
       });
       this.sync(cfg);
       const a = attachXdp(this.pinDir, ifname, this.pipeline.filterFd, cfg.mode);
-      this.ctx.log.info({ interface: ifname, mode: cfg.mode, pinDir: this.pinDir, reusedLink: a.reused, progId: a.progId, linkId: a.linkId }, a.reused ? 'xdp program replaced on the pinned link (no gap)' : 'xdp program attached');
+      this.ctx.log.info(
+        { interface: ifname, mode: cfg.mode, pinDir: this.pinDir, reusedLink: a.reused, progId: a.progId, linkId: a.linkId },
+        a.reused ? 'xdp program replaced on the pinned link (no gap)' : 'xdp program attached',
+      );
     } catch (err) {
       this.pipeline?.close();
       this.pipeline = undefined;
@@ -90,7 +117,10 @@ class XdpSubsystem implements Subsystem {
         fall: 1,
         run: () => {
           const s = attachStatus(this.pinDir, ifname);
-          if (!s.attached) throw new Error(s.attachedProgId ? `${ifname} runs program ${s.attachedProgId}, not ours (${s.linkProgId})` : `no XDP program attached to ${ifname}`);
+          if (!s.attached)
+            throw new Error(
+              s.attachedProgId ? `${ifname} runs program ${s.attachedProgId}, not ours (${s.linkProgId})` : `no XDP program attached to ${ifname}`,
+            );
         },
       }),
     );
@@ -119,7 +149,7 @@ class XdpSubsystem implements Subsystem {
     ] as const) {
       if (x !== y) throw new Error(`xdp.${field}: cannot change on reload; restart the agent`);
     }
-    if ((a.lb.vips.length > 0) !== (b.lb.vips.length > 0)) throw new Error('xdp.lb.vips: turning the load balancer on or off needs a restart');
+    if (a.lb.vips.length > 0 !== b.lb.vips.length > 0) throw new Error('xdp.lb.vips: turning the load balancer on or off needs a restart');
     for (const kind of ['deny', 'allow'] as const) configPrefixes(b, kind); // throws naming the field
   }
 
@@ -176,7 +206,8 @@ class XdpSubsystem implements Subsystem {
       collect: () => {
         const p = pipeline();
         if (!p) return;
-        for (const kind of ['deny', 'allow'] as const) entries.set({ list: kind }, p.map(`cbr_${kind}4`).lookupBatch(65536).length + p.map(`cbr_${kind}6`).lookupBatch(65536).length);
+        for (const kind of ['deny', 'allow'] as const)
+          entries.set({ list: kind }, p.map(`cbr_${kind}4`).lookupBatch(65536).length + p.map(`cbr_${kind}6`).lookupBatch(65536).length);
       },
     });
     for (const m of [packets, bytes, attached, entries]) {
@@ -194,7 +225,10 @@ class XdpSubsystem implements Subsystem {
       pinDir: this.pinDir,
       ...s,
       lb: { vips: cfg.lb.vips.length, backends: cfg.lb.backends.length, ringSize: cfg.lb.ringSize },
-      lists: { deny: { config: configPrefixes(cfg, 'deny').length, api: this.lists.api.deny.length }, allow: { config: configPrefixes(cfg, 'allow').length, api: this.lists.api.allow.length } },
+      lists: {
+        deny: { config: configPrefixes(cfg, 'deny').length, api: this.lists.api.deny.length },
+        allow: { config: configPrefixes(cfg, 'allow').length, api: this.lists.api.allow.length },
+      },
     };
   }
 
@@ -203,7 +237,9 @@ class XdpSubsystem implements Subsystem {
     this.cleanups.push(admin.route('GET', '/v1/xdp/status', () => ({ body: this.status() })));
     this.cleanups.push(admin.route('GET', '/v1/xdp/stats', () => ({ body: { counters: countersJson(this.pipeline ? readCounters(this.pipeline) : []) } })));
     for (const kind of ['deny', 'allow'] as const) {
-      this.cleanups.push(admin.route('GET', `/v1/xdp/${kind}`, () => ({ body: { config: configPrefixes(this.cfg, kind).map((p) => p.text), api: this.lists.api[kind] } })));
+      this.cleanups.push(
+        admin.route('GET', `/v1/xdp/${kind}`, () => ({ body: { config: configPrefixes(this.cfg, kind).map((p) => p.text), api: this.lists.api[kind] } })),
+      );
       this.cleanups.push(
         admin.route('POST', `/v1/xdp/${kind}`, async (req) => {
           const prefix = await prefixFromBody(req.json());
@@ -230,7 +266,8 @@ class XdpSubsystem implements Subsystem {
           } catch (err) {
             throw new HttpError(400, `prefix: ${(err as Error).message}`);
           }
-          if (configPrefixes(this.cfg, kind).some((c) => c.text === prefix.text)) throw new HttpError(409, `${prefix.text} comes from the config (xdp.${kind}); remove it there and reload`);
+          if (configPrefixes(this.cfg, kind).some((c) => c.text === prefix.text))
+            throw new HttpError(409, `${prefix.text} comes from the config (xdp.${kind}); remove it there and reload`);
           const list = this.lists.api[kind];
           if (!list.includes(prefix.text)) throw new HttpError(404, `${prefix.text} is not in the ${kind} list`);
           const next: ListState = { api: { ...this.lists.api, [kind]: list.filter((t) => t !== prefix.text) } };
@@ -295,7 +332,7 @@ function isUnreachable(err: unknown): boolean {
 }
 
 function print(obj: unknown): void {
-  process.stdout.write(JSON.stringify(obj, null, 2) + '\n');
+  process.stdout.write(`${JSON.stringify(obj, null, 2)}\n`);
 }
 
 function directCounters(pinDir: string): CounterRow[] {
@@ -316,7 +353,11 @@ async function listCommand(kind: ListKind, action: 'add' | 'del', prefixText: st
   }
   const client = adminClientFromOptions(opts);
   try {
-    print(action === 'add' ? await client.post(`/v1/xdp/${kind}`, { prefix: prefix.text }) : await client.delete(`/v1/xdp/${kind}?prefix=${encodeURIComponent(prefix.text)}`));
+    print(
+      action === 'add'
+        ? await client.post(`/v1/xdp/${kind}`, { prefix: prefix.text })
+        : await client.delete(`/v1/xdp/${kind}?prefix=${encodeURIComponent(prefix.text)}`),
+    );
     return;
   } catch (err) {
     if (!isUnreachable(err) || !opts.interface) throw err;
@@ -332,7 +373,13 @@ async function listCommand(kind: ListKind, action: 'add' | 'del', prefixText: st
   } finally {
     for (const m of maps.values()) m.close();
   }
-  print({ list: kind, prefix: prefix.text, [action === 'add' ? 'added' : 'removed']: true, direct: true, note: 'agent not reachable: changed the pinned map only; the agent re-syncs lists from its config and state on its next start' });
+  print({
+    list: kind,
+    prefix: prefix.text,
+    [action === 'add' ? 'added' : 'removed']: true,
+    direct: true,
+    note: 'agent not reachable: changed the pinned map only; the agent re-syncs lists from its config and state on its next start',
+  });
 }
 
 export const registerXdpCommands: CommandRegistrar = (program) => {
@@ -346,18 +393,24 @@ export const registerXdpCommands: CommandRegistrar = (program) => {
       print({ interface: ifname, pinDir, agent: 'not reachable', ...attachStatus(pinDir, ifname) });
     }
   });
-  withDirectOptions(xdp.command('stats').description('packet counters by action and reason (agent API, else the pinned map)')).action(async (opts: DirectOpts) => {
-    try {
-      print(await adminClientFromOptions(opts).get('/v1/xdp/stats'));
-    } catch (err) {
-      if (!isUnreachable(err) || !opts.interface) throw err;
-      print({ counters: countersJson(directCounters(directPinDir(opts).pinDir)), direct: true });
-    }
-  });
+  withDirectOptions(xdp.command('stats').description('packet counters by action and reason (agent API, else the pinned map)')).action(
+    async (opts: DirectOpts) => {
+      try {
+        print(await adminClientFromOptions(opts).get('/v1/xdp/stats'));
+      } catch (err) {
+        if (!isUnreachable(err) || !opts.interface) throw err;
+        print({ counters: countersJson(directCounters(directPinDir(opts).pinDir)), direct: true });
+      }
+    },
+  );
   for (const kind of ['deny', 'allow'] as const) {
     const list = xdp.command(kind).description(`the ${kind} list (live through the agent; straight to the pinned maps when it is not running)`);
-    withDirectOptions(list.command('add <prefix>').description(`add a prefix to the ${kind} list`)).action((prefix: string, opts: DirectOpts) => listCommand(kind, 'add', prefix, opts));
-    withDirectOptions(list.command('del <prefix>').description(`remove an API-added prefix from the ${kind} list`)).action((prefix: string, opts: DirectOpts) => listCommand(kind, 'del', prefix, opts));
+    withDirectOptions(list.command('add <prefix>').description(`add a prefix to the ${kind} list`)).action((prefix: string, opts: DirectOpts) =>
+      listCommand(kind, 'add', prefix, opts),
+    );
+    withDirectOptions(list.command('del <prefix>').description(`remove an API-added prefix from the ${kind} list`)).action((prefix: string, opts: DirectOpts) =>
+      listCommand(kind, 'del', prefix, opts),
+    );
   }
   xdp
     .command('detach')

@@ -24,7 +24,11 @@ function ensureOpen(): void {
 const ERRNO_NAMES = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
 
 export class BpfError extends Error {
-  constructor(readonly call: string, readonly errno: number, detail?: string) {
+  constructor(
+    readonly call: string,
+    readonly errno: number,
+    detail?: string,
+  ) {
     super(`${call}: ${detail ?? ERRNO_NAMES.get(errno) ?? 'error'}${errno ? ` (errno ${errno})` : ''}`);
     this.name = 'BpfError';
   }
@@ -119,7 +123,15 @@ export class NativeMem {
 
 /** Runs fn with native copies of the given buffers; copies the native bytes back afterwards. */
 function withNative<T>(bufs: Array<Buffer | number>, fnBody: (addrs: number[]) => T): T {
-  const mems = bufs.map((b) => (typeof b === 'number' ? new NativeMem(b) : (() => { const m = new NativeMem(b.length); b.copy(m.buf); return m; })()));
+  const mems = bufs.map((b) =>
+    typeof b === 'number'
+      ? new NativeMem(b)
+      : (() => {
+          const m = new NativeMem(b.length);
+          b.copy(m.buf);
+          return m;
+        })(),
+  );
   try {
     return fnBody(mems.map((m) => m.addr));
   } finally {
@@ -207,7 +219,12 @@ export function progInfo(fd: number): ProgInfo {
   const len = Buffer.alloc(4);
   len.writeUInt32LE(info.length);
   withNative([info, len], ([i, l]) => check('bpf_obj_get_info_by_fd', c.obj_info(fd, i, l)));
-  return { type: info.readUInt32LE(0), id: info.readUInt32LE(4), tag: info.subarray(8, 16).toString('hex'), name: info.subarray(64, 80).toString('latin1').replace(/\0.*$/s, '') };
+  return {
+    type: info.readUInt32LE(0),
+    id: info.readUInt32LE(4),
+    tag: info.subarray(8, 16).toString('hex'),
+    name: info.subarray(64, 80).toString('latin1').replace(/\0.*$/s, ''),
+  };
 }
 
 export const BPF_ANY = 0;
@@ -222,7 +239,11 @@ export class BpfMap {
   readonly valueBytes: number;
   readonly perCpu: boolean;
   readonly info: MapInfo;
-  constructor(readonly fd: number, readonly name: string, private readonly ownsFd = false) {
+  constructor(
+    readonly fd: number,
+    readonly name: string,
+    private readonly ownsFd = false,
+  ) {
     this.info = mapInfo(fd);
     this.keySize = this.info.keySize;
     this.valueSize = this.info.valueSize;
@@ -300,8 +321,14 @@ export class BpfMap {
       const opts = new NativeMem(24); // struct bpf_map_batch_opts { size_t sz; __u64 elem_flags; __u64 flags; }
       const count = new NativeMem(4);
       try {
-        ks.forEach((k, i) => { this.checkKey(k); k.copy(kmem.buf, i * this.keySize); });
-        vs.forEach((v, i) => { if (v.length !== this.valueBytes) throw new BpfError(`${this.name}: value`, 22, `expected ${this.valueBytes} bytes`); v.copy(vmem.buf, i * this.valueBytes); });
+        ks.forEach((k, i) => {
+          this.checkKey(k);
+          k.copy(kmem.buf, i * this.keySize);
+        });
+        vs.forEach((v, i) => {
+          if (v.length !== this.valueBytes) throw new BpfError(`${this.name}: value`, 22, `expected ${this.valueBytes} bytes`);
+          v.copy(vmem.buf, i * this.valueBytes);
+        });
         opts.buf.writeBigUInt64LE(24n, 0);
         opts.buf.writeBigUInt64LE(BigInt(flags), 8);
         count.buf.writeUInt32LE(ks.length);
@@ -321,7 +348,10 @@ export class BpfMap {
       const opts = new NativeMem(24);
       const count = new NativeMem(4);
       try {
-        ks.forEach((k, i) => { this.checkKey(k); k.copy(kmem.buf, i * this.keySize); });
+        ks.forEach((k, i) => {
+          this.checkKey(k);
+          k.copy(kmem.buf, i * this.keySize);
+        });
         opts.buf.writeBigUInt64LE(24n, 0);
         count.buf.writeUInt32LE(ks.length);
         check(`bpf_map_delete_batch(${this.name})`, c.map_delete_batch(this.fd, kmem.addr, count.addr, opts.addr));
@@ -350,7 +380,10 @@ export class BpfMap {
         if (rc < 0 && rc !== -2) check(`bpf_map_lookup_batch(${this.name})`, rc);
         const n = count.buf.readUInt32LE();
         for (let i = 0; i < n; i++) {
-          out.push({ key: Buffer.from(kmem.buf.subarray(i * this.keySize, (i + 1) * this.keySize)), value: Buffer.from(vmem.buf.subarray(i * this.valueBytes, (i + 1) * this.valueBytes)) });
+          out.push({
+            key: Buffer.from(kmem.buf.subarray(i * this.keySize, (i + 1) * this.keySize)),
+            value: Buffer.from(vmem.buf.subarray(i * this.valueBytes, (i + 1) * this.valueBytes)),
+          });
         }
         if (rc === -2) break;
         outB.buf.copy(inB.buf);
@@ -464,7 +497,10 @@ export interface ObjectMapSpec {
 export class BpfObject {
   private ptr: number;
   private loaded = false;
-  private constructor(ptr: number, readonly path: string) {
+  private constructor(
+    ptr: number,
+    readonly path: string,
+  ) {
     this.ptr = ptr;
   }
 

@@ -6,7 +6,25 @@
 import { existsSync, mkdirSync, rmSync, statfsSync, unlinkSync, readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BpfObject, BpfMap, BpfError, objGet, objPin, xdpLinkCreate, linkUpdate, linkDetach, linkInfo, progInfo, progFdById, closeFd, xdpQueryId, xdpModeFlags, ifNameToIndex, mapInfo, u32KeyBuf } from './libbpf.js';
+import {
+  BpfObject,
+  type BpfMap,
+  BpfError,
+  objGet,
+  objPin,
+  xdpLinkCreate,
+  linkUpdate,
+  linkDetach,
+  linkInfo,
+  progInfo,
+  progFdById,
+  closeFd,
+  xdpQueryId,
+  xdpModeFlags,
+  ifNameToIndex,
+  mapInfo,
+  u32KeyBuf,
+} from './libbpf.js';
 import { FILTER_MAPS, LB_MAPS } from './maps.js';
 
 const BPF_FS_MAGIC = 0xcafe4a11;
@@ -29,7 +47,11 @@ export function resolvePinRoot(pinRoot: string): string {
     /* reported below */
   }
   if (type !== BPF_FS_MAGIC) {
-    throw new BpfError('xdp.pinRoot', 0, `${pinRoot} is not on a BPF filesystem (mount -t bpf bpf /sys/fs/bpf; under \`ip netns exec\`, which remounts /sys, use a bpffs mounted elsewhere)`);
+    throw new BpfError(
+      'xdp.pinRoot',
+      0,
+      `${pinRoot} is not on a BPF filesystem (mount -t bpf bpf /sys/fs/bpf; under \`ip netns exec\`, which remounts /sys, use a bpffs mounted elsewhere)`,
+    );
   }
   return pinRoot;
 }
@@ -59,12 +81,24 @@ export interface LoadOptions {
   onRecreate?: (map: string, why: string) => void;
 }
 
-const SIZED: Record<string, keyof MapSizes> = { cbr_deny4: 'deny4', cbr_deny6: 'deny6', cbr_allow4: 'allow4', cbr_allow6: 'allow6', cbr_rl: 'rateLimitSources', cbr_ring: 'ringSize' };
+const SIZED: Record<string, keyof MapSizes> = {
+  cbr_deny4: 'deny4',
+  cbr_deny6: 'deny6',
+  cbr_allow4: 'allow4',
+  cbr_allow6: 'allow6',
+  cbr_rl: 'rateLimitSources',
+  cbr_ring: 'ringSize',
+};
 
 /** The loaded programs and their (pinned) maps. Closing it leaves pins and any attachment alone. */
 export class XdpPipeline {
   readonly maps = new Map<string, BpfMap>();
-  private constructor(private readonly objects: BpfObject[], readonly pinDir: string, readonly filterFd: number, readonly lbFd: number | undefined) {
+  private constructor(
+    private readonly objects: BpfObject[],
+    readonly pinDir: string,
+    readonly filterFd: number,
+    readonly lbFd: number | undefined,
+  ) {
     for (const o of objects) for (const name of o.mapNames()) if (!this.maps.has(name)) this.maps.set(name, o.map(name));
   }
 
@@ -180,7 +214,8 @@ export function attachXdp(pinDir: string, ifname: string, progFd: number, mode: 
   try {
     fd = xdpLinkCreate(progFd, ifindex, xdpModeFlags(mode));
   } catch (err) {
-    if (err instanceof BpfError && err.errno === 16) throw new BpfError('bpf_link_create', 16, `${ifname} already has an XDP program that is not ours; remove it (ip link set dev ${ifname} xdp off)`);
+    if (err instanceof BpfError && err.errno === 16)
+      throw new BpfError('bpf_link_create', 16, `${ifname} already has an XDP program that is not ours; remove it (ip link set dev ${ifname} xdp off)`);
     throw err;
   }
   try {

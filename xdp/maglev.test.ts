@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildMaglevTable, diffTables, isPrime, DEFAULT_RING_SIZE, EMPTY_SLOT, MaglevError, type MaglevBackend } from './maglev.js';
 
-const backends = (n: number, weight = (_i: number) => 1): MaglevBackend[] => Array.from({ length: n }, (_, i) => ({ key: `10.0.${i >> 8}.${i & 255}`, weight: weight(i), index: i }));
+const backends = (n: number, weight = (_i: number) => 1): MaglevBackend[] =>
+  Array.from({ length: n }, (_, i) => ({ key: `10.0.${i >> 8}.${i & 255}`, weight: weight(i), index: i }));
 function shares(table: Uint32Array): Map<number, number> {
   const m = new Map<number, number>();
   for (const v of table) m.set(v, (m.get(v) ?? 0) + 1);
@@ -33,7 +34,7 @@ test('removing one of N moves about 1/N of the slots (and only changed slots are
     const own = shares(before).get(1)!;
     // every slot the removed backend held must move; Maglev moves a little more
     assert.ok(moved >= own);
-    assert.ok(moved / DEFAULT_RING_SIZE <= (1 / n) * 1.1, `n=${n}: moved ${(moved / DEFAULT_RING_SIZE * 100).toFixed(2)}% vs 1/N = ${(100 / n).toFixed(2)}%`);
+    assert.ok(moved / DEFAULT_RING_SIZE <= (1 / n) * 1.1, `n=${n}: moved ${((moved / DEFAULT_RING_SIZE) * 100).toFixed(2)}% vs 1/N = ${(100 / n).toFixed(2)}%`);
     // the others' slots that did move went to survivors, never to the removed one
     for (const i of diffTables(before, after)) assert.notEqual(after[i], 1);
   }
@@ -50,7 +51,11 @@ test('weights are honoured', () => {
   const t = buildMaglevTable(backends(3, (i) => [1, 2, 5][i]!));
   const s = shares(t);
   const total = 8;
-  for (const [b, w] of [[0, 1], [1, 2], [2, 5]] as const) {
+  for (const [b, w] of [
+    [0, 1],
+    [1, 2],
+    [2, 5],
+  ] as const) {
     const want = (DEFAULT_RING_SIZE * w) / total;
     assert.ok(Math.abs(s.get(b)! - want) / want <= 0.02, `backend ${b} weight ${w}: ${s.get(b)} slots vs ${want.toFixed(0)}`);
   }
@@ -60,6 +65,13 @@ test('weights are honoured', () => {
 });
 
 test('bad backends are refused with a clear error', () => {
-  assert.throws(() => buildMaglevTable([{ key: 'a', weight: 1, index: 0 }, { key: 'a', weight: 1, index: 1 }]), /appears twice/);
+  assert.throws(
+    () =>
+      buildMaglevTable([
+        { key: 'a', weight: 1, index: 0 },
+        { key: 'a', weight: 1, index: 1 },
+      ]),
+    /appears twice/,
+  );
   assert.throws(() => buildMaglevTable([{ key: 'a', weight: 1.5, index: 0 }]), /weight/);
 });

@@ -66,8 +66,15 @@ test('struct layouts in maps.ts match the BTF of the compiled objects', () => {
 
 test('the reason and action enums match the C header (enum constants are not in BTF)', () => {
   const header = readFileSync(join(DEFAULT_OBJECT_DIR, '..', 'src', 'cbr_xdp.h'), 'utf8');
-  const consts = (prefix: string) => [...header.matchAll(new RegExp(`\\b${prefix}([A-Z0-9_]+) = (\\d+),`, 'g'))].map((m) => [m[1]!.toLowerCase(), Number(m[2])] as const);
-  assert.deepEqual(consts('CBR_R_').filter(([n]) => n !== 'max'), REASONS.map((r, i) => [r, i]));
-  assert.deepEqual(consts('CBR_ACT_'), ACTIONS.map((a, i) => [a, i]));
+  const consts = (prefix: string) =>
+    [...header.matchAll(new RegExp(`\\b${prefix}([A-Z0-9_]+) = (\\d+),`, 'g'))].map((m) => [m[1]!.toLowerCase(), Number(m[2])] as const);
+  assert.deepEqual(
+    consts('CBR_R_').filter(([n]) => n !== 'max'),
+    REASONS.map((r, i) => [r, i]),
+  );
+  assert.deepEqual(
+    consts('CBR_ACT_'),
+    ACTIONS.map((a, i) => [a, i]),
+  );
   assert.equal(COUNTERS, 4 * 16);
 });

@@ -34,9 +34,18 @@ export const LAYOUTS = {
   cbr_lpm6: { size: 20, fields: { prefixlen: { offset: 0, size: 4 }, addr: { offset: 4, size: 16 } } },
   cbr_rl_key: { size: 16, fields: { family: { offset: 0, size: 1 }, pad: { offset: 1, size: 7 }, addr: { offset: 8, size: 8 } } },
   cbr_rl_state: { size: 16, fields: { tokens_ns: { offset: 0, size: 8 }, last_ns: { offset: 8, size: 8 } } },
-  cbr_dst: { size: 20, fields: { addr: { offset: 0, size: 16 }, family: { offset: 16, size: 1 }, flags: { offset: 17, size: 1 }, pad: { offset: 18, size: 2 } } },
-  cbr_pre4: { size: 32, fields: { deny: { offset: 0, size: 8 }, allow: { offset: 8, size: 8 }, deny_full: { offset: 16, size: 8 }, pad: { offset: 24, size: 8 } } },
-  cbr_ports: { size: 16392, fields: { udp: { offset: 0, size: 8192 }, tcp: { offset: 8192, size: 8192 }, icmp: { offset: 16384, size: 4 }, pad: { offset: 16388, size: 4 } } },
+  cbr_dst: {
+    size: 20,
+    fields: { addr: { offset: 0, size: 16 }, family: { offset: 16, size: 1 }, flags: { offset: 17, size: 1 }, pad: { offset: 18, size: 2 } },
+  },
+  cbr_pre4: {
+    size: 32,
+    fields: { deny: { offset: 0, size: 8 }, allow: { offset: 8, size: 8 }, deny_full: { offset: 16, size: 8 }, pad: { offset: 24, size: 8 } },
+  },
+  cbr_ports: {
+    size: 16392,
+    fields: { udp: { offset: 0, size: 8192 }, tcp: { offset: 8192, size: 8192 }, icmp: { offset: 16384, size: 4 }, pad: { offset: 16388, size: 4 } },
+  },
   cbr_parse: {
     size: 16,
     fields: {
@@ -51,14 +60,40 @@ export const LAYOUTS = {
       pad: { offset: 12, size: 4 },
     },
   },
-  cbr_vip_key: { size: 20, fields: { addr: { offset: 0, size: 16 }, port: { offset: 16, size: 2 }, proto: { offset: 18, size: 1 }, family: { offset: 19, size: 1 } } },
+  cbr_vip_key: {
+    size: 20,
+    fields: { addr: { offset: 0, size: 16 }, port: { offset: 16, size: 2 }, proto: { offset: 18, size: 1 }, family: { offset: 19, size: 1 } },
+  },
   cbr_vip: { size: 8, fields: { flags: { offset: 0, size: 4 }, pad: { offset: 4, size: 4 } } },
-  cbr_backend: { size: 24, fields: { addr: { offset: 0, size: 16 }, family: { offset: 16, size: 1 }, flags: { offset: 17, size: 1 }, pad: { offset: 18, size: 2 }, weight: { offset: 20, size: 4 } } },
+  cbr_backend: {
+    size: 24,
+    fields: {
+      addr: { offset: 0, size: 16 },
+      family: { offset: 16, size: 1 },
+      flags: { offset: 17, size: 1 },
+      pad: { offset: 18, size: 2 },
+      weight: { offset: 20, size: 4 },
+    },
+  },
 } satisfies Record<string, StructLayout>;
 
 export const ACTIONS = ['pass', 'drop', 'tx', 'aborted'] as const;
 export type Action = (typeof ACTIONS)[number];
-export const REASONS = ['ok', 'allowlist', 'denylist', 'ratelimit', 'policy', 'fragment', 'malformed', 'truncated', 'non_ip', 'lb_hash', 'lb_cid', 'lb_no_backend', 'lb_encap'] as const;
+export const REASONS = [
+  'ok',
+  'allowlist',
+  'denylist',
+  'ratelimit',
+  'policy',
+  'fragment',
+  'malformed',
+  'truncated',
+  'non_ip',
+  'lb_hash',
+  'lb_cid',
+  'lb_no_backend',
+  'lb_encap',
+] as const;
 export type Reason = (typeof REASONS)[number];
 export const REASON_SLOTS = 16;
 export const COUNTERS = 4 * REASON_SLOTS;
@@ -99,7 +134,20 @@ export const SERVER_IDS = 65536;
 export const PROTO = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58 } as const;
 
 /** Map names as in the C objects; the loader pins each under <pinDir>/<name>. */
-export const FILTER_MAPS = ['cbr_cfg', 'cbr_stats', 'cbr_scratch', 'cbr_deny4', 'cbr_deny6', 'cbr_allow4', 'cbr_allow6', 'cbr_rl', 'cbr_pre4', 'cbr_dst', 'cbr_ports', 'cbr_progs'] as const;
+export const FILTER_MAPS = [
+  'cbr_cfg',
+  'cbr_stats',
+  'cbr_scratch',
+  'cbr_deny4',
+  'cbr_deny6',
+  'cbr_allow4',
+  'cbr_allow6',
+  'cbr_rl',
+  'cbr_pre4',
+  'cbr_dst',
+  'cbr_ports',
+  'cbr_progs',
+] as const;
 export const LB_MAPS = ['cbr_cfg', 'cbr_stats', 'cbr_scratch', 'cbr_vips', 'cbr_ring', 'cbr_backends', 'cbr_server_ids'] as const;
 
 export interface XdpConfigValue {
@@ -195,7 +243,10 @@ export function buildDstTable(entries: Map<string, number>): Buffer[] {
       s[L.flags.offset] = entries.get(address)!;
       placed = true;
     }
-    if (!placed) throw new DstTableError(`${address}: no free slot within ${DST_PROBES} of its home slot in the ${DST_SLOTS}-slot destination table (too many service and VIP addresses)`);
+    if (!placed)
+      throw new DstTableError(
+        `${address}: no free slot within ${DST_PROBES} of its home slot in the ${DST_SLOTS}-slot destination table (too many service and VIP addresses)`,
+      );
   }
   return slots;
 }
@@ -283,7 +334,12 @@ export function encodeBackend(v: BackendValue): Buffer {
 export function decodeBackend(b: Buffer): { family: number; addr: Buffer; up: boolean; weight: number } {
   const L = LAYOUTS.cbr_backend.fields;
   const family = b[L.family.offset]!;
-  return { family, addr: Buffer.from(b.subarray(0, family === 4 ? 4 : 16)), up: (b[L.flags.offset]! & BACKEND_F_UP) !== 0, weight: b.readUInt32LE(L.weight.offset) };
+  return {
+    family,
+    addr: Buffer.from(b.subarray(0, family === 4 ? 4 : 16)),
+    up: (b[L.flags.offset]! & BACKEND_F_UP) !== 0,
+    weight: b.readUInt32LE(L.weight.offset),
+  };
 }
 
 /** struct cbr_rl_key for a source: its /32 or /64. */

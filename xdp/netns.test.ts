@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mkdirSync, rmdirSync } from 'node:fs';
-import { withTopology, run, waitFor, type Namespace } from '../bench/index.js';
+import { withTopology, run, waitFor, type Namespace } from '../testhosts/index.js';
 import { startAgent, runCli, freePort, type AgentProcess } from '../dataplane/testing.js';
 import { detachXdp, pinDirFor } from './loader.js';
 import { encodeCid } from './cid.js';
@@ -41,7 +41,6 @@ async function cli(ns: Namespace, args: string[]): Promise<Record<string, unknow
   if (r.code !== 0) throw new Error(`cbr ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
   return JSON.parse(r.stdout);
 }
-
 
 type Counters = Array<{ action: string; reason: string; packets: number }>;
 function count(c: Counters, action: string, reason: string): number {
@@ -112,7 +111,10 @@ test('netns: deny, allow, live list changes, rate limit at its rate, and a resta
       const expected = 200 + 2000 * sendOut.seconds;
       assert.ok(limited > 0, `the flood (${sendOut.sent} in ${sendOut.seconds}s) was limited`);
       assert.ok(sendOut.sent / sendOut.seconds > 4000, `sender too slow to test the limit: ${sendOut.sent} in ${sendOut.seconds}s`);
-      assert.ok(Math.abs(passed - expected) <= expected * 0.1, `passed ${passed}, expected ${expected.toFixed(0)} ±10% (sent ${sendOut.sent} in ${sendOut.seconds.toFixed(2)}s, limited ${limited})`);
+      assert.ok(
+        Math.abs(passed - expected) <= expected * 0.1,
+        `passed ${passed}, expected ${expected.toFixed(0)} ±10% (sent ${sendOut.sent} in ${sendOut.seconds.toFixed(2)}s, limited ${limited})`,
+      );
 
       // restart: the program stays attached while the agent is down, and counters carry on
       const denied = count(after, 'drop', 'denylist');
@@ -151,7 +153,9 @@ async function pingFrom(ns: Namespace, src: string, dst: string): Promise<boolea
   }
 }
 
-test('netns: the load balancer spreads flows over backends and keeps a QUIC connection on its backend when the source port changes', { timeout: 120_000 }, async () => {
+test('netns: the load balancer spreads flows over backends and keeps a QUIC connection on its backend when the source port changes', {
+  timeout: 120_000,
+}, async () => {
   let pinDir: string | undefined;
   let agent: AgentProcess | undefined;
   const bpffs = await mountTestBpffs();
@@ -167,7 +171,9 @@ test('netns: the load balancer spreads flows over backends and keeps a QUIC conn
       for (let i = 1; i <= 3; i++) {
         const b = await t.namespace(`xbe${i}`);
         const [, bEnd] = await t.link(router, b, { aAddr: `10.81.${i}.1/24`, bAddr: `10.81.${i}.2/24` });
-        await b.exec(['nft', '-f', '-'], { input: `table netdev cbrx {\n chain in {\n  type filter hook ingress device "${bEnd.ifname}" priority 0;\n  ip protocol 4 counter\n }\n}\n` });
+        await b.exec(['nft', '-f', '-'], {
+          input: `table netdev cbrx {\n chain in {\n  type filter hook ingress device "${bEnd.ifname}" priority 0;\n  ip protocol 4 counter\n }\n}\n`,
+        });
         backends.push({ ns: b, ifname: bEnd.ifname, addr: `10.81.${i}.2` });
       }
       const routerMac = (await router.exec(['cat', `/sys/class/net/${rEnd.ifname}/address`])).trim();
@@ -188,16 +194,17 @@ test('netns: the load balancer spreads flows over backends and keeps a QUIC conn
         '',
       ].join('\n');
       agent = await startPopAgent(pop, yaml, port);
-      const received = async () => Promise.all(backends.map(async (b) => Number(/packets (\d+)/.exec(await b.ns.exec(['nft', 'list', 'table', 'netdev', 'cbrx']))![1])));
+      const received = async () =>
+        Promise.all(backends.map(async (b) => Number(/packets (\d+)/.exec(await b.ns.exec(['nft', 'list', 'table', 'netdev', 'cbrx']))![1])));
 
       // 300 flows (one datagram each from its own source port), QUIC long headers: the 5-tuple hash
       const base = await received();
       await router.exec(['node', UDPSEND, '10.99.0.10', '443', '300', '10', '300', quicLong(Buffer.alloc(8, 7)).toString('hex')], { timeoutMs: 30_000 });
-      const spread = (await waitFor('packets at the backends', async () => {
+      const spread = await waitFor('packets at the backends', async () => {
         const r = await received();
         const d = r.map((x, i) => x - base[i]!);
         return d.reduce((a, b) => a + b, 0) >= 300 ? d : undefined;
-      }));
+      });
       for (const n of spread) assert.ok(n >= 50, `flows spread over the backends: ${spread}`);
 
       // one QUIC connection (server ID 2) from 40 different source ports: all on backend 2

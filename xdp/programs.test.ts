@@ -123,7 +123,13 @@ test('filter: a packet truncated at every length gets the truncated verdict, nev
         const full = buildPacket(spec);
         expectVerdict(p, full, XDP_PASS, 'pass/ok', `whole ${spec.src} vlans=${spec.vlans ?? []}`);
         for (let len = 14; len < full.length; len++) {
-          expectVerdict(p, full.subarray(0, len), policy === 'drop' ? XDP_DROP : XDP_PASS, `${policy}/truncated`, `${spec.src}${spec.vlans ? ' vlan' : ''} cut at ${len}/${full.length} (${policy})`);
+          expectVerdict(
+            p,
+            full.subarray(0, len),
+            policy === 'drop' ? XDP_DROP : XDP_PASS,
+            `${policy}/truncated`,
+            `${spec.src}${spec.vlans ? ' vlan' : ''} cut at ${len}/${full.length} (${policy})`,
+          );
         }
         // BPF_PROG_TEST_RUN itself refuses frames shorter than an Ethernet header
         assert.throws(() => progTestRun(p.filterFd, full.subarray(0, 13)), /EINVAL|errno 22/);
@@ -141,7 +147,8 @@ test('filter: fragments by policy, IPv4 flags and the IPv6 fragment header', asy
   ];
   for (const policy of ['drop', 'pass'] as const) {
     await withTestPipeline(testConfig({ ...BASE, fragments: policy }), (p) => {
-      for (const f of frags) expectVerdict(p, f, policy === 'drop' ? XDP_DROP : XDP_PASS, `${policy}/fragment`, `${f.src} frag ${JSON.stringify(f.frag)} (${policy})`);
+      for (const f of frags)
+        expectVerdict(p, f, policy === 'drop' ? XDP_DROP : XDP_PASS, `${policy}/fragment`, `${f.src} frag ${JSON.stringify(f.frag)} (${policy})`);
       // denied sources are dropped before the fragment policy is asked
       expectVerdict(p, { src: '203.0.113.9', dst: SVC4, frag: { offset: 8, more: false } }, XDP_DROP, 'drop/denylist', 'denied fragment');
       // an IPv6 atomic fragment (offset 0, no M) is a whole packet
@@ -152,7 +159,10 @@ test('filter: fragments by policy, IPv4 flags and the IPv6 fragment header', asy
 
 test('filter: per-source token bucket drops over the burst and spares allowlisted sources', async () => {
   await withTestPipeline(testConfig({ ...BASE, rateLimit: { enabled: true, packetsPerSecond: 1, burst: 5 } }), (p) => {
-    for (const [src, key] of [['192.0.2.50', 'v4'], ['2001:db8:1:2::1', 'v6']] as const) {
+    for (const [src, key] of [
+      ['192.0.2.50', 'v4'],
+      ['2001:db8:1:2::1', 'v6'],
+    ] as const) {
       const dst = key === 'v6' ? '2001:db8::99' : '192.0.2.99';
       for (let i = 0; i < 5; i++) expectVerdict(p, { src, dst }, XDP_PASS, 'pass/ok', `${key} burst ${i}`);
       expectVerdict(p, { src, dst }, XDP_DROP, 'drop/ratelimit', `${key} over the burst`);
@@ -172,8 +182,13 @@ test('rate limit: deep buckets run on the tick clock, shallow ones on the precis
   await withTestPipeline(testConfig({ rateLimit: { enabled: true, packetsPerSecond: 1000, burst: 1 } }), async (p) => {
     assert.equal(decodeConfig(p.map('cbr_cfg').lookup(u32Key(0))!).flags & CFG_FLAGS.RL_COARSE, 0);
     // two runs back to back inside the kernel (a 1 ms bucket is gone by the time user space could send again)
-    const d = counterDelta(p, () => assert.equal(progTestRun(p.filterFd, buildPacket({ src: '192.0.2.60', dst: '192.0.2.99' }), 2).retval, XDP_DROP, 'second at once'));
-    assert.deepEqual([...d.entries()].sort(), [['drop/ratelimit', 1n], ['pass/ok', 1n]]);
+    const d = counterDelta(p, () =>
+      assert.equal(progTestRun(p.filterFd, buildPacket({ src: '192.0.2.60', dst: '192.0.2.99' }), 2).retval, XDP_DROP, 'second at once'),
+    );
+    assert.deepEqual([...d.entries()].sort(), [
+      ['drop/ratelimit', 1n],
+      ['pass/ok', 1n],
+    ]);
     await sleep(5);
     expectVerdict(p, { src: '192.0.2.60', dst: '192.0.2.99' }, XDP_PASS, 'pass/ok', 'after 5 ms');
   });
@@ -182,9 +197,23 @@ test('rate limit: deep buckets run on the tick clock, shallow ones on the precis
     assert.ok(decodeConfig(p.map('cbr_cfg').lookup(u32Key(0))!).flags & CFG_FLAGS.RL_COARSE);
     const pkt = buildPacket({ src: '192.0.2.61', dst: '192.0.2.99' });
     const burst = () => counterDelta(p, () => assert.equal(progTestRun(p.filterFd, pkt, 11).retval, XDP_DROP, 'the 11th'));
-    assert.deepEqual([...burst().entries()].sort(), [['drop/ratelimit', 1n], ['pass/ok', 10n]], 'the burst, then a drop');
+    assert.deepEqual(
+      [...burst().entries()].sort(),
+      [
+        ['drop/ratelimit', 1n],
+        ['pass/ok', 10n],
+      ],
+      'the burst, then a drop',
+    );
     await sleep(1500); // 15 packets of credit, capped at 10
-    assert.deepEqual([...burst().entries()].sort(), [['drop/ratelimit', 1n], ['pass/ok', 10n]], 'refilled to the burst, not beyond');
+    assert.deepEqual(
+      [...burst().entries()].sort(),
+      [
+        ['drop/ratelimit', 1n],
+        ['pass/ok', 10n],
+      ],
+      'refilled to the burst, not beyond',
+    );
   });
 });
 
@@ -215,7 +244,13 @@ function outerDst(out: Buffer): string {
 
 test('lb: QUIC short headers go by CID server ID, everything else by the Maglev hash; IPIP/IP6 encapsulation', async () => {
   await withTestPipeline(testConfig(LB), (p) => {
-    const inner = buildPacket({ src: '192.0.2.1', dst: '198.51.100.10', dport: 443, sport: 5000, payload: quicShort(encodeCid({ configId: 0, serverId: 102 })) });
+    const inner = buildPacket({
+      src: '192.0.2.1',
+      dst: '198.51.100.10',
+      dport: 443,
+      sport: 5000,
+      payload: quicShort(encodeCid({ configId: 0, serverId: 102 })),
+    });
     const out = expectVerdict(p, inner, XDP_TX, 'tx/lb_cid', 'short header to sid 102');
     // Ethernet: next hop and our MAC; outer IPv4 with proto 4 and a valid checksum; inner packet intact
     assert.deepEqual([...out.subarray(0, 6)], [2, 0, 0, 0, 0, 0xfe]);
@@ -234,24 +269,66 @@ test('lb: QUIC short headers go by CID server ID, everything else by the Maglev 
     // the same connection from other source ports (and addresses) stays on its backend
     for (const sport of [5001, 6000, 65000]) {
       for (const src of ['192.0.2.1', '192.0.2.77']) {
-        const o = expectVerdict(p, { src, dst: '198.51.100.10', dport: 443, sport, payload: quicShort(encodeCid({ configId: 0, serverId: 102 })) }, XDP_TX, 'tx/lb_cid', `sid 102 from ${src}:${sport}`);
+        const o = expectVerdict(
+          p,
+          { src, dst: '198.51.100.10', dport: 443, sport, payload: quicShort(encodeCid({ configId: 0, serverId: 102 })) },
+          XDP_TX,
+          'tx/lb_cid',
+          `sid 102 from ${src}:${sport}`,
+        );
         assert.equal(outerDst(o), '10.9.0.2');
       }
     }
     // IPv6 backend: outer IPv6, next header 4 (IPv4 inside)
-    const o6 = expectVerdict(p, { src: '192.0.2.1', dst: '198.51.100.10', dport: 443, payload: quicShort(encodeCid({ configId: 0, serverId: 103 })) }, XDP_TX, 'tx/lb_cid', 'sid 103');
+    const o6 = expectVerdict(
+      p,
+      { src: '192.0.2.1', dst: '198.51.100.10', dport: 443, payload: quicShort(encodeCid({ configId: 0, serverId: 103 })) },
+      XDP_TX,
+      'tx/lb_cid',
+      'sid 103',
+    );
     assert.equal(o6.readUInt16BE(12), 0x86dd);
     assert.equal(o6[20], 4);
     assert.equal(outerDst(o6), '2001:db8:9:0:0:0:0:3');
     // IPv6 inside: next header / protocol 41
-    const o66 = expectVerdict(p, { src: '2001:db8::1', dst: '2001:db8:53::10', dport: 443, payload: quicShort(encodeCid({ configId: 0, serverId: 101 })) }, XDP_TX, 'tx/lb_cid', 'v6 sid 101');
+    const o66 = expectVerdict(
+      p,
+      { src: '2001:db8::1', dst: '2001:db8:53::10', dport: 443, payload: quicShort(encodeCid({ configId: 0, serverId: 101 })) },
+      XDP_TX,
+      'tx/lb_cid',
+      'v6 sid 101',
+    );
     assert.equal(o66[23], 41);
     assert.equal(outerDst(o66), '10.9.0.1');
     // unknown server ID, another config id, a long header, TCP: the hash
-    expectVerdict(p, { src: '192.0.2.1', dst: '198.51.100.10', dport: 443, payload: quicShort(encodeCid({ configId: 0, serverId: 999 })) }, XDP_TX, 'tx/lb_hash', 'unknown sid');
-    expectVerdict(p, { src: '192.0.2.1', dst: '198.51.100.10', dport: 443, payload: quicShort(encodeCid({ configId: 3, serverId: 101 })) }, XDP_TX, 'tx/lb_hash', 'other config id');
-    expectVerdict(p, { src: '192.0.2.1', dst: '198.51.100.10', dport: 443, payload: quicLong(encodeCid({ configId: 0, serverId: 101 })) }, XDP_TX, 'tx/lb_hash', 'long header');
-    expectVerdict(p, { src: '192.0.2.1', dst: '198.51.100.10', dport: 443, payload: Buffer.from([0x41, 1, 2]) }, XDP_TX, 'tx/lb_hash', 'short header too short for a CID');
+    expectVerdict(
+      p,
+      { src: '192.0.2.1', dst: '198.51.100.10', dport: 443, payload: quicShort(encodeCid({ configId: 0, serverId: 999 })) },
+      XDP_TX,
+      'tx/lb_hash',
+      'unknown sid',
+    );
+    expectVerdict(
+      p,
+      { src: '192.0.2.1', dst: '198.51.100.10', dport: 443, payload: quicShort(encodeCid({ configId: 3, serverId: 101 })) },
+      XDP_TX,
+      'tx/lb_hash',
+      'other config id',
+    );
+    expectVerdict(
+      p,
+      { src: '192.0.2.1', dst: '198.51.100.10', dport: 443, payload: quicLong(encodeCid({ configId: 0, serverId: 101 })) },
+      XDP_TX,
+      'tx/lb_hash',
+      'long header',
+    );
+    expectVerdict(
+      p,
+      { src: '192.0.2.1', dst: '198.51.100.10', dport: 443, payload: Buffer.from([0x41, 1, 2]) },
+      XDP_TX,
+      'tx/lb_hash',
+      'short header too short for a CID',
+    );
     expectVerdict(p, { src: '192.0.2.1', dst: '198.51.100.10', proto: 'tcp', dport: 80 }, XDP_TX, 'tx/lb_hash', 'tcp vip');
     // the hash is per flow: the same 5-tuple always lands on the same backend; flows spread
     const seen = new Map<string, number>();
@@ -266,10 +343,22 @@ test('lb: QUIC short headers go by CID server ID, everything else by the Maglev 
     // not a VIP (other port, other address): the stack; denied sources never reach the LB
     expectVerdict(p, { src: '192.0.2.1', dst: '198.51.100.10', dport: 444 }, XDP_PASS, 'pass/ok', 'vip address, other port');
     expectVerdict(p, { src: '203.0.113.7', dst: '198.51.100.11', dport: 443 }, XDP_PASS, 'pass/allowlist', 'allowlisted, not a vip');
-    expectVerdict(p, { src: '203.0.113.7', dst: '198.51.100.10', dport: 443, payload: quicShort(encodeCid({ configId: 0, serverId: 101 })) }, XDP_TX, 'tx/lb_cid', 'allowlisted to a vip');
+    expectVerdict(
+      p,
+      { src: '203.0.113.7', dst: '198.51.100.10', dport: 443, payload: quicShort(encodeCid({ configId: 0, serverId: 101 })) },
+      XDP_TX,
+      'tx/lb_cid',
+      'allowlisted to a vip',
+    );
     expectVerdict(p, { src: '203.0.113.9', dst: '198.51.100.10', dport: 443 }, XDP_DROP, 'drop/denylist', 'denied to a vip');
     // VLAN-tagged VIP traffic leaves untagged
-    const ov = expectVerdict(p, { src: '192.0.2.1', dst: '198.51.100.10', dport: 443, vlans: [5], payload: quicShort(encodeCid({ configId: 0, serverId: 101 })) }, XDP_TX, 'tx/lb_cid', 'vlan to vip');
+    const ov = expectVerdict(
+      p,
+      { src: '192.0.2.1', dst: '198.51.100.10', dport: 443, vlans: [5], payload: quicShort(encodeCid({ configId: 0, serverId: 101 })) },
+      XDP_TX,
+      'tx/lb_cid',
+      'vlan to vip',
+    );
     assert.equal(ov.readUInt16BE(12), 0x0800);
   });
 });
@@ -296,7 +385,10 @@ test('fuzz: random frames never abort and always count exactly one verdict', asy
           const r = progTestRun(p.filterFd, frame);
           assert.ok([XDP_DROP, XDP_PASS, XDP_TX].includes(r.retval), `verdict ${r.retval} for ${frame.toString('hex')}`);
         });
-        assert.equal([...d.values()].reduce((a, b) => a + b, 0n), 1n);
+        assert.equal(
+          [...d.values()].reduce((a, b) => a + b, 0n),
+          1n,
+        );
       }),
       { numRuns: 300 },
     );
@@ -317,7 +409,13 @@ test('frags: a multi-buffer frame (jumbo MTU) is judged by its whole length and 
     assert.equal(after - before, BigInt(big.length), 'bytes counted over all fragments');
     expectVerdict(p, { src: '2001:db8::1', dst: SVC6, dport: 443, payload: Buffer.alloc(9000, 7) }, XDP_PASS, 'pass/ok', 'v6 9000-byte payload');
     expectVerdict(p, { src: '192.0.2.1', dst: SVC4, dport: 53, payload: Buffer.alloc(8000, 7) }, XDP_DROP, 'drop/policy', 'big packet to a refused port');
-    expectVerdict(p, { src: '203.0.113.9', dst: SVC4, dport: 443, payload: Buffer.alloc(8000, 7) }, XDP_DROP, 'drop/denylist', 'big packet from a denied source');
+    expectVerdict(
+      p,
+      { src: '203.0.113.9', dst: SVC4, dport: 443, payload: Buffer.alloc(8000, 7) },
+      XDP_DROP,
+      'drop/denylist',
+      'big packet from a denied source',
+    );
     // an IP length beyond the whole frame is still truncated
     const cut = Buffer.from(big);
     cut.writeUInt16BE(big.length - 14 + 100, 16);
@@ -344,7 +442,8 @@ test('lists: the filter skips empty lists by config flags, and a prefix added li
     // a /8 through the prefilter: every /24 inside it is asked, allow wins over deny
     liveListAdd(p, 'deny', parsePrefix('100.0.0.0/8'), ORIGIN.api);
     liveListAdd(p, 'allow', parsePrefix('100.200.3.4/32'), ORIGIN.api);
-    for (const src of ['100.0.0.1', '100.127.255.254', '100.255.255.255', '100.200.3.5']) expectVerdict(p, { src, dst: SVC4 }, XDP_DROP, 'drop/denylist', `${src} in 100/8`);
+    for (const src of ['100.0.0.1', '100.127.255.254', '100.255.255.255', '100.200.3.5'])
+      expectVerdict(p, { src, dst: SVC4 }, XDP_DROP, 'drop/denylist', `${src} in 100/8`);
     expectVerdict(p, { src: '100.200.3.4', dst: SVC4 }, XDP_PASS, 'pass/allowlist', 'allowlisted inside the denied /8');
     expectVerdict(p, { src: '101.0.0.1', dst: SVC4 }, XDP_PASS, 'pass/ok', 'just past 100/8');
     // a config value without the empty and prefilter bits (an older agent's) makes the filter look, never skip
@@ -353,7 +452,12 @@ test('lists: the filter skips empty lists by config flags, and a prefix added li
     expectVerdict(p, { src: '203.0.113.9', dst: SVC4 }, XDP_DROP, 'drop/denylist', 'no flags at all');
     expectVerdict(p, { src: '192.0.2.1', dst: SVC4 }, XDP_PASS, 'pass/ok', 'no flags, not listed');
     p.map('cbr_cfg').update(u32Key(0), encodeConfig(cur));
-    for (const [kind, t] of [['deny', '203.0.113.0/24'], ['deny', '2001:db8:bad::/48'], ['deny', '100.0.0.0/8'], ['allow', '100.200.3.4/32']] as const) {
+    for (const [kind, t] of [
+      ['deny', '203.0.113.0/24'],
+      ['deny', '2001:db8:bad::/48'],
+      ['deny', '100.0.0.0/8'],
+      ['allow', '100.200.3.4/32'],
+    ] as const) {
       assert.equal(liveListDelete(p, kind, parsePrefix(t)), true, t);
     }
     assert.equal(liveListDelete(p, 'deny', parsePrefix('203.0.113.0/24')), false, 'already gone');
@@ -378,7 +482,9 @@ test('lists: whole-/24 deny bits drop without the trie after a sync and are gone
 });
 
 test('lists: the IPv4 prefilter agrees with the LPM tries for random lists and sources', async () => {
-  const prefixes = fc.sample(fc.tuple(fc.integer({ min: 1, max: 0xfffffffe }), fc.integer({ min: 8, max: 32 })), { numRuns: 300, seed: 42 }).map(([a, l]) => `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}/${l}`);
+  const prefixes = fc
+    .sample(fc.tuple(fc.integer({ min: 1, max: 0xfffffffe }), fc.integer({ min: 8, max: 32 })), { numRuns: 300, seed: 42 })
+    .map(([a, l]) => `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}/${l}`);
   const { parsePrefix } = await import('./prefix.js');
   const deny = prefixes.slice(0, 200).map((t) => parsePrefix(t).text);
   const allow = prefixes.slice(200).map((t) => parsePrefix(t).text);
@@ -391,8 +497,15 @@ test('lists: the IPv4 prefilter agrees with the LPM tries for random lists and s
         return len === 0 || src >>> (32 - len) === n >>> (32 - len);
       });
     // sources inside listed prefixes, next to them, and anywhere
-    const near = deny.concat(allow).map((t) => t.split('/')[0]!.split('.').reduce((x, o) => x * 256 + Number(o), 0));
-    const sources = near.flatMap((n) => [n, (n + 1) >>> 0, (n + 256) >>> 0, (n - 1) >>> 0]).concat(fc.sample(fc.integer({ min: 0, max: 0xffffffff }), { numRuns: 200, seed: 7 }));
+    const near = deny.concat(allow).map((t) =>
+      t
+        .split('/')[0]!
+        .split('.')
+        .reduce((x, o) => x * 256 + Number(o), 0),
+    );
+    const sources = near
+      .flatMap((n) => [n, (n + 1) >>> 0, (n + 256) >>> 0, (n - 1) >>> 0])
+      .concat(fc.sample(fc.integer({ min: 0, max: 0xffffffff }), { numRuns: 200, seed: 7 }));
     for (const s of sources) {
       const src = `${s >>> 24}.${(s >>> 16) & 255}.${(s >>> 8) & 255}.${s & 255}`;
       const want = inside(s, allow) ? 'pass/allowlist' : inside(s, deny) ? 'drop/denylist' : 'pass/ok';
@@ -420,5 +533,8 @@ test('services: addresses that share a home slot in the destination table are al
     expectVerdict(p, { src: '192.0.2.1', dst: same[DST_PROBES]!, dport: 53 }, XDP_PASS, 'pass/ok', 'same home slot, not a service address');
     expectVerdict(p, { src: '2001:db8::1', dst: SVC6, dport: 53 }, XDP_DROP, 'drop/policy', 'v6 service');
   });
-  await assert.rejects(withTestPipeline(testConfig({ services: { addresses: same } }), () => undefined), /xdp\.services\.addresses: .*no free slot/);
+  await assert.rejects(
+    withTestPipeline(testConfig({ services: { addresses: same } }), () => undefined),
+    /xdp\.services\.addresses: .*no free slot/,
+  );
 });

@@ -175,7 +175,11 @@ export function openTestPipeline(cfg: XdpConfig, opts: { withLb?: boolean; srcMa
 }
 
 /** Loads and syncs the pipeline for `cfg` into a fresh pin dir, runs fn, then closes and unpins. */
-export async function withTestPipeline<T>(cfg: XdpConfig, fn: (p: XdpPipeline) => Promise<T> | T, opts: { withLb?: boolean; srcMac?: Buffer; lbObject?: string } = {}): Promise<T> {
+export async function withTestPipeline<T>(
+  cfg: XdpConfig,
+  fn: (p: XdpPipeline) => Promise<T> | T,
+  opts: { withLb?: boolean; srcMac?: Buffer; lbObject?: string } = {},
+): Promise<T> {
   const o = openTestPipeline(cfg, opts);
   try {
     return await fn(o.p);

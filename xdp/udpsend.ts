@@ -25,9 +25,11 @@ const deadline = t0 + seconds * 1000;
 while (sent < count && performance.now() < deadline) {
   // bursts of 64, then yield so callbacks drain
   const burst = Math.min(64, count - sent);
-  await Promise.all(Array.from({ length: burst }, (_, i) => new Promise<void>((r) => sockets[(sent + i) % nSockets]!.send(payload, Number(portText), host, () => r()))));
+  await Promise.all(
+    Array.from({ length: burst }, (_, i) => new Promise<void>((r) => sockets[(sent + i) % nSockets]!.send(payload, Number(portText), host, () => r()))),
+  );
   sent += burst;
 }
 const secondsTaken = (performance.now() - t0) / 1000;
 sockets.forEach((s) => s.close());
-process.stdout.write(JSON.stringify({ sent, seconds: secondsTaken }) + '\n');
+process.stdout.write(`${JSON.stringify({ sent, seconds: secondsTaken })}\n`);

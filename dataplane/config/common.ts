@@ -43,7 +43,8 @@ export const hostPort = () =>
   });
 
 export const port = () =>
-  z.number({ error: (iss) => `expected a port number 1-65535, got ${JSON.stringify(iss.input)}` })
+  z
+    .number({ error: (iss) => `expected a port number 1-65535, got ${JSON.stringify(iss.input)}` })
     .int()
     .min(1, { error: (iss) => `expected a port number 1-65535, got ${JSON.stringify(iss.input)}` })
     .max(65535, { error: (iss) => `expected a port number 1-65535, got ${JSON.stringify(iss.input)}` });

@@ -1,12 +1,15 @@
-// Reads a YAML config file, applies CBR_* environment overrides and validates it. Every problem becomes
-// one line `<field path>: <what was expected>`, so an operator can fix a file without reading code.
+// Reads a YAML config file, applies CBR_* environment overrides and validates it against a schema
+// (the agent's full one, or the base sections for CLI commands). Every problem becomes one line
+// `<field path>: <what was expected>`, so an operator can fix a file without reading code.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { parseDocument, parse as parseYamlScalar, LineCounter } from 'yaml';
-import { configSchema, type CbrConfig } from './schema.js';
 
 export class ConfigError extends Error {
-  constructor(readonly problems: string[], readonly source: string) {
+  constructor(
+    readonly problems: string[],
+    readonly source: string,
+  ) {
     super(problems.join('\n'));
     this.name = 'ConfigError';
   }
@@ -23,35 +26,27 @@ type JsonSchema = {
   [k: string]: unknown;
 };
 
-let cachedJsonSchema: JsonSchema | undefined;
-/** The config schema as JSON Schema (input side): used for docs, env names and near-miss hints. */
-export function configJsonSchema(): JsonSchema {
-  cachedJsonSchema ??= z.toJSONSchema(configSchema, { io: 'input', unrepresentable: 'any' }) as JsonSchema;
-  return cachedJsonSchema;
-}
-
-/** Walks object properties down `path`; undefined when the path leaves the declared shape. */
-function schemaAt(path: readonly PropertyKey[]): JsonSchema | undefined {
-  let node: JsonSchema | undefined = configJsonSchema();
-  for (const key of path) {
-    if (!node) return undefined;
-    if (typeof key === 'number') node = node.items;
-    else node = node.properties?.[String(key)] ?? node.anyOf?.find((s) => s.properties?.[String(key)])?.properties?.[String(key)];
-  }
-  return node;
-}
-
-/** Leaf paths of the schema (objects are walked, arrays and scalars are leaves). */
-export function configLeafPaths(node: JsonSchema = configJsonSchema(), prefix: string[] = []): string[][] {
+/** Leaf paths of a JSON schema (objects are walked, arrays and scalars are leaves). */
+function leafPathsOf(node: JsonSchema, prefix: string[] = []): string[][] {
   if (node.properties) {
-    return Object.entries(node.properties).flatMap(([k, child]) => configLeafPaths(child, [...prefix, k]));
+    return Object.entries(node.properties).flatMap(([k, child]) => leafPathsOf(child, [...prefix, k]));
   }
   return prefix.length ? [prefix] : [];
 }
 
 /** `tunnel.masque.congestionControl` → `CBR_TUNNEL_MASQUE_CONGESTION_CONTROL`. */
 export function envNameFor(path: readonly string[]): string {
-  return 'CBR_' + path.map((p) => p.replace(/([a-z0-9])([A-Z])/g, '$1_$2').replace(/-/g, '_').toUpperCase()).join('_');
+  return (
+    'CBR_' +
+    path
+      .map((p) =>
+        p
+          .replace(/([a-z0-9])([A-Z])/g, '$1_$2')
+          .replace(/-/g, '_')
+          .toUpperCase(),
+      )
+      .join('_')
+  );
 }
 
 /** Short aliases an operator expects; they win over the long names. */
@@ -100,7 +95,7 @@ function describeValue(v: unknown): string {
 }
 
 /** One line per zod issue: field path, what was expected, what was found, and a hint for typos. */
-export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
+function formatIssues(issues: readonly z.core.$ZodIssue[], schemaAt: (path: readonly PropertyKey[]) => JsonSchema | undefined): string[] {
   const lines: string[] = [];
   for (const iss of issues) {
     const at = fmtPath(iss.path);
@@ -134,10 +129,10 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
 }
 
 /** Applies CBR_* variables onto the raw (pre-validation) document; values are read as YAML scalars. */
-export function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): string[] {
+function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv, leaves: string[][]): string[] {
   const applied: string[] = [];
   const targets = new Map<string, string[]>();
-  for (const path of configLeafPaths()) targets.set(envNameFor(path), path);
+  for (const path of leaves) targets.set(envNameFor(path), path);
   for (const [name, path] of Object.entries(ENV_ALIASES)) targets.set(name, path);
   for (const [name, value] of Object.entries(env)) {
     const path = targets.get(name);
@@ -187,30 +182,68 @@ export function parseConfigText(text: string, source: string): Record<string, un
   return value as Record<string, unknown>;
 }
 
-/** Validates an already-parsed document (after env overrides). */
-export function validateConfig(raw: unknown, source = '(config)'): CbrConfig {
-  const result = configSchema.safeParse(raw, { reportInput: true });
-  if (!result.success) throw new ConfigError(formatIssues(result.error.issues), source);
-  return result.data;
-}
-
-export interface LoadedConfig {
-  config: CbrConfig;
+export interface LoadedConfig<C> {
+  config: C;
   path: string;
   envOverrides: string[];
 }
 
-/** Reads, overrides and validates; throws ConfigError whose lines are ready to print. */
-export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : String((err as Error).message);
-    throw new ConfigError([`${path}: cannot read config file: ${why}`], path);
+/** One schema's loader: validation, env overrides, leaf paths and the JSON Schema for docs. */
+export class ConfigLoader<C> {
+  private json?: JsonSchema;
+
+  constructor(private readonly schema: z.ZodType<C, unknown>) {}
+
+  /** The schema as JSON Schema (input side): used for docs, env names and near-miss hints. */
+  jsonSchema(): JsonSchema {
+    this.json ??= z.toJSONSchema(this.schema, { io: 'input', unrepresentable: 'any' }) as JsonSchema;
+    return this.json;
   }
-  const raw = parseConfigText(text, path);
-  const envOverrides = applyEnvOverrides(raw, env);
-  return { config: validateConfig(raw, path), path, envOverrides };
+
+  /** Every leaf field's path (what CBR_* variables can override). */
+  leafPaths(): string[][] {
+    return leafPathsOf(this.jsonSchema());
+  }
+
+  applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): string[] {
+    return applyEnv(raw, env, this.leafPaths());
+  }
+
+  /** Validates an already-parsed document (after env overrides). */
+  validate(raw: unknown, source = '(config)'): C {
+    const result = this.schema.safeParse(raw, { reportInput: true });
+    if (!result.success)
+      throw new ConfigError(
+        formatIssues(result.error.issues, (p) => this.schemaAt(p)),
+        source,
+      );
+    return result.data;
+  }
+
+  /** Reads, overrides and validates; throws ConfigError whose lines are ready to print. */
+  loadFile(path: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig<C> {
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      const why =
+        code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : String((err as Error).message);
+      throw new ConfigError([`${path}: cannot read config file: ${why}`], path);
+    }
+    const raw = parseConfigText(text, path);
+    const envOverrides = this.applyEnvOverrides(raw, env);
+    return { config: this.validate(raw, path), path, envOverrides };
+  }
+
+  /** Walks object properties down `path`; undefined when the path leaves the declared shape. */
+  private schemaAt(path: readonly PropertyKey[]): JsonSchema | undefined {
+    let node: JsonSchema | undefined = this.jsonSchema();
+    for (const key of path) {
+      if (!node) return undefined;
+      if (typeof key === 'number') node = node.items;
+      else node = node.properties?.[String(key)] ?? node.anyOf?.find((s) => s.properties?.[String(key)])?.properties?.[String(key)];
+    }
+    return node;
+  }
 }

@@ -11,7 +11,11 @@ function ensureOpen(): void {
 }
 
 export class SyscallError extends Error {
-  constructor(readonly call: string, readonly errno: number, message: string) {
+  constructor(
+    readonly call: string,
+    readonly errno: number,
+    message: string,
+  ) {
     super(`${call}: ${message} (errno ${errno})`);
     this.name = 'SyscallError';
   }
@@ -19,7 +23,11 @@ export class SyscallError extends Error {
 
 function call(funcName: string, retType: DataType, paramsType: DataType[], paramsValue: unknown[]): number {
   ensureOpen();
-  const r = load({ library: LIBC, funcName, retType, paramsType, paramsValue, errno: true }) as unknown as { value: number; errnoCode: number; errnoMessage: string };
+  const r = load({ library: LIBC, funcName, retType, paramsType, paramsValue, errno: true }) as unknown as {
+    value: number;
+    errnoCode: number;
+    errnoMessage: string;
+  };
   if (r.value < 0) throw new SyscallError(funcName, r.errnoCode, r.errnoMessage);
   return r.value;
 }
@@ -38,7 +46,12 @@ export function close(fd: number): void {
 
 /** sendto(2) with a raw sockaddr; returns the bytes sent. */
 export function sendto(fd: number, data: Buffer, flags: number, addr: Buffer): number {
-  return call('sendto', DataType.I64, [DataType.I32, DataType.U8Array, DataType.U64, DataType.I32, DataType.U8Array, DataType.U32], [fd, data, data.length, flags, addr, addr.length]);
+  return call(
+    'sendto',
+    DataType.I64,
+    [DataType.I32, DataType.U8Array, DataType.U64, DataType.I32, DataType.U8Array, DataType.U32],
+    [fd, data, data.length, flags, addr, addr.length],
+  );
 }
 
 /** ioctl(2) whose argument is a buffer the kernel reads and may write back into. */
@@ -48,7 +61,7 @@ export function ioctlBuffer(fd: number, request: number, arg: Buffer): number {
 
 /** struct sockaddr_un for a path, or for an abstract name written as "@name". */
 export function sockaddrUn(path: string): Buffer {
-  const name = Buffer.from(path.startsWith('@') ? '\0' + path.slice(1) : path, 'utf8');
+  const name = Buffer.from(path.startsWith('@') ? `\0${path.slice(1)}` : path, 'utf8');
   if (name.length > 107) throw new Error(`unix socket path too long (${name.length} > 107 bytes): ${path}`);
   const addr = Buffer.alloc(2 + name.length + (path.startsWith('@') ? 0 : 1));
   addr.writeUInt16LE(AF_UNIX, 0);

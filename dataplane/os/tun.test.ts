@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { createRing, RingReader, RingWriter } from './tun-ring.js';
 import { TunDevice, TunError } from './tun.js';
-import { withTopology, uniqueName } from '../../bench/index.js';
+import { withTopology, uniqueName } from '../../testhosts/index.js';
 
 test('packet ring: any sequence of packet sizes and drain points comes out in order and intact', () => {
   fc.assert(

@@ -62,13 +62,18 @@ export class TunDevice {
   /** Packets read and written, and writes the kernel refused (malformed packet, device down). */
   readonly stats = { rxPackets: 0, txPackets: 0, txErrors: 0, rxBatches: 0 };
 
-  private constructor(readonly name: string, readonly mtu: number, private readonly mode: TunReadMode) {}
+  private constructor(
+    readonly name: string,
+    readonly mtu: number,
+    private readonly mode: TunReadMode,
+  ) {}
 
   /** Creates (or attaches to) the interface; it exists as long as this object keeps it open. */
   static open(opts: TunOptions): TunDevice {
     const queues = opts.queues ?? 1;
     if (!Number.isInteger(queues) || queues < 1 || queues > 16) throw new TunError(`tun queues must be 1..16, got ${queues}`);
-    if (Buffer.byteLength(opts.name) >= IFNAMSIZ || opts.name.length === 0) throw new TunError(`tun name must be 1..15 bytes, got ${JSON.stringify(opts.name)}`);
+    if (Buffer.byteLength(opts.name) >= IFNAMSIZ || opts.name.length === 0)
+      throw new TunError(`tun name must be 1..15 bytes, got ${JSON.stringify(opts.name)}`);
     const mtu = opts.mtu ?? 1500;
     const fds: number[] = [];
     let name = opts.name;
@@ -101,7 +106,7 @@ export class TunDevice {
       void this.ringLoop(q);
     } else {
       // Message mode: collect what arrives in this turn and deliver it as one batch.
-      let batch: Buffer[] = [];
+      const batch: Buffer[] = [];
       worker.on('message', (m: Uint8Array | { exit: string }) => {
         if (!(m instanceof Uint8Array)) return;
         if (batch.length === 0) setImmediate(() => this.deliver(batch.splice(0)));

@@ -2,11 +2,24 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import {
-  CapsuleParser, CapsuleType, decodeCapsuleValue, encodeCapsule, encodeDatagramCapsule, encodeTypedCapsule, readContextId,
-  type Capsule, type IpAddressEntry, type IpAddressRange,
+  CapsuleParser,
+  CapsuleType,
+  decodeCapsuleValue,
+  encodeCapsule,
+  encodeDatagramCapsule,
+  encodeTypedCapsule,
+  readContextId,
+  type Capsule,
+  type IpAddressEntry,
+  type IpAddressRange,
 } from './capsules.js';
 import {
-  encodeHttpDatagram, encodeHttpDatagramPrefix, httpDatagramHeaderLength, newHttpDatagramHeader, parseHttpDatagram, readDatagramStreamId,
+  encodeHttpDatagram,
+  encodeHttpDatagramPrefix,
+  httpDatagramHeaderLength,
+  newHttpDatagramHeader,
+  parseHttpDatagram,
+  readDatagramStreamId,
 } from './datagram.js';
 import { H3Error, H3ErrorCode } from './errors.js';
 import { formatIp, parseIp } from './ip.js';
@@ -109,9 +122,15 @@ test('connect-ip capsule validation (malformed = H3_MESSAGE_ERROR on the stream)
   assert.deepEqual(decodeCapsuleValue(CapsuleType.ADDRESS_ASSIGN, hex('')), { type: 'address_assign', addresses: [] });
   assert.deepEqual(decodeCapsuleValue(CapsuleType.ROUTE_ADVERTISEMENT, hex('')), { type: 'route_advertisement', ranges: [] });
   // Encoders refuse the same mistakes.
-  assert.throws(() => encodeTypedCapsule({ type: 'address_assign', addresses: [{ requestId: 0, version: 4, address: '10.0.0.1', prefixLength: 24 }] }), H3Error);
+  assert.throws(
+    () => encodeTypedCapsule({ type: 'address_assign', addresses: [{ requestId: 0, version: 4, address: '10.0.0.1', prefixLength: 24 }] }),
+    H3Error,
+  );
   assert.throws(() => encodeTypedCapsule({ type: 'address_request', addresses: [] }), H3Error);
-  assert.throws(() => encodeTypedCapsule({ type: 'address_assign', addresses: [{ requestId: 0, version: 6, address: '10.0.0.1', prefixLength: 24 }] }), H3Error);
+  assert.throws(
+    () => encodeTypedCapsule({ type: 'address_assign', addresses: [{ requestId: 0, version: 6, address: '10.0.0.1', prefixLength: 24 }] }),
+    H3Error,
+  );
 });
 
 test('capsule parser: unknown types skipped without buffering, split input, truncation at FIN, size bound', () => {
@@ -155,13 +174,20 @@ function maskTo(addr: Uint8Array, prefix: number): Uint8Array {
 
 const entryArb = (minRequestId: number): fc.Arbitrary<IpAddressEntry> =>
   fc.oneof(
-    fc.tuple(fc.nat({ max: 2 ** 40 }), ipv4, fc.integer({ min: 0, max: 32 })).map(([id, a, p]) => ({ requestId: id + minRequestId, version: 4 as const, address: formatIp(maskTo(a, p)), prefixLength: p })),
-    fc.tuple(fc.nat({ max: 2 ** 40 }), ipv6, fc.integer({ min: 0, max: 128 })).map(([id, a, p]) => ({ requestId: id + minRequestId, version: 6 as const, address: formatIp(maskTo(a, p)), prefixLength: p })),
+    fc
+      .tuple(fc.nat({ max: 2 ** 40 }), ipv4, fc.integer({ min: 0, max: 32 }))
+      .map(([id, a, p]) => ({ requestId: id + minRequestId, version: 4 as const, address: formatIp(maskTo(a, p)), prefixLength: p })),
+    fc
+      .tuple(fc.nat({ max: 2 ** 40 }), ipv6, fc.integer({ min: 0, max: 128 }))
+      .map(([id, a, p]) => ({ requestId: id + minRequestId, version: 6 as const, address: formatIp(maskTo(a, p)), prefixLength: p })),
   );
 
 /** Valid route lists: build sorted, disjoint ranges per (version, protocol) from sorted random points. */
 const rangesArb: fc.Arbitrary<IpAddressRange[]> = fc
-  .array(fc.tuple(fc.constantFrom(4 as const, 6 as const), fc.integer({ min: 1, max: 255 }), fc.array(fc.nat({ max: 2 ** 31 }), { minLength: 2, maxLength: 6 })), { maxLength: 4 })
+  .array(
+    fc.tuple(fc.constantFrom(4 as const, 6 as const), fc.integer({ min: 1, max: 255 }), fc.array(fc.nat({ max: 2 ** 31 }), { minLength: 2, maxLength: 6 })),
+    { maxLength: 4 },
+  )
   .map((groups) => {
     const seen = new Set<string>();
     const out: IpAddressRange[] = [];
@@ -195,7 +221,9 @@ test('property: IP text round-trips', () => {
 test('property: capsules round-trip through the incremental parser under any chunking, unknown capsules interleaved', () => {
   fc.assert(
     fc.property(fc.array(fc.tuple(capsuleArb, fc.boolean()), { maxLength: 6 }), fc.array(fc.nat(), { maxLength: 8 }), (items, cuts) => {
-      const bytes = cat(...items.flatMap(([c, withUnknown]) => (withUnknown ? [encodeCapsule(0x1f * 7 + 0x29, hex('0102')), encodeTypedCapsule(c)] : [encodeTypedCapsule(c)])));
+      const bytes = cat(
+        ...items.flatMap(([c, withUnknown]) => (withUnknown ? [encodeCapsule(0x1f * 7 + 0x29, hex('0102')), encodeTypedCapsule(c)] : [encodeTypedCapsule(c)])),
+      );
       const parser = new CapsuleParser();
       const got: Capsule[] = [];
       let prev = 0;
@@ -204,7 +232,10 @@ test('property: capsules round-trip through the incremental parser under any chu
         prev = point;
       }
       parser.end();
-      assert.deepEqual(got, items.map(([c]) => c));
+      assert.deepEqual(
+        got,
+        items.map(([c]) => c),
+      );
     }),
     { numRuns: 500 },
   );

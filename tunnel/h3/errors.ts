@@ -27,9 +27,7 @@ export const H3ErrorCode = {
 export type H3ErrorName = keyof typeof H3ErrorCode;
 export type H3ErrorCodeValue = (typeof H3ErrorCode)[H3ErrorName];
 
-const NAMES = new Map<number, H3ErrorName>(
-  (Object.entries(H3ErrorCode) as Array<[H3ErrorName, number]>).map(([name, code]) => [code, name]),
-);
+const NAMES = new Map<number, H3ErrorName>((Object.entries(H3ErrorCode) as Array<[H3ErrorName, number]>).map(([name, code]) => [code, name]));
 
 /** The name of an H3 error code (`H3_FRAME_ERROR`), or `0x…` for codes this module does not know. */
 export function h3ErrorName(code: number): string {

@@ -3,9 +3,20 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { H3Error, H3ErrorCode } from './errors.js';
 import {
-  encodeCancelPushFrame, encodeDataFrame, encodeDataFrameHeader, encodeFrame, encodeGoawayFrame, encodeH3Frame,
-  encodeHeadersFrame, encodeMaxPushIdFrame, encodePushPromiseFrame, encodeSettingsFrame, greaseFrameType,
-  H3FrameParser, type FrameParserOptions, type H3Frame,
+  encodeCancelPushFrame,
+  encodeDataFrame,
+  encodeDataFrameHeader,
+  encodeFrame,
+  encodeGoawayFrame,
+  encodeH3Frame,
+  encodeHeadersFrame,
+  encodeMaxPushIdFrame,
+  encodePushPromiseFrame,
+  encodeSettingsFrame,
+  greaseFrameType,
+  H3FrameParser,
+  type FrameParserOptions,
+  type H3Frame,
 } from './frames.js';
 import { decodeSettings, DEFAULT_LOCAL_SETTINGS, encodeSettings, greaseSettingId, type H3Settings } from './settings.js';
 import { encodeControlStreamPreamble, encodeUniStreamHeader, PeerUniStreams, readUniStreamHeader, UniStreamType } from './unistream.js';
@@ -72,7 +83,10 @@ test('control stream: SETTINGS first, then GOAWAY; GREASE frames skipped', () =>
     encodeGoawayFrame(4),
   );
   const frames = new H3FrameParser({ stream: 'control', role: 'client' }).push(bytes);
-  assert.deepEqual(frames.map((f) => f.type), ['settings', 'goaway', 'goaway']);
+  assert.deepEqual(
+    frames.map((f) => f.type),
+    ['settings', 'goaway', 'goaway'],
+  );
   assert.deepEqual(frames[2], { type: 'goaway', id: 4 });
 });
 
@@ -144,7 +158,10 @@ test('size bounds: oversized HEADERS refused before buffering; DATA and unknown 
 
 test('empty DATA frames are reported (so frame order can be checked)', () => {
   const frames = new H3FrameParser({ stream: 'request', role: 'server' }).push(cat(encodeHeadersFrame(hex('0000d1')), encodeDataFrame(new Uint8Array(0))));
-  assert.deepEqual(frames.map((f) => f.type), ['headers', 'data']);
+  assert.deepEqual(
+    frames.map((f) => f.type),
+    ['headers', 'data'],
+  );
 });
 
 test('DATA header encoder matches the full frame', () => {
@@ -199,7 +216,10 @@ const frameArb = (opts: { control: boolean }): fc.Arbitrary<H3Frame> =>
         fc.nat().map((n) => ({ type: 'max_push_id' as const, pushId: n })),
         fc.constant({ type: 'max_push_id' as const, pushId: 0 }),
       )
-    : fc.oneof(bytesArb.map((b) => ({ type: 'data' as const, payload: b })), bytesArb.map((b) => ({ type: 'headers' as const, fieldSection: b })));
+    : fc.oneof(
+        bytesArb.map((b) => ({ type: 'data' as const, payload: b })),
+        bytesArb.map((b) => ({ type: 'headers' as const, fieldSection: b })),
+      );
 
 test('property: SETTINGS round-trip', () => {
   fc.assert(
@@ -236,7 +256,11 @@ test('property: control-stream frames round-trip', () => {
     fc.property(settingsArb, fc.array(fc.nat({ max: 2 ** 40 }), { maxLength: 5 }), (nullProtoSettings, pushIds) => {
       const settings = { ...nullProtoSettings };
       const sorted = [...pushIds].sort((a, b) => a - b);
-      const frames: H3Frame[] = [{ type: 'settings', settings }, ...sorted.map((p) => ({ type: 'max_push_id' as const, pushId: p })), { type: 'goaway', id: 12 }];
+      const frames: H3Frame[] = [
+        { type: 'settings', settings },
+        ...sorted.map((p) => ({ type: 'max_push_id' as const, pushId: p })),
+        { type: 'goaway', id: 12 },
+      ];
       const bytes = cat(...frames.map(encodeH3Frame));
       const got = feed(new H3FrameParser({ stream: 'control', role: 'server' }), bytes, [1, 2, 3, 5, 8]);
       assert.deepEqual(got, frames);

@@ -117,7 +117,7 @@ export interface FrameParserOptions {
 
 export const DEFAULT_MAX_FRAME_SIZE = 64 * 1024;
 
-const enum State {
+enum State {
   Header,
   Payload,
 }

@@ -4,7 +4,14 @@ import fc from 'fast-check';
 import { H3Error, H3ErrorCode } from './errors.js';
 import { encodeDataFrame, encodeHeadersFrame, encodeSettingsFrame, H3FrameParser } from './frames.js';
 import {
-  encodeExtendedConnect, encodeJsonResponse, encodeResponse, extendedConnectFields, getHeader, validateRequestHeaders, validateResponseHeaders, validateTrailers,
+  encodeExtendedConnect,
+  encodeJsonResponse,
+  encodeResponse,
+  extendedConnectFields,
+  getHeader,
+  validateRequestHeaders,
+  validateResponseHeaders,
+  validateTrailers,
 } from './headers.js';
 import { decodeFieldSection, encodeFieldSection, type HeaderField } from './qpack.js';
 import { MessageSequence, RequestStreamReader, type RequestStreamEvent } from './stream.js';
@@ -22,7 +29,15 @@ function expectH3(fn: () => unknown, code: number, scope?: 'connection' | 'strea
   });
 }
 
-const connectIp = fields([':method', 'CONNECT'], [':protocol', 'connect-ip'], [':scheme', 'https'], [':authority', 'pop.example:443'], [':path', '/.well-known/masque/ip/*/*/'], ['capsule-protocol', '?1'], ['authorization', 'Bearer t']);
+const connectIp = fields(
+  [':method', 'CONNECT'],
+  [':protocol', 'connect-ip'],
+  [':scheme', 'https'],
+  [':authority', 'pop.example:443'],
+  [':path', '/.well-known/masque/ip/*/*/'],
+  ['capsule-protocol', '?1'],
+  ['authorization', 'Bearer t'],
+);
 
 test('Extended CONNECT validates into a typed request', () => {
   const r = validateRequestHeaders(connectIp);
@@ -46,11 +61,24 @@ test('Extended CONNECT: every required pseudo-header, CONNECT only, setting need
 
 test('ordinary requests and classic CONNECT', () => {
   const get = validateRequestHeaders(fields([':method', 'GET'], [':scheme', 'https'], [':authority', 'a'], [':path', '/'], ['accept', '*/*']));
-  assert.deepEqual(get, { kind: 'request', method: 'GET', scheme: 'https', authority: 'a', path: '/', headers: [f('accept', '*/*')], contentLength: undefined });
+  assert.deepEqual(get, {
+    kind: 'request',
+    method: 'GET',
+    scheme: 'https',
+    authority: 'a',
+    path: '/',
+    headers: [f('accept', '*/*')],
+    contentLength: undefined,
+  });
   const viaHost = validateRequestHeaders(fields([':method', 'POST'], [':scheme', 'https'], [':path', '/x'], ['host', 'h'], ['content-length', '5']));
   assert.equal(viaHost.kind === 'request' && viaHost.authority, 'h');
   assert.equal(viaHost.kind === 'request' && viaHost.contentLength, 5);
-  assert.deepEqual(validateRequestHeaders(fields([':method', 'CONNECT'], [':authority', 'h:443'])), { kind: 'connect', method: 'CONNECT', authority: 'h:443', headers: [] });
+  assert.deepEqual(validateRequestHeaders(fields([':method', 'CONNECT'], [':authority', 'h:443'])), {
+    kind: 'connect',
+    method: 'CONNECT',
+    authority: 'h:443',
+    headers: [],
+  });
   const bad: HeaderField[][] = [
     fields([':scheme', 'https'], [':path', '/'], [':authority', 'a']), // no :method
     fields([':method', 'GET'], [':path', '/'], [':authority', 'a']), // no :scheme
@@ -74,9 +102,20 @@ test('ordinary requests and classic CONNECT', () => {
 });
 
 test('responses and trailers', () => {
-  assert.deepEqual(validateResponseHeaders(fields([':status', '200'], ['capsule-protocol', '?1'])), { status: 200, headers: [f('capsule-protocol', '?1')], contentLength: undefined, capsuleProtocol: true });
+  assert.deepEqual(validateResponseHeaders(fields([':status', '200'], ['capsule-protocol', '?1'])), {
+    status: 200,
+    headers: [f('capsule-protocol', '?1')],
+    contentLength: undefined,
+    capsuleProtocol: true,
+  });
   assert.equal(validateResponseHeaders(fields([':status', '404'], ['capsule-protocol', '?1'])).capsuleProtocol, false);
-  for (const b of [fields(), fields([':status', '20']), fields([':status', '200'], [':status', '200']), fields([':status', '101']), fields([':status', '200'], [':path', '/'])]) {
+  for (const b of [
+    fields(),
+    fields([':status', '20']),
+    fields([':status', '200'], [':status', '200']),
+    fields([':status', '101']),
+    fields([':status', '200'], [':path', '/']),
+  ]) {
     expectH3(() => validateResponseHeaders(b), H3ErrorCode.H3_MESSAGE_ERROR);
   }
   assert.deepEqual(validateTrailers(fields(['x-t', '1'])), [f('x-t', '1')]);
@@ -86,7 +125,10 @@ test('responses and trailers', () => {
 test('encodeResponse: HEADERS then DATA with content-length; JSON helper', () => {
   const bytes = encodeJsonResponse(200, { ok: true });
   const frames = new H3FrameParser({ stream: 'request', role: 'client' }).push(bytes);
-  assert.deepEqual(frames.map((x) => x.type), ['headers', 'data']);
+  assert.deepEqual(
+    frames.map((x) => x.type),
+    ['headers', 'data'],
+  );
   const hdrs = frames[0].type === 'headers' ? decodeFieldSection(frames[0].fieldSection) : [];
   assert.deepEqual(hdrs, fields([':status', '200'], ['content-type', 'application/json'], ['content-length', '11']));
   assert.equal(frames[1].type === 'data' && Buffer.from(frames[1].payload).toString(), '{"ok":true}');
@@ -100,7 +142,11 @@ test('Extended CONNECT builder produces what the validator accepts; authorizatio
   const spec = { protocol: 'connect-udp', authority: 'pop:443', path: '/.well-known/masque/udp/192.0.2.1/53/', headers: { authorization: 'Bearer x' } };
   const req = validateRequestHeaders(decodeFieldSection(encodeFieldSection(extendedConnectFields(spec))));
   assert.equal(req.kind === 'extended-connect' && req.protocol, 'connect-udp');
-  const decoded = decodeFieldSection(new H3FrameParser({ stream: 'request', role: 'server' }).push(encodeExtendedConnect(spec)).map((x) => (x.type === 'headers' ? x.fieldSection : new Uint8Array(0)))[0]);
+  const decoded = decodeFieldSection(
+    new H3FrameParser({ stream: 'request', role: 'server' })
+      .push(encodeExtendedConnect(spec))
+      .map((x) => (x.type === 'headers' ? x.fieldSection : new Uint8Array(0)))[0],
+  );
   assert.equal(decoded.find((x) => x.name === 'authorization')?.neverIndex, true);
 });
 
@@ -167,14 +213,25 @@ test('RequestStreamReader (client): interim, final, data, trailers; errors carry
   );
   const reader = new RequestStreamReader({ role: 'client' });
   const events = reader.push(bytes);
-  assert.deepEqual(events.map((e) => (e.type === 'response' ? `response:${e.response.status}:${e.interim}` : e.type)), ['response:103:true', 'response:200:false', 'data', 'trailers']);
+  assert.deepEqual(
+    events.map((e) => (e.type === 'response' ? `response:${e.response.status}:${e.interim}` : e.type)),
+    ['response:103:true', 'response:200:false', 'data', 'trailers'],
+  );
   reader.end();
   expectH3(() => reader.push(encodeDataFrame(Uint8Array.of(1))), H3ErrorCode.H3_FRAME_UNEXPECTED);
 
   expectH3(() => new RequestStreamReader({ role: 'server' }).push(encodeDataFrame(Uint8Array.of(1))), H3ErrorCode.H3_FRAME_UNEXPECTED, 'connection');
   expectH3(() => new RequestStreamReader({ role: 'server' }).push(encodeSettingsFrame({})), H3ErrorCode.H3_FRAME_UNEXPECTED, 'connection');
-  expectH3(() => new RequestStreamReader({ role: 'server' }).push(encodeHeadersFrame(Uint8Array.of(0, 0, 0x80))), H3ErrorCode.QPACK_DECOMPRESSION_FAILED, 'connection');
-  expectH3(() => new RequestStreamReader({ role: 'server' }).push(encodeHeadersFrame(encodeFieldSection(fields([':method', 'GET'])))), H3ErrorCode.H3_MESSAGE_ERROR, 'stream');
+  expectH3(
+    () => new RequestStreamReader({ role: 'server' }).push(encodeHeadersFrame(Uint8Array.of(0, 0, 0x80))),
+    H3ErrorCode.QPACK_DECOMPRESSION_FAILED,
+    'connection',
+  );
+  expectH3(
+    () => new RequestStreamReader({ role: 'server' }).push(encodeHeadersFrame(encodeFieldSection(fields([':method', 'GET'])))),
+    H3ErrorCode.H3_MESSAGE_ERROR,
+    'stream',
+  );
   const early = new RequestStreamReader({ role: 'server' });
   early.push(encodeHeadersFrame(encodeFieldSection(connectIp)).subarray(0, 5));
   expectH3(() => early.end(), H3ErrorCode.H3_FRAME_ERROR);
@@ -183,15 +240,20 @@ test('RequestStreamReader (client): interim, final, data, trailers; errors carry
 
 test('property: random bytes on a request stream raise only H3Error (both roles)', () => {
   fc.assert(
-    fc.property(fc.constantFrom('server' as const, 'client' as const), fc.array(fc.uint8Array({ maxLength: 60 }), { maxLength: 6 }), fc.boolean(), (role, chunks, end) => {
-      const reader = new RequestStreamReader({ role, maxFrameSize: 256, maxFieldSectionSize: 512 });
-      try {
-        for (const c of chunks) reader.push(c);
-        if (end) reader.end();
-      } catch (e) {
-        if (!(e instanceof H3Error)) throw e;
-      }
-    }),
+    fc.property(
+      fc.constantFrom('server' as const, 'client' as const),
+      fc.array(fc.uint8Array({ maxLength: 60 }), { maxLength: 6 }),
+      fc.boolean(),
+      (role, chunks, end) => {
+        const reader = new RequestStreamReader({ role, maxFrameSize: 256, maxFieldSectionSize: 512 });
+        try {
+          for (const c of chunks) reader.push(c);
+          if (end) reader.end();
+        } catch (e) {
+          if (!(e instanceof H3Error)) throw e;
+        }
+      },
+    ),
     { numRuns: 2000 },
   );
   // Well-framed HEADERS with random field sections get deeper: QPACK and validation.

@@ -9,7 +9,16 @@ const malformed = (msg: string) => new H3Error(H3ErrorCode.H3_MESSAGE_ERROR, 'st
 
 export type ValidatedRequest =
   /** Extended CONNECT (RFC 9220): :protocol names the tunnel (connect-udp, connect-ip, ...). */
-  | { kind: 'extended-connect'; method: 'CONNECT'; protocol: string; scheme: string; authority: string; path: string; headers: HeaderField[]; capsuleProtocol: boolean }
+  | {
+      kind: 'extended-connect';
+      method: 'CONNECT';
+      protocol: string;
+      scheme: string;
+      authority: string;
+      path: string;
+      headers: HeaderField[];
+      capsuleProtocol: boolean;
+    }
   /** Classic CONNECT (a TCP tunnel to :authority). */
   | { kind: 'connect'; method: 'CONNECT'; authority: string; headers: HeaderField[] }
   /** Any other request. authority is :authority or else the Host header. */

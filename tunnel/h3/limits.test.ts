@@ -27,9 +27,21 @@ test('4 MiB of random bytes through each stream decoder in 1 KiB chunks', () => 
   const chunked = (push: (c: Uint8Array) => unknown) => () => {
     for (let i = 0; i < data.length; i += 1024) push(data.subarray(i, i + 1024));
   };
-  within(3000, 'control parser', chunked((c) => new H3FrameParser({ stream: 'control', role: 'server' }).push(c)));
-  within(3000, 'request reader', chunked((c) => new RequestStreamReader({ role: 'server' }).push(c)));
-  within(3000, 'capsule parser', chunked((c) => new CapsuleParser().push(c)));
+  within(
+    3000,
+    'control parser',
+    chunked((c) => new H3FrameParser({ stream: 'control', role: 'server' }).push(c)),
+  );
+  within(
+    3000,
+    'request reader',
+    chunked((c) => new RequestStreamReader({ role: 'server' }).push(c)),
+  );
+  within(
+    3000,
+    'capsule parser',
+    chunked((c) => new CapsuleParser().push(c)),
+  );
 });
 
 test('long streams of tiny frames and capsules are linear', () => {

@@ -3,9 +3,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { H3Error, H3ErrorCode } from './errors.js';
 import { EOS, HUFFMAN_TABLE, HUFFMAN_TABLE_ERROR, huffmanDecode, huffmanDecodeBitwise, huffmanEncode } from './huffman.js';
-import {
-  decodeFieldSection, encodeFieldSection, QPACK_STATIC_TABLE, QpackDecoderStreamReader, QpackEncoderStreamReader, type HeaderField,
-} from './qpack.js';
+import { decodeFieldSection, encodeFieldSection, QPACK_STATIC_TABLE, QpackDecoderStreamReader, QpackEncoderStreamReader, type HeaderField } from './qpack.js';
 
 const hex = (h: string) => Uint8Array.from(Buffer.from(h.replace(/\s+/g, ''), 'hex'));
 const toHex = (b: Uint8Array) => Buffer.from(b).toString('hex');
@@ -127,7 +125,8 @@ test('encoder uses indexed lines for exact static matches and keeps the never-in
 
 test('encoder stream: only Set Dynamic Table Capacity 0 is accepted', () => {
   new QpackEncoderStreamReader().push(hex('2020'));
-  for (const b of ['21', '3f01', 'c0 01 61', '41 61 01 62', '00']) expectH3(() => new QpackEncoderStreamReader().push(hex(b)), H3ErrorCode.QPACK_ENCODER_STREAM_ERROR);
+  for (const b of ['21', '3f01', 'c0 01 61', '41 61 01 62', '00'])
+    expectH3(() => new QpackEncoderStreamReader().push(hex(b)), H3ErrorCode.QPACK_ENCODER_STREAM_ERROR);
 });
 
 test('decoder stream: Stream Cancellation accepted, acknowledgments and increments refused', () => {
@@ -170,9 +169,19 @@ test('property: the nibble-table Huffman decoder agrees with the bit-by-bit refe
     }
   };
   fc.assert(
-    fc.property(fc.oneof(fc.uint8Array({ maxLength: 40 }), latin1.map((s) => huffmanEncode(s)), latin1.map((s) => Uint8Array.from([...huffmanEncode(s), 0xff]))), (bytes) => {
-      assert.equal(outcome(() => huffmanDecode(bytes)), outcome(() => huffmanDecodeBitwise(bytes)));
-    }),
+    fc.property(
+      fc.oneof(
+        fc.uint8Array({ maxLength: 40 }),
+        latin1.map((s) => huffmanEncode(s)),
+        latin1.map((s) => Uint8Array.from([...huffmanEncode(s), 0xff])),
+      ),
+      (bytes) => {
+        assert.equal(
+          outcome(() => huffmanDecode(bytes)),
+          outcome(() => huffmanDecodeBitwise(bytes)),
+        );
+      },
+    ),
     { numRuns: 3000 },
   );
 });

@@ -203,7 +203,10 @@ function writeString(buf: Uint8Array, pos: number, s: PlannedString, bits: numbe
  */
 export function encodeFieldSection(fields: readonly HeaderField[], opts: EncodeFieldSectionOptions = {}): Uint8Array {
   const huffman = opts.huffman ?? true;
-  type Plan = { kind: 'indexed'; index: number } | { kind: 'nameref'; index: number; value: PlannedString; n: boolean } | { kind: 'literal'; name: PlannedString; value: PlannedString; n: boolean };
+  type Plan =
+    | { kind: 'indexed'; index: number }
+    | { kind: 'nameref'; index: number; value: PlannedString; n: boolean }
+    | { kind: 'literal'; name: PlannedString; value: PlannedString; n: boolean };
   const plans: Plan[] = [];
   let total = 2;
   for (const f of fields) {
@@ -251,7 +254,8 @@ export class QpackEncoderStreamReader {
     for (let i = 0; i < chunk.length; i++) {
       const b = chunk[i];
       if (b === 0x20) continue;
-      const what = b & 0x80 ? 'Insert With Name Reference' : b & 0x40 ? 'Insert With Literal Name' : b & 0x20 ? 'Set Dynamic Table Capacity above 0' : 'Duplicate';
+      const what =
+        b & 0x80 ? 'Insert With Name Reference' : b & 0x40 ? 'Insert With Literal Name' : b & 0x20 ? 'Set Dynamic Table Capacity above 0' : 'Duplicate';
       throw new H3Error(H3ErrorCode.QPACK_ENCODER_STREAM_ERROR, 'connection', `${what} on the encoder stream, but our dynamic table capacity is 0`);
     }
   }
@@ -275,7 +279,8 @@ export class QpackDecoderStreamReader {
         if ((b & 0x80) === 0) this.inInteger = false;
         continue;
       }
-      if (b & 0x80) throw new H3Error(H3ErrorCode.QPACK_DECODER_STREAM_ERROR, 'connection', 'Section Acknowledgment for a field section that used no dynamic table');
+      if (b & 0x80)
+        throw new H3Error(H3ErrorCode.QPACK_DECODER_STREAM_ERROR, 'connection', 'Section Acknowledgment for a field section that used no dynamic table');
       if ((b & 0x40) === 0) throw new H3Error(H3ErrorCode.QPACK_DECODER_STREAM_ERROR, 'connection', 'Insert Count Increment, but we never inserted');
       // Stream Cancellation with a 6-bit prefix: continuation bytes follow when the prefix is all ones.
       if ((b & 0x3f) === 0x3f) {

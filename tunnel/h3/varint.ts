@@ -87,9 +87,9 @@ export function readVarint(buf: Uint8Array, offset: number): number {
     case 2:
       return ((first & 0x3f) << 8) | buf[offset + 1];
     case 4:
-      return ((first & 0x3f) * 0x1000000) + ((buf[offset + 1] << 16) | (buf[offset + 2] << 8) | buf[offset + 3]);
+      return (first & 0x3f) * 0x1000000 + ((buf[offset + 1] << 16) | (buf[offset + 2] << 8) | buf[offset + 3]);
     default: {
-      const hi = ((first & 0x3f) * 0x1000000) + ((buf[offset + 1] << 16) | (buf[offset + 2] << 8) | buf[offset + 3]);
+      const hi = (first & 0x3f) * 0x1000000 + ((buf[offset + 1] << 16) | (buf[offset + 2] << 8) | buf[offset + 3]);
       const lo = ((buf[offset + 4] << 24) >>> 0) + ((buf[offset + 5] << 16) | (buf[offset + 6] << 8) | buf[offset + 7]);
       return hi * 0x100000000 + lo;
     }

@@ -3,15 +3,30 @@
 // HTTP Datagrams. Many clients can share one QuicEndpoint (one UDP socket).
 import { QuicEndpoint, type CloseReason } from '../quic/index.js';
 import {
-  H3Error, RequestStreamReader, CapsuleParser, encodeExtendedConnect, encodeHeadersFrame, encodeFieldSection, encodeDataFrameHeader,
-  encodeTypedCapsule, encodeDatagramCapsule, readContextId, encodeHttpDatagramPrefix, h3ErrorName,
-  type IpAddressEntry, type IpAddressRange, type HeaderField,
+  H3Error,
+  RequestStreamReader,
+  CapsuleParser,
+  encodeExtendedConnect,
+  encodeHeadersFrame,
+  encodeFieldSection,
+  encodeDataFrameHeader,
+  encodeTypedCapsule,
+  encodeDatagramCapsule,
+  readContextId,
+  encodeHttpDatagramPrefix,
+  h3ErrorName,
+  type IpAddressEntry,
+  type IpAddressRange,
+  type HeaderField,
 } from '../h3/index.js';
 import { H3Connection } from './h3-conn.js';
 import { TOKEN_REFRESH_PATH } from './server.js';
 
 export class MasqueHttpError extends Error {
-  constructor(readonly status: number, readonly body: string) {
+  constructor(
+    readonly status: number,
+    readonly body: string,
+  ) {
     super(`server answered ${status}${body ? `: ${body.slice(0, 200)}` : ''}`);
     this.name = 'MasqueHttpError';
   }
@@ -64,7 +79,11 @@ export class MasqueSession {
   private readonly prefix: Buffer;
   readonly stats = { sent: 0, received: 0, dropped: 0 };
 
-  constructor(readonly client: MasqueClient, readonly streamId: number, readonly kind: 'udp' | 'ip') {
+  constructor(
+    readonly client: MasqueClient,
+    readonly streamId: number,
+    readonly kind: 'udp' | 'ip',
+  ) {
     this.prefix = Buffer.from(encodeHttpDatagramPrefix(streamId, 0));
   }
 
@@ -140,7 +159,11 @@ export class MasqueClient {
   onClosed: (r: CloseReason) => void = () => {};
   goaway = false;
 
-  private constructor(readonly endpoint: QuicEndpoint, readonly opts: MasqueClientOptions, ownsEndpoint: boolean) {
+  private constructor(
+    readonly endpoint: QuicEndpoint,
+    readonly opts: MasqueClientOptions,
+    ownsEndpoint: boolean,
+  ) {
     this.ownsEndpoint = ownsEndpoint;
     const quic = endpoint.connect(opts.host, opts.port, opts.serverName ?? opts.host);
     this.h3 = new H3Connection(quic, 'client', {
@@ -160,7 +183,9 @@ export class MasqueClient {
   /** Connects and completes the QUIC handshake. */
   static async connect(opts: MasqueClientOptions): Promise<MasqueClient> {
     const own = opts.endpoint === undefined;
-    const endpoint = opts.endpoint ?? (await QuicEndpoint.client({ caPem: opts.caPem, insecure: opts.insecure, idleTimeoutMs: opts.idleTimeoutMs }, opts.host.includes(':') ? 'udp6' : 'udp4'));
+    const endpoint =
+      opts.endpoint ??
+      (await QuicEndpoint.client({ caPem: opts.caPem, insecure: opts.insecure, idleTimeoutMs: opts.idleTimeoutMs }, opts.host.includes(':') ? 'udp6' : 'udp4'));
     const c = new MasqueClient(endpoint, opts, own);
     const timeoutMs = opts.timeoutMs ?? 10_000;
     await new Promise<void>((resolve, reject) => {
@@ -268,7 +293,10 @@ export class MasqueClient {
   async request(method: string, path: string, headers: Record<string, string> = {}): Promise<HttpAnswer> {
     const id = this.newStream();
     const fields: HeaderField[] = [
-      { name: ':method', value: method }, { name: ':scheme', value: 'https' }, { name: ':authority', value: this.authority }, { name: ':path', value: path },
+      { name: ':method', value: method },
+      { name: ':scheme', value: 'https' },
+      { name: ':authority', value: this.authority },
+      { name: ':path', value: path },
       ...Object.entries(headers).map(([name, value]) => ({ name, value, neverIndex: name === 'authorization' })),
     ];
     const answer = this.await(id, false);
@@ -285,15 +313,23 @@ export class MasqueClient {
     const id = this.newStream();
     const session = new MasqueSession(this, id, kind);
     const answer = this.await(id, true, session);
-    this.h3.write(id, encodeExtendedConnect({
-      protocol: kind === 'udp' ? 'connect-udp' : 'connect-ip', authority: this.authority, path,
-      headers: token !== undefined ? { authorization: `Bearer ${token}` } : {},
-    }));
+    this.h3.write(
+      id,
+      encodeExtendedConnect({
+        protocol: kind === 'udp' ? 'connect-udp' : 'connect-ip',
+        authority: this.authority,
+        path,
+        headers: token !== undefined ? { authorization: `Bearer ${token}` } : {},
+      }),
+    );
     if (kind === 'ip') {
-      const req = encodeTypedCapsule({ type: 'address_request', addresses: [
-        { requestId: 1, version: 4, address: '0.0.0.0', prefixLength: 32 },
-        { requestId: 2, version: 6, address: '::', prefixLength: 128 },
-      ] });
+      const req = encodeTypedCapsule({
+        type: 'address_request',
+        addresses: [
+          { requestId: 1, version: 4, address: '0.0.0.0', prefixLength: 32 },
+          { requestId: 2, version: 6, address: '::', prefixLength: 128 },
+        ],
+      });
       this.h3.write(id, encodeDataFrameHeader(req.length));
       this.h3.write(id, req);
     }

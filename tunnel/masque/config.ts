@@ -1,12 +1,20 @@
 // The `tunnel.masque` section: the HTTP/3 listener terminating connect-udp and connect-ip.
 import { z } from 'zod';
-import { enabledFlag, hostPort, duration, prefix, ifname, port } from '../../dataplane/config/common.js';
+import { enabledFlag, hostPort, duration, prefix, ifname, port } from '../../dataplane/index.js';
 
 const portRange = z
   .union([port(), z.string().regex(/^\d{1,5}-\d{1,5}$/, { error: (iss) => `expected a port or a range like "1024-65535", got ${JSON.stringify(iss.input)}` })])
-  .refine((v) => typeof v === 'number' || (() => { const [a, b] = v.split('-').map(Number); return a! >= 1 && b! <= 65535 && a! <= b!; })(), {
-    error: (iss) => `expected a port range within 1-65535, low-high, got ${JSON.stringify(iss.input)}`,
-  });
+  .refine(
+    (v) =>
+      typeof v === 'number' ||
+      (() => {
+        const [a, b] = v.split('-').map(Number);
+        return a! >= 1 && b! <= 65535 && a! <= b!;
+      })(),
+    {
+      error: (iss) => `expected a port range within 1-65535, low-high, got ${JSON.stringify(iss.input)}`,
+    },
+  );
 
 export const masqueConfigSchema = z.strictObject({
   enabled: enabledFlag(),

@@ -62,7 +62,10 @@ export function clientCredentials(issuer: string, clientId: string, secretFile: 
       const res = await fetch(endpoint, {
         method: 'POST',
         signal: AbortSignal.timeout(10_000),
-        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(secret)}`).toString('base64')}` },
+        headers: {
+          'content-type': 'application/x-www-form-urlencoded',
+          authorization: `Basic ${Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(secret)}`).toString('base64')}`,
+        },
         body: new URLSearchParams({ grant_type: 'client_credentials', scope }),
       });
       if (!res.ok) throw new Error(`token endpoint answered ${res.status}`);
@@ -136,9 +139,7 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
       try {
         const { token, expiresAt } = await o.tokens.get();
         client = await MasqueClient.connect({ host: server.host, port: server.port, serverName: o.serverName, caPem: o.caPem, insecure: o.insecure });
-        const session = o.mode === 'udp'
-          ? await client.openUdp(splitHostPort(o.target!)!, token)
-          : await client.openIp(token);
+        const session = o.mode === 'udp' ? await client.openUdp(splitHostPort(o.target!)!, token) : await client.openIp(token);
         current = session;
         if (o.mode === 'udp') {
           session.onPayload = (p) => {
@@ -168,22 +169,25 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
         const schedule = (exp: number | undefined) => {
           if (exp === undefined) return;
           const left = exp * 1000 - Date.now();
-          refreshTimer = setTimeout(async () => {
-            try {
-              const next = await o.tokens.get();
-              if (next.expiresAt !== undefined && next.expiresAt <= exp) {
-                o.log('the token source has no fresher token; the session ends when this one expires');
-                return;
+          refreshTimer = setTimeout(
+            async () => {
+              try {
+                const next = await o.tokens.get();
+                if (next.expiresAt !== undefined && next.expiresAt <= exp) {
+                  o.log('the token source has no fresher token; the session ends when this one expires');
+                  return;
+                }
+                const a = await client!.refreshToken(next.token);
+                if (a.status !== 204) throw new MasqueHttpError(a.status, a.body.toString());
+                o.log('token refreshed');
+                schedule(next.expiresAt);
+              } catch (err) {
+                o.log(`token refresh failed: ${(err as Error).message}`);
+                schedule(Math.floor(Date.now() / 1000) + 2);
               }
-              const a = await client!.refreshToken(next.token);
-              if (a.status !== 204) throw new MasqueHttpError(a.status, a.body.toString());
-              o.log('token refreshed');
-              schedule(next.expiresAt);
-            } catch (err) {
-              o.log(`token refresh failed: ${(err as Error).message}`);
-              schedule(Math.floor(Date.now() / 1000) + 2);
-            }
-          }, Math.max(Math.min(left * 0.8, left - 1000), 200));
+            },
+            Math.max(Math.min(left * 0.8, left - 1000), 200),
+          );
         };
         schedule(expiresAt);
         const end = await new Promise<SessionEnd | 'stop'>((resolve) => {
@@ -215,7 +219,7 @@ export function registerConnectCommand(program: Command): void {
   program
     .command('connect')
     .description('open a MASQUE tunnel (connect-ip or connect-udp over HTTP/3) to a PoP')
-    .requiredOption('--server <host:port>', 'the PoP\'s MASQUE listener')
+    .requiredOption('--server <host:port>', "the PoP's MASQUE listener")
     .option('--server-name <name>', 'TLS server name (default: the server host)')
     .option('--token <jwt>', 'bearer token')
     .option('--token-file <file>', 'file holding the bearer token (re-read on every refresh)')
@@ -237,7 +241,8 @@ export function registerConnectCommand(program: Command): void {
       if (typeof opts.token === 'string') tokens = staticToken(opts.token);
       else if (typeof opts.tokenFile === 'string') tokens = fileToken(opts.tokenFile);
       else {
-        if (typeof opts.clientId !== 'string' || typeof opts.clientSecretFile !== 'string') throw new Error('--issuer needs --client-id and --client-secret-file');
+        if (typeof opts.clientId !== 'string' || typeof opts.clientSecretFile !== 'string')
+          throw new Error('--issuer needs --client-id and --client-secret-file');
         tokens = clientCredentials(opts.issuer as string, opts.clientId, opts.clientSecretFile, opts.projectId as string | undefined);
       }
       let caPem: string | undefined;
@@ -250,11 +255,21 @@ export function registerConnectCommand(program: Command): void {
       }
       const ac = new AbortController();
       for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => ac.abort());
-      await runConnect({
-        server: opts.server as string, serverName: opts.serverName as string | undefined, tokens, mode: opts.mode, caPem, insecure: opts.insecure === true,
-        listen: opts.listen as string, target: opts.target as string | undefined, tun: opts.tun as string,
-        log: (line) => process.stderr.write(`cbr connect: ${line}\n`),
-      }, ac.signal);
+      await runConnect(
+        {
+          server: opts.server as string,
+          serverName: opts.serverName as string | undefined,
+          tokens,
+          mode: opts.mode,
+          caPem,
+          insecure: opts.insecure === true,
+          listen: opts.listen as string,
+          target: opts.target as string | undefined,
+          tun: opts.tun as string,
+          log: (line) => process.stderr.write(`cbr connect: ${line}\n`),
+        },
+        ac.signal,
+      );
       process.exitCode = 0;
     });
 }

@@ -3,17 +3,28 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { withTopology, type Namespace } from '../../bench/index.js';
+import { withTopology, type Namespace } from '../../testhosts/index.js';
 import { CLI_PATH } from '../../dataplane/testing.js';
-import { masqueTestbed, metricValue, type Testbed } from './testbed/index.js';
+import { masqueTestbed, metricValue, type Testbed } from './testing.js';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 
-const LOAD_MAIN = join(dirname(fileURLToPath(import.meta.url)), 'testbed', 'load-main.js');
+const LOAD_MAIN = join(dirname(fileURLToPath(import.meta.url)), 'testing-load.js');
 
 /** `cbr connect` in the client namespace; resolves when a stderr line matches. */
 function startConnect(tb: Testbed, args: string[]): { child: ChildProcess; waitFor(re: RegExp, ms?: number): Promise<string>; output(): string } {
-  const child = tb.client.spawn([process.execPath, CLI_PATH, 'connect', '--server', `${tb.popAddr}:${tb.port}`, '--server-name', 'pop.test', '--ca', tb.caFile, ...args]);
+  const child = tb.client.spawn([
+    process.execPath,
+    CLI_PATH,
+    'connect',
+    '--server',
+    `${tb.popAddr}:${tb.port}`,
+    '--server-name',
+    'pop.test',
+    '--ca',
+    tb.caFile,
+    ...args,
+  ]);
   let err = '';
   const listeners = new Set<() => void>();
   child.stderr!.on('data', (d) => {
@@ -79,7 +90,20 @@ test('connect-ip: ping and an iperf3 TCP flow from the client namespace to the o
   await withTopology(async (topo) => {
     const tb = await masqueTestbed(topo);
     // Tokens by client credentials from the dev issuer (the Zitadel service-user flow).
-    const c = startConnect(tb, ['--mode', 'ip', '--tun', 'cbrc0', '--issuer', tb.issuerUrl, '--client-id', tb.clientId, '--client-secret-file', tb.clientSecretFile, '--project-id', '281474976710656']);
+    const c = startConnect(tb, [
+      '--mode',
+      'ip',
+      '--tun',
+      'cbrc0',
+      '--issuer',
+      tb.issuerUrl,
+      '--client-id',
+      tb.clientId,
+      '--client-secret-file',
+      tb.clientSecretFile,
+      '--project-id',
+      '281474976710656',
+    ]);
     try {
       const line = await c.waitFor(/session open: connect-ip addresses .*/);
       assert.match(line, /100\.64\.61\.2\/32/);
@@ -137,7 +161,16 @@ test('1,000 concurrent connect-udp sessions from one client process hold', async
   await withTopology(async (topo) => {
     const tb = await masqueTestbed(topo);
     udpEcho(tb.origin, 7007);
-    const cfg = { mode: 'sessions', host: tb.popAddr, port: tb.port, ca: tb.caFile, token: await tb.mint('load', { ttlS: 600 }), target: { host: tb.originAddr, port: 7007 }, count: 1000, concurrency: 100 };
+    const cfg = {
+      mode: 'sessions',
+      host: tb.popAddr,
+      port: tb.port,
+      ca: tb.caFile,
+      token: await tb.mint('load', { ttlS: 600 }),
+      target: { host: tb.originAddr, port: 7007 },
+      count: 1000,
+      concurrency: 100,
+    };
     const load = tb.client.spawn([process.execPath, LOAD_MAIN], { env: { ...process.env, CBR_LOAD: JSON.stringify(cfg) }, stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
@@ -154,7 +187,7 @@ test('1,000 concurrent connect-udp sessions from one client process hold', async
       });
     });
     const r = JSON.parse(await firstLine);
-    if (process.env.CBR_DEBUG) console.error("load result", r);
+    if (process.env.CBR_DEBUG) console.error('load result', r);
     assert.equal(r.opened, 1000, JSON.stringify(r));
     assert.equal(r.echoed, r.sampled, 'sampled sessions carry traffic');
     const m = await tb.metrics();

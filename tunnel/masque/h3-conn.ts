@@ -5,9 +5,23 @@
 // connection errors close the QUIC connection, stream errors reset that stream.
 import type { QuicConnection, CloseReason } from '../quic/index.js';
 import {
-  H3Error, H3ErrorCode, H3FrameParser, PeerUniStreams, readUniStreamHeader, criticalStreamClosed, encodeControlStreamPreamble,
-  encodeUniStreamHeader, encodeGoawayFrame, QpackEncoderStreamReader, QpackDecoderStreamReader, UniStreamType,
-  parseHttpDatagram, newHttpDatagramHeader, type H3Settings, type EndpointRole, type UniStreamKind,
+  H3Error,
+  H3ErrorCode,
+  H3FrameParser,
+  PeerUniStreams,
+  readUniStreamHeader,
+  criticalStreamClosed,
+  encodeControlStreamPreamble,
+  encodeUniStreamHeader,
+  encodeGoawayFrame,
+  QpackEncoderStreamReader,
+  QpackDecoderStreamReader,
+  UniStreamType,
+  parseHttpDatagram,
+  newHttpDatagramHeader,
+  type H3Settings,
+  type EndpointRole,
+  type UniStreamKind,
 } from '../h3/index.js';
 
 /** Stream IDs of our unidirectional streams: client 2, 6, 10; server 3, 7, 11. */
@@ -52,7 +66,11 @@ export class H3Connection {
   /** The highest client bidirectional stream ID we have seen (for GOAWAY). */
   highestRequestStream = -4;
 
-  constructor(readonly quic: QuicConnection, readonly role: EndpointRole, private readonly events: H3Events) {
+  constructor(
+    readonly quic: QuicConnection,
+    readonly role: EndpointRole,
+    private readonly events: H3Events,
+  ) {
     this.peerUniTypes = new PeerUniStreams(role);
     quic.handler = {
       onEstablished: () => this.openControlStreams(),

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { withTopology, uniqueName } from '../../bench/index.js';
+import { withTopology, uniqueName } from '../../testhosts/index.js';
 import { IpGateway } from './ip-gateway.js';
 import { checksum } from './ip-packet.js';
 
@@ -32,7 +32,15 @@ test('connect-ip gateway: forwards and NATs a client packet to an origin namespa
     const origin = await topo.namespace('origin');
     const [popEnd] = await topo.link(pop, origin, { aAddr: '10.50.0.1/24', bAddr: '10.50.0.2/24' });
     void popEnd;
-    const gw = await IpGateway.create({ tunName: uniqueName('m'), mtu: 1280, poolV4: '100.64.9.0/24', poolV6: 'fd00:cb:9::/64', nat: true, allowPrivate: true, netns: pop.name });
+    const gw = await IpGateway.create({
+      tunName: uniqueName('m'),
+      mtu: 1280,
+      poolV4: '100.64.9.0/24',
+      poolV6: 'fd00:cb:9::/64',
+      nat: true,
+      allowPrivate: true,
+      netns: pop.name,
+    });
     try {
       const received: Uint8Array[] = [];
       const sink = { deliver: (p: Uint8Array) => (received.push(Uint8Array.from(p)), true) };

@@ -75,7 +75,16 @@ function formatBytes(b: Uint8Array): string {
 }
 
 export class IpGateway {
-  readonly drops: Record<IpDropReason, number> = { malformed: 0, 'spoofed-source': 0, 'too-big': 0, 'ttl-expired': 0, policy: 0, 'no-session': 0, 'tun-write': 0, 'client-queue': 0 };
+  readonly drops: Record<IpDropReason, number> = {
+    malformed: 0,
+    'spoofed-source': 0,
+    'too-big': 0,
+    'ttl-expired': 0,
+    policy: 0,
+    'no-session': 0,
+    'tun-write': 0,
+    'client-queue': 0,
+  };
   readonly counters = { packetsIn: 0, packetsOut: 0, bytesIn: 0, bytesOut: 0 };
   private readonly sessions = new Map<string, IpSessionSink>();
   private readonly gw4: Uint8Array;
@@ -84,7 +93,12 @@ export class IpGateway {
   private readonly nftTable: string;
   private readonly policyCache = new Map<string, boolean>();
 
-  private constructor(readonly opts: IpGatewayOptions, readonly tun: TunDevice, readonly pool4: AddressPool, readonly pool6: AddressPool) {
+  private constructor(
+    readonly opts: IpGatewayOptions,
+    readonly tun: TunDevice,
+    readonly pool4: AddressPool,
+    readonly pool6: AddressPool,
+  ) {
     this.gw4 = ipBytes(pool4.gateway);
     this.gw6 = ipBytes(pool6.gateway);
     this.policy = new TargetPolicy({ allowPrefixes: ['0.0.0.0/0', '::/0'], allowPrivate: opts.allowPrivate });
@@ -122,16 +136,19 @@ export class IpGateway {
     await this.run(['sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1']);
     if (!this.opts.nat) return;
     const t = this.opts.tunName;
-    await this.run(['nft', '-f', '-'], [
-      `table inet ${this.nftTable} {`,
-      '  chain postrouting {',
-      '    type nat hook postrouting priority srcnat; policy accept;',
-      `    ip saddr ${this.opts.poolV4} oifname != "${t}" masquerade`,
-      `    ip6 saddr ${this.opts.poolV6} oifname != "${t}" masquerade`,
-      '  }',
-      '}',
-      '',
-    ].join('\n'));
+    await this.run(
+      ['nft', '-f', '-'],
+      [
+        `table inet ${this.nftTable} {`,
+        '  chain postrouting {',
+        '    type nat hook postrouting priority srcnat; policy accept;',
+        `    ip saddr ${this.opts.poolV4} oifname != "${t}" masquerade`,
+        `    ip6 saddr ${this.opts.poolV6} oifname != "${t}" masquerade`,
+        '  }',
+        '}',
+        '',
+      ].join('\n'),
+    );
   }
 
   /** Assigns one IPv4 and one IPv6 address to a session; packets to them go to `sink`. */
@@ -152,7 +169,10 @@ export class IpGateway {
     this.sessions.set(k6, sink);
     let released = false;
     return {
-      v4, v6, v4Bytes, v6Bytes,
+      v4,
+      v6,
+      v4Bytes,
+      v6Bytes,
       release: () => {
         if (released) return;
         released = true;

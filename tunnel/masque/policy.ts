@@ -7,7 +7,10 @@ export const IP_PATH_PREFIX = '/.well-known/masque/ip/';
 
 export class TargetError extends Error {
   /** 400 for a malformed path, 403 for a target the policy refuses. */
-  constructor(readonly status: 400 | 403, message: string) {
+  constructor(
+    readonly status: 400 | 403,
+    message: string,
+  ) {
     super(message);
     this.name = 'TargetError';
   }
@@ -37,7 +40,8 @@ const HOSTNAME_RE = /^(?=.{1,253}$)(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9
 /** `/.well-known/masque/udp/{target_host}/{target_port}/` → host and port (host is an IP literal or a DNS name). */
 export function parseUdpPath(path: string): UdpTarget {
   const [host, portText] = splitTemplate(path, UDP_PATH_PREFIX);
-  if (!/^\d{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) throw new TargetError(400, `bad target_port ${JSON.stringify(portText)}`);
+  if (!/^\d{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535)
+    throw new TargetError(400, `bad target_port ${JSON.stringify(portText)}`);
   const h = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
   if (isIP(h) === 0 && !HOSTNAME_RE.test(h)) throw new TargetError(400, `bad target_host ${JSON.stringify(host)}`);
   return { host: h, port: Number(portText) };
@@ -70,7 +74,17 @@ export function parseIpPath(path: string): IpTarget {
   return out;
 }
 
-const PRIVATE_V4 = ['0.0.0.0/8', '10.0.0.0/8', '100.64.0.0/10', '127.0.0.0/8', '169.254.0.0/16', '172.16.0.0/12', '192.168.0.0/16', '224.0.0.0/4', '240.0.0.0/4'];
+const PRIVATE_V4 = [
+  '0.0.0.0/8',
+  '10.0.0.0/8',
+  '100.64.0.0/10',
+  '127.0.0.0/8',
+  '169.254.0.0/16',
+  '172.16.0.0/12',
+  '192.168.0.0/16',
+  '224.0.0.0/4',
+  '240.0.0.0/4',
+];
 const PRIVATE_V6 = ['::/127', 'fc00::/7', 'fe80::/10', 'ff00::/8'];
 
 function blockList(prefixes: string[]): BlockList {

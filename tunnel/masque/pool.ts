@@ -19,7 +19,10 @@ function v6ToBig(a: string): bigint {
 function bigToV6(n: bigint): string {
   const g: string[] = [];
   for (let i = 7; i >= 0; i--) g.push(((n >> BigInt(i * 16)) & 0xffffn).toString(16));
-  return g.join(':').replace(/(^|:)0(:0)+(:|$)/, '::').replace(/:{3,}/, '::');
+  return g
+    .join(':')
+    .replace(/(^|:)0(:0)+(:|$)/, '::')
+    .replace(/:{3,}/, '::');
 }
 
 export class PoolExhaustedError extends Error {

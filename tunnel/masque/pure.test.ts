@@ -10,16 +10,30 @@ test('connect-udp paths: host/port template, percent-encoded IPv6, bad paths are
   assert.deepEqual(parseUdpPath('/.well-known/masque/udp/192.0.2.6/443/'), { host: '192.0.2.6', port: 443 });
   assert.deepEqual(parseUdpPath('/.well-known/masque/udp/2001%3Adb8%3A%3A42/53/'), { host: '2001:db8::42', port: 53 });
   assert.deepEqual(parseUdpPath('/.well-known/masque/udp/example.com/53/'), { host: 'example.com', port: 53 });
-  for (const bad of ['/.well-known/masque/udp/1.2.3.4/0/', '/.well-known/masque/udp/1.2.3.4/70000/', '/.well-known/masque/udp/1.2.3.4/53', '/other/1/2/', '/.well-known/masque/udp//53/', '/.well-known/masque/udp/a b/53/', '/.well-known/masque/udp/%zz/53/']) {
-    assert.throws(() => parseUdpPath(bad), (e: unknown) => e instanceof TargetError && e.status === 400, bad);
+  for (const bad of [
+    '/.well-known/masque/udp/1.2.3.4/0/',
+    '/.well-known/masque/udp/1.2.3.4/70000/',
+    '/.well-known/masque/udp/1.2.3.4/53',
+    '/other/1/2/',
+    '/.well-known/masque/udp//53/',
+    '/.well-known/masque/udp/a b/53/',
+    '/.well-known/masque/udp/%zz/53/',
+  ]) {
+    assert.throws(
+      () => parseUdpPath(bad),
+      (e: unknown) => e instanceof TargetError && e.status === 400,
+      bad,
+    );
   }
-  fc.assert(fc.property(fc.string(), (s) => {
-    try {
-      parseUdpPath('/.well-known/masque/udp/' + s);
-    } catch (e) {
-      assert.ok(e instanceof TargetError);
-    }
-  }));
+  fc.assert(
+    fc.property(fc.string(), (s) => {
+      try {
+        parseUdpPath(`/.well-known/masque/udp/${s}`);
+      } catch (e) {
+        assert.ok(e instanceof TargetError);
+      }
+    }),
+  );
 });
 
 test('connect-ip paths: wildcards, prefixes and protocol numbers', () => {
@@ -36,7 +50,8 @@ test('target policy: private and loopback refused unless allowed; prefixes and p
   assert.equal(p.check('192.0.2.1', 53), undefined);
   assert.equal(p.check('192.0.2.1', 1500), undefined);
   assert.match(p.check('192.0.2.1', 80)!, /port 80/);
-  for (const a of ['127.0.0.1', '10.1.2.3', '192.168.1.1', '172.20.0.1', '169.254.1.1', '100.64.0.1', '::1', 'fe80::1', 'fd00::1', '::ffff:127.0.0.1']) assert.match(p.check(a, 53)!, /private or loopback/, a);
+  for (const a of ['127.0.0.1', '10.1.2.3', '192.168.1.1', '172.20.0.1', '169.254.1.1', '100.64.0.1', '::1', 'fe80::1', 'fd00::1', '::ffff:127.0.0.1'])
+    assert.match(p.check(a, 53)!, /private or loopback/, a);
   const q = new TargetPolicy({ allowPrefixes: ['10.0.0.0/8'], allowPrivate: true });
   assert.equal(q.check('10.9.9.9', 9), undefined);
   assert.match(q.check('192.0.2.1', 9)!, /outside the allowed prefixes/);
@@ -73,12 +88,14 @@ function ipv4Packet(ttl: number, len = 60, df = true): Uint8Array {
 }
 
 test('TTL decrement keeps the IPv4 header checksum valid; TTL 1 expires', () => {
-  fc.assert(fc.property(fc.integer({ min: 2, max: 255 }), (ttl) => {
-    const p = ipv4Packet(ttl);
-    assert.equal(decrementTtl(p), 'ok');
-    assert.equal(p[8], ttl - 1);
-    assert.equal(checksum(p.subarray(0, 20)), 0);
-  }));
+  fc.assert(
+    fc.property(fc.integer({ min: 2, max: 255 }), (ttl) => {
+      const p = ipv4Packet(ttl);
+      assert.equal(decrementTtl(p), 'ok');
+      assert.equal(p[8], ttl - 1);
+      assert.equal(checksum(p.subarray(0, 20)), 0);
+    }),
+  );
   assert.equal(decrementTtl(ipv4Packet(1)), 'ttl-expired');
   const v6 = new Uint8Array(48);
   v6[0] = 0x60;

@@ -27,13 +27,20 @@ export function prefixToRange(prefix: string): IpAddressRange {
   const len = lenText === undefined ? bits : Number(lenText);
   const hostMask = (1n << BigInt(bits - len)) - 1n;
   const start = toBig(bytes) & ~hostMask;
-  return { version: isIPv4(addr!) ? 4 : 6, start: formatIp(fromBig(start, bytes.length)), end: formatIp(fromBig(start | hostMask, bytes.length)), ipProtocol: 0 };
+  return {
+    version: isIPv4(addr!) ? 4 : 6,
+    start: formatIp(fromBig(start, bytes.length)),
+    end: formatIp(fromBig(start | hostMask, bytes.length)),
+    ipProtocol: 0,
+  };
 }
 
 /** Sorted as ROUTE_ADVERTISEMENT wants: IPv4 first, then by start address; overlapping ranges merged. */
 export function sortRanges(ranges: IpAddressRange[]): IpAddressRange[] {
   const key = (a: string) => toBig(parseIp(a)!);
-  const sorted = [...ranges].sort((a, b) => a.version - b.version || a.ipProtocol - b.ipProtocol || (key(a.start) < key(b.start) ? -1 : key(a.start) > key(b.start) ? 1 : 0));
+  const sorted = [...ranges].sort(
+    (a, b) => a.version - b.version || a.ipProtocol - b.ipProtocol || (key(a.start) < key(b.start) ? -1 : key(a.start) > key(b.start) ? 1 : 0),
+  );
   const out: IpAddressRange[] = [];
   for (const r of sorted) {
     const last = out[out.length - 1];

@@ -36,7 +36,12 @@ const gate = new TestGate();
 before(async () => {
   tls = await generateSelfSigned();
   server = await MasqueServer.listen({
-    host: '127.0.0.1', port: 0, tls, serverId: 3, auth: gate, dnsTimeoutMs: 1000,
+    host: '127.0.0.1',
+    port: 0,
+    tls,
+    serverId: 3,
+    auth: gate,
+    dnsTimeoutMs: 1000,
     udpPolicy: new TargetPolicy({ allowPrefixes: ['127.0.0.0/8'], allowPrivate: true }),
   });
   echo = createSocket('udp4');
@@ -113,7 +118,11 @@ test('an expired token ends the session; an in-band refresh keeps it', async () 
     const r = await kept.client.refreshToken(tokenFor('dave', 60));
     assert.equal(r.status, 204);
     assert.equal(r.headers.find((h) => h.name === 'cbr-sessions-refreshed')?.value, '1');
-    assert.equal((await kept.client.refreshToken(tokenFor('eve', 60))).headers.find((h) => h.name === 'cbr-sessions-refreshed')?.value, '0', 'another subject refreshes nothing');
+    assert.equal(
+      (await kept.client.refreshToken(tokenFor('eve', 60))).headers.find((h) => h.name === 'cbr-sessions-refreshed')?.value,
+      '0',
+      'another subject refreshes nothing',
+    );
     assert.equal((await kept.client.refreshToken('junk')).status, 401);
     const until = Date.now() + 5000;
     while (!shortEnd && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
@@ -162,7 +171,10 @@ test('malformed HTTP/3 closes the connection with the right H3 error, and the ne
   r = await rawClient([[2, encodeControlStreamPreamble(), true]]);
   assert.equal(r.code, H3ErrorCode.H3_CLOSED_CRITICAL_STREAM);
   // A frame type reserved for HTTP/2 on a request stream.
-  r = await rawClient([[2, encodeControlStreamPreamble(), false], [0, encodeFrame(0x06, new Uint8Array(8)), false]]);
+  r = await rawClient([
+    [2, encodeControlStreamPreamble(), false],
+    [0, encodeFrame(0x06, new Uint8Array(8)), false],
+  ]);
   assert.equal(r.code, H3ErrorCode.H3_FRAME_UNEXPECTED);
   const c = await connect();
   try {

@@ -11,12 +11,24 @@ import type { AuthGate, Identity, SessionKind } from '../../auth/index.js';
 import { AuthError } from '../../auth/index.js';
 import { QuicEndpoint, type QuicConnection, type CongestionControl, type TlsMaterial } from '../quic/index.js';
 import {
-  H3Error, H3ErrorCode, RequestStreamReader, CapsuleParser, encodeResponse, encodeJsonResponse, encodeDataFrameHeader,
-  encodeTypedCapsule, encodeDatagramCapsule, readContextId, getHeader, encodeHttpDatagramPrefix,
-  type ValidatedRequest, type IpAddressRange, type Capsule,
+  H3Error,
+  H3ErrorCode,
+  RequestStreamReader,
+  CapsuleParser,
+  encodeResponse,
+  encodeJsonResponse,
+  encodeDataFrameHeader,
+  encodeTypedCapsule,
+  encodeDatagramCapsule,
+  readContextId,
+  getHeader,
+  encodeHttpDatagramPrefix,
+  type ValidatedRequest,
+  type IpAddressRange,
+  type Capsule,
 } from '../h3/index.js';
 import { H3Connection } from './h3-conn.js';
-import { parseUdpPath, parseIpPath, TargetError, TargetPolicy, UDP_PATH_PREFIX, IP_PATH_PREFIX } from './policy.js';
+import { parseUdpPath, parseIpPath, TargetError, type TargetPolicy, UDP_PATH_PREFIX, IP_PATH_PREFIX } from './policy.js';
 import { UdpRelay } from './udp-relay.js';
 import type { IpGateway, IpLease, IpSessionSink } from './ip-gateway.js';
 import { PoolExhaustedError } from './pool.js';
@@ -90,7 +102,10 @@ class ServerConn {
   readonly sessions = new Map<number, Session>();
   closed = false;
 
-  constructor(readonly server: MasqueServer, readonly quic: QuicConnection) {
+  constructor(
+    readonly server: MasqueServer,
+    readonly quic: QuicConnection,
+  ) {
     this.h3 = new H3Connection(quic, 'server', {
       onRequestStream: (id, chunk, fin) => server.onRequestStream(this, id, chunk, fin),
       onHttpDatagram: (id, ctx, payload) => server.onHttpDatagram(this, id, ctx, payload),
@@ -116,7 +131,12 @@ export class MasqueServer {
   readonly counters: MasqueCounters = {
     sessionsOpened: { udp: 0, ip: 0 },
     sessionsEnded: { client: 0, 'token-expired': 0, connection: 0, server: 0 },
-    datagramsIn: 0, datagramsOut: 0, bytesIn: 0, bytesOut: 0, capsuleDatagramsIn: 0, capsuleDatagramsOut: 0,
+    datagramsIn: 0,
+    datagramsOut: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    capsuleDatagramsIn: 0,
+    capsuleDatagramsOut: 0,
     drops: { 'unknown-stream': 0, 'unknown-context': 0, 'client-queue': 0, 'too-big': 0, 'not-open': 0, gateway: 0 },
     authFailures: {},
     requests: {},
@@ -132,10 +152,18 @@ export class MasqueServer {
   static async listen(opts: MasqueServerOptions): Promise<MasqueServer> {
     const s = new MasqueServer(opts);
     s.endpoint = await QuicEndpoint.listen({
-      host: opts.host, port: opts.port, tls: opts.tls, serverId: opts.serverId, congestionControl: opts.congestionControl,
-      idleTimeoutMs: opts.idleTimeoutMs, retry: opts.retry, maxConnections: opts.maxSessions,
+      host: opts.host,
+      port: opts.port,
+      tls: opts.tls,
+      serverId: opts.serverId,
+      congestionControl: opts.congestionControl,
+      idleTimeoutMs: opts.idleTimeoutMs,
+      retry: opts.retry,
+      maxConnections: opts.maxSessions,
       // Many concurrent CONNECTs per connection; small per-stream windows keep idle sessions cheap.
-      initialMaxStreamsBidi: 1024, initialMaxStreamData: 256 << 10, initialMaxData: 8 << 20,
+      initialMaxStreamsBidi: 1024,
+      initialMaxStreamData: 256 << 10,
+      initialMaxData: 8 << 20,
       onConnection: (c) => s.conns.add(new ServerConn(s, c)),
     });
     return s;
@@ -254,7 +282,11 @@ export class MasqueServer {
     void this.openSession(c, streamId, st, kind, req.path, bearer(req.headers));
   }
 
-  private async authorize(token: string | undefined, kind: MasqueKind, c: ServerConn): Promise<Identity | { status: number; headers: Record<string, string>; error: string }> {
+  private async authorize(
+    token: string | undefined,
+    kind: MasqueKind,
+    c: ServerConn,
+  ): Promise<Identity | { status: number; headers: Record<string, string>; error: string }> {
     if (!token) {
       this.counters.authFailures['401'] = (this.counters.authFailures['401'] ?? 0) + 1;
       return { status: 401, headers: { 'www-authenticate': 'Bearer' }, error: 'missing bearer token' };
@@ -332,7 +364,15 @@ export class MasqueServer {
   }
 
   private async createSession(c: ServerConn, streamId: number, kind: MasqueKind, path: string, identity: Identity): Promise<Session> {
-    const s: Session = { kind, streamId, conn: c, identity, capsules: new CapsuleParser(), prefix: Buffer.from(encodeHttpDatagramPrefix(streamId, 0)), ended: false };
+    const s: Session = {
+      kind,
+      streamId,
+      conn: c,
+      identity,
+      capsules: new CapsuleParser(),
+      prefix: Buffer.from(encodeHttpDatagramPrefix(streamId, 0)),
+      ended: false,
+    };
     if (kind === 'udp') {
       const target = parseUdpPath(path);
       s.relay = await UdpRelay.open(target, this.opts.udpPolicy, this.opts.dnsTimeoutMs, (payload) => this.sendPayload(s, payload));
@@ -369,11 +409,14 @@ export class MasqueServer {
   private armExpiry(s: Session): void {
     if (s.expiry) clearTimeout(s.expiry);
     const ms = s.identity.expiresAt * 1000 - Date.now();
-    s.expiry = setTimeout(() => {
-      if (s.identity.expiresAt * 1000 > Date.now() + 5) return this.armExpiry(s);
-      this.opts.log?.info({ subject: s.identity.subject, kind: s.kind }, 'masque session ended: token expired');
-      this.endSession(s, 'token-expired');
-    }, Math.min(Math.max(ms, 0), MAX_TIMER_MS));
+    s.expiry = setTimeout(
+      () => {
+        if (s.identity.expiresAt * 1000 > Date.now() + 5) return this.armExpiry(s);
+        this.opts.log?.info({ subject: s.identity.subject, kind: s.kind }, 'masque session ended: token expired');
+        this.endSession(s, 'token-expired');
+      },
+      Math.min(Math.max(ms, 0), MAX_TIMER_MS),
+    );
     s.expiry.unref();
   }
 
@@ -420,7 +463,10 @@ export class MasqueServer {
       } else if (cap.type === 'address_request' && s.kind === 'ip' && s.lease) {
         // Whatever was asked, the lease is what there is: one /32 and one /128 per session.
         const addresses = cap.addresses.map((a) =>
-          a.version === 4 ? { requestId: a.requestId, version: 4 as const, address: s.lease!.v4, prefixLength: 32 } : { requestId: a.requestId, version: 6 as const, address: s.lease!.v6, prefixLength: 128 });
+          a.version === 4
+            ? { requestId: a.requestId, version: 4 as const, address: s.lease!.v4, prefixLength: 32 }
+            : { requestId: a.requestId, version: 6 as const, address: s.lease!.v6, prefixLength: 128 },
+        );
         this.writeCapsule(s, encodeTypedCapsule({ type: 'address_assign', addresses }));
       }
     }

@@ -36,19 +36,32 @@ function udpPolicy(cfg: MasqueConfig): TargetPolicy {
 function registerMetrics(ctx: AgentContext, get: () => MasqueServer | undefined, gw: () => IpGateway | undefined): void {
   const r = ctx.registry;
   new Gauge({
-    name: 'cbr_masque_sessions', help: 'open MASQUE sessions by kind', labelNames: ['kind'], registers: [r],
+    name: 'cbr_masque_sessions',
+    help: 'open MASQUE sessions by kind',
+    labelNames: ['kind'],
+    registers: [r],
     collect() {
       const s = get();
       this.set({ kind: 'connect-udp' }, s?.live.udp ?? 0);
       this.set({ kind: 'connect-ip' }, s?.live.ip ?? 0);
     },
   });
-  new Gauge({ name: 'cbr_masque_connections', help: 'open QUIC connections', registers: [r], collect() { this.set(get()?.connectionCount ?? 0); } });
+  new Gauge({
+    name: 'cbr_masque_connections',
+    help: 'open QUIC connections',
+    registers: [r],
+    collect() {
+      this.set(get()?.connectionCount ?? 0);
+    },
+  });
   // Counters mirror the server's running totals: set the difference at scrape time.
   const mirror = (name: string, help: string, labelNames: string[], read: (s: MasqueServer) => Array<[Record<string, string>, number]>) => {
     const last = new Map<string, number>();
     new Counter({
-      name, help, labelNames, registers: [r],
+      name,
+      help,
+      labelNames,
+      registers: [r],
       collect() {
         const s = get();
         if (!s) return;
@@ -61,11 +74,22 @@ function registerMetrics(ctx: AgentContext, get: () => MasqueServer | undefined,
       },
     });
   };
-  mirror('cbr_masque_sessions_opened_total', 'MASQUE sessions opened by kind', ['kind'], (s) => [[{ kind: 'connect-udp' }, s.counters.sessionsOpened.udp], [{ kind: 'connect-ip' }, s.counters.sessionsOpened.ip]]);
-  mirror('cbr_masque_sessions_ended_total', 'MASQUE sessions ended by reason', ['reason'], (s) => Object.entries(s.counters.sessionsEnded).map(([k, v]) => [{ reason: k }, v]));
+  mirror('cbr_masque_sessions_opened_total', 'MASQUE sessions opened by kind', ['kind'], (s) => [
+    [{ kind: 'connect-udp' }, s.counters.sessionsOpened.udp],
+    [{ kind: 'connect-ip' }, s.counters.sessionsOpened.ip],
+  ]);
+  mirror('cbr_masque_sessions_ended_total', 'MASQUE sessions ended by reason', ['reason'], (s) =>
+    Object.entries(s.counters.sessionsEnded).map(([k, v]) => [{ reason: k }, v]),
+  );
   mirror('cbr_masque_handshakes_total', 'completed QUIC handshakes', [], (s) => [[{}, s.endpoint.stats.handshakes]]);
-  mirror('cbr_masque_datagrams_total', 'HTTP Datagrams (and DATAGRAM capsules) by direction', ['direction'], (s) => [[{ direction: 'in' }, s.counters.datagramsIn], [{ direction: 'out' }, s.counters.datagramsOut]]);
-  mirror('cbr_masque_bytes_total', 'tunnelled payload bytes by direction', ['direction'], (s) => [[{ direction: 'in' }, s.counters.bytesIn], [{ direction: 'out' }, s.counters.bytesOut]]);
+  mirror('cbr_masque_datagrams_total', 'HTTP Datagrams (and DATAGRAM capsules) by direction', ['direction'], (s) => [
+    [{ direction: 'in' }, s.counters.datagramsIn],
+    [{ direction: 'out' }, s.counters.datagramsOut],
+  ]);
+  mirror('cbr_masque_bytes_total', 'tunnelled payload bytes by direction', ['direction'], (s) => [
+    [{ direction: 'in' }, s.counters.bytesIn],
+    [{ direction: 'out' }, s.counters.bytesOut],
+  ]);
   mirror('cbr_masque_drops_total', 'dropped packets by reason', ['reason'], (s) => {
     const out: Array<[Record<string, string>, number]> = Object.entries(s.counters.drops).map(([k, v]) => [{ reason: k }, v]);
     for (const [k, v] of Object.entries(s.endpoint.stats.drops)) out.push([{ reason: `quic-${k}` }, v]);
@@ -73,7 +97,9 @@ function registerMetrics(ctx: AgentContext, get: () => MasqueServer | undefined,
     if (g) for (const [k, v] of Object.entries(g.drops)) out.push([{ reason: `ip-${k}` }, v]);
     return out;
   });
-  mirror('cbr_masque_auth_failures_total', 'CONNECTs refused by the auth gate, by HTTP status', ['status'], (s) => Object.entries(s.counters.authFailures).map(([k, v]) => [{ status: k }, v]));
+  mirror('cbr_masque_auth_failures_total', 'CONNECTs refused by the auth gate, by HTTP status', ['status'], (s) =>
+    Object.entries(s.counters.authFailures).map(([k, v]) => [{ status: k }, v]),
+  );
   mirror('cbr_masque_token_refreshes_total', 'in-band token refreshes accepted', [], (s) => [[{}, s.counters.tokenRefreshes]]);
 }
 
@@ -114,24 +140,49 @@ export const masqueSubsystemFactory: SubsystemFactory = {
         const tls = await tlsFor(c, ctx.stateDir);
         if (c.ip.enabled) {
           try {
-            gateway = await IpGateway.create({ tunName: c.ip.tun, mtu: c.ip.mtu, poolV4: c.ip.poolV4, poolV6: c.ip.poolV6, nat: c.ip.nat, allowPrivate: c.ip.allowPrivate });
+            gateway = await IpGateway.create({
+              tunName: c.ip.tun,
+              mtu: c.ip.mtu,
+              poolV4: c.ip.poolV4,
+              poolV6: c.ip.poolV6,
+              nat: c.ip.nat,
+              allowPrivate: c.ip.allowPrivate,
+            });
           } catch (err) {
             throw new Error(`tunnel.masque.ip: cannot set up the connect-ip gateway: ${(err as Error).message}`);
           }
         }
         try {
           server = await MasqueServer.listen({
-            host: listen.host, port: listen.port, tls, serverId: c.serverId, congestionControl: c.congestionControl, idleTimeoutMs: c.idleTimeout,
-            retry: c.retry, maxSessions: c.maxSessions, auth, udpPolicy: udpPolicy(c), dnsTimeoutMs: c.udp.dnsTimeout,
-            ip: gateway ? { gateway, routes: c.ip.routes } : undefined, log,
+            host: listen.host,
+            port: listen.port,
+            tls,
+            serverId: c.serverId,
+            congestionControl: c.congestionControl,
+            idleTimeoutMs: c.idleTimeout,
+            retry: c.retry,
+            maxSessions: c.maxSessions,
+            auth,
+            udpPolicy: udpPolicy(c),
+            dnsTimeoutMs: c.udp.dnsTimeout,
+            ip: gateway ? { gateway, routes: c.ip.routes } : undefined,
+            log,
           });
         } catch (err) {
           await gateway?.close();
           throw new Error(`tunnel.masque.listen: cannot listen on ${c.listen}: ${(err as Error).message}`);
         }
-        registerMetrics(ctx, () => server, () => gateway);
+        registerMetrics(
+          ctx,
+          () => server,
+          () => gateway,
+        );
         ctx.health.register({
-          name: 'masque.listener', intervalMs: 5000, timeoutMs: 3000, rise: 2, fall: 3,
+          name: 'masque.listener',
+          intervalMs: 5000,
+          timeoutMs: 3000,
+          rise: 2,
+          fall: 3,
           run: (signal) => probeListener(server!.address.host, server!.address.port, signal),
         });
         log.info({ listen: `${server.address.host}:${server.address.port}`, connectIp: !!gateway }, 'MASQUE listener up');
@@ -145,12 +196,18 @@ export const masqueSubsystemFactory: SubsystemFactory = {
           const { routes: _b, ...cur } = c.ip;
           if (JSON.stringify(rest) !== JSON.stringify(cur)) throw new Error('tunnel.masque.ip: only ip.routes can change without a restart');
         }
-        if ((n.tls.certFile && !existsSync(n.tls.certFile)) || (n.tls.keyFile && !existsSync(n.tls.keyFile))) throw new Error('tunnel.masque.tls: certificate or key file missing');
+        if ((n.tls.certFile && !existsSync(n.tls.certFile)) || (n.tls.keyFile && !existsSync(n.tls.keyFile)))
+          throw new Error('tunnel.masque.tls: certificate or key file missing');
       },
       async reload(next) {
         const n = next.tunnel.masque as MasqueConfig;
         if (!server) return;
-        server.update({ udpPolicy: udpPolicy(n), dnsTimeoutMs: n.udp.dnsTimeout, ip: gateway ? { gateway, routes: n.ip.routes } : undefined, auth: ctx.services.require<AuthGate>(AUTH_SERVICE, 'tunnel.masque') });
+        server.update({
+          udpPolicy: udpPolicy(n),
+          dnsTimeoutMs: n.udp.dnsTimeout,
+          ip: gateway ? { gateway, routes: n.ip.routes } : undefined,
+          auth: ctx.services.require<AuthGate>(AUTH_SERVICE, 'tunnel.masque'),
+        });
         server.setTls(await tlsFor(n, ctx.stateDir));
         log.info('MASQUE config and TLS material reloaded');
       },

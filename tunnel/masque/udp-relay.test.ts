@@ -20,8 +20,14 @@ test('udp relay: carries payloads to a target and replies back; policy and DNS f
     assert.equal(got[3]!.toString(), 'ping 3');
     relay.close();
     const closed = new TargetPolicy({ allowPrefixes: ['0.0.0.0/0'], allowPrivate: false });
-    await assert.rejects(UdpRelay.open({ host: '127.0.0.1', port }, closed, 1000, () => true), (e: unknown) => e instanceof TargetError && e.status === 403);
-    await assert.rejects(UdpRelay.open({ host: 'does-not-exist.invalid', port }, open, 500, () => true), (e: unknown) => e instanceof TargetError && e.status === 400);
+    await assert.rejects(
+      UdpRelay.open({ host: '127.0.0.1', port }, closed, 1000, () => true),
+      (e: unknown) => e instanceof TargetError && e.status === 403,
+    );
+    await assert.rejects(
+      UdpRelay.open({ host: 'does-not-exist.invalid', port }, open, 500, () => true),
+      (e: unknown) => e instanceof TargetError && e.status === 400,
+    );
   } finally {
     echo.close();
   }

@@ -4,7 +4,7 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
-import { TargetPolicy, TargetError, type UdpTarget } from './policy.js';
+import { type TargetPolicy, TargetError, type UdpTarget } from './policy.js';
 
 export type UdpDropReason = 'send-error' | 'client-queue';
 
@@ -13,7 +13,11 @@ export class UdpRelay {
   readonly drops: Record<UdpDropReason, number> = { 'send-error': 0, 'client-queue': 0 };
   private closed = false;
 
-  private constructor(private readonly socket: Socket, readonly address: string, readonly port: number) {}
+  private constructor(
+    private readonly socket: Socket,
+    readonly address: string,
+    readonly port: number,
+  ) {}
 
   /**
    * Resolves and checks the target, then connects a UDP socket to it. Throws TargetError: 403 when

@@ -17,7 +17,8 @@ export const CONGESTION_CONTROLS: readonly CongestionControl[] = ['bbr', 'cubic'
 /** CBR_CC wins over the configured value (operators flip it for one run without editing the file). */
 export function resolveCongestionControl(configured: CongestionControl | undefined, env = process.env.CBR_CC): CongestionControl {
   if (env !== undefined && env !== '') {
-    if (!(CONGESTION_CONTROLS as readonly string[]).includes(env)) throw new Error(`CBR_CC: expected one of ${CONGESTION_CONTROLS.join(', ')}, got ${JSON.stringify(env)}`);
+    if (!(CONGESTION_CONTROLS as readonly string[]).includes(env))
+      throw new Error(`CBR_CC: expected one of ${CONGESTION_CONTROLS.join(', ')}, got ${JSON.stringify(env)}`);
     return env as CongestionControl;
   }
   return configured ?? 'bbr';
@@ -274,7 +275,14 @@ export class QuicConnection {
 
 export class QuicEndpoint {
   readonly stats: EndpointStats = {
-    packetsIn: 0, packetsOut: 0, bytesIn: 0, bytesOut: 0, handshakes: 0, retriesSent: 0, versionNegotiations: 0, sendErrors: 0,
+    packetsIn: 0,
+    packetsOut: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    handshakes: 0,
+    retriesSent: 0,
+    versionNegotiations: 0,
+    sendErrors: 0,
     drops: { short: 0, header: 0, 'unknown-cid': 0, 'not-initial': 0, 'small-initial': 0, 'bad-token': 0, full: 0, 'recv-error': 0, 'accept-error': 0 },
   };
   private readonly socket: Socket;
@@ -405,7 +413,8 @@ export class QuicEndpoint {
     }
     // One RecvInfo per connection, rebuilt only when the peer's address changes.
     let ri = conn.recvInfo;
-    if (ri === undefined || ri.from.port !== rinfo.port || ri.from.host !== rinfo.address) ri = conn.recvInfo = { from: { host: rinfo.address, port: rinfo.port }, to: this.local };
+    if (ri === undefined || ri.from.port !== rinfo.port || ri.from.host !== rinfo.address)
+      ri = conn.recvInfo = { from: { host: rinfo.address, port: rinfo.port }, to: this.local };
     try {
       conn.native.recv(msg, ri);
     } catch {
@@ -415,7 +424,11 @@ export class QuicEndpoint {
     this.markDirty(conn);
   }
 
-  private accept(msg: Buffer, rinfo: RemoteInfo, hdr: { ty: number; version: number; dcid: Uint8Array; scid: Uint8Array; token?: Uint8Array }): QuicConnection | undefined {
+  private accept(
+    msg: Buffer,
+    rinfo: RemoteInfo,
+    hdr: { ty: number; version: number; dcid: Uint8Array; scid: Uint8Array; token?: Uint8Array },
+  ): QuicConnection | undefined {
     const opts = this.opts as ServerEndpointOptions;
     if (hdr.ty !== quiche.Type.Initial) return void this.drop('not-initial');
     // Anti-amplification: a client Initial datagram is padded to at least 1200 bytes (RFC 9000 §14.1).

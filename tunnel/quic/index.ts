@@ -1,8 +1,19 @@
 // tunnel/quic/: a QUIC endpoint over quiche's native binding, driven from our own UDP loop.
 export {
-  QuicEndpoint, QuicConnection, resolveCongestionControl, buildServerConfig, buildClientConfig, CONGESTION_CONTROLS,
-  type CongestionControl, type TransportOptions, type ServerEndpointOptions, type ClientEndpointOptions, type ConnectionHandler,
-  type CloseReason, type DropReason, type EndpointStats,
+  QuicEndpoint,
+  QuicConnection,
+  resolveCongestionControl,
+  buildServerConfig,
+  buildClientConfig,
+  CONGESTION_CONTROLS,
+  type CongestionControl,
+  type TransportOptions,
+  type ServerEndpointOptions,
+  type ClientEndpointOptions,
+  type ConnectionHandler,
+  type CloseReason,
+  type DropReason,
+  type EndpointStats,
 } from './endpoint.js';
 export { newServerConnectionId, serverIdOfConnectionId, newClientConnectionId, SERVER_CID_LENGTH, SERVER_CID_FORMAT } from './cid.js';
 export { RetryTokenKey, type TokenRejection } from './token.js';

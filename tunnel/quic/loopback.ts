@@ -15,11 +15,18 @@ export interface LoopbackPair {
 }
 
 /** A server and a client endpoint on 127.0.0.1 with one established connection (retry on). */
-export async function loopbackPair(opts: { tls?: TlsMaterial; cc?: CongestionControl; idleTimeoutMs?: number; onServerConnection?: (c: QuicConnection) => void } = {}): Promise<LoopbackPair> {
+export async function loopbackPair(
+  opts: { tls?: TlsMaterial; cc?: CongestionControl; idleTimeoutMs?: number; onServerConnection?: (c: QuicConnection) => void } = {},
+): Promise<LoopbackPair> {
   const tls = opts.tls ?? (await generateSelfSigned());
   let serverConn: QuicConnection | undefined;
   const server = await QuicEndpoint.listen({
-    host: '127.0.0.1', port: 0, tls, serverId: 7, congestionControl: opts.cc, idleTimeoutMs: opts.idleTimeoutMs,
+    host: '127.0.0.1',
+    port: 0,
+    tls,
+    serverId: 7,
+    congestionControl: opts.cc,
+    idleTimeoutMs: opts.idleTimeoutMs,
     onConnection: (c) => {
       serverConn = c;
       opts.onServerConnection?.(c);
@@ -40,7 +47,10 @@ export async function loopbackPair(opts: { tls?: TlsMaterial; cc?: CongestionCon
     });
   });
   return {
-    server, client, conn, serverConn: serverConn!,
+    server,
+    client,
+    conn,
+    serverConn: serverConn!,
     async close() {
       await client.close();
       await server.close();
@@ -49,7 +59,12 @@ export async function loopbackPair(opts: { tls?: TlsMaterial; cc?: CongestionCon
 }
 
 /** Datagram echo: the client keeps `window` datagrams in flight for `durationMs`; returns echoed datagrams per second. */
-export async function measureDatagramEcho(pair: LoopbackPair, durationMs: number, size = 1000, window = 64): Promise<{ pps: number; sent: number; echoed: number }> {
+export async function measureDatagramEcho(
+  pair: LoopbackPair,
+  durationMs: number,
+  size = 1000,
+  window = 64,
+): Promise<{ pps: number; sent: number; echoed: number }> {
   pair.serverConn.handler = { ...pair.serverConn.handler, onDatagram: (c, d) => void c.datagramSend(d) };
   const payload = Buffer.alloc(size, 0xab);
   let echoed = 0;

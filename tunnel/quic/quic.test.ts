@@ -13,20 +13,24 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 test('server connection IDs carry the server id in the documented layout', () => {
-  fc.assert(fc.property(fc.integer({ min: 0, max: 0xffff }), (id) => {
-    const cid = newServerConnectionId(id);
-    assert.equal(cid.length, SERVER_CID_LENGTH);
-    assert.equal(cid[0], 19);
-    assert.equal(cid.readUInt16BE(1), id);
-    assert.equal(serverIdOfConnectionId(cid), id);
-  }));
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 0xffff }), (id) => {
+      const cid = newServerConnectionId(id);
+      assert.equal(cid.length, SERVER_CID_LENGTH);
+      assert.equal(cid[0], 19);
+      assert.equal(cid.readUInt16BE(1), id);
+      assert.equal(serverIdOfConnectionId(cid), id);
+    }),
+  );
   assert.notDeepEqual(newServerConnectionId(1), newServerConnectionId(1));
   assert.throws(() => newServerConnectionId(70000), RangeError);
   assert.equal(serverIdOfConnectionId(Buffer.alloc(8)), undefined);
-  fc.assert(fc.property(fc.uint8Array({ maxLength: 40 }), (b) => {
-    const r = serverIdOfConnectionId(b);
-    assert.ok(r === undefined || (r >= 0 && r <= 0xffff));
-  }));
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 40 }), (b) => {
+      const r = serverIdOfConnectionId(b);
+      assert.ok(r === undefined || (r >= 0 && r <= 0xffff));
+    }),
+  );
 });
 
 test('retry tokens bind address, original DCID and retry SCID, and expire', () => {
@@ -44,10 +48,12 @@ test('retry tokens bind address, original DCID and retry SCID, and expire', () =
   tampered[7]! ^= 1;
   assert.deepEqual(k.validate(tampered, '192.0.2.1', scid, now), { rejected: 'bad-mac' });
   assert.deepEqual(new RetryTokenKey(Buffer.alloc(32, 2)).validate(t, '192.0.2.1', scid, now), { rejected: 'bad-mac' });
-  fc.assert(fc.property(fc.uint8Array({ maxLength: 80 }), (b) => {
-    const r = k.validate(b, '192.0.2.1', scid, now);
-    assert.ok('rejected' in r);
-  }));
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 80 }), (b) => {
+      const r = k.validate(b, '192.0.2.1', scid, now);
+      assert.ok('rejected' in r);
+    }),
+  );
 });
 
 test('congestion control: CBR_CC overrides the config, bad names are refused', () => {
@@ -66,7 +72,10 @@ test('TLS material: self-signed pair loads from files; mismatched or missing fil
     writeTlsMaterial(b, join(dir, 'b.crt'), join(dir, 'b.key'));
     assert.deepEqual(loadTlsMaterial(join(dir, 'a.crt'), join(dir, 'a.key')), a);
     assert.throws(() => loadTlsMaterial(join(dir, 'a.crt'), join(dir, 'b.key'), 'tunnel.masque.tls'), /tunnel\.masque\.tls\.keyFile: .*does not match/);
-    assert.throws(() => loadTlsMaterial(join(dir, 'none.crt'), join(dir, 'a.key')), (e: unknown) => e instanceof TlsMaterialError && e.field === 'tls.certFile');
+    assert.throws(
+      () => loadTlsMaterial(join(dir, 'none.crt'), join(dir, 'a.key')),
+      (e: unknown) => e instanceof TlsMaterialError && e.field === 'tls.certFile',
+    );
     writeFileSync(join(dir, 'junk.crt'), 'hello');
     assert.throws(() => loadTlsMaterial(join(dir, 'junk.crt'), join(dir, 'a.key')), /tls\.certFile: .*no PEM certificate/);
   } finally {
@@ -96,7 +105,14 @@ test('loopback: idle timeout closes both ends', async () => {
   const pair = await loopbackPair({ idleTimeoutMs: 300 });
   try {
     const p = new Promise<void>((resolve) => {
-      const h = (c: QuicConnection, side: string) => (c.handler = { ...c.handler, onClosed: (_c, r) => { closed.push(`${side}:${r.by}`); if (closed.length === 2) resolve(); } });
+      const h = (c: QuicConnection, side: string) =>
+        (c.handler = {
+          ...c.handler,
+          onClosed: (_c, r) => {
+            closed.push(`${side}:${r.by}`);
+            if (closed.length === 2) resolve();
+          },
+        });
       h(pair.conn, 'client');
       h(pair.serverConn, 'server');
     });
@@ -132,7 +148,8 @@ test('a replayed Initial from another address (spoofed) creates no connection; g
     b.send(Buffer.alloc(30, 0x41), srv.port, srv.host);
     b.send(Buffer.alloc(1300, 0xc3), srv.port, srv.host);
     const deadline = Date.now() + 2000;
-    while (Date.now() < deadline && server.stats.drops['bad-token'] + server.stats.drops['unknown-cid'] + server.stats.drops.header < 3) await new Promise((res) => setTimeout(res, 20));
+    while (Date.now() < deadline && server.stats.drops['bad-token'] + server.stats.drops['unknown-cid'] + server.stats.drops.header < 3)
+      await new Promise((res) => setTimeout(res, 20));
     assert.equal(server.stats.drops['bad-token'], 1);
     assert.equal(accepted, 0);
     assert.equal(server.connectionCount, 0);
@@ -153,8 +170,14 @@ test('certificate checks: wrong CA fails the handshake; setTls serves the new ce
       return await new Promise<string>((resolve) => {
         const t = setTimeout(() => resolve('timeout'), 3000);
         client.connect('127.0.0.1', server.address.port, 'localhost', {
-          onEstablished: () => { clearTimeout(t); resolve('ok'); },
-          onClosed: (_c, r) => { clearTimeout(t); resolve(`closed:${r.by}:${r.code}`); },
+          onEstablished: () => {
+            clearTimeout(t);
+            resolve('ok');
+          },
+          onClosed: (_c, r) => {
+            clearTimeout(t);
+            resolve(`closed:${r.by}:${r.code}`);
+          },
         });
       });
     } finally {
@@ -171,7 +194,7 @@ test('certificate checks: wrong CA fails the handshake; setTls serves the new ce
   }
 });
 
-test('server CIDs are the XDP load balancer\'s format: its decoder reads our server id', async () => {
+test("server CIDs are the XDP load balancer's format: its decoder reads our server id", async () => {
   const { decodeCid } = await import('../../xdp/index.js');
   for (const id of [0, 1, 4242, 0xffff]) {
     const fields = decodeCid(newServerConnectionId(id));

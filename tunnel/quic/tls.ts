@@ -14,7 +14,10 @@ export interface TlsMaterial {
 }
 
 export class TlsMaterialError extends Error {
-  constructor(readonly field: string, message: string) {
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
     super(`${field}: ${message}`);
     this.name = 'TlsMaterialError';
   }
@@ -43,7 +46,8 @@ export function loadTlsMaterial(certFile: string, keyFile: string, fieldPrefix =
     throw new TlsMaterialError(`${fieldPrefix}.certFile`, `${certFile} does not parse: ${(err as Error).message}`);
   }
   try {
-    if (!leaf.checkPrivateKey(createPrivateKeyObject(keyPem))) throw new TlsMaterialError(`${fieldPrefix}.keyFile`, `${keyFile} does not match the certificate in ${certFile}`);
+    if (!leaf.checkPrivateKey(createPrivateKeyObject(keyPem)))
+      throw new TlsMaterialError(`${fieldPrefix}.keyFile`, `${keyFile} does not match the certificate in ${certFile}`);
   } catch (err) {
     if (err instanceof TlsMaterialError) throw err;
     throw new TlsMaterialError(`${fieldPrefix}.keyFile`, `${keyFile} does not parse: ${(err as Error).message}`);
@@ -64,7 +68,9 @@ export async function generateSelfSigned(names: string[] = ['localhost', '127.0.
   const now = Date.now();
   const cert = await x509.X509CertificateGenerator.createSelfSigned(
     {
-      serialNumber: Buffer.from(webcrypto.getRandomValues(new Uint8Array(8))).toString('hex').replace(/^[89a-f]/, '1'),
+      serialNumber: Buffer.from(webcrypto.getRandomValues(new Uint8Array(8)))
+        .toString('hex')
+        .replace(/^[89a-f]/, '1'),
       name: `CN=${names[0] ?? 'cbr'}`,
       notBefore: new Date(now - 60_000),
       notAfter: new Date(now + days * 86_400_000),
@@ -80,7 +86,7 @@ export async function generateSelfSigned(names: string[] = ['localhost', '127.0.
     webcrypto as unknown as Crypto,
   );
   const keyPem = KeyObject.from(keys.privateKey as unknown as webcrypto.CryptoKey).export({ type: 'pkcs8', format: 'pem' }) as string;
-  return { certPem: cert.toString('pem') + '\n', keyPem };
+  return { certPem: `${cert.toString('pem')}\n`, keyPem };
 }
 
 /** Writes a pair to files (mode 0600 for the key). */

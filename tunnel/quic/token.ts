@@ -13,7 +13,10 @@ export const MAX_CID_LEN = 20;
 export type TokenRejection = 'malformed' | 'bad-mac' | 'expired' | 'future';
 
 export class RetryTokenKey {
-  constructor(private readonly key: Buffer = randomBytes(32), readonly lifetimeS = 10) {}
+  constructor(
+    private readonly key: Buffer = randomBytes(32),
+    readonly lifetimeS = 10,
+  ) {}
 
   mint(clientIp: string, odcid: Uint8Array, retryScid: Uint8Array, nowMs = Date.now()): Buffer {
     if (odcid.length > MAX_CID_LEN) throw new RangeError('odcid longer than 20 bytes');

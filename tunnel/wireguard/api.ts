@@ -28,14 +28,21 @@ export function parseRegistrationBody(body: unknown): { publicKey: string; inter
   if (typeof o.publicKey !== 'string' || !isBase64Key(o.publicKey)) {
     throw new HttpError(400, 'publicKey: expected a base64 WireGuard public key (44 characters, as `wg pubkey` prints)');
   }
-  if (o.interface !== undefined && (typeof o.interface !== 'string' || o.interface.length === 0)) throw new HttpError(400, 'interface: expected an interface name');
+  if (o.interface !== undefined && (typeof o.interface !== 'string' || o.interface.length === 0))
+    throw new HttpError(400, 'interface: expected an interface name');
   return { publicKey: o.publicKey, ...(o.interface !== undefined ? { interface: o.interface as string } : {}) };
 }
 
 function bearer(req: AdminRequest): string {
   const h = req.headers.authorization;
   const m = typeof h === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(h) : null;
-  if (!m) throw new HttpError(401, 'missing bearer token: send Authorization: Bearer <Zitadel access token>', { 'www-authenticate': 'Bearer realm="cbr-wireguard"' }, 'INVALID_TOKEN');
+  if (!m)
+    throw new HttpError(
+      401,
+      'missing bearer token: send Authorization: Bearer <Zitadel access token>',
+      { 'www-authenticate': 'Bearer realm="cbr-wireguard"' },
+      'INVALID_TOKEN',
+    );
   return m[1]!;
 }
 
@@ -72,7 +79,13 @@ function resultFor(status: number): RegistrationResult {
 
 export function peerView(deps: ApiDeps, lease: Lease) {
   const iface = deps.registrar.iface(lease.iface);
-  if (!iface) return { publicKey: lease.publicKey, interface: lease.iface, addresses: { ipv4: lease.ipv4, ipv6: lease.ipv6 }, expiresAt: new Date(lease.expiresAt).toISOString() };
+  if (!iface)
+    return {
+      publicKey: lease.publicKey,
+      interface: lease.iface,
+      addresses: { ipv4: lease.ipv4, ipv6: lease.ipv6 },
+      expiresAt: new Date(lease.expiresAt).toISOString(),
+    };
   return clientConfig(lease, iface.config, iface.publicKey);
 }
 
@@ -91,7 +104,8 @@ export function registerHandler(deps: ApiDeps) {
       deps.onRegistration(out.created ? 'created' : 'renewed');
       const view = peerView(deps, out.lease);
       const wantsText = /\btext\/plain\b/.test(String(req.headers.accept ?? '')) && !/application\/json/.test(String(req.headers.accept ?? ''));
-      if (wantsText && 'wgQuick' in view) return { status: out.created ? 201 : 200, body: view.wgQuick, headers: { 'content-type': 'text/plain; charset=utf-8' } };
+      if (wantsText && 'wgQuick' in view)
+        return { status: out.created ? 201 : 200, body: view.wgQuick, headers: { 'content-type': 'text/plain; charset=utf-8' } };
       return { status: out.created ? 201 : 200, body: view };
     } catch (err) {
       deps.onRegistration(err instanceof HttpError ? resultFor(err.status) : 'error');

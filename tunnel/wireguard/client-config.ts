@@ -32,7 +32,7 @@ export function renderWgQuick(c: Omit<ClientConfig, 'wgQuick'>): string {
   if (c.dns.length) lines.push(`DNS = ${c.dns.join(', ')}`);
   lines.push('', '[Peer]', `PublicKey = ${c.server.publicKey}`, `Endpoint = ${c.server.endpoint}`, `AllowedIPs = ${c.allowedIPs.join(', ')}`);
   if (c.persistentKeepalive > 0) lines.push(`PersistentKeepalive = ${c.persistentKeepalive}`);
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }
 
 export function clientConfig(lease: Lease, iface: WireguardInterfaceConfig, serverPublicKey: string): ClientConfig {

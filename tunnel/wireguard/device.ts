@@ -53,7 +53,10 @@ export class WireguardDevice {
   private configureWaiters: Array<(err?: Error) => void> = [];
   configureCount = 0;
 
-  constructor(private cfg: WireguardInterfaceConfig, private readonly opts: DeviceOptions) {
+  constructor(
+    private cfg: WireguardInterfaceConfig,
+    private readonly opts: DeviceOptions,
+  ) {
     this.name = cfg.name;
   }
 
@@ -71,7 +74,10 @@ export class WireguardDevice {
     const timeoutMs = this.opts.startTimeoutMs ?? 15_000;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${this.opts.field}: ${this.name} was not configured within ${timeoutMs} ms (see the log for wireguard-go's output)`)), timeoutMs);
+      timer = setTimeout(
+        () => reject(new Error(`${this.opts.field}: ${this.name} was not configured within ${timeoutMs} ms (see the log for wireguard-go's output)`)),
+        timeoutMs,
+      );
     });
     if (this.implementation === 'kernel') {
       this.control = new WgToolControl(this.name, this.opts.commandPrefix);
@@ -114,7 +120,10 @@ export class WireguardDevice {
       await this.ip(['link', 'add', 'dev', this.name, 'type', 'wireguard']);
       return 'kernel';
     } catch (err) {
-      if (this.cfg.implementation === 'kernel') throw new Error(`${this.opts.field}.implementation: kernel WireGuard is not available on this host (${(err as Error).message.trim()}); use userspace or auto`);
+      if (this.cfg.implementation === 'kernel')
+        throw new Error(
+          `${this.opts.field}.implementation: kernel WireGuard is not available on this host (${(err as Error).message.trim()}); use userspace or auto`,
+        );
       this.opts.log.info({ interface: this.name }, 'no kernel WireGuard on this host; running wireguard-go');
       return 'userspace';
     }

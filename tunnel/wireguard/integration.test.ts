@@ -7,13 +7,30 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { withTopology, uniqueName } from '../../bench/index.js';
+import { withTopology, uniqueName } from '../../testhosts/index.js';
 import { startAgent, runCli, type AgentProcess } from '../../dataplane/testing.js';
 import { generatePrivateKey, publicKeyFor } from './keys.js';
 import { authSubsystem } from '../../auth/index.js';
-import { wgTopology, clientTunnelFromWgQuick, pingUntil, iperf3Gbps, startIssuerIn, agentYaml, waitHealthy, httpIn, tokenFor, removeSocketOnDestroy, ISSUER_PORT, ADMIN_PORT, ADMIN_TOKEN } from './testkit.js';
+import {
+  wgTopology,
+  clientTunnelFromWgQuick,
+  pingUntil,
+  iperf3Gbps,
+  startIssuerIn,
+  agentYaml,
+  waitHealthy,
+  httpIn,
+  tokenFor,
+  removeSocketOnDestroy,
+  ISSUER_PORT,
+  ADMIN_PORT,
+  ADMIN_TOKEN,
+} from './testing.js';
 
-test('client registers with a dev-issuer token, tunnels to the origin; survives wireguard-go kill -9 and agent restart; expiry and revoke', { timeout: 240_000, skip: authSubsystem === undefined ? 'needs the auth subsystem and its dev issuer (not in this build yet)' : false }, async () => {
+test('client registers with a dev-issuer token, tunnels to the origin; survives wireguard-go kill -9 and agent restart; expiry and revoke', {
+  timeout: 240_000,
+  skip: authSubsystem === undefined ? 'needs the auth subsystem and its dev issuer (not in this build yet)' : false,
+}, async () => {
   await withTopology(async (topo) => {
     const dir = mkdtempSync(join(tmpdir(), 'cbr-wgint-'));
     let agent: AgentProcess | undefined;
@@ -65,7 +82,10 @@ test('client registers with a dev-issuer token, tunnels to the origin; survives 
       const gbps = await iperf3Gbps(topo, t.origin, t.client, t.originAddress, 2);
       assert.ok(gbps > 0.01, `iperf3 through the tunnel: ${gbps} Gbit/s`);
       const me = await httpIn(t.client, 'GET', `${peersUrl}/me`, { token });
-      assert.deepEqual(me.json.peers.map((p: { publicKey: string }) => p.publicKey), [pub]);
+      assert.deepEqual(
+        me.json.peers.map((p: { publicKey: string }) => p.publicKey),
+        [pub],
+      );
 
       // kill -9 of wireguard-go: restarted by the supervisor, peers applied again, traffic resumes without registering again.
       const status = await httpIn(t.pop, 'GET', `${adminUrl}/v1/status`, { token: ADMIN_TOKEN });
@@ -73,7 +93,13 @@ test('client registers with a dev-issuer token, tunnels to the origin; survives 
       assert.ok(child?.pid, JSON.stringify(status.json.children));
       const configuredBefore = agent.logLines.filter((l) => l.includes('interface configured')).length;
       process.kill(child.pid, 'SIGKILL');
-      await agent.waitForLog((e) => e.msg === 'interface configured' && e.reason === 'wireguard-go started' && agent!.logLines.filter((l) => l.includes('interface configured')).length > configuredBefore, 15_000);
+      await agent.waitForLog(
+        (e) =>
+          e.msg === 'interface configured' &&
+          e.reason === 'wireguard-go started' &&
+          agent!.logLines.filter((l) => l.includes('interface configured')).length > configuredBefore,
+        15_000,
+      );
       assert.ok(await pingUntil(t.client, t.originAddress, 45_000), 'traffic did not resume after kill -9 of wireguard-go');
 
       // Agent restart: the peer comes back from SQLite (no new registration), traffic resumes.
@@ -82,7 +108,10 @@ test('client registers with a dev-issuer token, tunnels to the origin; survives 
       agent = await startAgent(yaml(), { netns: t.pop.name });
       await waitHealthy(t.pop, adminUrl, agent);
       await agent.waitForLog((e) => e.msg === 'interface configured' && e.peers === 1);
-      assert.deepEqual((await listPeers()).map((p) => [p.publicKey, p.onDevice]), [[pub, true]]);
+      assert.deepEqual(
+        (await listPeers()).map((p) => [p.publicKey, p.onDevice]),
+        [[pub, true]],
+      );
       assert.ok(await pingUntil(t.client, t.originAddress, 45_000), 'traffic did not resume after an agent restart');
 
       // Expiry: with peerLifetime 2s (SIGHUP reload), a second device of another user is removed when it expires.
@@ -94,7 +123,10 @@ test('client registers with a dev-issuer token, tunnels to the origin; survives 
       assert.equal((await httpIn(t.client, 'POST', peersUrl, { token: token2, body: JSON.stringify({ publicKey: pub2 }) })).status, 201);
       assert.ok((await listPeers()).some((p) => p.publicKey === pub2));
       await agent.waitForLog((e) => e.msg === 'peer expired and removed', 10_000);
-      assert.deepEqual((await listPeers()).map((p) => p.publicKey), [pub]);
+      assert.deepEqual(
+        (await listPeers()).map((p) => p.publicKey),
+        [pub],
+      );
 
       // A pool change that would orphan the lease is refused on reload.
       agent.writeConfig(yaml().replace('pools: [10.88.0.0/24', 'pools: [10.89.0.0/24'));

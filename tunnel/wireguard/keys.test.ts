@@ -9,9 +9,19 @@ import { generatePrivateKey, publicKeyFor, loadOrCreatePrivateKey } from './keys
 test('public keys match `wg pubkey` for keys from `wg genkey` and from generatePrivateKey()', () => {
   for (let i = 0; i < 5; i++) {
     const fromWg = execFileSync('wg', ['genkey']).toString().trim();
-    assert.equal(publicKeyFor(fromWg), execFileSync('wg', ['pubkey'], { input: fromWg + '\n' }).toString().trim());
+    assert.equal(
+      publicKeyFor(fromWg),
+      execFileSync('wg', ['pubkey'], { input: `${fromWg}\n` })
+        .toString()
+        .trim(),
+    );
     const ours = generatePrivateKey();
-    assert.equal(publicKeyFor(ours), execFileSync('wg', ['pubkey'], { input: ours + '\n' }).toString().trim());
+    assert.equal(
+      publicKeyFor(ours),
+      execFileSync('wg', ['pubkey'], { input: `${ours}\n` })
+        .toString()
+        .trim(),
+    );
   }
 });
 
@@ -27,7 +37,10 @@ test('a missing key file is generated with mode 0600 and reported; an existing o
     const b = loadOrCreatePrivateKey(path, 'f.privateKeyFile', () => assert.fail('must not generate again'));
     assert.deepEqual(b, a);
     writeFileSync(path, 'not a key\n');
-    assert.throws(() => loadOrCreatePrivateKey(path, 'f.privateKeyFile', () => undefined), /^Error: f\.privateKeyFile: .* does not hold a base64 WireGuard private key/);
+    assert.throws(
+      () => loadOrCreatePrivateKey(path, 'f.privateKeyFile', () => undefined),
+      /^Error: f\.privateKeyFile: .* does not hold a base64 WireGuard private key/,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -31,12 +31,16 @@ export function publicKeyFor(privateKeyB64: string): string {
  * it with mode 0600 and reports it through `onGenerated` (so the operator sees a new identity).
  * Throws with `field` in the message when the file is unreadable or malformed.
  */
-export function loadOrCreatePrivateKey(path: string, field: string, onGenerated: (path: string, publicKey: string) => void): { privateKey: string; publicKey: string } {
+export function loadOrCreatePrivateKey(
+  path: string,
+  field: string,
+  onGenerated: (path: string, publicKey: string) => void,
+): { privateKey: string; publicKey: string } {
   if (!existsSync(path)) {
     const privateKey = generatePrivateKey();
     try {
       mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-      writeFileSync(path, privateKey + '\n', { mode: 0o600, flag: 'wx' });
+      writeFileSync(path, `${privateKey}\n`, { mode: 0o600, flag: 'wx' });
     } catch (err) {
       throw new Error(`${field}: cannot write a new private key to ${path}: ${(err as Error).message}`);
     }

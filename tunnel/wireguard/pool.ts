@@ -1,7 +1,7 @@
 // Address pools: which addresses a lease may get. Pure prefix math over ip-num; the set of used
 // addresses comes from the lease store, so allocation and insert happen in one transaction.
 import { IPv4CidrRange, IPv6CidrRange, IPv4, IPv6, collapseIPv6Number } from 'ip-num';
-import { isIPv4 } from '../../dataplane/config/common.js';
+import { isIPv4 } from '../../dataplane/index.js';
 
 export type Family = 4 | 6;
 

@@ -9,7 +9,11 @@ import type { WireguardDevice, DevicePeer } from './device.js';
 import { clientAddressLines } from './client-config.js';
 
 export class RegistrationError extends Error {
-  constructor(readonly status: number, readonly code: string, message: string) {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
     super(message);
     this.name = 'RegistrationError';
   }
@@ -23,7 +27,10 @@ export interface RegisteredInterface {
 }
 
 export function poolsFor(iface: WireguardInterfaceConfig): AddressPools {
-  return new AddressPools(iface.pools, iface.address.map((a) => a.split('/')[0]!));
+  return new AddressPools(
+    iface.pools,
+    iface.address.map((a) => a.split('/')[0]!),
+  );
 }
 
 export function devicePeer(lease: Lease): DevicePeer {
@@ -65,7 +72,10 @@ class UsedAddresses {
   }
 
   released(lease: Lease): void {
-    for (const [fam, addr] of [[4, lease.ipv4], [6, lease.ipv6]] as const) {
+    for (const [fam, addr] of [
+      [4, lease.ipv4],
+      [6, lease.ipv6],
+    ] as const) {
       if (addr === undefined) continue;
       const k = this.key(lease.iface, fam);
       this.used.get(k)?.delete(addr);
@@ -112,7 +122,7 @@ export class PeerRegistrar {
     const iface = name === undefined ? undefined : this.interfaces.get(name);
     if (!iface) throw new RegistrationError(400, 'UNKNOWN_INTERFACE', `interface: no WireGuard interface named ${JSON.stringify(name)}`);
     if ([...this.interfaces.values()].some((i) => i.publicKey === publicKey)) {
-      throw new RegistrationError(400, 'INVALID_KEY', 'publicKey: that is the PoP\'s own public key');
+      throw new RegistrationError(400, 'INVALID_KEY', "publicKey: that is the PoP's own public key");
     }
     const now = this.now();
     const expiresAt = cfg.peerLifetime !== undefined ? now + cfg.peerLifetime : identity.expiresAt * 1000;
@@ -122,7 +132,8 @@ export class PeerRegistrar {
       const existing = this.store.get(publicKey);
       if (existing) {
         if (existing.subject !== identity.subject) throw new RegistrationError(409, 'KEY_IN_USE', 'publicKey: registered by another subject');
-        if (existing.iface !== iface.config.name) throw new RegistrationError(409, 'KEY_IN_USE', `publicKey: registered on interface ${existing.iface}; delete it there first`);
+        if (existing.iface !== iface.config.name)
+          throw new RegistrationError(409, 'KEY_IN_USE', `publicKey: registered on interface ${existing.iface}; delete it there first`);
         const extended = Math.max(existing.expiresAt, expiresAt);
         this.store.extend(publicKey, extended);
         return { lease: { ...existing, expiresAt: extended }, created: false };
@@ -159,7 +170,10 @@ export class PeerRegistrar {
       this.log.warn({ err, interface: iface.config.name }, 'adding a peer to the device failed');
       throw new RegistrationError(503, 'DEVICE_UNAVAILABLE', `interface ${iface.config.name} is not ready; retry shortly`);
     }
-    this.log.info({ interface: iface.config.name, subject: identity.subject, ipv4: outcome.lease.ipv4, ipv6: outcome.lease.ipv6, created: outcome.created }, outcome.created ? 'peer registered' : 'peer renewed');
+    this.log.info(
+      { interface: iface.config.name, subject: identity.subject, ipv4: outcome.lease.ipv4, ipv6: outcome.lease.ipv6, created: outcome.created },
+      outcome.created ? 'peer registered' : 'peer renewed',
+    );
     return outcome;
   }
 
@@ -178,14 +192,19 @@ export class PeerRegistrar {
     this.store.remove(publicKey);
     this.usedAddrs.released(lease);
     await this.removeFromDevice(lease);
-    this.log.info({ interface: lease.iface, subject: lease.subject, reason: subject === undefined ? 'revoked by an operator' : 'deleted by its subject' }, 'peer removed');
+    this.log.info(
+      { interface: lease.iface, subject: lease.subject, reason: subject === undefined ? 'revoked by an operator' : 'deleted by its subject' },
+      'peer removed',
+    );
     return true;
   }
 
   private async removeFromDevice(lease: Lease): Promise<void> {
     const iface = this.interfaces.get(lease.iface);
     // A device that is restarting re-reads the store, which no longer has the peer.
-    await iface?.device.removePeer(lease.publicKey).catch((err) => this.log.warn({ err, interface: lease.iface }, 'removing a peer from the device failed; it is gone from the store'));
+    await iface?.device
+      .removePeer(lease.publicKey)
+      .catch((err) => this.log.warn({ err, interface: lease.iface }, 'removing a peer from the device failed; it is gone from the store'));
   }
 
   /** Removes every expired peer; resolves with how many. */
@@ -203,7 +222,10 @@ export class PeerRegistrar {
   /** The peers a (re)started device must carry: its unexpired leases. */
   livePeers(iface: string): DevicePeer[] {
     const now = this.now();
-    return this.store.forInterface(iface).filter((l) => l.expiresAt > now).map(devicePeer);
+    return this.store
+      .forInterface(iface)
+      .filter((l) => l.expiresAt > now)
+      .map(devicePeer);
   }
 
   /**
@@ -221,7 +243,9 @@ export class PeerRegistrar {
       const pools = poolsFor(next.interfaces[idx]!);
       const orphaned = rows.flatMap((l) => [l.ipv4, l.ipv6]).filter((a): a is string => a !== undefined && !pools.isLeasable(canonicalAddress(a)));
       if (orphaned.length) {
-        problems.push(`tunnel.wireguard.interfaces[${idx}].pools: the change would orphan ${orphaned.length} leased address(es) (e.g. ${orphaned.slice(0, 3).join(', ')}); keep a pool that contains them`);
+        problems.push(
+          `tunnel.wireguard.interfaces[${idx}].pools: the change would orphan ${orphaned.length} leased address(es) (e.g. ${orphaned.slice(0, 3).join(', ')}); keep a pool that contains them`,
+        );
       }
     }
     return problems;

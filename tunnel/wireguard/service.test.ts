@@ -8,8 +8,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
-import { withTopology, uniqueName, type Namespace, type Topology } from '../../bench/index.js';
-import { removeSocketOnDestroy } from './testkit.js';
+import { withTopology, uniqueName, type Namespace, type Topology } from '../../testhosts/index.js';
+import { removeSocketOnDestroy } from './testing.js';
 import { freePort } from '../../dataplane/testing.js';
 import { AdminServer, HealthModel, Supervisor, ServiceRegistry, createLogger, type AgentContext, type CbrConfig } from '../../dataplane/index.js';
 import { AuthError, AUTH_SERVICE, type AuthGate, type Identity } from '../../auth/index.js';
@@ -51,7 +51,18 @@ async function harness(topo: Topology, ns: Namespace, extra: Record<string, unkn
     expiryInterval: '300ms',
     ...extra,
     ...Object.fromEntries(Object.entries(more).filter(([k]) => k !== 'iface')),
-    interfaces: [{ name: ifname, implementation: 'userspace', listenPort, address: ['10.88.0.1/22', 'fd00:88::1/64'], pools: ['10.88.0.0/22', 'fd00:88::/64'], endpoint: '192.0.2.10:51820', dns: ['10.88.0.1'], ...(more.iface as object) }],
+    interfaces: [
+      {
+        name: ifname,
+        implementation: 'userspace',
+        listenPort,
+        address: ['10.88.0.1/22', 'fd00:88::1/64'],
+        pools: ['10.88.0.0/22', 'fd00:88::/64'],
+        endpoint: '192.0.2.10:51820',
+        dns: ['10.88.0.1'],
+        ...(more.iface as object),
+      },
+    ],
   });
   let config = { tunnel: { wireguard: wireguardConfigSchema.parse(raw({})) } } as unknown as CbrConfig;
   const log = createLogger(process.env.CBR_TEST_LOG ?? 'silent');
@@ -62,10 +73,25 @@ async function harness(topo: Topology, ns: Namespace, extra: Record<string, unkn
   const supervisor = new Supervisor(log, registry);
   const services = new ServiceRegistry();
   services.provide(AUTH_SERVICE, testGate);
-  const ctx: AgentContext = { get config() { return config; }, log, registry, health, admin, supervisor, services, stateDir };
+  const ctx: AgentContext = {
+    get config() {
+      return config;
+    },
+    log,
+    registry,
+    health,
+    admin,
+    supervisor,
+    services,
+    stateDir,
+  };
   const prefix = ['ip', 'netns', 'exec', ns.name];
   const h: Harness = {
-    ns, ifname, url: `http://${admin.address}`, stateDir, ctx,
+    ns,
+    ifname,
+    url: `http://${admin.address}`,
+    stateDir,
+    ctx,
     svc: new WireguardService(ctx, { commandPrefix: prefix }),
     setConfig(more) {
       config = { tunnel: { wireguard: wireguardConfigSchema.parse(raw(more)) } } as unknown as CbrConfig;
@@ -149,7 +175,10 @@ test('registration API against a real wireguard-go', async () => {
       assert.equal(r1.json.server.endpoint, '192.0.2.10:51820');
       const devState = await h.svc.device(h.ifname)!.get();
       assert.equal(r1.json.server.publicKey, publicKeyFor(devState.privateKey!));
-      assert.match(r1.json.wgQuick, /\[Interface\]\nAddress = 10\.88\.0\.2\/32, fd00:88::2\/128\nDNS = 10\.88\.0\.1\n\n\[Peer\]\nPublicKey = .{44}\nEndpoint = 192\.0\.2\.10:51820\nAllowedIPs = 0\.0\.0\.0\/0, ::\/0\nPersistentKeepalive = 25\n$/);
+      assert.match(
+        r1.json.wgQuick,
+        /\[Interface\]\nAddress = 10\.88\.0\.2\/32, fd00:88::2\/128\nDNS = 10\.88\.0\.1\n\n\[Peer\]\nPublicKey = .{44}\nEndpoint = 192\.0\.2\.10:51820\nAllowedIPs = 0\.0\.0\.0\/0, ::\/0\nPersistentKeepalive = 25\n$/,
+      );
       assert.deepEqual((await devicePeers(h)).get(k1), ['10.88.0.2/32', 'fd00:88::2/128']);
 
       // Idempotent: same subject and key → 200, same addresses, expiry not earlier.
@@ -243,22 +272,36 @@ test('expiry, wireguard-go kill -9, restart from SQLite, and pool changes on rel
       assert.notEqual(dev.pid, pid);
       assert.deepEqual((await devicePeers(h)).get(long), ['10.88.0.3/32', 'fd00:88::3/128']);
       const link = JSON.parse(await h.ns.exec(['ip', '-j', 'addr', 'show', 'dev', h.ifname]));
-      assert.ok(link[0].addr_info.some((a: { local: string }) => a.local === '10.88.0.1'), 'address re-added');
+      assert.ok(
+        link[0].addr_info.some((a: { local: string }) => a.local === '10.88.0.1'),
+        'address re-added',
+      );
 
       // Restart of the subsystem: the peer comes back from SQLite.
       await h.restart();
       assert.deepEqual((await devicePeers(h)).get(long), ['10.88.0.3/32', 'fd00:88::3/128']);
 
       // Reload: a pool change that would orphan the lease is refused naming the field; a superset is fine.
-      const next = (pools: string[]) => ({ tunnel: { wireguard: wireguardConfigSchema.parse({ enabled: true, interfaces: [{ ...h.ctx.config.tunnel.wireguard.interfaces[0]!, pools }] }) } }) as unknown as CbrConfig;
-      assert.throws(() => h.svc.checkReload(next(['10.99.0.0/24', 'fd00:88::/64'])), /tunnel\.wireguard\.interfaces\[0\]\.pools: the change would orphan 1 leased address/);
+      const next = (pools: string[]) =>
+        ({
+          tunnel: { wireguard: wireguardConfigSchema.parse({ enabled: true, interfaces: [{ ...h.ctx.config.tunnel.wireguard.interfaces[0]!, pools }] }) },
+        }) as unknown as CbrConfig;
+      assert.throws(
+        () => h.svc.checkReload(next(['10.99.0.0/24', 'fd00:88::/64'])),
+        /tunnel\.wireguard\.interfaces\[0\]\.pools: the change would orphan 1 leased address/,
+      );
       h.svc.checkReload(next(['10.88.0.0/21', 'fd00:88::/64']));
-      const changedPort = { tunnel: { wireguard: wireguardConfigSchema.parse({ enabled: true, interfaces: [{ ...h.ctx.config.tunnel.wireguard.interfaces[0]!, listenPort: 1 }] }) } } as unknown as CbrConfig;
+      const changedPort = {
+        tunnel: { wireguard: wireguardConfigSchema.parse({ enabled: true, interfaces: [{ ...h.ctx.config.tunnel.wireguard.interfaces[0]!, listenPort: 1 }] }) },
+      } as unknown as CbrConfig;
       assert.throws(() => h.svc.checkReload(changedPort), /interfaces\[0\]\.listenPort: cannot change on reload/);
       h.setConfig({ iface: { pools: ['10.88.0.0/21', 'fd00:88::/64'] } });
       await h.svc.reload(h.ctx.config);
       const routes = JSON.parse(await h.ns.exec(['ip', '-j', 'route', 'show', 'dev', h.ifname]));
-      assert.ok(routes.some((r: { dst: string }) => r.dst === '10.88.0.0/21'), JSON.stringify(routes));
+      assert.ok(
+        routes.some((r: { dst: string }) => r.dst === '10.88.0.0/21'),
+        JSON.stringify(routes),
+      );
       assert.ok(!routes.some((r: { dst: string }) => r.dst === '10.88.0.0/22' && !('protocol' in r && r.protocol === 'kernel')), 'old pool route removed');
     } finally {
       await h.close();

@@ -36,7 +36,10 @@ export class WireguardService implements Subsystem {
   /** Last seen byte counters per interface/peer, to turn device counters (reset on restart) into monotonic totals. */
   private readonly lastBytes = new Map<string, { rx: number; tx: number }>();
 
-  constructor(private readonly ctx: AgentContext, private readonly opts: WireguardServiceOptions = {}) {}
+  constructor(
+    private readonly ctx: AgentContext,
+    private readonly opts: WireguardServiceOptions = {},
+  ) {}
 
   private get cfg(): WireguardConfig {
     return this.ctx.config.tunnel.wireguard;
@@ -78,7 +81,10 @@ export class WireguardService implements Subsystem {
     const field = `tunnel.wireguard.interfaces[${i}]`;
     const keyPath = ifc.privateKeyFile ?? join(dir, `${ifc.name}.key`);
     const { privateKey, publicKey } = loadOrCreatePrivateKey(keyPath, `${field}.privateKeyFile`, (path, pub) =>
-      this.ctx.log.warn({ interface: ifc.name, path, publicKey: pub }, 'no private key file: generated a new WireGuard key pair (clients must use this new public key)'),
+      this.ctx.log.warn(
+        { interface: ifc.name, path, publicKey: pub },
+        'no private key file: generated a new WireGuard key pair (clients must use this new public key)',
+      ),
     );
     const device = new WireguardDevice(ifc, {
       supervisor: this.ctx.supervisor,
@@ -127,7 +133,13 @@ export class WireguardService implements Subsystem {
     const states = await this.deviceStates(0);
     const now = Date.now();
     return {
-      interfaces: [...this.interfaces.values()].map((i) => ({ name: i.config.name, publicKey: i.publicKey, implementation: i.device.implementation, ready: i.device.ready, listenPort: i.config.listenPort })),
+      interfaces: [...this.interfaces.values()].map((i) => ({
+        name: i.config.name,
+        publicKey: i.publicKey,
+        implementation: i.device.implementation,
+        ready: i.device.ready,
+        listenPort: i.config.listenPort,
+      })),
       peers: this.registrar!.all().map((l) => {
         const p = states.get(l.iface)?.peers.find((x) => x.publicKey === l.publicKey);
         return {
@@ -164,51 +176,99 @@ export class WireguardService implements Subsystem {
     const registers = [this.ctx.registry];
     const svc = this;
     const labelNames = ['interface'];
-    const track = <T,>(m: T, name: string): T => {
+    const track = <T>(m: T, name: string): T => {
       this.metricNames.push(name);
       return m;
     };
-    this.registrations = track(new Counter({ name: 'cbr_wireguard_registrations_total', help: 'Peer registration requests by result', labelNames: ['result'], registers }), 'cbr_wireguard_registrations_total');
-    for (const r of ['created', 'renewed', 'bad_request', 'unauthorized', 'forbidden', 'rate_limited', 'unavailable', 'conflict', 'error']) this.registrations.inc({ result: r }, 0);
-    track(new Gauge({
-      name: 'cbr_wireguard_leases', help: 'Registered peers (leases) in the store', labelNames, registers,
-      collect() {
-        for (const name of svc.interfaces.keys()) this.set({ interface: name }, svc.store?.countForInterface(name) ?? 0);
-      },
-    }), 'cbr_wireguard_leases');
-    track(new Gauge({
-      name: 'cbr_wireguard_peers', help: 'Peers configured on the device', labelNames, registers,
-      async collect() {
-        const states = await svc.deviceStates();
-        for (const [name, s] of states) if (s) this.set({ interface: name }, s.peers.length);
-      },
-    }), 'cbr_wireguard_peers');
-    track(new Gauge({
-      name: 'cbr_wireguard_latest_handshake_age_seconds', help: 'Seconds since the most recent handshake of any peer on the interface', labelNames, registers,
-      async collect() {
-        this.reset();
-        const now = Date.now() / 1000;
-        for (const [name, s] of await svc.deviceStates()) {
-          const latest = Math.max(0, ...(s?.peers.map((p) => p.lastHandshakeTimeSec) ?? []));
-          if (latest > 0) this.set({ interface: name }, Math.max(0, now - latest));
-        }
-      },
-    }), 'cbr_wireguard_latest_handshake_age_seconds');
+    this.registrations = track(
+      new Counter({ name: 'cbr_wireguard_registrations_total', help: 'Peer registration requests by result', labelNames: ['result'], registers }),
+      'cbr_wireguard_registrations_total',
+    );
+    for (const r of ['created', 'renewed', 'bad_request', 'unauthorized', 'forbidden', 'rate_limited', 'unavailable', 'conflict', 'error'])
+      this.registrations.inc({ result: r }, 0);
+    track(
+      new Gauge({
+        name: 'cbr_wireguard_leases',
+        help: 'Registered peers (leases) in the store',
+        labelNames,
+        registers,
+        collect() {
+          for (const name of svc.interfaces.keys()) this.set({ interface: name }, svc.store?.countForInterface(name) ?? 0);
+        },
+      }),
+      'cbr_wireguard_leases',
+    );
+    track(
+      new Gauge({
+        name: 'cbr_wireguard_peers',
+        help: 'Peers configured on the device',
+        labelNames,
+        registers,
+        async collect() {
+          const states = await svc.deviceStates();
+          for (const [name, s] of states) if (s) this.set({ interface: name }, s.peers.length);
+        },
+      }),
+      'cbr_wireguard_peers',
+    );
+    track(
+      new Gauge({
+        name: 'cbr_wireguard_latest_handshake_age_seconds',
+        help: 'Seconds since the most recent handshake of any peer on the interface',
+        labelNames,
+        registers,
+        async collect() {
+          this.reset();
+          const now = Date.now() / 1000;
+          for (const [name, s] of await svc.deviceStates()) {
+            const latest = Math.max(0, ...(s?.peers.map((p) => p.lastHandshakeTimeSec) ?? []));
+            if (latest > 0) this.set({ interface: name }, Math.max(0, now - latest));
+          }
+        },
+      }),
+      'cbr_wireguard_latest_handshake_age_seconds',
+    );
     const perPeer = this.cfg.perPeerMetrics
       ? {
-          age: new Gauge({ name: 'cbr_wireguard_peer_latest_handshake_age_seconds', help: 'Seconds since the peer\'s latest handshake', labelNames: ['interface', 'peer'], registers: [] }),
-          rx: new Gauge({ name: 'cbr_wireguard_peer_received_bytes', help: 'Bytes received from the peer (device counter; resets with wireguard-go)', labelNames: ['interface', 'peer'], registers: [] }),
-          tx: new Gauge({ name: 'cbr_wireguard_peer_sent_bytes', help: 'Bytes sent to the peer (device counter; resets with wireguard-go)', labelNames: ['interface', 'peer'], registers: [] }),
+          age: new Gauge({
+            name: 'cbr_wireguard_peer_latest_handshake_age_seconds',
+            help: "Seconds since the peer's latest handshake",
+            labelNames: ['interface', 'peer'],
+            registers: [],
+          }),
+          rx: new Gauge({
+            name: 'cbr_wireguard_peer_received_bytes',
+            help: 'Bytes received from the peer (device counter; resets with wireguard-go)',
+            labelNames: ['interface', 'peer'],
+            registers: [],
+          }),
+          tx: new Gauge({
+            name: 'cbr_wireguard_peer_sent_bytes',
+            help: 'Bytes sent to the peer (device counter; resets with wireguard-go)',
+            labelNames: ['interface', 'peer'],
+            registers: [],
+          }),
         }
       : undefined;
     // rx is registered before tx (and the per-peer gauges), so its collector updates them all from one device read.
-    const tx = new Counter({ name: 'cbr_wireguard_sent_bytes_total', help: 'Bytes sent to peers (kept monotonic across wireguard-go restarts)', labelNames, registers: [] });
-    const rx = track(new Counter({
-      name: 'cbr_wireguard_received_bytes_total', help: 'Bytes received from peers (kept monotonic across wireguard-go restarts)', labelNames, registers,
-      async collect() {
-        await svc.collectTraffic(this, tx, perPeer);
-      },
-    }), 'cbr_wireguard_received_bytes_total');
+    const tx = new Counter({
+      name: 'cbr_wireguard_sent_bytes_total',
+      help: 'Bytes sent to peers (kept monotonic across wireguard-go restarts)',
+      labelNames,
+      registers: [],
+    });
+    const rx = track(
+      new Counter({
+        name: 'cbr_wireguard_received_bytes_total',
+        help: 'Bytes received from peers (kept monotonic across wireguard-go restarts)',
+        labelNames,
+        registers,
+        async collect() {
+          await svc.collectTraffic(this, tx, perPeer);
+        },
+      }),
+      'cbr_wireguard_received_bytes_total',
+    );
     for (const m of [tx, ...(perPeer ? [perPeer.age, perPeer.rx, perPeer.tx] : [])]) {
       this.ctx.registry.registerMetric(m);
       this.metricNames.push((m as unknown as { name: string }).name);
@@ -248,12 +308,15 @@ export class WireguardService implements Subsystem {
 
   private scheduleSweep(): void {
     clearInterval(this.sweepTimer);
-    this.sweepTimer = setInterval(() => {
-      if (this.sweeping) return;
-      this.sweeping = this.registrar!.sweepExpired()
-        .catch((err) => this.ctx.log.error({ err }, 'sweeping expired peers failed'))
-        .finally(() => (this.sweeping = undefined));
-    }, Math.max(100, this.cfg.expiryInterval));
+    this.sweepTimer = setInterval(
+      () => {
+        if (this.sweeping) return;
+        this.sweeping = this.registrar!.sweepExpired()
+          .catch((err) => this.ctx.log.error({ err }, 'sweeping expired peers failed'))
+          .finally(() => (this.sweeping = undefined));
+      },
+      Math.max(100, this.cfg.expiryInterval),
+    );
     this.sweepTimer.unref();
   }
 
@@ -296,7 +359,10 @@ export class WireguardService implements Subsystem {
   async stop(): Promise<void> {
     clearInterval(this.sweepTimer);
     await this.sweeping;
-    this.cleanups.splice(0).reverse().forEach((c) => c());
+    this.cleanups
+      .splice(0)
+      .reverse()
+      .forEach((c) => c());
     for (const name of this.metricNames.splice(0)) this.ctx.registry.removeSingleMetric(name);
     for (const i of [...this.interfaces.values()].reverse()) {
       await i.device.stop().catch((err) => this.ctx.log.warn({ err, interface: i.config.name }, 'stopping the interface failed'));

@@ -22,11 +22,18 @@ test('leases survive reopening; WAL; addresses are unique per interface; expiry 
     assert.deepEqual(s.get(K1), { publicKey: K1, iface: 'wg0', subject: 'alice', ipv4: '10.0.0.2', ipv6: 'fd00::2', createdAt: 1, expiresAt: 1000 });
     assert.deepEqual([...s.usedAddresses('wg0', 4)], ['10.0.0.2']);
     assert.equal(s.countForSubject('bob'), 1);
-    assert.deepEqual(s.expired(1500).map((l) => l.publicKey), [K1]);
-    assert.throws(() => s.transaction(() => {
-      s.remove(K1);
-      throw new Error('roll back');
-    }), /roll back/);
+    assert.deepEqual(
+      s.expired(1500).map((l) => l.publicKey),
+      [K1],
+    );
+    assert.throws(
+      () =>
+        s.transaction(() => {
+          s.remove(K1);
+          throw new Error('roll back');
+        }),
+      /roll back/,
+    );
     assert.ok(s.get(K1), 'a throwing transaction rolls back');
     s.extend(K1, 5000);
     assert.equal(s.get(K1)!.expiresAt, 5000);

@@ -93,7 +93,9 @@ export class LeaseStore {
       countSubject: this.db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM peers WHERE subject = ?'),
       usedV4: this.db.prepare<[string], { a: string }>('SELECT ipv4 AS a FROM peers WHERE interface = ? AND ipv4 IS NOT NULL'),
       usedV6: this.db.prepare<[string], { a: string }>('SELECT ipv6 AS a FROM peers WHERE interface = ? AND ipv6 IS NOT NULL'),
-      insert: this.db.prepare<[Record<string, unknown>]>('INSERT INTO peers (public_key, interface, subject, ipv4, ipv6, created_at, expires_at) VALUES (@publicKey, @iface, @subject, @ipv4, @ipv6, @createdAt, @expiresAt)'),
+      insert: this.db.prepare<[Record<string, unknown>]>(
+        'INSERT INTO peers (public_key, interface, subject, ipv4, ipv6, created_at, expires_at) VALUES (@publicKey, @iface, @subject, @ipv4, @ipv6, @createdAt, @expiresAt)',
+      ),
       extend: this.db.prepare<[number, string]>('UPDATE peers SET expires_at = ? WHERE public_key = ?'),
       remove: this.db.prepare<[string]>('DELETE FROM peers WHERE public_key = ?'),
       expired: this.db.prepare<[number], Row>('SELECT * FROM peers WHERE expires_at <= ? ORDER BY expires_at'),

@@ -11,7 +11,10 @@ export function uapiSocketPath(ifname: string, dir = UAPI_DIR): string {
 }
 
 export class UapiClient {
-  constructor(readonly socketPath: string, private readonly timeoutMs = 5_000) {}
+  constructor(
+    readonly socketPath: string,
+    private readonly timeoutMs = 5_000,
+  ) {}
 
   /** Sends one request and resolves with the raw reply (through the terminating blank line). */
   exchange(request: string): Promise<string> {

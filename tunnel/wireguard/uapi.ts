@@ -1,11 +1,14 @@
 // The cross-platform WireGuard UAPI (wireguard.com/xplatform): `set=1` / `get=1` operations as
 // newline-separated key=value lines ending with a blank line, keys in lowercase hex, replies ending
 // with `errno=N`. Pure functions over strings; the socket lives in uapi-client.ts.
-import { isIPv4, isIPv6, isPrefix, splitHostPort } from '../../dataplane/config/common.js';
+import { isIPv4, isIPv6, isPrefix, splitHostPort } from '../../dataplane/index.js';
 
 /** Anything that does not follow the protocol: a malformed reply or a request we refuse to encode. */
 export class UapiError extends Error {
-  constructor(message: string, readonly errno?: number) {
+  constructor(
+    message: string,
+    readonly errno?: number,
+  ) {
     super(message);
     this.name = 'UapiError';
   }
@@ -90,14 +93,15 @@ export function encodeSet(req: DeviceSet): string {
     if (p.updateOnly) lines.push('update_only=true');
     if (p.presharedKey !== undefined) lines.push(`preshared_key=${base64ToHex(p.presharedKey)}`);
     if (p.endpoint !== undefined) lines.push(`endpoint=${checkEndpoint(p.endpoint)}`);
-    if (p.persistentKeepaliveInterval !== undefined) lines.push(`persistent_keepalive_interval=${checkUint('persistent_keepalive_interval', p.persistentKeepaliveInterval, 65535)}`);
+    if (p.persistentKeepaliveInterval !== undefined)
+      lines.push(`persistent_keepalive_interval=${checkUint('persistent_keepalive_interval', p.persistentKeepaliveInterval, 65535)}`);
     if (p.replaceAllowedIps) lines.push('replace_allowed_ips=true');
     for (const a of p.allowedIps ?? []) {
       if (!isPrefix(a)) throw new UapiError(`allowed_ip: expected a prefix like 10.0.0.2/32, got ${JSON.stringify(a)}`);
       lines.push(`allowed_ip=${a}`);
     }
   }
-  return lines.join('\n') + '\n\n';
+  return `${lines.join('\n')}\n\n`;
 }
 
 export const GET_REQUEST = 'get=1\n\n';
@@ -181,7 +185,15 @@ export function decodeGet(reply: string): DeviceState {
         state.fwmark = parseUint(key, value, 0xffffffff);
         break;
       case 'public_key':
-        peer = { publicKey: parseHexKey(key, value), lastHandshakeTimeSec: 0, lastHandshakeTimeNsec: 0, rxBytes: 0, txBytes: 0, persistentKeepaliveInterval: 0, allowedIps: [] };
+        peer = {
+          publicKey: parseHexKey(key, value),
+          lastHandshakeTimeSec: 0,
+          lastHandshakeTimeNsec: 0,
+          rxBytes: 0,
+          txBytes: 0,
+          persistentKeepaliveInterval: 0,
+          allowedIps: [],
+        };
         state.peers.push(peer);
         break;
       default: {
@@ -242,7 +254,7 @@ export function encodeGetReply(state: DeviceState, errno = 0): string {
     for (const a of p.allowedIps) lines.push(`allowed_ip=${a}`);
   }
   lines.push(`errno=${errno}`);
-  return lines.join('\n') + '\n\n';
+  return `${lines.join('\n')}\n\n`;
 }
 
 /**

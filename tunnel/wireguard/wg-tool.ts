@@ -6,7 +6,7 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isBase64Key, UapiError, type DeviceSet, type DeviceState, type PeerState } from './uapi.js';
-import { isPrefix } from '../../dataplane/config/common.js';
+import { isPrefix } from '../../dataplane/index.js';
 
 function field(line: number, name: string, v: string | undefined): string {
   if (v === undefined) throw new UapiError(`wg dump line ${line}: missing ${name}`);
@@ -71,7 +71,7 @@ export function encodeWgConf(req: DeviceSet): string {
     if (p.persistentKeepaliveInterval !== undefined) out.push(`PersistentKeepalive = ${p.persistentKeepaliveInterval}`);
     if (p.allowedIps?.length) out.push(`AllowedIPs = ${p.allowedIps.join(', ')}`);
   }
-  return out.join('\n') + '\n';
+  return `${out.join('\n')}\n`;
 }
 
 /**
@@ -103,7 +103,8 @@ export function wgSetArgs(ifname: string, req: DeviceSet, keyFile = '/dev/null')
     }
     if (p.presharedKey !== undefined) throw new UapiError('wg set: preshared keys are not supported on this path');
     if (p.endpoint !== undefined) args.push('endpoint', p.endpoint);
-    if (p.persistentKeepaliveInterval !== undefined) args.push('persistent-keepalive', p.persistentKeepaliveInterval ? String(p.persistentKeepaliveInterval) : 'off');
+    if (p.persistentKeepaliveInterval !== undefined)
+      args.push('persistent-keepalive', p.persistentKeepaliveInterval ? String(p.persistentKeepaliveInterval) : 'off');
     // `wg set ... allowed-ips` always replaces the peer's list.
     if (p.allowedIps !== undefined) args.push('allowed-ips', p.allowedIps.join(','));
   }
@@ -111,7 +112,11 @@ export function wgSetArgs(ifname: string, req: DeviceSet, keyFile = '/dev/null')
 }
 
 export class WgToolControl {
-  constructor(readonly ifname: string, private readonly commandPrefix: string[] = [], private readonly timeoutMs = 10_000) {}
+  constructor(
+    readonly ifname: string,
+    private readonly commandPrefix: string[] = [],
+    private readonly timeoutMs = 10_000,
+  ) {}
 
   private run(args: string[]): Promise<string> {
     const argv = [...this.commandPrefix, 'wg', ...args];
@@ -129,7 +134,7 @@ export class WgToolControl {
 
   async set(req: DeviceSet): Promise<void> {
     if (req.replacePeers) await withSecretFile(encodeWgConf(req), (f) => this.run(['setconf', this.ifname, f]));
-    else if (req.privateKey !== undefined) await withSecretFile(req.privateKey + '\n', (f) => this.run(wgSetArgs(this.ifname, req, f)));
+    else if (req.privateKey !== undefined) await withSecretFile(`${req.privateKey}\n`, (f) => this.run(wgSetArgs(this.ifname, req, f)));
     else await this.run(wgSetArgs(this.ifname, req));
   }
 }

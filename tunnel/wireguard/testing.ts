@@ -5,7 +5,7 @@ import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import type { Topology, Namespace } from '../../bench/index.js';
+import type { Topology, Namespace } from '../../testhosts/index.js';
 import { runCli, CLI_PATH, type AgentProcess } from '../../dataplane/testing.js';
 import { UapiClient, uapiSocketPath } from './uapi-client.js';
 
@@ -32,7 +32,16 @@ export async function wgTopology(topo: Topology, tunnelPrefixes: string[]): Prom
   await pop.sysctl('net.ipv4.ip_forward', '1');
   await pop.sysctl('net.ipv6.conf.all.forwarding', '1');
   for (const p of tunnelPrefixes) await origin.addRoute(p, p.includes(':') ? 'fd60::1' : '192.168.60.1');
-  return { client, pop, origin, popAddress: '192.168.50.1', originAddress: '192.168.60.2', originSubnet: '192.168.60.0/24', popOriginIf: po.ifname, originIf: op.ifname };
+  return {
+    client,
+    pop,
+    origin,
+    popAddress: '192.168.50.1',
+    originAddress: '192.168.60.2',
+    originSubnet: '192.168.60.0/24',
+    popOriginIf: po.ifname,
+    originIf: op.ifname,
+  };
 }
 
 /** Waits until a UAPI socket answers get=1. */
@@ -70,7 +79,14 @@ export async function startWireguardGo(topo: Topology, ns: Namespace, ifname: st
  * lets `wg-quick strip` turn it into a `wg setconf` file, and applies Address and AllowedIPs
  * routes with iproute2 (what wg-quick up would do, without its DNS and firewall handling).
  */
-export async function clientTunnelFromWgQuick(topo: Topology, ns: Namespace, ifname: string, wgQuick: string, privateKey: string, routes: string[]): Promise<void> {
+export async function clientTunnelFromWgQuick(
+  topo: Topology,
+  ns: Namespace,
+  ifname: string,
+  wgQuick: string,
+  privateKey: string,
+  routes: string[],
+): Promise<void> {
   await startWireguardGo(topo, ns, ifname);
   const dir = mkdtempSync(join(tmpdir(), 'cbr-wgq-'));
   try {
@@ -125,13 +141,16 @@ export const ADMIN_TOKEN = 'integration-admin-token-0123456789';
 /** Starts `cbr dev-issuer` in `ns` with two service users (one with the vpn-user role, one without). */
 export async function startIssuerIn(topo: Topology, ns: Namespace, listen: string, dir: string): Promise<string> {
   const cfg = join(dir, 'issuer.yaml');
-  writeFileSync(cfg, [
-    'serviceUsers:',
-    '  - { clientId: vpn-client, clientSecret: vpn-secret, roles: [vpn-user], subject: "user-1" }',
-    '  - { clientId: vpn-client-2, clientSecret: vpn-secret, roles: [vpn-user], subject: "user-2" }',
-    '  - { clientId: no-role, clientSecret: other-secret, roles: [viewer], subject: "user-9" }',
-    '',
-  ].join('\n'));
+  writeFileSync(
+    cfg,
+    [
+      'serviceUsers:',
+      '  - { clientId: vpn-client, clientSecret: vpn-secret, roles: [vpn-user], subject: "user-1" }',
+      '  - { clientId: vpn-client-2, clientSecret: vpn-secret, roles: [vpn-user], subject: "user-2" }',
+      '  - { clientId: no-role, clientSecret: other-secret, roles: [viewer], subject: "user-9" }',
+      '',
+    ].join('\n'),
+  );
   const child = ns.spawn([process.execPath, CLI_PATH, 'dev-issuer', '--listen', listen, '--project-id', PROJECT, '--config', cfg]);
   child.stderr?.resume();
   return new Promise((resolve, reject) => {
@@ -187,7 +206,10 @@ ${o.extra ?? ''}    interfaces:
 export async function waitHealthy(ns: Namespace, adminUrl: string, agent: AgentProcess, timeoutMs = 20_000): Promise<void> {
   const until = Date.now() + timeoutMs;
   // Health can be up before the last subsystem has started; wait for the agent to say it has.
-  await Promise.race([agent.waitForLog((e) => e.msg === 'agent started', timeoutMs), agent.exited.then((e) => Promise.reject(new Error(`agent exited (${e.code ?? e.signal}):\n${agent.logLines.slice(-30).join('\n')}`)))]);
+  await Promise.race([
+    agent.waitForLog((e) => e.msg === 'agent started', timeoutMs),
+    agent.exited.then((e) => Promise.reject(new Error(`agent exited (${e.code ?? e.signal}):\n${agent.logLines.slice(-30).join('\n')}`))),
+  ]);
   for (;;) {
     const early = await Promise.race([agent.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), 200))]);
     if (early) throw new Error(`agent exited (${early.code ?? early.signal}):\n${agent.logLines.slice(-30).join('\n')}`);
@@ -198,7 +220,12 @@ export async function waitHealthy(ns: Namespace, adminUrl: string, agent: AgentP
 }
 
 /** An HTTP request from inside a namespace (curl); resolves with status and parsed JSON. */
-export async function httpIn(ns: Namespace, method: string, url: string, opts: { token?: string; body?: string } = {}): Promise<{ status: number; json: any; text: string }> {
+export async function httpIn(
+  ns: Namespace,
+  method: string,
+  url: string,
+  opts: { token?: string; body?: string } = {},
+): Promise<{ status: number; json: any; text: string }> {
   const argv = ['curl', '-s', '-m', '10', '-X', method, '-w', '\n%{http_code}', '-H', 'content-type: application/json'];
   if (opts.token) argv.push('-H', `authorization: Bearer ${opts.token}`);
   if (opts.body !== undefined) argv.push('--data-binary', '@-');
@@ -216,8 +243,9 @@ export async function httpIn(ns: Namespace, method: string, url: string, opts: {
 }
 
 export async function tokenFor(ns: Namespace, issuer: string, clientId: string, secret: string): Promise<string> {
-  const r = await runCli(['auth', 'token', '--issuer', issuer, '--client-id', clientId, '--client-secret', secret, '--project-id', PROJECT], { netns: ns.name });
+  const r = await runCli(['auth', 'token', '--issuer', issuer, '--client-id', clientId, '--client-secret', secret, '--project-id', PROJECT], {
+    netns: ns.name,
+  });
   assert.equal(r.code, 0, r.stderr);
   return r.stdout.trim();
 }
-

@@ -6,9 +6,9 @@ import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { uniqueName, type Topology, type Namespace } from '../../../bench/index.js';
-import { startAgent, CLI_PATH, type AgentProcess } from '../../../dataplane/testing.js';
-import { generateSelfSigned, writeTlsMaterial } from '../../quic/index.js';
+import { uniqueName, type Topology, type Namespace } from '../../testhosts/index.js';
+import { startAgent, CLI_PATH, type AgentProcess } from '../../dataplane/testing.js';
+import { generateSelfSigned, writeTlsMaterial } from '../quic/index.js';
 
 export interface Testbed {
   client: Namespace;
@@ -53,29 +53,69 @@ export async function masqueTestbed(topo: Topology, opts: { routes?: string[]; e
   writeTlsMaterial(tls, certFile, keyFile);
   const clientSecretFile = join(dir, 'client-secret');
   writeFileSync(clientSecretFile, 'testbed-secret\n');
-  writeFileSync(join(dir, 'issuer.yaml'), `tokenLifetime: 600\nserviceUsers:\n  - { clientId: "svc-vpn", clientSecret: "testbed-secret", subject: "svc-vpn", roles: [vpn-user] }\n`);
+  writeFileSync(
+    join(dir, 'issuer.yaml'),
+    `tokenLifetime: 600\nserviceUsers:\n  - { clientId: "svc-vpn", clientSecret: "testbed-secret", subject: "svc-vpn", roles: [vpn-user] }\n`,
+  );
 
   const issuerUrl = 'http://10.61.1.1:8088';
-  const issuer = pop.spawn([process.execPath, CLI_PATH, 'dev-issuer', '--listen', '10.61.1.1:8088', '--project-id', PROJECT, '--config', join(dir, 'issuer.yaml')]);
+  const issuer = pop.spawn([
+    process.execPath,
+    CLI_PATH,
+    'dev-issuer',
+    '--listen',
+    '10.61.1.1:8088',
+    '--project-id',
+    PROJECT,
+    '--config',
+    join(dir, 'issuer.yaml'),
+  ]);
   await waitForOutput(issuer, /dev issuer listening/, 15_000);
 
-  const agent = await startAgent([
-    'auth:', '  enabled: true', `  issuer: ${issuerUrl}`, `  audience: ["${PROJECT}"]`,
-    '  rateLimit:', '    perSubject: { rate: 100000, burst: 100000 }', '    perSource: { rate: 100000, burst: 100000 }',
-    'tunnel:', '  masque:', '    enabled: true', '    listen: 0.0.0.0:4433',
-    '    tls:', `      certFile: ${certFile}`, `      keyFile: ${keyFile}`,
-    '    udp:', '      allowPrivate: true',
-    '    ip:', `      tun: ${uniqueName('q')}`, '      poolV4: 100.64.61.0/24', '      poolV6: fd00:cb:61::/64',
-    `      routes: [${(opts.routes ?? ['10.61.2.0/24']).join(', ')}]`, '      allowPrivate: true',
-    ...(opts.extraMasque ? [opts.extraMasque] : []),
-    '',
-  ].join('\n'), { netns: pop.name });
+  const agent = await startAgent(
+    [
+      'auth:',
+      '  enabled: true',
+      `  issuer: ${issuerUrl}`,
+      `  audience: ["${PROJECT}"]`,
+      '  rateLimit:',
+      '    perSubject: { rate: 100000, burst: 100000 }',
+      '    perSource: { rate: 100000, burst: 100000 }',
+      'tunnel:',
+      '  masque:',
+      '    enabled: true',
+      '    listen: 0.0.0.0:4433',
+      '    tls:',
+      `      certFile: ${certFile}`,
+      `      keyFile: ${keyFile}`,
+      '    udp:',
+      '      allowPrivate: true',
+      '    ip:',
+      `      tun: ${uniqueName('q')}`,
+      '      poolV4: 100.64.61.0/24',
+      '      poolV6: fd00:cb:61::/64',
+      `      routes: [${(opts.routes ?? ['10.61.2.0/24']).join(', ')}]`,
+      '      allowPrivate: true',
+      ...(opts.extraMasque ? [opts.extraMasque] : []),
+      '',
+    ].join('\n'),
+    { netns: pop.name },
+  );
   topo.onDestroy(async () => void (await agent.stop()));
   await agent.waitForLog((e) => e.msg === 'MASQUE listener up', 30_000);
 
   const tb: Testbed = {
-    client, pop, origin, popAddr: '10.61.1.1', originAddr: '10.61.2.2', port: 4433, caFile: certFile, agent, issuerUrl,
-    clientId: 'svc-vpn', clientSecretFile,
+    client,
+    pop,
+    origin,
+    popAddr: '10.61.1.1',
+    originAddr: '10.61.2.2',
+    port: 4433,
+    caFile: certFile,
+    agent,
+    issuerUrl,
+    clientId: 'svc-vpn',
+    clientSecretFile,
     async mint(subject, o = {}) {
       const body = JSON.stringify({ subject, roles: o.roles ?? ['vpn-user'], expiresIn: o.ttlS ?? 300 });
       const out = await client.exec(['curl', '-sf', '-X', 'POST', '-H', 'content-type: application/json', '--data', body, `${issuerUrl}/admin/mint`]);

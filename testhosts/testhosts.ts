@@ -8,7 +8,12 @@ import { execFileSync } from 'node:child_process';
 const execFileAsync = promisify(execFile);
 
 export class CommandError extends Error {
-  constructor(readonly argv: string[], readonly code: number | null, readonly stderr: string, readonly stdout: string) {
+  constructor(
+    readonly argv: string[],
+    readonly code: number | null,
+    readonly stderr: string,
+    readonly stdout: string,
+  ) {
     super(`${argv.join(' ')} failed (exit ${code}): ${stderr.trim() || stdout.trim()}`);
     this.name = 'CommandError';
   }
@@ -25,7 +30,12 @@ export async function run(argv: string[], opts: { timeoutMs?: number; input?: st
     return stdout;
   } catch (err) {
     const e = err as { code?: number | string; stderr?: string; stdout?: string; killed?: boolean };
-    throw new CommandError(argv, typeof e.code === 'number' ? e.code : null, e.killed ? `timed out; ${e.stderr ?? ''}` : (e.stderr ?? String(err)), e.stdout ?? '');
+    throw new CommandError(
+      argv,
+      typeof e.code === 'number' ? e.code : null,
+      e.killed ? `timed out; ${e.stderr ?? ''}` : (e.stderr ?? String(err)),
+      e.stdout ?? '',
+    );
   }
 }
 
@@ -57,7 +67,10 @@ export function uniqueName(role: string): string {
 }
 
 export class Namespace {
-  constructor(readonly name: string, private readonly topo: Topology) {}
+  constructor(
+    readonly name: string,
+    private readonly topo: Topology,
+  ) {}
 
   /** Runs argv inside the namespace and returns stdout. */
   exec(argv: string[], opts: { timeoutMs?: number; input?: string; env?: NodeJS.ProcessEnv } = {}): Promise<string> {
@@ -88,7 +101,9 @@ export class Namespace {
   /** Pings once-per-interval until one answer or the count runs out; true if any reply came back. */
   async ping(address: string, opts: { count?: number; timeoutS?: number } = {}): Promise<boolean> {
     try {
-      await this.exec(['ping', '-n', '-q', '-c', String(opts.count ?? 1), '-W', String(opts.timeoutS ?? 1), address], { timeoutMs: ((opts.count ?? 1) + (opts.timeoutS ?? 1) + 2) * 1000 });
+      await this.exec(['ping', '-n', '-q', '-c', String(opts.count ?? 1), '-W', String(opts.timeoutS ?? 1), address], {
+        timeoutMs: ((opts.count ?? 1) + (opts.timeoutS ?? 1) + 2) * 1000,
+      });
       return true;
     } catch {
       return false;
@@ -141,12 +156,18 @@ export class Topology {
     const an = uniqueName('a');
     const bn = uniqueName('b');
     await run(['ip', 'link', 'add', an, 'netns', a.name, 'type', 'veth', 'peer', 'name', bn, 'netns', b.name]);
-    for (const [ns, ifn, addrs] of [[a, an, opts.aAddr], [b, bn, opts.bAddr]] as const) {
+    for (const [ns, ifn, addrs] of [
+      [a, an, opts.aAddr],
+      [b, bn, opts.bAddr],
+    ] as const) {
       if (opts.mtu) await ns.exec(['ip', 'link', 'set', ifn, 'mtu', String(opts.mtu)]);
       for (const cidr of addrs === undefined ? [] : Array.isArray(addrs) ? addrs : [addrs]) await ns.addAddress(ifn, cidr);
       await ns.exec(['ip', 'link', 'set', ifn, 'up']);
     }
-    return [{ ns: a, ifname: an }, { ns: b, ifname: bn }];
+    return [
+      { ns: a, ifname: an },
+      { ns: b, ifname: bn },
+    ];
   }
 
   async destroy(): Promise<void> {
@@ -173,13 +194,17 @@ export class Topology {
     for (const p of this.processes) p.kill('SIGKILL');
     for (const ns of this.namespaces) {
       try {
-        execFileSync('ip', ['netns', 'pids', ns.name]).toString().split(/\s+/).filter(Boolean).forEach((pid) => {
-          try {
-            process.kill(Number(pid), 'SIGKILL');
-          } catch {
-            /* gone */
-          }
-        });
+        execFileSync('ip', ['netns', 'pids', ns.name])
+          .toString()
+          .split(/\s+/)
+          .filter(Boolean)
+          .forEach((pid) => {
+            try {
+              process.kill(Number(pid), 'SIGKILL');
+            } catch {
+              /* gone */
+            }
+          });
         execFileSync('ip', ['netns', 'del', ns.name], { stdio: 'ignore' });
       } catch {
         /* best effort */

@@ -1,14 +1,27 @@
 // Generates docs/config.md from the config schema, so the reference cannot drift from the code.
-import { configJsonSchema, envNameFor } from './load.js';
+import { envNameFor } from '../../dataplane/index.js';
+import { configLoader } from './schema.js';
 
-type Node = { type?: string | string[]; properties?: Record<string, Node>; items?: Node; anyOf?: Node[]; default?: unknown; description?: string; enum?: unknown[]; format?: string; pattern?: string; minimum?: number; maximum?: number };
+type Node = {
+  type?: string | string[];
+  properties?: Record<string, Node>;
+  items?: Node;
+  anyOf?: Node[];
+  default?: unknown;
+  description?: string;
+  enum?: unknown[];
+  format?: string;
+  pattern?: string;
+  minimum?: number;
+  maximum?: number;
+};
 
 function typeOf(n: Node): string {
   if (n.enum) return n.enum.map((v) => JSON.stringify(v)).join(' \\| ');
   if (n.anyOf) return [...new Set(n.anyOf.map(typeOf))].join(' or ');
   if (n.type === 'array') return `list of ${n.items ? typeOf(n.items) : 'any'}`;
   if (n.type === 'object' && n.properties) return 'mapping';
-  const t = Array.isArray(n.type) ? n.type.join(' or ') : n.type ?? 'any';
+  const t = Array.isArray(n.type) ? n.type.join(' or ') : (n.type ?? 'any');
   return n.format ? `${t} (${n.format})` : t;
 }
 
@@ -49,8 +62,8 @@ export function renderConfigDocs(): string {
     '| field | type | default | meaning | environment |',
     '|---|---|---|---|---|',
   ];
-  rows(configJsonSchema() as Node, [], out);
-  return out.join('\n') + '\n';
+  rows(configLoader.jsonSchema() as Node, [], out);
+  return `${out.join('\n')}\n`;
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) process.stdout.write(renderConfigDocs());

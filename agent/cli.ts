@@ -3,11 +3,10 @@
 // stderr and a non-zero exit, never a stack trace.
 import { Command, CommanderError } from 'commander';
 import { stringify as toYaml } from 'yaml';
-import { loadConfigFile, validateConfig, applyEnvOverrides, ConfigError, configLeafPaths, envNameFor } from './config/load.js';
+import { ConfigError, envNameFor, VERSION, adminClientFromOptions, withAdminOptions } from '../dataplane/index.js';
+import { configLoader } from './config/schema.js';
 import { renderConfigDocs } from './config/docs.js';
 import { Agent } from './agent.js';
-import { VERSION } from './version.js';
-import { adminClientFromOptions, withAdminOptions } from './admin-client.js';
 import { registerAuthCommands } from '../auth/index.js';
 import { registerXdpCommands } from '../xdp/index.js';
 import { registerMasqueCommands, registerWireguardCommands } from '../tunnel/index.js';
@@ -27,7 +26,7 @@ program
   .option('-c, --config <file>', 'YAML config file (default: CBR_CONFIG; without either, embedded defaults with every subsystem off)')
   .action(async (opts: { config?: string }) => {
     const path = opts.config ?? process.env.CBR_CONFIG;
-    const loaded = path ? loadConfigFile(path) : { config: validateConfig(envOnly()), path: undefined, envOverrides: [] };
+    const loaded = path ? configLoader.loadFile(path) : { config: configLoader.validate(envOnly()), path: undefined, envOverrides: [] };
     const agent = new Agent({ config: loaded.config, configPath: loaded.path });
     if (loaded.envOverrides.length) agent.log.info({ variables: loaded.envOverrides }, 'config overridden from the environment');
     process.on('uncaughtException', (err) => {
@@ -43,7 +42,7 @@ program
 /** The embedded defaults plus CBR_* overrides, for `cbr agent` without a file. */
 function envOnly(): Record<string, unknown> {
   const raw: Record<string, unknown> = {};
-  applyEnvOverrides(raw, process.env);
+  configLoader.applyEnvOverrides(raw, process.env);
   return raw;
 }
 
@@ -54,7 +53,7 @@ configCmd
   .argument('<file>', 'YAML config file')
   .option('--print', 'print the effective config (defaults filled in) as YAML')
   .action((file: string, opts: { print?: boolean }) => {
-    const { config, envOverrides } = loadConfigFile(file);
+    const { config, envOverrides } = configLoader.loadFile(file);
     if (opts.print) process.stdout.write(toYaml(config));
     else process.stdout.write(`${file}: ok${envOverrides.length ? ` (with ${envOverrides.join(', ')})` : ''}\n`);
   });
@@ -68,12 +67,12 @@ configCmd
   .command('env')
   .description('list the CBR_* environment variables that override config fields')
   .action(() => {
-    for (const path of configLeafPaths()) process.stdout.write(`${envNameFor(path)}\t${path.join('.')}\n`);
+    for (const path of configLoader.leafPaths()) process.stdout.write(`${envNameFor(path)}\t${path.join('.')}\n`);
     process.stdout.write('CBR_LOG_LEVEL\tlog.level\nCBR_CC\ttunnel.masque.congestionControl\nCBR_CONFIG\tconfig file for `cbr agent`\n');
   });
 
-withAdminOptions(program.command('status').description('show the running agent\'s status (GET /v1/status)')).action(async (opts) => {
-  process.stdout.write(JSON.stringify(await adminClientFromOptions(opts).get('/v1/status'), null, 2) + '\n');
+withAdminOptions(program.command('status').description("show the running agent's status (GET /v1/status)")).action(async (opts) => {
+  process.stdout.write(`${JSON.stringify(await adminClientFromOptions(opts).get('/v1/status'), null, 2)}\n`);
 });
 withAdminOptions(program.command('reload').description('ask the running agent to reload its config (like SIGHUP)')).action(async (opts) => {
   await adminClientFromOptions(opts).post('/v1/reload');

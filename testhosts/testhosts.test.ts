@@ -5,7 +5,10 @@ import { join } from 'node:path';
 import { withTopology, run, Topology } from './testhosts.js';
 
 async function namespaces(): Promise<string[]> {
-  return (await run(['ip', 'netns', 'list'])).split('\n').map((l) => l.split(' ')[0]!).filter(Boolean);
+  return (await run(['ip', 'netns', 'list']))
+    .split('\n')
+    .map((l) => l.split(' ')[0]!)
+    .filter(Boolean);
 }
 
 test('namespaces ping across a veth pair and are removed afterwards', async () => {

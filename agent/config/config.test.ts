@@ -4,11 +4,15 @@ import { readdirSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import fc from 'fast-check';
-import { loadConfigFile, parseConfigText, validateConfig, applyEnvOverrides, ConfigError, envNameFor, configLeafPaths } from './load.js';
-import { parseDurationMs, splitHostPort, isPrefix } from './common.js';
+import { parseConfigText, ConfigError, envNameFor, parseDurationMs, splitHostPort, isPrefix } from '../../dataplane/index.js';
+import { configLoader } from './schema.js';
 import { renderConfigDocs } from './docs.js';
 
 const EXAMPLES = join(import.meta.dirname, '..', '..', '..', 'examples');
+const loadConfigFile = (path: string, env: NodeJS.ProcessEnv) => configLoader.loadFile(path, env);
+const validateConfig = (raw: unknown, source?: string) => configLoader.validate(raw, source);
+const applyEnvOverrides = (raw: Record<string, unknown>, env: NodeJS.ProcessEnv) => configLoader.applyEnvOverrides(raw, env);
+const configLeafPaths = () => configLoader.leafPaths();
 
 function problemsOf(yaml: string, env: NodeJS.ProcessEnv = {}): string[] {
   try {
@@ -31,12 +35,14 @@ test('every example config passes', () => {
 test('minimal.yaml: every subsystem off, admin on 127.0.0.1:9780', () => {
   const { config } = loadConfigFile(join(EXAMPLES, 'minimal.yaml'), {});
   assert.equal(config.admin.listen, '127.0.0.1:9780');
-  for (const on of [config.auth.enabled, config.xdp.enabled, config.tunnel.masque.enabled, config.tunnel.wireguard.enabled, config.bgp.enabled]) assert.equal(on, false);
+  for (const on of [config.auth.enabled, config.xdp.enabled, config.tunnel.masque.enabled, config.tunnel.wireguard.enabled, config.bgp.enabled])
+    assert.equal(on, false);
 });
 
 test('pop.yaml: every subsystem on', () => {
   const { config } = loadConfigFile(join(EXAMPLES, 'pop.yaml'), {});
-  for (const on of [config.auth.enabled, config.xdp.enabled, config.tunnel.masque.enabled, config.tunnel.wireguard.enabled, config.bgp.enabled]) assert.equal(on, true);
+  for (const on of [config.auth.enabled, config.xdp.enabled, config.tunnel.masque.enabled, config.tunnel.wireguard.enabled, config.bgp.enabled])
+    assert.equal(on, true);
 });
 
 test('an empty document gets every default', () => {
@@ -54,12 +60,20 @@ const BROKEN: Array<[string, string, RegExp]> = [
   ['unknown key with hint', 'admin:\n  lisen: 127.0.0.1:1\n', /^admin\.lisen: unknown key \(did you mean "listen"\?\)/],
   ['unknown section with hint', 'tunel: {}\n', /^tunel: unknown key \(did you mean "tunnel"\?\)/],
   ['unknown nested key', 'tunnel:\n  masque:\n    congestion: bbr\n', /^tunnel\.masque\.congestion: unknown key/],
-  ['bad enum', 'tunnel:\n  masque:\n    congestionControl: vegas\n', /^tunnel\.masque\.congestionControl: expected one of "bbr", "cubic", "reno", got "vegas"$/],
+  [
+    'bad enum',
+    'tunnel:\n  masque:\n    congestionControl: vegas\n',
+    /^tunnel\.masque\.congestionControl: expected one of "bbr", "cubic", "reno", got "vegas"$/,
+  ],
   ['bad duration', 'lifecycle:\n  shutdownTimeout: 5 minutes\n', /^lifecycle\.shutdownTimeout: expected a duration like "5s"/],
   ['negative duration', 'lifecycle:\n  shutdownTimeout: -5\n', /^lifecycle\.shutdownTimeout: expected a duration/],
   ['section not a mapping', 'admin: 3\n', /^admin: expected object, got 3$/],
   ['check without probe', 'health:\n  checks:\n    - name: x\n', /^health\.checks\[0\]: expected exactly one of command or http$/],
-  ['check with both probes', 'health:\n  checks:\n    - { name: x, command: ["true"], http: "http://127.0.0.1/" }\n', /^health\.checks\[0\]: expected exactly one/],
+  [
+    'check with both probes',
+    'health:\n  checks:\n    - { name: x, command: ["true"], http: "http://127.0.0.1/" }\n',
+    /^health\.checks\[0\]: expected exactly one/,
+  ],
   ['check bad name', 'health:\n  checks:\n    - { name: "Bad Name", command: [true] }\n', /^health\.checks\[0\]\.name: expected a check name/],
   ['check rise 0', 'health:\n  checks:\n    - { name: x, command: [true], rise: 0 }\n', /^health\.checks\[0\]\.rise: /],
   ['bad log level', 'log:\n  level: loud\n', /^log\.level: expected one of "trace"/],
@@ -73,7 +87,10 @@ for (const [name, yaml, re] of BROKEN) {
   test(`broken config fails with its field path: ${name}`, () => {
     const problems = problemsOf(yaml);
     assert.ok(problems.length >= 1, 'expected at least one problem');
-    assert.ok(problems.some((p) => re.test(p)), `no line matched ${re}:\n${problems.join('\n')}`);
+    assert.ok(
+      problems.some((p) => re.test(p)),
+      `no line matched ${re}:\n${problems.join('\n')}`,
+    );
   });
 }
 
@@ -90,10 +107,16 @@ test('YAML syntax errors carry line and column', () => {
 });
 
 test('missing and unreadable files give one clear line', () => {
-  assert.throws(() => loadConfigFile('/nonexistent/cbr.yaml', {}), (e: unknown) => e instanceof ConfigError && /^\/nonexistent\/cbr\.yaml: cannot read config file: no such file$/.test(e.problems[0]!));
+  assert.throws(
+    () => loadConfigFile('/nonexistent/cbr.yaml', {}),
+    (e: unknown) => e instanceof ConfigError && /^\/nonexistent\/cbr\.yaml: cannot read config file: no such file$/.test(e.problems[0]!),
+  );
   const dir = mkdtempSync(join(tmpdir(), 'cbr-cfg-'));
   try {
-    assert.throws(() => loadConfigFile(dir, {}), (e: unknown) => e instanceof ConfigError && /is a directory/.test(e.problems[0]!));
+    assert.throws(
+      () => loadConfigFile(dir, {}),
+      (e: unknown) => e instanceof ConfigError && /is a directory/.test(e.problems[0]!),
+    );
   } finally {
     rmSync(dir, { recursive: true });
   }
@@ -104,14 +127,24 @@ test('CBR_* variables override file values, aliases included, and are validated'
   try {
     const file = join(dir, 'c.yaml');
     writeFileSync(file, 'admin:\n  listen: 127.0.0.1:1000\n');
-    const { config, envOverrides } = loadConfigFile(file, { CBR_ADMIN_LISTEN: '127.0.0.1:2000', CBR_LOG_LEVEL: 'debug', CBR_CC: 'cubic', CBR_LIFECYCLE_SHUTDOWN_TIMEOUT: '5s', CBR_AUTH_AUDIENCE: '[a, b]', CBR_UNRELATED: 'x' });
+    const { config, envOverrides } = loadConfigFile(file, {
+      CBR_ADMIN_LISTEN: '127.0.0.1:2000',
+      CBR_LOG_LEVEL: 'debug',
+      CBR_CC: 'cubic',
+      CBR_LIFECYCLE_SHUTDOWN_TIMEOUT: '5s',
+      CBR_AUTH_AUDIENCE: '[a, b]',
+      CBR_UNRELATED: 'x',
+    });
     assert.equal(config.admin.listen, '127.0.0.1:2000');
     assert.equal(config.log.level, 'debug');
     assert.equal(config.tunnel.masque.congestionControl, 'cubic');
     assert.equal(config.lifecycle.shutdownTimeout, 5000);
     assert.deepEqual(config.auth.audience, ['a', 'b']);
     assert.equal(envOverrides.length, 5);
-    assert.throws(() => loadConfigFile(file, { CBR_CC: 'vegas' }), (e: unknown) => e instanceof ConfigError && /^tunnel\.masque\.congestionControl: expected one of/.test(e.problems[0]!));
+    assert.throws(
+      () => loadConfigFile(file, { CBR_CC: 'vegas' }),
+      (e: unknown) => e instanceof ConfigError && /^tunnel\.masque\.congestionControl: expected one of/.test(e.problems[0]!),
+    );
   } finally {
     rmSync(dir, { recursive: true });
   }
@@ -145,7 +178,8 @@ test('property: any JSON document either validates or fails with ConfigError lin
         validateConfig(doc);
       } catch (err) {
         assert.ok(err instanceof ConfigError);
-        for (const line of err.problems) assert.match(line, /^(\(root\)|([A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*")(\.([A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*")|\[\d+\])*): \S/);
+        for (const line of err.problems)
+          assert.match(line, /^(\(root\)|([A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*")(\.([A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*")|\[\d+\])*): \S/);
       }
     }),
     { numRuns: 500 },

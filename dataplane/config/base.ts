@@ -1,12 +1,9 @@
-// The agent's whole configuration: the sections the foundation owns plus one section per subsystem,
-// each declared in its own folder. Every object is strict so a typo is an error, not a silent default.
+// The sections of the config the shared base owns (agent, log, admin, lifecycle, health), and the
+// type of the whole config as subsystems see it. Each subsystem adds its own section to
+// `ConfigSections` by module augmentation in its config.ts; agent/config/schema.ts assembles the
+// zod schema from those sections and checks at compile time that it yields exactly `CbrConfig`.
 import { z } from 'zod';
 import { duration, hostPort, enabledFlag } from './common.js';
-import { authConfigSchema } from '../../auth/config.js';
-import { xdpConfigSchema } from '../../xdp/config.js';
-import { masqueConfigSchema } from '../../tunnel/masque/config.js';
-import { wireguardConfigSchema } from '../../tunnel/wireguard/config.js';
-import { bgpConfigSchema } from '../../bgp/config.js';
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
@@ -24,7 +21,8 @@ const externalCheckSchema = z
     error: 'expected exactly one of command or http',
   });
 
-export const configSchema = z.strictObject({
+/** The base sections' schemas, spread into the full schema by agent/config/schema.ts. */
+export const baseSections = {
   agent: z
     .strictObject({
       name: z.string().min(1).optional().describe('name of this PoP in logs and metrics (default: the host name)'),
@@ -40,7 +38,10 @@ export const configSchema = z.strictObject({
     .strictObject({
       enabled: enabledFlag(true),
       listen: hostPort().default('127.0.0.1:9780').describe('address of /metrics, /healthz and the /v1/ API'),
-      apiToken: z.string().min(16, { error: 'expected at least 16 characters' }).optional()
+      apiToken: z
+        .string()
+        .min(16, { error: 'expected at least 16 characters' })
+        .optional()
         .describe('bearer token for /v1/ (prefer apiTokenFile); without either, /v1/ answers only from loopback'),
       apiTokenFile: z.string().optional().describe('file holding the /v1/ bearer token'),
     })
@@ -56,17 +57,17 @@ export const configSchema = z.strictObject({
       checks: z.array(externalCheckSchema).default([]).describe('external checks: a command or an HTTP probe'),
     })
     .prefault({}),
-  auth: authConfigSchema.prefault({}),
-  xdp: xdpConfigSchema.prefault({}),
-  tunnel: z
-    .strictObject({
-      masque: masqueConfigSchema.prefault({}),
-      wireguard: wireguardConfigSchema.prefault({}),
-    })
-    .prefault({}),
-  bgp: bgpConfigSchema.prefault({}),
-});
+};
 
-export type CbrConfig = z.output<typeof configSchema>;
-export type CbrConfigInput = z.input<typeof configSchema>;
+/** Only the base sections, other keys kept unchecked: what CLI commands read to find the admin API. */
+export const baseConfigSchema = z.looseObject(baseSections);
+
+export type BaseConfig = z.output<z.ZodObject<typeof baseSections>>;
 export type ExternalCheckConfig = z.output<typeof externalCheckSchema>;
+
+/** Filled in by each subsystem's config.ts (`declare module` augmentation). */
+// biome-ignore lint/suspicious/noEmptyInterface: augmented by the subsystems
+export interface ConfigSections {}
+
+/** The whole validated config. */
+export type CbrConfig = BaseConfig & ConfigSections;

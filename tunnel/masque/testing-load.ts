@@ -3,14 +3,25 @@
 // measures the connect-udp relay rate with one session. Config JSON in CBR_LOAD; prints one JSON
 // line with the result, then (sessions mode) waits for a line on stdin before closing them.
 import { readFileSync } from 'node:fs';
-import { QuicEndpoint } from '../../quic/index.js';
-import { MasqueClient, type MasqueSession } from '../client.js';
+import { QuicEndpoint } from '../quic/index.js';
+import { MasqueClient, type MasqueSession } from './client.js';
 
-interface Cfg { mode: 'sessions' | 'pps'; host: string; port: number; ca: string; token: string; target: { host: string; port: number }; count?: number; concurrency?: number; seconds?: number; size?: number }
+interface Cfg {
+  mode: 'sessions' | 'pps';
+  host: string;
+  port: number;
+  ca: string;
+  token: string;
+  target: { host: string; port: number };
+  count?: number;
+  concurrency?: number;
+  seconds?: number;
+  size?: number;
+}
 const cfg = JSON.parse(process.env.CBR_LOAD ?? '{}') as Cfg;
 const caPem = readFileSync(cfg.ca, 'utf8');
 const endpoint = await QuicEndpoint.client({ caPem, idleTimeoutMs: 120_000, initialMaxStreamData: 64 << 10, initialMaxData: 256 << 10 });
-const out = (o: object) => process.stdout.write(JSON.stringify(o) + '\n');
+const out = (o: object) => process.stdout.write(`${JSON.stringify(o)}\n`);
 
 if (cfg.mode === 'sessions') {
   const count = cfg.count ?? 1000;
@@ -39,12 +50,17 @@ if (cfg.mode === 'sessions') {
   // Check the sessions still carry traffic: one echo through a sample of them.
   const sample = clients.filter((c) => c.sessions.size > 0).slice(0, 50);
   let echoed = 0;
-  await Promise.all(sample.map((c) => new Promise<void>((resolve) => {
-    const s = [...c.sessions.values()][0]!;
-    const t = setTimeout(resolve, 3000);
-    s.onPayload = () => (echoed++, clearTimeout(t), resolve());
-    s.send(Buffer.from('x'));
-  })));
+  await Promise.all(
+    sample.map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          const s = [...c.sessions.values()][0]!;
+          const t = setTimeout(resolve, 3000);
+          s.onPayload = () => (echoed++, clearTimeout(t), resolve());
+          s.send(Buffer.from('x'));
+        }),
+    ),
+  );
   out({ opened, failed: count - opened, setupMs, perSecond: opened / (setupMs / 1000), sampled: sample.length, echoed, errors: Object.fromEntries(errors) });
   await new Promise((r) => process.stdin.once('data', r));
   process.stdin.destroy();

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync, existsSync, unlinkSync } from 'node
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { createInterface } from 'node:readline';
-import { startAgent, runCli, freePort, type AgentProcess } from './testing.js';
+import { startAgent, runCli, freePort, type AgentProcess } from '../dataplane/testing.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const isMsg = (msg: string) => (e: Record<string, unknown>) => e.msg === msg;
@@ -35,7 +35,9 @@ test('agent serves /metrics and /healthz, reloads on SIGHUP, exits 0 on SIGTERM'
     // A good config: an external check that fails -> /healthz 503 with the check's error.
     const flag = join(agent.dir, 'healthy');
     const admin = agent.adminUrl.replace('http://', '');
-    agent.writeConfig(`agent:\n  stateDir: ${join(agent.dir, 'state')}\nadmin:\n  listen: ${admin}\nhealth:\n  checks:\n    - { name: flag, command: [test, -f, ${flag}], interval: 100ms, timeout: 1s, rise: 1, fall: 1 }\n`);
+    agent.writeConfig(
+      `agent:\n  stateDir: ${join(agent.dir, 'state')}\nadmin:\n  listen: ${admin}\nhealth:\n  checks:\n    - { name: flag, command: [test, -f, ${flag}], interval: 100ms, timeout: 1s, rise: 1, fall: 1 }\n`,
+    );
     agent.proc.kill('SIGHUP');
     await agent.waitForLog(isMsg('config reloaded'));
     let h = await getJson(`${agent.adminUrl}/healthz`);
@@ -51,7 +53,10 @@ test('agent serves /metrics and /healthz, reloads on SIGHUP, exits 0 on SIGTERM'
     agent.writeConfig(`admin:\n  listen: ${admin}\n  lisen: x\nhealth:\n  checks: nope\n`);
     agent.proc.kill('SIGHUP');
     const rejected = await agent.waitForLog(isMsg('reload rejected: invalid config; keeping the running config'));
-    assert.deepEqual(rejected.problems, ['admin.lisen: unknown key (did you mean "listen"?); expected one of enabled, listen, apiToken, apiTokenFile', 'health.checks: expected array, got "nope"']);
+    assert.deepEqual(rejected.problems, [
+      'admin.lisen: unknown key (did you mean "listen"?); expected one of enabled, listen, apiToken, apiTokenFile',
+      'health.checks: expected array, got "nope"',
+    ]);
     h = await getJson(`${agent.adminUrl}/healthz`);
     assert.equal(h.status, 200);
     assert.equal(h.body.checks[0].name, 'external.flag');
@@ -59,7 +64,9 @@ test('agent serves /metrics and /healthz, reloads on SIGHUP, exits 0 on SIGTERM'
     // Changing the admin address needs a restart: rejected, old config stays.
     agent.writeConfig(`admin:\n  listen: 127.0.0.1:${await freePort()}\n`);
     agent.proc.kill('SIGHUP');
-    await agent.waitForLog((e) => e.msg === 'reload rejected; keeping the running config' && JSON.stringify(e.problems).includes('admin.listen: cannot change on reload'));
+    await agent.waitForLog(
+      (e) => e.msg === 'reload rejected; keeping the running config' && JSON.stringify(e.problems).includes('admin.listen: cannot change on reload'),
+    );
   } finally {
     const r = await agent.stop('SIGTERM');
     assert.equal(r.code, 0, `exit ${r.code}/${r.signal}`);
@@ -146,7 +153,15 @@ test('systemd notify: READY, RELOADING, STOPPING and WATCHDOG pings reach NOTIFY
   const dir = mkdtempSync(join(tmpdir(), 'cbr-notify-'));
   const sock = join(dir, 'notify.sock');
   // Node cannot bind a unix datagram socket; python3 plays systemd's side.
-  const receiver = spawn('python3', ['-c', 'import socket,sys\ns=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nprint("bound", flush=True)\nwhile True:\n    print(s.recv(4096).decode().replace("\\n","|"), flush=True)\n', sock], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const receiver = spawn(
+    'python3',
+    [
+      '-c',
+      'import socket,sys\ns=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nprint("bound", flush=True)\nwhile True:\n    print(s.recv(4096).decode().replace("\\n","|"), flush=True)\n',
+      sock,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   const messages: string[] = [];
   createInterface({ input: receiver.stdout! }).on('line', (l) => messages.push(l));
   let agent: AgentProcess | undefined;

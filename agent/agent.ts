@@ -5,21 +5,29 @@ import { isDeepStrictEqual } from 'node:util';
 import { hostname } from 'node:os';
 import type { Registry } from 'prom-client';
 import { Gauge, Counter } from 'prom-client';
-import type { CbrConfig } from './config/schema.js';
-import { loadConfigFile, validateConfig, ConfigError } from './config/load.js';
-import { createLogger, type Logger } from './log.js';
-import { createMetricsRegistry } from './metrics.js';
-import { HealthModel } from './health.js';
-import { AdminServer, HttpError } from './admin.js';
-import { Supervisor } from './supervisor.js';
-import { SystemdNotifier } from './sdnotify.js';
-import { externalCheckSpec } from './external-checks.js';
-import { ServiceRegistry, type AgentContext, type Subsystem, type SubsystemFactory } from './subsystem.js';
+import {
+  ConfigError,
+  createLogger,
+  createMetricsRegistry,
+  HealthModel,
+  AdminServer,
+  HttpError,
+  Supervisor,
+  SystemdNotifier,
+  externalCheckSpec,
+  ServiceRegistry,
+  VERSION,
+  type CbrConfig,
+  type Logger,
+  type AgentContext,
+  type Subsystem,
+  type SubsystemFactory,
+} from '../dataplane/index.js';
 import { authSubsystem } from '../auth/index.js';
 import { xdpSubsystem } from '../xdp/index.js';
 import { wireguardSubsystem, masqueSubsystem } from '../tunnel/index.js';
 import { bgpSubsystem } from '../bgp/index.js';
-import { VERSION } from './version.js';
+import { configLoader } from './config/schema.js';
 
 /** Start order: auth gates the tunnels, the filter protects them, BGP announces only what is ready. */
 const SUBSYSTEM_ORDER: Array<{ section: string; factory: SubsystemFactory | undefined; enabled: (c: CbrConfig) => boolean }> = [
@@ -66,11 +74,24 @@ export class Agent {
     this.registry = createMetricsRegistry();
     this.health = new HealthModel(this.log.child({ subsystem: 'health' }), this.registry);
     this.supervisor = new Supervisor(this.log.child({ subsystem: 'supervisor' }), this.registry);
-    this.admin = new AdminServer({ listen: this.config.admin.listen, apiToken: readApiToken(this.config), registry: this.registry, health: this.health, log: this.log.child({ subsystem: 'admin' }) });
+    this.admin = new AdminServer({
+      listen: this.config.admin.listen,
+      apiToken: readApiToken(this.config),
+      registry: this.registry,
+      health: this.health,
+      log: this.log.child({ subsystem: 'admin' }),
+    });
     this.notifier = new SystemdNotifier(this.log.child({ subsystem: 'systemd' }), env);
     new Gauge({ name: 'cbr_build_info', help: 'Agent version', labelNames: ['version'], registers: [this.registry] }).set({ version: VERSION }, 1);
     const startedAt = this.startedAt;
-    new Gauge({ name: 'cbr_agent_start_time_seconds', help: 'Unix time the agent started', registers: [this.registry], collect() { this.set(startedAt / 1000); } });
+    new Gauge({
+      name: 'cbr_agent_start_time_seconds',
+      help: 'Unix time the agent started',
+      registers: [this.registry],
+      collect() {
+        this.set(startedAt / 1000);
+      },
+    });
     this.reloadsTotal = new Counter({ name: 'cbr_config_reloads_total', help: 'Config reloads by result', labelNames: ['result'], registers: [this.registry] });
     this.addApiRoutes();
   }
@@ -146,7 +167,7 @@ export class Agent {
     try {
       let next: CbrConfig;
       try {
-        next = this.opts.configPath ? loadConfigFile(this.opts.configPath, this.opts.env ?? process.env).config : validateConfig({});
+        next = this.opts.configPath ? configLoader.loadFile(this.opts.configPath, this.opts.env ?? process.env).config : configLoader.validate({});
       } catch (err) {
         const problems = err instanceof ConfigError ? err.problems : [(err as Error).message];
         this.log.error({ problems }, 'reload rejected: invalid config; keeping the running config');
@@ -239,13 +260,15 @@ export class Agent {
     });
     const graceful = (async () => {
       this.health.setDraining(true);
-      await Promise.all([...this.running].reverse().map(async (r) => {
-        try {
-          await r.subsystem.drain?.();
-        } catch (err) {
-          this.log.warn({ err, subsystem: r.section }, 'drain failed');
-        }
-      }));
+      await Promise.all(
+        [...this.running].reverse().map(async (r) => {
+          try {
+            await r.subsystem.drain?.();
+          } catch (err) {
+            this.log.warn({ err, subsystem: r.section }, 'drain failed');
+          }
+        }),
+      );
       if (drainTime > 0) await new Promise((r) => setTimeout(r, drainTime));
       await this.stopSubsystems();
       this.health.stop();
