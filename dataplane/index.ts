@@ -14,3 +14,4 @@ export { createMetricsRegistry } from './metrics.js';
 export { SystemdNotifier } from './sdnotify.js';
 export { externalCheckSpec } from './external-checks.js';
 export { VERSION } from './version.js';
+export { CbrError, errorMessage, errorCode, httpStatusFor, ERROR_CODES, type ErrorCode } from './errors.js';
