@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: bench-report all deps build test demo docs check-docs bench clean clean-netns xdp bench-xdp bench-auth bench-failover
+.PHONY: bench-report all deps build test unit lint demo docs check-docs bench clean clean-netns xdp bench-xdp bench-auth bench-failover
 
 all: build
 
@@ -34,6 +34,24 @@ docs: build
 # docs/config.md is generated from the schema; a stale copy fails the tests.
 check-docs: build
 	@node dist/agent/cli.js config docs | diff -u docs/config.md - >/dev/null || { echo "docs/config.md is stale: run 'make docs'" >&2; exit 1; }
+
+# The pure tests (codecs, config, claims, Maglev, renderers): no root, no namespaces, seconds.
+# A test belongs here when it needs nothing but loopback; everything else runs in `make test`.
+UNIT_TESTS := agent/config/config auth/claims auth/decoders auth/ratelimit auth/verifier auth/introspect \
+  bgp/render bgp/reply dataplane/health dataplane/log $(basename $(wildcard tunnel/h3/*.test.ts)) \
+  tunnel/masque/pure tunnel/wireguard/keys tunnel/wireguard/pool tunnel/wireguard/uapi \
+  xdp/codecs xdp/config xdp/maglev bench/report
+unit:
+	@test -d node_modules || npm ci
+	@npm run --silent build
+	@node --test $(patsubst %,dist/%.test.js,$(patsubst %.test,%,$(UNIT_TESTS)))
+
+# Formatting and lint (biome), types (tsc), and the layering of imports (scripts/check-layers.mjs).
+lint:
+	@test -d node_modules || npm ci
+	@npx tsc -p tsconfig.json --noEmit
+	@npx biome check .
+	@node scripts/check-layers.mjs
 
 test: build check-docs
 	@node scripts/clean-netns.mjs

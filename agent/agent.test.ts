@@ -10,6 +10,7 @@ import { startAgent, runCli, freePort, type AgentProcess } from '../dataplane/te
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const isMsg = (msg: string) => (e: Record<string, unknown>) => e.msg === msg;
 
+// biome-ignore lint/suspicious/noExplicitAny: the test reads arbitrary JSON bodies
 async function getJson(url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: any }> {
   const res = await fetch(url, { headers, signal: AbortSignal.timeout(5000) });
   const text = await res.text();
@@ -41,12 +42,18 @@ test('agent serves /metrics and /healthz, reloads on SIGHUP, exits 0 on SIGTERM'
     agent.proc.kill('SIGHUP');
     await agent.waitForLog(isMsg('config reloaded'));
     let h = await getJson(`${agent.adminUrl}/healthz`);
-    for (let i = 0; i < 50 && h.body.checks.length === 0; i++) h = (await sleep(50), await getJson(`${agent.adminUrl}/healthz`));
+    for (let i = 0; i < 50 && h.body.checks.length === 0; i++) {
+      await sleep(50);
+      h = await getJson(`${agent.adminUrl}/healthz`);
+    }
     assert.equal(h.status, 503);
     assert.equal(h.body.state, 'down');
     assert.equal(h.body.checks[0].name, 'external.flag');
     writeFileSync(flag, '');
-    for (let i = 0; i < 50 && h.status !== 200; i++) h = (await sleep(50), await getJson(`${agent.adminUrl}/healthz`));
+    for (let i = 0; i < 50 && h.status !== 200; i++) {
+      await sleep(50);
+      h = await getJson(`${agent.adminUrl}/healthz`);
+    }
     assert.equal(h.status, 200);
 
     // A bad config is rejected with its reasons and the old one keeps running.

@@ -152,7 +152,7 @@ export class Agent {
   }
 
   private applyExternalChecks(): void {
-    this.removeExternalChecks.forEach((remove) => remove());
+    for (const remove of this.removeExternalChecks) remove();
     this.removeExternalChecks = this.config.health.checks.map((c) => this.health.register(externalCheckSpec(c)));
   }
 

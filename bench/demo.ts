@@ -105,7 +105,9 @@ async function startRole(
     });
     proc.once('exit', (c) => reject(new Error(`${args[0]} helper exited (${c})`)));
   });
-  rl.on('line', (l) => listeners.forEach((fn) => fn(l)));
+  rl.on('line', (l) => {
+    for (const fn of listeners) fn(l);
+  });
   return { proc, lines: undefined, onLine: (fn) => listeners.push(fn) };
 }
 

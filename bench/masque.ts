@@ -42,7 +42,10 @@ function waitStderr(child: ChildProcess, re: RegExp, ms: number): Promise<void> 
     const t = setTimeout(() => reject(new Error(`no ${re}: ${out}`)), ms);
     child.stderr!.on('data', (d) => {
       out += d;
-      if (re.test(out)) clearTimeout(t), resolve();
+      if (re.test(out)) {
+        clearTimeout(t);
+        resolve();
+      }
     });
   });
 }
@@ -69,9 +72,15 @@ async function load(tb: Testbed, cfg: object): Promise<{ result: Record<string, 
     child.stdout!.on('data', (d) => {
       out += d;
       const i = out.indexOf('\n');
-      if (i >= 0) clearTimeout(t), resolve(out.slice(0, i));
+      if (i >= 0) {
+        clearTimeout(t);
+        resolve(out.slice(0, i));
+      }
     });
-    child.once('exit', (code) => (clearTimeout(t), reject(new Error(`load generator exited ${code}: ${err}`))));
+    child.once('exit', (code) => {
+      clearTimeout(t);
+      reject(new Error(`load generator exited ${code}: ${err}`));
+    });
   });
   return { result: JSON.parse(line), child };
 }

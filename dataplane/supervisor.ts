@@ -91,7 +91,7 @@ export class SupervisedChild extends EventEmitter<{ start: [number]; exit: [numb
     this.emit('exit', code, signal);
     const waiters = this.exitWaiters;
     this.exitWaiters = [];
-    waiters.forEach((w) => w());
+    for (const w of waiters) w();
     if (this.state === 'stopping' || this.state === 'stopped') {
       this.state = 'stopped';
       this.log.info({ code, signal }, 'child stopped');
