@@ -15,3 +15,13 @@ export { SystemdNotifier } from './sdnotify.js';
 export { externalCheckSpec } from './external-checks.js';
 export { VERSION } from './version.js';
 export { CbrError, errorMessage, errorCode, httpStatusFor, ERROR_CODES, type ErrorCode } from './errors.js';
+export { SPECIAL_PURPOSE_V4, SPECIAL_PURPOSE_V6 } from './net/special-ranges.js';
+export {
+  EgressGuard,
+  renderEgressRules,
+  parseEgressCounters,
+  egressTableName,
+  EGRESS_DROP_REASONS,
+  type EgressPolicy,
+  type EgressDropReason,
+} from './os/egress.js';

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { baseSections, ConfigLoader, type CbrConfig } from '../../dataplane/index.js';
 import { authConfigSchema } from '../../auth/index.js';
 import { xdpConfigSchema } from '../../xdp/index.js';
-import { masqueConfigSchema, wireguardConfigSchema } from '../../tunnel/index.js';
+import { masqueConfigSchema, wireguardConfigSchema, egressConfigSchema } from '../../tunnel/index.js';
 import { bgpConfigSchema } from '../../bgp/index.js';
 
 export const configSchema = z.strictObject({
@@ -15,6 +15,7 @@ export const configSchema = z.strictObject({
     .strictObject({
       masque: masqueConfigSchema.prefault({}),
       wireguard: wireguardConfigSchema.prefault({}),
+      egress: egressConfigSchema.prefault({}).describe('what tunnel clients may reach through the PoP (nftables rules per tunnel interface)'),
     })
     .prefault({}),
   bgp: bgpConfigSchema.prefault({}),
