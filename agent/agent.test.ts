@@ -156,6 +156,21 @@ test('bad input: invalid config, missing file, port in use, second agent: one cl
   }
 });
 
+test('config check --print censors inline secrets', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'cbr-print-'));
+  try {
+    const file = join(dir, 'c.yaml');
+    writeFileSync(file, 'admin:\n  apiToken: s3cret-admin-token-0123456789\n');
+    const r = await runCli(['config', 'check', '--print', file]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stdout, /s3cret/);
+    assert.match(r.stdout, /apiToken: "?\[Redacted\]"?/);
+    assert.match(r.stdout, /listen: 127\.0\.0\.1:9780/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('systemd notify: READY, RELOADING, STOPPING and WATCHDOG pings reach NOTIFY_SOCKET', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'cbr-notify-'));
   const sock = join(dir, 'notify.sock');

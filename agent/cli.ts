@@ -3,7 +3,7 @@
 // stderr and a non-zero exit, never a stack trace.
 import { Command, CommanderError } from 'commander';
 import { stringify as toYaml } from 'yaml';
-import { ConfigError, envNameFor, VERSION, adminClientFromOptions, withAdminOptions } from '../dataplane/index.js';
+import { ConfigError, envNameFor, VERSION, adminClientFromOptions, withAdminOptions, redactSecrets } from '../dataplane/index.js';
 import { configLoader } from './config/schema.js';
 import { renderConfigDocs } from './config/docs.js';
 import { Agent } from './agent.js';
@@ -51,10 +51,10 @@ configCmd
   .command('check')
   .description('validate a config file (with CBR_* overrides) and exit 0 if the agent would accept it')
   .argument('<file>', 'YAML config file')
-  .option('--print', 'print the effective config (defaults filled in) as YAML')
+  .option('--print', 'print the effective config (defaults filled in) as YAML, inline secrets censored')
   .action((file: string, opts: { print?: boolean }) => {
     const { config, envOverrides } = configLoader.loadFile(file);
-    if (opts.print) process.stdout.write(toYaml(config));
+    if (opts.print) process.stdout.write(toYaml(redactSecrets(config)));
     else process.stdout.write(`${file}: ok${envOverrides.length ? ` (with ${envOverrides.join(', ')})` : ''}\n`);
   });
 configCmd

@@ -3,7 +3,7 @@
 export * from './config/common.js';
 export { baseSections, baseConfigSchema, LOG_LEVELS, type CbrConfig, type BaseConfig, type ConfigSections, type ExternalCheckConfig } from './config/base.js';
 export { ConfigLoader, ConfigError, parseConfigText, envNameFor, type LoadedConfig } from './config/load.js';
-export { createLogger, scrubSecrets, type Logger } from './log.js';
+export { createLogger, scrubSecrets, redactSecrets, type Logger } from './log.js';
 export { HealthModel, type HealthCheckSpec, type HealthCheckStatus, type HealthState } from './health.js';
 export { AdminServer, HttpError, isLoopback, type AdminRequest, type AdminResponse, type RouteHandler } from './admin.js';
 export { Supervisor, SupervisedChild, type ChildSpec } from './supervisor.js';

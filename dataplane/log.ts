@@ -41,6 +41,15 @@ export const REDACT_PATHS = [
   '*.key',
 ];
 
+const SECRET_KEYS = new Set(REDACT_PATHS.map((p) => p.split('.').at(-1)!));
+
+/** A deep copy with every value under a secret-named key (the leaves of REDACT_PATHS) censored. */
+export function redactSecrets<T>(value: T): T {
+  if (Array.isArray(value)) return value.map((v) => redactSecrets(v)) as T;
+  if (value === null || typeof value !== 'object') return value;
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, SECRET_KEYS.has(k) && v !== undefined ? '[Redacted]' : redactSecrets(v)])) as T;
+}
+
 // A bearer token or a JWT can also hide inside a free-text message or an error string.
 const JWT_RE = /\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*/g;
 const BEARER_RE = /(Bearer\s+)[^\s"']+/gi;

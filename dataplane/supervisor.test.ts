@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { Writable } from 'node:stream';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
-import { Supervisor } from './supervisor.js';
+import { Supervisor, guardedArgv, ORPHAN_EXIT } from './supervisor.js';
 import { createLogger } from './log.js';
 import { createMetricsRegistry } from './metrics.js';
 
@@ -130,4 +130,19 @@ test('SIGKILL of the supervising process leaves no child running', async () => {
   } finally {
     proc.kill('SIGKILL');
   }
+});
+
+test('a child whose parent is gone before it runs exits without running its command', async () => {
+  const runOnce = (parentPid: number) =>
+    new Promise<{ code: number | null; out: string }>((resolve) => {
+      const [cmd, ...args] = guardedArgv('echo', ['ran'], parentPid);
+      const p = spawn(cmd!, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      p.stdout.on('data', (d) => (out += d));
+      p.on('close', (code) => resolve({ code, out }));
+    });
+  // this process is the parent: the command runs
+  assert.deepEqual(await runOnce(process.pid), { code: 0, out: 'ran\n' });
+  // a parent other than the real one stands for "the agent died before prctl": nothing runs
+  assert.deepEqual(await runOnce(1), { code: ORPHAN_EXIT, out: '' });
 });

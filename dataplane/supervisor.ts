@@ -8,6 +8,30 @@ import { EventEmitter } from 'node:events';
 import { Gauge, Counter, type Registry } from 'prom-client';
 import type { Logger } from './log.js';
 
+/** Exit status of a child that found its parent already gone before it could run. */
+export const ORPHAN_EXIT = 125;
+
+/**
+ * argv for spawn: setpriv sets the parent-death signal, then a shell checks that the parent is still
+ * `parentPid` before exec'ing the command. That closes the window between fork and prctl in which the
+ * agent could die without the kernel ever signalling the child (it would run on, re-parented).
+ */
+export function guardedArgv(command: string, args: readonly string[], parentPid: number): string[] {
+  return [
+    'setpriv',
+    '--pdeathsig',
+    'KILL',
+    '--',
+    '/bin/sh',
+    '-c',
+    `[ "$PPID" = "$1" ] || exit ${ORPHAN_EXIT}; shift; exec "$@"`,
+    'cbr-child',
+    String(parentPid),
+    command,
+    ...args,
+  ];
+}
+
 export interface ChildSpec {
   /** Unique name, used in logs and metrics (`child` label). */
   name: string;
@@ -54,9 +78,9 @@ export class SupervisedChild extends EventEmitter<{ start: [number]; exit: [numb
   start(): void {
     if (this.state === 'stopping' || this.state === 'stopped') return;
     this.state = 'starting';
-    const args = ['--pdeathsig', 'KILL', '--', this.spec.command, ...(this.spec.args ?? [])];
+    const [setpriv, ...args] = guardedArgv(this.spec.command, this.spec.args ?? [], process.pid);
     // Own process group, so stop() reaches grandchildren too (a shell wrapper's children, a forked helper).
-    const proc = spawn('setpriv', args, { env: this.spec.env ?? process.env, cwd: this.spec.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const proc = spawn(setpriv!, args, { env: this.spec.env ?? process.env, cwd: this.spec.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     this.proc = proc;
     this.startedAt = Date.now();
     proc.once('spawn', () => {
