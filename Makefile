@@ -10,8 +10,19 @@ deps:
 	@scripts/install-deps.sh
 
 build: deps
-	@$(MAKE) --no-print-directory xdp
+	@$(MAKE) --no-print-directory xdp native
 	@npm run --silent build
+
+# The native I/O addon (batched UDP: recvmmsg/sendmmsg, GRO/GSO): gcc against the N-API headers
+# that ship with Node (<node prefix>/include/node); nothing is downloaded.
+NODE_INCLUDE := $(shell node -p "require('path').join(process.execPath, '..', '..', 'include', 'node')" 2>/dev/null)
+NATIVE := dataplane/os/native/build/cbr_io.node
+.PHONY: native
+native: $(NATIVE)
+$(NATIVE): dataplane/os/native/cbr_io.c
+	@mkdir -p $(dir $@)
+	@test -f $(NODE_INCLUDE)/node_api.h || { echo "native: no N-API headers at $(NODE_INCLUDE)" >&2; exit 1; }
+	gcc -O2 -Wall -Wextra -Werror -fPIC -shared -DNODE_GYP_MODULE_NAME=cbr_io -I$(NODE_INCLUDE) -o $@ $<
 
 # XDP programs (BPF objects the agent loads through libbpf).
 XDP_SRC := $(wildcard xdp/src/*.bpf.c)
@@ -38,10 +49,10 @@ check-docs: build
 # The pure tests (codecs, config, claims, Maglev, renderers): no root, no namespaces, seconds.
 # A test belongs here when it needs nothing but loopback; everything else runs in `make test`.
 UNIT_TESTS := agent/config/config auth/claims auth/decoders auth/ratelimit auth/verifier auth/introspect \
-  bgp/render bgp/reply dataplane/health dataplane/log $(basename $(wildcard tunnel/h3/*.test.ts)) \
+  bgp/render bgp/reply dataplane/health dataplane/log dataplane/os/udp-batch $(basename $(wildcard tunnel/h3/*.test.ts)) \
   tunnel/masque/pure tunnel/wireguard/keys tunnel/wireguard/pool tunnel/wireguard/uapi \
   xdp/codecs xdp/config xdp/maglev bench/report
-unit:
+unit: native
 	@test -d node_modules || npm ci
 	@npm run --silent build
 	@node --test $(patsubst %,dist/%.test.js,$(patsubst %.test,%,$(UNIT_TESTS)))
@@ -73,6 +84,11 @@ bench-report: build
 bench-auth: build
 	@node dist/bench/auth.js
 
+# UDP packets/s on loopback: node:dgram against the native batched I/O addon, with and without GSO/GRO.
+.PHONY: bench-udp-io
+bench-udp-io: build
+	@node dist/bench/udp-io.js
+
 bench-failover: build
 	@node dist/bench/failover.js
 
@@ -85,7 +101,7 @@ clean-netns:
 	@node scripts/clean-netns.mjs
 
 clean:
-	rm -rf dist xdp/build
+	rm -rf dist xdp/build dataplane/os/native/build
 
 .PHONY: bench-masque
 bench-masque: build

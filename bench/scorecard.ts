@@ -40,6 +40,8 @@ export const SCORECARD: ScoreRow[] = [
     goal: { kind: 'atLeast', n: 0.9 },
     alsoAbove: 'flood_goodput_ratio_nftables',
   },
+  { scenario: 'udp-io', metric: 'udp_kpps_batched_gso_gro', baseline: 'udp_kpps_dgram', goal: { kind: 'ratioAtLeast', n: 3 } },
+  { scenario: 'udp-io', metric: 'udp_kpps_batched', baseline: 'udp_kpps_dgram', goal: { kind: 'info' } },
   { scenario: 'masque', metric: 'tcp_gbps_masque_ip', baseline: 'tcp_gbps_wireguard_go', goal: { kind: 'ratioAtLeast', n: 1.0 } },
   { scenario: 'masque', metric: 'rtt_ms_masque_ip', baseline: 'rtt_ms_wireguard_go', goal: { kind: 'overheadNoWorse', ref: 'rtt_ms_direct' } },
   { scenario: 'masque', metric: 'udp_relay_kpps', goal: { kind: 'info' } },

@@ -1,0 +1,212 @@
+// Batched UDP sockets over the native cbr_io addon (dataplane/os/native/cbr_io.c): recvmmsg/sendmmsg
+// into and out of buffers this object owns, UDP GRO on receive and GSO on send where the kernel has
+// them. Packets reach the caller in batches as (buffer, offset, length, address slot) with no object
+// made per packet. GRO super-datagrams are split here into their segments before the caller sees
+// them, so a caller never has to know whether GRO was on.
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { isIPv4 } from 'node:net';
+import { CbrError, errorMessage } from '../errors.js';
+
+interface Addon {
+  open(family: 4 | 6, host: string, port: number, gro: boolean, bufferBytes: number): [number, number, boolean, boolean];
+  recv(fd: number, data: Uint8Array, slotSize: number, lens: Uint32Array, segs: Uint16Array, addrs: Uint8Array): number;
+  send(fd: number, data: Uint8Array, lens: Uint32Array, addrs: Uint8Array, count: number, gso: boolean): number;
+  watch(fd: number, onReadable: (status: number) => void): unknown;
+  unwatch(handle: unknown): void;
+  close(fd: number): void;
+  MAX_BATCH: number;
+  ADDR_SLOT: number;
+}
+
+/** Where `make native` puts the addon, from dist/dataplane/os/ or dataplane/os/. */
+const ADDON_PATHS = [
+  join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'dataplane', 'os', 'native', 'build', 'cbr_io.node'),
+  join(dirname(fileURLToPath(import.meta.url)), 'native', 'build', 'cbr_io.node'),
+];
+
+let addon: Addon | undefined;
+let loadError: string | undefined;
+
+/** The addon, or undefined with the reason in `nativeIoUnavailable()` (not built, wrong ABI). */
+export function nativeIo(): Addon | undefined {
+  if (addon || loadError) return addon;
+  const require = createRequire(import.meta.url);
+  for (const p of ADDON_PATHS) {
+    try {
+      addon = require(p) as Addon;
+      return addon;
+    } catch (err) {
+      loadError = `${p}: ${errorMessage(err)}`;
+    }
+  }
+  return undefined;
+}
+
+export function nativeIoUnavailable(): string | undefined {
+  nativeIo();
+  return addon ? undefined : loadError;
+}
+
+export const ADDR_SLOT = 20;
+/** Largest datagram a receive slot holds: a GRO super-datagram is at most 64 KiB. */
+const SLOT_GRO = 65_536;
+const SLOT_PLAIN = 2_048;
+
+export interface BatchSocketOptions {
+  host: string;
+  port: number;
+  /** Ask for UDP GRO (default true); off tests the plain path. */
+  gro?: boolean;
+  /** Use UDP GSO on send when the kernel has it (default true). */
+  gso?: boolean;
+  /** SO_RCVBUF/SO_SNDBUF request in bytes (capped by net.core.*mem_max). */
+  bufferBytes?: number;
+  /** Datagrams per receive call (≤ the addon's MAX_BATCH). */
+  batch?: number;
+}
+
+/**
+ * Called once per batch: packet i is `data[offsets[i] .. offsets[i] + lengths[i])`, from the address
+ * in `addrs` slot `addrIndex[i]` (see `formatSlot`). The arrays are reused by the next batch.
+ */
+export type BatchHandler = (count: number, data: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, addrs: Uint8Array, addrIndex: Uint16Array) => void;
+
+/** Writes `host:port` into a 20-byte slot. */
+export function writeSlot(slots: Uint8Array, index: number, host: string, port: number): void {
+  const o = index * ADDR_SLOT;
+  slots.fill(0, o, o + ADDR_SLOT);
+  slots[o + 2] = port >> 8;
+  slots[o + 3] = port & 0xff;
+  if (isIPv4(host)) {
+    slots[o] = 4;
+    const parts = host.split('.');
+    for (let i = 0; i < 4; i++) slots[o + 4 + i] = Number(parts[i]);
+    return;
+  }
+  slots[o] = 6;
+  const [head = '', tail] = host.split('::');
+  const h = head ? head.split(':') : [];
+  const t = tail ? tail.split(':') : [];
+  const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
+  for (let i = 0; i < 8; i++) {
+    const g = Number.parseInt(groups[i] ?? '0', 16);
+    slots[o + 4 + i * 2] = g >> 8;
+    slots[o + 5 + i * 2] = g & 0xff;
+  }
+}
+
+/** `{ host, port }` of a slot (for logs and tests; the hot path compares slot bytes). */
+export function formatSlot(slots: Uint8Array, index: number): { host: string; port: number } {
+  const o = index * ADDR_SLOT;
+  const port = ((slots[o + 2] ?? 0) << 8) | (slots[o + 3] ?? 0);
+  if (slots[o] === 4) return { host: Array.from(slots.subarray(o + 4, o + 8)).join('.'), port };
+  const g: string[] = [];
+  for (let i = 0; i < 8; i++) g.push((((slots[o + 4 + i * 2] ?? 0) << 8) | (slots[o + 5 + i * 2] ?? 0)).toString(16));
+  return { host: g.join(':'), port };
+}
+
+export class BatchUdpSocket {
+  readonly port: number;
+  /** Whether the kernel took UDP_GRO / has UDP_SEGMENT (GSO is switched off after a refusal). */
+  readonly gro: boolean;
+  gso: boolean;
+  readonly stats = { batches: 0, datagrams: 0, packets: 0, sendCalls: 0, sent: 0, sendShort: 0 };
+  private readonly io: Addon;
+  private readonly fd: number;
+  private readonly slot: number;
+  private readonly batch: number;
+  private readonly rx: Uint8Array;
+  private readonly rxLens: Uint32Array;
+  private readonly rxSegs: Uint16Array;
+  private readonly rxAddrs: Uint8Array;
+  // what the handler sees: GRO segments expanded to packets
+  private readonly outOffsets: Uint32Array;
+  private readonly outLengths: Uint32Array;
+  private readonly outAddr: Uint16Array;
+  private watch?: unknown;
+  private closed = false;
+
+  constructor(opts: BatchSocketOptions) {
+    const io = nativeIo();
+    if (!io) throw new CbrError('UNAVAILABLE', `the native I/O addon is not built (make native): ${loadError}`);
+    this.io = io;
+    const family = isIPv4(opts.host) ? 4 : 6;
+    let opened: [number, number, boolean, boolean];
+    try {
+      opened = io.open(family, opts.host, opts.port, opts.gro ?? true, opts.bufferBytes ?? 8 << 20);
+    } catch (err) {
+      throw new CbrError('SYSCALL_FAILED', `udp ${opts.host}:${opts.port}: ${errorMessage(err)}`, { cause: err });
+    }
+    [this.fd, this.port, this.gro] = opened;
+    this.gso = opened[3] && (opts.gso ?? true);
+    this.batch = Math.min(opts.batch ?? io.MAX_BATCH, io.MAX_BATCH);
+    this.slot = this.gro ? SLOT_GRO : SLOT_PLAIN;
+    this.rx = new Uint8Array(this.slot * this.batch);
+    this.rxLens = new Uint32Array(this.batch);
+    this.rxSegs = new Uint16Array(this.batch);
+    this.rxAddrs = new Uint8Array(ADDR_SLOT * this.batch);
+    const maxPackets = this.gro ? this.batch * 64 : this.batch;
+    this.outOffsets = new Uint32Array(maxPackets);
+    this.outLengths = new Uint32Array(maxPackets);
+    this.outAddr = new Uint16Array(maxPackets);
+  }
+
+  /** Starts delivering batches to `handler` when datagrams arrive. */
+  onBatch(handler: BatchHandler): void {
+    if (this.watch) throw new CbrError('CONFLICT', 'onBatch: a handler is already set');
+    this.watch = this.io.watch(this.fd, () => this.drain(handler));
+  }
+
+  /** Reads until the socket is empty (bounded: 64 calls per wake-up, then yields to the loop). */
+  private drain(handler: BatchHandler): void {
+    for (let round = 0; round < 64 && !this.closed; round++) {
+      const n = this.io.recv(this.fd, this.rx, this.slot, this.rxLens, this.rxSegs, this.rxAddrs);
+      if (n === 0) return;
+      let k = 0;
+      for (let i = 0; i < n; i++) {
+        const len = this.rxLens[i]!;
+        const seg = this.rxSegs[i]! || len;
+        const base = i * this.slot;
+        for (let off = 0; off < len && k < this.outOffsets.length; off += seg) {
+          this.outOffsets[k] = base + off;
+          this.outLengths[k] = Math.min(seg, len - off);
+          this.outAddr[k] = i;
+          k++;
+        }
+      }
+      this.stats.batches++;
+      this.stats.datagrams += n;
+      this.stats.packets += k;
+      handler(k, this.rx, this.outOffsets, this.outLengths, this.rxAddrs, this.outAddr);
+    }
+  }
+
+  /**
+   * Sends `count` packets lying back to back in `data` (lengths in `lengths`, destinations in the
+   * address slots `addrs`). Returns how many went out; fewer means the socket buffer is full.
+   */
+  send(data: Uint8Array, lengths: Uint32Array, addrs: Uint8Array, count: number): number {
+    this.stats.sendCalls++;
+    let sent: number;
+    try {
+      sent = this.io.send(this.fd, data, lengths, addrs, count, this.gso);
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EGSO') throw new CbrError('SYSCALL_FAILED', `udp send: ${errorMessage(err)}`, { cause: err });
+      // The path refused GSO (a device without checksum offload, an IPv6 route that needs it): plain from now on.
+      this.gso = false;
+      sent = this.io.send(this.fd, data, lengths, addrs, count, false);
+    }
+    this.stats.sent += sent;
+    if (sent < count) this.stats.sendShort++;
+    return sent;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.watch) this.io.unwatch(this.watch);
+    this.io.close(this.fd);
+  }
+}
