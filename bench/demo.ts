@@ -23,22 +23,22 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { Topology, run, uniqueName, waitFor, type Namespace } from '../testhosts/index.js';
 import { startAgent, runCli, CLI_PATH, type AgentProcess } from '../dataplane/testing.js';
-import { startRouterBird, waitForRoute, type RouterBird } from '../bgp/testing.js';
+import { waitForRoute, type RouterBird } from '../bgp/testing.js';
 import { generatePrivateKey, publicKeyFor } from '../tunnel/wireguard/keys.js';
 import { uapiSocketPath } from '../tunnel/wireguard/uapi-client.js';
 import { encodeCid } from '../xdp/index.js';
 import { generateSelfSigned, writeTlsMaterial } from '../tunnel/quic/index.js';
 import { quicLong, quicShort } from '../xdp/testing.js';
 import { clientTunnelFromWgQuick, startIssuerIn, httpIn, tokenFor, PROJECT, ISSUER_PORT } from '../tunnel/wireguard/testing.js';
+import { ANYCAST, FAST_CHECK, buildTwoPops, popYamlBase, type TwoPopsPop } from './two-pops.js';
+import { Probe, startRole } from './probe.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const ROLES = join(HERE, 'demo-roles.js');
 const BARE_XDP = join(HERE, '..', '..', 'xdp', 'build', 'bare.bpf.o');
 const UDPSEND = join(HERE, '..', 'xdp', 'udpsend.js');
 const ONCE = process.env.ONCE === '1';
 const VERBOSE = process.env.CBR_DEMO_VERBOSE === '1';
 
-const ANYCAST = '198.51.100.1';
 const ADMIN_PORT = 9780;
 const ADMIN_TOKEN = `demo-admin-${process.pid}-${Math.random().toString(36).slice(2)}`;
 const ORIGIN = '10.0.100.2';
@@ -87,122 +87,14 @@ function runSyncCleanups(): void {
 }
 process.on('exit', runSyncCleanups);
 
-// ---------------- helper processes ----------------
-
-/** Starts a demo-roles process in `ns` and waits for its "ready" line. */
-async function startRole(
-  ns: Namespace,
-  args: string[],
-): Promise<{ proc: ChildProcess; lines: AsyncIterableIterator<string> | undefined; onLine: (fn: (l: string) => void) => void }> {
-  const proc = ns.spawn([process.execPath, ROLES, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const listeners: Array<(l: string) => void> = [];
-  const rl = createInterface({ input: proc.stdout! });
-  await new Promise<void>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`${args[0]} helper did not start`)), 10_000);
-    rl.once('line', () => {
-      clearTimeout(t);
-      resolve();
-    });
-    proc.once('exit', (c) => reject(new Error(`${args[0]} helper exited (${c})`)));
-  });
-  rl.on('line', (l) => {
-    for (const fn of listeners) fn(l);
-  });
-  return { proc, lines: undefined, onLine: (fn) => listeners.push(fn) };
-}
-
-interface Switch {
-  from: string;
-  to: string;
-  lastFromSendMs: number;
-  firstToSendMs: number;
-  /** When the last answer through the old path and the first through the new one arrived: the gap the client saw. */
-  lastFromRecvMs: number;
-  firstToRecvMs: number;
-  lost: number;
-}
-
-/** A probe stream from the client: which PoP answers, and the gap when that changes. */
-class Probe {
-  readonly switches: Switch[] = [];
-  private waiters: Array<{ pred: (s: Switch) => boolean; resolve: (s: Switch) => void }> = [];
-  /** Called when answers have stopped for a second. */
-  onSilent?: () => void;
-  private constructor(
-    private readonly proc: ChildProcess,
-    private readonly tagOf: (raw: string) => string,
-  ) {}
-
-  static async start(ns: Namespace, host: string, port: number, tagOf: (raw: string) => string = (t) => t): Promise<Probe> {
-    const role = await startRole(ns, ['probe', host, String(port), String(PROBE_PPS)]);
-    const p = new Probe(role.proc, tagOf);
-    role.onLine((l) => {
-      let s: Switch;
-      try {
-        s = JSON.parse(l) as Switch;
-      } catch {
-        return;
-      }
-      if ((s as unknown as { silent?: number }).silent !== undefined) {
-        p.onSilent?.();
-        return;
-      }
-      if (s.from === undefined) return;
-      s = { ...s, from: s.from === 'none' ? 'none' : p.tagOf(s.from), to: p.tagOf(s.to) };
-      p.switches.push(s);
-      for (const w of [...p.waiters]) {
-        if (w.pred(s)) {
-          p.waiters.splice(p.waiters.indexOf(w), 1);
-          w.resolve(s);
-        }
-      }
-    });
-    return p;
-  }
-
-  get current(): string | undefined {
-    return this.switches.at(-1)?.to;
-  }
-
-  wait(pred: (s: Switch) => boolean, timeoutMs: number, what: string): Promise<Switch> {
-    const seen = this.switches.find(pred);
-    if (seen) return Promise.resolve(seen);
-    return new Promise((resolve, reject) => {
-      const w = {
-        pred,
-        resolve: (s: Switch) => {
-          clearTimeout(t);
-          resolve(s);
-        },
-      };
-      const t = setTimeout(() => {
-        this.waiters.splice(this.waiters.indexOf(w), 1);
-        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`));
-      }, timeoutMs);
-      this.waiters.push(w);
-    });
-  }
-
-  stop(): void {
-    this.proc.stdin?.end();
-  }
-}
-
 // ---------------- the PoPs ----------------
 
-interface Pop {
-  name: 'A' | 'B';
-  ns: Namespace;
-  /** The PoP's end of its link to the router (XDP attaches here). */
-  ifname: string;
-  addr: string;
-  routerAddr: string;
-  as: number;
+/** A PoP of the two-PoP topology (XDP attaches to its `ifname`) with what the demo adds. */
+interface Pop extends TwoPopsPop {
   wgIf: string;
   masqueTun: string;
   /** The router's MAC on the PoP link: the LB's next hop. */
   routerMac: string;
-  healthFile: string;
   stateDir: string;
   agent?: AgentProcess;
 }
@@ -211,23 +103,10 @@ function popYaml(p: Pop, o: { issuer: string; bpffs: string; wgKeyFile: string; 
   return `agent:
   name: pop-${p.name.toLowerCase()}
   stateDir: ${p.stateDir}
-log:
-  level: info
 admin:
   listen: 0.0.0.0:${ADMIN_PORT}
   apiToken: ${ADMIN_TOKEN}
-lifecycle:
-  shutdownTimeout: 10s
-health:
-  checks:
-    # the demo fails PoP A by removing this file
-    - name: service
-      command: [test, -f, ${p.healthFile}]
-      interval: 200ms
-      timeout: 1s
-      rise: 2
-      fall: 2
-auth:
+${popYamlBase(p, FAST_CHECK)}auth:
   enabled: true
   issuer: ${o.issuer}
   audience: ["${PROJECT}"]
@@ -282,18 +161,6 @@ tunnel:
       poolV6: fd00:cb:${p.as - 65000}::/64
       routes: [10.0.101.0/24]
       allowPrivate: true
-bgp:
-  enabled: true
-  routerId: ${p.addr}
-  localAs: ${p.as}
-  prefixes: [${ANYCAST}/32]
-  peers:
-    - name: upstream
-      address: ${p.routerAddr}
-      remoteAs: 65000
-  timers: { hold: 3s, keepalive: 1s, connectRetry: 1s, connectDelay: 1s }
-  drain: { wait: 1s }
-  sessionCheck: { require: any, interval: 500ms, rise: 1, fall: 3 }
 `;
 }
 
@@ -401,19 +268,19 @@ const popTag = (net: Net) => (addr: string) => (addr === net.pops[0].addr ? 'A' 
 
 async function buildTopology(topo: Topology, work: string): Promise<Net> {
   say('building the topology: router, origin, idp, PoP A, PoP B, 2 QUIC workers, client, attacker (network namespaces)');
-  const router = await topo.namespace('router');
+  // Debian's wireguard-go (0.0.20220316) has no sticky sockets: it answers from the route's
+  // preferred source, and a client roams to whatever address answers it. So the PoPs' client-facing
+  // (default) route prefers the anycast address; the infrastructure (10.0.0.0/16: origin, idp)
+  // is reached from the PoP's unicast address.
+  const { router, client, pops: base, rb } = await buildTwoPops(topo, work, { anycastSource: true });
+  syncCleanups.push(() => rmSync(rb.dir, { recursive: true, force: true }));
   const origin = await topo.namespace('origin');
   const idp = await topo.namespace('idp');
-  const client = await topo.namespace('client');
   const attacker = await topo.namespace('attacker');
-  const nsA = await topo.namespace('popa');
-  const nsB = await topo.namespace('popb');
-  await router.sysctl('net.ipv4.ip_forward', '1');
   await topo.link(router, origin, { aAddr: ['10.0.100.1/24', '10.0.101.1/24'], bAddr: [`${ORIGIN}/24`, `${ORIGIN_MASQUE}/24`] });
   await topo.link(router, idp, { aAddr: '10.0.200.1/24', bAddr: '10.0.200.2/24' });
-  await topo.link(router, client, { aAddr: '10.9.0.1/24', bAddr: '10.9.0.2/24' });
   const [rAtk, atkIf] = await topo.link(router, attacker, { aAddr: '10.9.1.1/24', bAddr: `${ATTACKER}/24` });
-  for (const ns of [origin, idp, client, attacker])
+  for (const ns of [origin, idp, attacker])
     await ns.exec([
       'ip',
       'route',
@@ -430,43 +297,20 @@ async function buildTopology(topo: Topology, work: string): Promise<Net> {
   writeFileSync(wgKeyFile, `${serverKey}\n`, { mode: 0o600 });
 
   const pops: Pop[] = [];
-  for (const [name, ns, n] of [
-    ['A', nsA, 1],
-    ['B', nsB, 2],
-  ] as const) {
-    const [rEnd, pEnd] = await topo.link(router, ns, { aAddr: `10.0.${n}.1/24`, bAddr: `10.0.${n}.2/24` });
+  for (const p of base) {
     // native XDP on the PoP's veth needs an XDP program on the sending peer too (veth NAPI)
-    await router.exec(['ip', 'link', 'set', 'dev', rEnd.ifname, 'xdpdrv', 'obj', BARE_XDP, 'sec', 'xdp']);
-    await ns.exec(['ip', 'addr', 'add', `${ANYCAST}/32`, 'dev', 'lo']);
-    // Debian's wireguard-go (0.0.20220316) has no sticky sockets: it answers from the route's
-    // preferred source, and a client roams to whatever address answers it. So the client-facing
-    // (default) route prefers the anycast address; the infrastructure (10.0.0.0/16: origin, idp)
-    // is reached from the PoP's unicast address.
-    await ns.exec(['ip', 'route', 'add', 'default', 'via', `10.0.${n}.1`, 'src', ANYCAST]);
-    await ns.exec(['ip', 'route', 'add', '10.0.0.0/16', 'via', `10.0.${n}.1`, 'src', `10.0.${n}.2`]);
-    await ns.sysctl('net.ipv4.ip_forward', '1');
+    await router.exec(['ip', 'link', 'set', 'dev', p.routerIf, 'xdpdrv', 'obj', BARE_XDP, 'sec', 'xdp']);
+    await p.ns.sysctl('net.ipv4.ip_forward', '1');
     // tunnel traffic leaves the PoP from the PoP's own address, so the origin answers whichever PoP carried it
-    await ns.exec(['nft', '-f', '-'], {
-      input: `table ip cbrdemo {\n chain post {\n  type nat hook postrouting priority 100;\n  ip saddr ${WG_POOL} oifname "${pEnd.ifname}" snat to 10.0.${n}.2\n }\n chain in {\n  type filter hook input priority 0;\n  udp dport 51820 @th,64,8 1 counter comment "wireguard handshake initiations"\n }\n}\n`,
+    await p.ns.exec(['nft', '-f', '-'], {
+      input: `table ip cbrdemo {\n chain post {\n  type nat hook postrouting priority 100;\n  ip saddr ${WG_POOL} oifname "${p.ifname}" snat to ${p.addr}\n }\n chain in {\n  type filter hook input priority 0;\n  udp dport 51820 @th,64,8 1 counter comment "wireguard handshake initiations"\n }\n}\n`,
     });
     const wgIf = uniqueName('w');
     syncCleanups.push(() => rmSync(uapiSocketPath(wgIf), { force: true }));
-    const stateDir = join(work, `pop-${name.toLowerCase()}`);
+    const stateDir = join(work, `pop-${p.name.toLowerCase()}`);
     mkdirSync(stateDir);
-    const routerMac = (await router.exec(['cat', `/sys/class/net/${rEnd.ifname}/address`])).trim();
-    pops.push({
-      name,
-      ns,
-      ifname: pEnd.ifname,
-      addr: `10.0.${n}.2`,
-      routerAddr: `10.0.${n}.1`,
-      as: 65000 + n,
-      wgIf,
-      masqueTun: uniqueName('q'),
-      routerMac,
-      healthFile: join(work, `healthy-${name}`),
-      stateDir,
-    });
+    const routerMac = (await router.exec(['cat', `/sys/class/net/${p.routerIf}/address`])).trim();
+    pops.push({ ...p, wgIf, masqueTun: uniqueName('q'), routerMac, stateDir });
   }
   const [a, b] = pops as [Pop, Pop];
   // QUIC workers the PoPs' load balancer sends to (IPIP through the router). This kernel has no IPIP
@@ -496,17 +340,6 @@ async function buildTopology(topo: Topology, work: string): Promise<Net> {
     if (existsSync(bpffs)) rmdirSync(bpffs);
   });
 
-  const rb: RouterBird = await startRouterBird(router, {
-    routerId: '10.9.0.1',
-    as: 65000,
-    kernel: true,
-    neighbors: [
-      { name: 'pop_a', address: a.addr, as: a.as, localPref: 200 },
-      { name: 'pop_b', address: b.addr, as: b.as, localPref: 100 },
-    ],
-  });
-  topo.onDestroy(() => rb.stop());
-  syncCleanups.push(() => rmSync(rb.dir, { recursive: true, force: true }));
   say(`upstream router: BIRD up (AS 65000), expecting PoP A (AS ${a.as}, local-pref 200) and PoP B (AS ${b.as}, local-pref 100)`);
   return {
     topo,
@@ -584,7 +417,7 @@ async function startPopAgents(net: Net): Promise<Services> {
 /** Anycast reachability: a UDP echo on each PoP's anycast address, probed from the client. */
 async function probeAnycast(net: Net): Promise<Probe> {
   for (const p of net.pops) await startRole(p.ns, ['echo', ANYCAST, String(POP_ECHO), p.name]);
-  const probe = await Probe.start(net.client, ANYCAST, POP_ECHO);
+  const probe = await Probe.start(net.client, ANYCAST, POP_ECHO, { rate: PROBE_PPS });
   const firstHop = await probe.wait((s) => s.to === 'A' || s.to === 'B', 10_000, 'the anycast probe to be answered');
   check(firstHop.to === 'A', `the anycast address answered from PoP ${firstHop.to}, expected A`);
   say(`client → ${ANYCAST}: answered by PoP ${firstHop.to} (${PROBE_PPS} probes/s keep running to time the failover)`);
@@ -636,7 +469,7 @@ async function connectWireGuard(net: Net, token: string): Promise<WireGuardClien
   detail(`GET /bytes/20000000 through the tunnel: ${fetched}`);
   const bps = await iperfGbps(client, 3);
   detail(`iperf3 TCP 3 s through the tunnel: ${fmtRate(bps)}`);
-  const probe = await Probe.start(client, ORIGIN, ORIGIN_ECHO, popTag(net));
+  const probe = await Probe.start(client, ORIGIN, ORIGIN_ECHO, { rate: PROBE_PPS, tagOf: popTag(net) });
   const tunHop = await probe.wait((s) => s.to === 'A' || s.to === 'B', 10_000, 'the tunnel probe to be answered');
   check(tunHop.to === 'A', `tunnel traffic went through PoP ${tunHop.to}, expected A`);
   detail(`UDP probes through the tunnel (${PROBE_PPS}/s) reach the origin via PoP A`);
@@ -744,7 +577,7 @@ async function connectMasque(net: Net, svc: Services): Promise<MasqueClient> {
   detail(`GET http://${ORIGIN_MASQUE}:${ORIGIN_HTTP}/bytes/20000000 through MASQUE: ${fetched}`);
   const masqueBps = await iperfGbps(client, 3, ORIGIN_MASQUE);
   detail(`iperf3 TCP 3 s through MASQUE: ${fmtRate(masqueBps)}`);
-  const probe = await Probe.start(client, ORIGIN_MASQUE, ORIGIN_ECHO, popTag(net));
+  const probe = await Probe.start(client, ORIGIN_MASQUE, ORIGIN_ECHO, { rate: PROBE_PPS, tagOf: popTag(net) });
   const mHop = await probe.wait((s) => s.to === 'A' || s.to === 'B', 10_000, 'the MASQUE probe to be answered');
   check(mHop.to === 'A', `MASQUE traffic went through PoP ${mHop.to}, expected A`);
   detail(`UDP probes through MASQUE (${PROBE_PPS}/s) reach the origin via PoP A`);
