@@ -3,14 +3,17 @@
 //   origin HTTP_PORT ECHO_PORT ADDR[,ADDR]   HTTP server (GET /bytes/N answers N bytes, GET / says who
 //                                asked) and a UDP echo on each address that tags each answer with the
 //                                address it came from (the PoP that NATed the client's tunnel traffic)
-//   echo ADDRESS PORT TAG        UDP echo bound to ADDRESS (the anycast address on a PoP), tagging answers with TAG
-//   probe HOST PORT RATE         sends RATE numbered probes per second to HOST:PORT and prints a JSON line
+//   echo ADDRESS PORT TAG        UDP echo bound to ADDRESS (the anycast address on a PoP), tagging answers with TAG;
+//                                a "fail" line on stdin stops the answers (a failed service), "ok" resumes them
+//   probe HOST PORT RATE [TICK]  sends RATE numbered probes per second to HOST:PORT (what is due every TICK ms,
+//                                default 2) and prints a JSON line
 //                                each time the answering tag changes (when, sequence numbers, probes lost), and
 //                                {"silent": ms} once answers have stopped for a second
 //
 // Each prints "ready" once listening; echo and probe stop when stdin closes, so none outlives the demo.
 import { createServer } from 'node:http';
 import { createSocket } from 'node:dgram';
+import { createInterface } from 'node:readline';
 
 const now = () => performance.timeOrigin + performance.now();
 
@@ -53,14 +56,19 @@ function runOrigin(httpPort: number, echoPort: number, addrs: string[]): void {
 
 function runEcho(address: string, port: number, tag: string): void {
   const sock = createSocket('udp4');
-  sock.on('message', (msg, rinfo) => sock.send(Buffer.concat([msg, Buffer.from(tag)]), rinfo.port, rinfo.address));
+  let failed = false;
+  sock.on('message', (msg, rinfo) => {
+    if (!failed) sock.send(Buffer.concat([msg, Buffer.from(tag)]), rinfo.port, rinfo.address);
+  });
   sock.bind(port, address, () => process.stdout.write('ready\n'));
-  process.stdin.resume();
+  createInterface({ input: process.stdin }).on('line', (l) => {
+    failed = l.trim() === 'fail';
+  });
   process.stdin.on('end', () => process.exit(0));
 }
 
 /** Probe datagram: u32 sequence, f64 send time (ms since the epoch); the echo appends its tag. */
-function runProbe(host: string, port: number, rate: number): void {
+function runProbe(host: string, port: number, rate: number, tickMs: number): void {
   const sock = createSocket('udp4');
   sock.on('error', () => undefined); // ICMP errors while a route is missing: the probe just counts as lost
   let seq = 0;
@@ -114,7 +122,7 @@ function runProbe(host: string, port: number, rate: number): void {
       payload.writeDoubleBE(now(), 4);
       sock.send(payload, port, host);
     }
-  }, 2);
+  }, tickMs);
   sock.bind(0, () => process.stdout.write('ready\n'));
   process.stdin.resume();
   process.stdin.on('end', () => {
@@ -125,11 +133,11 @@ function runProbe(host: string, port: number, rate: number): void {
   });
 }
 
-const [role, a, b, c] = process.argv.slice(2);
+const [role, a, b, c, d] = process.argv.slice(2);
 if (role === 'origin') runOrigin(Number(a), Number(b), (c ?? '0.0.0.0').split(','));
 else if (role === 'echo') runEcho(a!, Number(b), c ?? '?');
-else if (role === 'probe') runProbe(a!, Number(b), Number(c ?? 100));
+else if (role === 'probe') runProbe(a!, Number(b), Number(c ?? 100), Number(d ?? 2));
 else {
-  process.stderr.write('usage: demo-roles origin HTTP_PORT ECHO_PORT ADDR[,ADDR] | echo ADDRESS PORT TAG | probe HOST PORT RATE\n');
+  process.stderr.write('usage: demo-roles origin HTTP_PORT ECHO_PORT ADDR[,ADDR] | echo ADDRESS PORT TAG | probe HOST PORT RATE [TICK_MS]\n');
   process.exit(2);
 }

@@ -23,22 +23,22 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { Topology, run, uniqueName, waitFor, type Namespace } from '../testhosts/index.js';
 import { startAgent, runCli, CLI_PATH, type AgentProcess } from '../dataplane/testing.js';
-import { startRouterBird, waitForRoute, type RouterBird } from '../bgp/testing.js';
+import { waitForRoute, type RouterBird } from '../bgp/testing.js';
 import { generatePrivateKey, publicKeyFor } from '../tunnel/wireguard/keys.js';
 import { uapiSocketPath } from '../tunnel/wireguard/uapi-client.js';
 import { encodeCid } from '../xdp/index.js';
 import { generateSelfSigned, writeTlsMaterial } from '../tunnel/quic/index.js';
 import { quicLong, quicShort } from '../xdp/testing.js';
 import { clientTunnelFromWgQuick, startIssuerIn, httpIn, tokenFor, PROJECT, ISSUER_PORT } from '../tunnel/wireguard/testing.js';
+import { ANYCAST, FAST_CHECK, buildTwoPops, popYamlBase, type TwoPopsPop } from './two-pops.js';
+import { Probe, startRole } from './probe.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const ROLES = join(HERE, 'demo-roles.js');
 const BARE_XDP = join(HERE, '..', '..', 'xdp', 'build', 'bare.bpf.o');
 const UDPSEND = join(HERE, '..', 'xdp', 'udpsend.js');
 const ONCE = process.env.ONCE === '1';
 const VERBOSE = process.env.CBR_DEMO_VERBOSE === '1';
 
-const ANYCAST = '198.51.100.1';
 const ADMIN_PORT = 9780;
 const ADMIN_TOKEN = `demo-admin-${process.pid}-${Math.random().toString(36).slice(2)}`;
 const ORIGIN = '10.0.100.2';
@@ -87,122 +87,14 @@ function runSyncCleanups(): void {
 }
 process.on('exit', runSyncCleanups);
 
-// ---------------- helper processes ----------------
-
-/** Starts a demo-roles process in `ns` and waits for its "ready" line. */
-async function startRole(
-  ns: Namespace,
-  args: string[],
-): Promise<{ proc: ChildProcess; lines: AsyncIterableIterator<string> | undefined; onLine: (fn: (l: string) => void) => void }> {
-  const proc = ns.spawn([process.execPath, ROLES, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const listeners: Array<(l: string) => void> = [];
-  const rl = createInterface({ input: proc.stdout! });
-  await new Promise<void>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`${args[0]} helper did not start`)), 10_000);
-    rl.once('line', () => {
-      clearTimeout(t);
-      resolve();
-    });
-    proc.once('exit', (c) => reject(new Error(`${args[0]} helper exited (${c})`)));
-  });
-  rl.on('line', (l) => {
-    for (const fn of listeners) fn(l);
-  });
-  return { proc, lines: undefined, onLine: (fn) => listeners.push(fn) };
-}
-
-interface Switch {
-  from: string;
-  to: string;
-  lastFromSendMs: number;
-  firstToSendMs: number;
-  /** When the last answer through the old path and the first through the new one arrived: the gap the client saw. */
-  lastFromRecvMs: number;
-  firstToRecvMs: number;
-  lost: number;
-}
-
-/** A probe stream from the client: which PoP answers, and the gap when that changes. */
-class Probe {
-  readonly switches: Switch[] = [];
-  private waiters: Array<{ pred: (s: Switch) => boolean; resolve: (s: Switch) => void }> = [];
-  /** Called when answers have stopped for a second. */
-  onSilent?: () => void;
-  private constructor(
-    private readonly proc: ChildProcess,
-    private readonly tagOf: (raw: string) => string,
-  ) {}
-
-  static async start(ns: Namespace, host: string, port: number, tagOf: (raw: string) => string = (t) => t): Promise<Probe> {
-    const role = await startRole(ns, ['probe', host, String(port), String(PROBE_PPS)]);
-    const p = new Probe(role.proc, tagOf);
-    role.onLine((l) => {
-      let s: Switch;
-      try {
-        s = JSON.parse(l) as Switch;
-      } catch {
-        return;
-      }
-      if ((s as unknown as { silent?: number }).silent !== undefined) {
-        p.onSilent?.();
-        return;
-      }
-      if (s.from === undefined) return;
-      s = { ...s, from: s.from === 'none' ? 'none' : p.tagOf(s.from), to: p.tagOf(s.to) };
-      p.switches.push(s);
-      for (const w of [...p.waiters]) {
-        if (w.pred(s)) {
-          p.waiters.splice(p.waiters.indexOf(w), 1);
-          w.resolve(s);
-        }
-      }
-    });
-    return p;
-  }
-
-  get current(): string | undefined {
-    return this.switches.at(-1)?.to;
-  }
-
-  wait(pred: (s: Switch) => boolean, timeoutMs: number, what: string): Promise<Switch> {
-    const seen = this.switches.find(pred);
-    if (seen) return Promise.resolve(seen);
-    return new Promise((resolve, reject) => {
-      const w = {
-        pred,
-        resolve: (s: Switch) => {
-          clearTimeout(t);
-          resolve(s);
-        },
-      };
-      const t = setTimeout(() => {
-        this.waiters.splice(this.waiters.indexOf(w), 1);
-        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`));
-      }, timeoutMs);
-      this.waiters.push(w);
-    });
-  }
-
-  stop(): void {
-    this.proc.stdin?.end();
-  }
-}
-
 // ---------------- the PoPs ----------------
 
-interface Pop {
-  name: 'A' | 'B';
-  ns: Namespace;
-  /** The PoP's end of its link to the router (XDP attaches here). */
-  ifname: string;
-  addr: string;
-  routerAddr: string;
-  as: number;
+/** A PoP of the two-PoP topology (XDP attaches to its `ifname`) with what the demo adds. */
+interface Pop extends TwoPopsPop {
   wgIf: string;
   masqueTun: string;
   /** The router's MAC on the PoP link: the LB's next hop. */
   routerMac: string;
-  healthFile: string;
   stateDir: string;
   agent?: AgentProcess;
 }
@@ -211,23 +103,10 @@ function popYaml(p: Pop, o: { issuer: string; bpffs: string; wgKeyFile: string; 
   return `agent:
   name: pop-${p.name.toLowerCase()}
   stateDir: ${p.stateDir}
-log:
-  level: info
 admin:
   listen: 0.0.0.0:${ADMIN_PORT}
   apiToken: ${ADMIN_TOKEN}
-lifecycle:
-  shutdownTimeout: 10s
-health:
-  checks:
-    # the demo fails PoP A by removing this file
-    - name: service
-      command: [test, -f, ${p.healthFile}]
-      interval: 200ms
-      timeout: 1s
-      rise: 2
-      fall: 2
-auth:
+${popYamlBase(p, FAST_CHECK)}auth:
   enabled: true
   issuer: ${o.issuer}
   audience: ["${PROJECT}"]
@@ -282,18 +161,6 @@ tunnel:
       poolV6: fd00:cb:${p.as - 65000}::/64
       routes: [10.0.101.0/24]
       allowPrivate: true
-bgp:
-  enabled: true
-  routerId: ${p.addr}
-  localAs: ${p.as}
-  prefixes: [${ANYCAST}/32]
-  peers:
-    - name: upstream
-      address: ${p.routerAddr}
-      remoteAs: 65000
-  timers: { hold: 3s, keepalive: 1s, connectRetry: 1s, connectDelay: 1s }
-  drain: { wait: 1s }
-  sessionCheck: { require: any, interval: 500ms, rise: 1, fall: 3 }
 `;
 }
 
@@ -344,23 +211,76 @@ async function interfacePackets(ns: Namespace, ifname: string, dir: 'rx' | 'tx')
   return Number((await ns.exec(['cat', `/sys/class/net/${ifname}/statistics/${dir}_packets`])).trim());
 }
 
-// ---------------- the demo ----------------
+// ---------------- the demo, step by step ----------------
 
-async function demo(topo: Topology, work: string): Promise<void> {
+interface Worker {
+  ns: Namespace;
+  addr: string;
+  ifname: string;
+}
+
+/** What the topology step built: the namespaces and what the later steps address in them. */
+interface Net {
+  topo: Topology;
+  work: string;
+  router: Namespace;
+  origin: Namespace;
+  idp: Namespace;
+  client: Namespace;
+  attacker: Namespace;
+  /** The attacker's end of its link, and the router's MAC on it (the flood's next hop). */
+  attackerIf: string;
+  routerMacToAttacker: string;
+  pops: [Pop, Pop];
+  workers: Worker[];
+  /** The WireGuard server key both PoPs share. */
+  serverKey: string;
+  wgKeyFile: string;
+  bpffs: string;
+  rb: RouterBird;
+}
+
+/** The services beside the PoPs that the agents and the client use. */
+interface Services {
+  issuer: string;
+  certFile: string;
+}
+
+interface WireGuardClient {
+  probe: Probe;
+  ifname: string;
+  allowedIPs: string[];
+  /** iperf3 through the tunnel before the attack. */
+  bps: number;
+  /** WireGuard handshake initiations counted by nftables in a namespace. */
+  initiations: (ns: Namespace) => Promise<number>;
+}
+
+interface MasqueClient {
+  proc: ChildProcess;
+  lines: string[];
+  says: (re: RegExp, timeoutMs: number, from?: number) => Promise<string>;
+  probe: Probe;
+}
+
+/** The probes answer with the address of the PoP that carried them: name it. */
+const popTag = (net: Net) => (addr: string) => (addr === net.pops[0].addr ? 'A' : addr === net.pops[1].addr ? 'B' : addr);
+
+async function buildTopology(topo: Topology, work: string): Promise<Net> {
   say('building the topology: router, origin, idp, PoP A, PoP B, 2 QUIC workers, client, attacker (network namespaces)');
-  const router = await topo.namespace('router');
+  // Debian's wireguard-go (0.0.20220316) has no sticky sockets: it answers from the route's
+  // preferred source, and a client roams to whatever address answers it. So the PoPs' client-facing
+  // (default) route prefers the anycast address; the infrastructure (10.0.0.0/16: origin, idp)
+  // is reached from the PoP's unicast address.
+  const { router, client, pops: base, rb } = await buildTwoPops(topo, work, { anycastSource: true });
+  syncCleanups.push(() => rmSync(rb.dir, { recursive: true, force: true }));
   const origin = await topo.namespace('origin');
   const idp = await topo.namespace('idp');
-  const client = await topo.namespace('client');
   const attacker = await topo.namespace('attacker');
-  const nsA = await topo.namespace('popa');
-  const nsB = await topo.namespace('popb');
-  await router.sysctl('net.ipv4.ip_forward', '1');
-  const [, originIf] = await topo.link(router, origin, { aAddr: ['10.0.100.1/24', '10.0.101.1/24'], bAddr: [`${ORIGIN}/24`, `${ORIGIN_MASQUE}/24`] });
+  await topo.link(router, origin, { aAddr: ['10.0.100.1/24', '10.0.101.1/24'], bAddr: [`${ORIGIN}/24`, `${ORIGIN_MASQUE}/24`] });
   await topo.link(router, idp, { aAddr: '10.0.200.1/24', bAddr: '10.0.200.2/24' });
-  await topo.link(router, client, { aAddr: '10.9.0.1/24', bAddr: '10.9.0.2/24' });
   const [rAtk, atkIf] = await topo.link(router, attacker, { aAddr: '10.9.1.1/24', bAddr: `${ATTACKER}/24` });
-  for (const ns of [origin, idp, client, attacker])
+  for (const ns of [origin, idp, attacker])
     await ns.exec([
       'ip',
       'route',
@@ -369,7 +289,6 @@ async function demo(topo: Topology, work: string): Promise<void> {
       'via',
       `${(await ns.exec(['ip', '-4', '-o', 'addr', 'show', 'scope', 'global'])).match(/inet (\d+\.\d+\.\d+)\./)![1]}.1`,
     ]);
-  void originIf;
 
   // One WireGuard server key for the anycast service, shared by both PoPs (as an anycast WireGuard
   // deployment must: the client has one server public key).
@@ -378,48 +297,25 @@ async function demo(topo: Topology, work: string): Promise<void> {
   writeFileSync(wgKeyFile, `${serverKey}\n`, { mode: 0o600 });
 
   const pops: Pop[] = [];
-  for (const [name, ns, n] of [
-    ['A', nsA, 1],
-    ['B', nsB, 2],
-  ] as const) {
-    const [rEnd, pEnd] = await topo.link(router, ns, { aAddr: `10.0.${n}.1/24`, bAddr: `10.0.${n}.2/24` });
+  for (const p of base) {
     // native XDP on the PoP's veth needs an XDP program on the sending peer too (veth NAPI)
-    await router.exec(['ip', 'link', 'set', 'dev', rEnd.ifname, 'xdpdrv', 'obj', BARE_XDP, 'sec', 'xdp']);
-    await ns.exec(['ip', 'addr', 'add', `${ANYCAST}/32`, 'dev', 'lo']);
-    // Debian's wireguard-go (0.0.20220316) has no sticky sockets: it answers from the route's
-    // preferred source, and a client roams to whatever address answers it. So the client-facing
-    // (default) route prefers the anycast address; the infrastructure (10.0.0.0/16: origin, idp)
-    // is reached from the PoP's unicast address.
-    await ns.exec(['ip', 'route', 'add', 'default', 'via', `10.0.${n}.1`, 'src', ANYCAST]);
-    await ns.exec(['ip', 'route', 'add', '10.0.0.0/16', 'via', `10.0.${n}.1`, 'src', `10.0.${n}.2`]);
-    await ns.sysctl('net.ipv4.ip_forward', '1');
+    await router.exec(['ip', 'link', 'set', 'dev', p.routerIf, 'xdpdrv', 'obj', BARE_XDP, 'sec', 'xdp']);
+    await p.ns.sysctl('net.ipv4.ip_forward', '1');
     // tunnel traffic leaves the PoP from the PoP's own address, so the origin answers whichever PoP carried it
-    await ns.exec(['nft', '-f', '-'], {
-      input: `table ip cbrdemo {\n chain post {\n  type nat hook postrouting priority 100;\n  ip saddr ${WG_POOL} oifname "${pEnd.ifname}" snat to 10.0.${n}.2\n }\n chain in {\n  type filter hook input priority 0;\n  udp dport 51820 @th,64,8 1 counter comment "wireguard handshake initiations"\n }\n}\n`,
+    await p.ns.exec(['nft', '-f', '-'], {
+      input: `table ip cbrdemo {\n chain post {\n  type nat hook postrouting priority 100;\n  ip saddr ${WG_POOL} oifname "${p.ifname}" snat to ${p.addr}\n }\n chain in {\n  type filter hook input priority 0;\n  udp dport 51820 @th,64,8 1 counter comment "wireguard handshake initiations"\n }\n}\n`,
     });
     const wgIf = uniqueName('w');
     syncCleanups.push(() => rmSync(uapiSocketPath(wgIf), { force: true }));
-    const stateDir = join(work, `pop-${name.toLowerCase()}`);
+    const stateDir = join(work, `pop-${p.name.toLowerCase()}`);
     mkdirSync(stateDir);
-    const routerMac = (await router.exec(['cat', `/sys/class/net/${rEnd.ifname}/address`])).trim();
-    pops.push({
-      name,
-      ns,
-      ifname: pEnd.ifname,
-      addr: `10.0.${n}.2`,
-      routerAddr: `10.0.${n}.1`,
-      as: 65000 + n,
-      wgIf,
-      masqueTun: uniqueName('q'),
-      routerMac,
-      healthFile: join(work, `healthy-${name}`),
-      stateDir,
-    });
+    const routerMac = (await router.exec(['cat', `/sys/class/net/${p.routerIf}/address`])).trim();
+    pops.push({ ...p, wgIf, masqueTun: uniqueName('q'), routerMac, stateDir });
   }
   const [a, b] = pops as [Pop, Pop];
   // QUIC workers the PoPs' load balancer sends to (IPIP through the router). This kernel has no IPIP
   // module to decapsulate, so each worker counts what arrives for it with an nftables ingress counter.
-  const workers: Array<{ ns: Namespace; addr: string; ifname: string }> = [];
+  const workers: Worker[] = [];
   for (const [i, addr] of WORKERS.entries()) {
     const w = await topo.namespace(`worker${i + 1}`);
     const [, wEnd] = await topo.link(router, w, { aAddr: addr.replace(/\.2$/, '.1/24'), bAddr: `${addr}/24` });
@@ -444,24 +340,34 @@ async function demo(topo: Topology, work: string): Promise<void> {
     if (existsSync(bpffs)) rmdirSync(bpffs);
   });
 
-  const rb: RouterBird = await startRouterBird(router, {
-    routerId: '10.9.0.1',
-    as: 65000,
-    kernel: true,
-    neighbors: [
-      { name: 'pop_a', address: a.addr, as: a.as, localPref: 200 },
-      { name: 'pop_b', address: b.addr, as: b.as, localPref: 100 },
-    ],
-  });
-  topo.onDestroy(() => rb.stop());
-  syncCleanups.push(() => rmSync(rb.dir, { recursive: true, force: true }));
   say(`upstream router: BIRD up (AS 65000), expecting PoP A (AS ${a.as}, local-pref 200) and PoP B (AS ${b.as}, local-pref 100)`);
+  return {
+    topo,
+    work,
+    router,
+    origin,
+    idp,
+    client,
+    attacker,
+    attackerIf: atkIf.ifname,
+    routerMacToAttacker,
+    pops: [a, b],
+    workers,
+    serverKey,
+    wgKeyFile,
+    bpffs,
+    rb,
+  };
+}
 
-  const issuer = await startIssuerIn(topo, idp, `10.0.200.2:${ISSUER_PORT}`, work);
+/** The dev issuer, the origin, the MASQUE certificate, then both PoP agents until BGP has them. */
+async function startPopAgents(net: Net): Promise<Services> {
+  const { topo, work, pops, rb } = net;
+  const issuer = await startIssuerIn(topo, net.idp, `10.0.200.2:${ISSUER_PORT}`, work);
   say(`dev issuer up at ${issuer} (Zitadel-shaped discovery, JWKS, client_credentials; project ${PROJECT})`);
 
-  await startRole(origin, ['origin', String(ORIGIN_HTTP), String(ORIGIN_ECHO), `${ORIGIN},${ORIGIN_MASQUE}`]);
-  const iperfSrv = origin.spawn(['iperf3', '-s']);
+  await startRole(net.origin, ['origin', String(ORIGIN_HTTP), String(ORIGIN_ECHO), `${ORIGIN},${ORIGIN_MASQUE}`]);
+  const iperfSrv = net.origin.spawn(['iperf3', '-s']);
   iperfSrv.stdout?.resume();
   iperfSrv.stderr?.resume();
   say(`origin up at ${ORIGIN} and ${ORIGIN_MASQUE}: HTTP :${ORIGIN_HTTP}, UDP echo :${ORIGIN_ECHO}, iperf3 -s`);
@@ -470,13 +376,15 @@ async function demo(topo: Topology, work: string): Promise<void> {
   const keyFile = join(work, 'masque.key');
   writeTlsMaterial(await generateSelfSigned(['pop.demo', ANYCAST]), certFile, keyFile);
 
-  // ---- the PoP agents ----
   const tAgents = performance.now();
   const started = await Promise.all(
     pops.map(async (p) => {
       writeFileSync(p.healthFile, '');
       const t = performance.now();
-      p.agent = await startAgent(popYaml(p, { issuer, bpffs, wgKeyFile, certFile, keyFile }), { netns: p.ns.name, env: { CBR_LOG_LEVEL: 'info' } });
+      p.agent = await startAgent(popYaml(p, { issuer, bpffs: net.bpffs, wgKeyFile: net.wgKeyFile, certFile, keyFile }), {
+        netns: p.ns.name,
+        env: { CBR_LOG_LEVEL: 'info' },
+      });
       syncCleanups.push(() => rmSync(p.agent!.dir, { recursive: true, force: true }));
       if (VERBOSE) createInterface({ input: p.agent.proc.stdout! }).on('line', (l) => process.stdout.write(`  ${p.name}| ${l}\n`));
       await waitFor(
@@ -503,23 +411,33 @@ async function demo(topo: Topology, work: string): Promise<void> {
       `PoP ${p.name}: xdp ${/"attached":\s*true/.test(st) ? 'attached' : 'NOT attached'} on ${p.ifname}; metrics at http://${p.addr}:${ADMIN_PORT}/metrics`,
     );
   }
+  return { issuer, certFile };
+}
 
-  // ---- anycast reachability probe (UDP echo on each PoP's anycast address) ----
-  for (const p of pops) await startRole(p.ns, ['echo', ANYCAST, String(POP_ECHO), p.name]);
-  const anycastProbe = await Probe.start(client, ANYCAST, POP_ECHO);
-  const firstHop = await anycastProbe.wait((s) => s.to === 'A' || s.to === 'B', 10_000, 'the anycast probe to be answered');
+/** Anycast reachability: a UDP echo on each PoP's anycast address, probed from the client. */
+async function probeAnycast(net: Net): Promise<Probe> {
+  for (const p of net.pops) await startRole(p.ns, ['echo', ANYCAST, String(POP_ECHO), p.name]);
+  const probe = await Probe.start(net.client, ANYCAST, POP_ECHO, { rate: PROBE_PPS });
+  const firstHop = await probe.wait((s) => s.to === 'A' || s.to === 'B', 10_000, 'the anycast probe to be answered');
   check(firstHop.to === 'A', `the anycast address answered from PoP ${firstHop.to}, expected A`);
   say(`client → ${ANYCAST}: answered by PoP ${firstHop.to} (${PROBE_PPS} probes/s keep running to time the failover)`);
+  return probe;
+}
 
-  // ---- token ----
+async function takeToken(net: Net, svc: Services): Promise<string> {
   const tTok = performance.now();
-  const token = await tokenFor(client, issuer, 'vpn-client', 'vpn-secret');
+  const token = await tokenFor(net.client, svc.issuer, 'vpn-client', 'vpn-secret');
   const claims = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { sub: string; exp: number; iat: number };
   say(
     `client: token from the dev issuer in ${ms(performance.now() - tTok)} (client_credentials; sub ${claims.sub}, role vpn-user, valid ${claims.exp - claims.iat} s)`,
   );
+  return token;
+}
 
-  // ---- WireGuard ----
+/** Registers the client's key through the anycast address (and at B), brings the tunnel up, measures it. */
+async function connectWireGuard(net: Net, token: string): Promise<WireGuardClient> {
+  const { client } = net;
+  const [, b] = net.pops;
   const clientKey = generatePrivateKey();
   const body = JSON.stringify({ publicKey: publicKeyFor(clientKey) });
   const tReg = performance.now();
@@ -542,32 +460,87 @@ async function demo(topo: Topology, work: string): Promise<void> {
   const initiations = async (ns: Namespace) => Number(/packets (\d+)/.exec(await ns.exec(['nft', 'list', 'table', 'ip', 'cbrdemo']))?.[1] ?? NaN);
   syncCleanups.push(() => rmSync(uapiSocketPath(clientWg), { force: true }));
   const tUp = performance.now();
-  await clientTunnelFromWgQuick(topo, client, clientWg, regA.json.wgQuick, clientKey, regA.json.allowedIPs);
+  await clientTunnelFromWgQuick(net.topo, client, clientWg, regA.json.wgQuick, clientKey, regA.json.allowedIPs);
   await waitFor('a ping through the WireGuard tunnel', async () => ((await client.ping(ORIGIN, { count: 1, timeoutS: 1 })) ? true : undefined), 20_000, 0);
   say(`WireGuard: client wireguard-go up from the returned wg-quick config; first ping to the origin through the tunnel after ${ms(performance.now() - tUp)}`);
   const hello = await client.exec(['curl', '-s', '-m', '5', `http://${ORIGIN}:${ORIGIN_HTTP}/`]);
   detail(`GET http://${ORIGIN}:${ORIGIN_HTTP}/ → ${hello.trim()}`);
-  const fetchOut = (
-    await client.exec(['curl', '-s', '-m', '30', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', `http://${ORIGIN}:${ORIGIN_HTTP}/bytes/20000000`])
+  const fetched = await fetch20MB(client, ORIGIN, 30, 'the 20 MB fetch through the tunnel');
+  detail(`GET /bytes/20000000 through the tunnel: ${fetched}`);
+  const bps = await iperfGbps(client, 3);
+  detail(`iperf3 TCP 3 s through the tunnel: ${fmtRate(bps)}`);
+  const probe = await Probe.start(client, ORIGIN, ORIGIN_ECHO, { rate: PROBE_PPS, tagOf: popTag(net) });
+  const tunHop = await probe.wait((s) => s.to === 'A' || s.to === 'B', 10_000, 'the tunnel probe to be answered');
+  check(tunHop.to === 'A', `tunnel traffic went through PoP ${tunHop.to}, expected A`);
+  detail(`UDP probes through the tunnel (${PROBE_PPS}/s) reach the origin via PoP A`);
+  return { probe, ifname: clientWg, allowedIPs: regA.json.allowedIPs, bps, initiations };
+}
+
+/** GET /bytes/20000000 from `host` with curl in `ns`; checks the size, says how long it took. */
+async function fetch20MB(ns: Namespace, host: string, timeoutS: number, what: string): Promise<string> {
+  const out = (
+    await ns.exec([
+      'curl',
+      '-s',
+      '-m',
+      String(timeoutS),
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{size_download} %{time_total}',
+      `http://${host}:${ORIGIN_HTTP}/bytes/20000000`,
+    ])
   )
     .trim()
     .split(' ');
-  const fetchBytes = Number(fetchOut[0]);
-  const fetchSecs = Number(fetchOut[1]);
-  check(fetchBytes === 20_000_000, `the 20 MB fetch through the tunnel got ${fetchBytes} bytes`);
-  detail(`GET /bytes/20000000 through the tunnel: ${(fetchSecs * 1000).toFixed(0)} ms (${fmtRate((fetchBytes * 8) / fetchSecs)})`);
-  const wgBps = await iperfGbps(client, 3);
-  detail(`iperf3 TCP 3 s through the tunnel: ${fmtRate(wgBps)}`);
-  const tunnelProbe = await Probe.start(client, ORIGIN, ORIGIN_ECHO, (addr) => (addr === a.addr ? 'A' : addr === b.addr ? 'B' : addr));
-  const tunHop = await tunnelProbe.wait((s) => s.to === 'A' || s.to === 'B', 10_000, 'the tunnel probe to be answered');
-  check(tunHop.to === 'A', `tunnel traffic went through PoP ${tunHop.to}, expected A`);
-  detail(`UDP probes through the tunnel (${PROBE_PPS}/s) reach the origin via PoP A`);
+  const bytes = Number(out[0]);
+  const secs = Number(out[1]);
+  check(bytes === 20_000_000, `${what} got ${out[0]} bytes`);
+  return `${(secs * 1000).toFixed(0)} ms (${fmtRate((bytes * 8) / secs)})`;
+}
 
-  // ---- MASQUE connect-ip ----
+/** Collects a child's stderr lines; `says` waits for one matching `re` from line `from` on. */
+function watchLines(proc: ChildProcess, tag: string, what: string): Pick<MasqueClient, 'lines' | 'says'> {
+  const lines: string[] = [];
+  const waiters: Array<{ re: RegExp; from: number; resolve: (l: string) => void }> = [];
+  createInterface({ input: proc.stderr! }).on('line', (l) => {
+    lines.push(l);
+    if (VERBOSE) process.stdout.write(`  ${tag}| ${l}\n`);
+    for (const w of [...waiters])
+      if (lines.length > w.from && w.re.test(l)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(l);
+      }
+  });
+  const says = (re: RegExp, timeoutMs: number, from = 0): Promise<string> => {
+    const seen = lines.slice(from).find((l) => re.test(l));
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const w = {
+        re,
+        from,
+        resolve: (l: string) => {
+          clearTimeout(t);
+          resolve(l);
+        },
+      };
+      const t = setTimeout(() => {
+        waiters.splice(waiters.indexOf(w), 1);
+        reject(new Error(`${what} did not say ${re} within ${timeoutMs} ms:\n${lines.slice(-10).join('\n')}`));
+      }, timeoutMs);
+      waiters.push(w);
+    });
+  };
+  return { lines, says };
+}
+
+/** `cbr connect` (MASQUE connect-ip) from the client through the anycast address, measured. */
+async function connectMasque(net: Net, svc: Services): Promise<MasqueClient> {
+  const { client, work } = net;
   const secretFile = join(work, 'client-secret');
   writeFileSync(secretFile, 'vpn-secret\n', { mode: 0o600 });
   const tConnect = performance.now();
-  const masque = client.spawn(
+  const proc = client.spawn(
     [
       process.execPath,
       CLI_PATH,
@@ -577,9 +550,9 @@ async function demo(topo: Topology, work: string): Promise<void> {
       '--server-name',
       'pop.demo',
       '--ca',
-      certFile,
+      svc.certFile,
       '--issuer',
-      issuer,
+      svc.issuer,
       '--client-id',
       'vpn-client',
       '--client-secret-file',
@@ -593,93 +566,46 @@ async function demo(topo: Topology, work: string): Promise<void> {
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
-  masque.stdout?.resume();
-  const masqueLines: string[] = [];
-  const masqueWaiters: Array<{ re: RegExp; from: number; resolve: (l: string) => void }> = [];
-  createInterface({ input: masque.stderr! }).on('line', (l) => {
-    masqueLines.push(l);
-    if (VERBOSE) process.stdout.write(`  masque| ${l}\n`);
-    for (const w of [...masqueWaiters])
-      if (masqueLines.length > w.from && w.re.test(l)) {
-        masqueWaiters.splice(masqueWaiters.indexOf(w), 1);
-        w.resolve(l);
-      }
-  });
-  const masqueSays = (re: RegExp, timeoutMs: number, from = 0): Promise<string> => {
-    const seen = masqueLines.slice(from).find((l) => re.test(l));
-    if (seen) return Promise.resolve(seen);
-    return new Promise((resolve, reject) => {
-      const w = {
-        re,
-        from,
-        resolve: (l: string) => {
-          clearTimeout(t);
-          resolve(l);
-        },
-      };
-      const t = setTimeout(() => {
-        masqueWaiters.splice(masqueWaiters.indexOf(w), 1);
-        reject(new Error(`cbr connect did not say ${re} within ${timeoutMs} ms:\n${masqueLines.slice(-10).join('\n')}`));
-      }, timeoutMs);
-      masqueWaiters.push(w);
-    });
-  };
-  const opened = await masqueSays(/session open: connect-ip/, 30_000);
+  proc.stdout?.resume();
+  const { lines, says } = watchLines(proc, 'masque', 'cbr connect');
+  const opened = await says(/session open: connect-ip/, 30_000);
   say(
     `MASQUE: cbr connect (token by client_credentials, HTTP/3 Extended CONNECT connect-ip to ${ANYCAST}:443) → ${ms(performance.now() - tConnect)}: ${opened.replace(/^cbr connect: session open: connect-ip /, '')}`,
   );
   await waitFor('a ping through the MASQUE tunnel', async () => ((await client.ping(ORIGIN_MASQUE, { count: 1, timeoutS: 1 })) ? true : undefined), 15_000, 0);
-  const mFetch = (
-    await client.exec([
-      'curl',
-      '-s',
-      '-m',
-      '60',
-      '-o',
-      '/dev/null',
-      '-w',
-      '%{size_download} %{time_total}',
-      `http://${ORIGIN_MASQUE}:${ORIGIN_HTTP}/bytes/20000000`,
-    ])
-  )
-    .trim()
-    .split(' ');
-  check(Number(mFetch[0]) === 20_000_000, `the 20 MB fetch through MASQUE got ${mFetch[0]} bytes`);
-  detail(
-    `GET http://${ORIGIN_MASQUE}:${ORIGIN_HTTP}/bytes/20000000 through MASQUE: ${(Number(mFetch[1]) * 1000).toFixed(0)} ms (${fmtRate((20_000_000 * 8) / Number(mFetch[1]))})`,
-  );
+  const fetched = await fetch20MB(client, ORIGIN_MASQUE, 60, 'the 20 MB fetch through MASQUE');
+  detail(`GET http://${ORIGIN_MASQUE}:${ORIGIN_HTTP}/bytes/20000000 through MASQUE: ${fetched}`);
   const masqueBps = await iperfGbps(client, 3, ORIGIN_MASQUE);
   detail(`iperf3 TCP 3 s through MASQUE: ${fmtRate(masqueBps)}`);
-  const masqueProbe = await Probe.start(client, ORIGIN_MASQUE, ORIGIN_ECHO, (addr) => (addr === a.addr ? 'A' : addr === b.addr ? 'B' : addr));
-  const mHop = await masqueProbe.wait((s) => s.to === 'A' || s.to === 'B', 10_000, 'the MASQUE probe to be answered');
+  const probe = await Probe.start(client, ORIGIN_MASQUE, ORIGIN_ECHO, { rate: PROBE_PPS, tagOf: popTag(net) });
+  const mHop = await probe.wait((s) => s.to === 'A' || s.to === 'B', 10_000, 'the MASQUE probe to be answered');
   check(mHop.to === 'A', `MASQUE traffic went through PoP ${mHop.to}, expected A`);
   detail(`UDP probes through MASQUE (${PROBE_PPS}/s) reach the origin via PoP A`);
+  return { proc, lines, says, probe };
+}
 
-  // ---- the load balancer ----
+/** Sends `count` datagrams of `payload` from as many source ports; returns what each worker got. */
+async function sendToWorkers(net: Net, count: number, payload: Buffer, what: string): Promise<number[]> {
   const workerPackets = async () =>
-    Promise.all(workers.map(async (w) => Number(/packets (\d+)/.exec(await w.ns.exec(['nft', 'list', 'table', 'netdev', 'cbrdemo']))![1])));
-  const lb0 = await workerPackets();
+    Promise.all(net.workers.map(async (w) => Number(/packets (\d+)/.exec(await w.ns.exec(['nft', 'list', 'table', 'netdev', 'cbrdemo']))![1])));
+  const base = await workerPackets();
+  await net.client.exec(['node', UDPSEND, ANYCAST, String(LB_PORT), String(count), '10', String(count), payload.toString('hex')], { timeoutMs: 30_000 });
+  return waitFor(
+    what,
+    async () => {
+      const d = (await workerPackets()).map((x, i) => x - base[i]!);
+      return d.reduce((s, x) => s + x, 0) >= count ? d : undefined;
+    },
+    10_000,
+  );
+}
+
+/** PoP A's XDP load balancer: new flows spread by Maglev, a QUIC connection kept by its CID. */
+async function loadBalance(net: Net): Promise<void> {
+  const [a] = net.pops;
   const lbStats0 = await xdpStats(a);
-  await client.exec(['node', UDPSEND, ANYCAST, String(LB_PORT), '300', '10', '300', quicLong(Buffer.alloc(8, 7)).toString('hex')], { timeoutMs: 30_000 });
-  const spread = await waitFor(
-    'the load-balanced flows at the workers',
-    async () => {
-      const d = (await workerPackets()).map((x, i) => x - lb0[i]!);
-      return d.reduce((s, x) => s + x, 0) >= 300 ? d : undefined;
-    },
-    10_000,
-  );
-  const lb1 = await workerPackets();
-  const cid = encodeCid({ configId: 0, serverId: 2 });
-  await client.exec(['node', UDPSEND, ANYCAST, String(LB_PORT), '40', '10', '40', quicShort(cid).toString('hex')], { timeoutMs: 30_000 });
-  const sticky = await waitFor(
-    'the QUIC connection at its worker',
-    async () => {
-      const d = (await workerPackets()).map((x, i) => x - lb1[i]!);
-      return d.reduce((s, x) => s + x, 0) >= 40 ? d : undefined;
-    },
-    10_000,
-  );
+  const spread = await sendToWorkers(net, 300, quicLong(Buffer.alloc(8, 7)), 'the load-balanced flows at the workers');
+  const sticky = await sendToWorkers(net, 40, quicShort(encodeCid({ configId: 0, serverId: 2 })), 'the QUIC connection at its worker');
   const lbStats1 = await xdpStats(a);
   say(`XDP load balancer on PoP A (VIP ${ANYCAST}:${LB_PORT}, 2 QUIC workers, IPIP via XDP_TX): 300 new flows → ${spread.join(' / ')} by Maglev`);
   detail(
@@ -690,22 +616,27 @@ async function demo(topo: Topology, work: string): Promise<void> {
     `Maglev spread 300 flows as ${spread.join(' / ')}`,
   );
   check(sticky[0] === 0 && sticky[1] === 40, `the QUIC connection was split over the workers: ${sticky.join(' / ')}`);
+}
 
-  // ---- the attack ----
-  const conf = join(work, 'flood.trafgen');
+/** The attacker floods PoP A: the rate limit first, then the operator's live deny-list entry. */
+async function attack(net: Net, wg: WireGuardClient): Promise<void> {
+  const { attacker, attackerIf, routerMacToAttacker, client } = net;
+  const [a] = net.pops;
+  const tunnelProbe = wg.probe;
+  const conf = join(net.work, 'flood.trafgen');
   const before = await xdpStats(a);
-  const atkTx0 = await interfacePackets(attacker, atkIf.ifname, 'tx');
+  const atkTx0 = await interfacePackets(attacker, attackerIf, 'tx');
   const popRx0 = await interfacePackets(a.ns, a.ifname, 'rx');
   const switchesBefore = tunnelProbe.switches.length;
   say(`attack: ${ATTACKER} floods ${ANYCAST} UDP 51820 with trafgen for 4 s (every source port); the client runs iperf3 through its tunnel meanwhile`);
   const tFlood = performance.now();
   const [, underFloodBps] = await Promise.all([
-    flood(attacker, atkIf.ifname, routerMacToAttacker, conf, 4),
+    flood(attacker, attackerIf, routerMacToAttacker, conf, 4),
     new Promise((r) => setTimeout(r, 500)).then(() => iperfGbps(client, 3)),
   ]);
   const floodSecs = (performance.now() - tFlood) / 1000;
   const after = await xdpStats(a);
-  const atkSent = (await interfacePackets(attacker, atkIf.ifname, 'tx')) - atkTx0;
+  const atkSent = (await interfacePackets(attacker, attackerIf, 'tx')) - atkTx0;
   const popRx = (await interfacePackets(a.ns, a.ifname, 'rx')) - popRx0;
   const rl = delta(after, before, 'drop', 'ratelimit');
   const passed = delta(after, before, 'pass', 'ok');
@@ -716,7 +647,7 @@ async function demo(topo: Topology, work: string): Promise<void> {
     `cbr xdp stats on PoP A: drop/ratelimit +${rl.toLocaleString('en')}, pass/ok +${passed.toLocaleString('en')} (limit ${RATE_PPS.toLocaleString('en')} packets/s per source)`,
   );
   detail(
-    `client iperf3 through the tunnel during the flood: ${fmtRate(underFloodBps)} (before: ${fmtRate(wgBps)}); tunnel probes stayed on PoP ${tunnelProbe.current}`,
+    `client iperf3 through the tunnel during the flood: ${fmtRate(underFloodBps)} (before: ${fmtRate(wg.bps)}); tunnel probes stayed on PoP ${tunnelProbe.current}`,
   );
   // On a busy shared machine trafgen and the router may not push the flood past the limit; then the
   // rate limit has nothing to drop (the deny list below drops it either way).
@@ -735,7 +666,7 @@ async function demo(topo: Topology, work: string): Promise<void> {
     `operator: cbr xdp deny add 10.9.1.0/24 on PoP A (live, no reload; the CLI call took ${ms(performance.now() - tDeny)}); the attacker floods again for 2 s`,
   );
   const before2 = await xdpStats(a);
-  await flood(attacker, atkIf.ifname, routerMacToAttacker, conf, 2);
+  await flood(attacker, attackerIf, routerMacToAttacker, conf, 2);
   const after2 = await xdpStats(a);
   const denied = delta(after2, before2, 'drop', 'denylist');
   const leaked = delta(after2, before2, 'pass', 'ok') + delta(after2, before2, 'drop', 'ratelimit');
@@ -743,21 +674,26 @@ async function demo(topo: Topology, work: string): Promise<void> {
     `cbr xdp stats on PoP A: drop/denylist +${denied.toLocaleString('en')}; rate-limit and pass counters moved by ${leaked} (only the client's own traffic)`,
   );
   check(denied > 0, 'the deny list dropped nothing');
+}
 
-  // ---- failover ----
+/** PoP A's health fails: BGP withdraws it, and the anycast, WireGuard and MASQUE traffic moves to B. */
+async function failover(net: Net, anycastProbe: Probe, wg: WireGuardClient, mq: MasqueClient): Promise<void> {
+  const { client } = net;
+  const [a, b] = net.pops;
+  const tunnelProbe = wg.probe;
+  const masqueProbe = mq.probe;
   await new Promise((r) => setTimeout(r, 300 + Math.random() * 200));
   const nAny = anycastProbe.switches.length;
   const nTun = tunnelProbe.switches.length;
   const nMasque = masqueProbe.switches.length;
-  const nMasqueLines = masqueLines.length;
+  const nMasqueLines = mq.lines.length;
   const tFail = performance.now();
   const tFailWall = performance.timeOrigin + tFail;
   rmSync(a.healthFile, { force: true });
   say(`failover: PoP A's health check starts failing (its check file is removed; interval 200 ms, fall 2)`);
-  const down = await waitFor('PoP A to report down', async () => ((await healthState(a)) === 'down' ? true : undefined), 10_000, 20);
-  void down;
+  await waitFor('PoP A to report down', async () => ((await healthState(a)) === 'down' ? true : undefined), 10_000, 20);
   detail(`PoP A /healthz says "down" after ${ms(performance.now() - tFail)}`);
-  const gone = await waitForRoute(rb.control, `${ANYCAST}/32`, (v) => !v.protocols.includes('pop_a'), 10_000, 5);
+  const gone = await waitForRoute(net.rb.control, `${ANYCAST}/32`, (v) => !v.protocols.includes('pop_a'), 10_000, 5);
   check(gone.ok, `the router kept PoP A's route: ${JSON.stringify(gone.view)}`);
   detail(`the router withdrew PoP A's route ${ms(performance.now() - tFail)} after the failure; best path now via ${gone.view.from}`);
   const anySw = await anycastProbe.wait((s) => anycastProbe.switches.indexOf(s) >= nAny && s.to === 'B', 15_000, 'anycast probes to reach PoP B');
@@ -770,60 +706,60 @@ async function demo(topo: Topology, work: string): Promise<void> {
   let resets = 0;
   tunnelProbe.onSilent = () => {
     if (resets++ >= 5) return;
-    const peer = publicKeyFor(serverKey);
+    const peer = publicKeyFor(net.serverKey);
     void client
-      .exec(['wg', 'set', clientWg, 'peer', peer, 'remove'])
-      .then(() => client.exec(['wg', 'set', clientWg, 'peer', peer, 'endpoint', `${ANYCAST}:51820`, 'allowed-ips', regA.json.allowedIPs.join(',')]))
+      .exec(['wg', 'set', wg.ifname, 'peer', peer, 'remove'])
+      .then(() => client.exec(['wg', 'set', wg.ifname, 'peer', peer, 'endpoint', `${ANYCAST}:51820`, 'allowed-ips', wg.allowedIPs.join(',')]))
       .catch((err: Error) => say(`client: resetting the WireGuard peer failed: ${err.message}`));
   };
   const tunSw = await tunnelProbe
     .wait((s) => tunnelProbe.switches.indexOf(s) >= nTun && s.to === 'B', 40_000, 'tunnel traffic to resume through PoP B')
     .catch(async (err: Error) => {
-      if (VERBOSE) {
-        for (const [n, ns, dev] of [
-          ['client', client, clientWg],
-          ['B', b.ns, b.wgIf],
-          ['A', a.ns, a.wgIf],
-        ] as const) {
-          detail(`${n}: ${await ns.exec(['wg', 'show', dev]).catch((e: Error) => e.message)}`);
-          detail(
-            `${n} conntrack/routes: ${await ns.exec(['sh', '-c', 'ip route; cat /proc/net/nf_conntrack 2>/dev/null | grep -c . ; nft list ruleset | head -30']).catch((e: Error) => e.message)}`,
-          );
-        }
-        detail(`handshake initiations: client sent ${await initiations(client)}, A got ${await initiations(a.ns)}, B got ${await initiations(b.ns)}`);
-        detail(
-          await b.ns
-            .exec(['curl', '-s', '-H', `authorization: Bearer ${ADMIN_TOKEN}`, `http://${b.addr}:${ADMIN_PORT}/v1/xdp/stats`])
-            .catch((e: Error) => e.message),
-        );
-        detail(JSON.stringify(tunnelProbe.switches));
-      }
+      if (VERBOSE) await explainStuckTunnel(net, wg);
       throw err;
     });
   say(
     `WireGuard tunnel moved to PoP B: interruption ${ms(tunSw.firstToRecvMs - tunSw.lastFromRecvMs)} without answers, first answer through B ${ms(tunSw.firstToRecvMs - tFailWall)} after the failure (${tunSw.lost} probes lost; the client starts a new handshake after 1 s without answers, and B knows its key)`,
   );
-  detail(`handshake initiations: client sent ${await initiations(client)}, PoP B received ${await initiations(b.ns)}`);
+  detail(`handshake initiations: client sent ${await wg.initiations(client)}, PoP B received ${await wg.initiations(b.ns)}`);
   const mSw = await masqueProbe.wait((s) => masqueProbe.switches.indexOf(s) >= nMasque && s.to === 'B', 40_000, 'MASQUE traffic to resume through PoP B');
-  const reopened = await masqueSays(/session open: connect-ip/, 5_000, nMasqueLines).catch(() => '');
+  const reopened = await mq.says(/session open: connect-ip/, 5_000, nMasqueLines).catch(() => '');
   say(
     `MASQUE tunnel moved to PoP B: last answer through A ${ms(mSw.lastFromRecvMs - tFailWall)} and first through B ${ms(mSw.firstToRecvMs - tFailWall)} after the failure (gap ${ms(mSw.firstToRecvMs - mSw.lastFromRecvMs)}, ${mSw.lost} probes lost; cbr connect saw the QUIC idle timeout, 5 s, and reconnected${reopened ? `: ${reopened.replace(/^cbr connect: session open: connect-ip /, '')}` : ''})`,
   );
-  const fetch2 = (
-    await client.exec(['curl', '-s', '-m', '30', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', `http://${ORIGIN}:${ORIGIN_HTTP}/bytes/20000000`])
-  )
-    .trim()
-    .split(' ');
-  check(Number(fetch2[0]) === 20_000_000, `the fetch through PoP B got ${fetch2[0]} bytes`);
-  detail(`GET /bytes/20000000 through PoP B: ${(Number(fetch2[1]) * 1000).toFixed(0)} ms (${fmtRate((20_000_000 * 8) / Number(fetch2[1]))})`);
+  const fetched = await fetch20MB(client, ORIGIN, 30, 'the fetch through PoP B');
+  detail(`GET /bytes/20000000 through PoP B: ${fetched}`);
 
   anycastProbe.stop();
   tunnelProbe.stop();
   masqueProbe.stop();
+}
 
+/** CBR_DEMO_VERBOSE: what the WireGuard ends and PoP B saw when the tunnel did not move. */
+async function explainStuckTunnel(net: Net, wg: WireGuardClient): Promise<void> {
+  const [a, b] = net.pops;
+  for (const [n, ns, dev] of [
+    ['client', net.client, wg.ifname],
+    ['B', b.ns, b.wgIf],
+    ['A', a.ns, a.wgIf],
+  ] as const) {
+    detail(`${n}: ${await ns.exec(['wg', 'show', dev]).catch((e: Error) => e.message)}`);
+    detail(
+      `${n} conntrack/routes: ${await ns.exec(['sh', '-c', 'ip route; cat /proc/net/nf_conntrack 2>/dev/null | grep -c . ; nft list ruleset | head -30']).catch((e: Error) => e.message)}`,
+    );
+  }
+  detail(`handshake initiations: client sent ${await wg.initiations(net.client)}, A got ${await wg.initiations(a.ns)}, B got ${await wg.initiations(b.ns)}`);
+  detail(
+    await b.ns.exec(['curl', '-s', '-H', `authorization: Bearer ${ADMIN_TOKEN}`, `http://${b.addr}:${ADMIN_PORT}/v1/xdp/stats`]).catch((e: Error) => e.message),
+  );
+  detail(JSON.stringify(wg.probe.switches));
+}
+
+/** Unless ONCE, waits for Ctrl-C with the agents up; then stops cbr connect and both agents gracefully. */
+async function summary(net: Net, mq: MasqueClient): Promise<void> {
   if (!ONCE) {
     say('done. The agents stay up; their metrics (Ctrl-C to stop and remove everything):');
-    for (const p of pops) {
+    for (const p of net.pops) {
       detail(`ip netns exec ${p.ns.name} curl -s ${p.addr}:${ADMIN_PORT}/metrics | grep ^cbr_`);
       detail(`ip netns exec ${p.ns.name} node dist/agent/cli.js xdp stats --admin http://${p.addr}:${ADMIN_PORT}   # CBR_ADMIN_TOKEN=${ADMIN_TOKEN}`);
     }
@@ -832,15 +768,29 @@ async function demo(topo: Topology, work: string): Promise<void> {
     });
     process.stdout.write('\n');
   }
+  const masque = mq.proc;
   const masqueExit = new Promise<number | null>((resolve) => (masque.exitCode !== null ? resolve(masque.exitCode) : masque.once('exit', (c) => resolve(c))));
   masque.kill('SIGINT');
   const mCode = await masqueExit;
   say(`cbr connect: Ctrl-C → exited ${mCode}, TUN removed`);
-  for (const p of pops) {
+  for (const p of net.pops) {
     const r = await p.agent!.stop('SIGTERM');
     say(`PoP ${p.name}: SIGTERM → agent exited ${r.code ?? r.signal} in ${ms(r.ms)}`);
     check(r.code === 0, `PoP ${p.name}'s agent exited ${r.code ?? r.signal}`);
   }
+}
+
+async function demo(topo: Topology, work: string): Promise<void> {
+  const net = await buildTopology(topo, work);
+  const svc = await startPopAgents(net);
+  const anycastProbe = await probeAnycast(net);
+  const token = await takeToken(net, svc);
+  const wg = await connectWireGuard(net, token);
+  const mq = await connectMasque(net, svc);
+  await loadBalance(net);
+  await attack(net, wg);
+  await failover(net, anycastProbe, wg, mq);
+  await summary(net, mq);
 }
 
 // Ctrl-C: while waiting, a graceful stop; during the run (or a second Ctrl-C), remove everything at once.

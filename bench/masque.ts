@@ -4,19 +4,15 @@
 // QUICK=1: shorter flows, fewer sessions.
 import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import type { ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
 import { withTopology, type Namespace } from '../testhosts/index.js';
 import { writeBenchResult, type BenchMetric } from './results.js';
-import { CLI_PATH } from '../dataplane/testing.js';
-import { masqueTestbed, type Testbed } from '../tunnel/masque/testing.js';
+import { masqueTestbed, startConnect, startLoad, stopConnect, type Testbed } from '../tunnel/masque/testing.js';
 
 const QUICK = process.env.QUICK === '1';
 const SECONDS = QUICK ? 3 : 10;
 const PINGS = QUICK ? 10 : 30;
 const SESSIONS = QUICK ? 1000 : 10_000;
-const LOAD_MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', 'tunnel', 'masque', 'testing-load.js');
 
 async function iperf(tb: Testbed): Promise<number> {
   const server = tb.origin.spawn(['iperf3', '-s', '-1', '-B', tb.originAddr]);
@@ -36,54 +32,8 @@ async function rtt(ns: Namespace, addr: string): Promise<number> {
   return Number(m[1]);
 }
 
-function waitStderr(child: ChildProcess, re: RegExp, ms: number): Promise<void> {
-  let out = '';
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`no ${re}: ${out}`)), ms);
-    child.stderr!.on('data', (d) => {
-      out += d;
-      if (re.test(out)) {
-        clearTimeout(t);
-        resolve();
-      }
-    });
-  });
-}
-
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const done = new Promise((r) => child.once('exit', r));
-  child.kill('SIGINT');
-  const t = setTimeout(() => child.kill('SIGKILL'), 5000);
-  await done;
-  clearTimeout(t);
-}
-
-async function load(tb: Testbed, cfg: object): Promise<{ result: Record<string, number>; child: ChildProcess }> {
-  const child = tb.client.spawn([process.execPath, '--max-old-space-size=4096', LOAD_MAIN], {
-    env: { ...process.env, CBR_LOAD: JSON.stringify(cfg) },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  let out = '';
-  let err = '';
-  child.stderr!.on('data', (d) => (err += d));
-  const line = await new Promise<string>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`load generator timed out: ${err}`)), 600_000);
-    child.stdout!.on('data', (d) => {
-      out += d;
-      const i = out.indexOf('\n');
-      if (i >= 0) {
-        clearTimeout(t);
-        resolve(out.slice(0, i));
-      }
-    });
-    child.once('exit', (code) => {
-      clearTimeout(t);
-      reject(new Error(`load generator exited ${code}: ${err}`));
-    });
-  });
-  return { result: JSON.parse(line), child };
-}
+/** The load generator with room for 10,000 sessions. */
+const load = (tb: Testbed, cfg: object) => startLoad(tb, cfg, { timeoutMs: 600_000, nodeArgs: ['--max-old-space-size=4096'] });
 
 await withTopology(async (topo) => {
   const tb = await masqueTestbed(topo, { extraMasque: '    maxSessions: 200000' });
@@ -161,28 +111,12 @@ await withTopology(async (topo) => {
   }
 
   // MASQUE connect-ip with cbr connect.
-  const connect = tb.client.spawn([
-    process.execPath,
-    CLI_PATH,
-    'connect',
-    '--server',
-    `${tb.popAddr}:${tb.port}`,
-    '--server-name',
-    'pop.test',
-    '--ca',
-    tb.caFile,
-    '--mode',
-    'ip',
-    '--tun',
-    'cbrb0',
-    '--token',
-    await tb.mint('bench', { ttlS: 3600 }),
-  ]);
-  await waitStderr(connect, /session open: connect-ip/, 30_000);
+  const connect = startConnect(tb, ['--mode', 'ip', '--tun', 'cbrb0', '--token', await tb.mint('bench', { ttlS: 3600 })]);
+  await connect.waitFor(/session open: connect-ip/, 30_000);
   await tb.client.ping(tb.originAddr, { count: 3, timeoutS: 2 });
   put('tcp_gbps_masque_ip', await iperf(tb), 'Gbit/s');
   put('rtt_ms_masque_ip', await rtt(tb.client, tb.originAddr), 'ms');
-  await stopChild(connect);
+  await stopConnect(connect.child);
 
   // connect-udp relay rate: one session, echo in the origin.
   tb.origin.spawn([process.execPath, '-e', `const s=require('dgram').createSocket('udp4');s.on('message',(m,r)=>s.send(m,r.port,r.address));s.bind(7007);`]);

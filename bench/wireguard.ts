@@ -12,18 +12,14 @@ import { generatePrivateKey, publicKeyFor } from '../tunnel/wireguard/keys.js';
 import { withSecretFile } from '../tunnel/wireguard/wg-tool.js';
 import {
   wgTopology,
+  wgPop,
   clientTunnelFromWgQuick,
   startWireguardGo,
   pingUntil,
   iperf3Gbps,
-  startIssuerIn,
-  agentYaml,
   waitHealthy,
   httpIn,
   tokenFor,
-  removeSocketOnDestroy,
-  ISSUER_PORT,
-  ADMIN_PORT,
 } from '../tunnel/wireguard/testing.js';
 
 const QUICK = process.env.QUICK === '1';
@@ -62,11 +58,10 @@ await withTopology(async (topo) => {
     // A second origin address reached only through the hand-configured tunnel.
     await t.pop.exec(['ip', 'address', 'add', '192.168.61.1/24', 'dev', t.popOriginIf]);
     await t.origin.exec(['ip', 'address', 'add', '192.168.61.2/24', 'dev', t.originIf]);
-    const issuer = await startIssuerIn(topo, t.pop, `${t.popAddress}:${ISSUER_PORT}`, dir);
-    const ifname = uniqueName('w');
-    removeSocketOnDestroy(topo, ifname);
-    const adminUrl = `http://${t.popAddress}:${ADMIN_PORT}`;
-    const yaml = agentYaml({ stateDir: join(dir, 'state'), issuer, ifname, admin: `${t.popAddress}:${ADMIN_PORT}`, log: 'info' })
+    const pop = await wgPop(topo, t, dir, { log: 'info' });
+    const { issuer, adminUrl } = pop;
+    const yaml = pop
+      .yaml()
       .replace('address: [10.88.0.1/24', 'address: [10.88.0.1/16')
       .replace('pools: [10.88.0.0/24', 'pools: [10.88.0.0/16')
       .replace('clientAllowedIPs: [192.168.60.0/24, "fd60::/64"]', 'clientAllowedIPs: [192.168.60.2/32]');

@@ -4,64 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { withTopology, type Namespace } from '../../testhosts/index.js';
-import { CLI_PATH } from '../../dataplane/testing.js';
-import { masqueTestbed, metricValue, type Testbed } from './testing.js';
-import { fileURLToPath } from 'node:url';
-import { dirname, join } from 'node:path';
-
-const LOAD_MAIN = join(dirname(fileURLToPath(import.meta.url)), 'testing-load.js');
-
-/** `cbr connect` in the client namespace; resolves when a stderr line matches. */
-function startConnect(tb: Testbed, args: string[]): { child: ChildProcess; waitFor(re: RegExp, ms?: number): Promise<string>; output(): string } {
-  const child = tb.client.spawn([
-    process.execPath,
-    CLI_PATH,
-    'connect',
-    '--server',
-    `${tb.popAddr}:${tb.port}`,
-    '--server-name',
-    'pop.test',
-    '--ca',
-    tb.caFile,
-    ...args,
-  ]);
-  let err = '';
-  const listeners = new Set<() => void>();
-  child.stderr!.on('data', (d) => {
-    err += d;
-    for (const l of listeners) l();
-  });
-  child.stdout!.resume();
-  return {
-    child,
-    output: () => err,
-    waitFor(re, ms = 15_000) {
-      return new Promise((resolve, reject) => {
-        const check = () => {
-          const m = re.exec(err);
-          if (m) {
-            listeners.delete(check);
-            clearTimeout(t);
-            resolve(m[0]);
-          }
-        };
-        const t = setTimeout(() => (listeners.delete(check), reject(new Error(`no ${re} within ${ms} ms; cbr connect said:\n${err}`))), ms);
-        listeners.add(check);
-        check();
-      });
-    },
-  };
-}
-
-async function stop(child: ChildProcess): Promise<number | null> {
-  if (child.exitCode !== null) return child.exitCode;
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  child.kill('SIGINT');
-  const t = setTimeout(() => child.kill('SIGKILL'), 5000);
-  const code = await exited;
-  clearTimeout(t);
-  return code;
-}
+import { masqueTestbed, metricValue, startConnect, startLoad, stopConnect } from './testing.js';
 
 function udpEcho(ns: Namespace, port: number): ChildProcess {
   const src = `const s=require('dgram').createSocket('udp4');s.on('message',(m,r)=>s.send(m,r.port,r.address));s.bind(${port});`;
@@ -79,9 +22,9 @@ test('connect-udp: a UDP echo in the origin namespace answers through cbr connec
       const src = `const s=require('dgram').createSocket('udp4');let n=0;s.on('message',(m)=>{if(m.toString()==='hello '+n){n++;if(n===5){console.log('ok');process.exit(0)}s.send('hello '+n,17007,'127.0.0.1')}});s.send('hello 0',17007,'127.0.0.1');setTimeout(()=>{console.log('got '+n);process.exit(1)},5000)`;
       const out = await tb.client.exec([process.execPath, '-e', src], { timeoutMs: 10_000 });
       assert.equal(out.trim(), 'ok');
-      assert.equal(await stop(c.child), 0, 'Ctrl-C exits cleanly');
+      assert.equal(await stopConnect(c.child), 0, 'Ctrl-C exits cleanly');
     } finally {
-      await stop(c.child);
+      await stopConnect(c.child);
     }
   });
 });
@@ -122,11 +65,11 @@ test('connect-ip: ping and an iperf3 TCP flow from the client namespace to the o
       const out = JSON.parse(await tb.client.exec(['iperf3', '-c', tb.originAddr, '-t', '2', '-J'], { timeoutMs: 20_000 }));
       const bps = out.end.sum_received.bits_per_second as number;
       assert.ok(bps > 1e6, `iperf3 through connect-ip: ${bps} bit/s`);
-      assert.equal(await stop(c.child), 0);
+      assert.equal(await stopConnect(c.child), 0);
       const links = await tb.client.exec(['ip', '-o', 'link']);
       assert.doesNotMatch(links, /cbrc0/, 'the TUN is removed on Ctrl-C');
     } finally {
-      await stop(c.child);
+      await stopConnect(c.child);
     }
   });
 });
@@ -152,7 +95,7 @@ test('auth: no valid token → 401, missing role → 403, an expired token ends 
       const health = JSON.parse(await tb.pop.exec(['curl', '-s', `${tb.agent.adminUrl}/healthz`]));
       assert.ok(JSON.stringify(health).includes('masque.listener'), JSON.stringify(health));
     } finally {
-      for (const c of [bad, norole, short]) await stop(c.child);
+      for (const c of [bad, norole, short]) await stopConnect(c.child);
     }
   });
 });
@@ -171,22 +114,7 @@ test('1,000 concurrent connect-udp sessions from one client process hold', async
       count: 1000,
       concurrency: 100,
     };
-    const load = tb.client.spawn([process.execPath, LOAD_MAIN], { env: { ...process.env, CBR_LOAD: JSON.stringify(cfg) }, stdio: ['pipe', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    load.stderr!.on('data', (d) => (err += d));
-    const firstLine = new Promise<string>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`load generator timed out: ${err}`)), 90_000);
-      load.stdout!.on('data', (d) => {
-        out += d;
-        const i = out.indexOf('\n');
-        if (i >= 0) {
-          clearTimeout(t);
-          resolve(out.slice(0, i));
-        }
-      });
-    });
-    const r = JSON.parse(await firstLine);
+    const { result: r, child: load, output } = await startLoad(tb, cfg, { timeoutMs: 90_000 });
     if (process.env.CBR_DEBUG) console.error('load result', r);
     assert.equal(r.opened, 1000, JSON.stringify(r));
     assert.equal(r.echoed, r.sampled, 'sampled sessions carry traffic');
@@ -195,7 +123,7 @@ test('1,000 concurrent connect-udp sessions from one client process hold', async
     assert.equal(metricValue(m, 'cbr_masque_connections'), 1000);
     load.stdin!.write('close\n');
     await new Promise((r) => load.once('exit', r));
-    assert.match(out, /"alive":1000/);
+    assert.match(output(), /"alive":1000/);
     const until = Date.now() + 15_000;
     const live = async () => metricValue(await tb.metrics(), 'cbr_masque_sessions', 'kind="connect-udp"');
     let after = await live();

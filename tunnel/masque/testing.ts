@@ -4,7 +4,8 @@
 // tunnel.masque on. Tokens are minted through the dev issuer's /admin/mint from the client namespace.
 import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import { uniqueName, type Topology, type Namespace } from '../../testhosts/index.js';
 import { startAgent, CLI_PATH, type AgentProcess } from '../../dataplane/testing.js';
@@ -128,6 +129,100 @@ export async function masqueTestbed(topo: Topology, opts: { routes?: string[]; e
     },
   };
   return tb;
+}
+
+/** `cbr connect` in the client namespace; resolves when a stderr line matches. */
+export function startConnect(tb: Testbed, args: string[]): { child: ChildProcess; waitFor(re: RegExp, ms?: number): Promise<string>; output(): string } {
+  const child = tb.client.spawn([
+    process.execPath,
+    CLI_PATH,
+    'connect',
+    '--server',
+    `${tb.popAddr}:${tb.port}`,
+    '--server-name',
+    'pop.test',
+    '--ca',
+    tb.caFile,
+    ...args,
+  ]);
+  let err = '';
+  const listeners = new Set<() => void>();
+  child.stderr!.on('data', (d) => {
+    err += d;
+    for (const l of listeners) l();
+  });
+  child.stdout!.resume();
+  return {
+    child,
+    output: () => err,
+    waitFor(re, ms = 15_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const m = re.exec(err);
+          if (m) {
+            listeners.delete(check);
+            clearTimeout(t);
+            resolve(m[0]);
+          }
+        };
+        const t = setTimeout(() => {
+          listeners.delete(check);
+          reject(new Error(`no ${re} within ${ms} ms; cbr connect said:\n${err}`));
+        }, ms);
+        listeners.add(check);
+        check();
+      });
+    },
+  };
+}
+
+/** Ctrl-C to `cbr connect` (SIGKILL after 5 s); resolves with its exit code. */
+export async function stopConnect(child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null) return child.exitCode;
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  child.kill('SIGINT');
+  const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+  const code = await exited;
+  clearTimeout(t);
+  return code;
+}
+
+const LOAD_MAIN = join(dirname(fileURLToPath(import.meta.url)), 'testing-load.js');
+
+export interface Load {
+  /** The generator's first output line (its result), parsed. */
+  result: Record<string, number>;
+  /** Still running for modes that hold sessions open: "close" on stdin ends them. */
+  child: ChildProcess;
+  /** Everything it printed so far. */
+  output(): string;
+}
+
+/** Runs the load generator (testing-load.ts) with `cfg` in the client namespace until its result line. */
+export async function startLoad(tb: Testbed, cfg: object, o: { timeoutMs: number; nodeArgs?: string[] }): Promise<Load> {
+  const child = tb.client.spawn([process.execPath, ...(o.nodeArgs ?? []), LOAD_MAIN], {
+    env: { ...process.env, CBR_LOAD: JSON.stringify(cfg) },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (d) => (err += d));
+  const line = await new Promise<string>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`load generator timed out: ${err}`)), o.timeoutMs);
+    child.stdout!.on('data', (d) => {
+      out += d;
+      const i = out.indexOf('\n');
+      if (i >= 0) {
+        clearTimeout(t);
+        resolve(out.slice(0, i));
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(t);
+      reject(new Error(`load generator exited ${code}: ${err}`));
+    });
+  });
+  return { result: JSON.parse(line) as Record<string, number>, child, output: () => out };
 }
 
 function waitForOutput(child: ChildProcess, re: RegExp, ms: number): Promise<void> {

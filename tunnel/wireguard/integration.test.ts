@@ -11,21 +11,7 @@ import { withTopology, uniqueName } from '../../testhosts/index.js';
 import { startAgent, runCli, type AgentProcess } from '../../dataplane/testing.js';
 import { generatePrivateKey, publicKeyFor } from './keys.js';
 import { authSubsystem } from '../../auth/index.js';
-import {
-  wgTopology,
-  clientTunnelFromWgQuick,
-  pingUntil,
-  iperf3Gbps,
-  startIssuerIn,
-  agentYaml,
-  waitHealthy,
-  httpIn,
-  tokenFor,
-  removeSocketOnDestroy,
-  ISSUER_PORT,
-  ADMIN_PORT,
-  ADMIN_TOKEN,
-} from './testing.js';
+import { wgTopology, wgPop, clientTunnelFromWgQuick, pingUntil, iperf3Gbps, waitHealthy, httpIn, tokenFor, ADMIN_TOKEN } from './testing.js';
 
 test('client registers with a dev-issuer token, tunnels to the origin; survives wireguard-go kill -9 and agent restart; expiry and revoke', {
   timeout: 240_000,
@@ -36,11 +22,7 @@ test('client registers with a dev-issuer token, tunnels to the origin; survives 
     let agent: AgentProcess | undefined;
     try {
       const t = await wgTopology(topo, ['10.88.0.0/24', 'fd00:88::/64']);
-      const issuer = await startIssuerIn(topo, t.pop, `${t.popAddress}:${ISSUER_PORT}`, dir);
-      const ifname = uniqueName('w');
-      removeSocketOnDestroy(topo, ifname);
-      const adminUrl = `http://${t.popAddress}:${ADMIN_PORT}`;
-      const yaml = (extra = '') => agentYaml({ stateDir: join(dir, 'state'), issuer, ifname, admin: `${t.popAddress}:${ADMIN_PORT}`, extra });
+      const { issuer, ifname, adminUrl, yaml } = await wgPop(topo, t, dir);
       agent = await startAgent(yaml(), { netns: t.pop.name });
       await waitHealthy(t.pop, adminUrl, agent);
       const peersUrl = `${adminUrl}/v1/wireguard/peers`;

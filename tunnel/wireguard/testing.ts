@@ -5,7 +5,7 @@ import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import type { Topology, Namespace } from '../../testhosts/index.js';
+import { uniqueName, type Topology, type Namespace } from '../../testhosts/index.js';
 import { runCli, CLI_PATH, type AgentProcess } from '../../dataplane/testing.js';
 import { UapiClient, uapiSocketPath } from './uapi-client.js';
 
@@ -200,6 +200,29 @@ ${o.extra ?? ''}    interfaces:
         dns: [10.88.0.1]
         clientAllowedIPs: [192.168.60.0/24, "fd60::/64"]
 `;
+}
+
+export interface WgPop {
+  issuer: string;
+  /** The agent's WireGuard interface (its UAPI socket is removed when the topology is). */
+  ifname: string;
+  adminUrl: string;
+  /** The agent's config (agentYaml) with `extra` lines in tunnel.wireguard. */
+  yaml: (extra?: string) => string;
+}
+
+/** The dev issuer in the PoP namespace of `t` and the agent config for it: what the agent tests and bench/wireguard start from. */
+export async function wgPop(topo: Topology, t: WgTopology, dir: string, o: { log?: string } = {}): Promise<WgPop> {
+  const issuer = await startIssuerIn(topo, t.pop, `${t.popAddress}:${ISSUER_PORT}`, dir);
+  const ifname = uniqueName('w');
+  removeSocketOnDestroy(topo, ifname);
+  const admin = `${t.popAddress}:${ADMIN_PORT}`;
+  return {
+    issuer,
+    ifname,
+    adminUrl: `http://${admin}`,
+    yaml: (extra = '') => agentYaml({ stateDir: join(dir, 'state'), issuer, ifname, admin, extra, log: o.log }),
+  };
 }
 
 /** Waits until the agent in `ns` answers /healthz with state up. */
