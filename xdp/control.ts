@@ -437,3 +437,8 @@ export function readCounters(p: { map(name: string): BpfMap }): CounterRow[] {
   }
   return rows;
 }
+
+/** Counter rows as JSON numbers (API answers and `cbr xdp stats`). */
+export function countersJson(rows: CounterRow[]) {
+  return rows.map((r) => ({ action: r.action, reason: r.reason, packets: Number(r.packets), bytes: Number(r.bytes) }));
+}
