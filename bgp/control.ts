@@ -3,14 +3,14 @@
 // lines passed to a listener. Decoding lives in reply.ts.
 import { connect, type Socket } from 'node:net';
 import { BirdReplyDecoder, BirdProtocolError, isErrorReply, replyErrorText, type BirdReply } from './reply.js';
+import { CbrError, errorMessage } from '../dataplane/index.js';
 
-export class BirdCommandError extends Error {
+export class BirdCommandError extends CbrError {
   constructor(
     readonly command: string,
     readonly reply: BirdReply,
   ) {
-    super(`BIRD refused "${command}": ${replyErrorText(reply)}`);
-    this.name = 'BirdCommandError';
+    super('BIRD_COMMAND_FAILED', `BIRD refused "${command}": ${replyErrorText(reply)}`);
   }
 }
 
@@ -136,7 +136,7 @@ export class BirdControl {
 
   private onData(s: Socket, chunk: Buffer): void {
     if (this.socket !== s) return;
-    let messages;
+    let messages: ReturnType<BirdReplyDecoder['push']>;
     try {
       messages = this.decoder.push(chunk);
     } catch (err) {
@@ -177,7 +177,7 @@ export async function waitForBird(control: BirdControl, deadlineMs: number): Pro
       return;
     } catch (err) {
       last = err;
-      if (Date.now() > until) throw new Error(`BIRD control socket did not answer within ${deadlineMs} ms: ${(last as Error).message}`);
+      if (Date.now() > until) throw new Error(`BIRD control socket did not answer within ${deadlineMs} ms: ${errorMessage(last)}`);
       await new Promise((r) => setTimeout(r, 50));
     }
   }

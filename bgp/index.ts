@@ -1,9 +1,11 @@
-// bgp/: BIRD config rendering, control-socket client, speaker supervision, announce/drain/withdraw.
+// bgp/: BIRD config rendering, control-socket client, BIRD supervision, announce/drain/withdraw.
 import type { Command } from 'commander';
 import { adminClientFromOptions, withAdminOptions, type SubsystemFactory, type CommandRegistrar } from '../dataplane/index.js';
-import { BgpSpeaker, type BgpStatus } from './speaker.js';
+import { BgpSubsystem, type BgpStatus } from './subsystem.js';
 export { bgpConfigSchema, type BgpConfig, type BgpPeerConfig } from './config.js';
-export { BgpSpeaker, type BgpStatus, type SessionStatus, checkBirdConfig, readPasswords } from './speaker.js';
+export { BgpSubsystem, type BgpStatus, type SessionStatus } from './subsystem.js';
+export { checkBirdConfig, readPasswords } from './birdconf.js';
+export { decide, type Decision, type DecisionInput, type DrainPhase } from './decide.js';
 export { renderBirdConfig, redactPasswords, GRACEFUL_SHUTDOWN, type AnnounceState } from './render.js';
 export { BirdControl, BirdCommandError, waitForBird } from './control.js';
 export * from './reply.js';
@@ -11,7 +13,7 @@ export * from './reply.js';
 export const bgpSubsystem: SubsystemFactory = {
   name: 'bgp',
   enabled: (c) => c.bgp.enabled,
-  create: (ctx) => new BgpSpeaker(ctx),
+  create: (ctx) => new BgpSubsystem(ctx),
 };
 
 /** Human-readable `cbr bgp status`. */

@@ -8,7 +8,7 @@ import { configLoader } from '../agent/config/schema.js';
 
 const validateConfig = (raw: unknown) => configLoader.validate(raw);
 import { renderBirdConfig, redactPasswords, type AnnounceState } from './render.js';
-import { checkBirdConfig, readPasswords } from './speaker.js';
+import { checkBirdConfig, readPasswords } from './birdconf.js';
 import { isNetworkAddress } from './config.js';
 
 const base = {

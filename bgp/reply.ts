@@ -5,11 +5,11 @@
 // the previous line's code. Lines starting with "+" are spontaneous printouts (e.g. log echo) that
 // may arrive between replies. Codes 0xxx are success, 1xxx table entries, 2xxx table headings,
 // 8xxx run-time errors and 9xxx parse errors (BIRD's doc/reply_codes).
+import { CbrError } from '../dataplane/index.js';
 
-export class BirdProtocolError extends Error {
+export class BirdProtocolError extends CbrError {
   constructor(message: string) {
-    super(message);
-    this.name = 'BirdProtocolError';
+    super('BIRD_PROTOCOL', message);
   }
 }
 

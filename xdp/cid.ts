@@ -7,15 +7,15 @@
 //   bytes 3.. : nonce (random, at least 5 bytes) so CIDs are not linkable
 // Length 8-20 bytes (RFC 9000 caps CIDs at 20).
 import { randomBytes } from 'node:crypto';
+import { CbrError } from '../dataplane/index.js';
 
 export const CID_MIN_LEN = 8;
 export const CID_MAX_LEN = 20;
 export const CID_UNROUTABLE_CONFIG = 7;
 
-export class CidError extends Error {
+export class CidError extends CbrError {
   constructor(message: string) {
-    super(message);
-    this.name = 'CidError';
+    super('CID_INVALID', message);
   }
 }
 

@@ -4,6 +4,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { IPv4CidrRange } from 'ip-num';
+import { constants as osConstants } from 'node:os';
+import { CbrError, errorCode, httpStatusFor } from '../dataplane/index.js';
+import { BpfError } from './libbpf.js';
 import { encodeCid, decodeCid, CidError, CID_MIN_LEN, CID_MAX_LEN } from './cid.js';
 import { parsePrefix, parsePrefixList, lpmKey, decodeLpmKey, PrefixError, formatAddress } from './prefix.js';
 import { encodeConfig, decodeConfig, encodeBackend, decodeBackend, counterIndex, COUNTERS, REASONS, LAYOUTS } from './maps.js';
@@ -143,3 +146,28 @@ test("destination table: every address is found by the filter's probe, nothing e
   assert.equal(bit(L.tcp.offset, 443), 0n);
   assert.equal(ports.readUInt32LE(L.icmp.offset), 1);
 });
+
+test('errors: xdp errors carry stable codes and map to HTTP statuses without message text', () => {
+  const cases: Array<[unknown, string, number]> = [
+    [catchErr(() => parsePrefix('10.0.0.0/33')), 'PREFIX_INVALID', 400],
+    [catchErr(() => decodeCid(Buffer.alloc(1))), 'CID_INVALID', 400],
+    [new BpfError('bpf_map_update_elem', osConstants.errno.E2BIG), 'MAP_FULL', 507],
+    [new BpfError('bpf_map_update_elem', osConstants.errno.ENOSPC), 'MAP_FULL', 507],
+    [new BpfError('bpf_obj_get', osConstants.errno.ENOENT), 'BPF_FAILED', 500],
+  ];
+  for (const [err, code, status] of cases) {
+    assert.ok(err instanceof CbrError, String(err));
+    assert.equal(errorCode(err), code);
+    assert.equal(httpStatusFor(err), status);
+  }
+  assert.equal((cases[0]![0] as Error).name, 'PrefixError');
+});
+
+function catchErr(f: () => unknown): unknown {
+  try {
+    f();
+  } catch (err) {
+    return err;
+  }
+  assert.fail('expected an error');
+}

@@ -40,6 +40,7 @@ import {
   type Action,
   type Reason,
 } from './maps.js';
+import { errorMessage } from '../dataplane/index.js';
 
 export type ListKind = 'deny' | 'allow';
 /** Value stored with each list entry: where it came from. */
@@ -52,7 +53,7 @@ export function configPrefixes(cfg: XdpConfig, kind: ListKind): ParsedPrefix[] {
     try {
       out.push(parsePrefix(p));
     } catch (err) {
-      throw new Error(`xdp.${kind}.prefixes[${i}]: ${(err as Error).message}`);
+      throw new Error(`xdp.${kind}.prefixes[${i}]: ${errorMessage(err)}`);
     }
   });
   cfg[kind].files.forEach((f, i) => {
@@ -60,12 +61,12 @@ export function configPrefixes(cfg: XdpConfig, kind: ListKind): ParsedPrefix[] {
     try {
       text = readFileSync(f, 'utf8');
     } catch (err) {
-      throw new Error(`xdp.${kind}.files[${i}]: cannot read ${f}: ${(err as Error).message}`);
+      throw new Error(`xdp.${kind}.files[${i}]: cannot read ${f}: ${errorMessage(err)}`);
     }
     try {
       for (const p of parsePrefixList(text, f)) out.push(p); // no spread: lists run to millions
     } catch (err) {
-      throw new Error(`xdp.${kind}.files[${i}]: ${(err as Error).message}`);
+      throw new Error(`xdp.${kind}.files[${i}]: ${errorMessage(err)}`);
     }
   });
   return out;
@@ -300,7 +301,7 @@ export function syncServices(p: XdpPipeline, cfg: XdpConfig): { slotsChanged: nu
   try {
     table = buildDstTable(entries);
   } catch (err) {
-    throw new Error(`xdp.services.addresses: ${(err as Error).message}`);
+    throw new Error(`xdp.services.addresses: ${errorMessage(err)}`);
   }
   const dst = p.map('cbr_dst');
   const have = new Map<number, Buffer>();
@@ -436,4 +437,9 @@ export function readCounters(p: { map(name: string): BpfMap }): CounterRow[] {
     rows.push({ action, reason, packets: c.packets, bytes: c.bytes });
   }
   return rows;
+}
+
+/** Counter rows as JSON numbers (API answers and `cbr xdp stats`). */
+export function countersJson(rows: CounterRow[]) {
+  return rows.map((r) => ({ action: r.action, reason: r.reason, packets: Number(r.packets), bytes: Number(r.bytes) }));
 }

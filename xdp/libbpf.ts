@@ -5,6 +5,7 @@
 // writes is malloc'd native memory viewed from JS through a zero-copy Buffer.
 import { open, load, DataType, createExternalBuffer, type JsExternal } from 'ffi-rs';
 import { constants as osConstants } from 'node:os';
+import { CbrError, errorMessage } from '../dataplane/index.js';
 
 const LIBBPF = 'cbr-libbpf';
 const LIBC = 'cbr-libc';
@@ -15,7 +16,7 @@ function ensureOpen(): void {
   try {
     open({ library: LIBBPF, path: 'libbpf.so.1' });
   } catch (err) {
-    throw new BpfError('dlopen', 0, `cannot load libbpf.so.1 (install Debian package libbpf1): ${(err as Error).message}`);
+    throw new BpfError('dlopen', 0, `cannot load libbpf.so.1 (install Debian package libbpf1): ${errorMessage(err)}`, { cause: err });
   }
   open({ library: LIBC, path: 'libc.so.6' });
   opened = true;
@@ -23,14 +24,21 @@ function ensureOpen(): void {
 
 const ERRNO_NAMES = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
 
-export class BpfError extends Error {
+/** E2BIG from a full hash map, ENOSPC from a full LPM trie. */
+const MAP_FULL_ERRNOS = new Set([osConstants.errno.E2BIG, osConstants.errno.ENOSPC]);
+
+export class BpfError extends CbrError {
   constructor(
     readonly call: string,
     readonly errno: number,
     detail?: string,
+    options?: { cause?: unknown },
   ) {
-    super(`${call}: ${detail ?? ERRNO_NAMES.get(errno) ?? 'error'}${errno ? ` (errno ${errno})` : ''}`);
-    this.name = 'BpfError';
+    super(
+      MAP_FULL_ERRNOS.has(errno) ? 'MAP_FULL' : 'BPF_FAILED',
+      `${call}: ${detail ?? ERRNO_NAMES.get(errno) ?? 'error'}${errno ? ` (errno ${errno})` : ''}`,
+      options,
+    );
   }
 }
 
@@ -139,7 +147,7 @@ function withNative<T>(bufs: Array<Buffer | number>, fnBody: (addrs: number[]) =
       const b = bufs[i];
       if (typeof b !== 'number') m.buf.copy(b);
     });
-    mems.forEach((m) => m.free());
+    for (const m of mems) m.free();
   }
 }
 
@@ -334,7 +342,7 @@ export class BpfMap {
         count.buf.writeUInt32LE(ks.length);
         check(`bpf_map_update_batch(${this.name})`, c.map_update_batch(this.fd, kmem.addr, vmem.addr, count.addr, opts.addr));
       } finally {
-        [kmem, vmem, opts, count].forEach((m) => m.free());
+        for (const m of [kmem, vmem, opts, count]) m.free();
       }
     }
   }
@@ -356,7 +364,7 @@ export class BpfMap {
         count.buf.writeUInt32LE(ks.length);
         check(`bpf_map_delete_batch(${this.name})`, c.map_delete_batch(this.fd, kmem.addr, count.addr, opts.addr));
       } finally {
-        [kmem, opts, count].forEach((m) => m.free());
+        for (const m of [kmem, opts, count]) m.free();
       }
     }
   }
@@ -390,7 +398,7 @@ export class BpfMap {
         first = false;
       }
     } finally {
-      [inB, outB, kmem, vmem, opts, count].forEach((m) => m.free());
+      for (const m of [inB, outB, kmem, vmem, opts, count]) m.free();
     }
     return out;
   }
@@ -481,7 +489,7 @@ export function progTestRun(progFd: number, data: Buffer, repeat = 1): TestRunRe
     const outLen = o.readUInt32LE(28);
     return { retval: o.readUInt32LE(56), durationNs: o.readUInt32LE(64), dataOut: Buffer.from(outMem.buf.subarray(0, outLen)) };
   } finally {
-    [inMem, outMem, opts].forEach((m) => m.free());
+    for (const m of [inMem, outMem, opts]) m.free();
   }
 }
 

@@ -26,6 +26,7 @@ import {
   u32KeyBuf,
 } from './libbpf.js';
 import { FILTER_MAPS, LB_MAPS } from './maps.js';
+import { errorMessage } from '../dataplane/index.js';
 
 const BPF_FS_MAGIC = 0xcafe4a11;
 
@@ -134,13 +135,13 @@ export class XdpPipeline {
       }
       return p;
     } catch (err) {
-      objects.forEach((o) => o.close());
+      for (const o of objects) o.close();
       throw err;
     }
   }
 
   close(): void {
-    this.objects.forEach((o) => o.close());
+    for (const o of this.objects) o.close();
     this.objects.length = 0;
   }
 }
@@ -168,7 +169,7 @@ function prepare(path: string, opts: LoadOptions): BpfObject {
             closeFd(fd);
           }
         } catch (err) {
-          why = (err as Error).message;
+          why = errorMessage(err);
         }
         if (why) {
           unlinkSync(pin);

@@ -4,13 +4,13 @@
 // a prime so every (offset, skip) permutation covers all slots. Backends are identified by a stable
 // key (not their position), so removing one leaves the others' preferences untouched.
 import { createHash } from 'node:crypto';
+import { CbrError } from '../dataplane/index.js';
 
 export const DEFAULT_RING_SIZE = 65537;
 
-export class MaglevError extends Error {
+export class MaglevError extends CbrError {
   constructor(message: string) {
-    super(message);
-    this.name = 'MaglevError';
+    super('MAGLEV_INVALID', message);
   }
 }
 

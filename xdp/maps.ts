@@ -2,6 +2,7 @@
 // objects' BTF by maps.test.ts), the action/reason enums, and encoders/decoders for map keys and
 // values. Pure functions over bytes; no I/O.
 import { parseAddress, type ParsedPrefix } from './prefix.js';
+import { CbrError } from '../dataplane/index.js';
 
 export interface FieldLayout {
   offset: number;
@@ -221,7 +222,11 @@ export function dstHome(family: 4 | 6, addr: Buffer): number {
   return Math.imul(x, DST_MULT) >>> (32 - DST_BITS);
 }
 
-export class DstTableError extends Error {}
+export class DstTableError extends CbrError {
+  constructor(message: string) {
+    super('MAP_FULL', message);
+  }
+}
 
 /**
  * The open-addressed destination table (cbr_dst): each address with its flags, placed by linear

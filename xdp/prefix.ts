@@ -1,12 +1,11 @@
 // Prefix handling for the deny/allow lists: parse and normalise with ip-num, encode as the LPM trie
 // keys of xdp/src/cbr_xdp.h (struct cbr_lpm4 / cbr_lpm6), and decode them back.
 import { IPv6CidrRange, IPv4, IPv6 } from 'ip-num';
-import { isIPv4, isIPv6 } from '../dataplane/index.js';
+import { CbrError, errorMessage, isIPv4, isIPv6 } from '../dataplane/index.js';
 
-export class PrefixError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'PrefixError';
+export class PrefixError extends CbrError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('PREFIX_INVALID', message, options);
   }
 }
 
@@ -110,7 +109,7 @@ export function parsePrefixList(text: string, source: string): ParsedPrefix[] {
     try {
       out.push(parsePrefix(line));
     } catch (err) {
-      throw new PrefixError(`${source}:${i + 1}: ${(err as Error).message}`);
+      throw new PrefixError(`${source}:${i + 1}: ${errorMessage(err)}`, { cause: err });
     }
   }
   return out;

@@ -166,8 +166,15 @@ struct cbr_backend {
 	__u32 weight;
 };
 
+/* Map sizes. The loader resizes the ones marked "configured" before loading (xdp/loader.ts), so
+ * their numbers here are only what an object loaded on its own (tests, bpftool) gets. */
+#define CBR_LIST_ENTRIES 1024  /* each deny/allow LPM trie (configured: xdp.deny/allow.maxEntries) */
+#define CBR_RL_SOURCES 65536   /* tracked rate-limit sources (configured: xdp.rateLimit.maxSources) */
+#define CBR_RING_SLOTS 65537   /* Maglev ring (configured: xdp.lb.ringSize, a prime) */
+#define CBR_MAX_VIPS 256
 #define CBR_MAX_BACKENDS 4096
 #define CBR_SERVER_IDS 65536
+#define CBR_PROGS 1            /* tail-call slots in cbr_progs */
 #define CBR_PROG_LB 0          /* slot in cbr_progs the filter tail-calls */
 
 /* QUIC connection ID layout (see xdp/README.md): byte 0 = config id (3 bits) | length - 1 (5 bits),

@@ -10,14 +10,14 @@
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 256);
+	__uint(max_entries, CBR_MAX_VIPS);
 	__type(key, struct cbr_vip_key);
 	__type(value, struct cbr_vip);
 } cbr_vips SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 65537); /* the loader sets the configured prime */
+	__uint(max_entries, CBR_RING_SLOTS);
 	__type(key, __u32);
 	__type(value, __u32);
 } cbr_ring SEC(".maps");

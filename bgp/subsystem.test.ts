@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { withTopology } from '../testhosts/index.js';
 import { startAgent, runCli, freePort, type AgentProcess } from '../dataplane/testing.js';
 import { startRouterBird, routeFor, waitForRoute } from './testing.js';
-import type { BgpStatus } from './speaker.js';
+import type { BgpStatus } from './subsystem.js';
 
 const V4 = '198.51.100.1/32';
 const V6 = '2001:db8:100::/48';

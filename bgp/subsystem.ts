@@ -1,29 +1,24 @@
 // The bgp subsystem: renders BIRD's config, runs BIRD under the agent's supervisor, and turns the
-// agent's health (plus drain requests) into announce / drain / withdraw through `configure`.
-//
-// Decision table (evaluated on every health change, drain request and drain timer):
-//   health down                          → withdraw at once
-//   drain wanted (cbr bgp drain, drain file, health draining from POST /v1/drain or SIGTERM)
-//                                        → drain: announce with 65535:0 (+ prepends) for drain.wait, then withdraw
-//   otherwise (health up)                → announce
+// agent's health (plus drain requests) into announce / drain / withdraw (decided in decide.ts) through
+// `configure`.
 //
 // The bgp.sessions health check (at least one / every session Established) feeds the same health
 // model, which could look circular: the PoP withdraws while no session is up. It cannot deadlock,
 // because withdrawing only changes the export filter; the sessions stay configured and come up on
 // their own, the check then rises and the PoP announces. At start every check is down until it has
 // passed `rise` times, so nothing is announced before the sessions (and the other checks) are up.
-import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { isDeepStrictEqual, promisify } from 'node:util';
+import { isDeepStrictEqual } from 'node:util';
 import { Counter, Gauge, Histogram } from 'prom-client';
-import { HttpError, type AgentContext, type CbrConfig, type HealthState, type Subsystem, type SupervisedChild } from '../dataplane/index.js';
+import { HttpError, errorMessage, type AgentContext, type CbrConfig, type HealthState, type Subsystem, type SupervisedChild } from '../dataplane/index.js';
 import type { BgpConfig } from './config.js';
-import { BirdControl, BirdCommandError, waitForBird } from './control.js';
+import { BirdControl, waitForBird } from './control.js';
+import { checkBirdConfig, readPasswords, writeFileAtomic } from './birdconf.js';
+import { decide, drainReasons, type DrainPhase } from './decide.js';
 import { bgpSessionState, isErrorReply, parseProtocols, parseRoutePrefixes, replyErrorText } from './reply.js';
 import { peerProtocol, renderBirdConfig, type AnnounceState } from './render.js';
 
-const execFileAsync = promisify(execFile);
 const CHILD_NAME = 'bird';
 const MAX_UNIX_PATH = 107;
 
@@ -43,7 +38,7 @@ export interface BgpStatus {
   /** The state BIRD last accepted (undefined while BIRD is not running or has not confirmed one). */
   applied?: AnnounceState;
   health: HealthState;
-  drain: { manual: boolean; file: boolean; health: boolean; phase: 'none' | 'graceful' | 'withdrawn'; since?: string; waitMs: number };
+  drain: { manual: boolean; file: boolean; health: boolean; phase: DrainPhase; since?: string; waitMs: number };
   sessions: SessionStatus[];
   prefixes: Array<{ prefix: string; announced: boolean }>;
   bird: { running: boolean; pid?: number; restarts: number; socket: string; config: string };
@@ -53,45 +48,7 @@ export interface BgpStatus {
   lastError?: string;
 }
 
-/** Reads each peer's password file: first line, trimmed; errors name the field. */
-export function readPasswords(c: BgpConfig): Record<string, string> {
-  const out: Record<string, string> = {};
-  c.peers.forEach((p, i) => {
-    if (!p.passwordFile) return;
-    let text: string;
-    try {
-      text = readFileSync(p.passwordFile, 'utf8');
-    } catch (err) {
-      throw new Error(`bgp.peers[${i}].passwordFile: cannot read ${p.passwordFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-    }
-    const pw = text.split('\n')[0]!.trim();
-    if (pw.length === 0) throw new Error(`bgp.peers[${i}].passwordFile: ${p.passwordFile} is empty`);
-    if (/["\\]/.test(pw)) throw new Error(`bgp.peers[${i}].passwordFile: the password may not contain " or \\`);
-    if (pw.length > 80) throw new Error(`bgp.peers[${i}].passwordFile: TCP-MD5 passwords are at most 80 characters`);
-    out[p.name] = pw;
-  });
-  return out;
-}
-
-/** Runs `bird -p -c FILE`; throws with BIRD's message when it refuses the file. */
-export async function checkBirdConfig(binary: string, file: string): Promise<void> {
-  try {
-    await execFileAsync(binary, ['-p', '-c', file], { timeout: 10_000 });
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException & { stderr?: string };
-    if (e.code === 'ENOENT') throw new Error(`bgp.bird.binary: cannot run ${binary}: not found`);
-    const msg = (e.stderr ?? e.message).trim().split('\n').filter(Boolean).pop() ?? e.message;
-    throw new Error(`bgp: BIRD refuses the rendered config: ${msg}`);
-  }
-}
-
-function writeFileAtomic(path: string, text: string): void {
-  const tmp = `${path}.tmp`;
-  writeFileSync(tmp, text, { mode: 0o600 });
-  renameSync(tmp, path);
-}
-
-export class BgpSpeaker implements Subsystem {
+export class BgpSubsystem implements Subsystem {
   private readonly dir: string;
   readonly confPath: string;
   readonly socketPath: string;
@@ -115,7 +72,7 @@ export class BgpSpeaker implements Subsystem {
   private manualDrain = false;
   private fileDrain = false;
   private drainStartedAt?: number;
-  private drainExpired = false;
+  private drainPhase: DrainPhase = 'none';
   private drainTimer?: NodeJS.Timeout;
 
   private sessions: SessionStatus[] = [];
@@ -224,7 +181,7 @@ export class BgpSpeaker implements Subsystem {
       await waitForBird(this.control, 10_000);
     } catch (err) {
       await this.ctx.supervisor.stop(CHILD_NAME);
-      throw new Error(`bgp: BIRD did not start: ${(err as Error).message}`);
+      throw new Error(`bgp: BIRD did not start: ${errorMessage(err)}`);
     }
     this.applied = 'withdraw';
     this.started = true;
@@ -297,7 +254,7 @@ export class BgpSpeaker implements Subsystem {
     clearInterval(this.pollTimer);
     clearInterval(this.drainFileTimer);
     this.removeSessionCheck?.();
-    this.disposers.splice(0).forEach((d) => d());
+    for (const d of this.disposers.splice(0)) d();
     this.control.close();
     // SIGTERM: BIRD closes its sessions with a Cease, so the peers drop the routes at once.
     await this.ctx.supervisor.stop(CHILD_NAME);
@@ -317,40 +274,38 @@ export class BgpSpeaker implements Subsystem {
 
   // ---------------- decisions ----------------
 
-  private wantsDrain(): boolean {
-    return this.manualDrain || this.fileDrain || this.ctx.health.state === 'draining' || this.ctx.health.isDraining;
+  private decisionInput() {
+    return {
+      health: this.ctx.health.state,
+      agentDraining: this.ctx.health.isDraining,
+      manualDrain: this.manualDrain,
+      fileDrain: this.fileDrain,
+      drainFile: this.cfg.drain.file,
+      drainStartedAt: this.drainStartedAt,
+      drainWaitMs: this.cfg.drain.wait,
+      now: Date.now(),
+    };
   }
 
   private drainReasons(): string[] {
-    const r: string[] = [];
-    if (this.manualDrain) r.push('cbr bgp drain');
-    if (this.fileDrain) r.push(`drain file ${this.cfg.drain.file}`);
-    if (this.ctx.health.isDraining) r.push('agent draining (POST /v1/drain or shutdown)');
-    return r;
+    return drainReasons(this.decisionInput());
   }
 
   private evaluate(why: string): void {
     if (!this.started || this.stopped) return;
-    const draining = this.wantsDrain();
-    if (draining && this.drainStartedAt === undefined) {
-      this.drainStartedAt = Date.now();
-      this.drainExpired = false;
-      this.drainTimer = setTimeout(() => {
-        this.drainExpired = true;
-        this.evaluate('drain wait over');
-      }, this.cfg.drain.wait);
-    } else if (!draining && this.drainStartedAt !== undefined) {
+    const d = decide(this.decisionInput());
+    if (d.drainStartedAt !== this.drainStartedAt) clearTimeout(this.drainTimer);
+    this.drainStartedAt = d.drainStartedAt;
+    this.drainPhase = d.phase;
+    if (d.recheckInMs !== undefined) {
       clearTimeout(this.drainTimer);
-      this.drainStartedAt = undefined;
-      this.drainExpired = false;
+      this.drainTimer = setTimeout(() => this.evaluate('drain wait over'), d.recheckInMs);
     }
-    const health = this.ctx.health.state;
-    const next: AnnounceState = health === 'down' ? 'withdraw' : draining ? (this.drainExpired ? 'withdraw' : 'drain') : 'announce';
-    if (next !== this.target) {
-      this.ctx.log.info({ from: this.target, to: next, why, health, drainReasons: this.drainReasons() }, 'BGP announce state changed');
-      this.target = next;
+    if (d.state !== this.target) {
+      this.ctx.log.info({ from: this.target, to: d.state, why, because: d.because, drainReasons: d.drainReasons }, 'BGP announce state changed');
+      this.target = d.state;
       this.lastChangeAt = Date.now();
-      this.metrics.transitions.inc({ to: next });
+      this.metrics.transitions.inc({ to: d.state });
       this.setStateGauge();
     }
     void this.kick();
@@ -373,7 +328,7 @@ export class BgpSpeaker implements Subsystem {
       } while (this.applyAgain && !this.stopped);
     } finally {
       this.applying = false;
-      this.waiters.forEach((w) => w());
+      for (const w of this.waiters) w();
       this.waiters.clear();
     }
   }
@@ -410,9 +365,9 @@ export class BgpSpeaker implements Subsystem {
     } catch (err) {
       // The socket failed (BIRD died or hung); the file holds the state for BIRD's restart.
       this.applied = undefined;
-      this.lastError = `configure: ${(err as Error).message}`;
+      this.lastError = `configure: ${errorMessage(err)}`;
       this.metrics.configures.inc({ result: 'error' });
-      this.ctx.log.warn({ err: (err as Error).message, state }, 'BIRD configure failed; retrying');
+      this.ctx.log.warn({ err: errorMessage(err), state }, 'BIRD configure failed; retrying');
       clearTimeout(this.retryTimer);
       this.retryTimer = setTimeout(() => this.evaluate('retry'), 1000);
     }
@@ -431,7 +386,7 @@ export class BgpSpeaker implements Subsystem {
     try {
       await waitForBird(this.control, 10_000);
     } catch (err) {
-      this.ctx.log.warn({ err: (err as Error).message }, 'restarted BIRD does not answer on its socket');
+      this.ctx.log.warn({ err: errorMessage(err) }, 'restarted BIRD does not answer on its socket');
       return;
     }
     // BIRD read bird.conf at start; configure once more in case the target moved while it started.
@@ -495,7 +450,7 @@ export class BgpSpeaker implements Subsystem {
       this.exported = exported;
       this.updateSessionMetrics();
     } catch (err) {
-      this.ctx.log.debug({ err: (err as Error).message }, 'BGP status poll failed');
+      this.ctx.log.debug({ err: errorMessage(err) }, 'BGP status poll failed');
     } finally {
       this.polling = false;
     }
@@ -528,7 +483,7 @@ export class BgpSpeaker implements Subsystem {
   }
 
   status(): BgpStatus {
-    const phase = this.drainStartedAt === undefined ? 'none' : this.drainExpired ? 'withdrawn' : 'graceful';
+    const phase = this.drainPhase;
     return {
       state: this.target,
       applied: this.applied,
@@ -589,7 +544,7 @@ export class BgpSpeaker implements Subsystem {
     );
     this.disposers.push(
       admin.route('POST', '/v1/bgp/undrain', async () => {
-        if (!this.manualDrain && !this.wantsDrain()) throw new HttpError(409, 'not draining');
+        if (!this.manualDrain && this.drainReasons().length === 0) throw new HttpError(409, 'not draining');
         this.setManualDrain(false);
         await this.waitApplied(5_000);
         return { body: { ...this.status(), stillDrainingBecause: this.drainReasons() } };
@@ -597,5 +552,3 @@ export class BgpSpeaker implements Subsystem {
     );
   }
 }
-
-export { BirdCommandError };

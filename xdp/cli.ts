@@ -1,0 +1,125 @@
+// `cbr xdp …`: status, counters and list edits through the agent's API, falling back to the pinned
+// maps when the agent is not running; `detach` removes the program and its pins.
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { withAdminOptions, adminClientFromOptions, AdminClientError, errorMessage, type CommandRegistrar } from '../dataplane/index.js';
+import { attachStatus, detachXdp, pinDirFor } from './loader.js';
+import { readCounters, countersJson, liveListAdd, liveListDelete, ORIGIN, type ListKind, type CounterRow } from './control.js';
+import { parsePrefix, type ParsedPrefix } from './prefix.js';
+import { BpfMap } from './libbpf.js';
+
+interface DirectOpts {
+  admin?: string;
+  config?: string;
+  interface?: string;
+  pinRoot?: string;
+}
+
+/** Pin directory for commands that work on the pinned maps without the agent. */
+function directPinDir(opts: DirectOpts): { pinDir: string; ifname: string } {
+  if (!opts.interface) throw new Error('--interface: needed to find the pinned maps when the agent is not reachable');
+  return { pinDir: pinDirFor(opts.pinRoot ?? '/sys/fs/bpf/cbr', opts.interface), ifname: opts.interface };
+}
+
+function withDirectOptions(cmd: Command): Command {
+  return withAdminOptions(cmd)
+    .option('--interface <ifname>', 'interface whose pinned maps to use when the agent is not running')
+    .option('--pin-root <dir>', 'pin root when the agent is not reachable (default /sys/fs/bpf/cbr)');
+}
+
+function isUnreachable(err: unknown): boolean {
+  return err instanceof AdminClientError && err.status === undefined;
+}
+
+function print(obj: unknown): void {
+  process.stdout.write(`${JSON.stringify(obj, null, 2)}\n`);
+}
+
+function directCounters(pinDir: string): CounterRow[] {
+  const stats = BpfMap.fromPin(join(pinDir, 'cbr_stats'));
+  try {
+    return readCounters({ map: () => stats });
+  } finally {
+    stats.close();
+  }
+}
+
+async function listCommand(kind: ListKind, action: 'add' | 'del', prefixText: string, opts: DirectOpts): Promise<void> {
+  let prefix: ParsedPrefix;
+  try {
+    prefix = parsePrefix(prefixText);
+  } catch (err) {
+    throw new Error(`PREFIX: ${errorMessage(err)}`);
+  }
+  const client = adminClientFromOptions(opts);
+  try {
+    print(
+      action === 'add'
+        ? await client.post(`/v1/xdp/${kind}`, { prefix: prefix.text })
+        : await client.delete(`/v1/xdp/${kind}?prefix=${encodeURIComponent(prefix.text)}`),
+    );
+    return;
+  } catch (err) {
+    if (!isUnreachable(err) || !opts.interface) throw err;
+  }
+  // Agent not running: write the pinned map directly. The agent's next start re-syncs lists from
+  // its config and state file, so this is for emergencies; it says so.
+  const { pinDir } = directPinDir(opts);
+  const maps = new Map<string, BpfMap>();
+  const pinned = { map: (n: string) => maps.get(n) ?? maps.set(n, BpfMap.fromPin(join(pinDir, n))).get(n)! };
+  try {
+    if (action === 'add') liveListAdd(pinned, kind, prefix, ORIGIN.api);
+    else if (!liveListDelete(pinned, kind, prefix)) throw new Error(`${prefix.text} is not in the pinned ${kind} list`);
+  } finally {
+    for (const m of maps.values()) m.close();
+  }
+  print({
+    list: kind,
+    prefix: prefix.text,
+    [action === 'add' ? 'added' : 'removed']: true,
+    direct: true,
+    note: 'agent not reachable: changed the pinned map only; the agent re-syncs lists from its config and state on its next start',
+  });
+}
+
+export const registerXdpCommands: CommandRegistrar = (program) => {
+  const xdp = program.command('xdp').description('the XDP filter and load balancer');
+  withDirectOptions(xdp.command('status').description('attachment, program and list sizes (agent API, else the pins)')).action(async (opts: DirectOpts) => {
+    try {
+      print(await adminClientFromOptions(opts).get('/v1/xdp/status'));
+    } catch (err) {
+      if (!isUnreachable(err) || !opts.interface) throw err;
+      const { pinDir, ifname } = directPinDir(opts);
+      print({ interface: ifname, pinDir, agent: 'not reachable', ...attachStatus(pinDir, ifname) });
+    }
+  });
+  withDirectOptions(xdp.command('stats').description('packet counters by action and reason (agent API, else the pinned map)')).action(
+    async (opts: DirectOpts) => {
+      try {
+        print(await adminClientFromOptions(opts).get('/v1/xdp/stats'));
+      } catch (err) {
+        if (!isUnreachable(err) || !opts.interface) throw err;
+        print({ counters: countersJson(directCounters(directPinDir(opts).pinDir)), direct: true });
+      }
+    },
+  );
+  for (const kind of ['deny', 'allow'] as const) {
+    const list = xdp.command(kind).description(`the ${kind} list (live through the agent; straight to the pinned maps when it is not running)`);
+    withDirectOptions(list.command('add <prefix>').description(`add a prefix to the ${kind} list`)).action((prefix: string, opts: DirectOpts) =>
+      listCommand(kind, 'add', prefix, opts),
+    );
+    withDirectOptions(list.command('del <prefix>').description(`remove an API-added prefix from the ${kind} list`)).action((prefix: string, opts: DirectOpts) =>
+      listCommand(kind, 'del', prefix, opts),
+    );
+  }
+  xdp
+    .command('detach')
+    .description('detach the program from the interface and remove its pins (the agent leaves them in place when it stops)')
+    .requiredOption('--interface <ifname>', 'interface to detach from')
+    .option('--pin-root <dir>', 'pin root (default /sys/fs/bpf/cbr)')
+    .action(async (opts: DirectOpts) => {
+      const { pinDir, ifname } = directPinDir(opts);
+      const removed = detachXdp(pinDir);
+      print({ interface: ifname, pinDir, detached: removed });
+    });
+};

@@ -1,0 +1,212 @@
+// The xdp subsystem's lifecycle: loads both programs, attaches the filter through a pinned link, keeps
+// the maps in step with the config (lists, policy, VIPs, backends, Maglev ring) and serves counters,
+// health and the /v1/xdp API. Stopping the agent leaves the program attached and pinned; `cbr xdp
+// detach` removes it.
+import { Counter, Gauge } from 'prom-client';
+import { errorMessage, type SubsystemFactory, type AgentContext, type Subsystem, type CbrConfig } from '../dataplane/index.js';
+import type { XdpConfig } from './config.js';
+import { XdpPipeline, attachXdp, attachStatus, pinDirFor, interfaceMac } from './loader.js';
+import { writeConfigMap, syncLists, syncServices, syncLb, readCounters, mapSizesFor, configPrefixes, type ListState, type CounterRow } from './control.js';
+import { LIST_STATE_FILE, emptyListState, loadListState } from './lists.js';
+import { registerXdpRoutes } from './routes.js';
+
+export class XdpSubsystem implements Subsystem {
+  private pipeline?: XdpPipeline;
+  private cfg: XdpConfig;
+  private lists: ListState = emptyListState();
+  private readonly cleanups: Array<() => void> = [];
+  private pinDir = '';
+
+  constructor(private readonly ctx: AgentContext) {
+    this.cfg = ctx.config.xdp;
+  }
+
+  async start(): Promise<void> {
+    const cfg = this.cfg;
+    const ifname = cfg.interface!;
+    this.pinDir = pinDirFor(cfg.pinRoot, ifname);
+    try {
+      this.lists = loadListState(this.ctx.stateDir);
+    } catch (err) {
+      throw new Error(`agent.stateDir: ${LIST_STATE_FILE} is unreadable: ${errorMessage(err)}`);
+    }
+    try {
+      interfaceMac(ifname); // the interface must exist before anything is loaded
+    } catch {
+      throw new Error(`xdp.interface: no interface named ${ifname}`);
+    }
+    try {
+      this.pipeline = XdpPipeline.load({
+        pinDir: this.pinDir,
+        objectDir: cfg.objectDir,
+        sizes: mapSizesFor(cfg),
+        withLb: cfg.lb.vips.length > 0,
+        onRecreate: (map, why) => this.ctx.log.warn({ map, why }, 'pinned map has another shape; recreated (contents re-synced from config)'),
+      });
+      this.sync(cfg);
+      const a = attachXdp(this.pinDir, ifname, this.pipeline.filterFd, cfg.mode);
+      this.ctx.log.info(
+        { interface: ifname, mode: cfg.mode, pinDir: this.pinDir, reusedLink: a.reused, progId: a.progId, linkId: a.linkId },
+        a.reused ? 'xdp program replaced on the pinned link (no gap)' : 'xdp program attached',
+      );
+    } catch (err) {
+      this.pipeline?.close();
+      this.pipeline = undefined;
+      throw new Error(`xdp: ${errorMessage(err)}`);
+    }
+    this.registerMetrics();
+    this.registerRoutes();
+    this.cleanups.push(
+      this.ctx.health.register({
+        name: 'xdp.attached',
+        intervalMs: 2000,
+        timeoutMs: 1000,
+        rise: 1,
+        fall: 1,
+        run: () => {
+          const s = attachStatus(this.pinDir, ifname);
+          if (!s.attached)
+            throw new Error(
+              s.attachedProgId ? `${ifname} runs program ${s.attachedProgId}, not ours (${s.linkProgId})` : `no XDP program attached to ${ifname}`,
+            );
+        },
+      }),
+    );
+  }
+
+  private sync(cfg: XdpConfig): void {
+    const p = this.pipeline!;
+    writeConfigMap(p, cfg, interfaceMac(cfg.interface!));
+    const lists = syncLists(p, cfg, this.lists);
+    syncServices(p, cfg);
+    const lb = cfg.lb.vips.length ? syncLb(p, cfg) : undefined;
+    this.ctx.log.info({ lists, lbSlotsChanged: lb?.slotsChanged, backends: lb?.backends.length }, 'xdp maps in step with config');
+  }
+
+  checkReload(next: CbrConfig): void {
+    const a = this.cfg;
+    const b = next.xdp;
+    for (const [field, x, y] of [
+      ['interface', a.interface, b.interface],
+      ['mode', a.mode, b.mode],
+      ['pinRoot', a.pinRoot, b.pinRoot],
+      ['deny.maxEntries', a.deny.maxEntries, b.deny.maxEntries],
+      ['allow.maxEntries', a.allow.maxEntries, b.allow.maxEntries],
+      ['rateLimit.maxSources', a.rateLimit.maxSources, b.rateLimit.maxSources],
+      ['lb.ringSize', a.lb.ringSize, b.lb.ringSize],
+    ] as const) {
+      if (x !== y) throw new Error(`xdp.${field}: cannot change on reload; restart the agent`);
+    }
+    if (a.lb.vips.length > 0 !== b.lb.vips.length > 0) throw new Error('xdp.lb.vips: turning the load balancer on or off needs a restart');
+    for (const kind of ['deny', 'allow'] as const) configPrefixes(b, kind); // throws naming the field
+  }
+
+  async reload(next: CbrConfig): Promise<void> {
+    this.cfg = next.xdp;
+    this.sync(this.cfg);
+  }
+
+  private registerMetrics(): void {
+    const reg = this.ctx.registry;
+    const pipeline = () => this.pipeline;
+    let last: CounterRow[] = [];
+    const refresh = () => {
+      const p = pipeline();
+      if (p) last = readCounters(p);
+      return last;
+    };
+    const packets = new Counter({
+      name: 'cbr_xdp_packets_total',
+      help: 'Packets by XDP verdict and reason (filter and load balancer; read from the per-CPU map)',
+      labelNames: ['action', 'reason'],
+      registers: [],
+      collect() {
+        this.reset();
+        for (const r of refresh()) this.inc({ action: r.action, reason: r.reason }, Number(r.packets));
+      },
+    });
+    const bytes = new Counter({
+      name: 'cbr_xdp_bytes_total',
+      help: 'Bytes by XDP verdict and reason',
+      labelNames: ['action', 'reason'],
+      registers: [],
+      collect() {
+        this.reset();
+        for (const r of last) this.inc({ action: r.action, reason: r.reason }, Number(r.bytes));
+      },
+    });
+    const ifname = this.cfg.interface!;
+    const pinDir = this.pinDir;
+    const attached = new Gauge({
+      name: 'cbr_xdp_attached',
+      help: '1 while our XDP program is attached to the interface',
+      labelNames: ['interface'],
+      registers: [],
+      collect() {
+        this.set({ interface: ifname }, attachStatus(pinDir, ifname).attached ? 1 : 0);
+      },
+    });
+    const entries = new Gauge({
+      name: 'cbr_xdp_list_entries',
+      help: 'Prefixes in the deny/allow lists',
+      labelNames: ['list'],
+      registers: [],
+      collect: () => {
+        const p = pipeline();
+        if (!p) return;
+        for (const kind of ['deny', 'allow'] as const)
+          entries.set({ list: kind }, p.map(`cbr_${kind}4`).lookupBatch(65536).length + p.map(`cbr_${kind}6`).lookupBatch(65536).length);
+      },
+    });
+    for (const m of [packets, bytes, attached, entries]) {
+      reg.registerMetric(m as unknown as Counter<string>);
+      this.cleanups.push(() => reg.removeSingleMetric((m as unknown as { name: string }).name));
+    }
+  }
+
+  private status() {
+    const cfg = this.cfg;
+    const s = attachStatus(this.pinDir, cfg.interface!);
+    return {
+      interface: cfg.interface,
+      mode: cfg.mode,
+      pinDir: this.pinDir,
+      ...s,
+      lb: { vips: cfg.lb.vips.length, backends: cfg.lb.backends.length, ringSize: cfg.lb.ringSize },
+      lists: {
+        deny: { config: configPrefixes(cfg, 'deny').length, api: this.lists.api.deny.length },
+        allow: { config: configPrefixes(cfg, 'allow').length, api: this.lists.api.allow.length },
+      },
+    };
+  }
+
+  private registerRoutes(): void {
+    this.cleanups.push(
+      ...registerXdpRoutes(this.ctx.admin, {
+        log: this.ctx.log,
+        stateDir: this.ctx.stateDir,
+        config: () => this.cfg,
+        pipeline: () => this.pipeline,
+        lists: () => this.lists,
+        setLists: (next) => {
+          this.lists = next;
+        },
+        status: () => this.status(),
+      }),
+    );
+  }
+
+  async stop(): Promise<void> {
+    // The program stays attached and the maps pinned: filtering goes on while the agent is away.
+    for (const c of this.cleanups.splice(0).reverse()) c();
+    this.pipeline?.close();
+    this.pipeline = undefined;
+    this.ctx.log.info({ interface: this.cfg.interface, pinDir: this.pinDir }, 'xdp control stopped; the program stays attached (cbr xdp detach removes it)');
+  }
+}
+
+export const xdpSubsystem: SubsystemFactory = {
+  name: 'xdp',
+  enabled: (c) => c.xdp.enabled,
+  create: (ctx) => new XdpSubsystem(ctx),
+};
