@@ -15,3 +15,27 @@ export { SystemdNotifier } from './sdnotify.js';
 export { externalCheckSpec } from './external-checks.js';
 export { VERSION } from './version.js';
 export { CbrError, errorMessage, errorCode, httpStatusFor, ERROR_CODES, type ErrorCode } from './errors.js';
+export {
+  PrefixError,
+  parseIp,
+  parseIpv4,
+  parseIpv6,
+  formatIp,
+  familyOf,
+  ipToBigInt,
+  bigIntToIp,
+  addressBytes,
+  parseAddress,
+  ipValue,
+  canonicalIp,
+  compareIpBytes,
+  hostBitsZero,
+  parsePrefix,
+  prefixRange,
+  prefixesOverlap,
+  prefixContains,
+  firstHost,
+  type IpFamily,
+  type ParsedPrefix,
+} from './net/ip.js';
+export { AddressPool, PoolExhaustedError } from './net/pool.js';

@@ -35,7 +35,7 @@ import {
   type ListState,
   type CounterRow,
 } from './control.js';
-import { parsePrefix, type PrefixError } from './prefix.js';
+import { parsePrefix, type PrefixError } from '../dataplane/index.js';
 import { BpfMap, BpfError, u32KeyBuf } from './libbpf.js';
 
 export { xdpConfigSchema, type XdpConfig } from './config.js';

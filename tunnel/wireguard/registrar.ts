@@ -1,9 +1,8 @@
 // Peer registration: one lease (addresses from the interface's pools) per public key, owned by the
 // token's subject, persisted before the peer is added to the device and before the API answers.
 import type { Identity } from '../../auth/index.js';
-import type { Logger } from '../../dataplane/index.js';
 import type { WireguardConfig, WireguardInterfaceConfig } from './config.js';
-import { AddressPools, PoolExhaustedError, canonicalAddress, addressValue, type Family } from './pool.js';
+import { AddressPool, PoolExhaustedError, canonicalIp, ipValue, type IpFamily, type Logger } from '../../dataplane/index.js';
 import type { LeaseStore, Lease } from './store.js';
 import type { WireguardDevice, DevicePeer } from './device.js';
 import { clientAddressLines } from './client-config.js';
@@ -23,11 +22,11 @@ export interface RegisteredInterface {
   config: WireguardInterfaceConfig;
   device: WireguardDevice;
   publicKey: string;
-  pools: AddressPools;
+  pools: AddressPool;
 }
 
-export function poolsFor(iface: WireguardInterfaceConfig): AddressPools {
-  return new AddressPools(
+export function poolsFor(iface: WireguardInterfaceConfig): AddressPool {
+  return new AddressPool(
     iface.pools,
     iface.address.map((a) => a.split('/')[0]!),
   );
@@ -48,11 +47,11 @@ class UsedAddresses {
 
   constructor(private readonly store: LeaseStore) {}
 
-  private key(iface: string, fam: Family): string {
+  private key(iface: string, fam: IpFamily): string {
     return `${iface}/${fam}`;
   }
 
-  set(iface: string, fam: Family): Set<string> {
+  set(iface: string, fam: IpFamily): Set<string> {
     const k = this.key(iface, fam);
     let s = this.used.get(k);
     if (!s) {
@@ -62,13 +61,13 @@ class UsedAddresses {
     return s;
   }
 
-  from(iface: string, fam: Family): bigint | undefined {
+  from(iface: string, fam: IpFamily): bigint | undefined {
     return this.lowWater.get(this.key(iface, fam));
   }
 
-  taken(iface: string, fam: Family, addr: string): void {
+  taken(iface: string, fam: IpFamily, addr: string): void {
     this.set(iface, fam).add(addr);
-    this.lowWater.set(this.key(iface, fam), addressValue(addr) + 1n);
+    this.lowWater.set(this.key(iface, fam), ipValue(addr) + 1n);
   }
 
   released(lease: Lease): void {
@@ -80,7 +79,7 @@ class UsedAddresses {
       const k = this.key(lease.iface, fam);
       this.used.get(k)?.delete(addr);
       const lw = this.lowWater.get(k);
-      if (lw !== undefined && addressValue(addr) < lw) this.lowWater.set(k, addressValue(addr));
+      if (lw !== undefined && ipValue(addr) < lw) this.lowWater.set(k, ipValue(addr));
     }
   }
 
@@ -241,7 +240,7 @@ export class PeerRegistrar {
         continue;
       }
       const pools = poolsFor(next.interfaces[idx]!);
-      const orphaned = rows.flatMap((l) => [l.ipv4, l.ipv6]).filter((a): a is string => a !== undefined && !pools.isLeasable(canonicalAddress(a)));
+      const orphaned = rows.flatMap((l) => [l.ipv4, l.ipv6]).filter((a): a is string => a !== undefined && !pools.isLeasable(canonicalIp(a)));
       if (orphaned.length) {
         problems.push(
           `tunnel.wireguard.interfaces[${idx}].pools: the change would orphan ${orphaned.length} leased address(es) (e.g. ${orphaned.slice(0, 3).join(', ')}); keep a pool that contains them`,
