@@ -2,21 +2,13 @@
 // token's subject, persisted before the peer is added to the device and before the API answers.
 import type { Identity } from '../../auth/index.js';
 import type { WireguardConfig, WireguardInterfaceConfig } from './config.js';
-import { AddressPool, PoolExhaustedError, canonicalIp, ipValue, type IpFamily, type Logger } from '../../dataplane/index.js';
+import { AddressPool, CbrError, PoolExhaustedError, canonicalIp, ipValue, type IpFamily, type Logger } from '../../dataplane/index.js';
 import type { LeaseStore, Lease } from './store.js';
 import type { WireguardDevice, DevicePeer } from './device.js';
 import { clientAddressLines } from './client-config.js';
 
-export class RegistrationError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'RegistrationError';
-  }
-}
+/** A registration that cannot be done; the API answers httpStatusFor(err) with err.code. */
+export class RegistrationError extends CbrError {}
 
 export interface RegisteredInterface {
   config: WireguardInterfaceConfig;
@@ -119,26 +111,26 @@ export class PeerRegistrar {
     const cfg = this.config();
     const name = ifaceName ?? cfg.interfaces[0]?.name;
     const iface = name === undefined ? undefined : this.interfaces.get(name);
-    if (!iface) throw new RegistrationError(400, 'UNKNOWN_INTERFACE', `interface: no WireGuard interface named ${JSON.stringify(name)}`);
+    if (!iface) throw new RegistrationError('INVALID_ARGUMENT', `interface: no WireGuard interface named ${JSON.stringify(name)}`);
     if ([...this.interfaces.values()].some((i) => i.publicKey === publicKey)) {
-      throw new RegistrationError(400, 'INVALID_KEY', "publicKey: that is the PoP's own public key");
+      throw new RegistrationError('INVALID_ARGUMENT', "publicKey: that is the PoP's own public key");
     }
     const now = this.now();
     const expiresAt = cfg.peerLifetime !== undefined ? now + cfg.peerLifetime : identity.expiresAt * 1000;
-    if (expiresAt <= now) throw new RegistrationError(401, 'EXPIRED', 'the token has expired');
+    if (expiresAt <= now) throw new RegistrationError('EXPIRED', 'the token has expired');
     // Allocation and insert in one transaction: two registrations cannot get the same address.
     const outcome = this.store.transaction(() => {
       const existing = this.store.get(publicKey);
       if (existing) {
-        if (existing.subject !== identity.subject) throw new RegistrationError(409, 'KEY_IN_USE', 'publicKey: registered by another subject');
+        if (existing.subject !== identity.subject) throw new RegistrationError('KEY_IN_USE', 'publicKey: registered by another subject');
         if (existing.iface !== iface.config.name)
-          throw new RegistrationError(409, 'KEY_IN_USE', `publicKey: registered on interface ${existing.iface}; delete it there first`);
+          throw new RegistrationError('KEY_IN_USE', `publicKey: registered on interface ${existing.iface}; delete it there first`);
         const extended = Math.max(existing.expiresAt, expiresAt);
         this.store.extend(publicKey, extended);
         return { lease: { ...existing, expiresAt: extended }, created: false };
       }
       if (this.store.countForSubject(identity.subject) >= cfg.deviceLimit) {
-        throw new RegistrationError(409, 'DEVICE_LIMIT', `device limit reached: a subject may register at most ${cfg.deviceLimit} peers; delete one first`);
+        throw new RegistrationError('DEVICE_LIMIT', `device limit reached: a subject may register at most ${cfg.deviceLimit} peers; delete one first`);
       }
       const lease: Lease = { publicKey, iface: iface.config.name, subject: identity.subject, createdAt: now, expiresAt };
       try {
@@ -148,7 +140,7 @@ export class PeerRegistrar {
           else lease.ipv6 = a;
         }
       } catch (err) {
-        if (err instanceof PoolExhaustedError) throw new RegistrationError(503, 'POOL_EXHAUSTED', `interface ${iface.config.name}: ${err.message}`);
+        if (err instanceof PoolExhaustedError) throw new RegistrationError('POOL_EXHAUSTED', `interface ${iface.config.name}: ${err.message}`, { cause: err });
         throw err;
       }
       this.store.insert(lease);
@@ -167,7 +159,7 @@ export class PeerRegistrar {
         await iface.device.removePeer(publicKey).catch(() => undefined);
       }
       this.log.warn({ err, interface: iface.config.name }, 'adding a peer to the device failed');
-      throw new RegistrationError(503, 'DEVICE_UNAVAILABLE', `interface ${iface.config.name} is not ready; retry shortly`);
+      throw new RegistrationError('UNAVAILABLE', `interface ${iface.config.name} is not ready; retry shortly`);
     }
     this.log.info(
       { interface: iface.config.name, subject: identity.subject, ipv4: outcome.lease.ipv4, ipv6: outcome.lease.ipv6, created: outcome.created },
