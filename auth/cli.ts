@@ -1,7 +1,7 @@
 // `cbr auth verify`, `cbr auth token` and `cbr dev-issuer`: operator tools around the gate.
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { withAdminOptions, adminClientFromOptions } from '../dataplane/index.js';
+import { withAdminOptions, adminClientFromOptions, errorCode, errorMessage } from '../dataplane/index.js';
 import { authConfigSchema, type AuthConfig } from './config.js';
 import { AuthError } from './gate.js';
 import { TokenGate } from './token-gate.js';
@@ -27,7 +27,7 @@ async function tokenFrom(opts: { token?: string; tokenFile?: string }, source?: 
     try {
       raw = readFileSync(opts.tokenFile, 'utf8');
     } catch (err) {
-      throw new Error(`--token-file: cannot read ${opts.tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      throw new Error(`--token-file: cannot read ${opts.tokenFile}: ${errorCode(err) ?? errorMessage(err)}`);
     }
   } else raw = await readStdin();
   return raw.trim().replace(/^Bearer\s+/i, '');
@@ -141,7 +141,7 @@ export function registerAuthCli(program: Command): void {
           body: new URLSearchParams({ grant_type: 'client_credentials', scope }),
         });
       } catch (err) {
-        throw new Error(`token request failed: ${(err as Error).message}`);
+        throw new Error(`token request failed: ${errorMessage(err)}`);
       }
       const at = (answer as { access_token?: unknown } | null)?.access_token;
       if (typeof at !== 'string') throw new Error('token endpoint answered without an access_token');

@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { SignJWT, jwtVerify, decodeProtectedHeader, type JWK } from 'jose';
 import { z } from 'zod';
 import { parse as parseYaml } from 'yaml';
-import { splitHostPort } from '../dataplane/index.js';
+import { CbrError, errorMessage, httpStatusFor, splitHostPort, type ErrorCode } from '../dataplane/index.js';
 import { ZITADEL_ROLES_CLAIM, ZITADEL_ORG_CLAIM, projectRolesClaim } from './claims.js';
 import { parseAppKeyFile, type AppKeyFile } from './introspect.js';
 
@@ -137,7 +137,7 @@ export function loadDevIssuerConfig(path: string): z.output<typeof devIssuerConf
   try {
     raw = parseYaml(readFileSync(path, 'utf8'));
   } catch (err) {
-    throw new Error(`${path}: ${(err as Error).message.split('\n')[0]}`);
+    throw new Error(`${path}: ${errorMessage(err).split('\n')[0]}`);
   }
   const r = devIssuerConfigSchema.safeParse(raw ?? {});
   if (!r.success) {
@@ -162,13 +162,18 @@ function newKey(alg: 'RS256' | 'ES256', published: boolean): SigningKey {
 const sha = (s: string) => createHash('sha256').update(s).digest();
 const secretEquals = (a: string, b: string) => timingSafeEqual(sha(a), sha(b));
 
-class HttpFailure extends Error {
+/** An OAuth error answer: the status comes from the code, the body is RFC 6749 §5.2's. */
+class HttpFailure extends CbrError {
   constructor(
-    readonly status: number,
+    code: ErrorCode,
     readonly body: Record<string, unknown>,
     readonly headers: Record<string, string> = {},
   ) {
-    super(String(body.error ?? status));
+    super(code, String(body.error ?? code));
+  }
+
+  get status(): number {
+    return httpStatusFor(this);
   }
 }
 
@@ -305,7 +310,7 @@ export async function startDevIssuer(opts: DevIssuerOptions): Promise<DevIssuer>
     const assertion = form.get('client_assertion');
     if (assertion) {
       if (form.get('client_assertion_type') !== 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer') {
-        throw new HttpFailure(401, { error: 'invalid_client', error_description: 'unsupported client_assertion_type' });
+        throw new HttpFailure('UNAUTHENTICATED', { error: 'invalid_client', error_description: 'unsupported client_assertion_type' });
       }
       let iss: unknown;
       try {
@@ -314,7 +319,7 @@ export async function startDevIssuer(opts: DevIssuerOptions): Promise<DevIssuer>
         /* handled below */
       }
       const app = typeof iss === 'string' ? apps.get(iss) : undefined;
-      if (!app) throw new HttpFailure(401, { error: 'invalid_client', error_description: 'unknown client' });
+      if (!app) throw new HttpFailure('UNAUTHENTICATED', { error: 'invalid_client', error_description: 'unknown client' });
       try {
         const { payload } = await jwtVerify(assertion, app.publicKey, {
           issuer: app.clientId,
@@ -325,7 +330,7 @@ export async function startDevIssuer(opts: DevIssuerOptions): Promise<DevIssuer>
         });
         if (payload.exp === undefined) throw new Error('no exp');
       } catch {
-        throw new HttpFailure(401, { error: 'invalid_client', error_description: 'client assertion invalid' });
+        throw new HttpFailure('UNAUTHENTICATED', { error: 'invalid_client', error_description: 'client assertion invalid' });
       }
       return app.clientId;
     }
@@ -339,13 +344,13 @@ export async function startDevIssuer(opts: DevIssuerOptions): Promise<DevIssuer>
         id = decodeURIComponent(colon < 0 ? pair : pair.slice(0, colon));
         secret = colon < 0 ? undefined : decodeURIComponent(pair.slice(colon + 1));
       } catch {
-        throw new HttpFailure(401, { error: 'invalid_client', error_description: 'malformed basic credentials' });
+        throw new HttpFailure('UNAUTHENTICATED', { error: 'invalid_client', error_description: 'malformed basic credentials' });
       }
     }
     const user = id !== undefined ? users.get(id) : undefined;
     if (!user || secret === undefined || !secretEquals(secret, user.clientSecret)) {
       throw new HttpFailure(
-        401,
+        'UNAUTHENTICATED',
         { error: 'invalid_client', error_description: 'client authentication failed' },
         { 'www-authenticate': 'Basic realm="dev-issuer"' },
       );
@@ -364,7 +369,7 @@ export async function startDevIssuer(opts: DevIssuerOptions): Promise<DevIssuer>
       } catch {
         /* below */
       }
-      throw new HttpFailure(400, { error: 'invalid_request', error_description: 'expected a JSON object' });
+      throw new HttpFailure('INVALID_ARGUMENT', { error: 'invalid_request', error_description: 'expected a JSON object' });
     };
     if (method === 'GET' && path === '/.well-known/openid-configuration') {
       return {
@@ -389,15 +394,15 @@ export async function startDevIssuer(opts: DevIssuerOptions): Promise<DevIssuer>
       jwksRequests++;
       const f = fault;
       if (f.delayMs) await new Promise((r) => setTimeout(r, f.delayMs));
-      if (f.status) throw new HttpFailure(f.status, { error: 'unavailable' });
+      if (f.status) return { status: f.status, body: { error: 'unavailable' } };
       return { body: { keys: keys.filter((k) => k.published).map((k) => k.jwk) } };
     }
     if (method === 'POST' && path === '/oauth/v2/token') {
       const f = form();
-      if (f.get('grant_type') !== 'client_credentials') throw new HttpFailure(400, { error: 'unsupported_grant_type' });
+      if (f.get('grant_type') !== 'client_credentials') throw new HttpFailure('INVALID_ARGUMENT', { error: 'unsupported_grant_type' });
       const clientId = await authenticateClient(req, f);
       const user = users.get(clientId);
-      if (!user) throw new HttpFailure(401, { error: 'invalid_client' });
+      if (!user) throw new HttpFailure('UNAUTHENTICATED', { error: 'invalid_client' });
       const m: MintOptions = { subject: user.subject, roles: user.roles, clientId: user.clientId, ...(user.org ? { org: user.org } : {}) };
       const accessToken = user.opaque ? mintOpaque(m) : await mint(m);
       return { body: { access_token: accessToken, token_type: 'Bearer', expires_in: lifetime, scope: f.get('scope') ?? 'openid' } };
@@ -406,7 +411,7 @@ export async function startDevIssuer(opts: DevIssuerOptions): Promise<DevIssuer>
       const f = form();
       const clientId = await authenticateClient(req, f);
       const token = f.get('token');
-      if (!token) throw new HttpFailure(400, { error: 'invalid_request', error_description: 'token is required' });
+      if (!token) throw new HttpFailure('INVALID_ARGUMENT', { error: 'invalid_request', error_description: 'token is required' });
       const claims = await activeClaims(token);
       if (!claims) return { body: { active: false } };
       return { body: { active: true, token_type: 'Bearer', scope: 'openid urn:zitadel:iam:org:project:roles', introspected_by: clientId, ...claims } };
@@ -447,7 +452,7 @@ export async function startDevIssuer(opts: DevIssuerOptions): Promise<DevIssuer>
       };
       return { body: fault };
     }
-    throw new HttpFailure(404, { error: 'not_found', error_description: `no endpoint ${method} ${path}` });
+    throw new HttpFailure('NOT_FOUND', { error: 'not_found', error_description: `no endpoint ${method} ${path}` });
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -459,7 +464,7 @@ export async function startDevIssuer(opts: DevIssuerOptions): Promise<DevIssuer>
     try {
       for await (const c of req) {
         size += (c as Buffer).length;
-        if (size > 1 << 20) throw new HttpFailure(413, { error: 'invalid_request', error_description: 'body too large' });
+        if (size > 1 << 20) throw new HttpFailure('TOO_LARGE', { error: 'invalid_request', error_description: 'body too large' });
         chunks.push(c as Buffer);
       }
       const r = await route(req, new URL(req.url ?? '/', 'http://x').pathname, Buffer.concat(chunks));
@@ -472,7 +477,7 @@ export async function startDevIssuer(opts: DevIssuerOptions): Promise<DevIssuer>
         headers = err.headers;
       } else {
         status = 500;
-        out = { error: 'server_error', error_description: (err as Error).message };
+        out = { error: 'server_error', error_description: errorMessage(err) };
       }
     }
     if (res.destroyed) return;

@@ -1,5 +1,7 @@
 // The contract the tunnel and API front ends call: one method that turns a bearer token into an
 // identity for a session kind, or throws an AuthError whose code maps to an HTTP status.
+import { CbrError, httpStatusFor, type ErrorCode } from '../dataplane/index.js';
+
 export type SessionKind = 'masque-connect-ip' | 'masque-connect-udp' | 'wireguard-register' | 'admin';
 
 export interface Identity {
@@ -12,38 +14,26 @@ export interface Identity {
   expiresAt: number;
 }
 
-export type AuthErrorCode =
-  | 'INVALID_TOKEN'
-  | 'EXPIRED'
-  | 'NOT_YET_VALID'
-  | 'WRONG_ISSUER'
-  | 'WRONG_AUDIENCE'
-  | 'MISSING_ROLE'
-  | 'ISSUER_UNAVAILABLE'
-  | 'RATE_LIMITED';
+export type AuthErrorCode = Extract<
+  ErrorCode,
+  'INVALID_TOKEN' | 'EXPIRED' | 'NOT_YET_VALID' | 'WRONG_ISSUER' | 'WRONG_AUDIENCE' | 'MISSING_ROLE' | 'ISSUER_UNAVAILABLE' | 'RATE_LIMITED'
+>;
 
-/** HTTP status each code answers with (401 / 403 / 503 / 429). */
-export const AUTH_ERROR_STATUS: Record<AuthErrorCode, number> = {
-  INVALID_TOKEN: 401,
-  EXPIRED: 401,
-  NOT_YET_VALID: 401,
-  WRONG_ISSUER: 401,
-  WRONG_AUDIENCE: 401,
-  MISSING_ROLE: 403,
-  ISSUER_UNAVAILABLE: 503,
-  RATE_LIMITED: 429,
-};
-
-export class AuthError extends Error {
-  readonly status: number;
+/** A token that does not pass, or a gate that cannot decide; its HTTP status comes from its code (httpStatusFor). */
+export class AuthError extends CbrError {
+  declare readonly code: AuthErrorCode;
   constructor(
-    readonly code: AuthErrorCode,
+    code: AuthErrorCode,
     message: string,
     readonly retryAfterSeconds?: number,
+    options?: { cause?: unknown },
   ) {
-    super(message);
-    this.name = 'AuthError';
-    this.status = AUTH_ERROR_STATUS[code];
+    super(code, message, options);
+  }
+
+  /** 401 / 403 / 503 / 429, from dataplane/errors.ts's one code→status map. */
+  get status(): number {
+    return httpStatusFor(this);
   }
 }
 

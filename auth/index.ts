@@ -8,7 +8,7 @@ export { authConfigSchema, type AuthConfig } from './config.js';
 export const authSubsystem: SubsystemFactory | undefined = authSubsystemFactory;
 /** `cbr auth verify`, `cbr auth token`, `cbr dev-issuer`. */
 export const registerAuthCommands: CommandRegistrar = registerAuthCli;
-export { AuthError, AUTH_ERROR_STATUS, AUTH_SERVICE, type AuthGate, type AuthErrorCode, type Identity, type SessionKind } from './gate.js';
+export { AuthError, AUTH_SERVICE, type AuthGate, type AuthErrorCode, type Identity, type SessionKind } from './gate.js';
 export { authHttpError } from './subsystem.js';
 export { TokenGate } from './token-gate.js';
 export { startDevIssuer, type DevIssuer, type DevIssuerOptions, type MintOptions, type ServiceUser } from './dev-issuer.js';

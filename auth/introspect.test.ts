@@ -20,7 +20,7 @@ before(async () => {
   writeFileSync(keyFile, JSON.stringify(dev.createAppKey('cbr-pop@proj1')));
 });
 after(async () => {
-  gates.forEach((g) => g.keys.stop());
+  for (const g of gates) g.keys.stop();
   await dev.close();
   rmSync(dir, { recursive: true, force: true });
 });

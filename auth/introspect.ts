@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { createPrivateKey, randomUUID, type KeyObject } from 'node:crypto';
 import { SignJWT } from 'jose';
+import { errorCode, errorMessage } from '../dataplane/index.js';
 import { AuthError } from './gate.js';
 import { fetchJson, HttpStatusError } from './jwks.js';
 
@@ -40,7 +41,7 @@ export function loadAppKeyFile(path: string, field: string): { file: AppKeyFile;
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    throw new Error(`${field}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new Error(`${field}: cannot read ${path}: ${errorCode(err) ?? errorMessage(err)}`);
   }
   const file = parseAppKeyFile(text, `${field} (${path})`);
   let key: KeyObject;
@@ -118,7 +119,7 @@ export class Introspector {
           `introspection: the issuer rejected our client authentication (check introspection.keyFile): HTTP ${err.status}`,
         );
       }
-      throw new AuthError('ISSUER_UNAVAILABLE', `introspection failed: ${(err as Error).message}`);
+      throw new AuthError('ISSUER_UNAVAILABLE', `introspection failed: ${errorMessage(err)}`);
     }
     if (typeof answer !== 'object' || answer === null || Array.isArray(answer) || typeof (answer as { active?: unknown }).active !== 'boolean') {
       this.opts.onResult?.('error');

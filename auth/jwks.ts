@@ -2,6 +2,7 @@
 // unreachable JWKS endpoint never holds up a token whose key is already cached: lookups that the
 // cache answers are synchronous map reads; only an unknown kid waits for a (rate-limited) refetch.
 import { importJWK, type JWK } from 'jose';
+import { CbrError, errorMessage } from '../dataplane/index.js';
 import { AuthError } from './gate.js';
 
 /** The parts of an OpenID discovery document the gate uses. */
@@ -56,35 +57,38 @@ export async function fetchJson(url: string, timeoutMs: number, init: RequestIni
   try {
     res = await fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs), redirect: 'error' });
   } catch (err) {
-    const e = err as Error;
-    throw new Error(
-      e.name === 'TimeoutError'
+    const cause = (err as { cause?: unknown } | null)?.cause;
+    throw new CbrError(
+      'ISSUER_UNAVAILABLE',
+      (err as { name?: unknown } | null)?.name === 'TimeoutError'
         ? `${url}: no answer within ${timeoutMs} ms`
-        : `${url}: ${e.message}${e.cause ? ` (${(e.cause as Error).message ?? e.cause})` : ''}`,
+        : `${url}: ${errorMessage(err)}${cause ? ` (${errorMessage(cause)})` : ''}`,
+      { cause: err },
     );
   }
   let text: string;
   try {
     text = await res.text();
   } catch (err) {
-    throw new Error(`${url}: reading the answer failed: ${(err as Error).message}`);
+    throw new CbrError('ISSUER_UNAVAILABLE', `${url}: reading the answer failed: ${errorMessage(err)}`, { cause: err });
   }
   if (!res.ok) throw new HttpStatusError(res.status, `${url}: HTTP ${res.status}`, text.slice(0, 500));
-  if (text.length > MAX_DOCUMENT_BYTES) throw new Error(`${url}: answer larger than ${MAX_DOCUMENT_BYTES} bytes`);
+  if (text.length > MAX_DOCUMENT_BYTES) throw new CbrError('ISSUER_UNAVAILABLE', `${url}: answer larger than ${MAX_DOCUMENT_BYTES} bytes`);
   try {
     return JSON.parse(text);
   } catch {
-    throw new Error(`${url}: answer is not JSON`);
+    throw new CbrError('ISSUER_UNAVAILABLE', `${url}: answer is not JSON`);
   }
 }
 
-export class HttpStatusError extends Error {
+/** The issuer answered with a non-2xx status (kept with the start of its body for the caller). */
+export class HttpStatusError extends CbrError {
   constructor(
     readonly status: number,
     message: string,
     readonly body: string,
   ) {
-    super(message);
+    super('ISSUER_UNAVAILABLE', message);
   }
 }
 
@@ -92,10 +96,10 @@ export class HttpStatusError extends Error {
 export async function discover(issuer: string, timeoutMs: number): Promise<DiscoveryDocument> {
   const url = `${issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`;
   const doc = await fetchJson(url, timeoutMs);
-  if (typeof doc !== 'object' || doc === null) throw new Error(`${url}: not a JSON object`);
+  if (typeof doc !== 'object' || doc === null) throw new CbrError('ISSUER_UNAVAILABLE', `${url}: not a JSON object`);
   const d = doc as Record<string, unknown>;
-  if (d.issuer !== issuer) throw new Error(`${url}: issuer is ${JSON.stringify(d.issuer)}, expected ${JSON.stringify(issuer)}`);
-  if (typeof d.jwks_uri !== 'string') throw new Error(`${url}: no jwks_uri`);
+  if (d.issuer !== issuer) throw new CbrError('ISSUER_UNAVAILABLE', `${url}: issuer is ${JSON.stringify(d.issuer)}, expected ${JSON.stringify(issuer)}`);
+  if (typeof d.jwks_uri !== 'string') throw new CbrError('ISSUER_UNAVAILABLE', `${url}: no jwks_uri`);
   const out: DiscoveryDocument = { issuer, jwks_uri: d.jwks_uri };
   if (typeof d.introspection_endpoint === 'string') out.introspection_endpoint = d.introspection_endpoint;
   if (typeof d.token_endpoint === 'string') out.token_endpoint = d.token_endpoint;
@@ -105,7 +109,7 @@ export async function discover(issuer: string, timeoutMs: number): Promise<Disco
 /** Keeps the usable public signature keys of a JWKS document, keyed by kid ('' for a key without one). */
 export function parseJwks(doc: unknown, algorithms: readonly string[]): Map<string, JWK> {
   if (typeof doc !== 'object' || doc === null || !Array.isArray((doc as { keys?: unknown }).keys)) {
-    throw new Error('JWKS: expected an object with a keys array');
+    throw new CbrError('ISSUER_UNAVAILABLE', 'JWKS: expected an object with a keys array');
   }
   const keys = new Map<string, JWK>();
   for (const raw of (doc as { keys: unknown[] }).keys) {
@@ -210,7 +214,7 @@ export class KeyStore {
       this.opts.onFetch?.('ok', { keys: keys.size, durationMs: this.now() - started });
     } catch (err) {
       this.lastAttemptFailed = true;
-      this.lastError = (err as Error).message;
+      this.lastError = errorMessage(err);
       this.opts.onFetch?.('error', { keys: this.keys.size, error: this.lastError, durationMs: this.now() - started });
     }
   }
@@ -261,7 +265,7 @@ export class KeyStore {
     try {
       key = (await importJWK(jwk, alg)) as CryptoKey;
     } catch (err) {
-      throw new AuthError('INVALID_TOKEN', `key ${JSON.stringify(id)} cannot be used with ${alg}: ${(err as Error).message}`);
+      throw new AuthError('INVALID_TOKEN', `key ${JSON.stringify(id)} cannot be used with ${alg}: ${errorMessage(err)}`, undefined, { cause: err });
     }
     this.imported.set(cacheId, key);
     return key;

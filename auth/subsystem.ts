@@ -114,7 +114,7 @@ class AuthSubsystem implements Subsystem {
 
   async stop(): Promise<void> {
     this.ctx.admin.setAuthorizer(undefined);
-    this.removeRoutes.forEach((remove) => remove());
+    for (const remove of this.removeRoutes) remove();
     this.removeRoutes = [];
     this.ctx.services.withdraw(AUTH_SERVICE);
     this.unregisterHealth?.();

@@ -15,7 +15,7 @@ before(async () => {
   dev = await startDevIssuer({ projectId: 'proj1' });
 });
 after(async () => {
-  gates.forEach((g) => g.keys.stop());
+  for (const g of gates) g.keys.stop();
   await dev.close();
 });
 

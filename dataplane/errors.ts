@@ -13,6 +13,7 @@ export const ERROR_CODES = [
   'UNAVAILABLE',
   'TIMEOUT',
   'LIMIT_EXCEEDED',
+  'TOO_LARGE',
   'UNAUTHENTICATED',
   'FORBIDDEN',
   // config, OS, processes
@@ -94,6 +95,7 @@ const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
   UAPI_FAILED: 503,
   TIMEOUT: 504,
   LIMIT_EXCEEDED: 429,
+  TOO_LARGE: 413,
   RATE_LIMITED: 429,
   UNAUTHENTICATED: 401,
   INVALID_TOKEN: 401,

@@ -25,3 +25,27 @@ export {
   type EgressPolicy,
   type EgressDropReason,
 } from './os/egress.js';
+export {
+  PrefixError,
+  parseIp,
+  parseIpv4,
+  parseIpv6,
+  formatIp,
+  familyOf,
+  ipToBigInt,
+  bigIntToIp,
+  addressBytes,
+  parseAddress,
+  ipValue,
+  canonicalIp,
+  compareIpBytes,
+  hostBitsZero,
+  parsePrefix,
+  prefixRange,
+  prefixesOverlap,
+  prefixContains,
+  firstHost,
+  type IpFamily,
+  type ParsedPrefix,
+} from './net/ip.js';
+export { AddressPool, PoolExhaustedError } from './net/pool.js';

@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import { withAdminOptions, adminClientFromOptions, AdminClientError, errorMessage, type CommandRegistrar } from '../dataplane/index.js';
 import { attachStatus, detachXdp, pinDirFor } from './loader.js';
 import { readCounters, countersJson, liveListAdd, liveListDelete, ORIGIN, type ListKind, type CounterRow } from './control.js';
-import { parsePrefix, type ParsedPrefix } from './prefix.js';
+import { parsePrefix, type ParsedPrefix } from '../dataplane/index.js';
 import { BpfMap } from './libbpf.js';
 
 interface DirectOpts {

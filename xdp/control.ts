@@ -5,7 +5,8 @@ import { readFileSync } from 'node:fs';
 import type { XdpConfig } from './config.js';
 import type { XdpPipeline } from './loader.js';
 import type { BpfMap } from './libbpf.js';
-import { parsePrefix, parsePrefixList, lpmKey, decodeLpmKey, parseAddress, formatAddress, type ParsedPrefix } from './prefix.js';
+import { parsePrefixList, lpmKey, decodeLpmKey } from './prefix.js';
+import { parsePrefix, parseAddress, canonicalIp, formatIp, type ParsedPrefix } from '../dataplane/index.js';
 import { buildMaglevTable, diffTables, EMPTY_SLOT, type MaglevBackend } from './maglev.js';
 import {
   encodeConfig,
@@ -291,10 +292,7 @@ function syncSmall(map: BpfMap, want: Map<string, Buffer>, value: (k: string) =>
  */
 export function syncServices(p: XdpPipeline, cfg: XdpConfig): { slotsChanged: number } {
   const entries = new Map<string, number>();
-  const norm = (a: string) => {
-    const { family, addr } = parseAddress(a);
-    return formatAddress(family, addr);
-  };
+  const norm = canonicalIp;
   for (const a of cfg.services.addresses) entries.set(norm(a), (entries.get(norm(a)) ?? 0) | DST_F_SERVICE);
   for (const v of cfg.lb.vips) entries.set(norm(v.address), (entries.get(norm(v.address)) ?? 0) | DST_F_VIP);
   let table: Buffer[];
@@ -351,13 +349,13 @@ export function syncLb(p: XdpPipeline, cfg: XdpConfig): LbSyncResult {
     const b = decodeBackend(value);
     if (b.family !== 4 && b.family !== 6) continue;
     const idx = key.readUInt32LE();
-    current.set(formatAddress(b.family as 4 | 6, b.addr), idx);
+    current.set(formatIp(b.addr), idx);
     used.add(idx);
   }
   const assigned: LbSyncResult['backends'] = [];
   let nextFree = 0;
   for (const b of cfg.lb.backends) {
-    const address = formatAddress(parseAddress(b.address).family, parseAddress(b.address).addr);
+    const address = canonicalIp(b.address);
     let idx = current.get(address);
     if (idx === undefined) {
       while (used.has(nextFree)) nextFree++;

@@ -3,7 +3,7 @@
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ListKind, ListState } from './control.js';
-import { parsePrefix } from './prefix.js';
+import { parsePrefix } from '../dataplane/index.js';
 
 export const LIST_STATE_FILE = 'xdp-lists.json';
 

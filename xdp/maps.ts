@@ -1,8 +1,7 @@
 // The TypeScript mirror of xdp/src/cbr_xdp.h: struct layouts (checked against the compiled
 // objects' BTF by maps.test.ts), the action/reason enums, and encoders/decoders for map keys and
 // values. Pure functions over bytes; no I/O.
-import { parseAddress, type ParsedPrefix } from './prefix.js';
-import { CbrError } from '../dataplane/index.js';
+import { CbrError, parseAddress, type ParsedPrefix } from '../dataplane/index.js';
 
 export interface FieldLayout {
   offset: number;

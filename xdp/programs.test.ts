@@ -9,7 +9,7 @@ import { readCounters, syncLists } from './control.js';
 import type { XdpPipeline } from './loader.js';
 import { buildPacket, quicShort, quicLong, testConfig, withTestPipeline, XDP_DROP, XDP_PASS, XDP_TX, type PacketSpec } from './testing.js';
 import { encodeCid } from './cid.js';
-import { parseAddress } from './prefix.js';
+import { parseAddress } from '../dataplane/index.js';
 
 const SVC4 = '198.51.100.1';
 const SVC6 = '2001:db8:53::1';
@@ -426,7 +426,7 @@ test('frags: a multi-buffer frame (jumbo MTU) is judged by its whole length and 
 test('lists: the filter skips empty lists by config flags, and a prefix added live is never skipped', async () => {
   const { liveListAdd, liveListDelete, ORIGIN } = await import('./control.js');
   const { decodeConfig, encodeConfig, CFG_FLAGS, u32Key } = await import('./maps.js');
-  const { parsePrefix } = await import('./prefix.js');
+  const { parsePrefix } = await import('../dataplane/index.js');
   await withTestPipeline(testConfig({ services: BASE.services }), (p) => {
     const flags = () => decodeConfig(p.map('cbr_cfg').lookup(u32Key(0))!).flags;
     const all = CFG_FLAGS.DENY4_EMPTY | CFG_FLAGS.DENY6_EMPTY | CFG_FLAGS.ALLOW4_EMPTY | CFG_FLAGS.ALLOW6_EMPTY;
@@ -469,7 +469,7 @@ test('lists: the filter skips empty lists by config flags, and a prefix added li
 
 test('lists: whole-/24 deny bits drop without the trie after a sync and are gone before a live delete', async () => {
   const { liveListDelete } = await import('./control.js');
-  const { parsePrefix } = await import('./prefix.js');
+  const { parsePrefix } = await import('../dataplane/index.js');
   await withTestPipeline(testConfig({ deny: { prefixes: ['10.0.0.0/8', '198.18.0.7/32'] } }), (p) => {
     // the API-added prefix is synced like the config's (its deny_full bits are set by the sync)
     syncLists(p, testConfig({ deny: { prefixes: ['10.0.0.0/8', '198.18.0.7/32'] } }), { api: { deny: ['172.16.0.0/12'], allow: [] } });
@@ -485,7 +485,7 @@ test('lists: the IPv4 prefilter agrees with the LPM tries for random lists and s
   const prefixes = fc
     .sample(fc.tuple(fc.integer({ min: 1, max: 0xfffffffe }), fc.integer({ min: 8, max: 32 })), { numRuns: 300, seed: 42 })
     .map(([a, l]) => `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}/${l}`);
-  const { parsePrefix } = await import('./prefix.js');
+  const { parsePrefix } = await import('../dataplane/index.js');
   const deny = prefixes.slice(0, 200).map((t) => parsePrefix(t).text);
   const allow = prefixes.slice(200).map((t) => parsePrefix(t).text);
   await withTestPipeline(testConfig({ deny: { prefixes: deny }, allow: { prefixes: allow } }), (p) => {

@@ -5,7 +5,7 @@ import type { XdpConfig } from './config.js';
 import type { XdpPipeline } from './loader.js';
 import { configPrefixes, countersJson, liveListAdd, liveListDelete, readCounters, ORIGIN, type ListState } from './control.js';
 import { saveListState } from './lists.js';
-import { parsePrefix, PrefixError } from './prefix.js';
+import { parsePrefix, PrefixError } from '../dataplane/index.js';
 
 /** What the routes need from the running subsystem. */
 export interface XdpRouteHost {

@@ -4,7 +4,7 @@
 import { xdpConfigSchema, type XdpConfig } from './config.js';
 import { XdpPipeline, pinDirFor, detachXdp } from './loader.js';
 import { writeConfigMap, syncLists, syncServices, syncLb, mapSizesFor } from './control.js';
-import { parseAddress } from './prefix.js';
+import { parseAddress } from '../dataplane/index.js';
 
 export const XDP_ABORTED = 0;
 export const XDP_DROP = 1;

@@ -22,7 +22,7 @@ import {
   readDatagramStreamId,
 } from './datagram.js';
 import { H3Error, H3ErrorCode } from './errors.js';
-import { formatIp, parseIp } from './ip.js';
+import { formatIp, parseIp } from '../../dataplane/index.js';
 import { encodeVarint } from './varint.js';
 
 const hex = (h: string) => Uint8Array.from(Buffer.from(h.replace(/\s+/g, ''), 'hex'));

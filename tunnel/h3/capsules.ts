@@ -2,7 +2,7 @@
 // capsule (§3.5), and the connect-ip capsules of RFC 9484 §4.7. Unknown capsule types are skipped.
 // Errors are malformed-message errors (RFC 9297 §3.3 → RFC 9114 §4.1.2): H3_MESSAGE_ERROR on the stream.
 import { H3Error, H3ErrorCode } from './errors.js';
-import { compareIpBytes, formatIp, hostBitsZero, parseIp } from './ip.js';
+import { compareIpBytes, formatIp, hostBitsZero, parseIp } from '../../dataplane/index.js';
 import { readVarint, varintLength, varintLengthFromFirstByte, writeVarint, tlvHeaderLength, writeTlvHeader, encodeTlv, concatBytes } from './varint.js';
 
 export const CapsuleType = {

@@ -7,7 +7,6 @@ export * from './frames.js';
 export * from './unistream.js';
 export * from './datagram.js';
 export * from './capsules.js';
-export * from './ip.js';
 export * from './huffman.js';
 export * from './qpack.js';
 export * from './headers.js';

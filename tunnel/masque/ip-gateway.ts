@@ -4,9 +4,7 @@
 // (nft masquerade of the pools) are set up here and removed on close.
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { isIPv4 } from 'node:net';
-import { TunDevice } from '../../dataplane/index.js';
-import { AddressPool } from './pool.js';
+import { AddressPool, TunDevice, addressBytes, firstHost, formatIp, parsePrefix } from '../../dataplane/index.js';
 import { addresses, decrementTtl, packetTooBig, timeExceeded, ipVersion } from './ip-packet.js';
 import { TargetPolicy } from './policy.js';
 
@@ -48,30 +46,8 @@ export interface IpGatewayOptions {
   netns?: string;
 }
 
-function ipBytes(a: string): Uint8Array {
-  if (isIPv4(a)) return Uint8Array.from(a.split('.').map(Number));
-  const [h, t] = a.split('::') as [string, string | undefined];
-  const hs = h ? h.split(':') : [];
-  const ts = t ? t.split(':') : [];
-  const g = t === undefined ? hs : [...hs, ...Array(8 - hs.length - ts.length).fill('0'), ...ts];
-  const out = new Uint8Array(16);
-  g.forEach((x, i) => {
-    const n = parseInt(x || '0', 16);
-    out[i * 2] = n >> 8;
-    out[i * 2 + 1] = n & 0xff;
-  });
-  return out;
-}
-
 function key(b: Uint8Array): string {
   return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
-}
-
-function formatBytes(b: Uint8Array): string {
-  if (b.length === 4) return b.join('.');
-  const g: string[] = [];
-  for (let i = 0; i < 16; i += 2) g.push(((b[i]! << 8) | b[i + 1]!).toString(16));
-  return g.join(':');
 }
 
 export class IpGateway {
@@ -96,11 +72,10 @@ export class IpGateway {
   private constructor(
     readonly opts: IpGatewayOptions,
     readonly tun: TunDevice,
-    readonly pool4: AddressPool,
-    readonly pool6: AddressPool,
+    readonly pool: AddressPool,
   ) {
-    this.gw4 = ipBytes(pool4.gateway);
-    this.gw6 = ipBytes(pool6.gateway);
+    this.gw4 = addressBytes(firstHost(opts.poolV4));
+    this.gw6 = addressBytes(firstHost(opts.poolV6));
     this.policy = new TargetPolicy({ allowPrefixes: ['0.0.0.0/0', '::/0'], allowPrivate: opts.allowPrivate });
     this.nftTable = `cbr_masque_${opts.tunName.replace(/[^a-zA-Z0-9_]/g, '_')}`;
     tun.onPackets((pkts) => {
@@ -109,13 +84,15 @@ export class IpGateway {
   }
 
   static async create(opts: IpGatewayOptions): Promise<IpGateway> {
-    const pool4 = new AddressPool(opts.poolV4);
-    const pool6 = new AddressPool(opts.poolV6);
+    // The first host address of each prefix is the PoP's own end of the tunnel.
+    const gw4 = firstHost(opts.poolV4);
+    const gw6 = firstHost(opts.poolV6);
+    const pool = new AddressPool([opts.poolV4, opts.poolV6], [gw4, gw6]);
     const tun = TunDevice.open({ name: opts.tunName, mtu: opts.mtu });
     try {
       if (opts.netns) await tun.moveToNetns(opts.netns);
-      await tun.configure({ addresses: [`${pool4.gateway}/${pool4.prefixLength}`, `${pool6.gateway}/${pool6.prefixLength}`] });
-      const gw = new IpGateway(opts, tun, pool4, pool6);
+      await tun.configure({ addresses: [`${gw4}/${parsePrefix(opts.poolV4).length}`, `${gw6}/${parsePrefix(opts.poolV6).length}`] });
+      const gw = new IpGateway(opts, tun, pool);
       await gw.setupForwarding();
       return gw;
     } catch (err) {
@@ -153,16 +130,16 @@ export class IpGateway {
 
   /** Assigns one IPv4 and one IPv6 address to a session; packets to them go to `sink`. */
   attach(sink: IpSessionSink): IpLease {
-    const v4 = this.pool4.allocate();
+    const v4 = this.pool.acquire(4);
     let v6: string;
     try {
-      v6 = this.pool6.allocate();
+      v6 = this.pool.acquire(6);
     } catch (err) {
-      this.pool4.release(v4);
+      this.pool.release(v4);
       throw err;
     }
-    const v4Bytes = ipBytes(v4);
-    const v6Bytes = ipBytes(v6);
+    const v4Bytes = addressBytes(v4);
+    const v6Bytes = addressBytes(v6);
     const k4 = key(v4Bytes);
     const k6 = key(v6Bytes);
     this.sessions.set(k4, sink);
@@ -178,8 +155,8 @@ export class IpGateway {
         released = true;
         this.sessions.delete(k4);
         this.sessions.delete(k6);
-        this.pool4.release(v4);
-        this.pool6.release(v6);
+        this.pool.release(v4);
+        this.pool.release(v6);
       },
     };
   }
@@ -239,7 +216,7 @@ export class IpGateway {
     const k = key(dst);
     let ok = this.policyCache.get(k);
     if (ok === undefined) {
-      ok = this.policy.check(formatBytes(dst)) === undefined;
+      ok = this.policy.check(formatIp(dst)) === undefined;
       if (this.policyCache.size >= POLICY_CACHE_MAX) this.policyCache.clear();
       this.policyCache.set(k, ok);
     }

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { parseUdpPath, parseIpPath, TargetPolicy, TargetError } from './policy.js';
-import { AddressPool, PoolExhaustedError } from './pool.js';
+import { AddressPool, PoolExhaustedError, firstHost } from '../../dataplane/index.js';
 import { decrementTtl, checksum, packetTooBig, timeExceeded, addresses } from './ip-packet.js';
 import { masqueConfigSchema } from './config.js';
 
@@ -59,16 +59,17 @@ test('target policy: private and loopback refused unless allowed; prefixes and p
 });
 
 test('address pools: skip network and gateway, reuse released addresses, exhaust cleanly', () => {
-  const p = new AddressPool('10.9.0.0/29');
-  assert.equal(p.gateway, '10.9.0.1');
-  const got = [p.allocate(), p.allocate(), p.allocate(), p.allocate(), p.allocate()];
+  assert.equal(firstHost('10.9.0.0/29'), '10.9.0.1');
+  const p = new AddressPool(['10.9.0.0/29'], ['10.9.0.1']);
+  const got = [p.acquire(4), p.acquire(4), p.acquire(4), p.acquire(4), p.acquire(4)];
   assert.deepEqual(got, ['10.9.0.2', '10.9.0.3', '10.9.0.4', '10.9.0.5', '10.9.0.6']);
-  assert.throws(() => p.allocate(), PoolExhaustedError);
+  assert.throws(() => p.acquire(4), PoolExhaustedError);
   p.release('10.9.0.4');
-  assert.equal(p.allocate(), '10.9.0.4');
-  const v6 = new AddressPool('fd00:cb::/64');
-  assert.equal(v6.gateway, 'fd00:cb::1');
-  assert.equal(v6.allocate(), 'fd00:cb::2');
+  assert.equal(p.acquire(4), '10.9.0.4');
+  assert.equal(p.inUse, 5);
+  assert.equal(firstHost('fd00:cb::/64'), 'fd00:cb::1');
+  const v6 = new AddressPool(['fd00:cb::/64'], ['fd00:cb::1']);
+  assert.equal(v6.acquire(6), 'fd00:cb::2');
 });
 
 function ipv4Packet(ttl: number, len = 60, df = true): Uint8Array {

@@ -1,22 +1,7 @@
 // Prefix ↔ inclusive address range, for ROUTE_ADVERTISEMENT (RFC 9484 §4.7.3) and for turning the
 // advertised ranges back into routes on the client. Pure.
-import { isIPv4 } from 'node:net';
-import { parseIp, formatIp, type IpAddressRange } from '../h3/index.js';
-
-function toBig(b: Uint8Array): bigint {
-  let v = 0n;
-  for (const x of b) v = (v << 8n) | BigInt(x);
-  return v;
-}
-
-function fromBig(v: bigint, len: number): Uint8Array {
-  const out = new Uint8Array(len);
-  for (let i = len - 1; i >= 0; i--) {
-    out[i] = Number(v & 0xffn);
-    v >>= 8n;
-  }
-  return out;
-}
+import type { IpAddressRange } from '../h3/index.js';
+import { parseIp, formatIp, ipToBigInt, bigIntToIp, familyOf } from '../../dataplane/index.js';
 
 /** `10.0.0.0/8` → { start 10.0.0.0, end 10.255.255.255 } (all protocols). */
 export function prefixToRange(prefix: string): IpAddressRange {
@@ -26,18 +11,18 @@ export function prefixToRange(prefix: string): IpAddressRange {
   const bits = bytes.length * 8;
   const len = lenText === undefined ? bits : Number(lenText);
   const hostMask = (1n << BigInt(bits - len)) - 1n;
-  const start = toBig(bytes) & ~hostMask;
+  const start = ipToBigInt(bytes) & ~hostMask;
   return {
-    version: isIPv4(addr!) ? 4 : 6,
-    start: formatIp(fromBig(start, bytes.length)),
-    end: formatIp(fromBig(start | hostMask, bytes.length)),
+    version: familyOf(bytes),
+    start: formatIp(bigIntToIp(start, familyOf(bytes))),
+    end: formatIp(bigIntToIp(start | hostMask, familyOf(bytes))),
     ipProtocol: 0,
   };
 }
 
 /** Sorted as ROUTE_ADVERTISEMENT wants: IPv4 first, then by start address; overlapping ranges merged. */
 export function sortRanges(ranges: IpAddressRange[]): IpAddressRange[] {
-  const key = (a: string) => toBig(parseIp(a)!);
+  const key = (a: string) => ipToBigInt(parseIp(a)!);
   const sorted = [...ranges].sort(
     (a, b) => a.version - b.version || a.ipProtocol - b.ipProtocol || (key(a.start) < key(b.start) ? -1 : key(a.start) > key(b.start) ? 1 : 0),
   );
@@ -54,14 +39,13 @@ export function sortRanges(ranges: IpAddressRange[]): IpAddressRange[] {
 /** The smallest set of prefixes covering an inclusive range exactly (for `ip route`). */
 export function rangeToPrefixes(r: IpAddressRange): string[] {
   const bits = r.version === 4 ? 32 : 128;
-  const len = bits / 8;
-  let start = toBig(parseIp(r.start)!);
-  const end = toBig(parseIp(r.end)!);
+  let start = ipToBigInt(parseIp(r.start)!);
+  const end = ipToBigInt(parseIp(r.end)!);
   const out: string[] = [];
   for (let guard = 0; start <= end && guard < 512; guard++) {
     let size = 0;
     while (size < bits && (start & ((1n << BigInt(size + 1)) - 1n)) === 0n && start + (1n << BigInt(size + 1)) - 1n <= end) size++;
-    out.push(`${formatIp(fromBig(start, len))}/${bits - size}`);
+    out.push(`${formatIp(bigIntToIp(start, r.version))}/${bits - size}`);
     start += 1n << BigInt(size);
   }
   return out;

@@ -31,7 +31,7 @@ import { H3Connection } from './h3-conn.js';
 import { parseUdpPath, parseIpPath, TargetError, type TargetPolicy, UDP_PATH_PREFIX, IP_PATH_PREFIX } from './policy.js';
 import { UdpRelay } from './udp-relay.js';
 import type { IpGateway, IpLease, IpSessionSink } from './ip-gateway.js';
-import { PoolExhaustedError } from './pool.js';
+import { PoolExhaustedError } from '../../dataplane/index.js';
 import { prefixToRange, sortRanges } from './ranges.js';
 
 export const TOKEN_REFRESH_PATH = '/.well-known/cbr/token-refresh';

@@ -1,7 +1,7 @@
 // The registration API on the agent's HTTP listener. User routes authenticate with the user's
 // Zitadel token through the auth gate (session kind `wireguard-register`); operator routes use the
 // admin credential like every other /v1/ route.
-import { HttpError, type AdminRequest, type AdminResponse } from '../../dataplane/index.js';
+import { HttpError, httpStatusFor, type AdminRequest, type AdminResponse } from '../../dataplane/index.js';
 import { AuthError, type AuthGate, type Identity } from '../../auth/index.js';
 import { isBase64Key } from './uapi.js';
 import { RegistrationError, type PeerRegistrar } from './registrar.js';
@@ -94,11 +94,11 @@ export function registerHandler(deps: ApiDeps) {
     try {
       const identity = await authenticate(deps, req);
       const body = parseRegistrationBody(await req.json());
-      let out;
+      let out: Awaited<ReturnType<PeerRegistrar['register']>>;
       try {
         out = await deps.registrar.register(identity, body.publicKey, body.interface);
       } catch (err) {
-        if (err instanceof RegistrationError) throw new HttpError(err.status, err.message, {}, err.code);
+        if (err instanceof RegistrationError) throw new HttpError(httpStatusFor(err), err.message, {}, err.code);
         throw err;
       }
       deps.onRegistration(out.created ? 'created' : 'renewed');

@@ -1,8 +1,7 @@
 // The `tunnel.wireguard` section: WireGuard interfaces terminated on this PoP, the address pools
 // registered clients get leases from, and the registration policy (device limit, lifetime).
 import { z } from 'zod';
-import { enabledFlag, duration, hostPort, ifname, ipAddress, port, prefix, isIPv4 } from '../../dataplane/index.js';
-import { prefixesOverlap } from './pool.js';
+import { enabledFlag, duration, hostPort, ifname, ipAddress, port, prefix, isIPv4, prefixesOverlap } from '../../dataplane/index.js';
 
 export const wireguardInterfaceSchema = z.strictObject({
   name: ifname().describe('interface name; also names the UAPI socket /var/run/wireguard/<name>.sock'),

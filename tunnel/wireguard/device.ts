@@ -4,7 +4,7 @@
 // port and every live peer, since a restarted wireguard-go starts empty.
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import type { Logger, Supervisor, SupervisedChild } from '../../dataplane/index.js';
+import { errorMessage, type Logger, type Supervisor, type SupervisedChild } from '../../dataplane/index.js';
 import type { WireguardInterfaceConfig } from './config.js';
 import { UapiClient, uapiSocketPath } from './uapi-client.js';
 import { WgToolControl } from './wg-tool.js';
@@ -122,7 +122,7 @@ export class WireguardDevice {
     } catch (err) {
       if (this.cfg.implementation === 'kernel')
         throw new Error(
-          `${this.opts.field}.implementation: kernel WireGuard is not available on this host (${(err as Error).message.trim()}); use userspace or auto`,
+          `${this.opts.field}.implementation: kernel WireGuard is not available on this host (${errorMessage(err).trim()}); use userspace or auto`,
         );
       this.opts.log.info({ interface: this.name }, 'no kernel WireGuard on this host; running wireguard-go');
       return 'userspace';
@@ -153,7 +153,7 @@ export class WireguardDevice {
         this.configured = true;
         this.configureCount++;
         this.opts.log.info({ interface: this.name, reason, peers: peers.length, ms: Math.round(performance.now() - t0) }, 'interface configured');
-        this.configureWaiters.splice(0).forEach((w) => w());
+        for (const w of this.configureWaiters.splice(0)) w();
       } catch (err) {
         this.configured = false;
         this.opts.log.error({ err, interface: this.name, reason }, 'configuring the interface failed');
@@ -161,7 +161,8 @@ export class WireguardDevice {
           // Restarting wireguard-go brings a fresh device and another configure attempt.
           this.child.kill('SIGKILL');
         } else {
-          this.configureWaiters.splice(0).forEach((w) => w(err as Error));
+          const e = err instanceof Error ? err : new Error(errorMessage(err));
+          for (const w of this.configureWaiters.splice(0)) w(e);
         }
       }
     });
@@ -248,7 +249,7 @@ export class WireguardDevice {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    this.configureWaiters.splice(0).forEach((w) => w(new Error(`${this.name} stopped`)));
+    for (const w of this.configureWaiters.splice(0)) w(new Error(`${this.name} stopped`));
     if (this.child) await this.opts.supervisor.stop(`wireguard-go:${this.name}`);
     if (this.implementation === 'kernel') await this.ip(['link', 'del', 'dev', this.name]).catch(() => undefined);
   }

@@ -2,15 +2,15 @@
 // peer registration with persistent leases.
 import type { Command } from 'commander';
 import { withAdminOptions, adminClientFromOptions, type SubsystemFactory, type CommandRegistrar } from '../../dataplane/index.js';
-import { WireguardService } from './service.js';
+import { WireguardSubsystem } from './subsystem.js';
 import { isBase64Key } from './uapi.js';
 export { wireguardConfigSchema, type WireguardConfig, type WireguardInterfaceConfig } from './config.js';
-export { WireguardService } from './service.js';
+export { WireguardSubsystem } from './subsystem.js';
 
 export const wireguardSubsystem: SubsystemFactory = {
   name: 'tunnel.wireguard',
   enabled: (config) => config.tunnel.wireguard.enabled,
-  create: (ctx) => new WireguardService(ctx),
+  create: (ctx) => new WireguardSubsystem(ctx),
 };
 
 interface AdminPeer {

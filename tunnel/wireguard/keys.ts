@@ -4,6 +4,7 @@
 import { createPrivateKey, createPublicKey, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync, mkdirSync, existsSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { errorMessage } from '../../dataplane/index.js';
 import { keyFromBase64 } from './uapi.js';
 
 // PKCS#8 DER header for an X25519 private key (RFC 8410): SEQUENCE { version 0, AlgorithmIdentifier 1.3.101.110, OCTET STRING { OCTET STRING(32) } }.
@@ -42,7 +43,7 @@ export function loadOrCreatePrivateKey(
       mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
       writeFileSync(path, `${privateKey}\n`, { mode: 0o600, flag: 'wx' });
     } catch (err) {
-      throw new Error(`${field}: cannot write a new private key to ${path}: ${(err as Error).message}`);
+      throw new Error(`${field}: cannot write a new private key to ${path}: ${errorMessage(err)}`);
     }
     const publicKey = publicKeyFor(privateKey);
     onGenerated(path, publicKey);
@@ -52,7 +53,7 @@ export function loadOrCreatePrivateKey(
   try {
     text = readFileSync(path, 'utf8').trim();
   } catch (err) {
-    throw new Error(`${field}: cannot read ${path}: ${(err as Error).message}`);
+    throw new Error(`${field}: cannot read ${path}: ${errorMessage(err)}`);
   }
   if (!keyFromBase64(text)) throw new Error(`${field}: ${path} does not hold a base64 WireGuard private key (44 characters, as \`wg genkey\` writes)`);
   return { privateKey: text, publicKey: publicKeyFor(text) };

@@ -1,33 +1,24 @@
 // Peer registration: one lease (addresses from the interface's pools) per public key, owned by the
 // token's subject, persisted before the peer is added to the device and before the API answers.
 import type { Identity } from '../../auth/index.js';
-import type { Logger } from '../../dataplane/index.js';
 import type { WireguardConfig, WireguardInterfaceConfig } from './config.js';
-import { AddressPools, PoolExhaustedError, canonicalAddress, addressValue, type Family } from './pool.js';
+import { AddressPool, CbrError, PoolExhaustedError, canonicalIp, ipValue, type IpFamily, type Logger } from '../../dataplane/index.js';
 import type { LeaseStore, Lease } from './store.js';
 import type { WireguardDevice, DevicePeer } from './device.js';
 import { clientAddressLines } from './client-config.js';
 
-export class RegistrationError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'RegistrationError';
-  }
-}
+/** A registration that cannot be done; the API answers httpStatusFor(err) with err.code. */
+export class RegistrationError extends CbrError {}
 
 export interface RegisteredInterface {
   config: WireguardInterfaceConfig;
   device: WireguardDevice;
   publicKey: string;
-  pools: AddressPools;
+  pools: AddressPool;
 }
 
-export function poolsFor(iface: WireguardInterfaceConfig): AddressPools {
-  return new AddressPools(
+export function poolsFor(iface: WireguardInterfaceConfig): AddressPool {
+  return new AddressPool(
     iface.pools,
     iface.address.map((a) => a.split('/')[0]!),
   );
@@ -48,11 +39,11 @@ class UsedAddresses {
 
   constructor(private readonly store: LeaseStore) {}
 
-  private key(iface: string, fam: Family): string {
+  private key(iface: string, fam: IpFamily): string {
     return `${iface}/${fam}`;
   }
 
-  set(iface: string, fam: Family): Set<string> {
+  set(iface: string, fam: IpFamily): Set<string> {
     const k = this.key(iface, fam);
     let s = this.used.get(k);
     if (!s) {
@@ -62,13 +53,13 @@ class UsedAddresses {
     return s;
   }
 
-  from(iface: string, fam: Family): bigint | undefined {
+  from(iface: string, fam: IpFamily): bigint | undefined {
     return this.lowWater.get(this.key(iface, fam));
   }
 
-  taken(iface: string, fam: Family, addr: string): void {
+  taken(iface: string, fam: IpFamily, addr: string): void {
     this.set(iface, fam).add(addr);
-    this.lowWater.set(this.key(iface, fam), addressValue(addr) + 1n);
+    this.lowWater.set(this.key(iface, fam), ipValue(addr) + 1n);
   }
 
   released(lease: Lease): void {
@@ -80,7 +71,7 @@ class UsedAddresses {
       const k = this.key(lease.iface, fam);
       this.used.get(k)?.delete(addr);
       const lw = this.lowWater.get(k);
-      if (lw !== undefined && addressValue(addr) < lw) this.lowWater.set(k, addressValue(addr));
+      if (lw !== undefined && ipValue(addr) < lw) this.lowWater.set(k, ipValue(addr));
     }
   }
 
@@ -120,26 +111,26 @@ export class PeerRegistrar {
     const cfg = this.config();
     const name = ifaceName ?? cfg.interfaces[0]?.name;
     const iface = name === undefined ? undefined : this.interfaces.get(name);
-    if (!iface) throw new RegistrationError(400, 'UNKNOWN_INTERFACE', `interface: no WireGuard interface named ${JSON.stringify(name)}`);
+    if (!iface) throw new RegistrationError('INVALID_ARGUMENT', `interface: no WireGuard interface named ${JSON.stringify(name)}`);
     if ([...this.interfaces.values()].some((i) => i.publicKey === publicKey)) {
-      throw new RegistrationError(400, 'INVALID_KEY', "publicKey: that is the PoP's own public key");
+      throw new RegistrationError('INVALID_ARGUMENT', "publicKey: that is the PoP's own public key");
     }
     const now = this.now();
     const expiresAt = cfg.peerLifetime !== undefined ? now + cfg.peerLifetime : identity.expiresAt * 1000;
-    if (expiresAt <= now) throw new RegistrationError(401, 'EXPIRED', 'the token has expired');
+    if (expiresAt <= now) throw new RegistrationError('EXPIRED', 'the token has expired');
     // Allocation and insert in one transaction: two registrations cannot get the same address.
     const outcome = this.store.transaction(() => {
       const existing = this.store.get(publicKey);
       if (existing) {
-        if (existing.subject !== identity.subject) throw new RegistrationError(409, 'KEY_IN_USE', 'publicKey: registered by another subject');
+        if (existing.subject !== identity.subject) throw new RegistrationError('KEY_IN_USE', 'publicKey: registered by another subject');
         if (existing.iface !== iface.config.name)
-          throw new RegistrationError(409, 'KEY_IN_USE', `publicKey: registered on interface ${existing.iface}; delete it there first`);
+          throw new RegistrationError('KEY_IN_USE', `publicKey: registered on interface ${existing.iface}; delete it there first`);
         const extended = Math.max(existing.expiresAt, expiresAt);
         this.store.extend(publicKey, extended);
         return { lease: { ...existing, expiresAt: extended }, created: false };
       }
       if (this.store.countForSubject(identity.subject) >= cfg.deviceLimit) {
-        throw new RegistrationError(409, 'DEVICE_LIMIT', `device limit reached: a subject may register at most ${cfg.deviceLimit} peers; delete one first`);
+        throw new RegistrationError('DEVICE_LIMIT', `device limit reached: a subject may register at most ${cfg.deviceLimit} peers; delete one first`);
       }
       const lease: Lease = { publicKey, iface: iface.config.name, subject: identity.subject, createdAt: now, expiresAt };
       try {
@@ -149,7 +140,7 @@ export class PeerRegistrar {
           else lease.ipv6 = a;
         }
       } catch (err) {
-        if (err instanceof PoolExhaustedError) throw new RegistrationError(503, 'POOL_EXHAUSTED', `interface ${iface.config.name}: ${err.message}`);
+        if (err instanceof PoolExhaustedError) throw new RegistrationError('POOL_EXHAUSTED', `interface ${iface.config.name}: ${err.message}`, { cause: err });
         throw err;
       }
       this.store.insert(lease);
@@ -168,7 +159,7 @@ export class PeerRegistrar {
         await iface.device.removePeer(publicKey).catch(() => undefined);
       }
       this.log.warn({ err, interface: iface.config.name }, 'adding a peer to the device failed');
-      throw new RegistrationError(503, 'DEVICE_UNAVAILABLE', `interface ${iface.config.name} is not ready; retry shortly`);
+      throw new RegistrationError('UNAVAILABLE', `interface ${iface.config.name} is not ready; retry shortly`);
     }
     this.log.info(
       { interface: iface.config.name, subject: identity.subject, ipv4: outcome.lease.ipv4, ipv6: outcome.lease.ipv6, created: outcome.created },
@@ -241,7 +232,7 @@ export class PeerRegistrar {
         continue;
       }
       const pools = poolsFor(next.interfaces[idx]!);
-      const orphaned = rows.flatMap((l) => [l.ipv4, l.ipv6]).filter((a): a is string => a !== undefined && !pools.isLeasable(canonicalAddress(a)));
+      const orphaned = rows.flatMap((l) => [l.ipv4, l.ipv6]).filter((a): a is string => a !== undefined && !pools.isLeasable(canonicalIp(a)));
       if (orphaned.length) {
         problems.push(
           `tunnel.wireguard.interfaces[${idx}].pools: the change would orphan ${orphaned.length} leased address(es) (e.g. ${orphaned.slice(0, 3).join(', ')}); keep a pool that contains them`,

@@ -1,16 +1,15 @@
 // The cross-platform WireGuard UAPI (wireguard.com/xplatform): `set=1` / `get=1` operations as
 // newline-separated key=value lines ending with a blank line, keys in lowercase hex, replies ending
 // with `errno=N`. Pure functions over strings; the socket lives in uapi-client.ts.
-import { isIPv4, isIPv6, isPrefix, splitHostPort } from '../../dataplane/index.js';
+import { CbrError, isIPv4, isIPv6, isPrefix, splitHostPort } from '../../dataplane/index.js';
 
 /** Anything that does not follow the protocol: a malformed reply or a request we refuse to encode. */
-export class UapiError extends Error {
+export class UapiError extends CbrError {
   constructor(
     message: string,
     readonly errno?: number,
   ) {
-    super(message);
-    this.name = 'UapiError';
+    super('UAPI_FAILED', message);
   }
 }
 

@@ -4,7 +4,7 @@
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { Gauge, Counter } from 'prom-client';
-import type { AgentContext, Subsystem, CbrConfig } from '../../dataplane/index.js';
+import { errorMessage, type AgentContext, type Subsystem, type CbrConfig } from '../../dataplane/index.js';
 import { AUTH_SERVICE, type AuthGate } from '../../auth/index.js';
 import type { WireguardConfig, WireguardInterfaceConfig } from './config.js';
 import { LeaseStore } from './store.js';
@@ -14,7 +14,7 @@ import { PeerRegistrar, poolsFor, type RegisteredInterface } from './registrar.j
 import { registerHandler, myPeersHandler, deleteMyPeerHandler, adminRevokeHandler, type ApiDeps, type RegistrationResult } from './api.js';
 import type { DeviceState } from './uapi.js';
 
-export interface WireguardServiceOptions {
+export interface WireguardSubsystemOptions {
   /** Runs `ip`, `wg` and wireguard-go through this prefix (tests: `ip netns exec <ns>`). */
   commandPrefix?: string[];
 }
@@ -22,7 +22,7 @@ export interface WireguardServiceOptions {
 /** Settings a reload cannot change on a running interface (they would drop every session). */
 const RESTART_ONLY_FIELDS = ['implementation', 'listenPort', 'privateKeyFile', 'mtu', 'address'] as const;
 
-export class WireguardService implements Subsystem {
+export class WireguardSubsystem implements Subsystem {
   private store?: LeaseStore;
   private registrar?: PeerRegistrar;
   private readonly interfaces = new Map<string, RegisteredInterface>();
@@ -38,7 +38,7 @@ export class WireguardService implements Subsystem {
 
   constructor(
     private readonly ctx: AgentContext,
-    private readonly opts: WireguardServiceOptions = {},
+    private readonly opts: WireguardSubsystemOptions = {},
   ) {}
 
   private get cfg(): WireguardConfig {
@@ -58,7 +58,7 @@ export class WireguardService implements Subsystem {
     try {
       this.store = new LeaseStore(join(dir, 'leases.db'));
     } catch (err) {
-      throw new Error(`agent.stateDir: cannot open the WireGuard lease store in ${dir}: ${(err as Error).message}`);
+      throw new Error(`agent.stateDir: cannot open the WireGuard lease store in ${dir}: ${errorMessage(err)}`);
     }
     const registrar = new PeerRegistrar(this.store, this.interfaces, () => this.cfg, this.ctx.log);
     this.registrar = registrar;
@@ -362,7 +362,9 @@ export class WireguardService implements Subsystem {
     this.cleanups
       .splice(0)
       .reverse()
-      .forEach((c) => c());
+      .forEach((c) => {
+        c();
+      });
     for (const name of this.metricNames.splice(0)) this.ctx.registry.removeSingleMetric(name);
     for (const i of [...this.interfaces.values()].reverse()) {
       await i.device.stop().catch((err) => this.ctx.log.warn({ err, interface: i.config.name }, 'stopping the interface failed'));

@@ -14,7 +14,7 @@ import { freePort } from '../../dataplane/testing.js';
 import { AdminServer, HealthModel, Supervisor, ServiceRegistry, createLogger, type AgentContext, type CbrConfig } from '../../dataplane/index.js';
 import { AuthError, AUTH_SERVICE, type AuthGate, type Identity } from '../../auth/index.js';
 import { wireguardConfigSchema } from './config.js';
-import { WireguardService } from './service.js';
+import { WireguardSubsystem } from './subsystem.js';
 import { generatePrivateKey, publicKeyFor } from './keys.js';
 
 /** Tokens the double understands: `sub:<subject>[:<seconds to expiry>]` and a few failure cases. */
@@ -34,7 +34,7 @@ interface Harness {
   ifname: string;
   url: string;
   stateDir: string;
-  svc: WireguardService;
+  svc: WireguardSubsystem;
   ctx: AgentContext;
   setConfig(raw: Record<string, unknown>): void;
   restart(): Promise<void>;
@@ -92,13 +92,13 @@ async function harness(topo: Topology, ns: Namespace, extra: Record<string, unkn
     url: `http://${admin.address}`,
     stateDir,
     ctx,
-    svc: new WireguardService(ctx, { commandPrefix: prefix }),
+    svc: new WireguardSubsystem(ctx, { commandPrefix: prefix }),
     setConfig(more) {
       config = { tunnel: { wireguard: wireguardConfigSchema.parse(raw(more)) } } as unknown as CbrConfig;
     },
     async restart() {
       await h.svc.stop();
-      h.svc = new WireguardService(ctx, { commandPrefix: prefix });
+      h.svc = new WireguardSubsystem(ctx, { commandPrefix: prefix });
       await h.svc.start();
     },
     async close() {
@@ -217,7 +217,9 @@ test('registration API against a real wireguard-go', async () => {
       assert.equal(new Set([...v6, r1.json.addresses.ipv6]).size, 201);
       const onDevice = await devicePeers(h);
       assert.equal(onDevice.size, 202);
-      keys.forEach((k, i) => assert.deepEqual(onDevice.get(k), [`${v4[i]}/32`, `${v6[i]}/128`]));
+      keys.forEach((k, i) => {
+        assert.deepEqual(onDevice.get(k), [`${v4[i]}/32`, `${v6[i]}/128`]);
+      });
 
       // Operator view and revoke (admin routes; loopback without a configured admin token).
       const list = await call(h, 'GET', '/v1/wireguard/admin/peers');
