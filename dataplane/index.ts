@@ -2,7 +2,7 @@
 // composes them (agent/ does that).
 export * from './config/common.js';
 export { baseSections, baseConfigSchema, LOG_LEVELS, type CbrConfig, type BaseConfig, type ConfigSections, type ExternalCheckConfig } from './config/base.js';
-export { ConfigLoader, ConfigError, parseConfigText, envNameFor, type LoadedConfig } from './config/load.js';
+export { ConfigLoader, ConfigError, parseConfigText, envNameFor, type LoadedConfig, type JsonSchema } from './config/load.js';
 export { createLogger, scrubSecrets, redactSecrets, type Logger } from './log.js';
 export { HealthModel, type HealthCheckSpec, type HealthCheckStatus, type HealthState } from './health.js';
 export { AdminServer, HttpError, isLoopback, type AdminRequest, type AdminResponse, type RouteHandler } from './admin.js';

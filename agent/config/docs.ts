@@ -1,20 +1,8 @@
 // Generates docs/config.md from the config schema, so the reference cannot drift from the code.
-import { envNameFor } from '../../dataplane/index.js';
+import { envNameFor, type JsonSchema } from '../../dataplane/index.js';
 import { configLoader } from './schema.js';
 
-type Node = {
-  type?: string | string[];
-  properties?: Record<string, Node>;
-  items?: Node;
-  anyOf?: Node[];
-  default?: unknown;
-  description?: string;
-  enum?: unknown[];
-  format?: string;
-  pattern?: string;
-  minimum?: number;
-  maximum?: number;
-};
+type Node = JsonSchema;
 
 function typeOf(n: Node): string {
   if (n.enum) return n.enum.map((v) => JSON.stringify(v)).join(' \\| ');

@@ -15,7 +15,8 @@ export class ConfigError extends Error {
   }
 }
 
-type JsonSchema = {
+/** The parts of a JSON Schema node the loader and the docs generator read. */
+export type JsonSchema = {
   type?: string | string[];
   properties?: Record<string, JsonSchema>;
   items?: JsonSchema;
@@ -23,6 +24,10 @@ type JsonSchema = {
   default?: unknown;
   description?: string;
   enum?: unknown[];
+  format?: string;
+  pattern?: string;
+  minimum?: number;
+  maximum?: number;
   [k: string]: unknown;
 };
 

@@ -403,13 +403,19 @@ static napi_value io_watch(napi_env env, napi_callback_info info) {
   return ext;
 }
 
+// The one argument of a call, or NULL when there is none.
+static napi_value only_arg(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value arg = NULL;
+  if (napi_get_cb_info(env, info, &argc, &arg, NULL, NULL) != napi_ok || argc < 1) return NULL;
+  return arg;
+}
+
 // unwatch(handle)
 static napi_value io_unwatch(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  napi_value arg = only_arg(env, info);
   void *p;
-  if (argc < 1 || napi_get_value_external(env, argv[0], &p) != napi_ok) {
+  if (!arg || napi_get_value_external(env, arg, &p) != napi_ok) {
     napi_throw_type_error(env, "CBR_IO", "unwatch(handle)");
     return NULL;
   }
@@ -425,11 +431,9 @@ static napi_value io_unwatch(napi_env env, napi_callback_info info) {
 
 // close(fd)
 static napi_value io_close(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  napi_value arg = only_arg(env, info);
   int32_t fd;
-  if (argc < 1 || get_int(env, argv[0], &fd)) {
+  if (!arg || get_int(env, arg, &fd)) {
     napi_throw_type_error(env, "CBR_IO", "close(fd)");
     return NULL;
   }
