@@ -136,6 +136,9 @@ ${WORKERS.map((w, i) => `      - { address: ${w}, weight: 1, serverId: ${i + 1} 
     nextHopMac: "${p.routerMac}"
     encapSourceV4: ${p.addr}
 tunnel:
+  egress:
+    # the demo's origins live in private ranges; everything else special-purpose stays refused
+    allow: [10.0.100.0/24, 10.0.101.0/24]
   wireguard:
     enabled: true
     deviceLimit: 5

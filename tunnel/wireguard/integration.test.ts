@@ -61,6 +61,24 @@ test('client registers with a dev-issuer token, tunnels to the origin; survives 
       await clientTunnelFromWgQuick(topo, t.client, clientIf, reg.json.wgQuick, priv, reg.json.allowedIPs);
       assert.ok(await pingUntil(t.client, t.originAddress, 15_000), 'no ping through the tunnel');
       assert.ok(await pingUntil(t.client, 'fd60::2', 10_000), 'no IPv6 ping through the tunnel');
+
+      // Egress policy (tunnel.egress allows only the origin's subnet): the cloud-metadata address
+      // behind the PoP and the PoP's own services are refused; the PoP still answers ping.
+      await t.origin.exec(['ip', 'addr', 'add', '169.254.169.254/32', 'dev', t.originIf]);
+      await t.pop.exec(['ip', 'route', 'add', '169.254.169.254/32', 'via', t.originAddress]);
+      const serverPub = /PublicKey\s*=\s*(\S+)/.exec(reg.json.wgQuick)![1]!;
+      await t.client.exec(['wg', 'set', clientIf, 'peer', serverPub, 'allowed-ips', [...reg.json.allowedIPs, '169.254.169.254/32'].join(',')]);
+      await t.client.exec(['ip', 'route', 'add', '169.254.169.254/32', 'dev', clientIf]);
+      assert.equal(await t.client.ping('169.254.169.254', { count: 2, timeoutS: 1 }), false, 'the metadata address is reachable through the tunnel');
+      assert.ok(await t.origin.ping('169.254.169.254'), 'the metadata stand-in answers locally');
+      assert.ok(await t.client.ping('192.168.60.1'), "the PoP's address answers ping through the tunnel");
+      const popTcp = await t.client
+        .exec(['bash', '-c', `exec 3<>/dev/tcp/192.168.60.1/${adminUrl.split(':').pop()}`], { timeoutMs: 3000 })
+        .then(() => 'open')
+        .catch((e: Error) => (/refused/i.test(e.message) ? 'refused' : 'dropped'));
+      assert.equal(popTcp, 'dropped', "the PoP's own services are not reachable through the tunnel");
+      const metrics = await t.pop.exec(['curl', '-s', `${adminUrl}/metrics`]);
+      assert.match(metrics, new RegExp(`cbr_egress_dropped_packets\\{[^}]*interface="${ifname}"[^}]*reason="private"[^}]*\\} [1-9]`));
       const gbps = await iperf3Gbps(topo, t.origin, t.client, t.originAddress, 2);
       assert.ok(gbps > 0.01, `iperf3 through the tunnel: ${gbps} Gbit/s`);
       const me = await httpIn(t.client, 'GET', `${peersUrl}/me`, { token });
@@ -96,15 +114,15 @@ test('client registers with a dev-issuer token, tunnels to the origin; survives 
       );
       assert.ok(await pingUntil(t.client, t.originAddress, 45_000), 'traffic did not resume after an agent restart');
 
-      // Expiry: with peerLifetime 2s (SIGHUP reload), a second device of another user is removed when it expires.
-      agent.writeConfig(yaml('    peerLifetime: 2s\n'));
+      // Expiry: with peerLifetime 6s (long enough to list the peer first on a loaded machine) (SIGHUP reload), a second device of another user is removed when it expires.
+      agent.writeConfig(yaml('    peerLifetime: 6s\n'));
       agent.proc.kill('SIGHUP');
       await agent.waitForLog((e) => e.msg === 'config reloaded');
       const token2 = await tokenFor(t.client, issuer, 'vpn-client-2', 'vpn-secret');
       const pub2 = publicKeyFor(generatePrivateKey());
       assert.equal((await httpIn(t.client, 'POST', peersUrl, { token: token2, body: JSON.stringify({ publicKey: pub2 }) })).status, 201);
       assert.ok((await listPeers()).some((p) => p.publicKey === pub2));
-      await agent.waitForLog((e) => e.msg === 'peer expired and removed', 10_000);
+      await agent.waitForLog((e) => e.msg === 'peer expired and removed', 20_000);
       assert.deepEqual(
         (await listPeers()).map((p) => p.publicKey),
         [pub],

@@ -15,6 +15,9 @@ import { AdminServer, HealthModel, Supervisor, ServiceRegistry, createLogger, ty
 import { AuthError, AUTH_SERVICE, type AuthGate, type Identity } from '../../auth/index.js';
 import { wireguardConfigSchema } from './config.js';
 import { WireguardSubsystem } from './subsystem.js';
+import { egressConfigSchema } from '../config.js';
+
+const EGRESS = egressConfigSchema.parse({});
 import { generatePrivateKey, publicKeyFor } from './keys.js';
 
 /** Tokens the double understands: `sub:<subject>[:<seconds to expiry>]` and a few failure cases. */
@@ -64,7 +67,7 @@ async function harness(topo: Topology, ns: Namespace, extra: Record<string, unkn
       },
     ],
   });
-  let config = { tunnel: { wireguard: wireguardConfigSchema.parse(raw({})) } } as unknown as CbrConfig;
+  let config = { tunnel: { egress: EGRESS, wireguard: wireguardConfigSchema.parse(raw({})) } } as unknown as CbrConfig;
   const log = createLogger(process.env.CBR_TEST_LOG ?? 'silent');
   const registry = new Registry();
   const health = new HealthModel(log, registry);
@@ -94,7 +97,7 @@ async function harness(topo: Topology, ns: Namespace, extra: Record<string, unkn
     ctx,
     svc: new WireguardSubsystem(ctx, { commandPrefix: prefix }),
     setConfig(more) {
-      config = { tunnel: { wireguard: wireguardConfigSchema.parse(raw(more)) } } as unknown as CbrConfig;
+      config = { tunnel: { egress: EGRESS, wireguard: wireguardConfigSchema.parse(raw(more)) } } as unknown as CbrConfig;
     },
     async restart() {
       await h.svc.stop();
@@ -286,7 +289,10 @@ test('expiry, wireguard-go kill -9, restart from SQLite, and pool changes on rel
       // Reload: a pool change that would orphan the lease is refused naming the field; a superset is fine.
       const next = (pools: string[]) =>
         ({
-          tunnel: { wireguard: wireguardConfigSchema.parse({ enabled: true, interfaces: [{ ...h.ctx.config.tunnel.wireguard.interfaces[0]!, pools }] }) },
+          tunnel: {
+            egress: EGRESS,
+            wireguard: wireguardConfigSchema.parse({ enabled: true, interfaces: [{ ...h.ctx.config.tunnel.wireguard.interfaces[0]!, pools }] }),
+          },
         }) as unknown as CbrConfig;
       assert.throws(
         () => h.svc.checkReload(next(['10.99.0.0/24', 'fd00:88::/64'])),
@@ -294,7 +300,10 @@ test('expiry, wireguard-go kill -9, restart from SQLite, and pool changes on rel
       );
       h.svc.checkReload(next(['10.88.0.0/21', 'fd00:88::/64']));
       const changedPort = {
-        tunnel: { wireguard: wireguardConfigSchema.parse({ enabled: true, interfaces: [{ ...h.ctx.config.tunnel.wireguard.interfaces[0]!, listenPort: 1 }] }) },
+        tunnel: {
+          egress: EGRESS,
+          wireguard: wireguardConfigSchema.parse({ enabled: true, interfaces: [{ ...h.ctx.config.tunnel.wireguard.interfaces[0]!, listenPort: 1 }] }),
+        },
       } as unknown as CbrConfig;
       assert.throws(() => h.svc.checkReload(changedPort), /interfaces\[0\]\.listenPort: cannot change on reload/);
       h.setConfig({ iface: { pools: ['10.88.0.0/21', 'fd00:88::/64'] } });

@@ -4,7 +4,7 @@
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { Gauge, Counter } from 'prom-client';
-import { errorMessage, type AgentContext, type Subsystem, type CbrConfig } from '../../dataplane/index.js';
+import { EgressGuard, errorMessage, type AgentContext, type Subsystem, type CbrConfig } from '../../dataplane/index.js';
 import { AUTH_SERVICE, type AuthGate } from '../../auth/index.js';
 import type { WireguardConfig, WireguardInterfaceConfig } from './config.js';
 import { LeaseStore } from './store.js';
@@ -26,6 +26,8 @@ export class WireguardSubsystem implements Subsystem {
   private store?: LeaseStore;
   private registrar?: PeerRegistrar;
   private readonly interfaces = new Map<string, RegisteredInterface>();
+  /** The egress policy's nftables table per interface (tunnel.egress). */
+  private readonly egress = new Map<string, EgressGuard>();
   private cleanups: Array<() => void> = [];
   private sweepTimer?: NodeJS.Timeout;
   private sweeping?: Promise<unknown>;
@@ -96,6 +98,12 @@ export class WireguardSubsystem implements Subsystem {
     });
     this.interfaces.set(ifc.name, { config: ifc, device, publicKey, pools: poolsFor(ifc) });
     await device.start();
+    // By interface name, so the rules hold across wireguard-go restarts (the link comes and goes).
+    const guard = new EgressGuard(ifc.name, this.ctx.config.tunnel.egress, { registry: this.ctx.registry, prefix: this.opts.commandPrefix });
+    await guard.apply().catch((err) => {
+      throw new Error(`tunnel.egress: cannot install the egress rules for ${ifc.name}: ${errorMessage(err)}`);
+    });
+    this.egress.set(ifc.name, guard);
     this.cleanups.push(
       this.ctx.health.register({
         name: `wireguard.${ifc.name}`,
@@ -354,6 +362,7 @@ export class WireguardSubsystem implements Subsystem {
     }
     this.registrar!.poolsChanged();
     this.scheduleSweep();
+    for (const guard of this.egress.values()) await guard.apply(next.tunnel.egress);
   }
 
   async stop(): Promise<void> {
@@ -370,6 +379,8 @@ export class WireguardSubsystem implements Subsystem {
       await i.device.stop().catch((err) => this.ctx.log.warn({ err, interface: i.config.name }, 'stopping the interface failed'));
     }
     this.interfaces.clear();
+    for (const guard of this.egress.values()) await guard.remove();
+    this.egress.clear();
     this.store?.close();
   }
 }

@@ -186,6 +186,9 @@ auth:
     perSubject: { rate: 0 }
     perSource: { rate: 0 }
 tunnel:
+  egress:
+    # the test origin sits in a private range
+    allow: [192.168.60.0/24, "fd60::/64"]
   wireguard:
     enabled: true
     expiryInterval: 500ms
