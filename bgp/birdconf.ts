@@ -5,6 +5,7 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { errorMessage } from '../dataplane/index.js';
 import type { BgpConfig } from './config.js';
+import type { Logger } from '../dataplane/index.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -44,4 +45,13 @@ export function writeFileAtomic(path: string, text: string): void {
   const tmp = `${path}.tmp`;
   writeFileSync(tmp, text, { mode: 0o600 });
   renameSync(tmp, path);
+}
+
+/** writeFileAtomic for a best-effort restore: a failure is logged, not thrown (the caller is already handling one). */
+export function writeFileAtomicQuiet(path: string, text: string, log: Logger): void {
+  try {
+    writeFileAtomic(path, text);
+  } catch (err) {
+    log.error({ path, err: errorMessage(err) }, 'cannot restore the last good file');
+  }
 }

@@ -3,7 +3,7 @@
 // router's table through the control-socket client.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, rmSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { withTopology } from '../testhosts/index.js';
@@ -136,6 +136,36 @@ test('anycast through a supervised BIRD, checked at a real upstream router', { t
       assert.ok((await waitForRoute(control, V6, (r) => !r.present, 2_000)).ok);
       writeFileSync(healthFile, '');
       assert.ok((await waitForRoute(control, V4, (r) => r.present, 5_000)).ok, 'route did not come back');
+    });
+
+    await t.test('a withdraw whose bird.conf cannot be written falls back to disabling the sessions; the route leaves', async () => {
+      // bird.conf is written as bird.conf.tmp and renamed: a directory in that place makes every write fail
+      const blocker = join(agent.dir, 'state', 'bgp', 'bird.conf.tmp');
+      mkdirSync(blocker);
+      try {
+        rmSync(healthFile);
+        const gone = await waitForRoute(control, V4, (r) => !r.present, 8_000);
+        assert.ok(gone.ok, `route stayed although the PoP is unhealthy:\n${agent.logLines.slice(-20).join('\n')}`);
+        assert.ok((await waitForRoute(control, V6, (r) => !r.present, 3_000)).ok, 'IPv6 route stayed');
+        const metrics = await pop.exec(['curl', '-sf', `http://127.0.0.1:${port}/metrics`]);
+        assert.match(metrics, /cbr_bgp_withdraw_failures_total\{stage="write"\} [1-9]/);
+        assert.match(metrics, /cbr_bgp_withdraw_fallback\{mode="protocols_disabled"\} 1/);
+        const s = await bgpStatus(pop.name, port);
+        assert.equal(s.withdrawFallback, 'protocols_disabled');
+        assert.match(s.lastError ?? '', /cannot write .*bird\.conf/);
+        assert.match(readFileSync(join(agent.dir, 'state', 'bgp', 'bird.conf'), 'utf8'), /State: announce\./); // the file still announces
+      } finally {
+        rmSync(blocker, { recursive: true, force: true });
+      }
+      // the next retry writes the withdraw, enables the sessions; health returns and the PoP announces
+      writeFileSync(healthFile, '');
+      const back = await waitForRoute(control, V4, (r) => r.present && !isGshut(r.communities), 20_000);
+      assert.ok(back.ok, `not announced again after the disk recovered:\n${agent.logLines.slice(-20).join('\n')}`);
+      const s = await bgpStatus(pop.name, port);
+      assert.equal(s.withdrawFallback, 'none');
+      assert.equal(s.state, 'announce');
+      const metrics = await pop.exec(['curl', '-sf', `http://127.0.0.1:${port}/metrics`]);
+      assert.match(metrics, /cbr_bgp_withdraw_fallback\{mode="protocols_disabled"\} 0/);
     });
 
     await t.test('cbr bgp drain: 65535:0 and prepend first, then withdrawn; undrain announces again', async () => {

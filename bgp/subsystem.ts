@@ -14,7 +14,7 @@ import { Counter, Gauge, Histogram } from 'prom-client';
 import { HttpError, errorMessage, type AgentContext, type CbrConfig, type HealthState, type Subsystem, type SupervisedChild } from '../dataplane/index.js';
 import type { BgpConfig } from './config.js';
 import { BirdControl, waitForBird } from './control.js';
-import { checkBirdConfig, readPasswords, writeFileAtomic } from './birdconf.js';
+import { checkBirdConfig, readPasswords, writeFileAtomic, writeFileAtomicQuiet } from './birdconf.js';
 import { decide, drainReasons, type DrainPhase } from './decide.js';
 import { bgpSessionState, isErrorReply, parseProtocols, parseRoutePrefixes, replyErrorText } from './reply.js';
 import { peerProtocol, renderBirdConfig, type AnnounceState } from './render.js';
@@ -46,7 +46,11 @@ export interface BgpStatus {
   secondsSinceChange: number;
   lastConfigureMs?: number;
   lastError?: string;
+  /** none, or what stands in for a withdraw bird.conf could not carry. */
+  withdrawFallback: WithdrawFallback;
 }
+
+export type WithdrawFallback = 'none' | 'protocols_disabled' | 'bird_stopped';
 
 export class BgpSubsystem implements Subsystem {
   private readonly dir: string;
@@ -68,6 +72,8 @@ export class BgpSubsystem implements Subsystem {
   private lastChangeAt = Date.now();
   private lastConfigureMs?: number;
   private lastError?: string;
+  /** What stands in for a withdraw BIRD's config could not express (see forceWithdraw). */
+  private fallback: WithdrawFallback = 'none';
 
   private manualDrain = false;
   private fileDrain = false;
@@ -94,6 +100,8 @@ export class BgpSubsystem implements Subsystem {
     sinceChange: Gauge;
     configures: Counter;
     configureSeconds: Histogram;
+    withdrawFailures: Counter;
+    fallback: Gauge;
   };
 
   constructor(private readonly ctx: AgentContext) {
@@ -141,7 +149,20 @@ export class BgpSubsystem implements Subsystem {
         buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
         registers: [r],
       }),
+      withdrawFailures: new Counter({
+        name: 'cbr_bgp_withdraw_failures_total',
+        help: 'Failures to put a withdraw into BIRD through its config, by stage (write, configure, refused); each one starts or keeps a fallback',
+        labelNames: ['stage'],
+        registers: [r],
+      }),
+      fallback: new Gauge({
+        name: 'cbr_bgp_withdraw_fallback',
+        help: 'A withdraw fallback in force: 1 for protocols_disabled (BGP sessions disabled over the control socket) or bird_stopped',
+        labelNames: ['mode'],
+        registers: [r],
+      }),
     };
+    this.setFallback('none');
   }
 
   // ---------------- lifecycle ----------------
@@ -165,18 +186,7 @@ export class BgpSubsystem implements Subsystem {
     await checkBirdConfig(this.cfg.bird.binary, this.confPath);
     this.lastGoodText = text;
     rmSync(this.socketPath, { force: true });
-    this.child = this.ctx.supervisor.supervise({
-      name: CHILD_NAME,
-      command: this.cfg.bird.binary,
-      args: ['-f', '-s', this.socketPath, '-c', this.confPath, '-P', this.pidPath],
-      stderrLevel: 'info',
-      initialBackoffMs: 200,
-      maxBackoffMs: 10_000,
-      stableAfterMs: 5_000,
-      stopTimeoutMs: 3_000,
-    });
-    this.child.on('start', () => void this.onBirdStarted());
-    this.child.on('exit', (code, signal) => this.onBirdExited(code, signal));
+    this.superviseBird();
     try {
       await waitForBird(this.control, 10_000);
     } catch (err) {
@@ -196,6 +206,22 @@ export class BgpSubsystem implements Subsystem {
     // next turn lets them count (they start down), so a PoP never announces before they have run.
     setImmediate(() => this.evaluate('start'));
     this.ctx.log.info({ peers: this.cfg.peers.map((p) => p.name), prefixes: this.cfg.prefixes }, 'BGP speaker started');
+  }
+
+  /** Runs BIRD under the supervisor with the file as it is on disk. */
+  private superviseBird(): void {
+    this.child = this.ctx.supervisor.supervise({
+      name: CHILD_NAME,
+      command: this.cfg.bird.binary,
+      args: ['-f', '-s', this.socketPath, '-c', this.confPath, '-P', this.pidPath],
+      stderrLevel: 'info',
+      initialBackoffMs: 200,
+      maxBackoffMs: 10_000,
+      stableAfterMs: 5_000,
+      stopTimeoutMs: 3_000,
+    });
+    this.child.on('start', () => void this.onBirdStarted());
+    this.child.on('exit', (code, signal) => this.onBirdExited(code, signal));
   }
 
   checkReload(next: CbrConfig): Promise<void> {
@@ -236,7 +262,7 @@ export class BgpSubsystem implements Subsystem {
     // The agent has set the health model to draining: evaluate() started the graceful phase.
     this.evaluate('shutdown');
     const until = Date.now() + this.cfg.drain.wait + 5_000;
-    while (Date.now() < until && !(this.target === 'withdraw' && this.applied === 'withdraw')) {
+    while (Date.now() < until && !(this.target === 'withdraw' && (this.applied === 'withdraw' || this.fallback !== 'none'))) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, 250);
         this.waiters.add(() => {
@@ -266,6 +292,8 @@ export class BgpSubsystem implements Subsystem {
       'cbr_bgp_seconds_since_change',
       'cbr_bgp_configure_total',
       'cbr_bgp_configure_seconds',
+      'cbr_bgp_withdraw_failures_total',
+      'cbr_bgp_withdraw_fallback',
     ]) {
       this.ctx.registry.removeSingleMetric(name);
     }
@@ -337,47 +365,118 @@ export class BgpSubsystem implements Subsystem {
     return renderBirdConfig({ config: cfg, state, passwords: this.passwords });
   }
 
-  /** Writes the target state into bird.conf and has BIRD load it; on refusal restores the last good file. */
+  /**
+   * Writes the target state into bird.conf and has BIRD load it. When that fails: an announce or a
+   * drain keeps the running config (the last good file is restored) and retries; a withdraw must not
+   * fail, so it falls back to disabling the BGP sessions, or to stopping BIRD, and retries the file
+   * until BIRD has it (then the fallback is undone).
+   */
   private async applyTarget(): Promise<void> {
     const state = this.target;
-    if (state === this.applied || this.stopped) return;
+    if ((state === this.applied && this.fallback === 'none') || this.stopped) return;
     const text = this.render(this.cfg, state);
     // The file is written first so a BIRD that restarts now starts in the wanted state.
-    writeFileAtomic(this.confPath, text);
+    try {
+      writeFileAtomic(this.confPath, text);
+    } catch (err) {
+      await this.applyFailed(state, 'write', `cannot write ${this.confPath}: ${errorMessage(err)}`);
+      return;
+    }
+    if (this.fallback === 'bird_stopped') {
+      this.ctx.log.warn({ state }, 'bird.conf is writable again; starting BIRD');
+      this.setFallback('none');
+      this.superviseBird(); // reads the file just written; onBirdStarted configures once more
+      return;
+    }
     if (this.child?.state !== 'running') return; // BIRD reads the file when it comes back (onBirdStarted)
     const t0 = performance.now();
+    let reply: Awaited<ReturnType<BirdControl['raw']>>;
     try {
-      const reply = await this.control.raw('configure');
-      const ms = performance.now() - t0;
-      if (isErrorReply(reply)) {
-        this.rollback(`BIRD refused the config for ${state}: ${replyErrorText(reply)}`);
-        return;
-      }
-      this.applied = state;
-      this.lastGoodText = text;
-      this.lastConfigureMs = ms;
-      this.lastError = undefined;
-      this.metrics.configures.inc({ result: 'applied' });
-      this.metrics.configureSeconds.observe(ms / 1000);
-      this.ctx.log.info({ state, configureMs: Math.round(ms * 10) / 10 }, 'BIRD configured');
-      // Read back the sessions and exports soon, so status and metrics follow the change.
-      setTimeout(() => void this.poll(), 200).unref();
+      reply = await this.control.raw('configure');
     } catch (err) {
       // The socket failed (BIRD died or hung); the file holds the state for BIRD's restart.
-      this.applied = undefined;
-      this.lastError = `configure: ${errorMessage(err)}`;
-      this.metrics.configures.inc({ result: 'error' });
-      this.ctx.log.warn({ err: errorMessage(err), state }, 'BIRD configure failed; retrying');
+      await this.applyFailed(state, 'configure', `configure: ${errorMessage(err)}`);
+      return;
+    }
+    const ms = performance.now() - t0;
+    if (isErrorReply(reply)) {
+      const reason = `BIRD refused the config for ${state}: ${replyErrorText(reply)}`;
+      // A refused withdraw file stays: a BIRD that restarts then fails to start, which also withdraws.
+      if (state !== 'withdraw' && this.lastGoodText !== undefined) writeFileAtomicQuiet(this.confPath, this.lastGoodText, this.ctx.log);
+      this.metrics.configures.inc({ result: 'refused' });
+      await this.applyFailed(state, 'refused', reason);
+      return;
+    }
+    this.applied = state;
+    this.lastGoodText = text;
+    this.lastConfigureMs = ms;
+    this.lastError = undefined;
+    this.metrics.configures.inc({ result: 'applied' });
+    this.metrics.configureSeconds.observe(ms / 1000);
+    this.ctx.log.info({ state, configureMs: Math.round(ms * 10) / 10 }, 'BIRD configured');
+    if (this.fallback === 'protocols_disabled') await this.enablePeers();
+    // Read back the sessions and exports soon, so status and metrics follow the change.
+    setTimeout(() => void this.poll(), 200).unref();
+  }
+
+  /** Records a failed apply and retries in a second; a failed withdraw also starts the fallback. */
+  private async applyFailed(state: AnnounceState, stage: 'write' | 'configure' | 'refused', reason: string): Promise<void> {
+    this.applied = undefined;
+    this.lastError = reason;
+    if (stage === 'configure') this.metrics.configures.inc({ result: 'error' });
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.evaluate('retry'), 1000);
+    if (state !== 'withdraw') {
+      this.ctx.log.error({ state, stage, reason }, 'BIRD did not take the new state; kept the running one, retrying');
+      return;
+    }
+    this.metrics.withdrawFailures.inc({ stage });
+    // once a fallback is in force the retries only count, so the log is not flooded every second
+    if (this.fallback === 'none') this.ctx.log.error({ stage, reason }, 'withdraw through bird.conf failed; falling back, retrying');
+    else this.ctx.log.debug({ stage, reason, fallback: this.fallback }, 'withdraw through bird.conf still failing');
+    await this.forceWithdraw();
+  }
+
+  /**
+   * Withdraws without the config file: disables every BGP session over the control socket (the
+   * peers drop our routes at once); when BIRD cannot be told (socket down, command refused, or BIRD
+   * restarting with a file that still announces), stops BIRD.
+   */
+  private async forceWithdraw(): Promise<void> {
+    if (this.fallback !== 'none' || this.stopped) return;
+    if (this.child?.state === 'running') {
+      try {
+        for (const p of this.cfg.peers) await this.control.command(`disable ${peerProtocol(p)}`);
+        this.setFallback('protocols_disabled');
+        this.ctx.log.error({ peers: this.cfg.peers.map((p) => p.name) }, 'withdraw fallback: BGP sessions disabled over the control socket');
+        return;
+      } catch (err) {
+        this.ctx.log.error({ err: errorMessage(err) }, 'withdraw fallback: cannot disable the BGP sessions; stopping BIRD');
+      }
+    }
+    this.setFallback('bird_stopped');
+    this.ctx.log.error('withdraw fallback: BIRD stopped until bird.conf can be written');
+    await this.ctx.supervisor.stop(CHILD_NAME);
+    this.child = undefined;
+  }
+
+  /** Undoes the protocols_disabled fallback once BIRD has the withdraw (or a later state) in its config. */
+  private async enablePeers(): Promise<void> {
+    try {
+      for (const p of this.cfg.peers) await this.control.command(`enable ${peerProtocol(p)}`);
+      this.setFallback('none');
+      this.ctx.log.warn('withdraw fallback undone: BIRD has the state in its config; BGP sessions enabled again');
+    } catch (err) {
+      this.lastError = `enable after fallback: ${errorMessage(err)}`;
+      this.applied = undefined; // try again on the next retry
       clearTimeout(this.retryTimer);
       this.retryTimer = setTimeout(() => this.evaluate('retry'), 1000);
     }
   }
 
-  private rollback(reason: string): void {
-    this.lastError = reason;
-    this.metrics.configures.inc({ result: 'refused' });
-    if (this.lastGoodText !== undefined) writeFileAtomic(this.confPath, this.lastGoodText);
-    this.ctx.log.error({ reason }, 'BIRD refused the new config; kept the running one');
+  private setFallback(mode: WithdrawFallback): void {
+    this.fallback = mode;
+    for (const m of ['protocols_disabled', 'bird_stopped'] as const) this.metrics.fallback.set({ mode: m }, m === mode ? 1 : 0);
   }
 
   private async onBirdStarted(): Promise<void> {
@@ -390,7 +489,9 @@ export class BgpSubsystem implements Subsystem {
       return;
     }
     // BIRD read bird.conf at start; configure once more in case the target moved while it started.
+    // A restarted BIRD has its sessions enabled again: a withdraw still owed is forced anew.
     this.applied = undefined;
+    if (this.fallback === 'protocols_disabled') this.setFallback('none');
     this.ctx.log.info({ pid: this.child?.pid, state: this.target }, 'BIRD is back; re-applying the announce state');
     this.evaluate('bird restarted');
   }
@@ -398,7 +499,7 @@ export class BgpSubsystem implements Subsystem {
   private onBirdExited(code: number | null, signal: NodeJS.Signals | null): void {
     this.applied = undefined;
     this.control.reset('BIRD exited');
-    if (this.stopped) return;
+    if (this.stopped || this.fallback === 'bird_stopped') return;
     this.ctx.log.warn({ code, signal }, 'BIRD exited; the supervisor restarts it');
     this.sessions = this.sessions.map((s) => ({ ...s, state: 'Down', up: false, info: undefined }));
     this.exported.clear();
@@ -509,6 +610,7 @@ export class BgpSubsystem implements Subsystem {
       secondsSinceChange: Math.round((Date.now() - this.lastChangeAt) / 100) / 10,
       lastConfigureMs: this.lastConfigureMs === undefined ? undefined : Math.round(this.lastConfigureMs * 10) / 10,
       lastError: this.lastError,
+      withdrawFallback: this.fallback,
     };
   }
 

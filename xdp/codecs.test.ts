@@ -96,6 +96,8 @@ test('map values: config and backend encode/decode; counter indexes fit the coun
     cidConfigId: 3,
     encapSrc4: Buffer.from([10, 0, 0, 1]),
     encapSrc6: Buffer.alloc(16, 9),
+    rlNewCostNs: 40_000n,
+    rlNewBurstNs: 2_000_000_000n,
   };
   const enc = encodeConfig(cfg);
   assert.equal(enc.length, LAYOUTS.cbr_config.size);

@@ -44,13 +44,32 @@ export const xdpConfigSchema = z
     fragments: z.enum(['drop', 'pass']).default('drop').describe('IP fragments: drop, or pass (fragments skip the port policy and the load balancer)'),
     malformed: z.enum(['drop', 'pass']).default('drop').describe('malformed or truncated IP packets'),
     deny: prefixList('denied source').prefault({}).describe('source prefixes dropped'),
-    allow: prefixList('allowed source').prefault({}).describe('source prefixes that skip the deny list and the rate limit'),
+    allow: prefixList('allowed source')
+      .extend({
+        auto: z
+          .boolean()
+          .default(true)
+          .describe(
+            "also allow, automatically, the BGP peers' addresses (bgp.peers[].address) and the network of the interface admin.listen is on (unless loopback or a wildcard): put other admin networks in prefixes",
+          ),
+      })
+      .prefault({})
+      .describe('source prefixes that skip the deny list and the rate limit (always pass)'),
     rateLimit: z
       .strictObject({
         enabled: z.boolean().default(false).describe('per-source token buckets (per /32 for IPv4, per /64 for IPv6)'),
         packetsPerSecond: z.number().int().min(1).max(100_000_000).default(10_000).describe('sustained packets per second per source'),
         burst: z.number().int().min(1).max(100_000_000).default(20_000).describe('bucket depth in packets'),
         maxSources: z.number().int().min(1024).max(16_777_216).default(262_144).describe('sources tracked at once (LRU)'),
+        newSources: z
+          .strictObject({
+            packetsPerSecond: z.number().int().min(1).max(100_000_000).default(25_000).describe('new sources admitted per second, all together'),
+            burst: z.number().int().min(1).max(100_000_000).default(50_000).describe('bucket depth in packets'),
+          })
+          .prefault({})
+          .describe(
+            'one bucket shared by all sources not tracked yet: a flood from random (spoofed) sources is held to it (drop/ratelimit_new), where each would otherwise start with a full bucket of its own',
+          ),
       })
       .prefault({})
       .describe('per-source rate limit'),

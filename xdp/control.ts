@@ -44,8 +44,8 @@ import {
 import { errorMessage } from '../dataplane/index.js';
 
 export type ListKind = 'deny' | 'allow';
-/** Value stored with each list entry: where it came from. */
-export const ORIGIN = { config: 1, api: 2 } as const;
+/** Value stored with each list entry: where it came from (auto: derived from other sections, see always-pass.ts). */
+export const ORIGIN = { config: 1, api: 2, auto: 3 } as const;
 
 /** Prefixes of one list from config: inline plus files. Errors name the field and file line. */
 export function configPrefixes(cfg: XdpConfig, kind: ListKind): ParsedPrefix[] {
@@ -120,7 +120,10 @@ export function writeConfigMap(p: XdpPipeline, cfg: XdpConfig, srcMac: Buffer): 
   if (cfg.rateLimit.enabled) flags |= CFG_FLAGS.RATELIMIT;
   if (cfg.services.addresses.length) flags |= CFG_FLAGS.POLICY;
   const cost = BigInt(Math.max(1, Math.round(1e9 / cfg.rateLimit.packetsPerSecond)));
-  if (cost * BigInt(cfg.rateLimit.burst) >= RL_COARSE_MIN_BURST_NS) flags |= CFG_FLAGS.RL_COARSE;
+  const newCost = BigInt(Math.max(1, Math.round(1e9 / cfg.rateLimit.newSources.packetsPerSecond)));
+  const newBurst = newCost * BigInt(cfg.rateLimit.newSources.burst);
+  // both buckets run on the one clock the flag picks: the tick clock only when both are deep enough
+  if (cost * BigInt(cfg.rateLimit.burst) >= RL_COARSE_MIN_BURST_NS && newBurst >= RL_COARSE_MIN_BURST_NS) flags |= CFG_FLAGS.RL_COARSE;
   const mac = cfg.lb.nextHopMac ? Buffer.from(cfg.lb.nextHopMac.split(':').map((h) => parseInt(h, 16))) : Buffer.alloc(6);
   p.map('cbr_cfg').update(
     u32Key(0),
@@ -134,6 +137,8 @@ export function writeConfigMap(p: XdpPipeline, cfg: XdpConfig, srcMac: Buffer): 
       cidConfigId: cfg.lb.cidConfigId,
       encapSrc4: cfg.lb.encapSourceV4 ? parseAddress(cfg.lb.encapSourceV4).addr : Buffer.alloc(4),
       encapSrc6: cfg.lb.encapSourceV6 ? parseAddress(cfg.lb.encapSourceV6).addr : Buffer.alloc(16),
+      rlNewCostNs: newCost,
+      rlNewBurstNs: newBurst,
     }),
   );
 }
@@ -225,8 +230,11 @@ export function liveListDelete(p: MapSource, kind: ListKind, prefix: ParsedPrefi
   return removed;
 }
 
-/** Syncs both families of both lists from config plus API-added prefixes, and the IPv4 prefilter. */
-export function syncLists(p: XdpPipeline, cfg: XdpConfig, state: ListState): Record<ListKind, SyncCounts> {
+/**
+ * Syncs both families of both lists from config plus API-added prefixes plus the automatic allow
+ * entries (`autoAllow`, see always-pass.ts), and the IPv4 prefilter.
+ */
+export function syncLists(p: XdpPipeline, cfg: XdpConfig, state: ListState, autoAllow: ParsedPrefix[] = []): Record<ListKind, SyncCounts> {
   const out = {} as Record<ListKind, SyncCounts>;
   const wants = {} as Record<
     ListKind,
@@ -237,6 +245,7 @@ export function syncLists(p: XdpPipeline, cfg: XdpConfig, state: ListState): Rec
     const want4 = new Map<string, { prefix: ParsedPrefix; origin: number }>();
     const want6 = new Map<string, { prefix: ParsedPrefix; origin: number }>();
     const put = (pp: ParsedPrefix, origin: number) => (pp.family === 4 ? want4 : want6).set(pp.text, { prefix: pp, origin });
+    if (kind === 'allow') for (const pp of autoAllow) put(pp, ORIGIN.auto);
     for (const t of state.api[kind]) put(parsePrefix(t), ORIGIN.api);
     for (const pp of configPrefixes(cfg, kind)) put(pp, ORIGIN.config);
     const max = cfg[kind].maxEntries;

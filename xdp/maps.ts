@@ -15,7 +15,7 @@ export interface StructLayout {
 /** Byte offsets and sizes of every shared struct; must equal the C header's (BTF-checked). */
 export const LAYOUTS = {
   cbr_config: {
-    size: 64,
+    size: 80,
     fields: {
       flags: { offset: 0, size: 4 },
       ring_size: { offset: 4, size: 4 },
@@ -27,6 +27,9 @@ export const LAYOUTS = {
       pad0: { offset: 37, size: 3 },
       encap_src4: { offset: 40, size: 4 },
       encap_src6: { offset: 44, size: 16 },
+      pad1: { offset: 60, size: 4 },
+      rl_new_cost_ns: { offset: 64, size: 8 },
+      rl_new_burst_ns: { offset: 72, size: 8 },
     },
   },
   cbr_counter: { size: 16, fields: { packets: { offset: 0, size: 8 }, bytes: { offset: 8, size: 8 } } },
@@ -93,6 +96,7 @@ export const REASONS = [
   'lb_cid',
   'lb_no_backend',
   'lb_encap',
+  'ratelimit_new',
 ] as const;
 export type Reason = (typeof REASONS)[number];
 export const REASON_SLOTS = 16;
@@ -143,6 +147,7 @@ export const FILTER_MAPS = [
   'cbr_allow4',
   'cbr_allow6',
   'cbr_rl',
+  'cbr_rl_new',
   'cbr_pre4',
   'cbr_dst',
   'cbr_ports',
@@ -160,6 +165,9 @@ export interface XdpConfigValue {
   cidConfigId: number;
   encapSrc4: Buffer;
   encapSrc6: Buffer;
+  /** The shared bucket for sources not tracked yet (0 for both: every new source is refused). */
+  rlNewCostNs: bigint;
+  rlNewBurstNs: bigint;
 }
 
 export function encodeConfig(v: XdpConfigValue): Buffer {
@@ -174,6 +182,8 @@ export function encodeConfig(v: XdpConfigValue): Buffer {
   b[L.cid_config_id.offset] = v.cidConfigId;
   v.encapSrc4.copy(b, L.encap_src4.offset, 0, 4);
   v.encapSrc6.copy(b, L.encap_src6.offset, 0, 16);
+  b.writeBigUInt64LE(v.rlNewCostNs, L.rl_new_cost_ns.offset);
+  b.writeBigUInt64LE(v.rlNewBurstNs, L.rl_new_burst_ns.offset);
   return b;
 }
 
@@ -189,6 +199,8 @@ export function decodeConfig(b: Buffer): XdpConfigValue {
     cidConfigId: b[L.cid_config_id.offset]!,
     encapSrc4: Buffer.from(b.subarray(L.encap_src4.offset, L.encap_src4.offset + 4)),
     encapSrc6: Buffer.from(b.subarray(L.encap_src6.offset, L.encap_src6.offset + 16)),
+    rlNewCostNs: b.readBigUInt64LE(L.rl_new_cost_ns.offset),
+    rlNewBurstNs: b.readBigUInt64LE(L.rl_new_burst_ns.offset),
   };
 }
 

@@ -2,6 +2,7 @@
 // verdict path for IPv4 and IPv6, VLAN, extension-header chains, truncation at every length,
 // fragments, the rate limit, and the load balancer's hash and QUIC-CID paths with encapsulation.
 import { test } from 'node:test';
+import type { NetworkInterfaceInfo } from 'node:os';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { progTestRun } from './libbpf.js';
@@ -9,7 +10,8 @@ import { readCounters, syncLists } from './control.js';
 import type { XdpPipeline } from './loader.js';
 import { buildPacket, quicShort, quicLong, testConfig, withTestPipeline, XDP_DROP, XDP_PASS, XDP_TX, type PacketSpec } from './testing.js';
 import { encodeCid } from './cid.js';
-import { parseAddress } from '../dataplane/index.js';
+import { parseAddress, type CbrConfig } from '../dataplane/index.js';
+import { autoAllowEntries } from './always-pass.js';
 
 const SVC4 = '198.51.100.1';
 const SVC6 = '2001:db8:53::1';
@@ -214,6 +216,95 @@ test('rate limit: deep buckets run on the tick clock, shallow ones on the precis
       ],
       'refilled to the burst, not beyond',
     );
+  });
+});
+
+test('rate limit: a random-source flood is held to the shared bucket for new sources; tracked sources keep theirs', async () => {
+  const newPps = 100;
+  const newBurst = 50;
+  const cfg = testConfig({ rateLimit: { enabled: true, packetsPerSecond: 1, burst: 5, newSources: { packetsPerSecond: newPps, burst: newBurst } } });
+  await withTestPipeline(cfg, (p) => {
+    const dst = '192.0.2.99';
+    expectVerdict(p, { src: '192.0.2.77', dst }, XDP_PASS, 'pass/ok', 'an honest source, tracked before the flood');
+    const flood = 2000;
+    const t0 = performance.now();
+    const d = counterDelta(p, () => {
+      for (let i = 0; i < flood; i++) {
+        const src = `100.${64 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`; // every packet a new source
+        progTestRun(p.filterFd, buildPacket({ src, dst, sport: 1024 + (i % 50000) }));
+      }
+    });
+    const seconds = (performance.now() - t0) / 1000;
+    const passed = Number(d.get('pass/ok') ?? 0n);
+    const dropped = Number(d.get('drop/ratelimit_new') ?? 0n);
+    assert.equal(passed + dropped, flood, `every flood packet is counted once: ${JSON.stringify([...d].map(([k, v]) => [k, Number(v)]))}`);
+    // the burst, plus the rate over the time the flood took, plus a packet of slack for the tick clock
+    const bound = newBurst + Math.ceil(newPps * seconds) + 2;
+    assert.ok(passed >= newBurst && passed <= bound, `${passed} of ${flood} new sources admitted in ${seconds.toFixed(2)} s, want ${newBurst}..${bound}`);
+    // the tracked source still has its own bucket (4 of 5 left), untouched by the flood
+    expectVerdict(p, { src: '192.0.2.77', dst }, XDP_PASS, 'pass/ok', 'the honest source during the flood');
+  });
+});
+
+test('rate limit: packets spoofed as a BGP peer pass although its own bucket is empty (xdp.allow.auto)', async () => {
+  const peers = ['10.0.1.1', '2001:db8:1::1'];
+  // the shared new-source bucket is generous in the control case (so the peer gets a bucket of its
+  // own and empties it) and tiny with the automatic entries (so a flood has emptied it)
+  const rateLimit = (auto: boolean) => ({ enabled: true, packetsPerSecond: 1, burst: 5, newSources: auto ? { packetsPerSecond: 1, burst: 1 } : {} });
+  const ifaces: NodeJS.Dict<NetworkInterfaceInfo[]> = {
+    eth9: [{ address: '10.9.0.5', netmask: '255.255.255.0', family: 'IPv4', mac: '02:00:00:00:00:09', internal: false, cidr: '10.9.0.5/24' }],
+  };
+  const whole = (auto: boolean) =>
+    ({
+      xdp: testConfig({ rateLimit: rateLimit(auto), allow: { auto } }),
+      bgp: { enabled: true, peers: peers.map((address, i) => ({ name: `p${i}`, address, remoteAs: 65000 })) },
+      admin: { enabled: true, listen: '10.9.0.5:9780' },
+    }) as unknown as CbrConfig;
+  const dstFor = (src: string) => (src.includes(':') ? '2001:db8::99' : '192.0.2.99');
+  // without the automatic entries the peer's own bucket runs dry: the control case
+  await withTestPipeline(whole(false).xdp, (p) => {
+    syncLists(
+      p,
+      whole(false).xdp,
+      { api: { deny: [], allow: [] } },
+      autoAllowEntries(whole(false), ifaces).map((e) => e.prefix),
+    );
+    for (const src of peers) {
+      const pkt = buildPacket({ src, dst: dstFor(src), sport: 179 });
+      const d = counterDelta(p, () => progTestRun(p.filterFd, pkt, 20));
+      assert.equal(
+        d.get('drop/ratelimit'),
+        15n,
+        `${src}: the control case drops past its own burst: ${JSON.stringify([...d].map(([k, v]) => [k, Number(v)]))}`,
+      );
+    }
+  });
+  await withTestPipeline(whole(true).xdp, (p) => {
+    const auto = autoAllowEntries(whole(true), ifaces);
+    assert.deepEqual(
+      auto.map((e) => [e.prefix.text, e.from]),
+      [
+        ['10.0.1.1/32', 'bgp.peers[0].address'],
+        ['2001:db8:1::1/128', 'bgp.peers[1].address'],
+        ['10.9.0.0/24', 'admin.listen (10.9.0.5/24)'],
+      ],
+    );
+    syncLists(
+      p,
+      whole(true).xdp,
+      { api: { deny: [], allow: [] } },
+      auto.map((e) => e.prefix),
+    );
+    // drain the shared new-source bucket with a random-source flood first
+    for (let i = 0; i < 50; i++) progTestRun(p.filterFd, buildPacket({ src: `100.64.0.${i}`, dst: '192.0.2.99' }));
+    for (const src of [...peers, '10.9.0.77']) {
+      const pkt = buildPacket({ src, dst: dstFor(src), sport: 179 });
+      const d = counterDelta(p, () => assert.equal(progTestRun(p.filterFd, pkt, 200).retval, XDP_PASS, `${src}: the 200th`));
+      assert.deepEqual([...d.entries()], [['pass/allowlist', 200n]], `${src}: every packet passes`);
+    }
+    // anyone else in the peer's /24 is still limited
+    const other = buildPacket({ src: '10.0.1.2', dst: '192.0.2.99' });
+    assert.equal(progTestRun(p.filterFd, other, 20).retval, XDP_DROP, '10.0.1.2 is not a peer');
   });
 });
 

@@ -5,6 +5,7 @@ import type { XdpConfig } from './config.js';
 import type { XdpPipeline } from './loader.js';
 import { configPrefixes, countersJson, liveListAdd, liveListDelete, readCounters, ORIGIN, type ListState } from './control.js';
 import { saveListState } from './lists.js';
+import type { AutoAllowEntry } from './always-pass.js';
 import { parsePrefix, PrefixError } from '../dataplane/index.js';
 
 /** What the routes need from the running subsystem. */
@@ -14,6 +15,8 @@ export interface XdpRouteHost {
   config(): XdpConfig;
   pipeline(): XdpPipeline | undefined;
   lists(): ListState;
+  /** The allow entries added automatically (xdp.allow.auto). */
+  autoAllow(): AutoAllowEntry[];
   setLists(next: ListState): void;
   status(): unknown;
 }
@@ -63,7 +66,13 @@ export function registerXdpRoutes(admin: AdminServer, host: XdpRouteHost): Array
   );
   for (const kind of ['deny', 'allow'] as const) {
     out.push(
-      admin.route('GET', `/v1/xdp/${kind}`, () => ({ body: { config: configPrefixes(host.config(), kind).map((p) => p.text), api: host.lists().api[kind] } })),
+      admin.route('GET', `/v1/xdp/${kind}`, () => ({
+        body: {
+          config: configPrefixes(host.config(), kind).map((p) => p.text),
+          api: host.lists().api[kind],
+          ...(kind === 'allow' ? { auto: host.autoAllow().map((e) => ({ prefix: e.prefix.text, from: e.from })) } : {}),
+        },
+      })),
     );
     out.push(
       admin.route(
@@ -96,6 +105,8 @@ export function registerXdpRoutes(admin: AdminServer, host: XdpRouteHost): Array
           const prefix = parsePrefixParam(raw);
           if (configPrefixes(host.config(), kind).some((c) => c.text === prefix.text))
             throw new CbrError('CONFLICT', `${prefix.text} comes from the config (xdp.${kind}); remove it there and reload`);
+          const auto = kind === 'allow' ? host.autoAllow().find((e) => e.prefix.text === prefix.text) : undefined;
+          if (auto) throw new CbrError('CONFLICT', `${prefix.text} is allowed automatically (${auto.from}); set xdp.allow.auto: false to manage it yourself`);
           const lists = host.lists();
           const list = lists.api[kind];
           if (!list.includes(prefix.text)) throw new CbrError('NOT_FOUND', `${prefix.text} is not in the ${kind} list`);

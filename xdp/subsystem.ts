@@ -2,6 +2,7 @@
 // the maps in step with the config (lists, policy, VIPs, backends, Maglev ring) and serves counters,
 // health and the /v1/xdp API. Stopping the agent leaves the program attached and pinned; `cbr xdp
 // detach` removes it.
+import { networkInterfaces } from 'node:os';
 import { Counter, Gauge } from 'prom-client';
 import { errorMessage, type SubsystemFactory, type AgentContext, type Subsystem, type CbrConfig } from '../dataplane/index.js';
 import type { XdpConfig } from './config.js';
@@ -9,11 +10,13 @@ import { XdpPipeline, attachXdp, attachStatus, pinDirFor, interfaceMac } from '.
 import { writeConfigMap, syncLists, syncServices, syncLb, readCounters, mapSizesFor, configPrefixes, type ListState, type CounterRow } from './control.js';
 import { LIST_STATE_FILE, emptyListState, loadListState } from './lists.js';
 import { registerXdpRoutes } from './routes.js';
+import { autoAllowEntries, type AutoAllowEntry } from './always-pass.js';
 
 export class XdpSubsystem implements Subsystem {
   private pipeline?: XdpPipeline;
   private cfg: XdpConfig;
   private lists: ListState = emptyListState();
+  private autoAllow: AutoAllowEntry[] = [];
   private readonly cleanups: Array<() => void> = [];
   private pinDir = '';
 
@@ -77,10 +80,20 @@ export class XdpSubsystem implements Subsystem {
   private sync(cfg: XdpConfig): void {
     const p = this.pipeline!;
     writeConfigMap(p, cfg, interfaceMac(cfg.interface!));
-    const lists = syncLists(p, cfg, this.lists);
+    // ctx.config is the config being applied (replaced before reload() is called)
+    this.autoAllow = autoAllowEntries(this.ctx.config, networkInterfaces());
+    const lists = syncLists(
+      p,
+      cfg,
+      this.lists,
+      this.autoAllow.map((e) => e.prefix),
+    );
     syncServices(p, cfg);
     const lb = cfg.lb.vips.length ? syncLb(p, cfg) : undefined;
-    this.ctx.log.info({ lists, lbSlotsChanged: lb?.slotsChanged, backends: lb?.backends.length }, 'xdp maps in step with config');
+    this.ctx.log.info(
+      { lists, autoAllow: this.autoAllow.map((e) => `${e.prefix.text} (${e.from})`), lbSlotsChanged: lb?.slotsChanged, backends: lb?.backends.length },
+      'xdp maps in step with config',
+    );
   }
 
   checkReload(next: CbrConfig): void {
@@ -175,7 +188,7 @@ export class XdpSubsystem implements Subsystem {
       lb: { vips: cfg.lb.vips.length, backends: cfg.lb.backends.length, ringSize: cfg.lb.ringSize },
       lists: {
         deny: { config: configPrefixes(cfg, 'deny').length, api: this.lists.api.deny.length },
-        allow: { config: configPrefixes(cfg, 'allow').length, api: this.lists.api.allow.length },
+        allow: { config: configPrefixes(cfg, 'allow').length, api: this.lists.api.allow.length, auto: this.autoAllow.length },
       },
     };
   }
@@ -188,6 +201,7 @@ export class XdpSubsystem implements Subsystem {
         config: () => this.cfg,
         pipeline: () => this.pipeline,
         lists: () => this.lists,
+        autoAllow: () => this.autoAllow,
         setLists: (next) => {
           this.lists = next;
         },

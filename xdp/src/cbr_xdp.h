@@ -29,6 +29,7 @@ enum cbr_reason {
 	CBR_R_LB_CID = 10,     /* load balanced by the QUIC connection ID's server ID */
 	CBR_R_LB_NO_BACKEND = 11, /* VIP packet but the chosen slot has no live backend */
 	CBR_R_LB_ENCAP = 12,   /* encapsulation failed (no headroom, no outer source) */
+	CBR_R_RATELIMIT_NEW = 13, /* source not tracked yet and the shared bucket for new sources is empty */
 	CBR_R_MAX = 16,
 };
 #define CBR_COUNTERS (4 * CBR_R_MAX)
@@ -74,6 +75,11 @@ struct cbr_config {
 	__u8 pad0[3];
 	__u8 encap_src4[4];    /* outer source for IPv4 backends */
 	__u8 encap_src6[16];   /* outer source for IPv6 backends */
+	__u32 pad1;
+	/* One bucket shared by every source not tracked yet (a spoofed random-source flood is all new
+	 * sources): a new source is admitted, and gets its own bucket, only while this one has credit. */
+	__u64 rl_new_cost_ns;
+	__u64 rl_new_burst_ns;
 };
 
 /* One counter pair, per CPU. */

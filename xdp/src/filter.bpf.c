@@ -43,6 +43,13 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cbr_rl_state);
+} cbr_rl_new SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, CBR_DST_SLOTS);
 	__type(key, __u32);
 	__type(value, struct cbr_dst);
@@ -62,36 +69,53 @@ struct {
 	__type(value, __u32);
 } cbr_progs SEC(".maps");
 
-/* Token bucket per source; tokens are nanoseconds of credit. Buckets are shared between CPUs
- * without a lock: two CPUs racing on one source can each spend the same token, which costs at
- * most one packet per race and keeps the fast path lock-free. */
+/* Refills a token bucket (tokens are nanoseconds of credit) up to `burst` and spends one packet's
+ * `cost`; 1 when there is not enough credit. */
+static __always_inline int bucket_take(struct cbr_rl_state *st, __u64 now, __u64 cost, __u64 burst)
+{
+	__u64 elapsed = now > st->last_ns ? now - st->last_ns : 0;
+	__u64 tokens = st->tokens_ns;
+	if (elapsed >= burst || tokens + elapsed >= burst)
+		tokens = burst;
+	else
+		tokens += elapsed;
+	st->last_ns = now;
+	if (tokens < cost) {
+		st->tokens_ns = tokens;
+		return 1;
+	}
+	st->tokens_ns = tokens - cost;
+	return 0;
+}
+
+#define CBR_RL_OK 0
+#define CBR_RL_SOURCE 1 /* the source's own bucket is empty */
+#define CBR_RL_NEW 2    /* an untracked source, and the shared bucket for new sources is empty */
+
+/* Token bucket per source, behind one shared bucket for sources not tracked yet: without it a
+ * source never seen starts with a full bucket, and a flood from random (spoofed) sources is never
+ * limited. A refused new source gets no bucket, so such a flood does not churn the tracked ones out
+ * of the LRU either. Buckets are shared between CPUs without a lock: two CPUs racing on one bucket
+ * can each spend the same token, which costs at most one packet per race and keeps the fast path
+ * lock-free. */
 static __always_inline int over_rate(const struct cbr_config *cfg, struct cbr_rl_key *key)
 {
-	/* The precise clock costs ~35 ns a read on a VM (kvm-clock); the tick clock ~5 ns. With a bucket
+	/* The precise clock costs ~35 ns a read on a VM (kvm-clock); the tick clock ~5 ns. With buckets
 	 * deeper than two ticks of credit, refilling once a tick loses nothing: the rate holds exactly over
 	 * time and a packet is at worst judged one tick early (stricter). The control plane decides. */
 	__u64 now = (cfg->flags & CBR_F_RL_COARSE) ? bpf_ktime_get_coarse_ns() : bpf_ktime_get_ns();
 	struct cbr_rl_state *st = bpf_map_lookup_elem(&cbr_rl, key);
-	if (!st) {
-		struct cbr_rl_state fresh = { .tokens_ns = cfg->rl_burst_ns - cfg->rl_cost_ns, .last_ns = now };
-		if (cfg->rl_burst_ns < cfg->rl_cost_ns)
-			fresh.tokens_ns = 0;
-		bpf_map_update_elem(&cbr_rl, key, &fresh, BPF_ANY);
-		return 0;
-	}
-	__u64 elapsed = now > st->last_ns ? now - st->last_ns : 0;
-	__u64 tokens = st->tokens_ns;
-	if (elapsed >= cfg->rl_burst_ns || tokens + elapsed >= cfg->rl_burst_ns)
-		tokens = cfg->rl_burst_ns;
-	else
-		tokens += elapsed;
-	st->last_ns = now;
-	if (tokens < cfg->rl_cost_ns) {
-		st->tokens_ns = tokens;
-		return 1;
-	}
-	st->tokens_ns = tokens - cfg->rl_cost_ns;
-	return 0;
+	if (st)
+		return bucket_take(st, now, cfg->rl_cost_ns, cfg->rl_burst_ns) ? CBR_RL_SOURCE : CBR_RL_OK;
+	__u32 zero = 0;
+	struct cbr_rl_state *shared = bpf_map_lookup_elem(&cbr_rl_new, &zero);
+	if (shared && bucket_take(shared, now, cfg->rl_new_cost_ns, cfg->rl_new_burst_ns))
+		return CBR_RL_NEW;
+	struct cbr_rl_state fresh = { .tokens_ns = cfg->rl_burst_ns - cfg->rl_cost_ns, .last_ns = now };
+	if (cfg->rl_burst_ns < cfg->rl_cost_ns)
+		fresh.tokens_ns = 0;
+	bpf_map_update_elem(&cbr_rl, key, &fresh, BPF_ANY);
+	return CBR_RL_OK;
 }
 
 /* Flags of a destination address in cbr_dst (0: not one we know). `w` are its 32-bit words as
@@ -194,8 +218,9 @@ static __always_inline int final_verdict(struct xdp_md *ctx, const struct cbr_co
 		a[0] = p->saddr[0];
 		if (p->family == 6)
 			a[1] = p->saddr[1];
-		if (over_rate(cfg, &rlk))
-			return cbr_count(ctx, CBR_ACT_DROP, CBR_R_RATELIMIT);
+		int over = over_rate(cfg, &rlk);
+		if (over)
+			return cbr_count(ctx, CBR_ACT_DROP, over == CBR_RL_NEW ? CBR_R_RATELIMIT_NEW : CBR_R_RATELIMIT);
 	}
 
 	if (p->frag)
