@@ -228,6 +228,7 @@ health:
 auth:
   enabled: true
   issuer: ${o.issuer}
+  allowInsecureIssuer: true  # the dev issuer serves http:// inside the demo's namespaces
   audience: ["${PROJECT}"]
 xdp:
   enabled: true
