@@ -5,6 +5,7 @@ import { checkClaims, parseClaimsJson, extractRoles, requireAnyRole, ZITADEL_ROL
 import { AuthError } from './gate.js';
 
 const rules = { issuer: 'https://idp.example', audience: ['p1', 'client-9'], clockSkewSeconds: 30 };
+const trustingGeneric = { ...rules, trustGenericRoleClaim: true };
 const now = 1_700_000_000;
 const base = (over: Record<string, unknown> = {}) => ({
   iss: 'https://idp.example',
@@ -25,20 +26,35 @@ const code = (fn: () => unknown) => {
   return 'none';
 };
 
-test('identity from the generic role claim and the project-specific one', () => {
+test('identity from the project-scoped role claim, and from the generic one only when trusted', () => {
   const grants = { 'vpn-user': { org1: 'org1.example' } };
-  const a = checkClaims(base({ [ZITADEL_ROLES_CLAIM]: grants, [ZITADEL_ORG_CLAIM]: 'org1', client_id: 'x@p1' }), rules, now);
+  const a = checkClaims(base({ [ZITADEL_ROLES_CLAIM]: grants, [ZITADEL_ORG_CLAIM]: 'org1', client_id: 'x@p1' }), trustingGeneric, now);
   assert.deepEqual(a, { subject: 'u1', roles: ['vpn-user'], expiresAt: now + 600, org: 'org1', clientId: 'x@p1' });
   const b = checkClaims(base({ [projectRolesClaim('p1')]: { admin: { org1: 'd' } } }), rules, now);
   assert.deepEqual(b.roles, ['admin']);
   // Both shapes together merge; roles of a project outside the audience do not count.
   const c = checkClaims(
     base({ [ZITADEL_ROLES_CLAIM]: grants, [projectRolesClaim('p1')]: { admin: { o: 'd' } }, [projectRolesClaim('other')]: { root: { o: 'd' } } }),
-    rules,
+    trustingGeneric,
     now,
   );
   assert.deepEqual(c.roles, ['admin', 'vpn-user']);
   assert.equal(checkClaims(base({ aud: 'client-9', azp: 'c' }), rules, now).clientId, 'c');
+});
+
+test("by default the generic role claim does not count: a token for another project's client carries that project's roles there", () => {
+  // Zitadel asserts urn:zitadel:iam:org:project:roles for the project of the client that requested the
+  // token; a client of project "other" that asks for our project in aud gets its own project's roles.
+  const foreign = base({ aud: ['other', 'p1'], client_id: 'c@other', [ZITADEL_ROLES_CLAIM]: { 'vpn-user': { o: 'd' }, admin: { o: 'd' } } });
+  const id = checkClaims(foreign, rules, now);
+  assert.deepEqual(id.roles, []);
+  assert.equal(
+    code(() => requireAnyRole(id, ['vpn-user'], 'connect-ip')),
+    'MISSING_ROLE',
+  );
+  assert.deepEqual(checkClaims(foreign, trustingGeneric, now).roles, ['admin', 'vpn-user'], 'only with the opt-in');
+  // Ignored means ignored: a malformed generic claim does not fail a token that does not rely on it.
+  assert.deepEqual(checkClaims(base({ [ZITADEL_ROLES_CLAIM]: ['x'], [projectRolesClaim('p1')]: { admin: { o: 'd' } } }), rules, now).roles, ['admin']);
 });
 
 test('each failed check has its code', () => {
@@ -92,11 +108,11 @@ test('each failed check has its code', () => {
     'INVALID_TOKEN',
   );
   assert.equal(
-    code(() => checkClaims(base({ [ZITADEL_ROLES_CLAIM]: ['admin'] }), rules, now)),
+    code(() => checkClaims(base({ [ZITADEL_ROLES_CLAIM]: ['admin'] }), trustingGeneric, now)),
     'INVALID_TOKEN',
   );
   assert.equal(
-    code(() => checkClaims(base({ [ZITADEL_ROLES_CLAIM]: { admin: true } }), rules, now)),
+    code(() => checkClaims(base({ [ZITADEL_ROLES_CLAIM]: { admin: true } }), trustingGeneric, now)),
     'INVALID_TOKEN',
   );
   assert.equal(
@@ -170,7 +186,7 @@ test('property: roles are exactly the keys of well-formed role claims', () => {
   fc.assert(
     fc.property(fc.uniqueArray(fc.string({ minLength: 1 }), { maxLength: 6 }), (roles) => {
       const claim = Object.fromEntries(roles.map((r) => [r, { o: 'd' }]));
-      assert.deepEqual(extractRoles({ [ZITADEL_ROLES_CLAIM]: claim }, ['p1']), [...roles].sort());
+      assert.deepEqual(extractRoles({ [ZITADEL_ROLES_CLAIM]: claim }, ['p1'], true), [...roles].sort());
     }),
   );
 });

@@ -11,6 +11,11 @@ export interface ClaimRules {
   /** Accepted aud values (project IDs or client IDs); the token's aud must contain one. */
   audience: readonly string[];
   clockSkewSeconds: number;
+  /**
+   * Also count the generic role claim. Zitadel fills it with the roles of the project of the client
+   * that asked for the token, which need not be one of ours; off unless the config opts in.
+   */
+  trustGenericRoleClaim?: boolean;
 }
 
 type Claims = Record<string, unknown>;
@@ -42,12 +47,13 @@ export function parseClaimsJson(bytes: Uint8Array | string): Claims {
 }
 
 /**
- * Collects role names from the generic role claim and from the project-specific claims of the
- * project IDs in `projectIds` (roles of other projects do not count). Shape: { role: { orgId: orgDomain } }.
+ * Collects role names from the project-scoped claims of the project IDs in `projectIds` (roles of
+ * other projects do not count) and, only when `trustGeneric`, from the generic role claim.
+ * Shape: { role: { orgId: orgDomain } }.
  */
-export function extractRoles(claims: Claims, projectIds: readonly string[]): string[] {
+export function extractRoles(claims: Claims, projectIds: readonly string[], trustGeneric = false): string[] {
   const roles = new Set<string>();
-  const names = [ZITADEL_ROLES_CLAIM, ...projectIds.map(projectRolesClaim)];
+  const names = [...(trustGeneric ? [ZITADEL_ROLES_CLAIM] : []), ...projectIds.map(projectRolesClaim)];
   for (const name of names) {
     const claim = claims[name];
     if (claim === undefined) continue;
@@ -94,7 +100,7 @@ export function checkClaims(claims: Claims, rules: ClaimRules, nowSeconds: numbe
   const clientIdClaim = claims.client_id ?? claims.azp;
   if (clientIdClaim !== undefined && typeof clientIdClaim !== 'string') throw new AuthError('INVALID_TOKEN', 'client_id claim: expected a string');
 
-  const identity: Identity = { subject: sub, roles: extractRoles(claims, rules.audience), expiresAt: exp };
+  const identity: Identity = { subject: sub, roles: extractRoles(claims, rules.audience, rules.trustGenericRoleClaim === true), expiresAt: exp };
   if (org !== undefined) identity.org = org;
   if (clientIdClaim !== undefined) identity.clientId = clientIdClaim;
   return identity;

@@ -4,6 +4,7 @@
 import { importJWK, type JWK } from 'jose';
 import { CbrError, errorMessage } from '../dataplane/index.js';
 import { AuthError } from './gate.js';
+import { insecureUrlProblem } from './config.js';
 
 /** The parts of an OpenID discovery document the gate uses. */
 export interface DiscoveryDocument {
@@ -22,6 +23,10 @@ export interface KeyStoreOptions {
   unknownKidRefetchIntervalMs: number;
   maxAgeMs: number;
   fetchTimeoutMs: number;
+  /** Largest discovery or JWKS answer read (streamed; a longer one fails the fetch). */
+  maxBytes?: number;
+  /** Accept http:// discovery and JWKS URLs on hosts other than loopback. */
+  allowInsecure?: boolean;
   /** Called after every JWKS fetch attempt (metrics, logs). */
   onFetch?: (result: 'ok' | 'error', detail: { keys: number; error?: string; durationMs: number }) => void;
   now?: () => number;
@@ -37,7 +42,8 @@ export interface KeyStoreStatus {
   jwksUri?: string;
 }
 
-const MAX_DOCUMENT_BYTES = 1 << 20;
+/** Default cap on a fetched document (auth.jwks.maxBytes). */
+export const MAX_DOCUMENT_BYTES = 1 << 20;
 const PUBLIC_MEMBERS: Record<string, readonly string[]> = { RSA: ['kty', 'n', 'e'], EC: ['kty', 'crv', 'x', 'y'], OKP: ['kty', 'crv', 'x'] };
 
 /** The key type (and curve) each allowed algorithm needs. */
@@ -51,8 +57,41 @@ function keyFitsAlgorithm(jwk: JWK, alg: string): boolean {
   return false;
 }
 
-/** Fetches a JSON document with a time limit and a size limit; throws Error with a short reason. */
-export async function fetchJson(url: string, timeoutMs: number, init: RequestInit = {}): Promise<unknown> {
+/**
+ * Reads a response body up to `maxBytes`, cancelling the stream as soon as it goes past (so a huge or
+ * endless answer costs at most maxBytes of memory and stops at once). Throws ISSUER_UNAVAILABLE.
+ */
+async function readCapped(res: Response, url: string, maxBytes: number): Promise<string> {
+  const tooLarge = () => new CbrError('ISSUER_UNAVAILABLE', `${url}: answer larger than ${maxBytes} bytes`);
+  const declared = Number(res.headers.get('content-length') ?? Number.NaN);
+  if (declared > maxBytes) {
+    await res.body?.cancel().catch(() => undefined); // the fetch has failed already; a cancel error adds nothing
+    throw tooLarge();
+  }
+  if (!res.body) return '';
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > maxBytes) {
+        await reader.cancel().catch(() => undefined); // as above
+        throw tooLarge();
+      }
+      chunks.push(value);
+    }
+  } catch (err) {
+    if (err instanceof CbrError) throw err;
+    throw new CbrError('ISSUER_UNAVAILABLE', `${url}: reading the answer failed: ${errorMessage(err)}`, { cause: err });
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** Fetches a JSON document with a time limit and a size limit (streamed); throws ISSUER_UNAVAILABLE with a short reason. */
+export async function fetchJson(url: string, timeoutMs: number, init: RequestInit = {}, maxBytes = MAX_DOCUMENT_BYTES): Promise<unknown> {
   let res: Response;
   try {
     res = await fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs), redirect: 'error' });
@@ -66,14 +105,8 @@ export async function fetchJson(url: string, timeoutMs: number, init: RequestIni
       { cause: err },
     );
   }
-  let text: string;
-  try {
-    text = await res.text();
-  } catch (err) {
-    throw new CbrError('ISSUER_UNAVAILABLE', `${url}: reading the answer failed: ${errorMessage(err)}`, { cause: err });
-  }
+  const text = await readCapped(res, url, maxBytes);
   if (!res.ok) throw new HttpStatusError(res.status, `${url}: HTTP ${res.status}`, text.slice(0, 500));
-  if (text.length > MAX_DOCUMENT_BYTES) throw new CbrError('ISSUER_UNAVAILABLE', `${url}: answer larger than ${MAX_DOCUMENT_BYTES} bytes`);
   try {
     return JSON.parse(text);
   } catch {
@@ -93,9 +126,9 @@ export class HttpStatusError extends CbrError {
 }
 
 /** Fetches and checks <issuer>/.well-known/openid-configuration (its issuer must match exactly). */
-export async function discover(issuer: string, timeoutMs: number): Promise<DiscoveryDocument> {
+export async function discover(issuer: string, timeoutMs: number, maxBytes = MAX_DOCUMENT_BYTES): Promise<DiscoveryDocument> {
   const url = `${issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`;
-  const doc = await fetchJson(url, timeoutMs);
+  const doc = await fetchJson(url, timeoutMs, {}, maxBytes);
   if (typeof doc !== 'object' || doc === null) throw new CbrError('ISSUER_UNAVAILABLE', `${url}: not a JSON object`);
   const d = doc as Record<string, unknown>;
   if (d.issuer !== issuer) throw new CbrError('ISSUER_UNAVAILABLE', `${url}: issuer is ${JSON.stringify(d.issuer)}, expected ${JSON.stringify(issuer)}`);
@@ -168,7 +201,7 @@ export class KeyStore {
 
   /** Discovery document (fetched if not yet known); used by introspection for its endpoint. */
   async discoveryDocument(): Promise<DiscoveryDocument> {
-    this.discovery ??= await discover(this.opts.issuer, this.opts.fetchTimeoutMs);
+    this.discovery ??= await discover(this.opts.issuer, this.opts.fetchTimeoutMs, this.opts.maxBytes);
     return this.discovery;
   }
 
@@ -186,9 +219,13 @@ export class KeyStore {
     return this.lastSuccessAt !== undefined && this.now() - this.lastSuccessAt <= this.opts.maxAgeMs;
   }
 
-  /** True when `kid` is in the usable key set (the token cache drops entries whose key left). */
-  hasKey(kid: string): boolean {
-    return this.keys.has(kid) && this.usable();
+  /**
+   * The key now under `kid` while the set is usable. The object stays the same across refreshes while
+   * the key material does not change, so a cache can compare it by identity: a token verified with a
+   * key that was since replaced under the same kid is not answered from the cache.
+   */
+  currentKey(kid: string): JWK | undefined {
+    return this.usable() ? this.keys.get(kid) : undefined;
   }
 
   /** One fetch at a time; concurrent callers share it. Never throws. */
@@ -202,10 +239,17 @@ export class KeyStore {
     this.lastAttemptAt = started;
     try {
       const uri = this.opts.jwksUri ?? (await this.discoveryDocument()).jwks_uri;
-      const keys = parseJwks(await fetchJson(uri, this.opts.fetchTimeoutMs), this.opts.algorithms);
+      const insecure = insecureUrlProblem(uri, this.opts.allowInsecure === true);
+      if (insecure) throw new CbrError('ISSUER_UNAVAILABLE', `jwks_uri ${insecure}`);
+      const keys = parseJwks(await fetchJson(uri, this.opts.fetchTimeoutMs, {}, this.opts.maxBytes), this.opts.algorithms);
+      for (const [kid, jwk] of keys) {
+        // Unchanged keys keep their object (see currentKey); changed ones lose their imported CryptoKey.
+        const old = this.keys.get(kid);
+        if (old && JSON.stringify(old) === JSON.stringify(jwk)) keys.set(kid, old);
+      }
       for (const id of this.imported.keys()) {
         const kid = id.slice(0, id.lastIndexOf('\0'));
-        if (JSON.stringify(keys.get(kid)) !== JSON.stringify(this.keys.get(kid))) this.imported.delete(id);
+        if (keys.get(kid) !== this.keys.get(kid)) this.imported.delete(id);
       }
       this.keys = keys;
       this.lastSuccessAt = this.now();
@@ -223,11 +267,11 @@ export class KeyStore {
    * The key for a token's header. Cached keys answer at once (a refresh that is due runs in the
    * background); an unknown kid waits for a refetch, at most one per unknownKidRefetchInterval.
    */
-  async keyFor(kid: string | undefined, alg: string): Promise<CryptoKey> {
+  async keyFor(kid: string | undefined, alg: string): Promise<{ id: string; jwk: JWK; key: CryptoKey }> {
     if (this.usable()) {
       const found = this.lookup(kid, alg);
       if (this.lastSuccessAt !== undefined && this.now() - this.lastSuccessAt > this.opts.refreshIntervalMs) void this.refresh();
-      if (found) return this.importKey(found.id, found.jwk, alg);
+      if (found) return { ...found, key: await this.importKey(found.id, found.jwk, alg) };
     }
     const since = this.lastAttemptAt === undefined ? Infinity : this.now() - this.lastAttemptAt;
     if (this.inflight) await this.inflight;
@@ -236,7 +280,7 @@ export class KeyStore {
       throw new AuthError('ISSUER_UNAVAILABLE', `signing keys unavailable: ${this.lastError ?? 'not fetched yet'}`);
     }
     const found = this.lookup(kid, alg);
-    if (found) return this.importKey(found.id, found.jwk, alg);
+    if (found) return { ...found, key: await this.importKey(found.id, found.jwk, alg) };
     if (this.lastAttemptFailed)
       throw new AuthError('ISSUER_UNAVAILABLE', `unknown key ${kid ?? '(no kid)'} and the issuer's JWKS is unreachable: ${this.lastError}`);
     throw new AuthError(

@@ -8,6 +8,7 @@ export interface AuthMetrics {
   jwksKeys: Gauge;
   tokenCache: Counter<'result'>;
   introspections: Counter<'result'>;
+  adminFailures: Counter<'result'>;
 }
 
 const byRegistry = new WeakMap<Registry, AuthMetrics>();
@@ -34,6 +35,12 @@ export function authMetrics(registry: Registry): AuthMetrics {
     jwksKeys: new Gauge({ name: 'cbr_auth_jwks_keys', help: 'Usable signing keys in the cached JWKS', registers }),
     tokenCache: new Counter({ name: 'cbr_auth_token_cache_total', help: 'Verified-token cache lookups by result', labelNames: ['result'], registers }),
     introspections: new Counter({ name: 'cbr_auth_introspections_total', help: 'Introspection lookups by result', labelNames: ['result'], registers }),
+    adminFailures: new Counter({
+      name: 'cbr_auth_admin_failures_total',
+      help: 'Failed admin-API authentications: counted against the source, or refused because the source is over auth.rateLimit.adminFailuresPerSource',
+      labelNames: ['result'],
+      registers,
+    }),
   };
   byRegistry.set(registry, m);
   return m;

@@ -27,6 +27,16 @@ export class TokenBuckets {
     this.settings = settings;
   }
 
+  /** Seconds until `key` has a token (0: it has one now), without taking it. */
+  wait(key: string): number {
+    const { rate, burst } = this.settings;
+    if (rate <= 0) return 0;
+    const b = this.buckets.get(key);
+    if (!b) return 0;
+    const tokens = Math.min(burst, b.tokens + ((this.now() - b.at) / 1000) * rate);
+    return tokens >= 1 ? 0 : (1 - tokens) / rate;
+  }
+
   /** Takes one token: returns 0 when allowed, else the seconds until one is available. */
   take(key: string): number {
     const { rate, burst } = this.settings;

@@ -20,7 +20,12 @@ export interface TokenGateOptions {
 
 export function claimRules(config: AuthConfig): ClaimRules {
   if (!config.issuer) throw new Error('auth.issuer: required when auth is enabled');
-  return { issuer: config.issuer, audience: config.audience, clockSkewSeconds: config.clockSkew / 1000 };
+  return {
+    issuer: config.issuer,
+    audience: config.audience,
+    clockSkewSeconds: config.clockSkew / 1000,
+    trustGenericRoleClaim: config.trustGenericRoleClaim,
+  };
 }
 
 export function keyStoreFor(config: AuthConfig, opts: Pick<TokenGateOptions, 'metrics' | 'onJwksFetch' | 'now'> = {}): KeyStore {
@@ -33,6 +38,8 @@ export function keyStoreFor(config: AuthConfig, opts: Pick<TokenGateOptions, 'me
     unknownKidRefetchIntervalMs: config.jwks.unknownKidRefetchInterval,
     maxAgeMs: config.jwks.maxAge,
     fetchTimeoutMs: config.jwks.fetchTimeout,
+    maxBytes: config.jwks.maxBytes,
+    allowInsecure: config.allowInsecureIssuer,
     ...(opts.now ? { now: opts.now } : {}),
     onFetch: (result, detail) => {
       metrics?.jwksFetches.inc({ result });
@@ -55,6 +62,8 @@ export class TokenGate implements AuthGate {
   private config: AuthConfig;
   private readonly bySubject: TokenBuckets;
   private readonly bySource: TokenBuckets;
+  /** Failed admin-API authentications per source address. */
+  private readonly adminFailures: TokenBuckets;
   private readonly now: () => number;
 
   constructor(private readonly opts: TokenGateOptions) {
@@ -72,6 +81,7 @@ export class TokenGate implements AuthGate {
     const rl = opts.config.rateLimit;
     this.bySubject = new TokenBuckets(rl.perSubject, rl.maxTracked, this.now);
     this.bySource = new TokenBuckets(rl.perSource, rl.maxTracked, this.now);
+    this.adminFailures = new TokenBuckets(rl.adminFailuresPerSource, rl.maxTracked, this.now);
     this.introspector = this.makeIntrospector(opts.config);
   }
 
@@ -104,8 +114,17 @@ export class TokenGate implements AuthGate {
     this.verifier.setRules(claimRules(config));
     this.bySubject.configure(config.rateLimit.perSubject);
     this.bySource.configure(config.rateLimit.perSource);
+    this.adminFailures.configure(config.rateLimit.adminFailuresPerSource);
     this.introspector = introspector;
     this.config = config;
+  }
+
+  /** RATE_LIMITED while `key` has used up its failed admin authentications (guessing tokens costs time). */
+  private refuseFailingAdminSource(key: string): void {
+    const wait = this.adminFailures.wait(key);
+    if (wait <= 0) return;
+    this.opts.metrics?.adminFailures.inc({ result: 'limited' });
+    throw new AuthError('RATE_LIMITED', 'too many failed admin authentications from this source address', Math.max(1, Math.ceil(wait)));
   }
 
   async authorize(token: string, kind: SessionKind, source?: string): Promise<Identity> {
@@ -117,6 +136,7 @@ export class TokenGate implements AuthGate {
       // Rate limits guard session setup; the admin API (one check per request) is not a session.
       const limited = kind !== 'admin';
       if (limited && source !== undefined) this.limit(this.bySource, sourceKey(source), 'source address');
+      if (!limited && source !== undefined) this.refuseFailingAdminSource(sourceKey(source));
       const identity = await this.identify(token);
       if (limited) this.limit(this.bySubject, identity.subject, 'subject');
       requireAnyRole(identity, anyOf, kind);
@@ -124,6 +144,11 @@ export class TokenGate implements AuthGate {
     } catch (err) {
       if (err instanceof AuthError) {
         result = err.code;
+        if (kind === 'admin' && source !== undefined && err.code !== 'RATE_LIMITED' && err.code !== 'ISSUER_UNAVAILABLE') {
+          // A failed admin authentication (bad, expired or foreign token, missing role) costs the source one token.
+          this.adminFailures.take(sourceKey(source));
+          this.opts.metrics?.adminFailures.inc({ result: 'counted' });
+        }
         throw err;
       }
       this.opts.onInternalError?.(err);

@@ -31,9 +31,13 @@ async function gateFor(over: Record<string, unknown> = {}, extra: { registry?: R
   return g;
 }
 
-test('good tokens: generic and project-specific role claims, RS256 and ES256', async () => {
+test('good tokens: project-specific role claims (generic ones when trusted), RS256 and ES256', async () => {
   const g = await gateFor();
-  for (const roleClaim of ['generic', 'project', 'both'] as const) {
+  const trusting = await gateFor({ trustGenericRoleClaim: true });
+  const generic = await dev.mint({ subject: 'u-1', roles: ['vpn-user'], roleClaim: 'generic' });
+  assert.equal((await rejection(g.authorize(generic, 'masque-connect-ip'))).code, 'MISSING_ROLE');
+  assert.deepEqual((await trusting.authorize(generic, 'masque-connect-ip')).roles, ['vpn-user']);
+  for (const roleClaim of ['project', 'both'] as const) {
     const id = await g.authorize(await dev.mint({ subject: 'u-1', roles: ['vpn-user'], roleClaim }), 'masque-connect-ip', '192.0.2.1');
     assert.equal(id.subject, 'u-1');
     assert.deepEqual(id.roles, ['vpn-user']);

@@ -3,7 +3,7 @@
 // checked with node:crypto's synchronous verify on a KeyObject: jose's WebCrypto path costs an async
 // hop per token and measured about 4x slower here (bench/auth: verify_per_s_* vs *_jose). Signature-verified payloads are remembered by the whole
 // token (bounded, dropped at exp or when their key leaves the JWKS); claims are re-checked on every use.
-import { compactVerify, decodeProtectedHeader } from 'jose';
+import { compactVerify, decodeProtectedHeader, type JWK } from 'jose';
 import { verify as cryptoVerify, KeyObject, constants as cryptoConstants } from 'node:crypto';
 import { AuthError, type Identity } from './gate.js';
 import { checkClaims, parseClaimsJson, type ClaimRules } from './claims.js';
@@ -59,7 +59,29 @@ export interface VerifierOptions {
 interface CachedToken {
   claims: Record<string, unknown>;
   kid: string;
+  /** The key object that verified it; the entry is void once another key is under the kid. */
+  jwk: JWK;
   exp: number;
+}
+
+/** JWS header parameters this verifier implements as `crit` extensions (RFC 7515 §4.1.11): none. */
+const UNDERSTOOD_CRITICAL: ReadonlySet<string> = new Set();
+
+/**
+ * RFC 7515 §4.1.11: `crit` lists header parameters the recipient must understand, else the JWS is
+ * invalid. This verifier understands none (not even b64, which jose would accept by default and our
+ * node:crypto path does not implement), so any `crit` is refused, as is a malformed one.
+ */
+function checkCritical(header: Record<string, unknown>): void {
+  const crit = header.crit;
+  if (crit === undefined) return;
+  if (!Array.isArray(crit) || crit.length === 0 || !crit.every((c) => typeof c === 'string' && c.length > 0)) {
+    throw new AuthError('INVALID_TOKEN', 'crit header: expected a non-empty array of header parameter names');
+  }
+  const unknown = crit.filter((c) => !UNDERSTOOD_CRITICAL.has(c as string));
+  if (unknown.length > 0) {
+    throw new AuthError('INVALID_TOKEN', `crit header names extensions this verifier does not implement: ${unknown.map((c) => JSON.stringify(c)).join(', ')}`);
+  }
 }
 
 export class JwtVerifier {
@@ -87,7 +109,7 @@ export class JwtVerifier {
     const nowSeconds = this.now() / 1000;
     const hit = this.opts.tokenCacheMax > 0 ? this.cache.get(token) : undefined;
     if (hit) {
-      if (hit.exp > nowSeconds - this.opts.rules.clockSkewSeconds && this.opts.keys.hasKey(hit.kid)) {
+      if (hit.exp > nowSeconds - this.opts.rules.clockSkewSeconds && this.opts.keys.currentKey(hit.kid) === hit.jwk) {
         this.opts.onCache?.('hit');
         return checkClaims(hit.claims, this.opts.rules, nowSeconds);
       }
@@ -106,11 +128,12 @@ export class JwtVerifier {
       throw new AuthError('INVALID_TOKEN', `algorithm ${JSON.stringify(alg ?? null)} is not allowed`);
     }
     if (header.kid !== undefined && typeof header.kid !== 'string') throw new AuthError('INVALID_TOKEN', 'kid: expected a string');
-    const key = await this.opts.keys.keyFor(header.kid, alg);
+    checkCritical(header);
+    const { id, jwk, key } = await this.opts.keys.keyFor(header.kid, alg);
     const payload = await this.verifySignature(token, alg, key);
     const claims = parseClaimsJson(payload);
     const identity = checkClaims(claims, this.opts.rules, this.now() / 1000);
-    this.remember(token, { claims, kid: header.kid ?? '', exp: identity.expiresAt });
+    this.remember(token, { claims, kid: id, jwk, exp: identity.expiresAt });
     return identity;
   }
 
@@ -119,7 +142,7 @@ export class JwtVerifier {
     const check = SIGNATURE_CHECKS[alg];
     if (!check) {
       try {
-        return (await compactVerify(token, key, { algorithms: [alg] })).payload;
+        return (await compactVerify(token, key, { algorithms: [alg], crit: {} })).payload;
       } catch {
         throw new AuthError('INVALID_TOKEN', 'signature verification failed');
       }

@@ -109,6 +109,7 @@ admin:
 ${popYamlBase(p, FAST_CHECK)}auth:
   enabled: true
   issuer: ${o.issuer}
+  allowInsecureIssuer: true  # the dev issuer serves http:// inside the demo's namespaces
   audience: ["${PROJECT}"]
 xdp:
   enabled: true

@@ -78,6 +78,7 @@ export async function masqueTestbed(topo: Topology, opts: { routes?: string[]; e
       'auth:',
       '  enabled: true',
       `  issuer: ${issuerUrl}`,
+      '  allowInsecureIssuer: true', // the dev issuer serves http:// inside the test namespaces
       `  audience: ["${PROJECT}"]`,
       '  rateLimit:',
       '    perSubject: { rate: 100000, burst: 100000 }',

@@ -181,6 +181,7 @@ admin:
 auth:
   enabled: true
   issuer: ${o.issuer}
+  allowInsecureIssuer: true  # the dev issuer serves http:// inside the test namespaces
   audience: ["${PROJECT}"]
   rateLimit:
     perSubject: { rate: 0 }
