@@ -17,7 +17,16 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync 
 import { join } from 'node:path';
 import { isDeepStrictEqual, promisify } from 'node:util';
 import { Counter, Gauge, Histogram } from 'prom-client';
-import { HttpError, type AgentContext, type CbrConfig, type HealthState, type Subsystem, type SupervisedChild } from '../dataplane/index.js';
+import {
+  BGP_STATUS_SERVICE,
+  HttpError,
+  type AgentContext,
+  type BgpStatusView,
+  type CbrConfig,
+  type HealthState,
+  type Subsystem,
+  type SupervisedChild,
+} from '../dataplane/index.js';
 import type { BgpConfig } from './config.js';
 import { BirdControl, BirdCommandError, waitForBird } from './control.js';
 import { bgpSessionState, isErrorReply, parseProtocols, parseRoutePrefixes, replyErrorText } from './reply.js';
@@ -48,6 +57,8 @@ export interface BgpStatus {
   prefixes: Array<{ prefix: string; announced: boolean }>;
   bird: { running: boolean; pid?: number; restarts: number; socket: string; config: string };
   lastChange: string;
+  /** Why the announce state last changed (health, a drain request, the drain wait ending, …). */
+  lastChangeReason: string;
   secondsSinceChange: number;
   lastConfigureMs?: number;
   lastError?: string;
@@ -109,6 +120,7 @@ export class BgpSpeaker implements Subsystem {
   private applyAgain = false;
   private retryTimer?: NodeJS.Timeout;
   private lastChangeAt = Date.now();
+  private lastChangeReason = 'start';
   private lastConfigureMs?: number;
   private lastError?: string;
 
@@ -350,6 +362,7 @@ export class BgpSpeaker implements Subsystem {
       this.ctx.log.info({ from: this.target, to: next, why, health, drainReasons: this.drainReasons() }, 'BGP announce state changed');
       this.target = next;
       this.lastChangeAt = Date.now();
+      this.lastChangeReason = [why === 'health' ? `health ${health}` : why, ...(next === 'drain' ? this.drainReasons() : [])].join(': ');
       this.metrics.transitions.inc({ to: next });
       this.setStateGauge();
     }
@@ -551,6 +564,7 @@ export class BgpSpeaker implements Subsystem {
         config: this.confPath,
       },
       lastChange: new Date(this.lastChangeAt).toISOString(),
+      lastChangeReason: this.lastChangeReason,
       secondsSinceChange: Math.round((Date.now() - this.lastChangeAt) / 100) / 10,
       lastConfigureMs: this.lastConfigureMs === undefined ? undefined : Math.round(this.lastConfigureMs * 10) / 10,
       lastError: this.lastError,
@@ -574,6 +588,9 @@ export class BgpSpeaker implements Subsystem {
 
   private addRoutes(): void {
     const { admin } = this.ctx;
+    // The status page reads the speaker through the service registry (dataplane cannot import bgp/).
+    this.ctx.services.provide<{ status(): BgpStatusView }>(BGP_STATUS_SERVICE, { status: () => this.status() });
+    this.disposers.push(() => this.ctx.services.withdraw(BGP_STATUS_SERVICE));
     this.disposers.push(
       admin.route('GET', '/v1/bgp', async () => {
         await this.poll();

@@ -14,4 +14,6 @@ export { createMetricsRegistry } from './metrics.js';
 export { SystemdNotifier } from './sdnotify.js';
 export { externalCheckSpec } from './external-checks.js';
 export { VERSION } from './version.js';
+export { registerStatusPage, STATUS_PAGE_JSON } from './status-page/page.js';
+export { BGP_STATUS_SERVICE, type BgpStatusView, type StatusSnapshot } from './status-page/snapshot.js';
 export { CbrError, errorMessage, errorCode, httpStatusFor, ERROR_CODES, type ErrorCode } from './errors.js';
