@@ -3,19 +3,13 @@
 // namespace, live values read from the DOM while the page polls, and a drain seen without a reload.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, rmdirSync, writeFileSync, copyFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { withTopology, run, waitFor } from '../../testhosts/index.js';
+import { writeFileSync, copyFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { withTopology, waitFor } from '../../testhosts/index.js';
 import { startAgent, freePort } from '../testing.js';
-import { startRouterBird, waitForRoute } from '../../bgp/testing.js';
-import { detachXdp, pinDirFor } from '../../xdp/loader.js';
+import { waitForRoute } from '../../bgp/testing.js';
+import { routerAndPop, popAgentYaml, ANYCAST_PREFIX, DENIED_SOURCE } from '../../agent/testing.js';
 import { launchChromium } from './testing.js';
-
-const HERE = dirname(fileURLToPath(import.meta.url));
-const BARE = join(HERE, '..', '..', '..', 'xdp', 'build', 'bare.bpf.o');
-const PREFIX = '198.51.100.1/32';
 
 test('GET / needs the admin credential like /v1/ when a token is configured', async () => {
   const token = 'page-token-0123456789abcdef';
@@ -40,129 +34,74 @@ test('GET / needs the admin credential like /v1/ when a token is configured', as
 });
 
 test('status page in headless chromium: live BGP, health, XDP and children; a drain shows without reload', { timeout: 150_000 }, async () => {
-  const bpffs = `/run/cbr-t${process.pid}-page-bpf`;
-  mkdirSync(bpffs, { recursive: true });
-  await run(['mount', '-t', 'bpf', 'bpf', bpffs]);
-  let pinDir: string | undefined;
-  try {
-    await withTopology(async (topo) => {
-      const router = await topo.namespace('router');
-      const pop = await topo.namespace('pop');
-      const [rEnd, pEnd] = await topo.link(router, pop, { aAddr: ['10.0.1.1/24', '10.0.1.66/24'], bAddr: ['10.0.1.2/24'] });
-      // XDP_PASS to the peer of a veth with native XDP needs NAPI on the sender side as well
-      await router.exec(['ip', 'link', 'set', 'dev', rEnd.ifname, 'xdpdrv', 'obj', BARE, 'sec', 'xdp']);
-      const rb = await startRouterBird(router, { routerId: '10.0.1.1', as: 65000, neighbors: [{ name: 'pop4', address: '10.0.1.2', as: 65001 }] });
-      topo.onDestroy(() => rb.stop());
-      const work = mkdtempSync(join(tmpdir(), 'cbr-page-it-'));
-      topo.onDestroy(() => rmSync(work, { recursive: true, force: true }));
-      const healthFile = join(work, 'healthy');
-      writeFileSync(healthFile, '');
-      pinDir = pinDirFor(bpffs, pEnd.ifname);
-      const port = await freePort();
-      const url = `http://127.0.0.1:${port}/`;
-      const yaml = `admin:
-  listen: 127.0.0.1:${port}
-agent:
-  name: pop-test-1
-  stateDir: ${join(work, 'state')}
-lifecycle:
-  shutdownTimeout: 40s
-health:
-  checks:
-    - name: svc
-      command: [test, -f, ${healthFile}]
-      interval: 200ms
-      timeout: 1s
-      rise: 1
-      fall: 1
-xdp:
-  enabled: true
-  interface: ${pEnd.ifname}
-  pinRoot: ${bpffs}
-  mode: native
-  deny:
-    prefixes: [10.0.1.64/28]
-bgp:
-  enabled: true
-  routerId: 10.0.1.2
-  localAs: 65001
-  prefixes: [${PREFIX}]
-  peers:
-    - name: up4
-      address: 10.0.1.1
-      remoteAs: 65000
-  timers: { hold: 3s, keepalive: 1s, connectRetry: 1s, connectDelay: 1s }
-  drain: { wait: 30s }
-  sessionCheck: { require: any, interval: 500ms, rise: 1, fall: 2 }
-  bird: { statusInterval: 500ms }
-`;
-      const agent = await startAgent(yaml, { netns: pop.name });
-      topo.onDestroy(async () => void (await agent.stop('SIGKILL')));
-      const learned = await waitForRoute(rb.control, PREFIX, (r) => r.present, 30_000);
-      assert.ok(learned.ok, `router never learned ${PREFIX}:\n${agent.logLines.slice(-20).join('\n')}`);
+  await withTopology(async (topo) => {
+    const t = await routerAndPop(topo);
+    const { router, pop } = t;
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}/`;
+    const yaml = popAgentYaml(t, { listen: `127.0.0.1:${port}` });
+    const agent = await startAgent(yaml, { netns: pop.name });
+    topo.onDestroy(async () => void (await agent.stop('SIGKILL')));
+    const learned = await waitForRoute(t.bird.control, ANYCAST_PREFIX, (r) => r.present, 30_000);
+    assert.ok(learned.ok, `router never learned ${ANYCAST_PREFIX}:\n${agent.logLines.slice(-20).join('\n')}`);
 
-      // Traffic for the filter chart: a denied source and a plain one, bounded in count.
-      for (const src of ['10.0.1.66', '10.0.1.1']) topo.track(router.spawn(['ping', '-q', '-c', '200', '-i', '0.1', '-I', src, '10.0.1.2']));
+    // Traffic for the filter chart: a denied source and a plain one, bounded in count.
+    for (const src of [DENIED_SOURCE, '10.0.1.1']) topo.track(router.spawn(['ping', '-q', '-c', '200', '-i', '0.1', '-I', src, '10.0.1.2']));
 
-      const browser = await launchChromium({ wrap: ['ip', 'netns', 'exec', pop.name], width: 1280, height: 1000 });
-      topo.onDestroy(() => browser.close());
-      await browser.open(url);
-      const text = (sel: string) => browser.evaluate<string>(`document.querySelector(${JSON.stringify(sel)})?.innerText ?? ''`);
-      const states = (sel: string) =>
-        browser.evaluate<string[]>(`[...document.querySelectorAll(${JSON.stringify(`${sel} [data-state]`)})].map((e) => e.dataset.state)`);
+    const browser = await launchChromium({ wrap: ['ip', 'netns', 'exec', pop.name], width: 1280, height: 1000 });
+    topo.onDestroy(() => browser.close());
+    await browser.open(url);
+    const text = (sel: string) => browser.evaluate<string>(`document.querySelector(${JSON.stringify(sel)})?.innerText ?? ''`);
+    const states = (sel: string) =>
+      browser.evaluate<string[]>(`[...document.querySelectorAll(${JSON.stringify(`${sel} [data-state]`)})].map((e) => e.dataset.state)`);
 
-      // First paint (server-rendered).
-      assert.match(await text('header'), /pop-test-1/);
-      assert.match(await text('#health'), /external\.svc/);
-      assert.match(await text('#bgp'), /198\.51\.100\.1\/32/);
+    // First paint (server-rendered).
+    assert.match(await text('header'), /pop-test-1/);
+    assert.match(await text('#health'), /external\.svc/);
+    assert.match(await text('#bgp'), /198\.51\.100\.1\/32/);
 
-      // Live values arrive through the script's polling: the prefix announced, the session up,
-      // BIRD running, denied packets counted by reason.
-      const live = await waitFor(
-        'the page to show the prefix announced and denylist drops',
-        async () => {
-          const bgp = await text('#bgp');
-          const xdp = await text('#xdp');
-          const drop = Number((await text('#xdp-drop')).replace(/,/g, ''));
-          return /announced/.test(bgp) && /Established/.test(bgp) && /dropped: denylist/.test(xdp) && drop > 0 ? { bgp, xdp } : undefined;
-        },
-        30_000,
-        500,
-      );
-      assert.match(live.bgp, /up4/);
-      assert.deepEqual(await states('header'), ['up']);
-      const children = await text('#children');
-      assert.match(children, /bird\s+running/);
-      assert.match(await browser.evaluate<string>(`document.getElementById('live').innerText`), /^live · every/);
-      const before = await text('#updated');
+    // Live values arrive through the script's polling: the prefix announced, the session up,
+    // BIRD running, denied packets counted by reason.
+    const live = await waitFor(
+      'the page to show the prefix announced and denylist drops',
+      async () => {
+        const bgp = await text('#bgp');
+        const xdp = await text('#xdp');
+        const drop = Number((await text('#xdp-drop')).replace(/,/g, ''));
+        return /announced/.test(bgp) && /Established/.test(bgp) && /dropped: denylist/.test(xdp) && drop > 0 ? { bgp, xdp } : undefined;
+      },
+      30_000,
+      500,
+    );
+    assert.match(live.bgp, /up4/);
+    assert.deepEqual(await states('header'), ['up']);
+    const children = await text('#children');
+    assert.match(children, /bird\s+running/);
+    assert.match(await browser.evaluate<string>(`document.getElementById('live').innerText`), /^live · every/);
+    const before = await text('#updated');
 
-      // Drain through the API; the open page (no reload) turns the prefix and the health to draining.
-      await pop.exec(['curl', '-sf', '-X', 'POST', `${url}v1/drain`]);
-      const drained = await waitFor(
-        'the page to show draining',
-        async () => {
-          const prefixStates = await states('#bgp table:first-of-type');
-          const header = await states('header');
-          return prefixStates.includes('draining') && header[0] === 'draining' ? { prefixStates, header } : undefined;
-        },
-        15_000,
-        300,
-      );
-      assert.deepEqual(drained.header, ['draining']);
-      assert.match(await text('#bgp'), /agent draining/, 'the page says why the prefix changed');
-      assert.notEqual(await text('#updated'), before, 'the page re-rendered');
+    // Drain through the API; the open page (no reload) turns the prefix and the health to draining.
+    await pop.exec(['curl', '-sf', '-X', 'POST', `${url}v1/drain`]);
+    const drained = await waitFor(
+      'the page to show draining',
+      async () => {
+        const prefixStates = await states('#bgp table:first-of-type');
+        const header = await states('header');
+        return prefixStates.includes('draining') && header[0] === 'draining' ? { prefixStates, header } : undefined;
+      },
+      15_000,
+      300,
+    );
+    assert.deepEqual(drained.header, ['draining']);
+    assert.match(await text('#bgp'), /agent draining/, 'the page says why the prefix changed');
+    assert.notEqual(await text('#updated'), before, 'the page re-rendered');
 
-      const png = await browser.screenshot();
-      assert.equal(png.subarray(1, 4).toString('latin1'), 'PNG');
-      assert.ok(png.length > 20_000, `screenshot of ${png.length} bytes looks empty`);
-      const out = join(work, 'status-page.png');
-      writeFileSync(out, png);
-      // CBR_SCREENSHOT=docs/status-page.png keeps the picture (the repository's copy is made this way).
-      if (process.env.CBR_SCREENSHOT) copyFileSync(out, process.env.CBR_SCREENSHOT);
-    });
-  } finally {
-    if (pinDir) detachXdp(pinDir);
-    await run(['umount', bpffs]).catch(() => undefined);
-    rmdirSync(bpffs);
-  }
+    const png = await browser.screenshot();
+    assert.equal(png.subarray(1, 4).toString('latin1'), 'PNG');
+    assert.ok(png.length > 20_000, `screenshot of ${png.length} bytes looks empty`);
+    const out = join(t.work, 'status-page.png');
+    writeFileSync(out, png);
+    // CBR_SCREENSHOT=docs/status-page.png keeps the picture (the repository's copy is made this way).
+    if (process.env.CBR_SCREENSHOT) copyFileSync(out, process.env.CBR_SCREENSHOT);
+  });
 });
