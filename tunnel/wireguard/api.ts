@@ -96,7 +96,7 @@ export function registerHandler(deps: ApiDeps) {
       const body = parseRegistrationBody(await req.json());
       let out;
       try {
-        out = await deps.registrar.register(identity, body.publicKey, body.interface);
+        out = await deps.registrar.register(identity, body.publicKey, body.interface, req.remoteAddress);
       } catch (err) {
         if (err instanceof RegistrationError) throw new HttpError(err.status, err.message, {}, err.code);
         throw err;
