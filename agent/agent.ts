@@ -16,6 +16,7 @@ import {
   SystemdNotifier,
   externalCheckSpec,
   ServiceRegistry,
+  registerStatusPage,
   VERSION,
   type CbrConfig,
   type Logger,
@@ -66,6 +67,7 @@ export class Agent {
   private reloading = false;
   private readonly startedAt = Date.now();
   private readonly reloadsTotal: Counter;
+  private readonly stopStatusPage: () => void;
 
   constructor(private readonly opts: AgentOptions) {
     this.config = opts.config;
@@ -94,6 +96,12 @@ export class Agent {
     });
     this.reloadsTotal = new Counter({ name: 'cbr_config_reloads_total', help: 'Config reloads by result', labelNames: ['result'], registers: [this.registry] });
     this.addApiRoutes();
+    const { registry, health, supervisor, services } = this;
+    this.stopStatusPage = registerStatusPage(this.admin, { pop: this.popName, version: VERSION, startedAt, registry, health, supervisor, services });
+  }
+
+  private get popName(): string {
+    return this.config.agent.name ?? hostname();
   }
 
   get currentConfig(): CbrConfig {
@@ -272,6 +280,7 @@ export class Agent {
       if (drainTime > 0) await new Promise((r) => setTimeout(r, drainTime));
       await this.stopSubsystems();
       this.health.stop();
+      this.stopStatusPage();
       await this.supervisor.stopAll();
       await this.admin.stop();
       return 0;

@@ -11,7 +11,17 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { Counter, Gauge, Histogram } from 'prom-client';
-import { HttpError, errorMessage, type AgentContext, type CbrConfig, type HealthState, type Subsystem, type SupervisedChild } from '../dataplane/index.js';
+import {
+  BGP_STATUS_SERVICE,
+  HttpError,
+  errorMessage,
+  type AgentContext,
+  type BgpStatusView,
+  type CbrConfig,
+  type HealthState,
+  type Subsystem,
+  type SupervisedChild,
+} from '../dataplane/index.js';
 import type { BgpConfig } from './config.js';
 import { BirdControl, waitForBird } from './control.js';
 import { checkBirdConfig, readPasswords, writeFileAtomic, writeFileAtomicQuiet } from './birdconf.js';
@@ -43,6 +53,8 @@ export interface BgpStatus {
   prefixes: Array<{ prefix: string; announced: boolean }>;
   bird: { running: boolean; pid?: number; restarts: number; socket: string; config: string };
   lastChange: string;
+  /** Why the announce state last changed (health, a drain request, the drain wait ending, …). */
+  lastChangeReason: string;
   secondsSinceChange: number;
   lastConfigureMs?: number;
   lastError?: string;
@@ -70,6 +82,7 @@ export class BgpSubsystem implements Subsystem {
   private applyAgain = false;
   private retryTimer?: NodeJS.Timeout;
   private lastChangeAt = Date.now();
+  private lastChangeReason = 'start';
   private lastConfigureMs?: number;
   private lastError?: string;
   /** What stands in for a withdraw BIRD's config could not express (see forceWithdraw). */
@@ -333,6 +346,7 @@ export class BgpSubsystem implements Subsystem {
       this.ctx.log.info({ from: this.target, to: d.state, why, because: d.because, drainReasons: d.drainReasons }, 'BGP announce state changed');
       this.target = d.state;
       this.lastChangeAt = Date.now();
+      this.lastChangeReason = [why === 'health' ? `health ${this.ctx.health.state}` : why, ...(d.state === 'drain' ? d.drainReasons : [])].join(': ');
       this.metrics.transitions.inc({ to: d.state });
       this.setStateGauge();
     }
@@ -607,6 +621,7 @@ export class BgpSubsystem implements Subsystem {
         config: this.confPath,
       },
       lastChange: new Date(this.lastChangeAt).toISOString(),
+      lastChangeReason: this.lastChangeReason,
       secondsSinceChange: Math.round((Date.now() - this.lastChangeAt) / 100) / 10,
       lastConfigureMs: this.lastConfigureMs === undefined ? undefined : Math.round(this.lastConfigureMs * 10) / 10,
       lastError: this.lastError,
@@ -631,6 +646,9 @@ export class BgpSubsystem implements Subsystem {
 
   private addRoutes(): void {
     const { admin } = this.ctx;
+    // The status page reads the speaker through the service registry (dataplane cannot import bgp/).
+    this.ctx.services.provide<{ status(): BgpStatusView }>(BGP_STATUS_SERVICE, { status: () => this.status() });
+    this.disposers.push(() => this.ctx.services.withdraw(BGP_STATUS_SERVICE));
     this.disposers.push(
       admin.route('GET', '/v1/bgp', async () => {
         await this.poll();

@@ -1,4 +1,4 @@
-// The admin HTTP listener: GET /metrics (Prometheus text), GET /healthz (JSON, 200 when up), and the
+// The admin HTTP listener: GET / (the status page, added by status-page/page.ts), GET /metrics (Prometheus text), GET /healthz (JSON, 200 when up), and the
 // JSON API under /v1/ that subsystems add routes to. /v1/ is behind a bearer token from config, or a
 // pluggable authorizer (auth/ adds Zitadel's `admin` role); without either it answers loopback only.
 import { createServer, type Server, type IncomingMessage, type ServerResponse, type IncomingHttpHeaders } from 'node:http';

@@ -14,6 +14,9 @@ export { createMetricsRegistry } from './metrics.js';
 export { SystemdNotifier } from './sdnotify.js';
 export { externalCheckSpec } from './external-checks.js';
 export { VERSION } from './version.js';
+export { AccessLog, AccessSession, type AccessFields, type AccessKind, type AccessEndReason } from './access-log.js';
+export { registerStatusPage, STATUS_PAGE_JSON } from './status-page/page.js';
+export { BGP_STATUS_SERVICE, type BgpStatusView, type StatusSnapshot } from './status-page/snapshot.js';
 export { CbrError, errorMessage, errorCode, httpStatusFor, ERROR_CODES, type ErrorCode } from './errors.js';
 export { SPECIAL_PURPOSE_V4, SPECIAL_PURPOSE_V6 } from './net/special-ranges.js';
 export {

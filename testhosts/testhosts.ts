@@ -213,10 +213,11 @@ export class Topology {
   }
 }
 
-async function killAndWait(p: ChildProcess, graceMs = 2000): Promise<void> {
+/** Signals a child (SIGTERM unless told), SIGKILLs it after graceMs, and resolves once it has exited. */
+export async function killAndWait(p: ChildProcess, graceMs = 2000, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   if (p.exitCode !== null || p.signalCode !== null) return;
   const exited = new Promise<void>((resolve) => p.once('exit', () => resolve()));
-  p.kill('SIGTERM');
+  p.kill(signal);
   const t = setTimeout(() => p.kill('SIGKILL'), graceMs);
   await exited;
   clearTimeout(t);

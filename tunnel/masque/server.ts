@@ -9,7 +9,7 @@
 // Answer: 204 (cbr-sessions-refreshed: N), or the auth status (401/403/429/503) and nothing changes.
 import type { AuthGate, Identity, SessionKind } from '../../auth/index.js';
 import { AuthError } from '../../auth/index.js';
-import { QuicEndpoint, type QuicConnection, type CongestionControl, type TlsMaterial } from '../quic/index.js';
+import { QuicEndpoint, type QuicConnection, type CongestionControl, type TlsMaterial, type CloseReason } from '../quic/index.js';
 import {
   H3Error,
   H3ErrorCode,
@@ -33,6 +33,7 @@ import { UdpRelay } from './udp-relay.js';
 import type { IpGateway, IpLease, IpSessionSink } from './ip-gateway.js';
 import { PoolExhaustedError } from '../../dataplane/index.js';
 import { prefixToRange, sortRanges } from './ranges.js';
+import { AccessLog, type AccessEndReason, type AccessSession } from '../../dataplane/index.js';
 
 export const TOKEN_REFRESH_PATH = '/.well-known/cbr/token-refresh';
 
@@ -85,6 +86,8 @@ interface Session {
   sink?: IpSessionSink;
   ipproto?: number;
   ended: boolean;
+  /** The access-log record (bytes each way), from the 200 answer on. */
+  access?: AccessSession;
 }
 
 interface RequestState {
@@ -101,6 +104,7 @@ class ServerConn {
   readonly requests = new Map<number, RequestState>();
   readonly sessions = new Map<number, Session>();
   closed = false;
+  closeReason?: CloseReason;
 
   constructor(
     readonly server: MasqueServer,
@@ -109,7 +113,7 @@ class ServerConn {
     this.h3 = new H3Connection(quic, 'server', {
       onRequestStream: (id, chunk, fin) => server.onRequestStream(this, id, chunk, fin),
       onHttpDatagram: (id, ctx, payload) => server.onHttpDatagram(this, id, ctx, payload),
-      onClosed: () => server.onConnectionClosed(this),
+      onClosed: (r) => server.onConnectionClosed(this, r),
       onStreamGone: (id) => server.endStream(this, id, 'server'),
     });
   }
@@ -146,8 +150,11 @@ export class MasqueServer {
   private readonly conns = new Set<ServerConn>();
   private draining = false;
   endpoint!: QuicEndpoint;
+  private readonly access?: AccessLog;
 
-  private constructor(private opts: MasqueServerOptions) {}
+  private constructor(private opts: MasqueServerOptions) {
+    if (opts.log) this.access = new AccessLog(opts.log);
+  }
 
   static async listen(opts: MasqueServerOptions): Promise<MasqueServer> {
     const s = new MasqueServer(opts);
@@ -217,7 +224,7 @@ export class MasqueServer {
         st.reader.end();
         if (st.session) {
           st.session.capsules.end();
-          this.endSession(st.session, 'client');
+          this.endSession(st.session, 'client', 'fin');
         }
         if (st.phase !== 'auth') c.requests.delete(streamId);
         else st.queued.push({ chunk: new Uint8Array(0), fin: true });
@@ -341,6 +348,13 @@ export class MasqueServer {
     this.live[kind]++;
     this.counters.sessionsOpened[kind]++;
     this.count(`open-${kind}`);
+    s.access = this.access?.start({
+      kind: kind === 'udp' ? 'masque-connect-udp' : 'masque-connect-ip',
+      subject: s.identity.subject,
+      org: s.identity.org,
+      client: `${c.quic.peer.host}:${c.quic.peer.port}`,
+      ...(s.lease ? { lease: [s.lease.v4, s.lease.v6] } : { target: udpTargetText(path) }),
+    });
     this.respond(c, streamId, encodeResponse({ status: 200, headers: { 'capsule-protocol': '?1' } }), false);
     if (kind === 'ip') this.sendIpConfig(s);
     this.armExpiry(s);
@@ -489,6 +503,7 @@ export class MasqueServer {
     }
     this.counters.datagramsIn++;
     this.counters.bytesIn += payload.length;
+    if (s.access) s.access.fromClient += payload.length;
     if (s.relay) s.relay.send(payload);
     else if (s.lease && this.opts.ip) {
       if (this.opts.ip.gateway.fromClient(s.lease, s.sink!, payload, s.ipproto) !== undefined) this.counters.drops.gateway++;
@@ -508,6 +523,7 @@ export class MasqueServer {
     if (c.h3.peerAcceptsDatagrams && c.quic.datagramSend(dg)) {
       this.counters.datagramsOut++;
       this.counters.bytesOut += payload.length;
+      if (s.access) s.access.toClient += payload.length;
       return true;
     }
     if (c.h3.peerAcceptsDatagrams && dg.length <= c.quic.datagramMaxSize()) {
@@ -522,14 +538,17 @@ export class MasqueServer {
     this.counters.capsuleDatagramsOut++;
     this.counters.datagramsOut++;
     this.counters.bytesOut += payload.length;
+    if (s.access) s.access.toClient += payload.length;
     return true;
   }
 
   // ------------------------------------------------------------------ teardown
 
-  private endSession(s: Session, why: SessionEndReason): void {
+  /** `detail` says more than `why` for the access log (a FIN rather than a reset); see accessReason. */
+  private endSession(s: Session, why: SessionEndReason, detail?: AccessEndReason): void {
     if (s.ended) return;
     s.ended = true;
+    s.access?.end(detail ?? accessReason(why, s.conn.closeReason));
     if (s.expiry) clearTimeout(s.expiry);
     s.relay?.close();
     s.lease?.release();
@@ -556,8 +575,9 @@ export class MasqueServer {
   }
 
   /** @internal */
-  onConnectionClosed(c: ServerConn): void {
+  onConnectionClosed(c: ServerConn, reason?: CloseReason): void {
     c.closed = true;
+    c.closeReason = reason;
     for (const s of [...c.sessions.values()]) this.endSession(s, 'connection');
     c.requests.clear();
     this.conns.delete(c);
@@ -578,6 +598,19 @@ export class MasqueServer {
     for (const c of [...this.conns]) for (const s of [...c.sessions.values()]) this.endSession(s, 'server');
     await this.endpoint.close({ isApp: true, code: H3ErrorCode.H3_NO_ERROR, reason: 'server shutting down', graceMs: 100 });
   }
+}
+
+function udpTargetText(path: string): string {
+  const t = parseUdpPath(path);
+  return t.host.includes(':') ? `[${t.host}]:${t.port}` : `${t.host}:${t.port}`;
+}
+
+/** The access log's end reason for a session ended with `why` (on a connection closed for `closed`). */
+function accessReason(why: SessionEndReason, closed: CloseReason | undefined): AccessEndReason {
+  if (why === 'token-expired') return 'token-expired';
+  if (why === 'server') return 'drain';
+  if (why === 'connection') return closed?.by === 'idle' ? 'idle' : 'closed';
+  return 'reset';
 }
 
 function bearer(headers: readonly { name: string; value: string }[]): string | undefined {

@@ -96,7 +96,7 @@ export function registerHandler(deps: ApiDeps) {
       const body = parseRegistrationBody(await req.json());
       let out: Awaited<ReturnType<PeerRegistrar['register']>>;
       try {
-        out = await deps.registrar.register(identity, body.publicKey, body.interface);
+        out = await deps.registrar.register(identity, body.publicKey, body.interface, req.remoteAddress);
       } catch (err) {
         if (err instanceof RegistrationError) throw new HttpError(httpStatusFor(err), err.message, {}, err.code);
         throw err;

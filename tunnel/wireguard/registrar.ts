@@ -2,9 +2,21 @@
 // token's subject, persisted before the peer is added to the device and before the API answers.
 import type { Identity } from '../../auth/index.js';
 import type { WireguardConfig, WireguardInterfaceConfig } from './config.js';
-import { AddressPool, CbrError, PoolExhaustedError, canonicalIp, ipValue, type IpFamily, type Logger } from '../../dataplane/index.js';
+import {
+  AccessLog,
+  AddressPool,
+  CbrError,
+  PoolExhaustedError,
+  canonicalIp,
+  ipValue,
+  type AccessEndReason,
+  type AccessSession,
+  type IpFamily,
+  type Logger,
+} from '../../dataplane/index.js';
 import type { LeaseStore, Lease } from './store.js';
 import type { WireguardDevice, DevicePeer } from './device.js';
+import type { DeviceState } from './uapi.js';
 import { clientAddressLines } from './client-config.js';
 
 /** A registration that cannot be done; the API answers httpStatusFor(err) with err.code. */
@@ -83,6 +95,9 @@ class UsedAddresses {
 
 export class PeerRegistrar {
   private readonly usedAddrs: UsedAddresses;
+  private readonly access: AccessLog;
+  /** Access records of the peers registered by this process (one per lease, gone when it ends). */
+  private readonly accessByKey = new Map<string, AccessSession>();
 
   constructor(
     private readonly store: LeaseStore,
@@ -92,6 +107,7 @@ export class PeerRegistrar {
     private readonly now: () => number = Date.now,
   ) {
     this.usedAddrs = new UsedAddresses(store);
+    this.access = new AccessLog(log);
   }
 
   /** Called after the pools changed (reload). */
@@ -107,7 +123,7 @@ export class PeerRegistrar {
    * Registers (or renews) `publicKey` for the identity. Resolves with the lease and whether it is new.
    * Throws RegistrationError (status and code for the API) when it cannot.
    */
-  async register(identity: Identity, publicKey: string, ifaceName?: string): Promise<{ lease: Lease; created: boolean }> {
+  async register(identity: Identity, publicKey: string, ifaceName?: string, client?: string): Promise<{ lease: Lease; created: boolean }> {
     const cfg = this.config();
     const name = ifaceName ?? cfg.interfaces[0]?.name;
     const iface = name === undefined ? undefined : this.interfaces.get(name);
@@ -165,6 +181,7 @@ export class PeerRegistrar {
       { interface: iface.config.name, subject: identity.subject, ipv4: outcome.lease.ipv4, ipv6: outcome.lease.ipv6, created: outcome.created },
       outcome.created ? 'peer registered' : 'peer renewed',
     );
+    if (outcome.created) this.accessByKey.set(publicKey, this.access.start({ ...accessFields(outcome.lease), org: identity.org, client }));
     return outcome;
   }
 
@@ -182,7 +199,7 @@ export class PeerRegistrar {
     if (!lease || (subject !== undefined && lease.subject !== subject)) return false;
     this.store.remove(publicKey);
     this.usedAddrs.released(lease);
-    await this.removeFromDevice(lease);
+    await this.removeFromDevice(lease, subject === undefined ? 'revoked' : 'deleted');
     this.log.info(
       { interface: lease.iface, subject: lease.subject, reason: subject === undefined ? 'revoked by an operator' : 'deleted by its subject' },
       'peer removed',
@@ -190,8 +207,15 @@ export class PeerRegistrar {
     return true;
   }
 
-  private async removeFromDevice(lease: Lease): Promise<void> {
+  /** Removes the peer from its device and writes its access-log end line (with the device's byte counts). */
+  private async removeFromDevice(lease: Lease, why: AccessEndReason, states = new Map<string, Promise<DeviceState | undefined>>()): Promise<void> {
     const iface = this.interfaces.get(lease.iface);
+    // One device read per interface for a whole sweep; without one the line has no counts but is still written.
+    if (!states.has(lease.iface)) states.set(lease.iface, iface?.device.get().catch(() => undefined) ?? Promise.resolve(undefined));
+    const peer = (await states.get(lease.iface))?.peers.find((p) => p.publicKey === lease.publicKey);
+    const record = this.accessByKey.get(lease.publicKey) ?? this.access.resume(accessFields(lease), lease.createdAt);
+    this.accessByKey.delete(lease.publicKey);
+    record.end(why, peer && { fromClient: peer.rxBytes, toClient: peer.txBytes });
     // A device that is restarting re-reads the store, which no longer has the peer.
     await iface?.device
       .removePeer(lease.publicKey)
@@ -201,10 +225,11 @@ export class PeerRegistrar {
   /** Removes every expired peer; resolves with how many. */
   async sweepExpired(): Promise<number> {
     const expired = this.store.expired(this.now());
+    const states = new Map<string, Promise<DeviceState | undefined>>();
     for (const lease of expired) {
       if (!this.store.remove(lease.publicKey)) continue;
       this.usedAddrs.released(lease);
-      await this.removeFromDevice(lease);
+      await this.removeFromDevice(lease, 'expired', states);
       this.log.info({ interface: lease.iface, subject: lease.subject, expiredAt: new Date(lease.expiresAt).toISOString() }, 'peer expired and removed');
     }
     return expired.length;
@@ -247,4 +272,8 @@ function groupBy<T>(xs: T[], key: (x: T) => string): Map<string, T[]> {
   const m = new Map<string, T[]>();
   for (const x of xs) m.set(key(x), [...(m.get(key(x)) ?? []), x]);
   return m;
+}
+
+function accessFields(lease: Lease) {
+  return { kind: 'wireguard' as const, subject: lease.subject, lease: [lease.ipv4, lease.ipv6].filter((a): a is string => a !== undefined) };
 }
