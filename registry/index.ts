@@ -18,3 +18,4 @@ export { openSqliteRegistry } from './sqlite.js';
 export { openPostgresRegistry, PostgresConnector, parsePostgresUrl, CHANGE_CHANNEL, type PostgresOptions, type PostgresUrl } from './postgres.js';
 export { ChangeFeed, postgresFeedSource, type FeedSource, type FeedOptions, type FeedEvents } from './feed.js';
 export { MIGRATIONS, SCHEMA_VERSION } from './schema.js';
+export { registrySubsystem, REGISTRY_SERVICE, type RegistryService } from './subsystem.js';
