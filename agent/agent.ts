@@ -28,12 +28,15 @@ import { authSubsystem } from '../auth/index.js';
 import { xdpSubsystem } from '../xdp/index.js';
 import { wireguardSubsystem, masqueSubsystem } from '../tunnel/index.js';
 import { bgpSubsystem } from '../bgp/index.js';
+import { registrySubsystem } from '../registry/index.js';
 import { configLoader } from './config/schema.js';
 
 /** Start order: auth gates the tunnels, the filter protects them, BGP announces only what is ready. */
 const SUBSYSTEM_ORDER: Array<{ section: string; factory: SubsystemFactory | undefined; enabled: (c: CbrConfig) => boolean }> = [
   { section: 'auth', factory: authSubsystem, enabled: (c) => c.auth.enabled },
   { section: 'xdp', factory: xdpSubsystem, enabled: (c) => c.xdp.enabled },
+  // The registry (embedded by default) before the tunnels whose peers it holds.
+  { section: 'registry', factory: registrySubsystem, enabled: () => true },
   { section: 'tunnel.wireguard', factory: wireguardSubsystem, enabled: (c) => c.tunnel.wireguard.enabled },
   { section: 'tunnel.masque', factory: masqueSubsystem, enabled: (c) => c.tunnel.masque.enabled },
   { section: 'bgp', factory: bgpSubsystem, enabled: (c) => c.bgp.enabled },

@@ -94,3 +94,37 @@ test('draining overrides up, down overrides draining; unregister removes the che
   assert.match(text, /cbr_health_transitions_total\{to="down"\} 2/);
   h.stop();
 });
+
+test('a failing non-critical check marks the PoP degraded, not down', async () => {
+  const h = new HealthModel(quiet);
+  let ok = false;
+  h.register({ name: 'critical', intervalMs: 1_000_000, timeoutMs: 100, rise: 1, fall: 1, run: () => undefined });
+  h.register({
+    name: 'optional',
+    critical: false,
+    intervalMs: 1_000_000,
+    timeoutMs: 100,
+    rise: 1,
+    fall: 1,
+    run: () => {
+      if (!ok) throw new Error('database away');
+    },
+  });
+  await sleep(10);
+  assert.equal(h.state, 'up');
+  assert.equal(h.isDegraded, true);
+  const snap = h.snapshot();
+  assert.equal(snap.degraded, true);
+  assert.deepEqual(
+    snap.checks.map((c) => [c.name, c.critical, c.healthy]),
+    [
+      ['critical', true, true],
+      ['optional', false, false],
+    ],
+  );
+  ok = true;
+  await h.runNow('optional');
+  assert.equal(h.isDegraded, false);
+  assert.equal(h.state, 'up');
+  h.stop();
+});

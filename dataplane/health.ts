@@ -17,11 +17,17 @@ export interface HealthCheckSpec {
   fall: number;
   /** Resolves when healthy; throws (or rejects) with the reason when not. */
   run: (signal: AbortSignal) => Promise<void> | void;
+  /**
+   * false: a failure marks the PoP degraded (shown in /healthz) but does not take it down, so anycast
+   * stays (e.g. the fleet registry's database away while tunnels still work). Default true.
+   */
+  critical?: boolean;
 }
 
 export interface HealthCheckStatus {
   name: string;
   healthy: boolean;
+  critical: boolean;
   lastResult: 'pass' | 'fail' | 'pending';
   lastError?: string;
   lastRunAt?: string;
@@ -85,7 +91,7 @@ export class HealthModel extends EventEmitter<{ change: [HealthState, HealthStat
     const entry: CheckEntry = {
       spec,
       running: false,
-      status: { name: spec.name, healthy: false, lastResult: 'pending', consecutivePasses: 0, consecutiveFailures: 0 },
+      status: { name: spec.name, healthy: false, critical: spec.critical ?? true, lastResult: 'pending', consecutivePasses: 0, consecutiveFailures: 0 },
     };
     this.checks.set(spec.name, entry);
     this.checkGauge?.set({ check: spec.name }, 0);
@@ -123,8 +129,13 @@ export class HealthModel extends EventEmitter<{ change: [HealthState, HealthStat
     return this.draining;
   }
 
-  snapshot(): { state: HealthState; draining: boolean; checks: HealthCheckStatus[] } {
-    return { state: this.current, draining: this.draining, checks: [...this.checks.values()].map((e) => ({ ...e.status })) };
+  /** Whether a non-critical check is failing (the PoP serves, with less than it should). */
+  get isDegraded(): boolean {
+    return [...this.checks.values()].some((e) => !e.status.critical && !e.status.healthy);
+  }
+
+  snapshot(): { state: HealthState; draining: boolean; degraded: boolean; checks: HealthCheckStatus[] } {
+    return { state: this.current, draining: this.draining, degraded: this.isDegraded, checks: [...this.checks.values()].map((e) => ({ ...e.status })) };
   }
 
   stop(): void {
@@ -187,7 +198,7 @@ export class HealthModel extends EventEmitter<{ change: [HealthState, HealthStat
   }
 
   private recompute(): void {
-    const allUp = [...this.checks.values()].every((e) => e.status.healthy);
+    const allUp = [...this.checks.values()].every((e) => e.status.healthy || !e.status.critical);
     const next: HealthState = !allUp ? 'down' : this.draining ? 'draining' : 'up';
     if (next === this.current) return;
     const prev = this.current;

@@ -6,22 +6,13 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import { createServer } from 'node:net';
+import { freePort } from '../testhosts/index.js';
 
 // The `cbr` binary, run as a process (not imported: the agent composes the subsystems that use this).
 export const CLI_PATH = join(dirname(fileURLToPath(import.meta.url)), '..', 'agent', 'cli.js');
 
-/** A free TCP port on 127.0.0.1 (bound and released; good enough for tests). */
-export async function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, host, () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
+// A free TCP port: one copy, in the test hosts.
+export { freePort };
 
 /** Runs `cbr <args>` to completion; never throws on a non-zero exit. */
 export function runCli(

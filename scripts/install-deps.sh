@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(clang llvm libbpf-dev bpftool bird2 wireguard-go wireguard-tools iproute2 iperf3 netsniff-ng
-  nftables iputils-ping util-linux procps psmisc curl gcc-multilib gcc make chromium prometheus)
+  nftables iputils-ping util-linux procps psmisc curl gcc-multilib gcc make chromium prometheus postgresql openssl)
 # One command per package that proves it is installed (dpkg -s is slower and misses renamed packages).
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

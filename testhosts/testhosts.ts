@@ -4,6 +4,7 @@
 import { execFile, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { promisify } from 'node:util';
 import { execFileSync } from 'node:child_process';
+import { createServer } from 'node:net';
 
 const execFileAsync = promisify(execFile);
 
@@ -282,4 +283,16 @@ export async function withTopology<T>(fn: (t: Topology) => Promise<T>): Promise<
   } finally {
     await t.destroy();
   }
+}
+
+/** A free TCP port on an address (bound and released; good enough for tests). */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, host, () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
 }

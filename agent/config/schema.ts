@@ -6,6 +6,7 @@ import { authConfigSchema } from '../../auth/index.js';
 import { xdpConfigSchema } from '../../xdp/index.js';
 import { masqueConfigSchema, wireguardConfigSchema, egressConfigSchema } from '../../tunnel/index.js';
 import { bgpConfigSchema } from '../../bgp/index.js';
+import { registryConfigSchema } from '../../registry/index.js';
 
 export const configSchema = z.strictObject({
   ...baseSections,
@@ -19,6 +20,7 @@ export const configSchema = z.strictObject({
     })
     .prefault({}),
   bgp: bgpConfigSchema.prefault({}),
+  registry: registryConfigSchema,
 });
 
 export type CbrConfigInput = z.input<typeof configSchema>;
