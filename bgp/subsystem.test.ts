@@ -168,6 +168,30 @@ test('anycast through a supervised BIRD, checked at a real upstream router', { t
       assert.match(metrics, /cbr_bgp_withdraw_fallback\{mode="protocols_disabled"\} 0/);
     });
 
+    await t.test('a hung BIRD (SIGSTOP) that cannot take the withdraw is stopped and started again from the withdraw file', async () => {
+      const pidFile = join(agent.dir, 'state', 'bgp', 'bird.pid');
+      const hung = Number(readFileSync(pidFile, 'utf8').trim());
+      process.kill(hung, 'SIGSTOP');
+      try {
+        // bgp.sessions fails (no answer on the socket), the withdraw's configure times out, so does
+        // `disable`: the fallback stops BIRD, and the next retry starts it from the withdraw file
+        await agent.waitForLog((e) => e.msg === 'withdraw fallback: BIRD stopped until bird.conf can be written', 30_000);
+        await agent.waitForLog((e) => e.msg === 'bird.conf is writable again; starting BIRD', 10_000);
+      } finally {
+        if (pidAlive(hung)) process.kill(hung, 'SIGCONT');
+      }
+      for (let i = 0; i < 60 && pidAlive(hung); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(pidAlive(hung), false, 'the hung BIRD was not stopped');
+      const back = await waitForRoute(control, V4, (r) => r.present && !isGshut(r.communities), 30_000);
+      assert.ok(back.ok, `not announced again after the restart:\n${agent.logLines.slice(-20).join('\n')}`);
+      const s = await bgpStatus(pop.name, port);
+      assert.equal(s.withdrawFallback, 'none');
+      assert.notEqual(s.bird.pid, undefined);
+      const metrics = await pop.exec(['curl', '-sf', `http://127.0.0.1:${port}/metrics`]);
+      assert.match(metrics, /cbr_bgp_withdraw_failures_total\{stage="configure"\} [1-9]/);
+      assert.match(metrics, /cbr_bgp_withdraw_fallback\{mode="bird_stopped"\} 0/);
+    });
+
     await t.test('cbr bgp drain: 65535:0 and prepend first, then withdrawn; undrain announces again', async () => {
       const t0 = performance.now();
       const r = await runCli(['bgp', 'drain', '--admin', `http://127.0.0.1:${port}`], { netns: pop.name });

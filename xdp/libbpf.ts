@@ -145,7 +145,7 @@ function withNative<T>(bufs: Array<Buffer | number>, fnBody: (addrs: number[]) =
   } finally {
     mems.forEach((m, i) => {
       const b = bufs[i];
-      if (typeof b !== 'number') m.buf.copy(b);
+      if (b !== undefined && typeof b !== 'number') m.buf.copy(b);
     });
     for (const m of mems) m.free();
   }

@@ -62,9 +62,9 @@ export function buildMaglevTable(backends: MaglevBackend[], size = DEFAULT_RING_
   let filled = 0;
   while (filled < size) {
     for (let i = 0; i < sorted.length && filled < size; i++) {
-      credit[i] += sorted[i]!.weight;
+      credit[i] = credit[i]! + sorted[i]!.weight;
       while (credit[i]! >= maxWeight && filled < size) {
-        credit[i] -= maxWeight;
+        credit[i] = credit[i]! - maxWeight;
         // next preferred slot that is still free
         let slot: number;
         do {
