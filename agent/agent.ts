@@ -7,6 +7,7 @@ import type { Registry } from 'prom-client';
 import { Gauge, Counter } from 'prom-client';
 import {
   ConfigError,
+  errorMessage,
   createLogger,
   createMetricsRegistry,
   HealthModel,
@@ -81,6 +82,7 @@ export class Agent {
     this.supervisor = new Supervisor(this.log.child({ subsystem: 'supervisor' }), this.registry);
     this.admin = new AdminServer({
       listen: this.config.admin.listen,
+      maxConnections: this.config.admin.maxConnections,
       apiToken: readApiToken(this.config),
       registry: this.registry,
       health: this.health,
@@ -134,11 +136,15 @@ export class Agent {
       try {
         mkdirSync(this.config.agent.stateDir, { recursive: true, mode: 0o700 });
       } catch (err) {
-        throw new Error(`agent.stateDir: cannot create ${this.config.agent.stateDir}: ${(err as Error).message}`);
+        throw new Error(`agent.stateDir: cannot create ${this.config.agent.stateDir}: ${errorMessage(err)}`);
       }
     }
     if (this.config.admin.enabled) await this.admin.start();
     try {
+      if (this.config.clientApi.enabled) {
+        const tls = readClientTls(this.config);
+        await this.admin.startClient({ listen: this.config.clientApi.listen, maxConnections: this.config.clientApi.maxConnections, ...tls });
+      }
       for (const entry of SUBSYSTEM_ORDER) {
         if (entry.enabled(this.config)) await this.startSubsystem(entry);
       }
@@ -180,7 +186,7 @@ export class Agent {
       try {
         next = this.opts.configPath ? configLoader.loadFile(this.opts.configPath, this.opts.env ?? process.env).config : configLoader.validate({});
       } catch (err) {
-        const problems = err instanceof ConfigError ? err.problems : [(err as Error).message];
+        const problems = err instanceof ConfigError ? err.problems : [errorMessage(err)];
         this.log.error({ problems }, 'reload rejected: invalid config; keeping the running config');
         this.reloadsTotal.inc({ result: 'rejected' });
         return false;
@@ -189,11 +195,19 @@ export class Agent {
       const problems: string[] = [];
       if (next.admin.listen !== prev.admin.listen) problems.push('admin.listen: cannot change on reload; restart the agent');
       if (next.agent.stateDir !== prev.agent.stateDir) problems.push('agent.stateDir: cannot change on reload; restart the agent');
+      if (!isDeepStrictEqual({ ...next.clientApi, certFile: 0, keyFile: 0 }, { ...prev.clientApi, certFile: 0, keyFile: 0 }))
+        problems.push('clientApi: only certFile and keyFile can change on reload; restart the agent');
+      let nextClientTls: ClientTls | undefined;
+      try {
+        if (next.clientApi.enabled) nextClientTls = readClientTls(next);
+      } catch (err) {
+        problems.push(errorMessage(err));
+      }
       let nextApiToken: string | undefined;
       try {
         nextApiToken = readApiToken(next);
       } catch (err) {
-        problems.push(...(err instanceof ConfigError ? err.problems : [(err as Error).message]));
+        problems.push(...(err instanceof ConfigError ? err.problems : [errorMessage(err)]));
       }
       for (const r of this.running) {
         const entry = SUBSYSTEM_ORDER.find((e) => e.section === r.section)!;
@@ -201,7 +215,7 @@ export class Agent {
         try {
           await r.subsystem.checkReload?.(next);
         } catch (err) {
-          problems.push((err as Error).message);
+          problems.push(errorMessage(err));
         }
       }
       for (const entry of SUBSYSTEM_ORDER) {
@@ -217,6 +231,7 @@ export class Agent {
       this.config = next;
       this.log.level = next.log.level;
       this.admin.setApiToken(nextApiToken);
+      if (nextClientTls) this.admin.setClientTls(nextClientTls.cert, nextClientTls.key);
       // Stop what was switched off (reverse order), reload what stays, start what was switched on.
       for (const r of [...this.running].reverse()) {
         const entry = SUBSYSTEM_ORDER.find((e) => e.section === r.section)!;
@@ -352,6 +367,26 @@ export class Agent {
   }
 }
 
+interface ClientTls {
+  cert: Buffer;
+  key: Buffer;
+}
+
+/** The client listener's certificate and key: its own files, else the MASQUE listener's (one certificate per PoP name). */
+function readClientTls(config: CbrConfig): ClientTls {
+  const certFile = config.clientApi.certFile ?? config.tunnel.masque.tls?.certFile;
+  const keyFile = config.clientApi.keyFile ?? config.tunnel.masque.tls?.keyFile;
+  if (!certFile || !keyFile) throw new Error('clientApi.certFile: set certFile and keyFile (or tunnel.masque.tls) to serve clients over HTTPS');
+  const read = (file: string, field: string) => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new Error(`${field}: cannot read ${file}: ${errorMessage(err)}`);
+    }
+  };
+  return { cert: read(certFile, 'clientApi.certFile'), key: read(keyFile, 'clientApi.keyFile') };
+}
+
 function readApiToken(config: CbrConfig): string | undefined {
   if (config.admin.apiToken) return config.admin.apiToken;
   if (!config.admin.apiTokenFile) return undefined;
@@ -360,6 +395,6 @@ function readApiToken(config: CbrConfig): string | undefined {
     if (token.length < 16) throw new Error('expected at least 16 characters');
     return token;
   } catch (err) {
-    throw new ConfigError([`admin.apiTokenFile: ${(err as Error).message}`], config.admin.apiTokenFile);
+    throw new ConfigError([`admin.apiTokenFile: ${errorMessage(err)}`], config.admin.apiTokenFile);
   }
 }

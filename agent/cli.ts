@@ -3,7 +3,7 @@
 // stderr and a non-zero exit, never a stack trace.
 import { Command, CommanderError } from 'commander';
 import { stringify as toYaml } from 'yaml';
-import { ConfigError, envNameFor, VERSION, adminClientFromOptions, withAdminOptions, redactSecrets } from '../dataplane/index.js';
+import { ConfigError, envNameFor, VERSION, adminClientFromOptions, withAdminOptions, redactSecrets, errorMessage } from '../dataplane/index.js';
 import { configLoader } from './config/schema.js';
 import { renderConfigDocs } from './config/docs.js';
 import { Agent } from './agent.js';
@@ -97,5 +97,5 @@ try {
     process.exit(err.exitCode);
   }
   if (err instanceof ConfigError) fail(err.problems);
-  fail([`cbr: ${(err as Error).message ?? String(err)}`]);
+  fail([`cbr: ${errorMessage(err)}`]);
 }

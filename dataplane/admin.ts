@@ -2,11 +2,13 @@
 // JSON API under /v1/ that subsystems add routes to. /v1/ is behind a bearer token from config, or a
 // pluggable authorizer (auth/ adds Zitadel's `admin` role); without either it answers loopback only.
 import { createServer, type Server, type IncomingMessage, type ServerResponse, type IncomingHttpHeaders } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { timingSafeEqual, createHash } from 'node:crypto';
 import type { Registry } from 'prom-client';
 import type { HealthModel } from './health.js';
 import type { Logger } from './log.js';
 import { splitHostPort } from './config/common.js';
+import { errorMessage } from './errors.js';
 
 export class HttpError extends Error {
   constructor(
@@ -57,14 +59,27 @@ const MAX_BODY = 1 << 20;
 
 export interface AdminServerOptions {
   listen: string;
+  /** Open connections at once (admin.maxConnections); more are refused by the kernel's accept path. */
+  maxConnections?: number;
   apiToken?: string;
   registry: Registry;
   health: HealthModel;
   log: Logger;
 }
 
+/** The client-facing HTTPS listener (clientApi): the same route table, `public` routes only. */
+export interface ClientListenerOptions {
+  listen: string;
+  cert: string | Buffer;
+  key: string | Buffer;
+  maxConnections: number;
+}
+
+type Scope = 'admin' | 'client';
+
 export class AdminServer {
   private server?: Server;
+  private clientServer?: HttpsServer;
   private readonly routes: Route[] = [];
   private apiTokenDigest?: Buffer;
   private authorizer?: AdminAuthorizer;
@@ -97,38 +112,54 @@ export class AdminServer {
     return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
   }
 
+  get clientAddress(): string | undefined {
+    const a = this.clientServer?.address();
+    if (!a || typeof a === 'string') return a ?? undefined;
+    return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+  }
+
   async start(): Promise<void> {
-    const hp = splitHostPort(this.opts.listen);
-    if (!hp) throw new Error(`admin.listen: expected host:port, got ${JSON.stringify(this.opts.listen)}`);
-    const server = createServer((req, res) => void this.handle(req, res));
-    server.keepAliveTimeout = 5_000;
-    server.headersTimeout = 10_000;
-    server.requestTimeout = 30_000;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) => {
-        if (err.code === 'EADDRINUSE') reject(new Error(`admin.listen: ${this.opts.listen} is already in use (is another agent running?)`));
-        else if (err.code === 'EADDRNOTAVAIL') reject(new Error(`admin.listen: ${hp.host} is not an address of this host`));
-        else if (err.code === 'EACCES') reject(new Error(`admin.listen: permission denied for port ${hp.port} (needs CAP_NET_BIND_SERVICE)`));
-        else reject(new Error(`admin.listen: ${err.message}`));
-      });
-      server.listen(hp.port, hp.host, () => resolve());
-    });
+    const server = createServer((req, res) => void this.handle(req, res, 'admin'));
+    await listenOn(server, this.opts.listen, 'admin.listen', this.opts.maxConnections ?? 64);
     server.on('error', (err) => this.opts.log.error({ err }, 'admin listener error'));
     this.server = server;
     this.opts.log.info({ listen: this.address }, 'admin HTTP listening');
   }
 
-  async stop(): Promise<void> {
-    const server = this.server;
-    if (!server) return;
-    this.server = undefined;
-    await new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeAllConnections();
-    });
+  /** Starts the client-facing HTTPS listener; throws naming the clientApi field that is wrong. */
+  async startClient(o: ClientListenerOptions): Promise<void> {
+    let server: HttpsServer;
+    try {
+      server = createHttpsServer({ cert: o.cert, key: o.key, minVersion: 'TLSv1.2' }, (req, res) => void this.handle(req, res, 'client'));
+    } catch (err) {
+      throw new Error(`clientApi.certFile: the certificate or key is not usable: ${errorMessage(err)}`);
+    }
+    await listenOn(server, o.listen, 'clientApi.listen', o.maxConnections);
+    server.on('error', (err) => this.opts.log.error({ err }, 'client API listener error'));
+    // A handshake that fails (scanners, wrong CA) is the client's problem: count it in the log at debug.
+    server.on('tlsClientError', (err) => this.opts.log.debug({ err: errorMessage(err) }, 'client API TLS handshake failed'));
+    this.clientServer = server;
+    this.opts.log.info({ listen: this.clientAddress }, 'client API HTTPS listening');
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /** New certificate and key for the client listener (SIGHUP); existing connections keep theirs. */
+  setClientTls(cert: string | Buffer, key: string | Buffer): void {
+    this.clientServer?.setSecureContext({ cert, key, minVersion: 'TLSv1.2' });
+  }
+
+  async stop(): Promise<void> {
+    for (const server of [this.clientServer, this.server]) {
+      if (!server) continue;
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+    }
+    this.server = undefined;
+    this.clientServer = undefined;
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse, scope: Scope): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://admin.invalid');
     const method = (req.method ?? 'GET').toUpperCase();
     let bodyPromise: Promise<Buffer> | undefined;
@@ -160,13 +191,13 @@ export class AdminServer {
         try {
           return JSON.parse(raw.toString('utf8'));
         } catch (err) {
-          throw new HttpError(400, `body: invalid JSON (${(err as Error).message})`);
+          throw new HttpError(400, `body: invalid JSON (${errorMessage(err)})`);
         }
       },
     };
     let out: AdminResponse;
     try {
-      out = await this.dispatch(areq);
+      out = await this.dispatch(areq, scope);
     } catch (err) {
       if (err instanceof HttpError) {
         out = { status: err.status, body: { error: err.message, ...(err.code ? { code: err.code } : {}) }, headers: err.headers };
@@ -178,7 +209,8 @@ export class AdminServer {
     this.send(res, out);
   }
 
-  private async dispatch(req: AdminRequest): Promise<AdminResponse> {
+  private async dispatch(req: AdminRequest, scope: Scope): Promise<AdminResponse> {
+    if (scope === 'client') return this.dispatchClient(req);
     if (req.path === '/metrics' && (req.method === 'GET' || req.method === 'HEAD')) {
       return { body: await this.opts.registry.metrics(), headers: { 'content-type': this.opts.registry.contentType } };
     }
@@ -195,6 +227,23 @@ export class AdminServer {
       if (r.method !== req.method) continue;
       req.params = params;
       if (r.access === 'admin') await this.authorize(req);
+      return r.handler(req);
+    }
+    if (pathMatched) throw new HttpError(405, `method ${req.method} not allowed on ${req.path}`);
+    throw new HttpError(404, `no such endpoint: ${req.path}`);
+  }
+
+  /** The client listener knows only `public` routes: anything else is 404, as if it did not exist. */
+  private async dispatchClient(req: AdminRequest): Promise<AdminResponse> {
+    const parts = req.path.split('/').filter(Boolean);
+    let pathMatched = false;
+    for (const r of this.routes) {
+      if (r.access !== 'public') continue;
+      const params = matchRoute(r.parts, parts);
+      if (!params) continue;
+      pathMatched = true;
+      if (r.method !== req.method) continue;
+      req.params = params;
       return r.handler(req);
     }
     if (pathMatched) throw new HttpError(405, `method ${req.method} not allowed on ${req.path}`);
@@ -228,6 +277,25 @@ export class AdminServer {
     res.writeHead(out.status ?? 200, headers);
     res.end(res.req.method === 'HEAD' ? undefined : payload);
   }
+}
+
+/** Binds `server` to `listen`; errors name `field` and say what to do. */
+async function listenOn(server: Server | HttpsServer, listen: string, field: string, maxConnections: number): Promise<void> {
+  const hp = splitHostPort(listen);
+  if (!hp) throw new Error(`${field}: expected host:port, got ${JSON.stringify(listen)}`);
+  server.keepAliveTimeout = 5_000;
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
+  server.maxConnections = maxConnections;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EADDRINUSE') reject(new Error(`${field}: ${listen} is already in use (is another agent running?)`));
+      else if (err.code === 'EADDRNOTAVAIL') reject(new Error(`${field}: ${hp.host} is not an address of this host`));
+      else if (err.code === 'EACCES') reject(new Error(`${field}: permission denied for port ${hp.port} (needs CAP_NET_BIND_SERVICE)`));
+      else reject(new Error(`${field}: ${err.message}`));
+    });
+    server.listen(hp.port, hp.host, () => resolve());
+  });
 }
 
 function matchRoute(pattern: string[], parts: string[]): Record<string, string> | undefined {

@@ -44,6 +44,18 @@ export const baseSections = {
         .optional()
         .describe('bearer token for /v1/ (prefer apiTokenFile); without either, /v1/ answers only from loopback'),
       apiTokenFile: z.string().optional().describe('file holding the /v1/ bearer token'),
+      maxConnections: z.number().int().min(1).default(64).describe('open connections the admin listener accepts at once'),
+    })
+    .prefault({}),
+  clientApi: z
+    .strictObject({
+      enabled: enabledFlag(false),
+      listen: hostPort()
+        .default('0.0.0.0:443')
+        .describe('HTTPS listener for what VPN clients call (WireGuard registration); only client routes, never /metrics, /healthz or the admin API'),
+      certFile: z.string().optional().describe('PEM certificate chain (default: tunnel.masque.tls.certFile); re-read on SIGHUP'),
+      keyFile: z.string().optional().describe('PEM private key (default: tunnel.masque.tls.keyFile)'),
+      maxConnections: z.number().int().min(1).default(1024).describe('open connections the client listener accepts at once'),
     })
     .prefault({}),
   lifecycle: z

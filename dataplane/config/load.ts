@@ -3,6 +3,7 @@
 // `<field path>: <what was expected>`, so an operator can fix a file without reading code.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { errorMessage } from '../errors.js';
 import { parseDocument, parse as parseYamlScalar, LineCounter } from 'yaml';
 
 export class ConfigError extends Error {
@@ -179,7 +180,7 @@ export function parseConfigText(text: string, source: string): Record<string, un
     // toJS resolves aliases: an undefined anchor or an alias bomb fails here, not in the parser.
     value = doc.toJS({ maxAliasCount: 100 }) ?? {};
   } catch (err) {
-    throw new ConfigError([`${source}: YAML error: ${(err as Error).message.split('\n')[0]}`], source);
+    throw new ConfigError([`${source}: YAML error: ${errorMessage(err).split('\n')[0]}`], source);
   }
   if (typeof value !== 'object' || Array.isArray(value)) {
     throw new ConfigError([`(root): expected a mapping of sections, got ${describeValue(value)}`], source);
@@ -232,8 +233,7 @@ export class ConfigLoader<C> {
       text = readFileSync(path, 'utf8');
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      const why =
-        code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : String((err as Error).message);
+      const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : errorMessage(err);
       throw new ConfigError([`${path}: cannot read config file: ${why}`], path);
     }
     const raw = parseConfigText(text, path);

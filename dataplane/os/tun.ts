@@ -7,6 +7,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { ioctlBuffer } from './libc.js';
 import { createRing, RingReader, SEQ, STOP, type RingBuffers } from './tun-ring.js';
+import { errorMessage } from '../errors.js';
 
 const execFileAsync = promisify(execFile);
 // ES2024 Atomics.waitAsync (in Node 20's V8; not in this TypeScript lib target).
@@ -89,7 +90,7 @@ export class TunDevice {
       }
     } catch (err) {
       for (const fd of fds) closeSync(fd);
-      throw new TunError(`cannot create tun ${opts.name}: ${(err as Error).message}`);
+      throw new TunError(`cannot create tun ${opts.name}: ${errorMessage(err)}`);
     }
     const dev = new TunDevice(name, mtu, opts.mode ?? 'ring');
     for (const fd of fds) dev.startReader(fd, opts.ringBytes ?? 4 << 20);

@@ -22,10 +22,20 @@ test('client registers with a dev-issuer token, tunnels to the origin; survives 
     let agent: AgentProcess | undefined;
     try {
       const t = await wgTopology(topo, ['10.88.0.0/24', 'fd00:88::/64']);
-      const { issuer, ifname, adminUrl, yaml } = await wgPop(topo, t, dir);
+      const { issuer, ifname, adminUrl, clientUrl, caFile, yaml } = await wgPop(topo, t, dir);
       agent = await startAgent(yaml(), { netns: t.pop.name });
       await waitHealthy(t.pop, adminUrl, agent);
-      const peersUrl = `${adminUrl}/v1/wireguard/peers`;
+      // Clients register over the client HTTPS listener, verified against the PoP's certificate.
+      const peersUrl = `${clientUrl}/v1/wireguard/peers`;
+      const client = (method: string, url: string, o: { token?: string; body?: string } = {}) => httpIn(t.client, method, url, { ...o, cacert: caFile });
+      // It serves client routes only: no metrics, health or admin API, and no plain HTTP.
+      for (const path of ['/metrics', '/healthz', '/v1/status', '/v1/wireguard/admin/peers', '/']) {
+        assert.equal((await client('GET', `${clientUrl}${path}`, { token: ADMIN_TOKEN })).status, 404, path);
+      }
+      const plain = await t.client
+        .exec(['curl', '-s', '-m', '5', '-o', '/dev/null', '-w', '%{http_code}', `${clientUrl.replace('https:', 'http:')}/metrics`])
+        .catch(() => '000');
+      assert.notEqual(plain.trim(), '200', 'plain HTTP must not reach the client listener');
       const cliEnv = { ...process.env, CBR_ADMIN_TOKEN: ADMIN_TOKEN };
       const listPeers = async () => {
         const r = await runCli(['wg', 'peers', '--json', '--admin', adminUrl], { netns: t.pop.name, env: cliEnv });
@@ -37,24 +47,24 @@ test('client registers with a dev-issuer token, tunnels to the origin; survives 
       const priv = generatePrivateKey();
       const pub = publicKeyFor(priv);
       const body = JSON.stringify({ publicKey: pub });
-      assert.equal((await httpIn(t.client, 'POST', peersUrl, { token: 'eyJhbGciOiJSUzI1NiJ9.e30.AAAA', body })).status, 401);
-      assert.equal((await httpIn(t.client, 'POST', peersUrl, { body })).status, 401);
+      assert.equal((await client('POST', peersUrl, { token: 'eyJhbGciOiJSUzI1NiJ9.e30.AAAA', body })).status, 401);
+      assert.equal((await client('POST', peersUrl, { body })).status, 401);
       const noRole = await tokenFor(t.client, issuer, 'no-role', 'other-secret');
-      assert.equal((await httpIn(t.client, 'POST', peersUrl, { token: noRole, body })).status, 403);
+      assert.equal((await client('POST', peersUrl, { token: noRole, body })).status, 403);
       assert.deepEqual(await listPeers(), []);
 
       // Malformed key or body → 400 naming the field.
       const token = await tokenFor(t.client, issuer, 'vpn-client', 'vpn-secret');
-      const badKey = await httpIn(t.client, 'POST', peersUrl, { token, body: JSON.stringify({ publicKey: 'bm90IGEga2V5' }) });
+      const badKey = await client('POST', peersUrl, { token, body: JSON.stringify({ publicKey: 'bm90IGEga2V5' }) });
       assert.equal(badKey.status, 400);
       assert.match(badKey.json.error, /^publicKey:/);
-      const badBody = await httpIn(t.client, 'POST', peersUrl, { token, body: '{"publicKey": ' });
+      const badBody = await client('POST', peersUrl, { token, body: '{"publicKey": ' });
       assert.equal(badBody.status, 400);
       assert.match(badBody.json.error, /^body:/);
       assert.deepEqual(await listPeers(), []);
 
       // Register, bring up the client's own wireguard-go from the wg-quick text, reach the origin.
-      const reg = await httpIn(t.client, 'POST', peersUrl, { token, body });
+      const reg = await client('POST', peersUrl, { token, body });
       assert.equal(reg.status, 201, reg.text);
       assert.equal(reg.json.server.endpoint, '192.168.50.1:51820');
       const clientIf = uniqueName('c');
@@ -81,7 +91,7 @@ test('client registers with a dev-issuer token, tunnels to the origin; survives 
       assert.match(metrics, new RegExp(`cbr_egress_dropped_packets\\{[^}]*interface="${ifname}"[^}]*reason="private"[^}]*\\} [1-9]`));
       const gbps = await iperf3Gbps(topo, t.origin, t.client, t.originAddress, 2);
       assert.ok(gbps > 0.01, `iperf3 through the tunnel: ${gbps} Gbit/s`);
-      const me = await httpIn(t.client, 'GET', `${peersUrl}/me`, { token });
+      const me = await client('GET', `${peersUrl}/me`, { token });
       assert.deepEqual(
         me.json.peers.map((p: { publicKey: string }) => p.publicKey),
         [pub],
@@ -120,7 +130,7 @@ test('client registers with a dev-issuer token, tunnels to the origin; survives 
       await agent.waitForLog((e) => e.msg === 'config reloaded');
       const token2 = await tokenFor(t.client, issuer, 'vpn-client-2', 'vpn-secret');
       const pub2 = publicKeyFor(generatePrivateKey());
-      assert.equal((await httpIn(t.client, 'POST', peersUrl, { token: token2, body: JSON.stringify({ publicKey: pub2 }) })).status, 201);
+      assert.equal((await client('POST', peersUrl, { token: token2, body: JSON.stringify({ publicKey: pub2 }) })).status, 201);
       assert.ok((await listPeers()).some((p) => p.publicKey === pub2));
       await agent.waitForLog((e) => e.msg === 'peer expired and removed', 20_000);
       assert.deepEqual(

@@ -8,6 +8,7 @@ import { createInterface } from 'node:readline';
 import { uniqueName, type Topology, type Namespace } from '../../testhosts/index.js';
 import { runCli, CLI_PATH, type AgentProcess } from '../../dataplane/testing.js';
 import { UapiClient, uapiSocketPath } from './uapi-client.js';
+import { generateSelfSigned, writeTlsMaterial } from '../quic/index.js';
 
 export interface WgTopology {
   client: Namespace;
@@ -135,6 +136,7 @@ export async function iperf3Gbps(topo: Topology, server: Namespace, client: Name
 
 export const ISSUER_PORT = 9400;
 export const ADMIN_PORT = 9780;
+export const CLIENT_API_PORT = 8443;
 export const PROJECT = '4242';
 export const ADMIN_TOKEN = 'integration-admin-token-0123456789';
 
@@ -170,7 +172,16 @@ export async function startIssuerIn(topo: Topology, ns: Namespace, listen: strin
   });
 }
 
-export function agentYaml(o: { stateDir: string; issuer: string; ifname: string; extra?: string; admin: string; log?: string }): string {
+export function agentYaml(o: {
+  stateDir: string;
+  issuer: string;
+  ifname: string;
+  extra?: string;
+  admin: string;
+  log?: string;
+  /** The client HTTPS listener (registration), when set. */
+  client?: { listen: string; certFile: string; keyFile: string };
+}): string {
   return `log:
   level: ${o.log ?? 'debug'}
 agent:
@@ -178,7 +189,7 @@ agent:
 admin:
   listen: ${o.admin}
   apiToken: ${ADMIN_TOKEN}
-auth:
+${o.client ? `clientApi:\n  enabled: true\n  listen: ${o.client.listen}\n  certFile: ${o.client.certFile}\n  keyFile: ${o.client.keyFile}\n` : ''}auth:
   enabled: true
   issuer: ${o.issuer}
   allowInsecureIssuer: true  # the dev issuer serves http:// inside the test namespaces
@@ -211,6 +222,9 @@ export interface WgPop {
   /** The agent's WireGuard interface (its UAPI socket is removed when the topology is). */
   ifname: string;
   adminUrl: string;
+  /** The client HTTPS listener (registration) and the CA file that verifies it. */
+  clientUrl: string;
+  caFile: string;
   /** The agent's config (agentYaml) with `extra` lines in tunnel.wireguard. */
   yaml: (extra?: string) => string;
 }
@@ -221,11 +235,18 @@ export async function wgPop(topo: Topology, t: WgTopology, dir: string, o: { log
   const ifname = uniqueName('w');
   removeSocketOnDestroy(topo, ifname);
   const admin = `${t.popAddress}:${ADMIN_PORT}`;
+  // The certificate names the PoP's address, so curl verifies it as a client would (IP SAN).
+  const certFile = join(dir, 'client-api.crt');
+  const keyFile = join(dir, 'client-api.key');
+  writeTlsMaterial(await generateSelfSigned([t.popAddress]), certFile, keyFile);
+  const client = { listen: `${t.popAddress}:${CLIENT_API_PORT}`, certFile, keyFile };
   return {
     issuer,
     ifname,
     adminUrl: `http://${admin}`,
-    yaml: (extra = '') => agentYaml({ stateDir: join(dir, 'state'), issuer, ifname, admin, extra, log: o.log }),
+    clientUrl: `https://${client.listen}`,
+    caFile: certFile,
+    yaml: (extra = '') => agentYaml({ stateDir: join(dir, 'state'), issuer, ifname, admin, extra, log: o.log, client }),
   };
 }
 
@@ -251,9 +272,10 @@ export async function httpIn(
   ns: Namespace,
   method: string,
   url: string,
-  opts: { token?: string; body?: string } = {},
+  opts: { token?: string; body?: string; cacert?: string } = {},
 ): Promise<{ status: number; json: any; text: string }> {
   const argv = ['curl', '-s', '-m', '10', '-X', method, '-w', '\n%{http_code}', '-H', 'content-type: application/json'];
+  if (opts.cacert) argv.push('--cacert', opts.cacert);
   if (opts.token) argv.push('-H', `authorization: Bearer ${opts.token}`);
   if (opts.body !== undefined) argv.push('--data-binary', '@-');
   argv.push(url);
