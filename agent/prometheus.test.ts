@@ -80,6 +80,7 @@ test('prometheus scrapes a real agent: every dashboard query has data; the rules
     const extra = `auth:
   enabled: true
   issuer: ${issuer}
+  allowInsecureIssuer: true
   audience: ["${PROJECT}"]
 tunnel:
   wireguard:

@@ -26,7 +26,7 @@ test('make demo ONCE=1: every step works and everything is removed', { timeout: 
   for (const step of [
     /BGP: the router has 198\.51\.100\.1\/32 from both PoPs, best via PoP A/,
     /client: token from the dev issuer/,
-    /POST \/v1\/wireguard\/peers via 198\.51\.100\.1 → 201/,
+    /POST https:\/\/198\.51\.100\.1\/v1\/wireguard\/peers \(client API, TLS\) → 201/,
     /GET \/bytes\/20000000 through the tunnel: \d+ ms/,
     /MASQUE: cbr connect .* connect-ip .*addresses 100\.64\.1\.\d+\/32/,
     /through MASQUE: \d+ ms/,

@@ -40,6 +40,8 @@ const ONCE = process.env.ONCE === '1';
 const VERBOSE = process.env.CBR_DEMO_VERBOSE === '1';
 
 const ADMIN_PORT = 9780;
+/** WireGuard registration over HTTPS (clientApi); MASQUE has UDP 443. */
+const CLIENT_API_PORT = 443;
 const ADMIN_TOKEN = `demo-admin-${process.pid}-${Math.random().toString(36).slice(2)}`;
 const ORIGIN = '10.0.100.2';
 /** A second origin address, routed to clients through MASQUE (WireGuard carries 10.0.100.0/24). */
@@ -103,9 +105,14 @@ function popYaml(p: Pop, o: { issuer: string; bpffs: string; wgKeyFile: string; 
   return `agent:
   name: pop-${p.name.toLowerCase()}
   stateDir: ${p.stateDir}
+# admin on the PoP's unicast (management) address only; clients use the HTTPS client API
 admin:
-  listen: 0.0.0.0:${ADMIN_PORT}
+  listen: ${p.addr}:${ADMIN_PORT}
   apiToken: ${ADMIN_TOKEN}
+clientApi:
+  enabled: true
+  listen: 0.0.0.0:${CLIENT_API_PORT}
+  # certFile/keyFile default to tunnel.masque.tls: one certificate for the PoP's client services
 ${popYamlBase(p, FAST_CHECK)}auth:
   enabled: true
   issuer: ${o.issuer}
@@ -125,7 +132,7 @@ xdp:
     allow:
       - { protocol: udp, port: 51820 }
       - { protocol: udp, port: 443 }
-      - { protocol: tcp, port: ${ADMIN_PORT} }
+      - { protocol: tcp, port: ${CLIENT_API_PORT} }
       - { protocol: udp, port: ${POP_ECHO} }
       - { protocol: udp, port: ${LB_PORT} }
       - { protocol: icmp }
@@ -378,7 +385,7 @@ async function startPopAgents(net: Net): Promise<Services> {
   // One TLS certificate for the anycast MASQUE service, shared by both PoPs; the client trusts it by --ca.
   const certFile = join(work, 'masque.crt');
   const keyFile = join(work, 'masque.key');
-  writeTlsMaterial(await generateSelfSigned(['pop.demo', ANYCAST]), certFile, keyFile);
+  writeTlsMaterial(await generateSelfSigned(['pop.demo', ANYCAST, ...net.pops.map((p) => p.addr)]), certFile, keyFile);
 
   const tAgents = performance.now();
   const started = await Promise.all(
@@ -439,23 +446,23 @@ async function takeToken(net: Net, svc: Services): Promise<string> {
 }
 
 /** Registers the client's key through the anycast address (and at B), brings the tunnel up, measures it. */
-async function connectWireGuard(net: Net, token: string): Promise<WireGuardClient> {
+async function connectWireGuard(net: Net, svc: Services, token: string): Promise<WireGuardClient> {
   const { client } = net;
   const [, b] = net.pops;
   const clientKey = generatePrivateKey();
   const body = JSON.stringify({ publicKey: publicKeyFor(clientKey) });
   const tReg = performance.now();
-  const regA = await httpIn(client, 'POST', `http://${ANYCAST}:${ADMIN_PORT}/v1/wireguard/peers`, { token, body });
+  const regA = await httpIn(client, 'POST', `https://${ANYCAST}/v1/wireguard/peers`, { token, body, cacert: svc.certFile });
   const regAms = performance.now() - tReg;
   check(regA.status === 201, `WireGuard registration through the anycast address: HTTP ${regA.status} ${regA.text}`);
-  const regB = await httpIn(client, 'POST', `http://${b.addr}:${ADMIN_PORT}/v1/wireguard/peers`, { token, body });
+  const regB = await httpIn(client, 'POST', `https://${b.addr}/v1/wireguard/peers`, { token, body, cacert: svc.certFile });
   check(regB.status === 201, `WireGuard registration at PoP B: HTTP ${regB.status} ${regB.text}`);
   check(
     regA.json.addresses.ipv4 === regB.json.addresses.ipv4,
     `the PoPs leased different addresses (${regA.json.addresses.ipv4}, ${regB.json.addresses.ipv4})`,
   );
   say(
-    `WireGuard: POST /v1/wireguard/peers via ${ANYCAST} → 201 in ${ms(regAms)} (lease ${regA.json.addresses.ipv4}, endpoint ${regA.json.server.endpoint}); also registered at PoP B (${b.addr}) for failover`,
+    `WireGuard: POST https://${ANYCAST}/v1/wireguard/peers (client API, TLS) → 201 in ${ms(regAms)} (lease ${regA.json.addresses.ipv4}, endpoint ${regA.json.server.endpoint}); also registered at PoP B (${b.addr}) for failover`,
   );
   const clientWg = uniqueName('c');
   await client.exec(['nft', '-f', '-'], {
@@ -789,7 +796,7 @@ async function demo(topo: Topology, work: string): Promise<void> {
   const svc = await startPopAgents(net);
   const anycastProbe = await probeAnycast(net);
   const token = await takeToken(net, svc);
-  const wg = await connectWireGuard(net, token);
+  const wg = await connectWireGuard(net, svc, token);
   const mq = await connectMasque(net, svc);
   await loadBalance(net);
   await attack(net, wg);
