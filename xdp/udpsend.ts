@@ -31,5 +31,5 @@ while (sent < count && performance.now() < deadline) {
   sent += burst;
 }
 const secondsTaken = (performance.now() - t0) / 1000;
-sockets.forEach((s) => s.close());
+for (const s of sockets) s.close();
 process.stdout.write(`${JSON.stringify({ sent, seconds: secondsTaken })}\n`);

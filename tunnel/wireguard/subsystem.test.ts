@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { withTopology, uniqueName, type Namespace, type Topology } from '../../testhosts/index.js';
-import { removeSocketOnDestroy } from './testing.js';
+import { removeSocketOnDestroy, type JsonBody } from './testing.js';
 import { freePort } from '../../dataplane/testing.js';
 import { AdminServer, HealthModel, Supervisor, ServiceRegistry, createLogger, type AgentContext, type CbrConfig } from '../../dataplane/index.js';
 import { AuthError, AUTH_SERVICE, type AuthGate, type Identity } from '../../auth/index.js';
@@ -122,7 +122,7 @@ async function call(h: Harness, method: string, path: string, opts: { token?: st
   if (opts.token) headers.authorization = `Bearer ${opts.token}`;
   const res = await fetch(h.url + path, { method, headers, body: opts.raw ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body)) });
   const text = await res.text();
-  let json: any;
+  let json: JsonBody;
   try {
     json = JSON.parse(text);
   } catch {

@@ -141,7 +141,7 @@ export const PROJECT = '4242';
 export const ADMIN_TOKEN = 'integration-admin-token-0123456789';
 
 /** Starts `cbr dev-issuer` in `ns` with two service users (one with the vpn-user role, one without). */
-export async function startIssuerIn(topo: Topology, ns: Namespace, listen: string, dir: string): Promise<string> {
+export async function startIssuerIn(_topo: Topology, ns: Namespace, listen: string, dir: string): Promise<string> {
   const cfg = join(dir, 'issuer.yaml');
   writeFileSync(
     cfg,
@@ -267,13 +267,17 @@ export async function waitHealthy(ns: Namespace, adminUrl: string, agent: AgentP
   }
 }
 
+/** A JSON response body as tests read it, field by field. */
+// biome-ignore lint/suspicious/noExplicitAny: the tests assert on the fields they need
+export type JsonBody = any;
+
 /** An HTTP request from inside a namespace (curl); resolves with status and parsed JSON. */
 export async function httpIn(
   ns: Namespace,
   method: string,
   url: string,
   opts: { token?: string; body?: string; cacert?: string } = {},
-): Promise<{ status: number; json: any; text: string }> {
+): Promise<{ status: number; json: JsonBody; text: string }> {
   const argv = ['curl', '-s', '-m', '10', '-X', method, '-w', '\n%{http_code}', '-H', 'content-type: application/json'];
   if (opts.cacert) argv.push('--cacert', opts.cacert);
   if (opts.token) argv.push('-H', `authorization: Bearer ${opts.token}`);
@@ -282,7 +286,7 @@ export async function httpIn(
   const out = await ns.exec(argv, { input: opts.body ?? '' });
   const i = out.lastIndexOf('\n');
   const text = out.slice(0, i);
-  let json: any;
+  let json: JsonBody;
   try {
     json = JSON.parse(text);
   } catch {
