@@ -232,6 +232,31 @@ export class WireguardDevice {
     });
   }
 
+  /**
+   * Makes the device carry exactly `live()`'s peers: removes the others (a revoke whose UAPI removal
+   * failed, a peer added behind our back) and adds or corrects the missing ones. Runs in the device's
+   * queue, so no add or remove of a concurrent registration or revoke interleaves with it; `live` is
+   * read after the device, so a lease inserted meanwhile counts as live. Throws when the device
+   * cannot be reached.
+   */
+  reconcile(live: () => DevicePeer[]): Promise<{ removed: string[]; added: string[] }> {
+    return this.enqueue(async () => {
+      if (!this.control || !this.configured) throw new UapiError(`${this.name} is not configured (wireguard-go restarting?)`);
+      const state = await this.control.get();
+      const want = new Map(live().map((p) => [p.publicKey, p.allowedIps]));
+      const sameIps = (a: string[], b: string[]) => a.length === b.length && [...a].sort().join() === [...b].sort().join();
+      const removed = state.peers.filter((p) => !want.has(p.publicKey)).map((p) => p.publicKey);
+      const have = new Map(state.peers.map((p) => [p.publicKey, p.allowedIps]));
+      const added = [...want].filter(([k, ips]) => !have.has(k) || !sameIps(have.get(k)!, ips)).map(([k]) => k);
+      const peers: PeerSet[] = [
+        ...removed.map((publicKey) => ({ publicKey, remove: true as const })),
+        ...added.map((publicKey) => ({ publicKey, replaceAllowedIps: true, allowedIps: want.get(publicKey)! })),
+      ];
+      if (peers.length) await this.control.set({ peers });
+      return { removed, added };
+    });
+  }
+
   /** The device's state (peers with handshakes and byte counts). */
   get(): Promise<DeviceState> {
     if (!this.control) return Promise.reject(new UapiError(`${this.name} has not started`));
