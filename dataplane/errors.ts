@@ -18,6 +18,7 @@ export const ERROR_CODES = [
   'FORBIDDEN',
   // config, OS, processes
   'CONFIG_INVALID',
+  'FILE_PERMISSIONS',
   'SYSCALL_FAILED',
   'TUN_FAILED',
   'COMMAND_FAILED',
@@ -84,6 +85,7 @@ const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
   INTERNAL: 500,
   INVALID_ARGUMENT: 400,
   CONFIG_INVALID: 400,
+  FILE_PERMISSIONS: 400,
   PREFIX_INVALID: 400,
   CID_INVALID: 400,
   NOT_FOUND: 404,

@@ -33,6 +33,8 @@ export interface DeviceOptions {
   livePeers: () => DevicePeer[];
   /** Runs `ip` and wireguard-go through this prefix (tests: `ip netns exec <ns>`). */
   commandPrefix?: string[];
+  /** A directory only the agent may read, for the key `wg` reads from a file on the kernel path. */
+  secretDir: string;
   /** Directory of UAPI sockets (default /var/run/wireguard). */
   uapiDir?: string;
   /** How long start() waits for the interface to be configured. */
@@ -80,7 +82,7 @@ export class WireguardDevice {
       );
     });
     if (this.implementation === 'kernel') {
-      this.control = new WgToolControl(this.name, this.opts.commandPrefix);
+      this.control = new WgToolControl(this.name, this.opts.secretDir, this.opts.commandPrefix);
       void this.reconfigure('kernel link created');
     } else {
       this.control = new UapiClient(uapiSocketPath(this.name, this.opts.uapiDir));

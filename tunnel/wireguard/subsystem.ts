@@ -140,6 +140,7 @@ export class WireguardSubsystem implements Subsystem {
       field,
       livePeers: () => this.registrar!.livePeers(ifc.name),
       commandPrefix: this.opts.commandPrefix,
+      secretDir: dir,
     });
     this.interfaces.set(ifc.name, { config: ifc, device, publicKey, pools: poolsFor(ifc) });
     await device.start();
