@@ -2,7 +2,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
@@ -31,7 +31,11 @@ test('cbr auth verify: identity JSON and exit 0; the error code on stderr and ex
   assert.deepEqual(id.roles, ['vpn-user']);
 
   const file = join(dir, 'token');
-  writeFileSync(file, `Bearer ${token}\n`);
+  writeFileSync(file, `Bearer ${token}\n`, { mode: 0o644 });
+  const loose = await runCli(verify('--token-file', file));
+  assert.equal(loose.code, 1);
+  assert.match(loose.stderr, new RegExp(`--token-file: ${file} holds a secret but has mode 0644 .*chmod 600`));
+  chmodSync(file, 0o600);
   assert.equal((await runCli(verify('--token-file', file))).code, 0);
   assert.equal((await runCli(verify('-'), { input: token })).code, 0);
 

@@ -1,7 +1,6 @@
 // `cbr auth verify`, `cbr auth token` and `cbr dev-issuer`: operator tools around the gate.
-import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { withAdminOptions, adminClientFromOptions, errorCode, errorMessage } from '../dataplane/index.js';
+import { withAdminOptions, adminClientFromOptions, errorMessage, readSecretFile } from '../dataplane/index.js';
 import { authConfigSchema, type AuthConfig } from './config.js';
 import { AuthError } from './gate.js';
 import { TokenGate } from './token-gate.js';
@@ -24,11 +23,7 @@ async function tokenFrom(opts: { token?: string; tokenFile?: string }, source?: 
   let raw: string;
   if (opts.token !== undefined) raw = opts.token;
   else if (opts.tokenFile !== undefined) {
-    try {
-      raw = readFileSync(opts.tokenFile, 'utf8');
-    } catch (err) {
-      throw new Error(`--token-file: cannot read ${opts.tokenFile}: ${errorCode(err) ?? errorMessage(err)}`);
-    }
+    raw = readSecretFile(opts.tokenFile, '--token-file');
   } else raw = await readStdin();
   return raw.trim().replace(/^Bearer\s+/i, '');
 }

@@ -1,6 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { CbrError } from '../dataplane/index.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateKeyPairSync } from 'node:crypto';
@@ -17,7 +18,7 @@ before(async () => {
   dev = await startDevIssuer({ projectId: 'proj1' });
   dir = mkdtempSync(join(tmpdir(), 'cbr-auth-'));
   keyFile = join(dir, 'app-key.json');
-  writeFileSync(keyFile, JSON.stringify(dev.createAppKey('cbr-pop@proj1')));
+  writeFileSync(keyFile, JSON.stringify(dev.createAppKey('cbr-pop@proj1')), { mode: 0o600 });
 });
 after(async () => {
   for (const g of gates) g.keys.stop();
@@ -73,6 +74,7 @@ test('client authentication rejected by the issuer: ISSUER_UNAVAILABLE that name
   writeFileSync(
     stranger,
     JSON.stringify({ type: 'application', keyId: '1', key: privateKey.export({ type: 'pkcs1', format: 'pem' }), appId: '2', clientId: 'unknown@proj1' }),
+    { mode: 0o600 },
   );
   const g = new TokenGate({ config: authConfig({ issuer: dev.url, audience: ['proj1'], introspection: { mode: 'introspect-opaque', keyFile: stranger } }) });
   gates.push(g);
@@ -84,6 +86,7 @@ test('client authentication rejected by the issuer: ISSUER_UNAVAILABLE that name
   writeFileSync(
     wrongKey,
     JSON.stringify({ type: 'application', keyId: '1', key: privateKey.export({ type: 'pkcs1', format: 'pem' }), clientId: 'cbr-pop@proj1' }),
+    { mode: 0o600 },
   );
   const g2 = new TokenGate({ config: authConfig({ issuer: dev.url, audience: ['proj1'], introspection: { mode: 'introspect-opaque', keyFile: wrongKey } }) });
   gates.push(g2);
@@ -98,6 +101,20 @@ test('jwt-only refuses opaque tokens; key files are checked field by field', asy
   assert.throws(() => parseAppKeyFile('{"type":"application","keyId":"1","key":"k"}', 'f.json'), /f.json: clientId: expected a non-empty string/);
   assert.throws(() => loadAppKeyFile(join(dir, 'missing.json'), 'auth.introspection.keyFile'), /auth.introspection.keyFile: cannot read .*ENOENT/);
   const bad = join(dir, 'bad.json');
-  writeFileSync(bad, JSON.stringify({ type: 'application', keyId: '1', key: 'not a pem', clientId: 'c' }));
+  writeFileSync(bad, JSON.stringify({ type: 'application', keyId: '1', key: 'not a pem', clientId: 'c' }), { mode: 0o600 });
   assert.throws(() => loadAppKeyFile(bad, 'auth.introspection.keyFile'), /key: expected a PEM private key/);
+});
+
+test('an application key file that the group or others may read is refused, naming the file and its mode', () => {
+  const loose = join(dir, 'loose-key.json');
+  writeFileSync(loose, JSON.stringify(dev.createAppKey('cbr-pop@proj1')), { mode: 0o640 });
+  chmodSync(loose, 0o640);
+  assert.throws(
+    () => new TokenGate({ config: authConfig({ issuer: dev.url, audience: ['proj1'], introspection: { mode: 'introspect-opaque', keyFile: loose } }) }),
+    (err: unknown) =>
+      err instanceof CbrError &&
+      err.code === 'FILE_PERMISSIONS' &&
+      err.message ===
+        `auth.introspection.keyFile: ${loose} holds a secret but has mode 0640 (group or others may access it); chmod 600 ${loose} (and check who may have read it)`,
+  );
 });

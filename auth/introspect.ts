@@ -1,10 +1,9 @@
 // Token introspection (RFC 7662) the way Zitadel expects it from an API application: the client
 // authenticates with private_key_jwt, an RS256 assertion signed with the key from the application's
 // key file. Active answers are cached briefly; inactive ones are not, so a revocation shows at once.
-import { readFileSync } from 'node:fs';
 import { createPrivateKey, randomUUID, type KeyObject } from 'node:crypto';
 import { SignJWT } from 'jose';
-import { errorCode, errorMessage } from '../dataplane/index.js';
+import { errorMessage, readSecretFile } from '../dataplane/index.js';
 import { AuthError } from './gate.js';
 import { fetchJson, HttpStatusError } from './jwks.js';
 
@@ -37,12 +36,7 @@ export function parseAppKeyFile(text: string, where: string): AppKeyFile {
 }
 
 export function loadAppKeyFile(path: string, field: string): { file: AppKeyFile; key: KeyObject } {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new Error(`${field}: cannot read ${path}: ${errorCode(err) ?? errorMessage(err)}`);
-  }
+  const text = readSecretFile(path, field);
   const file = parseAppKeyFile(text, `${field} (${path})`);
   let key: KeyObject;
   try {

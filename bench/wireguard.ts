@@ -83,10 +83,10 @@ await withTopology(async (topo) => {
     await startWireguardGo(topo, t.client, plainCli);
     const popKey = generatePrivateKey();
     const cliKey = generatePrivateKey();
-    await withSecretFile(`${popKey}\n`, (f) =>
+    await withSecretFile(dir, `${popKey}\n`, (f) =>
       t.pop.exec(['wg', 'set', plainPop, 'listen-port', '51821', 'private-key', f, 'peer', publicKeyFor(cliKey), 'allowed-ips', '10.99.0.2/32']),
     );
-    await withSecretFile(`${cliKey}\n`, (f) =>
+    await withSecretFile(dir, `${cliKey}\n`, (f) =>
       t.client.exec([
         'wg',
         'set',

@@ -52,3 +52,4 @@ export {
   type ParsedPrefix,
 } from './net/ip.js';
 export { AddressPool, PoolExhaustedError } from './net/pool.js';
+export { checkSecretFileMode, readSecretFile } from './os/secret-file.js';

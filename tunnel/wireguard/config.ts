@@ -40,6 +40,9 @@ export const wireguardConfigSchema = z
     deviceLimit: z.number().int().min(1).default(5).describe('most peers (devices) one subject may register'),
     peerLifetime: duration().optional().describe('how long a registration lasts; default: until the token expires. Registering again extends it'),
     expiryInterval: duration().prefault('10s').describe('how often expired peers are looked for and removed'),
+    reconcileInterval: duration()
+      .prefault('30s')
+      .describe('how often each device is compared with the lease store: peers without a live lease are removed, missing ones added'),
     perPeerMetrics: z.boolean().default(false).describe('export per-peer metrics (label per public key; high cardinality)'),
   })
   .superRefine((c, ctx) => {

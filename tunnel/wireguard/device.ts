@@ -33,6 +33,8 @@ export interface DeviceOptions {
   livePeers: () => DevicePeer[];
   /** Runs `ip` and wireguard-go through this prefix (tests: `ip netns exec <ns>`). */
   commandPrefix?: string[];
+  /** A directory only the agent may read, for the key `wg` reads from a file on the kernel path. */
+  secretDir: string;
   /** Directory of UAPI sockets (default /var/run/wireguard). */
   uapiDir?: string;
   /** How long start() waits for the interface to be configured. */
@@ -80,7 +82,7 @@ export class WireguardDevice {
       );
     });
     if (this.implementation === 'kernel') {
-      this.control = new WgToolControl(this.name, this.opts.commandPrefix);
+      this.control = new WgToolControl(this.name, this.opts.secretDir, this.opts.commandPrefix);
       void this.reconfigure('kernel link created');
     } else {
       this.control = new UapiClient(uapiSocketPath(this.name, this.opts.uapiDir));
@@ -229,6 +231,31 @@ export class WireguardDevice {
     return this.enqueue(async () => {
       if (!this.control || !this.configured) throw new UapiError(`${this.name} is not configured (wireguard-go restarting?)`);
       await this.control.set({ peers });
+    });
+  }
+
+  /**
+   * Makes the device carry exactly `live()`'s peers: removes the others (a revoke whose UAPI removal
+   * failed, a peer added behind our back) and adds or corrects the missing ones. Runs in the device's
+   * queue, so no add or remove of a concurrent registration or revoke interleaves with it; `live` is
+   * read after the device, so a lease inserted meanwhile counts as live. Throws when the device
+   * cannot be reached.
+   */
+  reconcile(live: () => DevicePeer[]): Promise<{ removed: string[]; added: string[] }> {
+    return this.enqueue(async () => {
+      if (!this.control || !this.configured) throw new UapiError(`${this.name} is not configured (wireguard-go restarting?)`);
+      const state = await this.control.get();
+      const want = new Map(live().map((p) => [p.publicKey, p.allowedIps]));
+      const sameIps = (a: string[], b: string[]) => a.length === b.length && [...a].sort().join() === [...b].sort().join();
+      const removed = state.peers.filter((p) => !want.has(p.publicKey)).map((p) => p.publicKey);
+      const have = new Map(state.peers.map((p) => [p.publicKey, p.allowedIps]));
+      const added = [...want].filter(([k, ips]) => !have.has(k) || !sameIps(have.get(k)!, ips)).map(([k]) => k);
+      const peers: PeerSet[] = [
+        ...removed.map((publicKey) => ({ publicKey, remove: true as const })),
+        ...added.map((publicKey) => ({ publicKey, replaceAllowedIps: true, allowedIps: want.get(publicKey)! })),
+      ];
+      if (peers.length) await this.control.set({ peers });
+      return { removed, added };
     });
   }
 

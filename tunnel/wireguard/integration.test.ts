@@ -124,8 +124,8 @@ test('client registers with a dev-issuer token, tunnels to the origin; survives 
       );
       assert.ok(await pingUntil(t.client, t.originAddress, 45_000), 'traffic did not resume after an agent restart');
 
-      // Expiry: with peerLifetime 6s (long enough to list the peer first on a loaded machine) (SIGHUP reload), a second device of another user is removed when it expires.
-      agent.writeConfig(yaml('    peerLifetime: 6s\n'));
+      // Expiry: with peerLifetime 8s (SIGHUP reload; long enough for a CLI round trip on a loaded machine), a second device of another user is removed when it expires.
+      agent.writeConfig(yaml('    peerLifetime: 8s\n'));
       agent.proc.kill('SIGHUP');
       await agent.waitForLog((e) => e.msg === 'config reloaded');
       const token2 = await tokenFor(t.client, issuer, 'vpn-client-2', 'vpn-secret');

@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync, writeFileSync, readFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync, readFileSync } from 'node:fs';
+import { CbrError } from '../../dataplane/index.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generatePrivateKey, publicKeyFor, loadOrCreatePrivateKey } from './keys.js';
@@ -36,10 +37,17 @@ test('a missing key file is generated with mode 0600 and reported; an existing o
     assert.equal(readFileSync(path, 'utf8').trim(), a.privateKey);
     const b = loadOrCreatePrivateKey(path, 'f.privateKeyFile', () => assert.fail('must not generate again'));
     assert.deepEqual(b, a);
+    chmodSync(path, 0o644);
+    assert.throws(
+      () => loadOrCreatePrivateKey(path, 'f.privateKeyFile', () => undefined),
+      (err: unknown) =>
+        err instanceof CbrError && err.code === 'FILE_PERMISSIONS' && err.message.startsWith(`f.privateKeyFile: ${path} holds a secret but has mode 0644`),
+    );
+    chmodSync(path, 0o600);
     writeFileSync(path, 'not a key\n');
     assert.throws(
       () => loadOrCreatePrivateKey(path, 'f.privateKeyFile', () => undefined),
-      /^Error: f\.privateKeyFile: .* does not hold a base64 WireGuard private key/,
+      /f\.privateKeyFile: .* does not hold a base64 WireGuard private key/,
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -2,9 +2,9 @@
 // like `wg genkey` writes it); the public key is derived exactly as WireGuard does (X25519 of the
 // clamped scalar with the base point; node's X25519 clamps like WireGuard does).
 import { createPrivateKey, createPublicKey, randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync, mkdirSync, existsSync } from 'node:fs';
+import { writeFileSync, mkdirSync, existsSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { errorMessage } from '../../dataplane/index.js';
+import { errorMessage, readSecretFile } from '../../dataplane/index.js';
 import { keyFromBase64 } from './uapi.js';
 
 // PKCS#8 DER header for an X25519 private key (RFC 8410): SEQUENCE { version 0, AlgorithmIdentifier 1.3.101.110, OCTET STRING { OCTET STRING(32) } }.
@@ -49,12 +49,7 @@ export function loadOrCreatePrivateKey(
     onGenerated(path, publicKey);
     return { privateKey, publicKey };
   }
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8').trim();
-  } catch (err) {
-    throw new Error(`${field}: cannot read ${path}: ${errorMessage(err)}`);
-  }
+  const text = readSecretFile(path, field).trim();
   if (!keyFromBase64(text)) throw new Error(`${field}: ${path} does not hold a base64 WireGuard private key (44 characters, as \`wg genkey\` writes)`);
   return { privateKey: text, publicKey: publicKeyFor(text) };
 }

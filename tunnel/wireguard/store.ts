@@ -1,9 +1,10 @@
 // Peers and their address leases in SQLite (better-sqlite3, WAL, synchronous=FULL so a commit is on
 // disk before the API answers). Unique indexes make a double-leased address impossible even if the
 // allocation logic were wrong.
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { createRequire } from 'node:module';
+import { CbrError, errorCode, errorMessage } from '../../dataplane/index.js';
 
 // better-sqlite3 ships no type declarations; this is the part of its API used here.
 interface Statement<P extends unknown[], R> {
@@ -74,14 +75,27 @@ export class LeaseStore {
   private readonly db: SqliteDatabase;
   private readonly stmts: ReturnType<LeaseStore['prepareAll']>;
 
+  /** Opens (or creates) the store. Throws CbrError STORE_CORRUPT when the file is not a sound SQLite database. */
   constructor(readonly path: string) {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     this.db = new Database(path);
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = FULL');
-    this.db.pragma('busy_timeout = 5000');
-    this.db.exec(SCHEMA);
-    this.stmts = this.prepareAll();
+    try {
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = FULL');
+      this.db.pragma('busy_timeout = 5000');
+      // quick_check reads every page once: cheap for a lease table, and it finds a torn or overwritten file.
+      const check = String(this.db.pragma('quick_check', { simple: true }));
+      if (check !== 'ok') throw new CbrError('STORE_CORRUPT', `${path}: integrity check failed: ${check.slice(0, 200)}`);
+      this.db.exec(SCHEMA);
+      this.stmts = this.prepareAll();
+    } catch (err) {
+      this.db.close();
+      if (err instanceof CbrError) throw err;
+      const code = errorCode(err) ?? '';
+      if (code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT'))
+        throw new CbrError('STORE_CORRUPT', `${path}: ${errorMessage(err)} (${code})`, { cause: err });
+      throw err;
+    }
   }
 
   private prepareAll() {
@@ -160,4 +174,16 @@ export class LeaseStore {
   close(): void {
     if (this.db.open) this.db.close();
   }
+}
+
+/**
+ * Moves a corrupt store (with its -wal and -shm files) aside as `<path>.corrupt-<UTC timestamp>`,
+ * keeping it for inspection; the next open starts an empty store. Returns the new path.
+ */
+export function moveStoreAside(path: string, now = new Date()): string {
+  const aside = `${path}.corrupt-${now.toISOString().replace(/[:.]/g, '-')}`;
+  for (const suffix of ['', '-wal', '-shm']) {
+    if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
+  }
+  return aside;
 }

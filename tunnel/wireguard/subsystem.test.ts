@@ -4,7 +4,7 @@
 // dev issuer is integration.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
@@ -44,7 +44,7 @@ interface Harness {
   close(): Promise<void>;
 }
 
-async function harness(topo: Topology, ns: Namespace, extra: Record<string, unknown> = {}): Promise<Harness> {
+async function harness(topo: Topology, ns: Namespace, extra: Record<string, unknown> = {}, prepare?: (stateDir: string) => void): Promise<Harness> {
   const ifname = uniqueName('w');
   removeSocketOnDestroy(topo, ifname);
   const stateDir = mkdtempSync(join(tmpdir(), 'cbr-wgsvc-'));
@@ -113,7 +113,13 @@ async function harness(topo: Topology, ns: Namespace, extra: Record<string, unkn
       rmSync(stateDir, { recursive: true, force: true });
     },
   };
-  await h.svc.start();
+  prepare?.(stateDir);
+  try {
+    await h.svc.start();
+  } catch (err) {
+    await h.close();
+    throw err;
+  }
   return h;
 }
 
@@ -314,6 +320,103 @@ test('expiry, wireguard-go kill -9, restart from SQLite, and pool changes on rel
         JSON.stringify(routes),
       );
       assert.ok(!routes.some((r: { dst: string }) => r.dst === '10.88.0.0/22' && !('protocol' in r && r.protocol === 'kernel')), 'old pool route removed');
+    } finally {
+      await h.close();
+    }
+  });
+});
+
+test('a corrupt leases.db is moved aside and only WireGuard degrades; a reload starts it on an empty store', async () => {
+  await withTopology(async (topo) => {
+    const garbage = Buffer.concat([Buffer.from('SQLite format 3\0'), Buffer.alloc(4096, 0xa5)]);
+    const h = await harness(topo, await topo.namespace('wgpop'), {}, (stateDir) => {
+      mkdirSync(join(stateDir, 'wireguard'), { recursive: true });
+      writeFileSync(join(stateDir, 'wireguard', 'leases.db'), garbage);
+    });
+    try {
+      // start() resolved: the agent keeps running. The file is kept, under a timestamped name.
+      const files = readdirSync(join(h.stateDir, 'wireguard'));
+      const aside = files.find((f) => /^leases\.db\.corrupt-\d{4}-\d\d-\d\dT[\d-]+Z$/.test(f));
+      assert.ok(aside, files.join(' '));
+      assert.deepEqual(readFileSync(join(h.stateDir, 'wireguard', aside)), garbage);
+      assert.ok(!files.includes('leases.db'));
+      // WireGuard's health check is down and names the file; registration answers 503.
+      const check = await h.ctx.health.runNow('wireguard.store');
+      assert.equal(check?.lastResult, 'fail');
+      assert.match(check?.lastError ?? '', /leases\.db is corrupt .*moved to .*leases\.db\.corrupt-/);
+      const r = await call(h, 'POST', '/v1/wireguard/peers', { token: 'sub:alice', body: { publicKey: newKey() } });
+      assert.equal(r.status, 503);
+      assert.equal(r.json.code, 'STORE_CORRUPT');
+      assert.equal(h.svc.device(h.ifname), undefined);
+      // A reload brings WireGuard back on a fresh store; the failing check is gone.
+      h.svc.checkReload(h.ctx.config);
+      await h.svc.reload(h.ctx.config);
+      assert.equal(await h.ctx.health.runNow('wireguard.store'), undefined);
+      const k = newKey();
+      assert.equal((await call(h, 'POST', '/v1/wireguard/peers', { token: 'sub:alice', body: { publicKey: k } })).status, 201);
+      assert.ok((await devicePeers(h)).has(k));
+    } finally {
+      await h.close();
+    }
+  });
+});
+
+test('register/revoke races of one key leave store and device equal; reconcile removes peers without a live lease', async () => {
+  await withTopology(async (topo) => {
+    const h = await harness(topo, await topo.namespace('wgpop'), { reconcileInterval: '1h' });
+    try {
+      const consistent = async (keys: string[]) => {
+        const onDevice = await devicePeers(h);
+        for (const k of keys) {
+          const lease = h.svc.leaseStore!.get(k);
+          assert.equal(onDevice.has(k), lease !== undefined, `key ${k}: store ${lease !== undefined}, device ${onDevice.has(k)}`);
+          if (lease) assert.deepEqual(onDevice.get(k), [`${lease.ipv4}/32`, `${lease.ipv6}/128`]);
+        }
+      };
+      // The same key registered and revoked (by its owner and by an operator) concurrently, in shuffled orders.
+      const keys = [newKey(), newKey(), newKey()];
+      for (let round = 0; round < 25; round++) {
+        const k = keys[round % keys.length]!;
+        const ops = [
+          () => call(h, 'POST', '/v1/wireguard/peers', { token: 'sub:racer', body: { publicKey: k } }),
+          () => call(h, 'DELETE', `/v1/wireguard/admin/peers/${encodeURIComponent(k)}`),
+          () => call(h, 'POST', '/v1/wireguard/peers', { token: 'sub:racer', body: { publicKey: k } }),
+          () => call(h, 'DELETE', `/v1/wireguard/peers/${encodeURIComponent(k)}`, { token: 'sub:racer' }),
+        ];
+        const order = ops.map((op, i) => ({ op, at: (i * 7 + round * 3) % 5 })).sort((a, b) => a.at - b.at);
+        const statuses = (await Promise.all(order.map((o) => o.op()))).map((x) => x.status);
+        for (const st of statuses) assert.ok([200, 201, 404].includes(st), `status ${st}`);
+        await consistent(keys);
+      }
+      const first = await h.svc.reconcileNow();
+      assert.deepEqual(first.get(h.ifname), { removed: [], added: [] }, 'nothing to fix after the races');
+
+      // A revoke whose UAPI removal failed (store updated, device not) and a peer added behind the
+      // store's back: the periodic reconcile removes both and restores a missing one.
+      const gone = newKey();
+      const kept = newKey();
+      assert.equal((await call(h, 'POST', '/v1/wireguard/peers', { token: 'sub:erin', body: { publicKey: gone } })).status, 201);
+      assert.equal((await call(h, 'POST', '/v1/wireguard/peers', { token: 'sub:erin', body: { publicKey: kept } })).status, 201);
+      assert.ok(h.svc.leaseStore!.remove(gone));
+      const stray = newKey();
+      const dev = h.svc.device(h.ifname)!;
+      await dev.addPeer({ publicKey: stray, allowedIps: ['10.88.3.250/32'] });
+      await dev.removePeer(kept);
+      assert.ok((await devicePeers(h)).has(gone) && (await devicePeers(h)).has(stray) && !(await devicePeers(h)).has(kept));
+      h.setConfig({ reconcileInterval: '200ms' });
+      await h.svc.reload(h.ctx.config);
+      const until = Date.now() + 10_000;
+      for (;;) {
+        const peers = await devicePeers(h);
+        if (!peers.has(gone) && !peers.has(stray) && peers.has(kept)) break;
+        assert.ok(Date.now() < until, 'reconcile did not fix the device within 10 s');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await consistent([...keys, gone, kept, stray]);
+      const metrics = await h.ctx.registry.metrics();
+      assert.match(metrics, new RegExp(`cbr_wireguard_reconcile_changes_total\\{interface="${h.ifname}",action="removed"\\} 2`));
+      assert.match(metrics, new RegExp(`cbr_wireguard_reconcile_changes_total\\{interface="${h.ifname}",action="added"\\} 1`));
+      assert.match(metrics, new RegExp(`cbr_wireguard_reconcile_runs_total\\{interface="${h.ifname}",result="ok"\\} \\d+`));
     } finally {
       await h.close();
     }

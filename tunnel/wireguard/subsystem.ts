@@ -4,10 +4,10 @@
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { Gauge, Counter } from 'prom-client';
-import { EgressGuard, errorMessage, type AgentContext, type Subsystem, type CbrConfig } from '../../dataplane/index.js';
+import { EgressGuard, HttpError, errorCode, errorMessage, type AgentContext, type Subsystem, type CbrConfig } from '../../dataplane/index.js';
 import { AUTH_SERVICE, type AuthGate } from '../../auth/index.js';
 import type { WireguardConfig, WireguardInterfaceConfig } from './config.js';
-import { LeaseStore } from './store.js';
+import { LeaseStore, moveStoreAside } from './store.js';
 import { WireguardDevice } from './device.js';
 import { loadOrCreatePrivateKey } from './keys.js';
 import { PeerRegistrar, poolsFor, type RegisteredInterface } from './registrar.js';
@@ -31,6 +31,12 @@ export class WireguardSubsystem implements Subsystem {
   private cleanups: Array<() => void> = [];
   private sweepTimer?: NodeJS.Timeout;
   private sweeping?: Promise<unknown>;
+  private reconcileTimer?: NodeJS.Timeout;
+  private reconciling?: Promise<unknown>;
+  private reconcileChanges?: Counter;
+  private reconcileRuns?: Counter;
+  /** Set while WireGuard is off because its lease store was corrupt (the agent itself stays up). */
+  private degraded?: string;
   private readonly metricNames: string[] = [];
   private registrations?: Counter;
   private lastStats?: { at: number; states: Map<string, DeviceState | undefined> };
@@ -57,11 +63,14 @@ export class WireguardSubsystem implements Subsystem {
 
   async start(): Promise<void> {
     const dir = join(this.ctx.stateDir, 'wireguard');
+    const dbPath = join(dir, 'leases.db');
     try {
-      this.store = new LeaseStore(join(dir, 'leases.db'));
+      this.store = new LeaseStore(dbPath);
     } catch (err) {
+      if (errorCode(err) === 'STORE_CORRUPT') return this.degrade(dbPath, err);
       throw new Error(`agent.stateDir: cannot open the WireGuard lease store in ${dir}: ${errorMessage(err)}`);
     }
+    this.degraded = undefined;
     const registrar = new PeerRegistrar(this.store, this.interfaces, () => this.cfg, this.ctx.log);
     this.registrar = registrar;
     const swept = await registrar.sweepExpired();
@@ -75,8 +84,46 @@ export class WireguardSubsystem implements Subsystem {
     this.addMetrics();
     this.addRoutes();
     this.scheduleSweep();
+    this.scheduleReconcile();
     const restored = this.store.all().length;
     this.ctx.log.info({ interfaces: [...this.interfaces.keys()], peers: restored }, 'WireGuard serving');
+  }
+
+  /**
+   * A corrupt lease store: keep it for inspection under a new name, say so loudly, and run without
+   * WireGuard (its health check down, registration answering 503) instead of stopping the agent. A
+   * reload (SIGHUP) or restart starts WireGuard again on a fresh, empty store.
+   */
+  private degrade(dbPath: string, err: unknown): void {
+    let aside: string | undefined;
+    try {
+      aside = moveStoreAside(dbPath);
+    } catch (mvErr) {
+      this.ctx.log.error({ err: mvErr, path: dbPath }, 'could not move the corrupt WireGuard lease store aside');
+    }
+    this.degraded = `lease store ${dbPath} is corrupt (${errorMessage(err)})${aside ? `; moved to ${aside}` : ''}; WireGuard is off until a reload or restart starts it on an empty store`;
+    this.ctx.log.error({ err, path: dbPath, movedTo: aside }, `WIREGUARD DISABLED: ${this.degraded}`);
+    const reason = this.degraded;
+    this.cleanups.push(
+      this.ctx.health.register({
+        name: 'wireguard.store',
+        intervalMs: 5_000,
+        timeoutMs: 1_000,
+        rise: 1,
+        fall: 1,
+        run: () => {
+          throw new Error(reason);
+        },
+      }),
+      this.ctx.admin.route(
+        'POST',
+        '/v1/wireguard/peers',
+        () => {
+          throw new HttpError(503, 'WireGuard registration is unavailable on this PoP (its lease store was lost); try another PoP', {}, 'STORE_CORRUPT');
+        },
+        'public',
+      ),
+    );
   }
 
   private async startInterface(ifc: WireguardInterfaceConfig, i: number, dir: string): Promise<void> {
@@ -95,6 +142,7 @@ export class WireguardSubsystem implements Subsystem {
       field,
       livePeers: () => this.registrar!.livePeers(ifc.name),
       commandPrefix: this.opts.commandPrefix,
+      secretDir: dir,
     });
     this.interfaces.set(ifc.name, { config: ifc, device, publicKey, pools: poolsFor(ifc) });
     await device.start();
@@ -194,6 +242,27 @@ export class WireguardSubsystem implements Subsystem {
     );
     for (const r of ['created', 'renewed', 'bad_request', 'unauthorized', 'forbidden', 'rate_limited', 'unavailable', 'conflict', 'error'])
       this.registrations.inc({ result: r }, 0);
+    this.reconcileRuns = track(
+      new Counter({
+        name: 'cbr_wireguard_reconcile_runs_total',
+        help: 'Device/lease-store reconcile passes by interface and result (ok, error)',
+        labelNames: ['interface', 'result'],
+        registers,
+      }),
+      'cbr_wireguard_reconcile_runs_total',
+    );
+    this.reconcileChanges = track(
+      new Counter({
+        name: 'cbr_wireguard_reconcile_changes_total',
+        help: 'Peers a reconcile pass removed from (no live lease) or added to (missing or wrong allowed IPs) the device',
+        labelNames: ['interface', 'action'],
+        registers,
+      }),
+      'cbr_wireguard_reconcile_changes_total',
+    );
+    for (const name of this.interfaces.keys()) {
+      for (const action of ['removed', 'added']) this.reconcileChanges.inc({ interface: name, action }, 0);
+    }
     track(
       new Gauge({
         name: 'cbr_wireguard_leases',
@@ -314,6 +383,38 @@ export class WireguardSubsystem implements Subsystem {
     }
   }
 
+  /** Periodically makes every device match the store (see WireguardDevice.reconcile). */
+  private scheduleReconcile(): void {
+    clearInterval(this.reconcileTimer);
+    this.reconcileTimer = setInterval(
+      () => {
+        this.reconciling ??= this.reconcileNow().finally(() => (this.reconciling = undefined));
+      },
+      Math.max(100, this.cfg.reconcileInterval),
+    );
+    this.reconcileTimer.unref();
+  }
+
+  /** One reconcile pass over every interface; resolves with the peers removed and added per interface. */
+  async reconcileNow(): Promise<Map<string, { removed: string[]; added: string[] }>> {
+    const out = new Map<string, { removed: string[]; added: string[] }>();
+    for (const [name, i] of this.interfaces) {
+      try {
+        const r = await i.device.reconcile(() => this.registrar!.livePeers(name));
+        out.set(name, r);
+        this.reconcileRuns?.inc({ interface: name, result: 'ok' });
+        if (r.removed.length) this.reconcileChanges?.inc({ interface: name, action: 'removed' }, r.removed.length);
+        if (r.added.length) this.reconcileChanges?.inc({ interface: name, action: 'added' }, r.added.length);
+        if (r.removed.length || r.added.length)
+          this.ctx.log.warn({ interface: name, removed: r.removed, added: r.added }, 'device differed from the lease store; reconciled');
+      } catch (err) {
+        this.reconcileRuns?.inc({ interface: name, result: 'error' });
+        this.ctx.log.warn({ err, interface: name }, 'reconciling the device with the lease store failed; retrying next interval');
+      }
+    }
+    return out;
+  }
+
   private scheduleSweep(): void {
     clearInterval(this.sweepTimer);
     this.sweepTimer = setInterval(
@@ -329,6 +430,7 @@ export class WireguardSubsystem implements Subsystem {
   }
 
   checkReload(next: CbrConfig): void {
+    if (this.degraded) return; // the reload starts WireGuard afresh
     const n = next.tunnel.wireguard;
     const problems: string[] = [];
     const cur = this.cfg.interfaces;
@@ -352,6 +454,12 @@ export class WireguardSubsystem implements Subsystem {
   }
 
   async reload(next: CbrConfig): Promise<void> {
+    if (this.degraded) {
+      await this.stop();
+      this.ctx.log.warn('starting WireGuard again on an empty lease store (the corrupt one was moved aside)');
+      await this.start();
+      return;
+    }
     for (const ifc of next.tunnel.wireguard.interfaces) {
       const reg = this.interfaces.get(ifc.name);
       if (!reg) continue;
@@ -363,11 +471,14 @@ export class WireguardSubsystem implements Subsystem {
     this.registrar!.poolsChanged();
     this.scheduleSweep();
     for (const guard of this.egress.values()) await guard.apply(next.tunnel.egress);
+    this.scheduleReconcile();
   }
 
   async stop(): Promise<void> {
     clearInterval(this.sweepTimer);
+    clearInterval(this.reconcileTimer);
     await this.sweeping;
+    await this.reconciling;
     this.cleanups
       .splice(0)
       .reverse()
@@ -382,5 +493,6 @@ export class WireguardSubsystem implements Subsystem {
     for (const guard of this.egress.values()) await guard.remove();
     this.egress.clear();
     this.store?.close();
+    this.store = undefined;
   }
 }

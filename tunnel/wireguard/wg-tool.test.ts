@@ -1,6 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
+import { mkdtempSync, readdirSync, rmSync, watch } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { decodeWgDump, encodeWgConf, wgSetArgs, WgToolControl } from './wg-tool.js';
 import { UapiError } from './uapi.js';
 import { UapiClient, uapiSocketPath } from './uapi-client.js';
@@ -63,12 +66,19 @@ test('property: random text never makes decodeWgDump throw anything but UapiErro
   );
 });
 
-test('WgToolControl (the kernel path) configures and reads a real device through `wg` (here: wireguard-go)', async () => {
+test('WgToolControl (the kernel path) configures and reads a real device through `wg` (here: wireguard-go)', async (t) => {
+  // Stands for the agent's state directory (test-owned, 0700).
+  const secretDir = mkdtempSync(join(tmpdir(), 'cbr-wgtool-state-'));
+  t.after(() => rmSync(secretDir, { recursive: true, force: true }));
   await withTopology(async (topo) => {
     const ns = await topo.namespace('wgtool');
     const ifname = uniqueName('w');
     await startWireguardGo(topo, ns, ifname);
-    const ctl = new WgToolControl(ifname);
+    // The private key goes to the agent's own directory while `wg` reads it, never to the shared /tmp.
+    const created: string[] = [];
+    const inTmp = watch(tmpdir(), (_, name) => name && created.push(`tmp:${name}`));
+    const inState = watch(secretDir, (_, name) => name && created.push(`state:${name}`));
+    const ctl = new WgToolControl(ifname, secretDir);
     const priv = generatePrivateKey();
     const [p1, p2] = [publicKeyFor(generatePrivateKey()), publicKeyFor(generatePrivateKey())];
     await ctl.set({
@@ -86,6 +96,17 @@ test('WgToolControl (the kernel path) configures and reads a real device through
         { publicKey: p2, allowedIps: ['10.5.0.4/32'] },
       ],
     });
+    await ctl.set({ privateKey: generatePrivateKey() });
+    await ctl.set({ privateKey: priv });
+    await new Promise((r) => setTimeout(r, 50));
+    inTmp.close();
+    inState.close();
+    assert.ok(!created.some((n) => n.startsWith('tmp:cbr-wg')), `files in ${tmpdir()}: ${created.join(' ')}`);
+    assert.ok(
+      created.some((n) => n.startsWith('state:.wg-')),
+      created.join(' '),
+    );
+    assert.deepEqual(readdirSync(secretDir), [], 'the secret file is removed after use');
     const viaWg = await ctl.get();
     const viaUapi = await new UapiClient(uapiSocketPath(ifname)).get();
     assert.equal(viaWg.privateKey, priv);
@@ -98,6 +119,6 @@ test('WgToolControl (the kernel path) configures and reads a real device through
       viaUapi.peers.map((p) => [p.publicKey, p.allowedIps]),
       [[p2, ['10.5.0.4/32']]],
     );
-    await assert.rejects(new WgToolControl('cbr-nonexist0').get(), UapiError);
+    await assert.rejects(new WgToolControl('cbr-nonexist0', secretDir).get(), UapiError);
   });
 });

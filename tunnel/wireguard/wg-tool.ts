@@ -2,8 +2,7 @@
 // (netlink). `wg show <if> dump` and `wg setconf`/`wg set` speak to wireguard-go's UAPI socket as
 // well, so this path is exercised against wireguard-go in the tests.
 import { execFile } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { isBase64Key, UapiError, type DeviceSet, type DeviceState, type PeerState } from './uapi.js';
 import { isPrefix } from '../../dataplane/index.js';
@@ -75,11 +74,14 @@ export function encodeWgConf(req: DeviceSet): string {
 }
 
 /**
- * Runs fn with a private (0600) temporary file holding `content`, removed afterwards. `wg` reads keys
- * and configs from files; /dev/stdin does not work for it under Node, whose stdio pipes are sockets.
+ * Runs fn with a private (0600) file holding `content` in a fresh 0700 directory under `parent`,
+ * removed afterwards. `wg` reads keys and configs from files; /dev/stdin does not work for it under
+ * Node, whose stdio pipes are sockets. `parent` is a directory only the agent may read (its state
+ * directory, which holds the key file anyway), never the shared /tmp.
  */
-export async function withSecretFile<T>(content: string, fn: (path: string) => Promise<T>): Promise<T> {
-  const dir = mkdtempSync(join(tmpdir(), 'cbr-wg-'));
+export async function withSecretFile<T>(parent: string, content: string, fn: (path: string) => Promise<T>): Promise<T> {
+  mkdirSync(parent, { recursive: true, mode: 0o700 });
+  const dir = mkdtempSync(join(parent, '.wg-'));
   try {
     const path = join(dir, 'data');
     writeFileSync(path, content, { mode: 0o600 });
@@ -114,6 +116,8 @@ export function wgSetArgs(ifname: string, req: DeviceSet, keyFile = '/dev/null')
 export class WgToolControl {
   constructor(
     readonly ifname: string,
+    /** Where the private key and full configs are put for `wg` while it runs (see withSecretFile). */
+    private readonly secretDir: string,
     private readonly commandPrefix: string[] = [],
     private readonly timeoutMs = 10_000,
   ) {}
@@ -133,8 +137,8 @@ export class WgToolControl {
   }
 
   async set(req: DeviceSet): Promise<void> {
-    if (req.replacePeers) await withSecretFile(encodeWgConf(req), (f) => this.run(['setconf', this.ifname, f]));
-    else if (req.privateKey !== undefined) await withSecretFile(`${req.privateKey}\n`, (f) => this.run(wgSetArgs(this.ifname, req, f)));
+    if (req.replacePeers) await withSecretFile(this.secretDir, encodeWgConf(req), (f) => this.run(['setconf', this.ifname, f]));
+    else if (req.privateKey !== undefined) await withSecretFile(this.secretDir, `${req.privateKey}\n`, (f) => this.run(wgSetArgs(this.ifname, req, f)));
     else await this.run(wgSetArgs(this.ifname, req));
   }
 }
