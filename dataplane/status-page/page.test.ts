@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync, copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { withTopology, waitFor } from '../../testhosts/index.js';
-import { startAgent, freePort } from '../testing.js';
+import { startAgent, freePort, runCli } from '../testing.js';
 import { waitForRoute } from '../../bgp/testing.js';
 import { routerAndPop, popAgentYaml, ANYCAST_PREFIX, DENIED_SOURCE } from '../../agent/testing.js';
 import { launchChromium } from './testing.js';
@@ -95,6 +95,13 @@ test('status page in headless chromium: live BGP, health, XDP and children; a dr
     assert.deepEqual(drained.header, ['draining']);
     assert.match(await text('#bgp'), /agent draining/, 'the page says why the prefix changed');
     assert.notEqual(await text('#updated'), before, 'the page re-rendered');
+
+    // The same state in the terminal: `cbr status` in the PoP namespace.
+    const cli = await runCli(['status', '--admin', url], { netns: pop.name });
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.match(cli.stdout, /health: DRAINING/);
+    assert.match(cli.stdout, /^198\.51\.100\.1\/32 +draining /m);
+    assert.match(cli.stdout, /^bird +running +\d+ +0$/m);
 
     const png = await browser.screenshot();
     assert.equal(png.subarray(1, 4).toString('latin1'), 'PNG');
