@@ -823,6 +823,9 @@ async function demo(topo: Topology, work: string): Promise<void> {
     say('done. The agents stay up; their metrics (Ctrl-C to stop and remove everything):');
     for (const p of pops) {
       detail(`ip netns exec ${p.ns.name} curl -s ${p.addr}:${ADMIN_PORT}/metrics | grep ^cbr_`);
+      detail(
+        `status page http://${p.addr}:${ADMIN_PORT}/ in ${p.ns.name} (bearer ${ADMIN_TOKEN}); as a table: CBR_ADMIN_TOKEN=${ADMIN_TOKEN} ip netns exec ${p.ns.name} node dist/agent/cli.js status --admin http://${p.addr}:${ADMIN_PORT}`,
+      );
       detail(`ip netns exec ${p.ns.name} node dist/agent/cli.js xdp stats --admin http://${p.addr}:${ADMIN_PORT}   # CBR_ADMIN_TOKEN=${ADMIN_TOKEN}`);
     }
     await new Promise<void>((resolve) => {
