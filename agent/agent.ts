@@ -97,7 +97,10 @@ export class Agent {
     this.reloadsTotal = new Counter({ name: 'cbr_config_reloads_total', help: 'Config reloads by result', labelNames: ['result'], registers: [this.registry] });
     this.addApiRoutes();
     const { registry, health, supervisor, services } = this;
-    this.stopStatusPage = registerStatusPage(this.admin, { pop: this.popName, version: VERSION, startedAt, registry, health, supervisor, services });
+    // The page samples counters every 2 s for its charts: only when there is a listener to show it.
+    this.stopStatusPage = !this.config.admin.enabled
+      ? () => {}
+      : registerStatusPage(this.admin, { pop: this.popName, version: VERSION, startedAt, registry, health, supervisor, services });
   }
 
   private get popName(): string {

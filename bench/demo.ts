@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import { Topology, run, uniqueName, waitFor, type Namespace } from '../testhosts/index.js';
+import { Topology, run, uniqueName, waitFor, startPrometheus, type Namespace } from '../testhosts/index.js';
 import { startAgent, runCli, CLI_PATH, type AgentProcess } from '../dataplane/testing.js';
 import { startRouterBird, waitForRoute, type RouterBird } from '../bgp/testing.js';
 import { generatePrivateKey, publicKeyFor } from '../tunnel/wireguard/keys.js';
@@ -34,6 +34,7 @@ import { clientTunnelFromWgQuick, startIssuerIn, httpIn, tokenFor, PROJECT, ISSU
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROLES = join(HERE, 'demo-roles.js');
 const BARE_XDP = join(HERE, '..', '..', 'xdp', 'build', 'bare.bpf.o');
+const ALERT_RULES = join(HERE, '..', '..', 'docs', 'prometheus', 'cbr-rules.yml');
 const UDPSEND = join(HERE, '..', 'xdp', 'udpsend.js');
 const ONCE = process.env.ONCE === '1';
 const VERBOSE = process.env.CBR_DEMO_VERBOSE === '1';
@@ -492,6 +493,22 @@ async function demo(topo: Topology, work: string): Promise<void> {
   say(
     `PoP agents up and healthy: A in ${ms(started[0]!)}, B in ${ms(started[1]!)} (XDP filter + LB attached, wireguard-go and BIRD supervised, MASQUE listening on UDP 443, JWKS fetched)`,
   );
+  // Debian's prometheus in a namespace of its own (behind the router), scraping both PoPs with the shipped rules.
+  const mon = await topo.namespace('mon');
+  await topo.link(router, mon, { aAddr: '10.0.201.1/24', bAddr: '10.0.201.2/24' });
+  await mon.exec(['ip', 'route', 'add', 'default', 'via', '10.0.201.1']);
+  await mon.exec(['ip', 'link', 'set', 'lo', 'up']);
+  const prom = await startPrometheus(topo, mon, { targets: pops.map((p) => `${p.addr}:${ADMIN_PORT}`), rulesFile: ALERT_RULES, intervalS: 2 });
+  const scraped = await waitFor(
+    'prometheus to scrape both PoPs',
+    async () => ((await prom.query('up{job="cbr"} == 1')).length === 2 ? true : undefined),
+    20_000,
+    500,
+  )
+    .then(() => true)
+    .catch(() => false);
+  check(scraped, 'prometheus did not scrape both PoPs');
+  say(`Prometheus (Debian's, namespace ${mon.name}) scrapes both PoPs every 2 s with docs/prometheus/cbr-rules.yml loaded`);
   const routes = await waitForRoute(rb.control, `${ANYCAST}/32`, (v) => v.from === 'pop_a' && v.protocols.includes('pop_b'), 30_000);
   check(routes.ok, `the router did not learn ${ANYCAST}/32 from both PoPs: ${JSON.stringify(routes.view)}`);
   say(`BGP: the router has ${ANYCAST}/32 from both PoPs, best via PoP A (${ms(performance.now() - tAgents)} after the agents started)`);
@@ -815,12 +832,28 @@ async function demo(topo: Topology, work: string): Promise<void> {
   check(Number(fetch2[0]) === 20_000_000, `the fetch through PoP B got ${fetch2[0]} bytes`);
   detail(`GET /bytes/20000000 through PoP B: ${(Number(fetch2[1]) * 1000).toFixed(0)} ms (${fmtRate((20_000_000 * 8) / Number(fetch2[1]))})`);
 
+  const instanceA = `${a.addr}:${ADMIN_PORT}`;
+  const seen = await waitFor(
+    'prometheus to raise CbrPopWithdrawn for PoP A',
+    async () => ((await prom.alerts()).some((x) => x.labels.alertname === 'CbrPopWithdrawn' && x.labels.instance === instanceA) ? true : undefined),
+    15_000,
+    250,
+  )
+    .then(() => true)
+    .catch(() => false);
+  check(seen, 'prometheus did not raise CbrPopWithdrawn for PoP A');
+  const alerts = (await prom.alerts()).map(
+    (x) => `${x.labels.alertname}${x.labels.reason ? `{reason=${x.labels.reason}}` : ''} on ${x.labels.instance} ${x.state}`,
+  );
+  say(`Prometheus has raised CbrPopWithdrawn for PoP A (firing after its 1 min "for:"); alerts now: ${alerts.join(', ')}`);
+
   anycastProbe.stop();
   tunnelProbe.stop();
   masqueProbe.stop();
 
   if (!ONCE) {
     say('done. The agents stay up; their metrics (Ctrl-C to stop and remove everything):');
+    detail(`Prometheus alerts: ip netns exec ${mon.name} curl -s ${prom.url}/api/v1/alerts`);
     for (const p of pops) {
       detail(`ip netns exec ${p.ns.name} curl -s ${p.addr}:${ADMIN_PORT}/metrics | grep ^cbr_`);
       detail(
