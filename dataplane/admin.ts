@@ -201,6 +201,17 @@ export class AdminServer {
     throw new HttpError(404, `no such endpoint: ${req.path}`);
   }
 
+  /** Whether `req` carries what /v1/ asks for (for a public route that shows less without it). */
+  async isAuthorized(req: AdminRequest): Promise<boolean> {
+    try {
+      await this.authorize(req);
+      return true;
+    } catch (err) {
+      if (err instanceof HttpError) return false;
+      throw err;
+    }
+  }
+
   private async authorize(req: AdminRequest): Promise<void> {
     const header = req.headers.authorization;
     const bearer = typeof header === 'string' && /^Bearer\s+/i.test(header) ? header.replace(/^Bearer\s+/i, '').trim() : undefined;
