@@ -90,7 +90,7 @@ test('/v1/ needs the admin token when one is configured', async () => {
     assert.equal((await getJson(`${agent.adminUrl}/v1/status`, { authorization: `Bearer ${token}` })).status, 200);
     assert.equal((await getJson(`${agent.adminUrl}/healthz`)).status, 200, '/healthz stays open for load balancers and probes');
     // The CLI finds address and token through the config file.
-    const out = await runCli(['status', '--config', agent.configPath]);
+    const out = await runCli(['status', '--json', '--config', agent.configPath]);
     assert.equal(out.code, 0, out.stderr);
     assert.equal(JSON.parse(out.stdout).pid, agent.pid);
     // Drain through the API: healthz 503 while draining.

@@ -2,7 +2,6 @@
 // SIGTERM drain and stop), the admin listener, the health model and the child supervisor.
 import { mkdirSync, readFileSync } from 'node:fs';
 import { isDeepStrictEqual } from 'node:util';
-import { hostname } from 'node:os';
 import type { Registry } from 'prom-client';
 import { Gauge, Counter } from 'prom-client';
 import {
@@ -18,6 +17,7 @@ import {
   externalCheckSpec,
   ServiceRegistry,
   registerStatusPage,
+  popName,
   VERSION,
   type CbrConfig,
   type Logger,
@@ -76,7 +76,7 @@ export class Agent {
   constructor(private readonly opts: AgentOptions) {
     this.config = opts.config;
     const env = opts.env ?? process.env;
-    this.log = opts.logger ?? createLogger(this.config.log.level, undefined, { pop: this.config.agent.name ?? hostname() });
+    this.log = opts.logger ?? createLogger(this.config.log.level, undefined, { pop: popName(this.config) });
     this.registry = createMetricsRegistry();
     this.health = new HealthModel(this.log.child({ subsystem: 'health' }), this.registry);
     this.supervisor = new Supervisor(this.log.child({ subsystem: 'supervisor' }), this.registry);
@@ -102,11 +102,14 @@ export class Agent {
     this.reloadsTotal = new Counter({ name: 'cbr_config_reloads_total', help: 'Config reloads by result', labelNames: ['result'], registers: [this.registry] });
     this.addApiRoutes();
     const { registry, health, supervisor, services } = this;
-    this.stopStatusPage = registerStatusPage(this.admin, { pop: this.popName, version: VERSION, startedAt, registry, health, supervisor, services });
+    // The page samples counters every 2 s for its charts: only when there is a listener to show it.
+    this.stopStatusPage = !this.config.admin.enabled
+      ? () => {}
+      : registerStatusPage(this.admin, { pop: this.popName, version: VERSION, startedAt, registry, health, supervisor, services });
   }
 
   private get popName(): string {
-    return this.config.agent.name ?? hostname();
+    return popName(this.config);
   }
 
   get currentConfig(): CbrConfig {
@@ -326,7 +329,7 @@ export class Agent {
     this.admin.route('GET', '/v1/status', () => ({
       body: {
         version: VERSION,
-        pop: this.config.agent.name ?? hostname(),
+        pop: this.popName,
         pid: process.pid,
         uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
         subsystems: this.running.map((r) => r.section),

@@ -3,7 +3,18 @@
 // stderr and a non-zero exit, never a stack trace.
 import { Command, CommanderError } from 'commander';
 import { stringify as toYaml } from 'yaml';
-import { ConfigError, envNameFor, VERSION, adminClientFromOptions, withAdminOptions, redactSecrets, errorMessage } from '../dataplane/index.js';
+import {
+  ConfigError,
+  envNameFor,
+  VERSION,
+  adminClientFromOptions,
+  withAdminOptions,
+  redactSecrets,
+  errorMessage,
+  STATUS_PAGE_JSON,
+  type StatusSnapshot,
+} from '../dataplane/index.js';
+import { formatStatus, type AgentStatus } from './status-format.js';
 import { configLoader } from './config/schema.js';
 import { renderConfigDocs } from './config/docs.js';
 import { Agent } from './agent.js';
@@ -71,9 +82,13 @@ configCmd
     process.stdout.write('CBR_LOG_LEVEL\tlog.level\nCBR_CC\ttunnel.masque.congestionControl\nCBR_CONFIG\tconfig file for `cbr agent`\n');
   });
 
-withAdminOptions(program.command('status').description("show the running agent's status (GET /v1/status)")).action(async (opts) => {
-  process.stdout.write(`${JSON.stringify(await adminClientFromOptions(opts).get('/v1/status'), null, 2)}\n`);
-});
+withAdminOptions(program.command('status').description("show the running agent's status: health, BGP, tunnels, XDP, children (GET /v1/status)"))
+  .option('--json', 'print JSON for scripts: /v1/status plus bgp, tunnels and xdp from /v1/status/page')
+  .action(async (opts: { admin?: string; config?: string; json?: boolean }) => {
+    const client = adminClientFromOptions(opts);
+    const [st, page] = await Promise.all([client.get('/v1/status') as Promise<AgentStatus>, client.get(STATUS_PAGE_JSON) as Promise<StatusSnapshot>]);
+    process.stdout.write(opts.json ? `${JSON.stringify({ ...st, bgp: page.bgp, tunnels: page.tunnels, xdp: page.xdp }, null, 2)}\n` : formatStatus(st, page));
+  });
 withAdminOptions(program.command('reload').description('ask the running agent to reload its config (like SIGHUP)')).action(async (opts) => {
   await adminClientFromOptions(opts).post('/v1/reload');
   process.stdout.write('reloaded\n');

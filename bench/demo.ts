@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import { Topology, run, uniqueName, waitFor, type Namespace } from '../testhosts/index.js';
+import { Topology, run, uniqueName, waitFor, startPrometheus, type Namespace, type PrometheusServer } from '../testhosts/index.js';
 import { startAgent, runCli, CLI_PATH, type AgentProcess } from '../dataplane/testing.js';
 import { waitForRoute, type RouterBird } from '../bgp/testing.js';
 import { generatePrivateKey, publicKeyFor } from '../tunnel/wireguard/keys.js';
@@ -35,6 +35,7 @@ import { Probe, startRole } from './probe.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const BARE_XDP = join(HERE, '..', '..', 'xdp', 'build', 'bare.bpf.o');
+const ALERT_RULES = join(HERE, '..', '..', 'docs', 'prometheus', 'cbr-rules.yml');
 const UDPSEND = join(HERE, '..', 'xdp', 'udpsend.js');
 const ONCE = process.env.ONCE === '1';
 const VERBOSE = process.env.CBR_DEMO_VERBOSE === '1';
@@ -255,6 +256,9 @@ interface Net {
 interface Services {
   issuer: string;
   certFile: string;
+  /** Debian's Prometheus scraping both PoPs, in namespace `mon`. */
+  prom: PrometheusServer;
+  mon: Namespace;
 }
 
 interface WireGuardClient {
@@ -413,6 +417,22 @@ async function startPopAgents(net: Net): Promise<Services> {
   say(
     `PoP agents up and healthy: A in ${ms(started[0]!)}, B in ${ms(started[1]!)} (XDP filter + LB attached, wireguard-go and BIRD supervised, MASQUE listening on UDP 443, JWKS fetched)`,
   );
+  // Debian's prometheus in a namespace of its own (behind the router), scraping both PoPs with the shipped rules.
+  const mon = await topo.namespace('mon');
+  await topo.link(net.router, mon, { aAddr: '10.0.201.1/24', bAddr: '10.0.201.2/24' });
+  await mon.exec(['ip', 'route', 'add', 'default', 'via', '10.0.201.1']);
+  await mon.exec(['ip', 'link', 'set', 'lo', 'up']);
+  const prom = await startPrometheus(topo, mon, { targets: pops.map((p) => `${p.addr}:${ADMIN_PORT}`), rulesFile: ALERT_RULES, intervalS: 2 });
+  const scraped = await waitFor(
+    'prometheus to scrape both PoPs',
+    async () => ((await prom.query('up{job="cbr"} == 1')).length === 2 ? true : undefined),
+    20_000,
+    500,
+  )
+    .then(() => true)
+    .catch(() => false);
+  check(scraped, 'prometheus did not scrape both PoPs');
+  say(`Prometheus (Debian's, namespace ${mon.name}) scrapes both PoPs every 2 s with docs/prometheus/cbr-rules.yml loaded`);
   const routes = await waitForRoute(rb.control, `${ANYCAST}/32`, (v) => v.from === 'pop_a' && v.protocols.includes('pop_b'), 30_000);
   check(routes.ok, `the router did not learn ${ANYCAST}/32 from both PoPs: ${JSON.stringify(routes.view)}`);
   say(`BGP: the router has ${ANYCAST}/32 from both PoPs, best via PoP A (${ms(performance.now() - tAgents)} after the agents started)`);
@@ -422,7 +442,7 @@ async function startPopAgents(net: Net): Promise<Services> {
       `PoP ${p.name}: xdp ${/"attached":\s*true/.test(st) ? 'attached' : 'NOT attached'} on ${p.ifname}; metrics at http://${p.addr}:${ADMIN_PORT}/metrics`,
     );
   }
-  return { issuer, certFile };
+  return { issuer, certFile, prom, mon };
 }
 
 /** Anycast reachability: a UDP echo on each PoP's anycast address, probed from the client. */
@@ -688,7 +708,8 @@ async function attack(net: Net, wg: WireGuardClient): Promise<void> {
 }
 
 /** PoP A's health fails: BGP withdraws it, and the anycast, WireGuard and MASQUE traffic moves to B. */
-async function failover(net: Net, anycastProbe: Probe, wg: WireGuardClient, mq: MasqueClient): Promise<void> {
+async function failover(net: Net, svc: Services, anycastProbe: Probe, wg: WireGuardClient, mq: MasqueClient): Promise<void> {
+  const { prom } = svc;
   const { client } = net;
   const [a, b] = net.pops;
   const tunnelProbe = wg.probe;
@@ -741,6 +762,21 @@ async function failover(net: Net, anycastProbe: Probe, wg: WireGuardClient, mq: 
   const fetched = await fetch20MB(client, ORIGIN, 30, 'the fetch through PoP B');
   detail(`GET /bytes/20000000 through PoP B: ${fetched}`);
 
+  const instanceA = `${a.addr}:${ADMIN_PORT}`;
+  const seen = await waitFor(
+    'prometheus to raise CbrPopWithdrawn for PoP A',
+    async () => ((await prom.alerts()).some((x) => x.labels.alertname === 'CbrPopWithdrawn' && x.labels.instance === instanceA) ? true : undefined),
+    15_000,
+    250,
+  )
+    .then(() => true)
+    .catch(() => false);
+  check(seen, 'prometheus did not raise CbrPopWithdrawn for PoP A');
+  const alerts = (await prom.alerts()).map(
+    (x) => `${x.labels.alertname}${x.labels.reason ? `{reason=${x.labels.reason}}` : ''} on ${x.labels.instance} ${x.state}`,
+  );
+  say(`Prometheus has raised CbrPopWithdrawn for PoP A (firing after its 1 min "for:"); alerts now: ${alerts.join(', ')}`);
+
   anycastProbe.stop();
   tunnelProbe.stop();
   masqueProbe.stop();
@@ -767,11 +803,15 @@ async function explainStuckTunnel(net: Net, wg: WireGuardClient): Promise<void> 
 }
 
 /** Unless ONCE, waits for Ctrl-C with the agents up; then stops cbr connect and both agents gracefully. */
-async function summary(net: Net, mq: MasqueClient): Promise<void> {
+async function summary(net: Net, svc: Services, mq: MasqueClient): Promise<void> {
   if (!ONCE) {
     say('done. The agents stay up; their metrics (Ctrl-C to stop and remove everything):');
+    detail(`Prometheus alerts: ip netns exec ${svc.mon.name} curl -s ${svc.prom.url}/api/v1/alerts`);
     for (const p of net.pops) {
       detail(`ip netns exec ${p.ns.name} curl -s ${p.addr}:${ADMIN_PORT}/metrics | grep ^cbr_`);
+      detail(
+        `status page http://${p.addr}:${ADMIN_PORT}/ in ${p.ns.name} (bearer ${ADMIN_TOKEN}); as a table: CBR_ADMIN_TOKEN=${ADMIN_TOKEN} ip netns exec ${p.ns.name} node dist/agent/cli.js status --admin http://${p.addr}:${ADMIN_PORT}`,
+      );
       detail(`ip netns exec ${p.ns.name} node dist/agent/cli.js xdp stats --admin http://${p.addr}:${ADMIN_PORT}   # CBR_ADMIN_TOKEN=${ADMIN_TOKEN}`);
     }
     await new Promise<void>((resolve) => {
@@ -800,8 +840,8 @@ async function demo(topo: Topology, work: string): Promise<void> {
   const mq = await connectMasque(net, svc);
   await loadBalance(net);
   await attack(net, wg);
-  await failover(net, anycastProbe, wg, mq);
-  await summary(net, mq);
+  await failover(net, svc, anycastProbe, wg, mq);
+  await summary(net, svc, mq);
 }
 
 // Ctrl-C: while waiting, a graceful stop; during the run (or a second Ctrl-C), remove everything at once.

@@ -43,8 +43,12 @@ export interface AdminResponse {
 }
 
 export type RouteHandler = (req: AdminRequest) => Promise<AdminResponse> | AdminResponse;
-/** `admin`: the /v1/ admin credential is required. `public`: the handler authenticates by itself. */
-export type RouteAccess = 'admin' | 'public';
+/**
+ * `admin`: the /v1/ admin credential is required. `public`: the handler authenticates by itself
+ * (admin listener only). `client`: for VPN clients, the handler authenticates by itself, served on
+ * the client HTTPS listener (clientApi) as well as on the admin listener.
+ */
+export type RouteAccess = 'admin' | 'public' | 'client';
 /** Returns true when the request carries a valid admin credential other than the static token. */
 export type AdminAuthorizer = (bearer: string, req: AdminRequest) => Promise<boolean>;
 
@@ -67,7 +71,7 @@ export interface AdminServerOptions {
   log: Logger;
 }
 
-/** The client-facing HTTPS listener (clientApi): the same route table, `public` routes only. */
+/** The client-facing HTTPS listener (clientApi): the same route table, `client` routes only. */
 export interface ClientListenerOptions {
   listen: string;
   cert: string | Buffer;
@@ -233,12 +237,12 @@ export class AdminServer {
     throw new HttpError(404, `no such endpoint: ${req.path}`);
   }
 
-  /** The client listener knows only `public` routes: anything else is 404, as if it did not exist. */
+  /** The client listener knows only `client` routes: anything else is 404, as if it did not exist. */
   private async dispatchClient(req: AdminRequest): Promise<AdminResponse> {
     const parts = req.path.split('/').filter(Boolean);
     let pathMatched = false;
     for (const r of this.routes) {
-      if (r.access !== 'public') continue;
+      if (r.access !== 'client') continue;
       const params = matchRoute(r.parts, parts);
       if (!params) continue;
       pathMatched = true;
@@ -248,6 +252,17 @@ export class AdminServer {
     }
     if (pathMatched) throw new HttpError(405, `method ${req.method} not allowed on ${req.path}`);
     throw new HttpError(404, `no such endpoint: ${req.path}`);
+  }
+
+  /** Whether `req` carries what /v1/ asks for (for a public route that shows less without it). */
+  async isAuthorized(req: AdminRequest): Promise<boolean> {
+    try {
+      await this.authorize(req);
+      return true;
+    } catch (err) {
+      if (err instanceof HttpError) return false;
+      throw err;
+    }
   }
 
   private async authorize(req: AdminRequest): Promise<void> {

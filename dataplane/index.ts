@@ -1,7 +1,16 @@
 // The dataplane's interface for the other subsystems: building blocks they share, nothing that
 // composes them (agent/ does that).
 export * from './config/common.js';
-export { baseSections, baseConfigSchema, LOG_LEVELS, type CbrConfig, type BaseConfig, type ConfigSections, type ExternalCheckConfig } from './config/base.js';
+export {
+  baseSections,
+  baseConfigSchema,
+  LOG_LEVELS,
+  popName,
+  type CbrConfig,
+  type BaseConfig,
+  type ConfigSections,
+  type ExternalCheckConfig,
+} from './config/base.js';
 export { ConfigLoader, ConfigError, parseConfigText, envNameFor, type LoadedConfig, type JsonSchema } from './config/load.js';
 export { createLogger, scrubSecrets, redactSecrets, type Logger } from './log.js';
 export { HealthModel, type HealthCheckSpec, type HealthCheckStatus, type HealthState } from './health.js';

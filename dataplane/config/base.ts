@@ -2,6 +2,7 @@
 // type of the whole config as subsystems see it. Each subsystem adds its own section to
 // `ConfigSections` by module augmentation in its config.ts; agent/config/schema.ts assembles the
 // zod schema from those sections and checks at compile time that it yields exactly `CbrConfig`.
+import { hostname } from 'node:os';
 import { z } from 'zod';
 import { duration, hostPort, enabledFlag } from './common.js';
 
@@ -83,3 +84,8 @@ export interface ConfigSections {}
 
 /** The whole validated config. */
 export type CbrConfig = BaseConfig & ConfigSections;
+
+/** The PoP's name in logs, metrics, the status page and the `cbr-pop` response header. */
+export function popName(config: Pick<BaseConfig, 'agent'>): string {
+  return config.agent.name ?? hostname();
+}

@@ -6,18 +6,23 @@ import assert from 'node:assert/strict';
 import { writeFileSync, copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { withTopology, waitFor } from '../../testhosts/index.js';
-import { startAgent, freePort } from '../testing.js';
+import { startAgent, freePort, runCli } from '../testing.js';
 import { waitForRoute } from '../../bgp/testing.js';
 import { routerAndPop, popAgentYaml, ANYCAST_PREFIX, DENIED_SOURCE } from '../../agent/testing.js';
 import { launchChromium } from './testing.js';
 
-test('GET / needs the admin credential like /v1/ when a token is configured', async () => {
+test('with an admin token: GET / shows no data without it, and the browser asks for it', { timeout: 60_000 }, async () => {
   const token = 'page-token-0123456789abcdef';
-  const agent = await startAgent(`admin:\n  listen: 127.0.0.1:${await freePort()}\n  apiToken: ${token}\n`);
+  const agent = await startAgent(`admin:\n  listen: 127.0.0.1:${await freePort()}\n  apiToken: ${token}\nagent:\n  name: pop-token\n`);
   try {
     const anon = await fetch(`${agent.adminUrl}/`);
     assert.equal(anon.status, 401);
-    await anon.body?.cancel();
+    const form = await anon.text();
+    assert.match(form, /<form id="login">/);
+    const main = /<main id="app">([\s\S]*?)<\/main>/.exec(form)?.[1] ?? '';
+    assert.match(main, /Admin token needed/);
+    assert.doesNotMatch(form, /pop-token/, 'not even the PoP name without the token');
+    assert.doesNotMatch(main, /<section id="health">/, 'no data without the token');
     const json = await fetch(`${agent.adminUrl}/v1/status/page`);
     assert.equal(json.status, 401);
     await json.body?.cancel();
@@ -28,6 +33,26 @@ test('GET / needs the admin credential like /v1/ when a token is configured', as
     const html = await ok.text();
     assert.match(html, /<section id="health">/);
     assert.doesNotMatch(html, /<script[^>]+src=|<link[^>]+href=/, 'nothing is fetched from elsewhere');
+
+    // In a browser: a wrong token leaves it asking, the right one shows the live page.
+    const browser = await launchChromium();
+    try {
+      await browser.open(`${agent.adminUrl}/`);
+      const submit = (t: string) =>
+        browser.evaluate(`document.getElementById('token').value = ${JSON.stringify(t)}; document.getElementById('login').requestSubmit(); true`);
+      await submit('wrong-token-wrong-token');
+      await waitFor('the page to refuse a wrong token', async () =>
+        /admin token needed/.test(await browser.evaluate<string>(`document.getElementById('live').innerText`)) ? true : undefined,
+      );
+      await submit(token);
+      const header = await waitFor('the page to show the PoP', async () => {
+        const h = await browser.evaluate<string>(`document.querySelector('header')?.innerText ?? ''`);
+        return /pop-token/.test(h) ? h : undefined;
+      });
+      assert.match(header, /health:/);
+    } finally {
+      await browser.close();
+    }
   } finally {
     await agent.stop();
   }
@@ -95,6 +120,13 @@ test('status page in headless chromium: live BGP, health, XDP and children; a dr
     assert.deepEqual(drained.header, ['draining']);
     assert.match(await text('#bgp'), /agent draining/, 'the page says why the prefix changed');
     assert.notEqual(await text('#updated'), before, 'the page re-rendered');
+
+    // The same state in the terminal: `cbr status` in the PoP namespace.
+    const cli = await runCli(['status', '--admin', url], { netns: pop.name });
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.match(cli.stdout, /health: DRAINING/);
+    assert.match(cli.stdout, /^198\.51\.100\.1\/32 +draining /m);
+    assert.match(cli.stdout, /^bird +running +\d+ +0$/m);
 
     const png = await browser.screenshot();
     assert.equal(png.subarray(1, 4).toString('latin1'), 'PNG');

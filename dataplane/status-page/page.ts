@@ -27,28 +27,44 @@ th { font-weight: 600; color: #57606a; font-size: .85rem; } code { font-size: .9
 #live.lost { background: #cf222e; color: #fff; }
 `;
 
-/** The whole page for a first paint; the inline script then re-renders from the JSON every interval. */
-export function renderStatusPage(s: StatusSnapshot, nonce: string): string {
-  const intervalMs = Math.max(1000, s.sampleIntervalSeconds * 1000);
+const TOKEN_KEY = 'cbr-admin-token';
+
+/**
+ * The whole page. With a snapshot (the request was authorized) it is painted at once; without one
+ * (a browser cannot send a bearer token by itself) it asks for the admin token, keeps it in this
+ * tab's sessionStorage and sends it with every poll, so the data stays behind the same check as /v1/.
+ */
+export function renderStatusPage(s: StatusSnapshot | undefined, o: { nonce: string; pop: string; intervalMs: number }): string {
   const script = `
 const renderStatusBody = ${renderStatusBody.toString()};
 const app = document.getElementById('app'), live = document.getElementById('live');
 async function poll() {
   try {
-    const res = await fetch(${JSON.stringify(STATUS_PAGE_JSON)}, { cache: 'no-store' });
-    if (!res.ok) throw new Error('HTTP ' + res.status);
+    const token = sessionStorage.getItem(${JSON.stringify(TOKEN_KEY)});
+    const res = await fetch(${JSON.stringify(STATUS_PAGE_JSON)}, { cache: 'no-store', headers: token ? { authorization: 'Bearer ' + token } : {} });
+    if (!res.ok) throw new Error('HTTP ' + res.status + (res.status === 401 ? ' (admin token needed)' : ''));
     app.innerHTML = renderStatusBody(await res.json());
-    live.textContent = 'live · every ${intervalMs / 1000}s'; live.className = '';
+    live.textContent = 'live · every ${o.intervalMs / 1000}s'; live.className = '';
   } catch (err) {
     live.textContent = 'not updating: ' + err.message; live.className = 'lost';
   }
 }
-setInterval(poll, ${intervalMs});`;
+const login = document.getElementById('login');
+if (login) login.addEventListener('submit', (e) => {
+  e.preventDefault();
+  sessionStorage.setItem(${JSON.stringify(TOKEN_KEY)}, document.getElementById('token').value.trim());
+  void poll();
+});
+if (!login || sessionStorage.getItem(${JSON.stringify(TOKEN_KEY)})) void poll();
+setInterval(() => { if (!login || sessionStorage.getItem(${JSON.stringify(TOKEN_KEY)})) void poll(); }, ${o.intervalMs});`;
+  const body = s
+    ? renderStatusBody(s)
+    : `<section id="login-box"><h2>Admin token needed</h2><p>This agent's admin API needs a bearer token (admin.apiToken). It is kept in this tab only.</p><form id="login"><input id="token" type="password" autocomplete="off" size="40" aria-label="admin token"> <button type="submit">Show status</button></form></section>`;
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${escapeHtml(s.pop)} · cbr status</title><style>${STYLE}</style></head>
-<body><main id="app">${renderStatusBody(s)}</main><div id="live">live</div>
-<script nonce="${nonce}">${script}</script></body></html>
+<title>${escapeHtml(o.pop)} · cbr status</title><style>${STYLE}</style></head>
+<body><main id="app">${body}</main><div id="live">${s ? 'live' : 'waiting for the token'}</div>
+<script nonce="${o.nonce}">${script}</script></body></html>
 `;
 }
 
@@ -60,18 +76,27 @@ function escapeHtml(v: string): string {
 export function registerStatusPage(admin: AdminServer, sources: StatusSources): () => void {
   const collector = new StatusCollector(sources);
   collector.start();
-  const removePage = admin.route('GET', '/', async () => {
-    const nonce = randomBytes(16).toString('base64');
-    return {
-      body: renderStatusPage(await collector.snapshot(), nonce),
-      headers: {
-        'content-type': 'text/html; charset=utf-8',
-        'cache-control': 'no-store',
-        'content-security-policy': `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:`,
-        'x-content-type-options': 'nosniff',
-      },
-    };
-  });
+  // Public route: without the admin credential it answers 401 with the token form and no data.
+  const removePage = admin.route(
+    'GET',
+    '/',
+    async (req) => {
+      const nonce = randomBytes(16).toString('base64');
+      const ok = await admin.isAuthorized(req);
+      return {
+        status: ok ? 200 : 401,
+        body: renderStatusPage(ok ? await collector.snapshot() : undefined, { nonce, pop: ok ? sources.pop : 'cbr', intervalMs: collector.intervalMs }),
+        headers: {
+          'content-type': 'text/html; charset=utf-8',
+          'cache-control': 'no-store',
+          'content-security-policy': `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; form-action 'none'`,
+          'x-content-type-options': 'nosniff',
+          'referrer-policy': 'no-referrer',
+        },
+      };
+    },
+    'public',
+  );
   const removeJson = admin.route('GET', STATUS_PAGE_JSON, async () => ({ body: await collector.snapshot(), headers: { 'cache-control': 'no-store' } }));
   return () => {
     collector.stop();

@@ -32,6 +32,17 @@ export class MasqueHttpError extends Error {
   }
 }
 
+/** The QUIC connection closed before the handshake completed; `reason` says who closed it and why. */
+export class MasqueHandshakeError extends Error {
+  constructor(
+    message: string,
+    readonly reason: CloseReason,
+  ) {
+    super(message);
+    this.name = 'MasqueHandshakeError';
+  }
+}
+
 export interface MasqueClientOptions {
   host: string;
   port: number;
@@ -75,6 +86,8 @@ export class MasqueSession {
   routes: IpAddressRange[] = [];
   onIpConfig: () => void = () => {};
   ended = false;
+  /** The 2xx answer's header fields (e.g. `cbr-pop`, the PoP's name). */
+  responseHeaders: HeaderField[] = [];
   readonly capsules = new CapsuleParser();
   private readonly prefix: Buffer;
   readonly stats = { sent: 0, received: 0, dropped: 0 };
@@ -202,7 +215,7 @@ export class MasqueClient {
       };
       c.onClosed = (r) => {
         clearTimeout(timer);
-        reject(new Error(`connection to ${opts.host}:${opts.port} closed during the handshake: ${describeClose(r)}`));
+        reject(new MasqueHandshakeError(`connection to ${opts.host}:${opts.port} closed during the handshake: ${describeClose(r)}`, r));
       };
     }).catch(async (e) => {
       if (own) await endpoint.close();
@@ -335,6 +348,7 @@ export class MasqueClient {
     }
     const a = await answer;
     if (a.status < 200 || a.status >= 300) throw new MasqueHttpError(a.status, a.body.toString('utf8'));
+    session.responseHeaders = a.headers;
     this.sessions.set(id, session);
     return session;
   }

@@ -12,6 +12,7 @@ import type { Command } from 'commander';
 import { TunDevice, splitHostPort } from '../../dataplane/index.js';
 import { MasqueClient, MasqueHttpError, describeClose, type MasqueSession, type SessionEnd } from './client.js';
 import { rangeToPrefixes } from './ranges.js';
+import { ConnectStatus, stateForEnd, stateForFailure } from './connect-status.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -90,6 +91,8 @@ export interface ConnectOptions {
   /** ip mode */
   tun?: string;
   log: (line: string) => void;
+  /** What the client is doing, for the person running it (connect-status.ts). */
+  status?: ConnectStatus;
 }
 
 const sleep = (ms: number, signal: AbortSignal) =>
@@ -119,6 +122,7 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
     });
     local.on('message', (msg, r) => {
       localPeer = { port: r.port, address: r.address };
+      if (o.status) o.status.bytesUp += msg.length;
       current?.send(msg);
     });
     o.log(`listening on ${local.address().address}:${local.address().port} for ${o.target}`);
@@ -126,7 +130,10 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
     tun = TunDevice.open({ name: o.tun ?? 'cbrc%d', mtu: 1280 });
     await tun.configure({});
     tun.onPackets((pkts) => {
-      for (const p of pkts) current?.send(p);
+      for (const p of pkts) {
+        if (o.status) o.status.bytesUp += p.length;
+        current?.send(p);
+      }
     });
   }
   const ip = async (...args: string[]) => execFileAsync('ip', args, { timeout: 10_000 });
@@ -136,6 +143,7 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
       const started = Date.now();
       let client: MasqueClient | undefined;
       let refreshTimer: NodeJS.Timeout | undefined;
+      o.status?.set('connecting');
       try {
         const { token, expiresAt } = await o.tokens.get();
         client = await MasqueClient.connect({ host: server.host, port: server.port, serverName: o.serverName, caPem: o.caPem, insecure: o.insecure });
@@ -143,11 +151,16 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
         current = session;
         if (o.mode === 'udp') {
           session.onPayload = (p) => {
+            if (o.status) o.status.bytesDown += p.length;
             if (localPeer) local!.send(p, localPeer.port, localPeer.address);
           };
           o.log(`session open: connect-udp to ${o.target}`);
+          o.status?.connected({ headers: session.responseHeaders, addresses: [], expiresAt });
         } else {
-          session.onPayload = (p) => void tun!.write(p);
+          session.onPayload = (p) => {
+            if (o.status) o.status.bytesDown += p.length;
+            void tun!.write(p);
+          };
           const apply = async () => {
             const addrs = session.addresses.map((a) => `${a.address}/${a.prefixLength}`);
             const routes = session.routes.flatMap(rangeToPrefixes);
@@ -161,6 +174,7 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
             for (const r of routes) await ip('route', 'replace', r, 'dev', tun!.name);
             applied = want;
             o.log(`session open: connect-ip addresses ${addrs.join(' ')} routes ${routes.join(' ')} on ${tun!.name}`);
+            o.status?.connected({ headers: session.responseHeaders, addresses: addrs, expiresAt });
           };
           await apply();
           session.onIpConfig = () => void apply().catch((e) => o.log(`cannot apply the ip config: ${(e as Error).message}`));
@@ -177,12 +191,16 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
                   o.log('the token source has no fresher token; the session ends when this one expires');
                   return;
                 }
+                o.status?.set('refreshing the token');
                 const a = await client!.refreshToken(next.token);
                 if (a.status !== 204) throw new MasqueHttpError(a.status, a.body.toString());
                 o.log('token refreshed');
+                if (o.status) o.status.expiresAt = next.expiresAt;
+                o.status?.set('connected');
                 schedule(next.expiresAt);
               } catch (err) {
                 o.log(`token refresh failed: ${(err as Error).message}`);
+                o.status?.set('connected', 'token refresh failed');
                 schedule(Math.floor(Date.now() / 1000) + 2);
               }
             },
@@ -196,8 +214,10 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
         });
         if (end === 'stop') break;
         o.log(`session ended: ${end.by === 'connection' ? describeClose(end.reason) : end.by}`);
+        o.status?.set(stateForEnd(end));
       } catch (err) {
         o.log(`connect failed: ${(err as Error).message}`);
+        o.status?.set(stateForFailure(err), (err as Error).message);
       } finally {
         clearTimeout(refreshTimer);
         current = undefined;
@@ -255,6 +275,7 @@ export function registerConnectCommand(program: Command): void {
       }
       const ac = new AbortController();
       for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => ac.abort());
+      const status = new ConnectStatus(process.stdout, process.stderr);
       await runConnect(
         {
           server: opts.server as string,
@@ -266,10 +287,11 @@ export function registerConnectCommand(program: Command): void {
           listen: opts.listen as string,
           target: opts.target as string | undefined,
           tun: opts.tun as string,
-          log: (line) => process.stderr.write(`cbr connect: ${line}\n`),
+          log: (line) => status.log(`cbr connect: ${line}`),
+          status,
         },
         ac.signal,
-      );
+      ).finally(() => status.close());
       process.exitCode = 0;
     });
 }

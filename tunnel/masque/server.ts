@@ -70,6 +70,8 @@ export interface MasqueServerOptions {
   dnsTimeoutMs: number;
   /** connect-ip: the PoP gateway and the routes advertised; without it connect-ip answers 501. */
   ip?: { gateway: IpGateway; routes: string[] };
+  /** Sent as the `cbr-pop` response header of an accepted CONNECT, so a client can say which PoP it reached. */
+  popName?: string;
   log?: { info(o: object, m?: string): void; warn(o: object, m?: string): void; debug(o: object, m?: string): void };
 }
 
@@ -355,7 +357,12 @@ export class MasqueServer {
       client: `${c.quic.peer.host}:${c.quic.peer.port}`,
       ...(s.lease ? { lease: [s.lease.v4, s.lease.v6] } : { target: udpTargetText(path) }),
     });
-    this.respond(c, streamId, encodeResponse({ status: 200, headers: { 'capsule-protocol': '?1' } }), false);
+    this.respond(
+      c,
+      streamId,
+      encodeResponse({ status: 200, headers: { 'capsule-protocol': '?1', ...(this.opts.popName ? { 'cbr-pop': this.opts.popName } : {}) } }),
+      false,
+    );
     if (kind === 'ip') this.sendIpConfig(s);
     this.armExpiry(s);
     const queued = st.queued;

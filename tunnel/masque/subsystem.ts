@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { createSocket } from 'node:dgram';
 import { Counter, Gauge } from 'prom-client';
 import type { AgentContext, Subsystem, SubsystemFactory, CbrConfig } from '../../dataplane/index.js';
-import { splitHostPort } from '../../dataplane/index.js';
+import { splitHostPort, popName } from '../../dataplane/index.js';
 import { AUTH_SERVICE, type AuthGate } from '../../auth/index.js';
 import { loadTlsMaterial, generateSelfSigned, writeTlsMaterial, type TlsMaterial } from '../quic/index.js';
 import { MasqueServer } from './server.js';
@@ -166,6 +166,7 @@ export const masqueSubsystemFactory: SubsystemFactory = {
             udpPolicy: udpPolicy(c),
             dnsTimeoutMs: c.udp.dnsTimeout,
             ip: gateway ? { gateway, routes: c.ip.routes } : undefined,
+            popName: popName(ctx.config),
             log,
           });
         } catch (err) {

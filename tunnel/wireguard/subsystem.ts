@@ -121,7 +121,7 @@ export class WireguardSubsystem implements Subsystem {
         () => {
           throw new HttpError(503, 'WireGuard registration is unavailable on this PoP (its lease store was lost); try another PoP', {}, 'STORE_CORRUPT');
         },
-        'public',
+        'client',
       ),
     );
   }
@@ -177,9 +177,9 @@ export class WireguardSubsystem implements Subsystem {
     const deps = this.apiDeps();
     const admin = this.ctx.admin;
     this.cleanups.push(
-      admin.route('POST', '/v1/wireguard/peers', registerHandler(deps), 'public'),
-      admin.route('GET', '/v1/wireguard/peers/me', myPeersHandler(deps), 'public'),
-      admin.route('DELETE', '/v1/wireguard/peers/:publicKey', deleteMyPeerHandler(deps), 'public'),
+      admin.route('POST', '/v1/wireguard/peers', registerHandler(deps), 'client'),
+      admin.route('GET', '/v1/wireguard/peers/me', myPeersHandler(deps), 'client'),
+      admin.route('DELETE', '/v1/wireguard/peers/:publicKey', deleteMyPeerHandler(deps), 'client'),
       admin.route('GET', '/v1/wireguard/admin/peers', async () => ({ body: await this.adminPeerList() }), 'admin'),
       admin.route('DELETE', '/v1/wireguard/admin/peers/:publicKey', adminRevokeHandler(deps), 'admin'),
     );
