@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import type pg from 'pg';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { CbrError, errorMessage, type Logger } from '../dataplane/index.js';
-import type { Change } from './change.js';
+import { encodeChange, type Change } from './change.js';
 import type { RegistryReplica, RegistryStore, Snapshot } from './store.js';
 
 /** Where the feed reads from: the primary's store and its notifications. */
@@ -50,6 +50,8 @@ export class ChangeFeed extends EventEmitter<FeedEvents> {
   private intervalTimer: NodeJS.Timeout | undefined;
   private catching: Promise<void> | undefined;
   private again = false;
+  /** Check, before the next read, that the database's history still contains the copy's position. */
+  private verifyNext = true;
   private readonly now: () => number;
   private readonly reconnects?: Counter;
   private readonly appliedTotal?: Counter;
@@ -156,6 +158,7 @@ export class ChangeFeed extends EventEmitter<FeedEvents> {
       this.reconnectDelay = this.opts.reconnectMinMs ?? 200;
       this.opts.log?.info({ applied: this.applied }, 'registry feed connected');
       this.emit('connected');
+      this.verifyNext = true;
       await this.catchUp().catch(() => undefined);
     } catch (err) {
       this.opts.log?.warn({ err: errorMessage(err) }, 'registry feed cannot reach the database; the local copy serves');
@@ -201,8 +204,36 @@ export class ChangeFeed extends EventEmitter<FeedEvents> {
     return this.catching;
   }
 
+  /**
+   * After a fail-over to a replica that had not received the newest changes, or a restore from a
+   * backup, the database may have a different change under the copy's number (or none): then the
+   * copy's history is not the database's, and only a snapshot makes them equal again.
+   */
+  private async positionHolds(): Promise<boolean> {
+    if (this.applied === 0) return true;
+    if ((await this.source.store.head()) < this.applied) return false;
+    const [theirs] = await this.source.store.changesSince(this.applied - 1, 1);
+    const [ours] = await this.local.changesSince(this.applied - 1, 1);
+    // Nothing to compare when either side no longer has that change (pruned there, or a snapshot here).
+    if (theirs?.seq !== this.applied || ours?.seq !== this.applied) return true;
+    return theirs.at === ours.at && JSON.stringify(encodeChange(theirs)) === JSON.stringify(encodeChange(ours));
+  }
+
   private async catchUpOnce(): Promise<void> {
     const batch = this.opts.batch ?? 500;
+    if (this.verifyNext) {
+      let holds: boolean;
+      try {
+        holds = await this.positionHolds();
+      } catch (err) {
+        throw new CbrError('UNAVAILABLE', `registry feed: checking change ${this.applied}: ${errorMessage(err)}`, { cause: err });
+      }
+      if (!holds) {
+        this.opts.log?.warn({ applied: this.applied }, "registry feed: the database's history differs from the local copy's (fail-over or restore)");
+        await this.resync();
+      }
+      this.verifyNext = false;
+    }
     for (;;) {
       const started = this.now();
       let changes: Change[];

@@ -94,6 +94,7 @@ export interface RegistryStore {
 /** A local copy that mirrors a primary's change log (a follower's SQLite). */
 export interface RegistryReplica {
   head(): Promise<number>;
+  changesSince(seq: number, limit: number): Promise<Change[]>;
   /** Applies changes (consecutive, after head()) in one transaction. */
   applyChanges(changes: Change[]): Promise<void>;
   /** Replaces the whole state by a primary's snapshot (when the log no longer reaches back). */
