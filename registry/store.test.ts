@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { errorCode } from '../dataplane/index.js';
 import { openSqliteRegistry } from './sqlite.js';
 import type { SqlRegistryStore } from './sql-store.js';
-import { postgresStore, randomKey, registration, withPostgres } from './testing.js';
+import { postgresStore, randomKey, registration, registrationBurst, withPostgres } from './testing.js';
 
 /** The behaviour both backends share. */
 async function semantics(store: SqlRegistryStore): Promise<void> {
@@ -116,31 +116,15 @@ test('PostgreSQL: kill -9 during a burst of registrations loses none that was ac
     const stores = [postgresStore(h), postgresStore(h)];
     try {
       await stores[0]!.migrate();
-      const acked: string[] = [];
-      const failures = new Map<string, number>();
-      let stop = false;
-      const writer = async (s: SqlRegistryStore, w: number) => {
-        for (let i = 0; !stop && i < 5000; i++) {
-          const req = registration(`w${w}-${i}`);
-          try {
-            await s.register(req);
-            acked.push(req.publicKey);
-          } catch (err) {
-            const code = errorCode(err) ?? 'none';
-            failures.set(code, (failures.get(code) ?? 0) + 1);
-            await new Promise((r) => setTimeout(r, 20));
-          }
-        }
-      };
-      const writers = stores.flatMap((s, i) => [writer(s, i * 2), writer(s, i * 2 + 1)]);
+      const burst = registrationBurst(stores, 2);
+      const { acked, failures } = burst;
       await new Promise((r) => setTimeout(r, 700));
       const before = acked.length;
       await h.kill9();
       await new Promise((r) => setTimeout(r, 500));
       await h.resume();
       await new Promise((r) => setTimeout(r, 700));
-      stop = true;
-      await Promise.all(writers);
+      await burst.stop();
       assert.ok(before > 10, `registrations before the kill: ${before}`);
       assert.ok(acked.length > before, 'registrations work again after the restart, without reopening the stores');
       assert.deepEqual(
