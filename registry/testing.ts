@@ -31,6 +31,8 @@ export function connectorFor(h: PostgresHost, opts: { url?: string; role?: strin
     url: opts.url ?? `${h.url(role)}&target_session_attrs=read-write`,
     passwordFile: h.passwordFile(role),
     connectTimeoutMs: 2000,
+    // This machine is shared and noisy: a burst may queue long for the serialized writes.
+    queueTimeoutMs: 60_000,
   });
 }
 
