@@ -12,6 +12,12 @@ export const registryConfigSchema = z
       .min(1)
       .optional()
       .describe('SQLite file: the registry itself, or the local copy of the fleet registry (default <agent.stateDir>/registry.db)'),
+    changeRetention: z
+      .number()
+      .int()
+      .min(100)
+      .default(100_000)
+      .describe('changes kept in the change log (database and local copy); a PoP further behind copies a snapshot'),
     postgres: z
       .strictObject({
         url: z

@@ -56,6 +56,12 @@ async function semantics(store: SqlRegistryStore): Promise<void> {
     (await store.changesSince(7, 1)).map((c) => c.seq),
     [8],
   );
+  assert.equal(await store.pruneChanges(3), 6);
+  assert.deepEqual(
+    (await store.changesSince(0, 100)).map((c) => c.seq),
+    [7, 8, 9],
+  );
+  assert.equal(await store.pruneChanges(3), 0);
   const snap = await store.snapshot();
   assert.equal(snap.seq, 9);
   assert.deepEqual(snap.peers.map((p) => p.subject).sort(), ['alice', 'carol']);

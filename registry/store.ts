@@ -86,6 +86,8 @@ export interface RegistryStore {
   changesSince(seq: number, limit: number): Promise<Change[]>;
   /** The number of the newest change (0 when none). */
   head(): Promise<number>;
+  /** Deletes all but the newest `keep` changes (a follower further behind copies a snapshot); resolves with how many. */
+  pruneChanges(keep: number): Promise<number>;
   /** The whole state and the change number it reflects (one consistent read). */
   snapshot(): Promise<Snapshot>;
   close(): Promise<void>;

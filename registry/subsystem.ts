@@ -26,6 +26,8 @@ export interface RegistryService {
 
 /** Retry interval of the start-up migration while the database is away. */
 const MIGRATE_RETRY_MS = 2000;
+/** How often the change logs are cut to registry.changeRetention. */
+const PRUNE_INTERVAL_MS = 60_000;
 
 class RegistrySubsystem implements Subsystem {
   private local?: SqlRegistryStore;
@@ -33,6 +35,7 @@ class RegistrySubsystem implements Subsystem {
   private feed?: ChangeFeed;
   private migrated = false;
   private migrateTimer?: NodeJS.Timeout;
+  private pruneTimer?: NodeJS.Timeout;
   private lastMigrateError?: string;
   private unregisterHealth?: () => void;
   private stopped = false;
@@ -73,6 +76,8 @@ class RegistrySubsystem implements Subsystem {
       this.migrated = true;
       this.ctx.log.info({ path }, 'registry in embedded SQLite');
     }
+    this.pruneTimer = setInterval(() => void this.prune(), PRUNE_INTERVAL_MS);
+    this.pruneTimer.unref();
     const service: RegistryService = { primary: this.primary ?? this.local, local: this.local, feed: this.feed };
     this.ctx.services.provide(REGISTRY_SERVICE, service);
     // The embedded store has nothing to lose contact with: a check only for the fleet database.
@@ -103,6 +108,23 @@ class RegistrySubsystem implements Subsystem {
     }
   }
 
+  /** Keeps the change logs bounded; the database's by whichever agent gets there first (idempotent). */
+  private async prune(): Promise<void> {
+    const keep = this.applied.changeRetention;
+    for (const [where, store] of [
+      ['database', this.migrated ? this.primary : undefined],
+      ['local copy', this.local],
+    ] as const) {
+      if (!store) continue;
+      try {
+        const n = await store.pruneChanges(keep);
+        if (n > 0) this.ctx.log.debug({ where, pruned: n, keep }, 'registry change log pruned');
+      } catch (err) {
+        this.ctx.log.warn({ where, err: errorMessage(err) }, 'pruning the registry change log failed; retrying later');
+      }
+    }
+  }
+
   private check(): void {
     if (!this.feed) return;
     if (!this.migrated) throw new CbrError('UNAVAILABLE', `registry database not migrated: ${this.lastMigrateError ?? 'pending'}`);
@@ -124,6 +146,7 @@ class RegistrySubsystem implements Subsystem {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.migrateTimer);
+    clearInterval(this.pruneTimer);
     this.unregisterHealth?.();
     this.ctx.services.withdraw(REGISTRY_SERVICE);
     await this.feed?.stop();
