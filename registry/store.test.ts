@@ -4,6 +4,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { errorCode } from '../dataplane/index.js';
+import { Registry } from 'prom-client';
+import { openPostgresRegistry, PostgresConnector } from './postgres.js';
 import { openSqliteRegistry } from './sqlite.js';
 import type { SqlRegistryStore } from './sql-store.js';
 import { postgresStore, randomKey, registration, registrationBurst, withPostgres } from './testing.js';
@@ -146,6 +148,27 @@ test('PostgreSQL: kill -9 during a burst of registrations loses none that was ac
       );
     } finally {
       for (const s of stores) await s.close();
+    }
+  });
+});
+
+test('PostgreSQL: requests beyond registry.postgres.maxPending are refused at once with LIMIT_EXCEEDED, and counted', async () => {
+  await withPostgres(async (h) => {
+    const metrics = new Registry();
+    const role = h.roles[0]!;
+    const connector = new PostgresConnector({ url: h.url(role), passwordFile: h.passwordFile(role), poolSize: 2, maxPending: 5, metrics });
+    const store = openPostgresRegistry(connector);
+    try {
+      await store.migrate();
+      const results = await Promise.allSettled(Array.from({ length: 20 }, () => store.getPeer(randomKey())));
+      const refused = results.filter((r) => r.status === 'rejected');
+      assert.equal(results.length - refused.length, 5, 'the first five are served');
+      assert.ok(refused.every((r) => errorCode(r.reason) === 'LIMIT_EXCEEDED'));
+      const m = (await metrics.getMetricsAsJSON()).find((x) => x.name === 'cbr_registry_db_rejected_total');
+      assert.equal(m?.values[0]?.value, 15);
+      assert.equal(await store.getPeer(randomKey()), undefined, 'served again once the others are done');
+    } finally {
+      await store.close();
     }
   });
 });

@@ -56,6 +56,8 @@ class RegistrySubsystem implements Subsystem {
         url: pgc.url,
         ...(pgc.passwordFile !== undefined ? { passwordFile: pgc.passwordFile } : {}),
         poolSize: pgc.poolSize,
+        maxPending: pgc.maxPending,
+        metrics: this.ctx.registry,
         connectTimeoutMs: pgc.connectTimeout,
         statementTimeoutMs: pgc.statementTimeout,
       });
