@@ -38,6 +38,7 @@ class RegistrySubsystem implements Subsystem {
   private pruneTimer?: NodeJS.Timeout;
   private lastMigrateError?: string;
   private unregisterHealth?: () => void;
+  private removeRoute?: () => void;
   private stopped = false;
   private readonly applied: RegistryConfig;
 
@@ -82,6 +83,7 @@ class RegistrySubsystem implements Subsystem {
     this.pruneTimer.unref();
     const service: RegistryService = { primary: this.primary ?? this.local, local: this.local, feed: this.feed };
     this.ctx.services.provide(REGISTRY_SERVICE, service);
+    this.removeRoute = this.ctx.admin.route('GET', '/v1/registry', async () => ({ body: await this.status() }));
     // The embedded store has nothing to lose contact with: a check only for the fleet database.
     if (!this.feed) return;
     this.unregisterHealth = this.ctx.health.register({
@@ -108,6 +110,20 @@ class RegistrySubsystem implements Subsystem {
       this.migrateTimer = setTimeout(() => void this.migratePrimary(), MIGRATE_RETRY_MS);
       this.migrateTimer.unref();
     }
+  }
+
+  /** GET /v1/registry: the backend, and with PostgreSQL how far the local copy is. */
+  private async status(): Promise<Record<string, unknown>> {
+    const localHead = await this.local!.head();
+    if (!this.feed) return { backend: 'sqlite', head: localHead };
+    return {
+      backend: 'postgres',
+      connected: this.feed.connected,
+      migrated: this.migrated,
+      ...(this.lastMigrateError !== undefined ? { migrateError: this.lastMigrateError } : {}),
+      lastApplied: this.feed.lastApplied,
+      lagSeconds: this.feed.lagSeconds(),
+    };
   }
 
   /** Keeps the change logs bounded; the database's by whichever agent gets there first (idempotent). */
@@ -150,6 +166,7 @@ class RegistrySubsystem implements Subsystem {
     clearTimeout(this.migrateTimer);
     clearInterval(this.pruneTimer);
     this.unregisterHealth?.();
+    this.removeRoute?.();
     this.ctx.services.withdraw(REGISTRY_SERVICE);
     await this.feed?.stop();
     await this.primary?.close();
