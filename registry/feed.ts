@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events';
 import type pg from 'pg';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { CbrError, errorMessage, type Logger } from '../dataplane/index.js';
+import { CbrError, errorCode, errorMessage, type Logger } from '../dataplane/index.js';
 import { encodeChange, type Change } from './change.js';
 import type { RegistryReplica, RegistryStore, Snapshot } from './store.js';
 
@@ -55,6 +55,7 @@ export class ChangeFeed extends EventEmitter<FeedEvents> {
   private readonly now: () => number;
   private readonly reconnects?: Counter;
   private readonly appliedTotal?: Counter;
+  private readonly errors?: Counter;
 
   constructor(
     private readonly source: FeedSource,
@@ -101,6 +102,7 @@ export class ChangeFeed extends EventEmitter<FeedEvents> {
         },
       });
       this.reconnects = new Counter({ name: 'cbr_registry_feed_reconnects_total', help: 'Times the change feed lost its database connection', registers });
+      this.errors = new Counter({ name: 'cbr_registry_feed_errors_total', help: 'Catch-ups of the change feed that failed (retried)', registers });
       this.appliedTotal = new Counter({ name: 'cbr_registry_feed_applied_total', help: 'Changes applied to the local registry copy', registers });
     }
   }
@@ -123,7 +125,7 @@ export class ChangeFeed extends EventEmitter<FeedEvents> {
     this.running = true;
     this.applied = await this.local.head();
     this.knownHead = this.applied;
-    this.intervalTimer = setInterval(() => void this.catchUp().catch(() => undefined), this.opts.catchUpIntervalMs ?? 5000);
+    this.intervalTimer = setInterval(() => void this.catchUp().catch((err) => this.failed(err)), this.opts.catchUpIntervalMs ?? 5000);
     this.intervalTimer.unref();
     void this.connect();
   }
@@ -146,7 +148,7 @@ export class ChangeFeed extends EventEmitter<FeedEvents> {
       l = await this.source.listen(
         (seq) => {
           if (seq !== undefined) this.knownHead = Math.max(this.knownHead, seq);
-          if (seq === undefined || seq > this.applied) void this.catchUp().catch(() => undefined);
+          if (seq === undefined || seq > this.applied) void this.catchUp().catch((err) => this.failed(err));
         },
         (err) => this.lost(l, err),
       );
@@ -159,13 +161,20 @@ export class ChangeFeed extends EventEmitter<FeedEvents> {
       this.opts.log?.info({ applied: this.applied }, 'registry feed connected');
       this.emit('connected');
       this.verifyNext = true;
-      await this.catchUp().catch(() => undefined);
+      await this.catchUp().catch((err) => this.failed(err));
     } catch (err) {
       this.opts.log?.warn({ err: errorMessage(err) }, 'registry feed cannot reach the database; the local copy serves');
       this.schedule();
     } finally {
       this.connecting = false;
     }
+  }
+
+  /** A catch-up that failed: the database being away is reported by the connection; anything else is news. */
+  private failed(err: unknown): void {
+    this.errors?.inc();
+    if (errorCode(err) === 'UNAVAILABLE') this.opts.log?.debug({ err: errorMessage(err) }, 'registry feed: catch-up failed; retrying');
+    else this.opts.log?.warn({ err: errorMessage(err), applied: this.applied }, 'registry feed: applying changes failed; retrying');
   }
 
   private lost(l: { close(): Promise<void> } | undefined, err?: Error): void {

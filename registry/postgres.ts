@@ -171,6 +171,9 @@ export class PostgresConnector {
       ssl: { ...this.tls, rejectUnauthorized: true, ...(isIP(h.host) === 0 ? { servername: h.host } : {}) },
       connectionTimeoutMillis: this.opts.connectTimeoutMs ?? (this.url.connectTimeoutS ?? 5) * 1000,
       statement_timeout: this.opts.statementTimeoutMs ?? 10_000,
+      // Client side too: a server cut off by the network answers nothing, not even an error.
+      query_timeout: (this.opts.statementTimeoutMs ?? 10_000) + 2000,
+      keepAlive: true,
       application_name: this.url.applicationName ?? 'cbr-registry',
     };
   }
