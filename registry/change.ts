@@ -62,9 +62,11 @@ const bodySchemas = {
 
 export const CHANGE_KINDS = Object.keys(bodySchemas) as ChangeKind[];
 
-/** The stored form of a change: its kind and JSON body. */
-export function encodeChange(change: ChangeBody): { kind: ChangeKind; body: string } {
-  const { kind, ...rest } = change;
+/** The stored form of a change: its kind and JSON body (a Change's seq and at are columns of their own). */
+export function encodeChange(change: ChangeBody | Change): { kind: ChangeKind; body: string } {
+  const { kind, ...rest } = change as ChangeBody & { seq?: number; at?: number };
+  delete rest.seq;
+  delete rest.at;
   return { kind, body: JSON.stringify(rest) };
 }
 

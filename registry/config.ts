@@ -12,6 +12,12 @@ export const registryConfigSchema = z
       .min(1)
       .optional()
       .describe('SQLite file: the registry itself, or the local copy of the fleet registry (default <agent.stateDir>/registry.db)'),
+    changeRetention: z
+      .number()
+      .int()
+      .min(100)
+      .default(100_000)
+      .describe('changes kept in the change log (database and local copy); a PoP further behind copies a snapshot'),
     postgres: z
       .strictObject({
         url: z
@@ -29,6 +35,12 @@ export const registryConfigSchema = z
           ),
         passwordFile: z.string().min(1).optional().describe("file holding the database role's password (first line)"),
         poolSize: z.number().int().min(1).max(100).default(10).describe('connections to the primary'),
+        maxPending: z
+          .number()
+          .int()
+          .min(1)
+          .default(1000)
+          .describe('database requests waiting for or using a connection at most; more are refused (429) at once'),
         connectTimeout: duration().prefault('5s').describe('per host, before trying the next one'),
         statementTimeout: duration().prefault('10s').describe('server-side limit of one statement'),
         catchUpInterval: duration().prefault('5s').describe('the feed reads the change log this often even without notifications'),

@@ -69,6 +69,34 @@ async function withDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   }
 }
 
+interface Scene {
+  h: PostgresHost;
+  primary: SqlRegistryStore;
+  path: string;
+  /** The follower; a test may replace it (an agent restart), the scene closes the last one. */
+  f: Follower;
+}
+
+/** PostgreSQL with `n` registrations and a follower that applied them all. */
+async function withFollowerAt(n: number, fn: (s: Scene) => Promise<void>): Promise<void> {
+  await withDir((dir) =>
+    withPostgres(async (h) => {
+      const primary = postgresStore(h);
+      await primary.migrate();
+      for (let i = 0; i < n; i++) await primary.register(registration(`user${i}`));
+      const path = join(dir, 'copy.db');
+      const scene: Scene = { h, primary, path, f: await follow(h, path) };
+      try {
+        await waitFor(`the follower at change ${n}`, async () => (scene.f.feed.lastApplied === n ? true : undefined), 10_000, 20);
+        await fn(scene);
+      } finally {
+        await scene.f.close();
+        await primary.close();
+      }
+    }),
+  );
+}
+
 test('feed: a follower applies every change within a second, by notification alone', async () => {
   await withDir((dir) =>
     withPostgres(async (h) => {
@@ -96,6 +124,7 @@ test('feed: a follower applies every change within a second, by notification alo
           'every change once, in order',
         );
         assert.deepEqual(await f.local.peers(), await primary.peers(), 'the local copy equals the database');
+        assert.deepEqual(await f.local.changesSince(0, 100), await primary.changesSince(0, 100), 'and so does its change log');
         assert.deepEqual(
           (await f.local.denyList()).map((d) => d.prefix),
           ['198.18.0.0/15'],
@@ -166,43 +195,30 @@ test('feed: a change whose notification was lost is caught up by number, on the 
 });
 
 test('feed: PostgreSQL stopped -> the local copy serves, also across an agent restart; reconnects and catches up when it returns', async () => {
-  await withDir((dir) =>
-    withPostgres(async (h) => {
-      const primary = postgresStore(h);
-      await primary.migrate();
-      for (let i = 0; i < 5; i++) await primary.register(registration(`user${i}`));
-      const path = join(dir, 'copy.db');
-      let f = await follow(h, path);
-      try {
-        await waitFor('the follower at change 5', async () => (f.feed.lastApplied === 5 ? true : undefined), 10_000, 20);
-        const disconnected = new Promise<void>((resolve) => f.feed.once('disconnected', () => resolve()));
-        await h.halt();
-        await disconnected;
-        assert.equal(f.feed.connected, false);
-        assert.equal((await f.local.peers()).length, 5, 'the local copy still answers');
-        await assert.rejects(primary.register(registration('during')), (e) => errorCode(e) === 'UNAVAILABLE');
-        assert.equal(await metric(f.metrics, 'cbr_registry_feed_reconnects_total'), 1);
-        await new Promise((r) => setTimeout(r, 1100));
-        assert.ok((await metric(f.metrics, 'cbr_registry_feed_lag_seconds')) >= 1, 'lag grows while the database is away');
-        // The agent restarts while the database is down: the copy is on disk.
-        await f.close();
-        f = await follow(h, path);
-        assert.equal(f.feed.lastApplied, 5);
-        assert.equal((await f.local.peers()).length, 5, 'the copy survives the restart');
-        assert.equal(f.feed.connected, false);
-        await h.resume();
-        await waitFor('the feed to reconnect', async () => (f.feed.connected ? true : undefined), 10_000, 20);
-        const r = await primary.register(registration('after'));
-        assert.equal(r.seq, 6, 'the primary store reselects without being reopened');
-        await waitFor('the follower at change 6', async () => (f.feed.lastApplied === 6 ? true : undefined), 1000, 5);
-        assert.equal((await f.local.peers()).length, 6);
-        assert.equal(await metric(f.metrics, 'cbr_registry_feed_lag_seconds'), 0);
-      } finally {
-        await f.close();
-        await primary.close();
-      }
-    }),
-  );
+  await withFollowerAt(5, async (s) => {
+    const disconnected = new Promise<void>((resolve) => s.f.feed.once('disconnected', () => resolve()));
+    await s.h.halt();
+    await disconnected;
+    assert.equal(s.f.feed.connected, false);
+    assert.equal((await s.f.local.peers()).length, 5, 'the local copy still answers');
+    await assert.rejects(s.primary.register(registration('during')), (e) => errorCode(e) === 'UNAVAILABLE');
+    assert.equal(await metric(s.f.metrics, 'cbr_registry_feed_reconnects_total'), 1);
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.ok((await metric(s.f.metrics, 'cbr_registry_feed_lag_seconds')) >= 1, 'lag grows while the database is away');
+    // The agent restarts while the database is down: the copy is on disk.
+    await s.f.close();
+    s.f = await follow(s.h, s.path);
+    assert.equal(s.f.feed.lastApplied, 5);
+    assert.equal((await s.f.local.peers()).length, 5, 'the copy survives the restart');
+    assert.equal(s.f.feed.connected, false);
+    await s.h.resume();
+    await waitFor('the feed to reconnect', async () => (s.f.feed.connected ? true : undefined), 10_000, 20);
+    const r = await s.primary.register(registration('after'));
+    assert.equal(r.seq, 6, 'the primary store reselects without being reopened');
+    await waitFor('the follower at change 6', async () => (s.f.feed.lastApplied === 6 ? true : undefined), 1000, 5);
+    assert.equal((await s.f.local.peers()).length, 6);
+    assert.equal(await metric(s.f.metrics, 'cbr_registry_feed_lag_seconds'), 0);
+  });
 });
 
 test('feed: a follower whose position the log no longer reaches copies a snapshot', async () => {
@@ -229,4 +245,36 @@ test('feed: a follower whose position the log no longer reaches copies a snapsho
       }
     }),
   );
+});
+
+test("feed: a database whose history differs from the copy's (fail-over lost changes, restore) is copied by snapshot", async () => {
+  await withFollowerAt(5, async (s) => {
+    await s.f.close();
+    // The database loses changes 4 and 5 (an asynchronous replica promoted) and takes another 4 and 5.
+    await s.h.psql(
+      `BEGIN; DELETE FROM registry_changes WHERE seq >= 4; UPDATE registry_counter SET seq = 3 WHERE id = 1;
+       DELETE FROM registry_peers WHERE subject IN ('user3', 'user4'); COMMIT;`,
+      s.h.database,
+    );
+    await s.primary.register(registration('other3'));
+    await s.primary.register(registration('other4'));
+    s.f = await follow(s.h, s.path);
+    await waitFor(
+      'the copy to equal the database',
+      async () => {
+        const [ours, theirs] = [await s.f.local.peers(), await s.primary.peers()];
+        return JSON.stringify(ours) === JSON.stringify(theirs) ? true : undefined;
+      },
+      10_000,
+      20,
+    );
+    assert.equal(s.f.feed.lastApplied, 5);
+    assert.deepEqual((await s.f.local.peers()).map((p) => p.subject).sort(), ['other3', 'other4', 'user0', 'user1', 'user2']);
+    // The same position with the same history: no snapshot, just the next change.
+    let resynced = false;
+    s.f.feed.on('resync', () => (resynced = true));
+    await s.primary.register(registration('next'));
+    await waitFor('the follower at change 6', async () => (s.f.feed.lastApplied === 6 ? true : undefined), 1000, 5);
+    assert.equal(resynced, false);
+  });
 });

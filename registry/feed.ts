@@ -6,8 +6,8 @@
 import { EventEmitter } from 'node:events';
 import type pg from 'pg';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { CbrError, errorMessage, type Logger } from '../dataplane/index.js';
-import type { Change } from './change.js';
+import { CbrError, errorCode, errorMessage, type Logger } from '../dataplane/index.js';
+import { encodeChange, type Change } from './change.js';
 import type { RegistryReplica, RegistryStore, Snapshot } from './store.js';
 
 /** Where the feed reads from: the primary's store and its notifications. */
@@ -50,9 +50,12 @@ export class ChangeFeed extends EventEmitter<FeedEvents> {
   private intervalTimer: NodeJS.Timeout | undefined;
   private catching: Promise<void> | undefined;
   private again = false;
+  /** Check, before the next read, that the database's history still contains the copy's position. */
+  private verifyNext = true;
   private readonly now: () => number;
   private readonly reconnects?: Counter;
   private readonly appliedTotal?: Counter;
+  private readonly errors?: Counter;
 
   constructor(
     private readonly source: FeedSource,
@@ -99,6 +102,7 @@ export class ChangeFeed extends EventEmitter<FeedEvents> {
         },
       });
       this.reconnects = new Counter({ name: 'cbr_registry_feed_reconnects_total', help: 'Times the change feed lost its database connection', registers });
+      this.errors = new Counter({ name: 'cbr_registry_feed_errors_total', help: 'Catch-ups of the change feed that failed (retried)', registers });
       this.appliedTotal = new Counter({ name: 'cbr_registry_feed_applied_total', help: 'Changes applied to the local registry copy', registers });
     }
   }
@@ -121,7 +125,7 @@ export class ChangeFeed extends EventEmitter<FeedEvents> {
     this.running = true;
     this.applied = await this.local.head();
     this.knownHead = this.applied;
-    this.intervalTimer = setInterval(() => void this.catchUp().catch(() => undefined), this.opts.catchUpIntervalMs ?? 5000);
+    this.intervalTimer = setInterval(() => void this.catchUp().catch((err) => this.failed(err)), this.opts.catchUpIntervalMs ?? 5000);
     this.intervalTimer.unref();
     void this.connect();
   }
@@ -144,7 +148,7 @@ export class ChangeFeed extends EventEmitter<FeedEvents> {
       l = await this.source.listen(
         (seq) => {
           if (seq !== undefined) this.knownHead = Math.max(this.knownHead, seq);
-          if (seq === undefined || seq > this.applied) void this.catchUp().catch(() => undefined);
+          if (seq === undefined || seq > this.applied) void this.catchUp().catch((err) => this.failed(err));
         },
         (err) => this.lost(l, err),
       );
@@ -156,13 +160,21 @@ export class ChangeFeed extends EventEmitter<FeedEvents> {
       this.reconnectDelay = this.opts.reconnectMinMs ?? 200;
       this.opts.log?.info({ applied: this.applied }, 'registry feed connected');
       this.emit('connected');
-      await this.catchUp().catch(() => undefined);
+      this.verifyNext = true;
+      await this.catchUp().catch((err) => this.failed(err));
     } catch (err) {
       this.opts.log?.warn({ err: errorMessage(err) }, 'registry feed cannot reach the database; the local copy serves');
       this.schedule();
     } finally {
       this.connecting = false;
     }
+  }
+
+  /** A catch-up that failed: the database being away is reported by the connection; anything else is news. */
+  private failed(err: unknown): void {
+    this.errors?.inc();
+    if (errorCode(err) === 'UNAVAILABLE') this.opts.log?.debug({ err: errorMessage(err) }, 'registry feed: catch-up failed; retrying');
+    else this.opts.log?.warn({ err: errorMessage(err), applied: this.applied }, 'registry feed: applying changes failed; retrying');
   }
 
   private lost(l: { close(): Promise<void> } | undefined, err?: Error): void {
@@ -201,8 +213,36 @@ export class ChangeFeed extends EventEmitter<FeedEvents> {
     return this.catching;
   }
 
+  /**
+   * After a fail-over to a replica that had not received the newest changes, or a restore from a
+   * backup, the database may have a different change under the copy's number (or none): then the
+   * copy's history is not the database's, and only a snapshot makes them equal again.
+   */
+  private async positionHolds(): Promise<boolean> {
+    if (this.applied === 0) return true;
+    if ((await this.source.store.head()) < this.applied) return false;
+    const [theirs] = await this.source.store.changesSince(this.applied - 1, 1);
+    const [ours] = await this.local.changesSince(this.applied - 1, 1);
+    // Nothing to compare when either side no longer has that change (pruned there, or a snapshot here).
+    if (theirs?.seq !== this.applied || ours?.seq !== this.applied) return true;
+    return theirs.at === ours.at && JSON.stringify(encodeChange(theirs)) === JSON.stringify(encodeChange(ours));
+  }
+
   private async catchUpOnce(): Promise<void> {
     const batch = this.opts.batch ?? 500;
+    if (this.verifyNext) {
+      let holds: boolean;
+      try {
+        holds = await this.positionHolds();
+      } catch (err) {
+        throw new CbrError('UNAVAILABLE', `registry feed: checking change ${this.applied}: ${errorMessage(err)}`, { cause: err });
+      }
+      if (!holds) {
+        this.opts.log?.warn({ applied: this.applied }, "registry feed: the database's history differs from the local copy's (fail-over or restore)");
+        await this.resync();
+      }
+      this.verifyNext = false;
+    }
     for (;;) {
       const started = this.now();
       let changes: Change[];

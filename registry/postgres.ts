@@ -7,7 +7,8 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import pg from 'pg';
-import { CbrError, errorMessage } from '../dataplane/index.js';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { CbrError, errorCode, errorMessage } from '../dataplane/index.js';
 import { SqlRegistryStore, type Row, type SqlDriver, type SqlQuery } from './sql-store.js';
 
 export interface PostgresHostPort {
@@ -109,6 +110,9 @@ export interface PostgresOptions {
   statementTimeoutMs?: number;
   /** Longest wait for a pooled connection, in milliseconds (default 10 s). */
   queueTimeoutMs?: number;
+  /** Requests waiting for or using a connection at most; more answer LIMIT_EXCEEDED (default 1000). */
+  maxPending?: number;
+  metrics?: Registry;
 }
 
 /** SQLSTATEs that mean "this server cannot serve writes now": reselect the primary. */
@@ -121,6 +125,9 @@ export class PostgresConnector {
   private readonly tls: { ca: Buffer; cert: Buffer; key: Buffer };
   private pool: pg.Pool | undefined;
   private selecting: Promise<pg.Pool> | undefined;
+  private pending = 0;
+  private readonly rejected?: Counter;
+  private readonly failures?: Counter;
 
   constructor(private readonly opts: PostgresOptions) {
     this.url = parsePostgresUrl(opts.url);
@@ -129,6 +136,28 @@ export class PostgresConnector {
       this.tls = { ca: readFileSync(this.url.sslrootcert), cert: readFileSync(this.url.sslcert), key: readFileSync(this.url.sslkey) };
     } catch (err) {
       throw new CbrError('CONFIG_INVALID', `registry.postgres: reading the password or TLS files: ${errorMessage(err)}`, { cause: err });
+    }
+    if (opts.metrics) {
+      const registers = [opts.metrics];
+      const self = this;
+      new Gauge({
+        name: 'cbr_registry_db_pending',
+        help: 'Registry database requests waiting for or using a connection',
+        registers,
+        collect() {
+          this.set(self.pending);
+        },
+      });
+      this.rejected = new Counter({
+        name: 'cbr_registry_db_rejected_total',
+        help: 'Registry database requests refused because registry.postgres.maxPending were pending',
+        registers,
+      });
+      this.failures = new Counter({
+        name: 'cbr_registry_db_unavailable_total',
+        help: 'Registry database requests that failed for want of a usable primary',
+        registers,
+      });
     }
   }
 
@@ -142,6 +171,9 @@ export class PostgresConnector {
       ssl: { ...this.tls, rejectUnauthorized: true, ...(isIP(h.host) === 0 ? { servername: h.host } : {}) },
       connectionTimeoutMillis: this.opts.connectTimeoutMs ?? (this.url.connectTimeoutS ?? 5) * 1000,
       statement_timeout: this.opts.statementTimeoutMs ?? 10_000,
+      // Client side too: a server cut off by the network answers nothing, not even an error.
+      query_timeout: (this.opts.statementTimeoutMs ?? 10_000) + 2000,
+      keepAlive: true,
       application_name: this.url.applicationName ?? 'cbr-registry',
     };
   }
@@ -197,6 +229,23 @@ export class PostgresConnector {
 
   /** Runs fn on a pooled client; connection failures become UNAVAILABLE and reselect the primary. */
   async withClient<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    const max = this.opts.maxPending ?? 1000;
+    if (this.pending >= max) {
+      this.rejected?.inc();
+      throw new CbrError('LIMIT_EXCEEDED', `registry database: ${max} requests pending (registry.postgres.maxPending); retry shortly`);
+    }
+    this.pending++;
+    try {
+      return await this.onClient(fn);
+    } catch (err) {
+      if (errorCode(err) === 'UNAVAILABLE') this.failures?.inc();
+      throw err;
+    } finally {
+      this.pending--;
+    }
+  }
+
+  private async onClient<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
     const pool = await this.currentPool();
     let client: pg.PoolClient;
     try {

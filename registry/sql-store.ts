@@ -281,6 +281,13 @@ export class SqlRegistryStore implements RegistryStore, RegistryReplica {
     return this.headIn(this.driver.query);
   }
 
+  async pruneChanges(keep: number): Promise<number> {
+    const gone = await this.driver.query('DELETE FROM registry_changes WHERE seq <= (SELECT seq FROM registry_counter WHERE id = 1) - $1 RETURNING seq', [
+      keep,
+    ]);
+    return gone.length;
+  }
+
   async snapshot(): Promise<Snapshot> {
     return this.driver.transaction(async (q) => {
       await q(this.driver.lockCounterSql);

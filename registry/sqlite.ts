@@ -14,6 +14,7 @@ interface Statement {
 }
 interface SqliteDatabase {
   readonly open: boolean;
+  readonly inTransaction: boolean;
   pragma(source: string): unknown;
   exec(sql: string): void;
   prepare(sql: string): Statement;
@@ -71,7 +72,8 @@ class SqliteDriver implements SqlDriver {
         this.db.exec('COMMIT');
         return result;
       } catch (err) {
-        this.db.exec('ROLLBACK');
+        // SQLite rolls back by itself on some errors (SQLITE_FULL, SQLITE_IOERR): nothing left to undo.
+        if (this.db.inTransaction) this.db.exec('ROLLBACK');
         throw err;
       }
     });

@@ -4,9 +4,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { errorCode } from '../dataplane/index.js';
+import { Registry } from 'prom-client';
+import { openPostgresRegistry, PostgresConnector } from './postgres.js';
 import { openSqliteRegistry } from './sqlite.js';
 import type { SqlRegistryStore } from './sql-store.js';
-import { postgresStore, randomKey, registration, withPostgres } from './testing.js';
+import { postgresStore, randomKey, registration, registrationBurst, withPostgres } from './testing.js';
 
 /** The behaviour both backends share. */
 async function semantics(store: SqlRegistryStore): Promise<void> {
@@ -56,6 +58,12 @@ async function semantics(store: SqlRegistryStore): Promise<void> {
     (await store.changesSince(7, 1)).map((c) => c.seq),
     [8],
   );
+  assert.equal(await store.pruneChanges(3), 6);
+  assert.deepEqual(
+    (await store.changesSince(0, 100)).map((c) => c.seq),
+    [7, 8, 9],
+  );
+  assert.equal(await store.pruneChanges(3), 0);
   const snap = await store.snapshot();
   assert.equal(snap.seq, 9);
   assert.deepEqual(snap.peers.map((p) => p.subject).sort(), ['alice', 'carol']);
@@ -116,31 +124,15 @@ test('PostgreSQL: kill -9 during a burst of registrations loses none that was ac
     const stores = [postgresStore(h), postgresStore(h)];
     try {
       await stores[0]!.migrate();
-      const acked: string[] = [];
-      const failures = new Map<string, number>();
-      let stop = false;
-      const writer = async (s: SqlRegistryStore, w: number) => {
-        for (let i = 0; !stop && i < 5000; i++) {
-          const req = registration(`w${w}-${i}`);
-          try {
-            await s.register(req);
-            acked.push(req.publicKey);
-          } catch (err) {
-            const code = errorCode(err) ?? 'none';
-            failures.set(code, (failures.get(code) ?? 0) + 1);
-            await new Promise((r) => setTimeout(r, 20));
-          }
-        }
-      };
-      const writers = stores.flatMap((s, i) => [writer(s, i * 2), writer(s, i * 2 + 1)]);
+      const burst = registrationBurst(stores, 2);
+      const { acked, failures } = burst;
       await new Promise((r) => setTimeout(r, 700));
       const before = acked.length;
       await h.kill9();
       await new Promise((r) => setTimeout(r, 500));
       await h.resume();
       await new Promise((r) => setTimeout(r, 700));
-      stop = true;
-      await Promise.all(writers);
+      await burst.stop();
       assert.ok(before > 10, `registrations before the kill: ${before}`);
       assert.ok(acked.length > before, 'registrations work again after the restart, without reopening the stores');
       assert.deepEqual(
@@ -156,6 +148,27 @@ test('PostgreSQL: kill -9 during a burst of registrations loses none that was ac
       );
     } finally {
       for (const s of stores) await s.close();
+    }
+  });
+});
+
+test('PostgreSQL: requests beyond registry.postgres.maxPending are refused at once with LIMIT_EXCEEDED, and counted', async () => {
+  await withPostgres(async (h) => {
+    const metrics = new Registry();
+    const role = h.roles[0]!;
+    const connector = new PostgresConnector({ url: h.url(role), passwordFile: h.passwordFile(role), poolSize: 2, maxPending: 5, metrics });
+    const store = openPostgresRegistry(connector);
+    try {
+      await store.migrate();
+      const results = await Promise.allSettled(Array.from({ length: 20 }, () => store.getPeer(randomKey())));
+      const refused = results.filter((r) => r.status === 'rejected');
+      assert.equal(results.length - refused.length, 5, 'the first five are served');
+      assert.ok(refused.every((r) => errorCode(r.reason) === 'LIMIT_EXCEEDED'));
+      const m = (await metrics.getMetricsAsJSON()).find((x) => x.name === 'cbr_registry_db_rejected_total');
+      assert.equal(m?.values[0]?.value, 15);
+      assert.equal(await store.getPeer(randomKey()), undefined, 'served again once the others are done');
+    } finally {
+      await store.close();
     }
   });
 });

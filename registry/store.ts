@@ -86,6 +86,8 @@ export interface RegistryStore {
   changesSince(seq: number, limit: number): Promise<Change[]>;
   /** The number of the newest change (0 when none). */
   head(): Promise<number>;
+  /** Deletes all but the newest `keep` changes (a follower further behind copies a snapshot); resolves with how many. */
+  pruneChanges(keep: number): Promise<number>;
   /** The whole state and the change number it reflects (one consistent read). */
   snapshot(): Promise<Snapshot>;
   close(): Promise<void>;
@@ -94,6 +96,7 @@ export interface RegistryStore {
 /** A local copy that mirrors a primary's change log (a follower's SQLite). */
 export interface RegistryReplica {
   head(): Promise<number>;
+  changesSince(seq: number, limit: number): Promise<Change[]>;
   /** Applies changes (consecutive, after head()) in one transaction. */
   applyChanges(changes: Change[]): Promise<void>;
   /** Replaces the whole state by a primary's snapshot (when the log no longer reaches back). */

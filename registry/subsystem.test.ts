@@ -34,6 +34,8 @@ test('agent with the registry on PostgreSQL: migrates, follows the feed, degrade
       const r = await primary.register(registration('alice'));
       const applied = async () => Number(/^cbr_registry_last_applied_change\S* (\d+)/m.exec(await (await fetch(`${agent.adminUrl}/metrics`)).text())?.[1]);
       await waitFor('the agent to apply the change', async () => ((await applied()) === r.seq ? true : undefined), 5000, 50);
+      const status = (await (await fetch(`${agent.adminUrl}/v1/registry`)).json()) as Record<string, unknown>;
+      assert.deepEqual(status, { backend: 'postgres', connected: true, migrated: true, lastApplied: r.seq, lagSeconds: 0 });
       await h.halt();
       const down = await waitFor(
         'the registry check to fail',

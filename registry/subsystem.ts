@@ -26,6 +26,8 @@ export interface RegistryService {
 
 /** Retry interval of the start-up migration while the database is away. */
 const MIGRATE_RETRY_MS = 2000;
+/** How often the change logs are cut to registry.changeRetention. */
+const PRUNE_INTERVAL_MS = 60_000;
 
 class RegistrySubsystem implements Subsystem {
   private local?: SqlRegistryStore;
@@ -33,8 +35,10 @@ class RegistrySubsystem implements Subsystem {
   private feed?: ChangeFeed;
   private migrated = false;
   private migrateTimer?: NodeJS.Timeout;
+  private pruneTimer?: NodeJS.Timeout;
   private lastMigrateError?: string;
   private unregisterHealth?: () => void;
+  private removeRoute?: () => void;
   private stopped = false;
   private readonly applied: RegistryConfig;
 
@@ -53,6 +57,8 @@ class RegistrySubsystem implements Subsystem {
         url: pgc.url,
         ...(pgc.passwordFile !== undefined ? { passwordFile: pgc.passwordFile } : {}),
         poolSize: pgc.poolSize,
+        maxPending: pgc.maxPending,
+        metrics: this.ctx.registry,
         connectTimeoutMs: pgc.connectTimeout,
         statementTimeoutMs: pgc.statementTimeout,
       });
@@ -73,8 +79,11 @@ class RegistrySubsystem implements Subsystem {
       this.migrated = true;
       this.ctx.log.info({ path }, 'registry in embedded SQLite');
     }
+    this.pruneTimer = setInterval(() => void this.prune(), PRUNE_INTERVAL_MS);
+    this.pruneTimer.unref();
     const service: RegistryService = { primary: this.primary ?? this.local, local: this.local, feed: this.feed };
     this.ctx.services.provide(REGISTRY_SERVICE, service);
+    this.removeRoute = this.ctx.admin.route('GET', '/v1/registry', async () => ({ body: await this.status() }));
     // The embedded store has nothing to lose contact with: a check only for the fleet database.
     if (!this.feed) return;
     this.unregisterHealth = this.ctx.health.register({
@@ -103,6 +112,37 @@ class RegistrySubsystem implements Subsystem {
     }
   }
 
+  /** GET /v1/registry: the backend, and with PostgreSQL how far the local copy is. */
+  private async status(): Promise<Record<string, unknown>> {
+    const localHead = await this.local!.head();
+    if (!this.feed) return { backend: 'sqlite', head: localHead };
+    return {
+      backend: 'postgres',
+      connected: this.feed.connected,
+      migrated: this.migrated,
+      ...(this.lastMigrateError !== undefined ? { migrateError: this.lastMigrateError } : {}),
+      lastApplied: this.feed.lastApplied,
+      lagSeconds: this.feed.lagSeconds(),
+    };
+  }
+
+  /** Keeps the change logs bounded; the database's by whichever agent gets there first (idempotent). */
+  private async prune(): Promise<void> {
+    const keep = this.applied.changeRetention;
+    for (const [where, store] of [
+      ['database', this.migrated ? this.primary : undefined],
+      ['local copy', this.local],
+    ] as const) {
+      if (!store) continue;
+      try {
+        const n = await store.pruneChanges(keep);
+        if (n > 0) this.ctx.log.debug({ where, pruned: n, keep }, 'registry change log pruned');
+      } catch (err) {
+        this.ctx.log.warn({ where, err: errorMessage(err) }, 'pruning the registry change log failed; retrying later');
+      }
+    }
+  }
+
   private check(): void {
     if (!this.feed) return;
     if (!this.migrated) throw new CbrError('UNAVAILABLE', `registry database not migrated: ${this.lastMigrateError ?? 'pending'}`);
@@ -124,7 +164,9 @@ class RegistrySubsystem implements Subsystem {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.migrateTimer);
+    clearInterval(this.pruneTimer);
     this.unregisterHealth?.();
+    this.removeRoute?.();
     this.ctx.services.withdraw(REGISTRY_SERVICE);
     await this.feed?.stop();
     await this.primary?.close();

@@ -2,10 +2,10 @@
 // and a lowest-free IPv4 allocator like the WireGuard pools'.
 import { randomBytes } from 'node:crypto';
 import { PostgresHost } from '../testhosts/index.js';
-import { CbrError } from '../dataplane/index.js';
+import { CbrError, errorCode } from '../dataplane/index.js';
 import { openPostgresRegistry, PostgresConnector } from './postgres.js';
 import type { SqlRegistryStore } from './sql-store.js';
-import type { RegisterRequest } from './store.js';
+import type { RegisterRequest, RegistryStore } from './store.js';
 
 export function randomKey(): string {
   return randomBytes(32).toString('base64');
@@ -31,6 +31,8 @@ export function connectorFor(h: PostgresHost, opts: { url?: string; role?: strin
     url: opts.url ?? `${h.url(role)}&target_session_attrs=read-write`,
     passwordFile: h.passwordFile(role),
     connectTimeoutMs: 2000,
+    // This machine is shared and noisy: a burst may queue long for the serialized writes.
+    queueTimeoutMs: 60_000,
   });
 }
 
@@ -46,4 +48,42 @@ export async function withPostgres<T>(fn: (h: PostgresHost) => Promise<T>): Prom
   } finally {
     await h.stop();
   }
+}
+
+export interface Burst {
+  /** Public keys whose registration was acknowledged, in order. */
+  acked: string[];
+  /** Refused registrations by error code. */
+  failures: Map<string, number>;
+  /** Ends the burst and waits for the writers. */
+  stop(): Promise<void>;
+}
+
+/** Registers new peers in a loop, `writers` at a time per store, until stop() (at most 5000 each). */
+export function registrationBurst(stores: RegistryStore[], writers: number, pauseOnFailureMs = 20): Burst {
+  const acked: string[] = [];
+  const failures = new Map<string, number>();
+  let stopped = false;
+  const writer = async (s: RegistryStore, w: number) => {
+    for (let i = 0; !stopped && i < 5000; i++) {
+      const req = registration(`w${w}-${i}`);
+      try {
+        await s.register(req);
+        acked.push(req.publicKey);
+      } catch (err) {
+        const code = errorCode(err) ?? 'none';
+        failures.set(code, (failures.get(code) ?? 0) + 1);
+        await new Promise((r) => setTimeout(r, pauseOnFailureMs));
+      }
+    }
+  };
+  const running = stores.flatMap((s, si) => Array.from({ length: writers }, (_, wi) => writer(s, si * writers + wi)));
+  return {
+    acked,
+    failures,
+    async stop() {
+      stopped = true;
+      await Promise.all(running);
+    },
+  };
 }

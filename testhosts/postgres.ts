@@ -92,6 +92,52 @@ export class PostgresHost {
     }
   }
 
+  /**
+   * A streaming replica of `primary` (pg_basebackup -R), on the same address and another port, with
+   * the same TLS material, roles and database: a hot standby until `promote()`.
+   */
+  static async startReplica(primary: PostgresHost): Promise<PostgresHost> {
+    if (primary.netns) throw new Error('replicas of a PostgreSQL host inside a namespace are not supported');
+    const dir = mkdtempSync(join(tmpdir(), 'cbr-pg-'));
+    const host = new PostgresHost(dir, primary.address, await freePort(primary.address), primary.database, primary.roles, undefined);
+    live.add(host);
+    try {
+      chownSync(dir, host.pgUid, host.pgGid);
+      chmodSync(dir, 0o700);
+      await run(['cp', '-a', join(primary.dir, 'tls'), join(dir, 'tls')]);
+      await run(
+        host.asPostgres([
+          join(POSTGRES_BIN, 'pg_basebackup'),
+          '-h',
+          primary.socketDir,
+          '-p',
+          String(primary.port),
+          '-U',
+          'postgres',
+          '-D',
+          host.dataDir,
+          '-R',
+          '-X',
+          'stream',
+          '-c',
+          'fast',
+          '--no-sync',
+        ]),
+        { timeoutMs: 120_000 },
+      );
+      await host.startServer();
+      return host;
+    } catch (err) {
+      await host.stop();
+      throw err;
+    }
+  }
+
+  /** Promotes a replica to primary (`pg_ctl promote`), waiting until it accepts writes. */
+  async promote(): Promise<void> {
+    await this.pgCtl(['promote', '-w', '-t', '60']);
+  }
+
   /** Password of a role (also written to `passwordFile(role)`). */
   password(role: string): string {
     return `${role}-password`;
@@ -205,6 +251,7 @@ export class PostgresHost {
       join(this.dataDir, 'pg_hba.conf'),
       [
         'local all postgres peer',
+        'local replication postgres peer',
         'hostssl all all 0.0.0.0/0 scram-sha-256 clientcert=verify-full',
         'hostssl all all ::/0 scram-sha-256 clientcert=verify-full',
         '',
