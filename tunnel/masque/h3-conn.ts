@@ -59,9 +59,11 @@ export class H3Connection {
   peerSettings: H3Settings | undefined;
   private readonly peerUni = new Map<number, PeerUni>();
   private readonly peerUniTypes: PeerUniStreams;
-  private readonly pending = new Map<number, { chunks: Uint8Array[]; fin: boolean }>();
+  private readonly pending = new Map<number, { chunks: Uint8Array[]; bytes: number; fin: boolean }>();
   private readonly dgHeader = newHttpDatagramHeader();
   private controlOpened = false;
+  /** We closed the connection: what the peer still sends is not read. */
+  private closing = false;
   goawaySent = false;
   /** The highest client bidirectional stream ID we have seen (for GOAWAY). */
   highestRequestStream = -4;
@@ -103,6 +105,7 @@ export class H3Connection {
 
   fail(err: H3Error, streamId?: number): void {
     if (err.scope === 'connection' || streamId === undefined) {
+      this.closing = true;
       this.quic.close(true, err.code, err.reason.slice(0, 200));
     } else {
       this.resetStream(streamId, err.code);
@@ -120,20 +123,20 @@ export class H3Connection {
     const p = this.pending.get(streamId);
     if (p) {
       if (data.length > 0) p.chunks.push(data);
+      p.bytes += data.length;
       p.fin ||= fin;
       return;
     }
     const n = data.length === 0 && !fin ? 0 : this.quic.streamSend(streamId, data, fin);
     if (n === data.length && (n > 0 || fin)) return;
     if (data.length === 0 && !fin) return;
-    this.pending.set(streamId, { chunks: [data.subarray(n)], fin });
+    this.pending.set(streamId, { chunks: [data.subarray(n)], bytes: data.length - n, fin });
     this.quic.wantWritable(streamId);
   }
 
   /** Bytes waiting on a stream (for back-pressure decisions). */
   pendingBytes(streamId: number): number {
-    const p = this.pending.get(streamId);
-    return p ? p.chunks.reduce((s, c) => s + c.length, 0) : 0;
+    return this.pending.get(streamId)?.bytes ?? 0;
   }
 
   private flushStream(streamId: number): void {
@@ -143,6 +146,7 @@ export class H3Connection {
       const c = p.chunks[0]!;
       const last = p.chunks.length === 1;
       const n = this.quic.streamSend(streamId, c, last && p.fin);
+      p.bytes -= n;
       if (n < c.length || (c.length === 0 && last && p.fin && n === 0 && this.quic.streamCapacity(streamId) === 0)) {
         p.chunks[0] = c.subarray(n);
         this.quic.wantWritable(streamId);
@@ -161,6 +165,7 @@ export class H3Connection {
   }
 
   private onReadable(streamId: number): void {
+    if (this.closing) return;
     for (let i = 0; i < 64; i++) {
       const r = this.quic.streamRecv(streamId, readBuf);
       if (r === null) return;
@@ -177,6 +182,7 @@ export class H3Connection {
           this.fail(err, streamId);
           return;
         }
+        if (this.closing) return;
       } else if ((streamId & 2) === 2) {
         this.onPeerUni(streamId, chunk, fin);
       }

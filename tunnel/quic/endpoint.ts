@@ -4,7 +4,8 @@
 // setImmediate (application events, then send until quiche says Done, then the timer is re-armed).
 // That keeps the per-packet work at one native recv and one native send.
 import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
-import { isIPv6 } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
+import { IPv6 } from 'ip-num';
 import quiche from '@matrixai/quic/native/quiche.js';
 import type { Config, Connection, Host } from '@matrixai/quic/native/types.js';
 import { newServerConnectionId, newClientConnectionId, SERVER_CID_LENGTH } from './cid.js';
@@ -47,6 +48,10 @@ export interface ServerEndpointOptions extends TransportOptions {
   /** Stateless retry before any state is created (default true). */
   retry?: boolean;
   maxConnections?: number;
+  /** Most connections from one source address (IPv6 grouped by /64); more Initials are dropped. Default 64. */
+  maxConnectionsPerSource?: number;
+  /** Most handshakes in progress from one source (IPv6 by /64). Default 16. */
+  maxHandshakesPerSource?: number;
   onConnection: (conn: QuicConnection) => void;
 }
 
@@ -76,7 +81,30 @@ export interface CloseReason {
   reason: string;
 }
 
-export type DropReason = 'short' | 'header' | 'unknown-cid' | 'not-initial' | 'small-initial' | 'bad-token' | 'full' | 'recv-error' | 'accept-error';
+export type DropReason =
+  | 'short'
+  | 'header'
+  | 'unknown-cid'
+  | 'not-initial'
+  | 'small-initial'
+  | 'bad-token'
+  | 'full'
+  | 'source-connections'
+  | 'source-handshakes'
+  | 'recv-error'
+  | 'accept-error';
+
+/** The key per-source limits count by: the IPv4 address, or the /64 of an IPv6 address. */
+export function sourceKey(address: string): string {
+  if (!isIPv6(address)) return address;
+  if (address.startsWith('::ffff:') && isIPv4(address.slice(7))) return address.slice(7);
+  return `${(IPv6.fromString(address).getValue() >> 64n).toString(16)}::/64`;
+}
+
+interface SourceCount {
+  connections: number;
+  handshakes: number;
+}
 
 export interface EndpointStats {
   packetsIn: number;
@@ -148,6 +176,9 @@ export class QuicConnection {
   /** @internal */ deadline = 0;
   /** @internal */ keys: string[] = [];
   /** @internal */ recvInfo: { from: Host; to: Host } | undefined;
+  /** @internal The per-source counter this (server) connection is counted in, and its key. */
+  source: SourceCount | undefined;
+  /** @internal */ sourceKey = '';
 
   constructor(
     readonly native: Connection,
@@ -207,7 +238,8 @@ export class QuicConnection {
 
   /** Asks for one onStreamWritable call once the stream has room again. */
   wantWritable(streamId: number): void {
-    (this.writeWaiters ??= new Set()).add(streamId);
+    this.writeWaiters ??= new Set();
+    this.writeWaiters.add(streamId);
     this.endpoint.markDirty(this);
   }
 
@@ -244,6 +276,7 @@ export class QuicConnection {
     if (!this.established && this.native.isEstablished()) {
       this.established = true;
       this.endpoint.stats.handshakes++;
+      if (this.source) this.source.handshakes--;
       this.handler.onEstablished?.(this);
     }
     if (!this.established) return;
@@ -283,8 +316,22 @@ export class QuicEndpoint {
     retriesSent: 0,
     versionNegotiations: 0,
     sendErrors: 0,
-    drops: { short: 0, header: 0, 'unknown-cid': 0, 'not-initial': 0, 'small-initial': 0, 'bad-token': 0, full: 0, 'recv-error': 0, 'accept-error': 0 },
+    drops: {
+      short: 0,
+      header: 0,
+      'unknown-cid': 0,
+      'not-initial': 0,
+      'small-initial': 0,
+      'bad-token': 0,
+      full: 0,
+      'source-connections': 0,
+      'source-handshakes': 0,
+      'recv-error': 0,
+      'accept-error': 0,
+    },
   };
+  /** Connections and handshakes in progress per source (sourceKey), for the per-source caps. */
+  private readonly sources = new Map<string, SourceCount>();
   private readonly socket: Socket;
   private readonly table = new Map<string, QuicConnection>();
   private readonly connections = new Set<QuicConnection>();
@@ -391,22 +438,32 @@ export class QuicEndpoint {
   private onPacket(msg: Buffer, rinfo: RemoteInfo): void {
     this.stats.packetsIn++;
     this.stats.bytesIn += msg.length;
-    if (msg.length < 1 + SERVER_CID_LENGTH) return this.drop('short');
+    if (msg.length < 1 + SERVER_CID_LENGTH) {
+      this.drop('short');
+      return;
+    }
     let conn: QuicConnection | undefined;
     // Short header: the DCID sits at a fixed offset; skip the native header parse on the hot path.
     if ((msg[0]! & 0x80) === 0) {
       conn = this.table.get(msg.toString('latin1', 1, 1 + SERVER_CID_LENGTH));
-      if (!conn) return this.drop('unknown-cid');
+      if (!conn) {
+        this.drop('unknown-cid');
+        return;
+      }
     } else {
-      let hdr;
+      let hdr: ReturnType<typeof quiche.Header.fromSlice>;
       try {
         hdr = quiche.Header.fromSlice(msg, SERVER_CID_LENGTH);
       } catch {
-        return this.drop('header');
+        this.drop('header'); // not a QUIC long header we can read: nothing to answer
+        return;
       }
       conn = this.table.get(cidKey(hdr.dcid));
       if (!conn) {
-        if (this.role !== 'server' || this.closing) return this.drop('unknown-cid');
+        if (this.role !== 'server' || this.closing) {
+          this.drop('unknown-cid');
+          return;
+        }
         conn = this.accept(msg, rinfo, hdr);
         if (!conn) return;
       }
@@ -461,6 +518,11 @@ export class QuicEndpoint {
     } else {
       scid = newServerConnectionId(opts.serverId);
     }
+    // Per-source caps, counted only for validated sources (after retry) so a spoofer cannot spend a victim's share.
+    const key = sourceKey(rinfo.address);
+    const source = this.sources.get(key) ?? { connections: 0, handshakes: 0 };
+    if (source.connections >= (opts.maxConnectionsPerSource ?? 64)) return void this.drop('source-connections');
+    if (source.handshakes >= (opts.maxHandshakesPerSource ?? 16)) return void this.drop('source-handshakes');
     const peer = { host: rinfo.address, port: rinfo.port };
     let native: Connection;
     try {
@@ -469,6 +531,11 @@ export class QuicEndpoint {
       return void this.drop('accept-error');
     }
     const conn = new QuicConnection(native, this, peer, this.local, this.config);
+    source.connections++;
+    source.handshakes++;
+    this.sources.set(key, source);
+    conn.source = source;
+    conn.sourceKey = key;
     // Without retry the client keeps addressing its own random DCID until our first Initial arrives.
     if (odcid === null) this.register(conn, scid, hdr.dcid);
     else this.register(conn, scid);
@@ -518,7 +585,7 @@ export class QuicEndpoint {
         this.slabOff = 0;
       }
       const out = this.slab.subarray(this.slabOff, this.slabOff + max);
-      let r;
+      let r: ReturnType<typeof native.send>;
       try {
         r = native.send(out);
       } catch {
@@ -529,7 +596,10 @@ export class QuicEndpoint {
       this.slabOff += (n + 7) & ~7;
       this.sendRaw(out.subarray(0, n), info.to.port, info.to.host);
     }
-    if (native.isClosed()) return this.retire(conn);
+    if (native.isClosed()) {
+      this.retire(conn);
+      return;
+    }
     this.armTimer(conn);
   }
 
@@ -552,7 +622,10 @@ export class QuicEndpoint {
     conn.timer = undefined;
     if (conn.closed) return;
     conn.native.onTimeout();
-    if (conn.native.isClosed()) return this.retire(conn);
+    if (conn.native.isClosed()) {
+      this.retire(conn);
+      return;
+    }
     this.markDirty(conn);
   }
 
@@ -564,6 +637,13 @@ export class QuicEndpoint {
     for (const k of conn.keys) if (this.table.get(k) === conn) this.table.delete(k);
     this.connections.delete(conn);
     this.dirty.delete(conn);
+    const src = conn.source;
+    if (src) {
+      src.connections--;
+      if (!conn.isEstablished) src.handshakes--;
+      if (src.connections === 0) this.sources.delete(conn.sourceKey);
+      conn.source = undefined;
+    }
     const n = conn.native;
     let reason: CloseReason;
     const peer = n.peerError();
