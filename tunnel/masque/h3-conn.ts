@@ -47,8 +47,13 @@ export interface H3Events {
   onSettings?(settings: H3Settings): void;
   onGoaway?(id: number): void;
   onClosed(reason: CloseReason): void;
-  /** A stream was reset by us or the peer, or finished both ways: its state can go. */
+  /** We reset a stream (a stream error): its state can go. */
   onStreamGone?(streamId: number): void;
+  /**
+   * The peer abandoned a request stream: RESET_STREAM (`how` 'reset') or STOP_SENDING ('stopped'),
+   * with its error code. Our side of the stream has been shut down too; its state can go.
+   */
+  onStreamAbandoned?(streamId: number, how: 'reset' | 'stopped', code: number): void;
 }
 
 // One read buffer for every connection (reads are synchronous and the bytes are copied out): a
@@ -78,6 +83,7 @@ export class H3Connection {
       onEstablished: () => this.openControlStreams(),
       onStreamReadable: (_c, id) => this.guard(() => this.onReadable(id), id),
       onStreamWritable: (_c, id) => this.flushStream(id),
+      onStreamStopped: (_c, id, code) => this.guard(() => this.onStopped(id, code)),
       onDatagram: (_c, d) => this.guard(() => this.onDatagram(d)),
       onClosed: (_c, r) => this.events.onClosed(r),
     };
@@ -91,6 +97,7 @@ export class H3Connection {
     this.write(control, encodeControlStreamPreamble());
     this.write(encoder, encodeUniStreamHeader(UniStreamType.QPACK_ENCODER));
     this.write(decoder, encodeUniStreamHeader(UniStreamType.QPACK_DECODER));
+    for (const id of [control, encoder, decoder]) this.quic.watchStream(id);
   }
 
   /** Runs `fn`, turning an H3Error into the close / reset its scope asks for. */
@@ -164,12 +171,45 @@ export class H3Connection {
     this.write(ownUniStreamIds(this.role)[0], encodeGoawayFrame(this.role === 'server' ? this.highestRequestStream + 4 : 0));
   }
 
+  /** The peer sent STOP_SENDING on one of our streams (code undefined: a critical stream already collected). */
+  private onStopped(streamId: number, code: number | undefined): void {
+    if (this.closing) return;
+    const own = ownUniStreamIds(this.role);
+    if (own.includes(streamId)) {
+      const kind = streamId === own[0] ? 'control' : streamId === own[1] ? 'qpack_encoder' : 'qpack_decoder';
+      throw new H3Error(H3ErrorCode.H3_CLOSED_CRITICAL_STREAM, 'connection', `the peer stopped our ${kind} stream`);
+    }
+    if ((streamId & 3) === 0) this.abandoned(streamId, 'stopped', code ?? H3ErrorCode.H3_REQUEST_CANCELLED);
+  }
+
+  /** A request stream the peer reset or stopped: shut down both directions and tell the application. */
+  private abandoned(streamId: number, how: 'reset' | 'stopped', code: number): void {
+    this.pending.delete(streamId);
+    this.quic.streamShutdown(streamId, H3ErrorCode.H3_REQUEST_CANCELLED, 'both');
+    this.events.onStreamAbandoned?.(streamId, how, code);
+  }
+
+  /** The peer reset one of its streams (RFC 9114 §6.2.1: a critical stream closes the connection). */
+  onPeerReset(streamId: number, code: number): void {
+    if ((streamId & 3) === 0) {
+      this.abandoned(streamId, 'reset', code);
+      return;
+    }
+    const s = this.peerUni.get(streamId);
+    this.peerUni.delete(streamId);
+    if (s?.kind && s.kind !== 'push' && s.kind !== 'unknown') throw criticalStreamClosed(s.kind);
+  }
+
   private onReadable(streamId: number): void {
     if (this.closing) return;
     for (let i = 0; i < 64; i++) {
       const r = this.quic.streamRecv(streamId, readBuf);
-      if (r === null) return;
-      const [n, fin] = r;
+      if (r === 'blocked' || r === 'gone') return;
+      if ('reset' in r) {
+        this.onPeerReset(streamId, r.reset);
+        return;
+      }
+      const { bytes: n, fin } = r;
       // The parsers may keep views of the chunk: hand them a copy, the read buffer is reused.
       const chunk = Buffer.from(readBuf.subarray(0, n));
       if ((streamId & 3) === 0) {

@@ -39,7 +39,7 @@ export const TOKEN_REFRESH_PATH = '/.well-known/cbr/token-refresh';
 
 export type MasqueKind = 'udp' | 'ip';
 export type MasqueDropReason = 'unknown-stream' | 'unknown-context' | 'client-queue' | 'too-big' | 'not-open' | 'gateway';
-export type SessionEndReason = 'client' | 'token-expired' | 'connection' | 'server' | 'limit';
+export type SessionEndReason = 'client' | 'reset' | 'token-expired' | 'connection' | 'server' | 'limit';
 /** Which bound was hit (cbr_masque_limit_exceeded_total{limit}). */
 export type MasqueLimitName =
   | 'header-bytes-stream'
@@ -135,6 +135,7 @@ class ServerConn {
       onHttpDatagram: (id, ctx, payload) => server.onHttpDatagram(this, id, ctx, payload),
       onClosed: () => server.onConnectionClosed(this),
       onStreamGone: (id) => server.endStream(this, id, 'server'),
+      onStreamAbandoned: (id) => server.endStream(this, id, 'reset'),
     });
   }
 
@@ -153,7 +154,7 @@ let scratch = Buffer.allocUnsafe(65_536);
 export class MasqueServer {
   readonly counters: MasqueCounters = {
     sessionsOpened: { udp: 0, ip: 0 },
-    sessionsEnded: { client: 0, 'token-expired': 0, connection: 0, server: 0, limit: 0 },
+    sessionsEnded: { client: 0, reset: 0, 'token-expired': 0, connection: 0, server: 0, limit: 0 },
     datagramsIn: 0,
     datagramsOut: 0,
     bytesIn: 0,

@@ -70,8 +70,32 @@ export interface ConnectionHandler {
   /** Called for streams the application marked with wantWritable() once they have capacity again. */
   onStreamWritable?(conn: QuicConnection, streamId: number): void;
   onDatagram?(conn: QuicConnection, data: Buffer): void;
+  /**
+   * The peer sent STOP_SENDING on a stream we write: it reads no more of it. `code` is its application
+   * error code, undefined for a watched stream that quiche already collected (see watchStream).
+   */
+  onStreamStopped?(conn: QuicConnection, streamId: number, code: number | undefined): void;
   onClosed?(conn: QuicConnection, reason: CloseReason): void;
 }
+
+/**
+ * One streamRecv: bytes read (and whether that was the end of the stream), 'blocked' (nothing there
+ * yet), the peer's RESET_STREAM with its application error code, or 'gone' (the stream is finished
+ * and collected, or never existed). Distinct as quiche's own results are.
+ */
+export type StreamRead = { bytes: number; fin: boolean } | { reset: number } | 'blocked' | 'gone';
+
+// The binding reports a quiche error only as its Debug text (`StreamReset(77)`, `StreamStopped(88)`):
+// these two carry the peer's code, which is all we read from it.
+const STREAM_RESET = /^StreamReset\((\d+)\)$/;
+const STREAM_STOPPED = /^StreamStopped\((\d+)\)$/;
+function quicheErrorCode(err: unknown, re: RegExp): number | undefined {
+  const m = re.exec(err instanceof Error ? err.message : '');
+  return m ? Number(m[1]) : undefined;
+}
+
+/** How often a connection with an onStreamStopped handler looks for STOP_SENDING on streams it is not writing. */
+const STOP_CHECK_MS = 200;
 
 export interface CloseReason {
   /** 'peer' and 'local' carry the CONNECTION_CLOSE code; 'idle' is the idle timeout. */
@@ -172,6 +196,13 @@ export class QuicConnection {
   closed = false;
   private established = false;
   private writeWaiters: Set<number> | undefined;
+  /** STOP_SENDING codes found by streamSend, delivered on the next dispatch (not inside the write). */
+  private stopped: Map<number, number | undefined> | undefined;
+  /** Streams we keep open for the whole connection (HTTP/3 control and QPACK streams): reported if they go. */
+  private watched: Set<number> | undefined;
+  private nextStopCheck = 0;
+  /** @internal A deferred STOP_SENDING check for packets that arrived between two checks. */
+  stopTimer: NodeJS.Timeout | undefined;
   /** @internal */ timer: NodeJS.Timeout | undefined;
   /** @internal */ deadline = 0;
   /** @internal */ keys: string[] = [];
@@ -198,22 +229,31 @@ export class QuicConnection {
     let n: number | null;
     try {
       n = this.native.streamSend(streamId, data, fin);
-    } catch {
+    } catch (err) {
+      const code = quicheErrorCode(err, STREAM_STOPPED);
+      if (code !== undefined) {
+        this.noteStopped(streamId, code);
+        this.endpoint.markDirty(this);
+      }
+      // Otherwise the stream is finished or reset in this direction: nothing more can go on it.
       return 0;
     }
     this.endpoint.markDirty(this);
     return n ?? 0;
   }
 
-  /** Reads into buf: [bytes, fin] or null when nothing is there. */
-  streamRecv(streamId: number, buf: Uint8Array): [number, boolean] | null {
+  /** Reads into buf (see StreamRead). */
+  streamRecv(streamId: number, buf: Uint8Array): StreamRead {
+    let r: [number, boolean] | null;
     try {
-      const r = this.native.streamRecv(streamId, buf);
-      if (r) this.endpoint.markDirty(this); // MAX_STREAM_DATA may be due
-      return r;
-    } catch {
-      return null;
+      r = this.native.streamRecv(streamId, buf);
+    } catch (err) {
+      const code = quicheErrorCode(err, STREAM_RESET);
+      return code === undefined ? 'gone' : { reset: code };
     }
+    if (r === null) return 'blocked';
+    this.endpoint.markDirty(this); // MAX_STREAM_DATA may be due
+    return { bytes: r[0], fin: r[1] };
   }
 
   /** Aborts a stream in one or both directions with an application error code. */
@@ -234,6 +274,15 @@ export class QuicConnection {
     } catch {
       return 0;
     }
+  }
+
+  /**
+   * Reports a stream of ours that should live as long as the connection through onStreamStopped once
+   * the peer stops it: quiche collects a finished-sending stream on STOP_SENDING, leaving no error to read.
+   */
+  watchStream(streamId: number): void {
+    this.watched ??= new Set();
+    this.watched.add(streamId);
   }
 
   /** Asks for one onStreamWritable call once the stream has room again. */
@@ -271,6 +320,54 @@ export class QuicConnection {
     this.endpoint.markDirty(this);
   }
 
+  /**
+   * STOP_SENDING shows only as an error from a write. Streams we write learn it there; the others
+   * (a session that only receives) are probed with a zero-length writability check, at most every
+   * STOP_CHECK_MS, since quiche lists a stopped stream as writable.
+   */
+  private deliverStops(onStopped: NonNullable<ConnectionHandler['onStreamStopped']>): void {
+    const now = Date.now();
+    if (now < this.nextStopCheck) {
+      // Packets arrived since the last check (they may hold a STOP_SENDING): check once more later.
+      if (!this.stopTimer) {
+        this.stopTimer = setTimeout(() => {
+          this.stopTimer = undefined;
+          this.endpoint.markDirty(this);
+        }, this.nextStopCheck - now);
+        this.stopTimer.unref();
+      }
+    } else {
+      this.nextStopCheck = now + STOP_CHECK_MS;
+      for (const id of this.native.writable()) {
+        try {
+          this.native.streamWritable(id, 0);
+        } catch (err) {
+          const code = quicheErrorCode(err, STREAM_STOPPED);
+          if (code !== undefined) this.noteStopped(id, code);
+        }
+      }
+      if (this.watched) {
+        for (const id of this.watched) {
+          try {
+            this.native.streamWritable(id, 0);
+          } catch (err) {
+            this.watched.delete(id);
+            this.noteStopped(id, quicheErrorCode(err, STREAM_STOPPED));
+          }
+        }
+      }
+    }
+    if (!this.stopped || this.stopped.size === 0) return;
+    const found = this.stopped;
+    this.stopped = undefined;
+    for (const [id, code] of found) onStopped(this, id, code);
+  }
+
+  private noteStopped(streamId: number, code: number | undefined): void {
+    this.stopped ??= new Map();
+    this.stopped.set(streamId, code);
+  }
+
   /** @internal Delivers application events after a batch of packets. */
   dispatch(): void {
     if (!this.established && this.native.isEstablished()) {
@@ -287,6 +384,7 @@ export class QuicConnection {
         if (this.writeWaiters.delete(id)) h.onStreamWritable(this, id);
       }
     }
+    if (h.onStreamStopped) this.deliverStops(h.onStreamStopped);
     if (h.onDatagram) {
       // dgramRecv into one scratch buffer, then a copy from Node's buffer pool: dgramRecvVec hands
       // out a native-backed buffer per datagram (a finalizer each, and major GCs from the external memory).
@@ -634,6 +732,8 @@ export class QuicEndpoint {
     conn.closed = true;
     if (conn.timer) clearTimeout(conn.timer);
     conn.timer = undefined;
+    if (conn.stopTimer) clearTimeout(conn.stopTimer);
+    conn.stopTimer = undefined;
     for (const k of conn.keys) if (this.table.get(k) === conn) this.table.delete(k);
     this.connections.delete(conn);
     this.dirty.delete(conn);
