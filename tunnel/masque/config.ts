@@ -102,7 +102,8 @@ export const masqueConfigSchema = z.strictObject({
       allowPrefixes: z.array(prefix()).default(['0.0.0.0/0', '::/0']).describe('connect-udp targets must be inside one of these'),
       allowPorts: z.array(portRange).default(['1-65535']).describe('connect-udp target ports (numbers or "low-high")'),
       allowPrivate: z.boolean().default(false).describe('allow private, loopback, link-local and CGNAT targets'),
-      dnsTimeout: duration().prefault('2s').describe('DNS resolution timeout for host-name targets'),
+      dnsTimeout: duration().prefault('2s').describe('DNS resolution timeout for host-name targets (504 when exceeded)'),
+      maxDnsLookups: z.number().int().min(1).default(64).describe('host-name lookups in flight at once (503 beyond); c-ares, not the libuv thread pool'),
     })
     .prefault({})
     .describe('connect-udp (RFC 9298)'),

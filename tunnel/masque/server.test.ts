@@ -166,6 +166,29 @@ test('a client RESET_STREAM or STOP_SENDING on a connect-udp stream ends its ses
   }
 });
 
+test('sessions per subject are capped: 429 naming the limit, and room again once one ends', async () => {
+  server.update({ limits: { maxUdpSessionsPerSubject: 2 } });
+  const c = await connect();
+  try {
+    const a = await c.openUdp({ host: '127.0.0.1', port: echoPort }, tokenFor('capped', 60));
+    await c.openUdp({ host: '127.0.0.1', port: echoPort }, tokenFor('capped', 60));
+    await assert.rejects(c.openUdp({ host: '127.0.0.1', port: echoPort }, tokenFor('capped', 60)), (e: unknown) => {
+      assert.ok(e instanceof MasqueHttpError, String(e));
+      assert.equal(e.status, 429);
+      assert.equal(JSON.parse(e.body).limit, 'tunnel.masque.limits.maxUdpSessionsPerSubject');
+      return true;
+    });
+    assert.ok(await c.openUdp({ host: '127.0.0.1', port: echoPort }, tokenFor('other', 60)), 'another subject is not affected');
+    a.close();
+    await until(() => server.live.udp === 2, 2000);
+    assert.ok(await c.openUdp({ host: '127.0.0.1', port: echoPort }, tokenFor('capped', 60)));
+    assert.equal(server.counters.limits['udp-sessions-per-subject'], 1);
+  } finally {
+    server.update({ limits: {} });
+    await c.close();
+  }
+});
+
 async function rawClient(streams: Array<[number, Uint8Array, boolean]>, then?: (conn: QuicConnection) => void): Promise<CloseReason> {
   const ep = await QuicEndpoint.client({ caPem: tls.certPem });
   try {

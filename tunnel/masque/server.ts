@@ -34,6 +34,8 @@ import type { IpGateway, IpLease, IpSessionSink } from './ip-gateway.js';
 import { PoolExhaustedError } from './pool.js';
 import { prefixToRange, sortRanges } from './ranges.js';
 import { DEFAULT_MASQUE_LIMITS, type MasqueLimits } from './config.js';
+import { TargetResolver } from './dns.js';
+import { CbrError, httpStatusFor } from '../../dataplane/index.js';
 
 export const TOKEN_REFRESH_PATH = '/.well-known/cbr/token-refresh';
 
@@ -78,6 +80,10 @@ export interface MasqueServerOptions {
   auth: AuthGate;
   udpPolicy: TargetPolicy;
   dnsTimeoutMs: number;
+  /** Most connect-udp DNS lookups in flight (default 64). */
+  dnsMaxInFlight?: number;
+  /** DNS servers for connect-udp targets (default: the system's). */
+  dnsServers?: string[];
   /** Bounds on what one client may hold (DEFAULT_MASQUE_LIMITS for what is not given). */
   limits?: Partial<MasqueLimits>;
   /** connect-ip: the PoP gateway and the routes advertised; without it connect-ip answers 501. */
@@ -181,8 +187,12 @@ export class MasqueServer {
   private limits: MasqueLimits;
   endpoint!: QuicEndpoint;
 
+  /** Resolves connect-udp host names (replaced on reload; lookups in flight finish on the old one). */
+  resolver: TargetResolver;
+
   private constructor(private opts: MasqueServerOptions) {
     this.limits = { ...DEFAULT_MASQUE_LIMITS, ...opts.limits };
+    this.resolver = newResolver(opts);
   }
 
   static async listen(opts: MasqueServerOptions): Promise<MasqueServer> {
@@ -216,9 +226,10 @@ export class MasqueServer {
   }
 
   /** New policies / routes / auth gate on reload; sessions in progress keep theirs. */
-  update(next: Partial<Pick<MasqueServerOptions, 'auth' | 'udpPolicy' | 'dnsTimeoutMs' | 'ip' | 'limits'>>): void {
+  update(next: Partial<Pick<MasqueServerOptions, 'auth' | 'udpPolicy' | 'dnsTimeoutMs' | 'dnsMaxInFlight' | 'dnsServers' | 'ip' | 'limits'>>): void {
     this.opts = { ...this.opts, ...next };
     this.limits = { ...DEFAULT_MASQUE_LIMITS, ...this.opts.limits };
+    this.resolver = newResolver(this.opts);
   }
 
   /** Header bytes buffered for incomplete requests, over every connection. */
@@ -443,10 +454,10 @@ export class MasqueServer {
       else failure = this.subjectAtCap(id.subject, kind);
       if (!failure && !('status' in id)) session = await this.createSession(c, streamId, kind, path, id);
     } catch (err) {
-      if (err instanceof TargetError) failure = { status: err.message.startsWith('cannot resolve') ? 502 : err.status, error: err.message };
-      else if (err instanceof PoolExhaustedError) failure = { status: 503, error: 'address pool exhausted' };
-      else failure = { status: 500, error: 'internal error' };
-      if (failure.status === 500) this.opts.log?.warn({ err }, 'masque session setup failed');
+      // masque/pool.ts still throws its own PoolExhaustedError (the shared pool replacing it carries POOL_EXHAUSTED).
+      const status = err instanceof PoolExhaustedError ? httpStatusFor(new CbrError('POOL_EXHAUSTED', '')) : httpStatusFor(err);
+      failure = { status, error: err instanceof CbrError ? err.message : status === 503 ? 'address pool exhausted' : 'internal error' };
+      if (status === 500) this.opts.log?.warn({ err }, 'masque session setup failed');
     }
     // The connection closed, or the request was reset (by the client or a limit) while we waited.
     if (c.closed || c.requests.get(streamId) !== st) {
@@ -510,11 +521,11 @@ export class MasqueServer {
     try {
       if (kind === 'udp') {
         const target = parseUdpPath(path);
-        s.relay = await UdpRelay.open(target, this.opts.udpPolicy, this.opts.dnsTimeoutMs, (payload) => this.sendPayload(s, payload));
+        s.relay = await UdpRelay.open(target, this.opts.udpPolicy, this.resolver, (payload) => this.sendPayload(s, payload));
         if (c.closed) s.relay.close();
       } else {
         const ip = this.opts.ip;
-        if (!ip) throw new TargetError(403, 'connect-ip is not enabled on this server');
+        if (!ip) throw new TargetError('FORBIDDEN', 'connect-ip is not enabled on this server');
         s.ipproto = parseIpPath(path).ipproto;
         s.sink = { deliver: (pkt) => this.sendPayload(s, pkt) };
         s.lease = ip.gateway.attach(s.sink);
@@ -762,4 +773,8 @@ function bearer(headers: readonly { name: string; value: string }[]): string | u
   if (!v) return undefined;
   const m = /^Bearer[ ]+(\S+)$/i.exec(v.trim());
   return m?.[1];
+}
+
+function newResolver(o: MasqueServerOptions): TargetResolver {
+  return new TargetResolver({ timeoutMs: o.dnsTimeoutMs, maxInFlight: o.dnsMaxInFlight ?? 64, servers: o.dnsServers });
 }

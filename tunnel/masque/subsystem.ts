@@ -104,6 +104,17 @@ function registerMetrics(ctx: AgentContext, get: () => MasqueServer | undefined,
     Object.entries(s.counters.limits).map(([k, v]) => [{ limit: k }, v]),
   );
   new Gauge({
+    name: 'cbr_masque_dns_lookups_in_flight',
+    help: 'connect-udp host-name lookups in flight',
+    registers: [r],
+    collect() {
+      this.set(get()?.resolver.inFlight ?? 0);
+    },
+  });
+  mirror('cbr_masque_dns_lookups_total', 'connect-udp host-name lookups by result (busy: refused at the in-flight cap)', ['result'], (s) =>
+    Object.entries(s.resolver.results).map(([k, v]) => [{ result: k }, v]),
+  );
+  new Gauge({
     name: 'cbr_masque_header_bytes',
     help: 'header bytes buffered for incomplete HTTP/3 requests',
     registers: [r],
@@ -185,6 +196,7 @@ export const masqueSubsystemFactory: SubsystemFactory = {
             auth,
             udpPolicy: udpPolicy(c),
             dnsTimeoutMs: c.udp.dnsTimeout,
+            dnsMaxInFlight: c.udp.maxDnsLookups,
             limits: masqueLimits(c),
             ip: gateway ? { gateway, routes: c.ip.routes } : undefined,
             log,
@@ -226,6 +238,7 @@ export const masqueSubsystemFactory: SubsystemFactory = {
         server.update({
           udpPolicy: udpPolicy(n),
           dnsTimeoutMs: n.udp.dnsTimeout,
+          dnsMaxInFlight: n.udp.maxDnsLookups,
           limits: masqueLimits(n),
           ip: gateway ? { gateway, routes: n.ip.routes } : undefined,
           auth: ctx.services.require<AuthGate>(AUTH_SERVICE, 'tunnel.masque'),
