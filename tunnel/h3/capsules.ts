@@ -3,6 +3,7 @@
 // Errors are malformed-message errors (RFC 9297 §3.3 → RFC 9114 §4.1.2): H3_MESSAGE_ERROR on the stream.
 import { H3Error, H3ErrorCode } from './errors.js';
 import { compareIpBytes, formatIp, hostBitsZero, parseIp } from '../../dataplane/index.js';
+import { TlvReader, type TlvDisposition } from './tlv.js';
 import { readVarint, varintLength, varintLengthFromFirstByte, writeVarint, tlvHeaderLength, writeTlvHeader, encodeTlv, concatBytes } from './varint.js';
 
 export const CapsuleType = {
@@ -260,14 +261,7 @@ export const DEFAULT_MAX_CAPSULE_LENGTH = 65536 + 16;
  */
 export class CapsuleParser {
   readonly maxCapsuleLength: number;
-  private readonly header = new Uint8Array(16);
-  private headerLen = 0;
-  private inValue = false;
-  private type = 0;
-  private remaining = 0;
-  private skipping = false;
-  private value: Uint8Array | null = null;
-  private filled = 0;
+  private readonly tlv = new TlvReader();
   private failed: H3Error | null = null;
 
   constructor(opts: CapsuleParserOptions = {}) {
@@ -275,13 +269,26 @@ export class CapsuleParser {
   }
 
   get midCapsule(): boolean {
-    return this.inValue || this.headerLen > 0;
+    return this.tlv.midValue;
+  }
+
+  /** Bytes held back waiting for the rest of a capsule. */
+  get buffered(): number {
+    return this.tlv.buffered;
   }
 
   push(chunk: Uint8Array): Capsule[] {
     if (this.failed) throw this.failed;
     try {
-      return this.parse(chunk);
+      const out: Capsule[] = [];
+      this.tlv.read(chunk, {
+        start: (type, length) => this.start(type, length),
+        value: (type, bytes) => {
+          const capsule = decodeCapsuleValue(type, bytes);
+          if (capsule) out.push(capsule);
+        },
+      });
+      return out;
     } catch (e) {
       if (e instanceof H3Error) this.failed = e;
       throw e;
@@ -293,67 +300,11 @@ export class CapsuleParser {
     if (this.midCapsule) throw malformed('the data stream ended inside a capsule');
   }
 
-  private parse(chunk: Uint8Array): Capsule[] {
-    const out: Capsule[] = [];
-    let pos = 0;
-    const n = chunk.length;
-    while (pos < n || (this.inValue && this.remaining === 0)) {
-      if (!this.inValue) {
-        if (this.headerLen === 0) {
-          const tlen = varintLengthFromFirstByte(chunk[pos]);
-          if (pos + tlen < n) {
-            const llen = varintLengthFromFirstByte(chunk[pos + tlen]);
-            if (pos + tlen + llen <= n) {
-              this.start(readVarint(chunk, pos), readVarint(chunk, pos + tlen));
-              pos += tlen + llen;
-              continue;
-            }
-          }
-        }
-        this.header[this.headerLen++] = chunk[pos++];
-        const tlen = varintLengthFromFirstByte(this.header[0]);
-        if (this.headerLen > tlen && this.headerLen === tlen + varintLengthFromFirstByte(this.header[tlen])) {
-          this.headerLen = 0;
-          this.start(readVarint(this.header, 0), readVarint(this.header, tlen));
-        }
-        continue;
-      }
-      const take = Math.min(this.remaining, n - pos);
-      if (this.skipping) {
-        pos += take;
-        this.remaining -= take;
-        if (this.remaining === 0) this.inValue = false;
-        continue;
-      }
-      let whole: Uint8Array | null = null;
-      if (this.value === null && take === this.remaining) {
-        whole = chunk.subarray(pos, pos + take);
-      } else {
-        this.value ??= new Uint8Array(this.remaining);
-        this.value.set(chunk.subarray(pos, pos + take), this.filled);
-        this.filled += take;
-        if (take === this.remaining) whole = this.value;
-      }
-      pos += take;
-      this.remaining -= take;
-      if (whole) {
-        this.inValue = false;
-        this.value = null;
-        this.filled = 0;
-        const capsule = decodeCapsuleValue(this.type, whole);
-        if (capsule) out.push(capsule);
-      }
-    }
-    return out;
-  }
-
-  private start(type: number, length: number): void {
-    this.type = type;
-    this.remaining = length;
-    this.inValue = true;
-    this.skipping = type > CapsuleType.ROUTE_ADVERTISEMENT;
-    if (!this.skipping && length > this.maxCapsuleLength) {
+  private start(type: number, length: number): TlvDisposition {
+    if (type > CapsuleType.ROUTE_ADVERTISEMENT) return 'skip';
+    if (length > this.maxCapsuleLength) {
       throw new H3Error(H3ErrorCode.H3_EXCESSIVE_LOAD, 'stream', `capsule of ${length} bytes exceeds the limit of ${this.maxCapsuleLength}`);
     }
+    return 'buffer';
   }
 }

@@ -2,6 +2,7 @@
 // per-stream-type rules of §6.2.1 and §7.2 and maps each violation to its H3 error code.
 import { H3Error, H3ErrorCode } from './errors.js';
 import { decodeSettings, encodeSettings, type H3Settings } from './settings.js';
+import { TlvReader, type TlvDisposition } from './tlv.js';
 import { readVarint, varintLength, varintLengthFromFirstByte, writeVarint, tlvHeaderLength, writeTlvHeader, encodeTlv } from './varint.js';
 
 export const FrameType = {
@@ -117,11 +118,6 @@ export interface FrameParserOptions {
 
 export const DEFAULT_MAX_FRAME_SIZE = 64 * 1024;
 
-enum State {
-  Header,
-  Payload,
-}
-
 const unexpected = (msg: string) => new H3Error(H3ErrorCode.H3_FRAME_UNEXPECTED, 'connection', msg);
 const frameError = (msg: string) => new H3Error(H3ErrorCode.H3_FRAME_ERROR, 'connection', msg);
 const idError = (msg: string) => new H3Error(H3ErrorCode.H3_ID_ERROR, 'connection', msg);
@@ -141,14 +137,7 @@ export class H3FrameParser {
   readonly maxFrameSize: number;
   readonly maxPushId: number | undefined;
 
-  private state = State.Header;
-  private readonly header = new Uint8Array(16);
-  private headerLen = 0;
-  private frameType = 0;
-  private remaining = 0;
-  private payload: Uint8Array | null = null;
-  private payloadFilled = 0;
-  private skipping = false;
+  private readonly tlv = new TlvReader();
   private framesSeen = 0;
   private lastGoawayId = -1;
   private lastMaxPushId = -1;
@@ -163,12 +152,12 @@ export class H3FrameParser {
 
   /** True while a frame has started but not completed. */
   get midFrame(): boolean {
-    return this.state === State.Payload || this.headerLen > 0;
+    return this.tlv.midValue;
   }
 
-  /** Bytes held back waiting for the rest of a frame (never more than 16 + maxFrameSize). */
+  /** Bytes held back waiting for the rest of a frame: what has arrived, never more than 16 + maxFrameSize. */
   get buffered(): number {
-    return this.headerLen + (this.payload ? this.payloadFilled : 0);
+    return this.tlv.buffered;
   }
 
   /** Feed the next bytes of the stream; returns the frames they complete. Throws H3Error on a protocol violation. */
@@ -193,79 +182,20 @@ export class H3FrameParser {
 
   private parse(chunk: Uint8Array): H3Frame[] {
     const out: H3Frame[] = [];
-    let pos = 0;
-    const n = chunk.length;
-    while (pos < n || (this.state === State.Payload && this.remaining === 0)) {
-      if (this.state === State.Header) {
-        if (this.headerLen === 0) {
-          // Fast path: the whole header is in this chunk.
-          const tlen = varintLengthFromFirstByte(chunk[pos]);
-          if (pos + tlen < n) {
-            const llen = varintLengthFromFirstByte(chunk[pos + tlen]);
-            if (pos + tlen + llen <= n) {
-              this.startFrame(readVarint(chunk, pos), readVarint(chunk, pos + tlen));
-              pos += tlen + llen;
-              continue;
-            }
-          }
-        }
-        // Slow path: gather header bytes one at a time (at most 16).
-        this.header[this.headerLen++] = chunk[pos++];
-        const tlen = varintLengthFromFirstByte(this.header[0]);
-        if (this.headerLen > tlen) {
-          const llen = varintLengthFromFirstByte(this.header[tlen]);
-          if (this.headerLen === tlen + llen) {
-            this.headerLen = 0;
-            this.startFrame(readVarint(this.header, 0), readVarint(this.header, tlen));
-          }
-        }
-        continue;
-      }
-      // Payload.
-      const take = Math.min(this.remaining, n - pos);
-      if (this.frameType === FrameType.DATA && !this.skipping) {
-        // take is 0 only for an empty DATA frame; report it anyway so frame order is still checked.
-        out.push({ type: 'data', payload: chunk.subarray(pos, pos + take) });
-        pos += take;
-        this.remaining -= take;
-      } else if (this.skipping) {
-        pos += take;
-        this.remaining -= take;
-      } else if (this.payload === null && this.remaining === take) {
-        // Whole payload in this chunk: no copy.
-        const frame = this.finishFrame(chunk.subarray(pos, pos + take));
-        pos += take;
-        this.remaining = 0;
-        this.state = State.Header;
+    this.tlv.read(chunk, {
+      start: (type, length) => this.startFrame(type, length),
+      value: (type, bytes) => {
+        // DATA comes piece by piece (an empty DATA frame as one empty piece, so frame order is still checked).
+        const frame = type === FrameType.DATA ? { type: 'data' as const, payload: bytes } : this.finishFrame(type, bytes);
         if (frame) out.push(frame);
-        continue;
-      } else {
-        this.payload ??= new Uint8Array(this.remaining);
-        this.payload.set(chunk.subarray(pos, pos + take), this.payloadFilled);
-        this.payloadFilled += take;
-        pos += take;
-        this.remaining -= take;
-        if (this.remaining === 0) {
-          const frame = this.finishFrame(this.payload);
-          this.payload = null;
-          this.payloadFilled = 0;
-          this.state = State.Header;
-          if (frame) out.push(frame);
-          continue;
-        }
-      }
-      if (this.remaining === 0) this.state = State.Header;
-    }
+      },
+    });
     return out;
   }
 
   /** Called when a frame header is complete: check the frame is allowed here before its payload arrives. */
-  private startFrame(type: number, length: number): void {
+  private startFrame(type: number, length: number): TlvDisposition {
     const first = this.framesSeen++ === 0;
-    this.frameType = type;
-    this.remaining = length;
-    this.state = State.Payload;
-    this.skipping = false;
     const known = type <= 0x0d && (type === 0 || type === 1 || type === 3 || type === 4 || type === 5 || type === 7 || type === 0x0d);
 
     if (this.stream === 'control') {
@@ -287,21 +217,18 @@ export class H3FrameParser {
     }
     if (HTTP2_ONLY_FRAME_TYPES.has(type)) throw unexpected(`HTTP/2 frame type 0x${type.toString(16)} is not allowed in HTTP/3`);
 
-    if (!known) {
-      this.skipping = true;
-      return;
-    }
-    if (type === FrameType.DATA) return;
+    if (!known) return 'skip';
+    if (type === FrameType.DATA) return 'stream';
     if (type === FrameType.GOAWAY || type === FrameType.CANCEL_PUSH || type === FrameType.MAX_PUSH_ID) {
       if (length < 1 || length > 8) throw frameError(`${frameName(type)} payload of ${length} bytes (must hold exactly one varint)`);
     }
     if (length > this.maxFrameSize) {
       throw new H3Error(H3ErrorCode.H3_EXCESSIVE_LOAD, 'connection', `${frameName(type)} frame of ${length} bytes exceeds the limit of ${this.maxFrameSize}`);
     }
+    return 'buffer';
   }
 
-  private finishFrame(payload: Uint8Array): H3Frame | null {
-    const type = this.frameType;
+  private finishFrame(type: number, payload: Uint8Array): H3Frame | null {
     switch (type) {
       case FrameType.HEADERS:
         return { type: 'headers', fieldSection: payload };

@@ -11,3 +11,4 @@ export * from './huffman.js';
 export * from './qpack.js';
 export * from './headers.js';
 export * from './stream.js';
+export * from './tlv.js';

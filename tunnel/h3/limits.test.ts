@@ -2,6 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import fc from 'fast-check';
 import { CapsuleParser, CapsuleType, decodeCapsuleValue } from './capsules.js';
 import { H3Error } from './errors.js';
 import { encodeFrame, H3FrameParser } from './frames.js';
@@ -78,4 +79,44 @@ test('big hostile values stay bounded', () => {
   // A frame claiming 2^62-1 bytes is refused from its header; nothing is allocated.
   const huge = new Uint8Array([0x01, ...encodeVarint(2 ** 53 - 1)]);
   assert.throws(() => new RequestStreamReader({ role: 'server' }).push(huge), H3Error);
+});
+
+test('a partial HEADERS frame holds the bytes that arrived, not its declared length', () => {
+  // 1,000 request streams, each with a HEADERS frame that declares 60,000 bytes and sends 10.
+  const header = Uint8Array.from([0x01, ...encodeVarint(60_000)]);
+  const before = process.memoryUsage().arrayBuffers;
+  const readers: RequestStreamReader[] = [];
+  for (let i = 0; i < 1000; i++) {
+    const r = new RequestStreamReader({ role: 'server' });
+    r.push(header);
+    r.push(new Uint8Array(10).fill(0x80));
+    readers.push(r);
+  }
+  const held = process.memoryUsage().arrayBuffers - before;
+  // The old parser allocated 1,000 × 60,000 bytes = 57 MiB here.
+  assert.ok(held < 4 << 20, `1,000 partial frames (10 KB received) hold ${(held / 1048576).toFixed(1)} MiB`);
+  assert.equal(readers[0]?.buffered, 10);
+});
+
+test('property: buffered bytes never exceed the bytes received, and any split decodes the same frames', () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ minLength: 0, maxLength: 3000 }), fc.array(fc.nat(3100), { maxLength: 12 }), (payload, cuts) => {
+      const wire = Uint8Array.from([...encodeFrame(0x01, payload), ...encodeFrame(0x00, payload)]);
+      const points = [...new Set(cuts.map((c) => Math.min(c, wire.length)))].sort((a, b) => a - b);
+      const p = new H3FrameParser({ stream: 'request', role: 'server' });
+      const frames = [];
+      let prev = 0;
+      for (const at of [...points, wire.length]) {
+        frames.push(...p.push(wire.subarray(prev, at)));
+        assert.ok(p.buffered <= at, `buffered ${p.buffered} after ${at} bytes`);
+        prev = at;
+      }
+      const headers = frames.filter((f) => f.type === 'headers');
+      assert.equal(headers.length, 1);
+      assert.deepEqual(headers[0]?.type === 'headers' ? Buffer.from(headers[0].fieldSection) : null, Buffer.from(payload));
+      const data = frames.flatMap((f) => (f.type === 'data' ? [f.payload] : []));
+      assert.deepEqual(Buffer.concat(data), Buffer.from(payload));
+    }),
+    { numRuns: 300 },
+  );
 });

@@ -113,6 +113,11 @@ export class RequestStreamReader {
     this.sequence = new MessageSequence(opts.role === 'server' ? 'request' : 'response');
   }
 
+  /** Bytes held back for an incomplete frame (what arrived so far). */
+  get buffered(): number {
+    return this.frames.buffered;
+  }
+
   push(chunk: Uint8Array): RequestStreamEvent[] {
     if (this.failed) throw this.failed;
     try {

@@ -186,6 +186,7 @@ export class MasqueClient {
         if (s && ctx === 0) s.deliver(payload);
       },
       onGoaway: () => (this.goaway = true),
+      onStreamAbandoned: (id, how, code) => this.onAbandoned(id, how, code),
       onClosed: (r) => this.onConnectionClosed(r),
     });
     // Responses arrive on our own bidirectional streams, which H3Connection leaves to us.
@@ -229,12 +230,24 @@ export class MasqueClient {
     const buf = responseBuf;
     for (let i = 0; i < 64; i++) {
       const r = this.h3.quic.streamRecv(id, buf);
-      if (r === null) return;
-      const [n, fin] = r;
-      this.onResponseBytes(id, Buffer.from(buf.subarray(0, n)), fin);
-      if (fin) return;
+      if (r === 'blocked' || r === 'gone') return;
+      if ('reset' in r) {
+        this.h3.onPeerReset(id, r.reset); // → onStreamAbandoned
+        return;
+      }
+      this.onResponseBytes(id, Buffer.from(buf.subarray(0, r.bytes)), r.fin);
+      if (r.fin) return;
     }
     this.h3.quic.endpoint.markDirty(this.h3.quic);
+  }
+
+  /** The server reset or stopped a request stream: the request fails, its session ends. */
+  private onAbandoned(id: number, how: 'reset' | 'stopped', code: number): void {
+    const p = this.pending.get(id);
+    if (!p) return;
+    this.pending.delete(id);
+    p.reject(new Error(`the server ${how === 'reset' ? 'reset' : 'stopped reading'} the stream with ${h3ErrorName(code)}`));
+    p.session?.end({ by: 'reset' });
   }
 
   private onResponseBytes(id: number, chunk: Buffer, fin: boolean): void {
@@ -296,8 +309,14 @@ export class MasqueClient {
         reader: new RequestStreamReader({ role: 'client', requestIsConnect: isConnect }),
         chunks: [],
         session,
-        resolve: (a) => (clearTimeout(timer), resolve(a)),
-        reject: (e) => (clearTimeout(timer), reject(e)),
+        resolve: (a) => {
+          clearTimeout(timer);
+          resolve(a);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
       });
     });
   }

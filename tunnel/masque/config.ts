@@ -16,6 +16,72 @@ const portRange = z
     },
   );
 
+/** What one remote party may hold on the listener; the server uses these when no config is given (tests). */
+export const DEFAULT_MASQUE_LIMITS = {
+  maxConnectionsPerSource: 64,
+  maxHandshakesPerSource: 16,
+  maxHeaderBytesPerStream: 16 * 1024,
+  maxHeaderBytesPerConnection: 256 * 1024,
+  headerTimeoutMs: 10_000,
+  maxQueuedBytesPerRequest: 64 * 1024,
+  maxReplyBytesPerStream: 256 * 1024,
+  maxUdpSessionsPerSubject: 256,
+  maxIpSessionsPerSubject: 8,
+} as const;
+export type MasqueLimits = { -readonly [K in keyof typeof DEFAULT_MASQUE_LIMITS]: number };
+
+const D = DEFAULT_MASQUE_LIMITS;
+const limitsSchema = z
+  .strictObject({
+    maxConnectionsPerSource: z
+      .number()
+      .int()
+      .min(1)
+      .default(D.maxConnectionsPerSource)
+      .describe('most QUIC connections from one source address (IPv6 by /64); further Initials are dropped'),
+    maxHandshakesPerSource: z
+      .number()
+      .int()
+      .min(1)
+      .default(D.maxHandshakesPerSource)
+      .describe('most QUIC handshakes in progress from one source address (IPv6 by /64); further Initials are dropped'),
+    maxHeaderBytesPerStream: z
+      .number()
+      .int()
+      .min(1024)
+      .default(D.maxHeaderBytesPerStream)
+      .describe('largest HEADERS frame a request may send (larger closes the connection with H3_EXCESSIVE_LOAD)'),
+    maxHeaderBytesPerConnection: z
+      .number()
+      .int()
+      .min(1024)
+      .default(D.maxHeaderBytesPerConnection)
+      .describe('header bytes buffered for incomplete requests on one connection (more closes it with H3_EXCESSIVE_LOAD)'),
+    headerTimeout: duration().prefault('10s').describe('time a request stream has to complete its headers (then reset with H3_REQUEST_INCOMPLETE)'),
+    maxQueuedBytesPerRequest: z
+      .number()
+      .int()
+      .min(1024)
+      .default(D.maxQueuedBytesPerRequest)
+      .describe('bytes queued on a CONNECT stream while its token or DNS lookup is pending (more resets it with H3_EXCESSIVE_LOAD)'),
+    maxReplyBytesPerStream: z
+      .number()
+      .int()
+      .min(4096)
+      .default(D.maxReplyBytesPerStream)
+      .describe('bytes waiting to be sent on one stream; capsule datagrams beyond are dropped, other capsules end the session'),
+    maxUdpSessionsPerSubject: z.number().int().min(1).default(D.maxUdpSessionsPerSubject).describe('open connect-udp sessions per token subject (429 beyond)'),
+    maxIpSessionsPerSubject: z.number().int().min(1).default(D.maxIpSessionsPerSubject).describe('open connect-ip sessions per token subject (429 beyond)'),
+  })
+  .prefault({})
+  .describe('bounds on what one client or source may hold (each counted in cbr_masque_limit_exceeded_total)');
+
+/** The config section's limits in the server's form. */
+export function masqueLimits(cfg: MasqueConfig): MasqueLimits {
+  const { headerTimeout, ...rest } = cfg.limits;
+  return { ...rest, headerTimeoutMs: headerTimeout };
+}
+
 export const masqueConfigSchema = z.strictObject({
   enabled: enabledFlag(),
   listen: hostPort().default('0.0.0.0:443').describe('UDP address of the QUIC listener'),
@@ -36,10 +102,12 @@ export const masqueConfigSchema = z.strictObject({
       allowPrefixes: z.array(prefix()).default(['0.0.0.0/0', '::/0']).describe('connect-udp targets must be inside one of these'),
       allowPorts: z.array(portRange).default(['1-65535']).describe('connect-udp target ports (numbers or "low-high")'),
       allowPrivate: z.boolean().default(false).describe('allow private, loopback, link-local and CGNAT targets'),
-      dnsTimeout: duration().prefault('2s').describe('DNS resolution timeout for host-name targets'),
+      dnsTimeout: duration().prefault('2s').describe('DNS resolution timeout for host-name targets (504 when exceeded)'),
+      maxDnsLookups: z.number().int().min(1).default(64).describe('host-name lookups in flight at once (503 beyond); c-ares, not the libuv thread pool'),
     })
     .prefault({})
     .describe('connect-udp (RFC 9298)'),
+  limits: limitsSchema,
   ip: z
     .strictObject({
       enabled: z.boolean().default(true).describe('serve connect-ip (needs a TUN device and nftables); off answers connect-ip with 403'),

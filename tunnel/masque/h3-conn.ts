@@ -47,8 +47,13 @@ export interface H3Events {
   onSettings?(settings: H3Settings): void;
   onGoaway?(id: number): void;
   onClosed(reason: CloseReason): void;
-  /** A stream was reset by us or the peer, or finished both ways: its state can go. */
+  /** We reset a stream (a stream error): its state can go. */
   onStreamGone?(streamId: number): void;
+  /**
+   * The peer abandoned a request stream: RESET_STREAM (`how` 'reset') or STOP_SENDING ('stopped'),
+   * with its error code. Our side of the stream has been shut down too; its state can go.
+   */
+  onStreamAbandoned?(streamId: number, how: 'reset' | 'stopped', code: number): void;
 }
 
 // One read buffer for every connection (reads are synchronous and the bytes are copied out): a
@@ -59,9 +64,11 @@ export class H3Connection {
   peerSettings: H3Settings | undefined;
   private readonly peerUni = new Map<number, PeerUni>();
   private readonly peerUniTypes: PeerUniStreams;
-  private readonly pending = new Map<number, { chunks: Uint8Array[]; fin: boolean }>();
+  private readonly pending = new Map<number, { chunks: Uint8Array[]; bytes: number; fin: boolean }>();
   private readonly dgHeader = newHttpDatagramHeader();
   private controlOpened = false;
+  /** We closed the connection: what the peer still sends is not read. */
+  private closing = false;
   goawaySent = false;
   /** The highest client bidirectional stream ID we have seen (for GOAWAY). */
   highestRequestStream = -4;
@@ -76,6 +83,7 @@ export class H3Connection {
       onEstablished: () => this.openControlStreams(),
       onStreamReadable: (_c, id) => this.guard(() => this.onReadable(id), id),
       onStreamWritable: (_c, id) => this.flushStream(id),
+      onStreamStopped: (_c, id, code) => this.guard(() => this.onStopped(id, code)),
       onDatagram: (_c, d) => this.guard(() => this.onDatagram(d)),
       onClosed: (_c, r) => this.events.onClosed(r),
     };
@@ -89,6 +97,7 @@ export class H3Connection {
     this.write(control, encodeControlStreamPreamble());
     this.write(encoder, encodeUniStreamHeader(UniStreamType.QPACK_ENCODER));
     this.write(decoder, encodeUniStreamHeader(UniStreamType.QPACK_DECODER));
+    for (const id of [control, encoder, decoder]) this.quic.watchStream(id);
   }
 
   /** Runs `fn`, turning an H3Error into the close / reset its scope asks for. */
@@ -103,6 +112,7 @@ export class H3Connection {
 
   fail(err: H3Error, streamId?: number): void {
     if (err.scope === 'connection' || streamId === undefined) {
+      this.closing = true;
       this.quic.close(true, err.code, err.reason.slice(0, 200));
     } else {
       this.resetStream(streamId, err.code);
@@ -120,20 +130,20 @@ export class H3Connection {
     const p = this.pending.get(streamId);
     if (p) {
       if (data.length > 0) p.chunks.push(data);
+      p.bytes += data.length;
       p.fin ||= fin;
       return;
     }
     const n = data.length === 0 && !fin ? 0 : this.quic.streamSend(streamId, data, fin);
     if (n === data.length && (n > 0 || fin)) return;
     if (data.length === 0 && !fin) return;
-    this.pending.set(streamId, { chunks: [data.subarray(n)], fin });
+    this.pending.set(streamId, { chunks: [data.subarray(n)], bytes: data.length - n, fin });
     this.quic.wantWritable(streamId);
   }
 
   /** Bytes waiting on a stream (for back-pressure decisions). */
   pendingBytes(streamId: number): number {
-    const p = this.pending.get(streamId);
-    return p ? p.chunks.reduce((s, c) => s + c.length, 0) : 0;
+    return this.pending.get(streamId)?.bytes ?? 0;
   }
 
   private flushStream(streamId: number): void {
@@ -143,6 +153,7 @@ export class H3Connection {
       const c = p.chunks[0]!;
       const last = p.chunks.length === 1;
       const n = this.quic.streamSend(streamId, c, last && p.fin);
+      p.bytes -= n;
       if (n < c.length || (c.length === 0 && last && p.fin && n === 0 && this.quic.streamCapacity(streamId) === 0)) {
         p.chunks[0] = c.subarray(n);
         this.quic.wantWritable(streamId);
@@ -160,11 +171,45 @@ export class H3Connection {
     this.write(ownUniStreamIds(this.role)[0], encodeGoawayFrame(this.role === 'server' ? this.highestRequestStream + 4 : 0));
   }
 
+  /** The peer sent STOP_SENDING on one of our streams (code undefined: a critical stream already collected). */
+  private onStopped(streamId: number, code: number | undefined): void {
+    if (this.closing) return;
+    const own = ownUniStreamIds(this.role);
+    if (own.includes(streamId)) {
+      const kind = streamId === own[0] ? 'control' : streamId === own[1] ? 'qpack_encoder' : 'qpack_decoder';
+      throw new H3Error(H3ErrorCode.H3_CLOSED_CRITICAL_STREAM, 'connection', `the peer stopped our ${kind} stream`);
+    }
+    if ((streamId & 3) === 0) this.abandoned(streamId, 'stopped', code ?? H3ErrorCode.H3_REQUEST_CANCELLED);
+  }
+
+  /** A request stream the peer reset or stopped: shut down both directions and tell the application. */
+  private abandoned(streamId: number, how: 'reset' | 'stopped', code: number): void {
+    this.pending.delete(streamId);
+    this.quic.streamShutdown(streamId, H3ErrorCode.H3_REQUEST_CANCELLED, 'both');
+    this.events.onStreamAbandoned?.(streamId, how, code);
+  }
+
+  /** The peer reset one of its streams (RFC 9114 §6.2.1: a critical stream closes the connection). */
+  onPeerReset(streamId: number, code: number): void {
+    if ((streamId & 3) === 0) {
+      this.abandoned(streamId, 'reset', code);
+      return;
+    }
+    const s = this.peerUni.get(streamId);
+    this.peerUni.delete(streamId);
+    if (s?.kind && s.kind !== 'push' && s.kind !== 'unknown') throw criticalStreamClosed(s.kind);
+  }
+
   private onReadable(streamId: number): void {
+    if (this.closing) return;
     for (let i = 0; i < 64; i++) {
       const r = this.quic.streamRecv(streamId, readBuf);
-      if (r === null) return;
-      const [n, fin] = r;
+      if (r === 'blocked' || r === 'gone') return;
+      if ('reset' in r) {
+        this.onPeerReset(streamId, r.reset);
+        return;
+      }
+      const { bytes: n, fin } = r;
       // The parsers may keep views of the chunk: hand them a copy, the read buffer is reused.
       const chunk = Buffer.from(readBuf.subarray(0, n));
       if ((streamId & 3) === 0) {
@@ -177,6 +222,7 @@ export class H3Connection {
           this.fail(err, streamId);
           return;
         }
+        if (this.closing) return;
       } else if ((streamId & 2) === 2) {
         this.onPeerUni(streamId, chunk, fin);
       }

@@ -1,18 +1,16 @@
 // Request paths and target policy for connect-udp (RFC 9298) and connect-ip (RFC 9484): which
 // targets a client may reach through this PoP. Pure functions over strings.
 import { BlockList, isIP } from 'node:net';
+import { CbrError, httpStatusFor } from '../../dataplane/index.js';
 
 export const UDP_PATH_PREFIX = '/.well-known/masque/udp/';
 export const IP_PATH_PREFIX = '/.well-known/masque/ip/';
 
-export class TargetError extends Error {
-  /** 400 for a malformed path, 403 for a target the policy refuses. */
-  constructor(
-    readonly status: 400 | 403,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'TargetError';
+/** A connect-udp / connect-ip target refused or unreachable; its code decides the HTTP status (httpStatusFor). */
+export class TargetError extends CbrError {
+  /** The HTTP status the code maps to (400 malformed path, 403 refused, 502/503/504 for DNS). */
+  get status(): number {
+    return httpStatusFor(this);
   }
 }
 
@@ -24,14 +22,14 @@ export interface UdpTarget {
 function splitTemplate(path: string, prefix: string): [string, string] {
   const q = path.indexOf('?');
   const p = q >= 0 ? path.slice(0, q) : path;
-  if (!p.startsWith(prefix)) throw new TargetError(400, `path does not start with ${prefix}`);
+  if (!p.startsWith(prefix)) throw new TargetError('INVALID_ARGUMENT', `path does not start with ${prefix}`);
   const parts = p.slice(prefix.length).split('/');
   // Exactly two segments followed by the trailing slash.
-  if (parts.length !== 3 || parts[2] !== '' || parts[0] === '' || parts[1] === '') throw new TargetError(400, `expected ${prefix}{a}/{b}/`);
+  if (parts.length !== 3 || parts[2] !== '' || parts[0] === '' || parts[1] === '') throw new TargetError('INVALID_ARGUMENT', `expected ${prefix}{a}/{b}/`);
   try {
     return [decodeURIComponent(parts[0]!), decodeURIComponent(parts[1]!)];
   } catch {
-    throw new TargetError(400, 'bad percent-encoding in path');
+    throw new TargetError('INVALID_ARGUMENT', 'bad percent-encoding in path');
   }
 }
 
@@ -41,9 +39,9 @@ const HOSTNAME_RE = /^(?=.{1,253}$)(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9
 export function parseUdpPath(path: string): UdpTarget {
   const [host, portText] = splitTemplate(path, UDP_PATH_PREFIX);
   if (!/^\d{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535)
-    throw new TargetError(400, `bad target_port ${JSON.stringify(portText)}`);
+    throw new TargetError('INVALID_ARGUMENT', `bad target_port ${JSON.stringify(portText)}`);
   const h = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
-  if (isIP(h) === 0 && !HOSTNAME_RE.test(h)) throw new TargetError(400, `bad target_host ${JSON.stringify(host)}`);
+  if (isIP(h) === 0 && !HOSTNAME_RE.test(h)) throw new TargetError('INVALID_ARGUMENT', `bad target_host ${JSON.stringify(host)}`);
   return { host: h, port: Number(portText) };
 }
 
@@ -59,16 +57,17 @@ export function parseIpPath(path: string): IpTarget {
   const [target, proto] = splitTemplate(path, IP_PATH_PREFIX);
   const out: IpTarget = {};
   if (proto !== '*') {
-    if (!/^\d{1,3}$/.test(proto) || Number(proto) > 255) throw new TargetError(400, `bad ipproto ${JSON.stringify(proto)}`);
+    if (!/^\d{1,3}$/.test(proto) || Number(proto) > 255) throw new TargetError('INVALID_ARGUMENT', `bad ipproto ${JSON.stringify(proto)}`);
     out.ipproto = Number(proto);
   }
   if (target !== '*') {
     const [addr, len, extra] = target.split('/');
     const fam = isIP(addr ?? '');
-    if (fam === 0 || extra !== undefined) throw new TargetError(400, `bad target ${JSON.stringify(target)} (this server takes IP literals or prefixes)`);
+    if (fam === 0 || extra !== undefined)
+      throw new TargetError('INVALID_ARGUMENT', `bad target ${JSON.stringify(target)} (this server takes IP literals or prefixes)`);
     const max = fam === 4 ? 32 : 128;
     const length = len === undefined ? max : /^\d{1,3}$/.test(len) ? Number(len) : NaN;
-    if (!(length >= 0 && length <= max)) throw new TargetError(400, `bad prefix length in ${JSON.stringify(target)}`);
+    if (!(length >= 0 && length <= max)) throw new TargetError('INVALID_ARGUMENT', `bad prefix length in ${JSON.stringify(target)}`);
     out.prefix = { address: addr!, length };
   }
   return out;

@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createSocket } from 'node:dgram';
 import { AuthError, type AuthGate, type Identity, type SessionKind } from '../../auth/index.js';
-import { generateSelfSigned, QuicEndpoint, type TlsMaterial, type CloseReason } from '../quic/index.js';
+import { generateSelfSigned, QuicEndpoint, type TlsMaterial, type CloseReason, type QuicConnection } from '../quic/index.js';
 import { encodeControlStreamPreamble, encodeFrame, H3ErrorCode } from '../h3/index.js';
 import { MasqueServer } from './server.js';
 import { MasqueClient, MasqueHttpError } from './client.js';
@@ -141,7 +141,55 @@ test('an expired token ends the session; an in-band refresh keeps it', async () 
   }
 });
 
-async function rawClient(streams: Array<[number, Uint8Array, boolean]>): Promise<CloseReason> {
+async function until(cond: () => boolean, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+}
+
+test('a client RESET_STREAM or STOP_SENDING on a connect-udp stream ends its session', async () => {
+  const c = await connect();
+  try {
+    for (const direction of ['both', 'write', 'read'] as const) {
+      const ended = server.counters.sessionsEnded.reset;
+      const s = await c.openUdp({ host: '127.0.0.1', port: echoPort }, tokenFor('resetter', 60));
+      await until(() => server.live.udp === 1, 2000);
+      assert.equal(server.live.udp, 1);
+      // 'write': RESET_STREAM only; 'read': STOP_SENDING only; 'both': the two together.
+      c.h3.quic.streamShutdown(s.streamId, H3ErrorCode.H3_REQUEST_CANCELLED, direction);
+      await until(() => server.live.udp === 0, 3000);
+      assert.equal(server.live.udp, 0, `the session ends after a client shutdown (${direction})`);
+      assert.equal(server.counters.sessionsEnded.reset, ended + 1);
+    }
+    assert.equal((await c.request('GET', '/')).status, 200, 'the connection lives on');
+  } finally {
+    await c.close();
+  }
+});
+
+test('sessions per subject are capped: 429 naming the limit, and room again once one ends', async () => {
+  server.update({ limits: { maxUdpSessionsPerSubject: 2 } });
+  const c = await connect();
+  try {
+    const a = await c.openUdp({ host: '127.0.0.1', port: echoPort }, tokenFor('capped', 60));
+    await c.openUdp({ host: '127.0.0.1', port: echoPort }, tokenFor('capped', 60));
+    await assert.rejects(c.openUdp({ host: '127.0.0.1', port: echoPort }, tokenFor('capped', 60)), (e: unknown) => {
+      assert.ok(e instanceof MasqueHttpError, String(e));
+      assert.equal(e.status, 429);
+      assert.equal(JSON.parse(e.body).limit, 'tunnel.masque.limits.maxUdpSessionsPerSubject');
+      return true;
+    });
+    assert.ok(await c.openUdp({ host: '127.0.0.1', port: echoPort }, tokenFor('other', 60)), 'another subject is not affected');
+    a.close();
+    await until(() => server.live.udp === 2, 2000);
+    assert.ok(await c.openUdp({ host: '127.0.0.1', port: echoPort }, tokenFor('capped', 60)));
+    assert.equal(server.counters.limits['udp-sessions-per-subject'], 1);
+  } finally {
+    server.update({ limits: {} });
+    await c.close();
+  }
+});
+
+async function rawClient(streams: Array<[number, Uint8Array, boolean]>, then?: (conn: QuicConnection) => void): Promise<CloseReason> {
   const ep = await QuicEndpoint.client({ caPem: tls.certPem });
   try {
     return await new Promise<CloseReason>((resolve, reject) => {
@@ -149,6 +197,7 @@ async function rawClient(streams: Array<[number, Uint8Array, boolean]>): Promise
       const conn = ep.connect('127.0.0.1', server.address.port, 'localhost', {
         onEstablished: () => {
           for (const [id, data, fin] of streams) conn.streamSend(id, data, fin);
+          if (then) setTimeout(() => then(conn), 100);
         },
         onClosed: (_c, r) => {
           clearTimeout(timer);
@@ -176,6 +225,11 @@ test('malformed HTTP/3 closes the connection with the right H3 error, and the ne
     [0, encodeFrame(0x06, new Uint8Array(8)), false],
   ]);
   assert.equal(r.code, H3ErrorCode.H3_FRAME_UNEXPECTED);
+  // The control stream reset by the client (RFC 9114 §6.2.1), and the server's control stream stopped.
+  r = await rawClient([[2, encodeControlStreamPreamble(), false]], (conn) => conn.streamShutdown(2, 0x100, 'write'));
+  assert.equal(r.code, H3ErrorCode.H3_CLOSED_CRITICAL_STREAM, JSON.stringify(r));
+  r = await rawClient([[2, encodeControlStreamPreamble(), false]], (conn) => conn.streamShutdown(3, 0x100, 'read'));
+  assert.equal(r.code, H3ErrorCode.H3_CLOSED_CRITICAL_STREAM, JSON.stringify(r));
   const c = await connect();
   try {
     assert.equal((await c.request('GET', '/')).status, 200);

@@ -33,13 +33,24 @@ import { UdpRelay } from './udp-relay.js';
 import type { IpGateway, IpLease, IpSessionSink } from './ip-gateway.js';
 import { PoolExhaustedError } from '../../dataplane/index.js';
 import { prefixToRange, sortRanges } from './ranges.js';
-import { AccessLog, type AccessEndReason, type AccessSession } from '../../dataplane/index.js';
+import { AccessLog, CbrError, httpStatusFor, type AccessEndReason, type AccessSession } from '../../dataplane/index.js';
+import { DEFAULT_MASQUE_LIMITS, type MasqueLimits } from './config.js';
+import { TargetResolver } from './dns.js';
 
 export const TOKEN_REFRESH_PATH = '/.well-known/cbr/token-refresh';
 
 export type MasqueKind = 'udp' | 'ip';
 export type MasqueDropReason = 'unknown-stream' | 'unknown-context' | 'client-queue' | 'too-big' | 'not-open' | 'gateway';
-export type SessionEndReason = 'client' | 'token-expired' | 'connection' | 'server';
+export type SessionEndReason = 'client' | 'reset' | 'token-expired' | 'connection' | 'server' | 'limit';
+/** Which bound was hit (cbr_masque_limit_exceeded_total{limit}). */
+export type MasqueLimitName =
+  | 'header-bytes-stream'
+  | 'header-bytes-connection'
+  | 'header-timeout'
+  | 'queued-bytes'
+  | 'reply-bytes'
+  | 'udp-sessions-per-subject'
+  | 'ip-sessions-per-subject';
 
 export interface MasqueCounters {
   sessionsOpened: Record<MasqueKind, number>;
@@ -54,6 +65,7 @@ export interface MasqueCounters {
   authFailures: Record<string, number>;
   requests: Record<string, number>;
   tokenRefreshes: number;
+  limits: Record<MasqueLimitName, number>;
 }
 
 export interface MasqueServerOptions {
@@ -68,6 +80,12 @@ export interface MasqueServerOptions {
   auth: AuthGate;
   udpPolicy: TargetPolicy;
   dnsTimeoutMs: number;
+  /** Most connect-udp DNS lookups in flight (default 64). */
+  dnsMaxInFlight?: number;
+  /** DNS servers for connect-udp targets (default: the system's). */
+  dnsServers?: string[];
+  /** Bounds on what one client may hold (DEFAULT_MASQUE_LIMITS for what is not given). */
+  limits?: Partial<MasqueLimits>;
   /** connect-ip: the PoP gateway and the routes advertised; without it connect-ip answers 501. */
   ip?: { gateway: IpGateway; routes: string[] };
   /** Sent as the `cbr-pop` response header of an accepted CONNECT, so a client can say which PoP it reached. */
@@ -87,6 +105,8 @@ interface Session {
   lease?: IpLease;
   sink?: IpSessionSink;
   ipproto?: number;
+  /** Counted in `live` (set once the 200 went out). */
+  opened: boolean;
   ended: boolean;
   /** The access-log record (bytes each way), from the 200 answer on. */
   access?: AccessSession;
@@ -98,6 +118,12 @@ interface RequestState {
   phase: 'headers' | 'auth' | 'open' | 'done';
   /** Raw stream bytes that arrived during 'auth', or capsule bytes already unframed from DATA. */
   queued: Array<{ chunk: Uint8Array; fin: boolean; capsules?: boolean }>;
+  /** Bytes in `queued` (bounded by maxQueuedBytesPerRequest). */
+  queuedBytes: number;
+  /** Header bytes of this request counted in the connection's headerBytes. */
+  held: number;
+  /** When the stream's first bytes arrived (for the header deadline). */
+  since: number;
   session?: Session;
 }
 
@@ -107,6 +133,9 @@ class ServerConn {
   readonly sessions = new Map<number, Session>();
   closed = false;
   closeReason?: CloseReason;
+  /** Header bytes buffered for incomplete requests on this connection. */
+  headerBytes = 0;
+  headerTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly server: MasqueServer,
@@ -117,6 +146,7 @@ class ServerConn {
       onHttpDatagram: (id, ctx, payload) => server.onHttpDatagram(this, id, ctx, payload),
       onClosed: (r) => server.onConnectionClosed(this, r),
       onStreamGone: (id) => server.endStream(this, id, 'server'),
+      onStreamAbandoned: (id) => server.endStream(this, id, 'reset'),
     });
   }
 
@@ -131,12 +161,11 @@ function kindOf(k: MasqueKind): SessionKind {
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
 let scratch = Buffer.allocUnsafe(65_536);
-const MAX_PENDING_STREAM_BYTES = 1 << 20;
 
 export class MasqueServer {
   readonly counters: MasqueCounters = {
     sessionsOpened: { udp: 0, ip: 0 },
-    sessionsEnded: { client: 0, 'token-expired': 0, connection: 0, server: 0 },
+    sessionsEnded: { client: 0, reset: 0, 'token-expired': 0, connection: 0, server: 0, limit: 0 },
     datagramsIn: 0,
     datagramsOut: 0,
     bytesIn: 0,
@@ -147,14 +176,29 @@ export class MasqueServer {
     authFailures: {},
     requests: {},
     tokenRefreshes: 0,
+    limits: {
+      'header-bytes-stream': 0,
+      'header-bytes-connection': 0,
+      'header-timeout': 0,
+      'queued-bytes': 0,
+      'reply-bytes': 0,
+      'udp-sessions-per-subject': 0,
+      'ip-sessions-per-subject': 0,
+    },
   };
   readonly live: Record<MasqueKind, number> = { udp: 0, ip: 0 };
   private readonly conns = new Set<ServerConn>();
   private draining = false;
+  private limits: MasqueLimits;
   endpoint!: QuicEndpoint;
   private readonly access?: AccessLog;
 
+  /** Resolves connect-udp host names (replaced on reload; lookups in flight finish on the old one). */
+  resolver: TargetResolver;
+
   private constructor(private opts: MasqueServerOptions) {
+    this.limits = { ...DEFAULT_MASQUE_LIMITS, ...opts.limits };
+    this.resolver = newResolver(opts);
     if (opts.log) this.access = new AccessLog(opts.log);
   }
 
@@ -169,6 +213,8 @@ export class MasqueServer {
       idleTimeoutMs: opts.idleTimeoutMs,
       retry: opts.retry,
       maxConnections: opts.maxSessions,
+      maxConnectionsPerSource: s.limits.maxConnectionsPerSource,
+      maxHandshakesPerSource: s.limits.maxHandshakesPerSource,
       // Many concurrent CONNECTs per connection; small per-stream windows keep idle sessions cheap.
       initialMaxStreamsBidi: 1024,
       initialMaxStreamData: 256 << 10,
@@ -187,8 +233,21 @@ export class MasqueServer {
   }
 
   /** New policies / routes / auth gate on reload; sessions in progress keep theirs. */
-  update(next: Partial<Pick<MasqueServerOptions, 'auth' | 'udpPolicy' | 'dnsTimeoutMs' | 'ip'>>): void {
+  update(next: Partial<Pick<MasqueServerOptions, 'auth' | 'udpPolicy' | 'dnsTimeoutMs' | 'dnsMaxInFlight' | 'dnsServers' | 'ip' | 'limits'>>): void {
     this.opts = { ...this.opts, ...next };
+    this.limits = { ...DEFAULT_MASQUE_LIMITS, ...this.opts.limits };
+    this.resolver = newResolver(this.opts);
+  }
+
+  /** Header bytes buffered for incomplete requests, over every connection. */
+  get headerBytes(): number {
+    let n = 0;
+    for (const c of this.conns) n += c.headerBytes;
+    return n;
+  }
+
+  private overLimit(which: MasqueLimitName): void {
+    this.counters.limits[which]++;
   }
 
   setTls(tls: TlsMaterial): void {
@@ -205,14 +264,87 @@ export class MasqueServer {
         c.h3.resetStream(streamId, H3ErrorCode.H3_REQUEST_REJECTED);
         return;
       }
-      st = { reader: new RequestStreamReader({ role: 'server' }), phase: 'headers', queued: [] };
+      st = {
+        reader: new RequestStreamReader({ role: 'server', maxFrameSize: this.limits.maxHeaderBytesPerStream }),
+        phase: 'headers',
+        queued: [],
+        queuedBytes: 0,
+        held: 0,
+        since: Date.now(),
+      };
       c.requests.set(streamId, st);
+      this.armHeaderTimer(c);
     }
     if (st.phase === 'auth') {
-      st.queued.push({ chunk, fin });
+      this.queue(c, streamId, st, { chunk, fin });
       return;
     }
     this.feed(c, streamId, st, chunk, fin);
+  }
+
+  /** Holds bytes that arrive while the token (or DNS) is pending, up to maxQueuedBytesPerRequest. */
+  private queue(c: ServerConn, streamId: number, st: RequestState, q: RequestState['queued'][number]): boolean {
+    st.queuedBytes += q.chunk.length;
+    if (st.queuedBytes > this.limits.maxQueuedBytesPerRequest) {
+      this.overLimit('queued-bytes');
+      this.dropRequest(c, streamId);
+      c.h3.resetStream(streamId, H3ErrorCode.H3_EXCESSIVE_LOAD);
+      return false;
+    }
+    st.queued.push(q);
+    return true;
+  }
+
+  /** Forgets a request's state (and its share of the connection's header bytes). */
+  private dropRequest(c: ServerConn, streamId: number): void {
+    const st = c.requests.get(streamId);
+    if (!st) return;
+    c.headerBytes -= st.held;
+    st.held = 0;
+    c.requests.delete(streamId);
+  }
+
+  /** One timer per connection resets requests that have not completed their headers in time. */
+  private armHeaderTimer(c: ServerConn, ms = this.limits.headerTimeoutMs): void {
+    if (c.headerTimer) return;
+    c.headerTimer = setTimeout(() => this.sweepHeaders(c), ms);
+    c.headerTimer.unref();
+  }
+
+  private sweepHeaders(c: ServerConn): void {
+    c.headerTimer = undefined;
+    if (c.closed) return;
+    const now = Date.now();
+    let next = Number.POSITIVE_INFINITY;
+    for (const [id, st] of c.requests) {
+      if (st.phase !== 'headers') continue;
+      const due = st.since + this.limits.headerTimeoutMs;
+      if (due > now) {
+        next = Math.min(next, due);
+        continue;
+      }
+      this.overLimit('header-timeout');
+      this.dropRequest(c, id);
+      c.h3.resetStream(id, H3ErrorCode.H3_REQUEST_INCOMPLETE);
+    }
+    if (next !== Number.POSITIVE_INFINITY) this.armHeaderTimer(c, next - now);
+  }
+
+  /** Re-counts a request's buffered header bytes; false when the connection went over its bound (and was closed). */
+  private trackHeaderBytes(c: ServerConn, st: RequestState): boolean {
+    const now = st.phase === 'headers' ? st.reader.buffered : 0;
+    c.headerBytes += now - st.held;
+    st.held = now;
+    if (c.headerBytes <= this.limits.maxHeaderBytesPerConnection) return true;
+    this.overLimit('header-bytes-connection');
+    c.h3.fail(
+      new H3Error(
+        H3ErrorCode.H3_EXCESSIVE_LOAD,
+        'connection',
+        `more than ${this.limits.maxHeaderBytesPerConnection} header bytes buffered for incomplete requests`,
+      ),
+    );
+    return false;
   }
 
   private feed(c: ServerConn, streamId: number, st: RequestState, chunk: Uint8Array, fin: boolean): void {
@@ -220,21 +352,24 @@ export class MasqueServer {
       for (const ev of st.reader.push(chunk)) {
         if (ev.type === 'request') this.onRequest(c, streamId, st, ev.request);
         else if (ev.type === 'data' && st.phase === 'open' && st.session) this.onCapsuleBytes(st.session, ev.payload);
-        else if (ev.type === 'data' && st.phase === 'auth') st.queued.push({ chunk: Buffer.from(ev.payload), fin: false, capsules: true });
+        else if (ev.type === 'data' && st.phase === 'auth' && !this.queue(c, streamId, st, { chunk: Buffer.from(ev.payload), fin: false, capsules: true }))
+          return;
       }
+      if (!this.trackHeaderBytes(c, st)) return;
       if (fin) {
         st.reader.end();
         if (st.session) {
           st.session.capsules.end();
           this.endSession(st.session, 'client', 'fin');
         }
-        if (st.phase !== 'auth') c.requests.delete(streamId);
+        if (st.phase !== 'auth') this.dropRequest(c, streamId);
         else st.queued.push({ chunk: new Uint8Array(0), fin: true });
       }
     } catch (err) {
       if (!(err instanceof H3Error)) throw err;
+      if (err.code === H3ErrorCode.H3_EXCESSIVE_LOAD && st.phase === 'headers') this.overLimit('header-bytes-stream');
       if (st.session) this.endSession(st.session, 'client');
-      c.requests.delete(streamId);
+      this.dropRequest(c, streamId);
       c.h3.fail(err, streamId);
     }
   }
@@ -318,27 +453,30 @@ export class MasqueServer {
 
   private async openSession(c: ServerConn, streamId: number, st: RequestState, kind: MasqueKind, path: string, token: string | undefined): Promise<void> {
     let session: Session | undefined;
-    let failure: { status: number; headers?: Record<string, string>; error: string } | undefined;
+    let failure: { status: number; headers?: Record<string, string>; error: string; limit?: string; max?: number } | undefined;
     try {
       const id = await this.authorize(token, kind, c);
       if ('status' in id) failure = id;
       else if (c.closed) return;
-      else session = await this.createSession(c, streamId, kind, path, id);
+      else failure = this.subjectAtCap(id.subject, kind);
+      if (!failure && !('status' in id)) session = await this.createSession(c, streamId, kind, path, id);
     } catch (err) {
-      if (err instanceof TargetError) failure = { status: err.message.startsWith('cannot resolve') ? 502 : err.status, error: err.message };
-      else if (err instanceof PoolExhaustedError) failure = { status: 503, error: 'address pool exhausted' };
-      else failure = { status: 500, error: 'internal error' };
-      if (failure.status === 500) this.opts.log?.warn({ err }, 'masque session setup failed');
+      // masque/pool.ts still throws its own PoolExhaustedError (the shared pool replacing it carries POOL_EXHAUSTED).
+      const status = err instanceof PoolExhaustedError ? httpStatusFor(new CbrError('POOL_EXHAUSTED', '')) : httpStatusFor(err);
+      failure = { status, error: err instanceof CbrError ? err.message : status === 503 ? 'address pool exhausted' : 'internal error' };
+      if (status === 500) this.opts.log?.warn({ err }, 'masque session setup failed');
     }
-    if (c.closed) {
+    // The connection closed, or the request was reset (by the client or a limit) while we waited.
+    if (c.closed || c.requests.get(streamId) !== st) {
       if (session) this.endSession(session, 'connection');
       return;
     }
     if (failure) {
       this.count(`refused-${failure.status}`);
       st.phase = 'done';
-      c.requests.delete(streamId);
-      this.respond(c, streamId, encodeJsonResponse(failure.status, { error: failure.error }, failure.headers), true);
+      this.dropRequest(c, streamId);
+      const body = failure.limit ? { error: failure.error, limit: failure.limit, max: failure.max } : { error: failure.error };
+      this.respond(c, streamId, encodeJsonResponse(failure.status, body, failure.headers), true);
       // Whatever the client sent after the headers is of no interest now.
       c.quic.streamShutdown(streamId, H3ErrorCode.H3_NO_ERROR, 'read');
       return;
@@ -347,6 +485,7 @@ export class MasqueServer {
     st.session = s;
     st.phase = 'open';
     c.sessions.set(streamId, s);
+    s.opened = true;
     this.live[kind]++;
     this.counters.sessionsOpened[kind]++;
     this.count(`open-${kind}`);
@@ -367,6 +506,7 @@ export class MasqueServer {
     this.armExpiry(s);
     const queued = st.queued;
     st.queued = [];
+    st.queuedBytes = 0;
     for (const q of queued) {
       if (c.requests.get(streamId) !== st) break;
       if (!q.capsules) {
@@ -378,7 +518,7 @@ export class MasqueServer {
       } catch (err) {
         if (!(err instanceof H3Error)) throw err;
         this.endSession(s, 'client');
-        c.requests.delete(streamId);
+        this.dropRequest(c, streamId);
         c.h3.fail(err, streamId);
       }
     }
@@ -392,20 +532,48 @@ export class MasqueServer {
       identity,
       capsules: new CapsuleParser(),
       prefix: Buffer.from(encodeHttpDatagramPrefix(streamId, 0)),
+      opened: false,
       ended: false,
     };
-    if (kind === 'udp') {
-      const target = parseUdpPath(path);
-      s.relay = await UdpRelay.open(target, this.opts.udpPolicy, this.opts.dnsTimeoutMs, (payload) => this.sendPayload(s, payload));
-      if (c.closed) s.relay.close();
-    } else {
-      const ip = this.opts.ip;
-      if (!ip) throw new TargetError(403, 'connect-ip is not enabled on this server');
-      s.ipproto = parseIpPath(path).ipproto;
-      s.sink = { deliver: (pkt) => this.sendPayload(s, pkt) };
-      s.lease = ip.gateway.attach(s.sink);
+    // Counted from now (before the DNS wait), so concurrent CONNECTs cannot pass the cap together.
+    this.countSubject(identity.subject, kind, 1);
+    try {
+      if (kind === 'udp') {
+        const target = parseUdpPath(path);
+        s.relay = await UdpRelay.open(target, this.opts.udpPolicy, this.resolver, (payload) => this.sendPayload(s, payload));
+        if (c.closed) s.relay.close();
+      } else {
+        const ip = this.opts.ip;
+        if (!ip) throw new TargetError('FORBIDDEN', 'connect-ip is not enabled on this server');
+        s.ipproto = parseIpPath(path).ipproto;
+        s.sink = { deliver: (pkt) => this.sendPayload(s, pkt) };
+        s.lease = ip.gateway.attach(s.sink);
+      }
+    } catch (err) {
+      this.endSession(s, 'server');
+      throw err;
     }
     return s;
+  }
+
+  /** Sessions (open or being set up) per subject and kind, for maxUdpSessionsPerSubject / maxIpSessionsPerSubject. */
+  private readonly perSubject = new Map<string, Record<MasqueKind, number>>();
+
+  private countSubject(subject: string, kind: MasqueKind, delta: 1 | -1): void {
+    const n = this.perSubject.get(subject) ?? { udp: 0, ip: 0 };
+    n[kind] += delta;
+    if (n.udp === 0 && n.ip === 0) this.perSubject.delete(subject);
+    else this.perSubject.set(subject, n);
+  }
+
+  /** A 429 naming the limit when the subject already holds its share of sessions of this kind. */
+  private subjectAtCap(subject: string, kind: MasqueKind): { status: number; error: string; limit: string; max: number } | undefined {
+    const limit = kind === 'udp' ? 'maxUdpSessionsPerSubject' : 'maxIpSessionsPerSubject';
+    const max = this.limits[limit];
+    if ((this.perSubject.get(subject)?.[kind] ?? 0) < max) return undefined;
+    this.overLimit(kind === 'udp' ? 'udp-sessions-per-subject' : 'ip-sessions-per-subject');
+    const what = kind === 'udp' ? 'connect-udp' : 'connect-ip';
+    return { status: 429, error: `subject already holds ${max} ${what} sessions (tunnel.masque.limits.${limit})`, limit: `tunnel.masque.limits.${limit}`, max };
   }
 
   private sendIpConfig(s: Session): void {
@@ -422,9 +590,19 @@ export class MasqueServer {
     this.writeCapsule(s, encodeTypedCapsule({ type: 'route_advertisement', ranges }));
   }
 
+  /**
+   * A capsule on the session's stream. Replies a client does not read pile up here: past
+   * maxReplyBytesPerStream the session ends (reset with H3_EXCESSIVE_LOAD).
+   */
   private writeCapsule(s: Session, capsule: Uint8Array): void {
-    s.conn.h3.write(s.streamId, encodeDataFrameHeader(capsule.length));
-    s.conn.h3.write(s.streamId, capsule);
+    const c = s.conn;
+    if (c.h3.pendingBytes(s.streamId) + capsule.length > this.limits.maxReplyBytesPerStream) {
+      this.overLimit('reply-bytes');
+      this.endSession(s, 'limit');
+      return;
+    }
+    c.h3.write(s.streamId, encodeDataFrameHeader(capsule.length));
+    c.h3.write(s.streamId, capsule);
   }
 
   private armExpiry(s: Session): void {
@@ -454,9 +632,9 @@ export class MasqueServer {
       }
       identity = r;
     }
-    if (c.closed) return;
+    if (c.closed || c.requests.get(streamId) !== st) return;
     st.phase = 'done';
-    c.requests.delete(streamId);
+    this.dropRequest(c, streamId);
     if (failure) {
       this.respond(c, streamId, encodeJsonResponse(failure.status, { error: failure.error }, failure.headers), true);
       return;
@@ -476,6 +654,7 @@ export class MasqueServer {
 
   private onCapsuleBytes(s: Session, bytes: Uint8Array): void {
     for (const cap of s.capsules.push(bytes)) {
+      if (s.ended) return; // a limit ended it while replying
       if (cap.type === 'datagram') {
         const ctx = readContextId(cap.payload);
         if (!ctx) continue;
@@ -537,7 +716,7 @@ export class MasqueServer {
       this.counters.drops['client-queue']++;
       return false;
     }
-    if (c.h3.pendingBytes(s.streamId) > MAX_PENDING_STREAM_BYTES) {
+    if (c.h3.pendingBytes(s.streamId) > this.limits.maxReplyBytesPerStream) {
       this.counters.drops['client-queue']++;
       return false;
     }
@@ -559,12 +738,17 @@ export class MasqueServer {
     if (s.expiry) clearTimeout(s.expiry);
     s.relay?.close();
     s.lease?.release();
+    this.countSubject(s.identity.subject, s.kind, -1);
+    const c = s.conn;
+    if (!s.opened) return; // set up but never answered with 200: nothing was counted or sent
     this.live[s.kind]--;
     this.counters.sessionsEnded[why]++;
-    const c = s.conn;
     c.sessions.delete(s.streamId);
-    if (why === 'token-expired' || why === 'server') {
-      c.requests.delete(s.streamId);
+    if (why === 'limit') {
+      this.dropRequest(c, s.streamId);
+      if (!c.closed) c.h3.resetStream(s.streamId, H3ErrorCode.H3_EXCESSIVE_LOAD);
+    } else if (why === 'token-expired' || why === 'server') {
+      this.dropRequest(c, s.streamId);
       if (!c.closed) {
         c.h3.write(s.streamId, new Uint8Array(0), true);
         c.quic.streamShutdown(s.streamId, H3ErrorCode.H3_NO_ERROR, 'read');
@@ -577,7 +761,7 @@ export class MasqueServer {
   /** @internal A stream was reset (our stream error): drop its session. */
   endStream(c: ServerConn, streamId: number, why: SessionEndReason): void {
     const s = c.sessions.get(streamId);
-    c.requests.delete(streamId);
+    this.dropRequest(c, streamId);
     if (s) this.endSession(s, why === 'server' ? 'client' : why);
   }
 
@@ -585,8 +769,10 @@ export class MasqueServer {
   onConnectionClosed(c: ServerConn, reason?: CloseReason): void {
     c.closed = true;
     c.closeReason = reason;
+    if (c.headerTimer) clearTimeout(c.headerTimer);
     for (const s of [...c.sessions.values()]) this.endSession(s, 'connection');
     c.requests.clear();
+    c.headerBytes = 0;
     this.conns.delete(c);
   }
 
@@ -625,4 +811,8 @@ function bearer(headers: readonly { name: string; value: string }[]): string | u
   if (!v) return undefined;
   const m = /^Bearer[ ]+(\S+)$/i.exec(v.trim());
   return m?.[1];
+}
+
+function newResolver(o: MasqueServerOptions): TargetResolver {
+  return new TargetResolver({ timeoutMs: o.dnsTimeoutMs, maxInFlight: o.dnsMaxInFlight ?? 64, servers: o.dnsServers });
 }

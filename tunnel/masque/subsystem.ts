@@ -13,7 +13,7 @@ import { loadTlsMaterial, generateSelfSigned, writeTlsMaterial, type TlsMaterial
 import { MasqueServer } from './server.js';
 import { IpGateway } from './ip-gateway.js';
 import { TargetPolicy } from './policy.js';
-import type { MasqueConfig } from './config.js';
+import { masqueLimits, type MasqueConfig } from './config.js';
 
 async function tlsFor(cfg: MasqueConfig, stateDir: string): Promise<TlsMaterial> {
   const { certFile, keyFile } = cfg.tls;
@@ -100,6 +100,28 @@ function registerMetrics(ctx: AgentContext, get: () => MasqueServer | undefined,
   mirror('cbr_masque_auth_failures_total', 'CONNECTs refused by the auth gate, by HTTP status', ['status'], (s) =>
     Object.entries(s.counters.authFailures).map(([k, v]) => [{ status: k }, v]),
   );
+  mirror('cbr_masque_limit_exceeded_total', 'requests, streams, sessions and connections stopped by a tunnel.masque.limits bound', ['limit'], (s) =>
+    Object.entries(s.counters.limits).map(([k, v]) => [{ limit: k }, v]),
+  );
+  new Gauge({
+    name: 'cbr_masque_dns_lookups_in_flight',
+    help: 'connect-udp host-name lookups in flight',
+    registers: [r],
+    collect() {
+      this.set(get()?.resolver.inFlight ?? 0);
+    },
+  });
+  mirror('cbr_masque_dns_lookups_total', 'connect-udp host-name lookups by result (busy: refused at the in-flight cap)', ['result'], (s) =>
+    Object.entries(s.resolver.results).map(([k, v]) => [{ result: k }, v]),
+  );
+  new Gauge({
+    name: 'cbr_masque_header_bytes',
+    help: 'header bytes buffered for incomplete HTTP/3 requests',
+    registers: [r],
+    collect() {
+      this.set(get()?.headerBytes ?? 0);
+    },
+  });
   mirror('cbr_masque_token_refreshes_total', 'in-band token refreshes accepted', [], (s) => [[{}, s.counters.tokenRefreshes]]);
 }
 
@@ -114,9 +136,18 @@ async function probeListener(host: string, port: number, signal: AbortSignal): P
     probe[26] = 8;
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no answer from the QUIC listener ${host}:${port}`)), 2000);
-      signal.addEventListener('abort', () => (clearTimeout(timer), reject(new Error('health check aborted'))));
-      sock.once('message', () => (clearTimeout(timer), resolve()));
-      sock.once('error', (e) => (clearTimeout(timer), reject(e)));
+      signal.addEventListener('abort', () => {
+        clearTimeout(timer);
+        reject(new Error('health check aborted'));
+      });
+      sock.once('message', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      sock.once('error', (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
       sock.send(probe, port, host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host);
     });
   } finally {
@@ -165,6 +196,8 @@ export const masqueSubsystemFactory: SubsystemFactory = {
             auth,
             udpPolicy: udpPolicy(c),
             dnsTimeoutMs: c.udp.dnsTimeout,
+            dnsMaxInFlight: c.udp.maxDnsLookups,
+            limits: masqueLimits(c),
             ip: gateway ? { gateway, routes: c.ip.routes } : undefined,
             popName: popName(ctx.config),
             log,
@@ -206,6 +239,8 @@ export const masqueSubsystemFactory: SubsystemFactory = {
         server.update({
           udpPolicy: udpPolicy(n),
           dnsTimeoutMs: n.udp.dnsTimeout,
+          dnsMaxInFlight: n.udp.maxDnsLookups,
+          limits: masqueLimits(n),
           ip: gateway ? { gateway, routes: n.ip.routes } : undefined,
           auth: ctx.services.require<AuthGate>(AUTH_SERVICE, 'tunnel.masque'),
         });

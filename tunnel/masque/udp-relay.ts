@@ -2,9 +2,9 @@
 // resolution (with a timeout) and the target policy. Payloads (context ID 0) go out as they come;
 // replies go back to the session's sink.
 import { createSocket, type Socket } from 'node:dgram';
-import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { type TargetPolicy, TargetError, type UdpTarget } from './policy.js';
+import type { TargetResolver } from './dns.js';
 
 export type UdpDropReason = 'send-error' | 'client-queue';
 
@@ -20,27 +20,13 @@ export class UdpRelay {
   ) {}
 
   /**
-   * Resolves and checks the target, then connects a UDP socket to it. Throws TargetError: 403 when
-   * the policy refuses it, 400 when the name does not resolve in time (the server maps it to 502/504).
+   * Resolves and checks the target, then connects a UDP socket to it. Throws TargetError:
+   * TARGET_REFUSED when the policy refuses it, the resolver's codes when the name does not resolve.
    */
-  static async open(target: UdpTarget, policy: TargetPolicy, dnsTimeoutMs: number, onPacket: (payload: Buffer) => boolean): Promise<UdpRelay> {
-    let address = target.host;
-    if (isIP(address) === 0) {
-      let timer: NodeJS.Timeout | undefined;
-      try {
-        const r = await Promise.race([
-          lookup(target.host, { verbatim: true }),
-          new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error('timeout')), dnsTimeoutMs))),
-        ]);
-        address = r.address;
-      } catch (err) {
-        throw new TargetError(400, `cannot resolve ${target.host}: ${(err as Error).message}`);
-      } finally {
-        clearTimeout(timer);
-      }
-    }
+  static async open(target: UdpTarget, policy: TargetPolicy, resolver: TargetResolver, onPacket: (payload: Buffer) => boolean): Promise<UdpRelay> {
+    const address = isIP(target.host) === 0 ? await resolver.resolve(target.host) : target.host;
     const why = policy.check(address, target.port);
-    if (why) throw new TargetError(403, why);
+    if (why) throw new TargetError('TARGET_REFUSED', why);
     const socket = createSocket(isIP(address) === 6 ? 'udp6' : 'udp4');
     await new Promise<void>((resolve, reject) => {
       socket.once('error', reject);

@@ -4,7 +4,8 @@
 // setImmediate (application events, then send until quiche says Done, then the timer is re-armed).
 // That keeps the per-packet work at one native recv and one native send.
 import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
-import { isIPv6 } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
+import { IPv6 } from 'ip-num';
 import quiche from '@matrixai/quic/native/quiche.js';
 import type { Config, Connection, Host } from '@matrixai/quic/native/types.js';
 import { newServerConnectionId, newClientConnectionId, SERVER_CID_LENGTH } from './cid.js';
@@ -47,6 +48,10 @@ export interface ServerEndpointOptions extends TransportOptions {
   /** Stateless retry before any state is created (default true). */
   retry?: boolean;
   maxConnections?: number;
+  /** Most connections from one source address (IPv6 grouped by /64); more Initials are dropped. Default 64. */
+  maxConnectionsPerSource?: number;
+  /** Most handshakes in progress from one source (IPv6 by /64). Default 16. */
+  maxHandshakesPerSource?: number;
   onConnection: (conn: QuicConnection) => void;
 }
 
@@ -65,8 +70,32 @@ export interface ConnectionHandler {
   /** Called for streams the application marked with wantWritable() once they have capacity again. */
   onStreamWritable?(conn: QuicConnection, streamId: number): void;
   onDatagram?(conn: QuicConnection, data: Buffer): void;
+  /**
+   * The peer sent STOP_SENDING on a stream we write: it reads no more of it. `code` is its application
+   * error code, undefined for a watched stream that quiche already collected (see watchStream).
+   */
+  onStreamStopped?(conn: QuicConnection, streamId: number, code: number | undefined): void;
   onClosed?(conn: QuicConnection, reason: CloseReason): void;
 }
+
+/**
+ * One streamRecv: bytes read (and whether that was the end of the stream), 'blocked' (nothing there
+ * yet), the peer's RESET_STREAM with its application error code, or 'gone' (the stream is finished
+ * and collected, or never existed). Distinct as quiche's own results are.
+ */
+export type StreamRead = { bytes: number; fin: boolean } | { reset: number } | 'blocked' | 'gone';
+
+// The binding reports a quiche error only as its Debug text (`StreamReset(77)`, `StreamStopped(88)`):
+// these two carry the peer's code, which is all we read from it.
+const STREAM_RESET = /^StreamReset\((\d+)\)$/;
+const STREAM_STOPPED = /^StreamStopped\((\d+)\)$/;
+function quicheErrorCode(err: unknown, re: RegExp): number | undefined {
+  const m = re.exec(err instanceof Error ? err.message : '');
+  return m ? Number(m[1]) : undefined;
+}
+
+/** How often a connection with an onStreamStopped handler looks for STOP_SENDING on streams it is not writing. */
+const STOP_CHECK_MS = 200;
 
 export interface CloseReason {
   /** 'peer' and 'local' carry the CONNECTION_CLOSE code; 'idle' is the idle timeout. */
@@ -76,7 +105,30 @@ export interface CloseReason {
   reason: string;
 }
 
-export type DropReason = 'short' | 'header' | 'unknown-cid' | 'not-initial' | 'small-initial' | 'bad-token' | 'full' | 'recv-error' | 'accept-error';
+export type DropReason =
+  | 'short'
+  | 'header'
+  | 'unknown-cid'
+  | 'not-initial'
+  | 'small-initial'
+  | 'bad-token'
+  | 'full'
+  | 'source-connections'
+  | 'source-handshakes'
+  | 'recv-error'
+  | 'accept-error';
+
+/** The key per-source limits count by: the IPv4 address, or the /64 of an IPv6 address. */
+export function sourceKey(address: string): string {
+  if (!isIPv6(address)) return address;
+  if (address.startsWith('::ffff:') && isIPv4(address.slice(7))) return address.slice(7);
+  return `${(IPv6.fromString(address).getValue() >> 64n).toString(16)}::/64`;
+}
+
+interface SourceCount {
+  connections: number;
+  handshakes: number;
+}
 
 export interface EndpointStats {
   packetsIn: number;
@@ -144,10 +196,20 @@ export class QuicConnection {
   closed = false;
   private established = false;
   private writeWaiters: Set<number> | undefined;
+  /** STOP_SENDING codes found by streamSend, delivered on the next dispatch (not inside the write). */
+  private stopped: Map<number, number | undefined> | undefined;
+  /** Streams we keep open for the whole connection (HTTP/3 control and QPACK streams): reported if they go. */
+  private watched: Set<number> | undefined;
+  private nextStopCheck = 0;
+  /** @internal A deferred STOP_SENDING check for packets that arrived between two checks. */
+  stopTimer: NodeJS.Timeout | undefined;
   /** @internal */ timer: NodeJS.Timeout | undefined;
   /** @internal */ deadline = 0;
   /** @internal */ keys: string[] = [];
   /** @internal */ recvInfo: { from: Host; to: Host } | undefined;
+  /** @internal The per-source counter this (server) connection is counted in, and its key. */
+  source: SourceCount | undefined;
+  /** @internal */ sourceKey = '';
 
   constructor(
     readonly native: Connection,
@@ -167,22 +229,31 @@ export class QuicConnection {
     let n: number | null;
     try {
       n = this.native.streamSend(streamId, data, fin);
-    } catch {
+    } catch (err) {
+      const code = quicheErrorCode(err, STREAM_STOPPED);
+      if (code !== undefined) {
+        this.noteStopped(streamId, code);
+        this.endpoint.markDirty(this);
+      }
+      // Otherwise the stream is finished or reset in this direction: nothing more can go on it.
       return 0;
     }
     this.endpoint.markDirty(this);
     return n ?? 0;
   }
 
-  /** Reads into buf: [bytes, fin] or null when nothing is there. */
-  streamRecv(streamId: number, buf: Uint8Array): [number, boolean] | null {
+  /** Reads into buf (see StreamRead). */
+  streamRecv(streamId: number, buf: Uint8Array): StreamRead {
+    let r: [number, boolean] | null;
     try {
-      const r = this.native.streamRecv(streamId, buf);
-      if (r) this.endpoint.markDirty(this); // MAX_STREAM_DATA may be due
-      return r;
-    } catch {
-      return null;
+      r = this.native.streamRecv(streamId, buf);
+    } catch (err) {
+      const code = quicheErrorCode(err, STREAM_RESET);
+      return code === undefined ? 'gone' : { reset: code };
     }
+    if (r === null) return 'blocked';
+    this.endpoint.markDirty(this); // MAX_STREAM_DATA may be due
+    return { bytes: r[0], fin: r[1] };
   }
 
   /** Aborts a stream in one or both directions with an application error code. */
@@ -205,9 +276,19 @@ export class QuicConnection {
     }
   }
 
+  /**
+   * Reports a stream of ours that should live as long as the connection through onStreamStopped once
+   * the peer stops it: quiche collects a finished-sending stream on STOP_SENDING, leaving no error to read.
+   */
+  watchStream(streamId: number): void {
+    this.watched ??= new Set();
+    this.watched.add(streamId);
+  }
+
   /** Asks for one onStreamWritable call once the stream has room again. */
   wantWritable(streamId: number): void {
-    (this.writeWaiters ??= new Set()).add(streamId);
+    this.writeWaiters ??= new Set();
+    this.writeWaiters.add(streamId);
     this.endpoint.markDirty(this);
   }
 
@@ -239,11 +320,60 @@ export class QuicConnection {
     this.endpoint.markDirty(this);
   }
 
+  /**
+   * STOP_SENDING shows only as an error from a write. Streams we write learn it there; the others
+   * (a session that only receives) are probed with a zero-length writability check, at most every
+   * STOP_CHECK_MS, since quiche lists a stopped stream as writable.
+   */
+  private deliverStops(onStopped: NonNullable<ConnectionHandler['onStreamStopped']>): void {
+    const now = Date.now();
+    if (now < this.nextStopCheck) {
+      // Packets arrived since the last check (they may hold a STOP_SENDING): check once more later.
+      if (!this.stopTimer) {
+        this.stopTimer = setTimeout(() => {
+          this.stopTimer = undefined;
+          this.endpoint.markDirty(this);
+        }, this.nextStopCheck - now);
+        this.stopTimer.unref();
+      }
+    } else {
+      this.nextStopCheck = now + STOP_CHECK_MS;
+      for (const id of this.native.writable()) {
+        try {
+          this.native.streamWritable(id, 0);
+        } catch (err) {
+          const code = quicheErrorCode(err, STREAM_STOPPED);
+          if (code !== undefined) this.noteStopped(id, code);
+        }
+      }
+      if (this.watched) {
+        for (const id of this.watched) {
+          try {
+            this.native.streamWritable(id, 0);
+          } catch (err) {
+            this.watched.delete(id);
+            this.noteStopped(id, quicheErrorCode(err, STREAM_STOPPED));
+          }
+        }
+      }
+    }
+    if (!this.stopped || this.stopped.size === 0) return;
+    const found = this.stopped;
+    this.stopped = undefined;
+    for (const [id, code] of found) onStopped(this, id, code);
+  }
+
+  private noteStopped(streamId: number, code: number | undefined): void {
+    this.stopped ??= new Map();
+    this.stopped.set(streamId, code);
+  }
+
   /** @internal Delivers application events after a batch of packets. */
   dispatch(): void {
     if (!this.established && this.native.isEstablished()) {
       this.established = true;
       this.endpoint.stats.handshakes++;
+      if (this.source) this.source.handshakes--;
       this.handler.onEstablished?.(this);
     }
     if (!this.established) return;
@@ -254,6 +384,7 @@ export class QuicConnection {
         if (this.writeWaiters.delete(id)) h.onStreamWritable(this, id);
       }
     }
+    if (h.onStreamStopped) this.deliverStops(h.onStreamStopped);
     if (h.onDatagram) {
       // dgramRecv into one scratch buffer, then a copy from Node's buffer pool: dgramRecvVec hands
       // out a native-backed buffer per datagram (a finalizer each, and major GCs from the external memory).
@@ -283,8 +414,22 @@ export class QuicEndpoint {
     retriesSent: 0,
     versionNegotiations: 0,
     sendErrors: 0,
-    drops: { short: 0, header: 0, 'unknown-cid': 0, 'not-initial': 0, 'small-initial': 0, 'bad-token': 0, full: 0, 'recv-error': 0, 'accept-error': 0 },
+    drops: {
+      short: 0,
+      header: 0,
+      'unknown-cid': 0,
+      'not-initial': 0,
+      'small-initial': 0,
+      'bad-token': 0,
+      full: 0,
+      'source-connections': 0,
+      'source-handshakes': 0,
+      'recv-error': 0,
+      'accept-error': 0,
+    },
   };
+  /** Connections and handshakes in progress per source (sourceKey), for the per-source caps. */
+  private readonly sources = new Map<string, SourceCount>();
   private readonly socket: Socket;
   private readonly table = new Map<string, QuicConnection>();
   private readonly connections = new Set<QuicConnection>();
@@ -391,22 +536,32 @@ export class QuicEndpoint {
   private onPacket(msg: Buffer, rinfo: RemoteInfo): void {
     this.stats.packetsIn++;
     this.stats.bytesIn += msg.length;
-    if (msg.length < 1 + SERVER_CID_LENGTH) return this.drop('short');
+    if (msg.length < 1 + SERVER_CID_LENGTH) {
+      this.drop('short');
+      return;
+    }
     let conn: QuicConnection | undefined;
     // Short header: the DCID sits at a fixed offset; skip the native header parse on the hot path.
     if ((msg[0]! & 0x80) === 0) {
       conn = this.table.get(msg.toString('latin1', 1, 1 + SERVER_CID_LENGTH));
-      if (!conn) return this.drop('unknown-cid');
+      if (!conn) {
+        this.drop('unknown-cid');
+        return;
+      }
     } else {
-      let hdr;
+      let hdr: ReturnType<typeof quiche.Header.fromSlice>;
       try {
         hdr = quiche.Header.fromSlice(msg, SERVER_CID_LENGTH);
       } catch {
-        return this.drop('header');
+        this.drop('header'); // not a QUIC long header we can read: nothing to answer
+        return;
       }
       conn = this.table.get(cidKey(hdr.dcid));
       if (!conn) {
-        if (this.role !== 'server' || this.closing) return this.drop('unknown-cid');
+        if (this.role !== 'server' || this.closing) {
+          this.drop('unknown-cid');
+          return;
+        }
         conn = this.accept(msg, rinfo, hdr);
         if (!conn) return;
       }
@@ -461,6 +616,11 @@ export class QuicEndpoint {
     } else {
       scid = newServerConnectionId(opts.serverId);
     }
+    // Per-source caps, counted only for validated sources (after retry) so a spoofer cannot spend a victim's share.
+    const key = sourceKey(rinfo.address);
+    const source = this.sources.get(key) ?? { connections: 0, handshakes: 0 };
+    if (source.connections >= (opts.maxConnectionsPerSource ?? 64)) return void this.drop('source-connections');
+    if (source.handshakes >= (opts.maxHandshakesPerSource ?? 16)) return void this.drop('source-handshakes');
     const peer = { host: rinfo.address, port: rinfo.port };
     let native: Connection;
     try {
@@ -469,6 +629,11 @@ export class QuicEndpoint {
       return void this.drop('accept-error');
     }
     const conn = new QuicConnection(native, this, peer, this.local, this.config);
+    source.connections++;
+    source.handshakes++;
+    this.sources.set(key, source);
+    conn.source = source;
+    conn.sourceKey = key;
     // Without retry the client keeps addressing its own random DCID until our first Initial arrives.
     if (odcid === null) this.register(conn, scid, hdr.dcid);
     else this.register(conn, scid);
@@ -518,7 +683,7 @@ export class QuicEndpoint {
         this.slabOff = 0;
       }
       const out = this.slab.subarray(this.slabOff, this.slabOff + max);
-      let r;
+      let r: ReturnType<typeof native.send>;
       try {
         r = native.send(out);
       } catch {
@@ -529,7 +694,10 @@ export class QuicEndpoint {
       this.slabOff += (n + 7) & ~7;
       this.sendRaw(out.subarray(0, n), info.to.port, info.to.host);
     }
-    if (native.isClosed()) return this.retire(conn);
+    if (native.isClosed()) {
+      this.retire(conn);
+      return;
+    }
     this.armTimer(conn);
   }
 
@@ -552,7 +720,10 @@ export class QuicEndpoint {
     conn.timer = undefined;
     if (conn.closed) return;
     conn.native.onTimeout();
-    if (conn.native.isClosed()) return this.retire(conn);
+    if (conn.native.isClosed()) {
+      this.retire(conn);
+      return;
+    }
     this.markDirty(conn);
   }
 
@@ -561,9 +732,18 @@ export class QuicEndpoint {
     conn.closed = true;
     if (conn.timer) clearTimeout(conn.timer);
     conn.timer = undefined;
+    if (conn.stopTimer) clearTimeout(conn.stopTimer);
+    conn.stopTimer = undefined;
     for (const k of conn.keys) if (this.table.get(k) === conn) this.table.delete(k);
     this.connections.delete(conn);
     this.dirty.delete(conn);
+    const src = conn.source;
+    if (src) {
+      src.connections--;
+      if (!conn.isEstablished) src.handshakes--;
+      if (src.connections === 0) this.sources.delete(conn.sourceKey);
+      conn.source = undefined;
+    }
     const n = conn.native;
     let reason: CloseReason;
     const peer = n.peerError();

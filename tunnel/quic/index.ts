@@ -14,6 +14,8 @@ export {
   type CloseReason,
   type DropReason,
   type EndpointStats,
+  type StreamRead,
+  sourceKey,
 } from './endpoint.js';
 export { newServerConnectionId, serverIdOfConnectionId, newClientConnectionId, SERVER_CID_LENGTH, SERVER_CID_FORMAT } from './cid.js';
 export { RetryTokenKey, type TokenRejection } from './token.js';

@@ -114,9 +114,9 @@ export async function measureStreamTransfer(pair: LoopbackPair, bytes: number, t
       onStreamReadable: (c, id) => {
         for (;;) {
           const r = c.streamRecv(id, buf);
-          if (!r) break;
-          received += r[0];
-          if (r[1]) {
+          if (typeof r !== 'object' || 'reset' in r) break;
+          received += r.bytes;
+          if (r.fin) {
             clearTimeout(timer);
             resolve();
             return;
