@@ -344,6 +344,9 @@ test('a corrupt leases.db is moved aside and only WireGuard degrades; a reload s
       const check = await h.ctx.health.runNow('wireguard.store');
       assert.equal(check?.lastResult, 'fail');
       assert.match(check?.lastError ?? '', /leases\.db is corrupt .*moved to .*leases\.db\.corrupt-/);
+      // Only WireGuard is lost: the PoP is degraded, not down, so anycast (and MASQUE) stay up.
+      assert.equal(check?.critical, false);
+      assert.equal(h.ctx.health.snapshot().degraded, true);
       const r = await call(h, 'POST', '/v1/wireguard/peers', { token: 'sub:alice', body: { publicKey: newKey() } });
       assert.equal(r.status, 503);
       assert.equal(r.json.code, 'STORE_CORRUPT');

@@ -111,6 +111,8 @@ export class WireguardSubsystem implements Subsystem {
         timeoutMs: 1_000,
         rise: 1,
         fall: 1,
+        // WireGuard is lost on this PoP, MASQUE is not: degraded, not withdrawn.
+        critical: false,
         run: () => {
           throw new Error(reason);
         },
