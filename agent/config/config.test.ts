@@ -203,3 +203,12 @@ test('docs/config.md lists every leaf field', () => {
   const md = renderConfigDocs();
   for (const path of configLeafPaths()) assert.ok(md.includes(`\`${path.join('.')}\``), `docs miss ${path.join('.')}`);
 });
+
+test('connect-udp allowPorts: a port as a number or a string, or a range; anything else named', () => {
+  const cfg = validateConfig({ tunnel: { masque: { udp: { allowPorts: ['15090', 53, '1000-2000', ' 80 '] } } } });
+  assert.deepEqual(cfg.tunnel.masque.udp.allowPorts, [15090, 53, '1000-2000', 80]);
+  const problems = problemsOf('tunnel:\n  masque:\n    udp:\n      allowPorts: ["0", 70000, "5-3", "abc"]\n');
+  assert.equal(problems.length, 4, problems.join('\n'));
+  for (const [i, bad] of ['"0"', '70000', '"5-3"', '"abc"'].entries())
+    assert.equal(problems[i], `tunnel.masque.udp.allowPorts[${i}]: expected a port (1-65535) or a range like "1024-65535", got ${bad}`);
+});

@@ -2,19 +2,17 @@
 import { z } from 'zod';
 import { enabledFlag, hostPort, duration, prefix, ifname, port } from '../../dataplane/index.js';
 
-const portRange = z
-  .union([port(), z.string().regex(/^\d{1,5}-\d{1,5}$/, { error: (iss) => `expected a port or a range like "1024-65535", got ${JSON.stringify(iss.input)}` })])
-  .refine(
-    (v) =>
-      typeof v === 'number' ||
-      (() => {
-        const [a, b] = v.split('-').map(Number);
-        return a! >= 1 && b! <= 65535 && a! <= b!;
-      })(),
-    {
-      error: (iss) => `expected a port range within 1-65535, low-high, got ${JSON.stringify(iss.input)}`,
-    },
-  );
+/** A port (53 or "53") or an inclusive range ("1024-65535"); the output is a number or "low-high". */
+const portRange = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(String(v).trim());
+  const lo = m ? Number(m[1]) : Number.NaN;
+  const hi = m?.[2] !== undefined ? Number(m[2]) : lo;
+  if (!m || lo < 1 || hi > 65535 || lo > hi) {
+    ctx.addIssue({ code: 'custom', message: `expected a port (1-65535) or a range like "1024-65535", got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  return lo === hi ? lo : `${lo}-${hi}`;
+});
 
 /** What one remote party may hold on the listener; the server uses these when no config is given (tests). */
 export const DEFAULT_MASQUE_LIMITS = {
