@@ -1,6 +1,6 @@
 // The `tunnel.masque` section: the HTTP/3 listener terminating connect-udp and connect-ip.
 import { z } from 'zod';
-import { enabledFlag, hostPort, duration, prefix, ifname, port } from '../../dataplane/index.js';
+import { enabledFlag, hostPort, duration, prefix, ifname } from '../../dataplane/index.js';
 
 /** A port (53 or "53") or an inclusive range ("1024-65535"); the output is a number or "low-high". */
 const portRange = z.union([z.number(), z.string()]).transform((v, ctx) => {
