@@ -61,7 +61,7 @@ test('agent serves /metrics and /healthz, reloads on SIGHUP, exits 0 on SIGTERM'
     agent.proc.kill('SIGHUP');
     const rejected = await agent.waitForLog(isMsg('reload rejected: invalid config; keeping the running config'));
     assert.deepEqual(rejected.problems, [
-      'admin.lisen: unknown key (did you mean "listen"?); expected one of enabled, listen, apiToken, apiTokenFile',
+      'admin.lisen: unknown key (did you mean "listen"?); expected one of enabled, listen, apiToken, apiTokenFile, maxConnections',
       'health.checks: expected array, got "nope"',
     ]);
     h = await getJson(`${agent.adminUrl}/healthz`);
@@ -166,6 +166,21 @@ test('config check --print censors inline secrets', async () => {
     assert.doesNotMatch(r.stdout, /s3cret/);
     assert.match(r.stdout, /apiToken: "?\[Redacted\]"?/);
     assert.match(r.stdout, /listen: 127\.0\.0\.1:9780/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('an admin token file others can read is refused, naming the file and its mode', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'cbr-tokfile-'));
+  try {
+    const tok = join(dir, 'token');
+    writeFileSync(tok, 'a-long-enough-admin-token-0123\n', { mode: 0o644 });
+    const cfg = join(dir, 'c.yaml');
+    writeFileSync(cfg, `admin:\n  listen: 127.0.0.1:0\n  apiTokenFile: ${tok}\n`);
+    const r = await runCli(['agent', '--config', cfg]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr.trim(), new RegExp(`^admin\\.apiTokenFile: .*${tok.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}.*644`));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -7,6 +7,7 @@ import { Gauge, Counter } from 'prom-client';
 import {
   ConfigError,
   errorMessage,
+  readSecretFile,
   createLogger,
   createMetricsRegistry,
   HealthModel,
@@ -393,11 +394,13 @@ function readClientTls(config: CbrConfig): ClientTls {
 function readApiToken(config: CbrConfig): string | undefined {
   if (config.admin.apiToken) return config.admin.apiToken;
   if (!config.admin.apiTokenFile) return undefined;
+  let token: string;
   try {
-    const token = readFileSync(config.admin.apiTokenFile, 'utf8').trim();
-    if (token.length < 16) throw new Error('expected at least 16 characters');
-    return token;
+    // refuses a file the group or others can read, naming it and its mode
+    token = readSecretFile(config.admin.apiTokenFile, 'admin.apiTokenFile').trim();
   } catch (err) {
-    throw new ConfigError([`admin.apiTokenFile: ${errorMessage(err)}`], config.admin.apiTokenFile);
+    throw new ConfigError([errorMessage(err)], config.admin.apiTokenFile);
   }
+  if (token.length < 16) throw new ConfigError(['admin.apiTokenFile: expected at least 16 characters'], config.admin.apiTokenFile);
+  return token;
 }

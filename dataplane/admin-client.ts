@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { ConfigLoader } from './config/load.js';
 import { baseConfigSchema } from './config/base.js';
+import { readSecretFile } from './os/secret-file.js';
 
 export interface AdminClientOptions {
   /** Base URL such as http://127.0.0.1:9780 */
@@ -78,7 +79,7 @@ export function adminClientFromOptions(opts: { admin?: string; config?: string }
     // Only the base sections matter here; the agent validates the rest.
     const { config } = new ConfigLoader(baseConfigSchema).loadFile(configPath);
     url ??= `http://${config.admin.listen.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '[::1]:')}`;
-    token ??= config.admin.apiToken ?? (config.admin.apiTokenFile ? readFileSync(config.admin.apiTokenFile, 'utf8').trim() : undefined);
+    token ??= config.admin.apiToken ?? (config.admin.apiTokenFile ? readSecretFile(config.admin.apiTokenFile, 'admin.apiTokenFile').trim() : undefined);
   }
   return adminClient({ url: url ?? 'http://127.0.0.1:9780', token });
 }
