@@ -1,6 +1,5 @@
 // What CLI commands (`cbr xdp status`, `cbr wg peers`, `cbr bgp drain`, …) use to talk to the running
 // agent's /v1/ API. The address comes from --admin, CBR_ADMIN_URL, or the config file's admin.listen.
-import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { ConfigLoader } from './config/load.js';
 import { baseConfigSchema } from './config/base.js';
