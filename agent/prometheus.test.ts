@@ -144,7 +144,16 @@ tunnel:
     // Every dashboard query returns data once a few scrapes have happened.
     const queries = dashboardQueries();
     assert.ok(queries.length >= 30, `only ${queries.length} queries found in ${DASHBOARD}`);
-    const pops = await prom.api<string[]>('label/instance/values', { 'match[]': 'cbr_build_info' });
+    // The first scrape may not have happened yet on a loaded machine.
+    const pops = await waitFor(
+      'prometheus to have scraped the agent',
+      async () => {
+        const v = await prom.api<string[]>('label/instance/values', { 'match[]': 'cbr_build_info' });
+        return v.length ? v : undefined;
+      },
+      30_000,
+      250,
+    );
     assert.deepEqual(pops, [`10.0.9.2:${ADMIN_PORT}`], 'the dashboard variable $pop');
     let empty: string[] = [];
     await waitFor(
