@@ -1,7 +1,8 @@
 // The MASQUE client side: one HTTP/3 connection to a PoP carrying any number of connect-udp /
 // connect-ip sessions (one request stream each), ordinary requests (status, token refresh) and
 // HTTP Datagrams. Many clients can share one QuicEndpoint (one UDP socket).
-import { QuicEndpoint, type CloseReason } from '../quic/index.js';
+import { QuicEndpoint, transportErrorName, isCertificateError, type CloseReason } from '../quic/index.js';
+import { CbrError } from '../../dataplane/index.js';
 import {
   H3Error,
   RequestStreamReader,
@@ -203,7 +204,9 @@ export class MasqueClient {
       };
       c.onClosed = (r) => {
         clearTimeout(timer);
-        reject(new Error(`connection to ${opts.host}:${opts.port} closed during the handshake: ${describeClose(r)}`));
+        const what = `connection to ${opts.host}:${opts.port} failed in the handshake, ${describeClose(r)}`;
+        // A refused certificate stays refused: callers (cbr connect) stop instead of retrying.
+        reject(!r.isApp && isCertificateError(r.code) ? new CbrError('TLS_CERTIFICATE_REJECTED', what) : new Error(what));
       };
     }).catch(async (e) => {
       if (own) await endpoint.close();
@@ -395,8 +398,13 @@ export class MasqueClient {
   }
 }
 
+/** A close in words: who closed, the error's name, and the reason (what failed, for a certificate). */
 export function describeClose(r: CloseReason): string {
   if (r.by === 'idle') return 'idle timeout';
-  const code = r.isApp ? h3ErrorName(r.code) : `transport 0x${r.code.toString(16)}`;
-  return `${r.by} ${code}${r.reason ? ` (${r.reason})` : ''}`;
+  const code = r.isApp ? h3ErrorName(r.code) : transportErrorName(r.code);
+  const who = r.by === 'peer' ? 'closed by the server' : r.by === 'local' ? 'closed by this client' : 'closed';
+  let reason = r.reason;
+  if (!reason && !r.isApp && isCertificateError(r.code))
+    reason = r.by === 'local' ? "the server's certificate was refused (its name, its CA or its dates)" : 'the server refused our certificate';
+  return `${who}: ${code}${reason ? ` (${reason})` : ''}`;
 }

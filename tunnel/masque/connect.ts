@@ -9,7 +9,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { decodeJwt } from 'jose';
 import type { Command } from 'commander';
-import { TunDevice, splitHostPort } from '../../dataplane/index.js';
+import { TunDevice, splitHostPort, errorMessage, errorCode } from '../../dataplane/index.js';
 import { MasqueClient, MasqueHttpError, describeClose, type MasqueSession, type SessionEnd } from './client.js';
 import { rangeToPrefixes } from './ranges.js';
 
@@ -95,7 +95,14 @@ export interface ConnectOptions {
 const sleep = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve) => {
     const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+    signal.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(t);
+        resolve();
+      },
+      { once: true },
+    );
   });
 
 /** Runs the client until `signal` aborts. */
@@ -197,7 +204,8 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
         if (end === 'stop') break;
         o.log(`session ended: ${end.by === 'connection' ? describeClose(end.reason) : end.by}`);
       } catch (err) {
-        o.log(`connect failed: ${(err as Error).message}`);
+        o.log(`connect failed: ${errorMessage(err)}`);
+        if (errorCode(err) === 'TLS_CERTIFICATE_REJECTED') throw err; // permanent: retrying cannot help
       } finally {
         clearTimeout(refreshTimer);
         current = undefined;

@@ -4,13 +4,14 @@
 // setImmediate (application events, then send until quiche says Done, then the timer is re-armed).
 // That keeps the per-packet work at one native recv and one native send.
 import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
-import { isIPv4, isIPv6 } from 'node:net';
+import { isIP, isIPv4, isIPv6 } from 'node:net';
 import { IPv6 } from 'ip-num';
 import quiche from '@matrixai/quic/native/quiche.js';
 import type { Config, Connection, Host } from '@matrixai/quic/native/types.js';
 import { newServerConnectionId, newClientConnectionId, SERVER_CID_LENGTH } from './cid.js';
 import { RetryTokenKey } from './token.js';
 import type { TlsMaterial } from './tls.js';
+import { verifyIpCertificate } from './verify.js';
 
 export type CongestionControl = 'bbr' | 'cubic' | 'reno';
 export const CONGESTION_CONTROLS: readonly CongestionControl[] = ['bbr', 'cubic', 'reno'];
@@ -143,6 +144,8 @@ export interface EndpointStats {
 }
 
 const MAX_UDP = 65_535;
+/** CRYPTO_ERROR carrying the TLS alert bad_certificate (RFC 9001 §4.8: 0x100 + 42). */
+const TLS_BAD_CERTIFICATE = 0x100 + 42;
 const SLAB_BYTES = 256 << 10;
 const dgramScratch = Buffer.allocUnsafe(MAX_UDP);
 
@@ -210,6 +213,8 @@ export class QuicConnection {
   /** @internal The per-source counter this (server) connection is counted in, and its key. */
   source: SourceCount | undefined;
   /** @internal */ sourceKey = '';
+  /** @internal A client connection to an IP literal: the certificate is checked here after the handshake (see verify.ts). */
+  verifyIp: { ip: string; caPem: string | undefined } | undefined;
 
   constructor(
     readonly native: Connection,
@@ -371,6 +376,15 @@ export class QuicConnection {
   /** @internal Delivers application events after a batch of packets. */
   dispatch(): void {
     if (!this.established && this.native.isEstablished()) {
+      if (this.verifyIp) {
+        const why = verifyIpCertificate(this.native.peerCertChain() ?? [], this.verifyIp.ip, this.verifyIp.caPem);
+        if (why) {
+          // verifyIp stays set, so the refused connection never reaches onEstablished while it closes.
+          this.close(false, TLS_BAD_CERTIFICATE, why);
+          return;
+        }
+        this.verifyIp = undefined;
+      }
       this.established = true;
       this.endpoint.stats.handshakes++;
       if (this.source) this.source.handshakes--;
@@ -437,6 +451,8 @@ export class QuicEndpoint {
   private flushScheduled = false;
   private local: Host = { host: '0.0.0.0', port: 0 };
   private config: Config;
+  /** Client: quiche's own name check off, for servers named by an IP literal (verified in verify.ts). */
+  private ipConfig: Config | undefined;
   private readonly tokens = new RetryTokenKey();
   /**
    * Packets are built straight into a slab and sent as views of it (a send keeps its view alive
@@ -512,8 +528,14 @@ export class QuicEndpoint {
     if (this.role !== 'client') throw new Error('connect is for client endpoints');
     const scid = newClientConnectionId();
     const peer = { host, port };
-    const native = quiche.Connection.connect(serverName, scid, this.local, peer, this.config);
-    const conn = new QuicConnection(native, this, peer, this.local, this.config);
+    const o = this.opts as ClientEndpointOptions;
+    const byIp = isIP(serverName) !== 0 && !o.insecure;
+    if (byIp) this.ipConfig ??= buildClientConfig({ ...o, insecure: true });
+    const config = (byIp ? this.ipConfig : undefined) ?? this.config;
+    // No SNI for an IP literal (RFC 6066 §3).
+    const native = quiche.Connection.connect(byIp ? null : serverName, scid, this.local, peer, config);
+    const conn = new QuicConnection(native, this, peer, this.local, config);
+    if (byIp) conn.verifyIp = { ip: serverName, caPem: o.caPem };
     conn.handler = handler;
     this.register(conn, scid);
     this.markDirty(conn);
