@@ -23,13 +23,13 @@ import {
 import { H3Connection } from './h3-conn.js';
 import { TOKEN_REFRESH_PATH } from './server.js';
 
-export class MasqueHttpError extends Error {
+/** The server answered a request or CONNECT with a non-2xx status (code MASQUE_HTTP). */
+export class MasqueHttpError extends CbrError {
   constructor(
     readonly status: number,
     readonly body: string,
   ) {
-    super(`server answered ${status}${body ? `: ${body.slice(0, 200)}` : ''}`);
-    this.name = 'MasqueHttpError';
+    super('MASQUE_HTTP', `server answered ${status}${body ? `: ${body.slice(0, 200)}` : ''}`);
   }
 }
 

@@ -40,7 +40,7 @@ export function fileToken(path: string): TokenSource {
       try {
         token = readFileSync(path, 'utf8').trim();
       } catch (err) {
-        throw new Error(`--token-file: cannot read ${path}: ${(err as Error).message}`);
+        throw new Error(`--token-file: cannot read ${path}: ${errorMessage(err)}`);
       }
       if (!token) throw new Error(`--token-file: ${path} is empty`);
       return { token, expiresAt: expiryOf(token) };
@@ -170,7 +170,7 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
             o.log(`session open: connect-ip addresses ${addrs.join(' ')} routes ${routes.join(' ')} on ${tun!.name}`);
           };
           await apply();
-          session.onIpConfig = () => void apply().catch((e) => o.log(`cannot apply the ip config: ${(e as Error).message}`));
+          session.onIpConfig = () => void apply().catch((e) => o.log(`cannot apply the ip config: ${errorMessage(e)}`));
         }
         // In-band refresh before expiry: at 80% of the remaining lifetime, at least 1 s ahead.
         const schedule = (exp: number | undefined) => {
@@ -189,7 +189,7 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
                 o.log('token refreshed');
                 schedule(next.expiresAt);
               } catch (err) {
-                o.log(`token refresh failed: ${(err as Error).message}`);
+                o.log(`token refresh failed: ${errorMessage(err)}`);
                 schedule(Math.floor(Date.now() / 1000) + 2);
               }
             },
@@ -258,7 +258,7 @@ export function registerConnectCommand(program: Command): void {
         try {
           caPem = readFileSync(opts.ca, 'utf8');
         } catch (err) {
-          throw new Error(`--ca: cannot read ${opts.ca}: ${(err as Error).message}`);
+          throw new Error(`--ca: cannot read ${opts.ca}: ${errorMessage(err)}`);
         }
       }
       const ac = new AbortController();

@@ -12,6 +12,7 @@ import { newServerConnectionId, newClientConnectionId, SERVER_CID_LENGTH } from 
 import { RetryTokenKey } from './token.js';
 import type { TlsMaterial } from './tls.js';
 import { verifyIpCertificate } from './verify.js';
+import { errorMessage } from '../../dataplane/index.js';
 
 export type CongestionControl = 'bbr' | 'cubic' | 'reno';
 export const CONGESTION_CONTROLS: readonly CongestionControl[] = ['bbr', 'cubic', 'reno'];
@@ -277,6 +278,7 @@ export class QuicConnection {
     try {
       return this.native.streamCapacity(streamId);
     } catch {
+      // Finished, reset or stopped (STOP_SENDING is reported by streamSend and the stop check): no room on it.
       return 0;
     }
   }
@@ -302,6 +304,7 @@ export class QuicConnection {
     try {
       this.native.dgramSend(data);
     } catch {
+      // Too big for the path, or the queue is full: the caller counts the drop.
       return false;
     }
     this.endpoint.markDirty(this);
@@ -312,6 +315,7 @@ export class QuicConnection {
     try {
       return this.native.dgramMaxWritableLen() ?? 0;
     } catch {
+      // Datagrams not negotiated, or the connection is closing: nothing fits.
       return 0;
     }
   }
@@ -407,6 +411,7 @@ export class QuicConnection {
         try {
           n = this.native.dgramRecv(dgramScratch);
         } catch {
+          // Only a datagram bigger than the 64 KiB scratch could fail here; quiche has dropped it.
           break;
         }
         if (n === null) break;
@@ -648,6 +653,7 @@ export class QuicEndpoint {
     try {
       native = quiche.Connection.accept(scid, odcid, this.local, peer, this.config);
     } catch {
+      // quiche refused the Initial (bad CID lengths, TLS setup): counted, nothing to answer.
       return void this.drop('accept-error');
     }
     const conn = new QuicConnection(native, this, peer, this.local, this.config);
@@ -690,7 +696,7 @@ export class QuicEndpoint {
         conn.dispatch();
       } catch (err) {
         // An application bug on one connection must not take the endpoint down: close that one.
-        conn.close(false, quiche.ConnectionErrorCode.InternalError, String((err as Error).message ?? err).slice(0, 100));
+        conn.close(false, quiche.ConnectionErrorCode.InternalError, errorMessage(err).slice(0, 100));
       }
       this.flush(conn);
     }
@@ -709,6 +715,7 @@ export class QuicEndpoint {
       try {
         r = native.send(out);
       } catch {
+        // quiche closes the connection on a send error; isClosed() below retires it.
         break;
       }
       if (r === null) break;

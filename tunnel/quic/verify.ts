@@ -41,7 +41,8 @@ export function verifyIpCertificate(chainDer: readonly Uint8Array[], ip: string,
     const sans = leaf.subjectAltName ?? 'none';
     return `the certificate does not name ${ip} among its IP addresses (subject alternative names: ${sans})`;
   }
-  const roots = caPem !== undefined ? bundle(caPem) : (systemRoots ??= rootCertificates.flatMap((p) => bundle(p)));
+  systemRoots ??= caPem === undefined ? rootCertificates.flatMap((p) => bundle(p)) : undefined;
+  const roots = caPem !== undefined ? bundle(caPem) : (systemRoots ?? []);
   const trusted = (c: X509Certificate) => roots.some((r) => r.fingerprint256 === c.fingerprint256 || (r.ca && c.checkIssued(r) && c.verify(r.publicKey)));
   // Walk up the chain the server sent until a certificate is trusted or issued by a trusted one.
   for (let i = 0; i < chain.length; i++) {
