@@ -29,7 +29,7 @@ const hex = (h: string) => Uint8Array.from(Buffer.from(h.replace(/\s+/g, ''), 'h
 const cat = (...parts: Uint8Array[]) => Uint8Array.from(Buffer.concat(parts));
 
 function expectH3(fn: () => unknown, code: number, scope?: 'connection' | 'stream'): void {
-  assert.throws(fn, (e: unknown) => e instanceof H3Error && e.code === code && (!scope || e.scope === scope));
+  assert.throws(fn, (e: unknown) => e instanceof H3Error && e.h3Code === code && (!scope || e.scope === scope));
 }
 
 // ---------------------------------------------------------------- HTTP Datagrams

@@ -1,4 +1,6 @@
-// H3 error codes (RFC 9114 §8.1, RFC 9204 §6, RFC 9297 §5.2) and the one error type every decoder here throws.
+// H3 error codes (RFC 9114 §8.1, RFC 9204 §6, RFC 9297 §5.2), the one error type every decoder here
+// throws, and the one map from error codes to H3 codes.
+import { CbrError, errorCode } from '../../dataplane/index.js';
 
 export const H3ErrorCode = {
   H3_NO_ERROR: 0x100,
@@ -40,15 +42,17 @@ export function h3ErrorName(code: number): string {
  */
 export type H3ErrorScope = 'connection' | 'stream';
 
-/** A protocol error found while decoding peer input (or refusing to encode invalid input). */
-export class H3Error extends Error {
-  override readonly name = 'H3Error';
+/**
+ * A protocol error found while decoding peer input (or refusing to encode invalid input): CbrError
+ * code H3_PROTOCOL, and the HTTP/3 error code to close or reset with in `h3Code`.
+ */
+export class H3Error extends CbrError {
   constructor(
-    readonly code: H3ErrorCodeValue,
+    readonly h3Code: H3ErrorCodeValue,
     readonly scope: H3ErrorScope,
     message: string,
   ) {
-    super(`${h3ErrorName(code)}: ${message}`);
+    super('H3_PROTOCOL', `${h3ErrorName(h3Code)}: ${message}`);
   }
 
   get isConnectionError(): boolean {
@@ -57,7 +61,27 @@ export class H3Error extends Error {
 
   /** The reason text without the code prefix (fits a CONNECTION_CLOSE reason phrase). */
   get reason(): string {
-    return this.message.slice(h3ErrorName(this.code).length + 2);
+    return this.message.slice(h3ErrorName(this.h3Code).length + 2);
+  }
+}
+
+/**
+ * The one map from errors to HTTP/3 error codes: an H3Error carries its own; a bound that was hit is
+ * H3_EXCESSIVE_LOAD, a deadline H3_REQUEST_INCOMPLETE, a refused request H3_REQUEST_REJECTED; anything
+ * else is H3_INTERNAL_ERROR.
+ */
+export function h3CodeFor(err: unknown): H3ErrorCodeValue {
+  if (err instanceof H3Error) return err.h3Code;
+  switch (errorCode(err)) {
+    case 'LIMIT_EXCEEDED':
+    case 'RATE_LIMITED':
+      return H3ErrorCode.H3_EXCESSIVE_LOAD;
+    case 'TIMEOUT':
+      return H3ErrorCode.H3_REQUEST_INCOMPLETE;
+    case 'UNAVAILABLE':
+      return H3ErrorCode.H3_REQUEST_REJECTED;
+    default:
+      return H3ErrorCode.H3_INTERNAL_ERROR;
   }
 }
 

@@ -30,7 +30,7 @@ function expectH3(fn: () => unknown, code: number, scope?: 'connection' | 'strea
     fn();
   } catch (e) {
     assert.ok(e instanceof H3Error, `expected H3Error, got ${String(e)}`);
-    assert.equal(e.code, code, `expected code 0x${code.toString(16)}, got ${e.message}`);
+    assert.equal(e.h3Code, code, `expected code 0x${code.toString(16)}, got ${e.message}`);
     if (scope) assert.equal(e.scope, scope);
     return e;
   }

@@ -23,7 +23,7 @@ const fields = (...pairs: Array<[string, string]>) => pairs.map(([n, v]) => f(n,
 function expectH3(fn: () => unknown, code: number, scope?: 'connection' | 'stream'): void {
   assert.throws(fn, (e: unknown) => {
     assert.ok(e instanceof H3Error, `not an H3Error: ${String(e)}`);
-    assert.equal(e.code, code, e.message);
+    assert.equal(e.h3Code, code, e.message);
     if (scope) assert.equal(e.scope, scope);
     return true;
   });

@@ -9,7 +9,7 @@ const hex = (h: string) => Uint8Array.from(Buffer.from(h.replace(/\s+/g, ''), 'h
 const toHex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 
 function expectH3(fn: () => unknown, code: number): void {
-  assert.throws(fn, (e: unknown) => e instanceof H3Error && e.code === code);
+  assert.throws(fn, (e: unknown) => e instanceof H3Error && e.h3Code === code);
 }
 
 test('Huffman table is a complete prefix code (Kraft sum 1, no collisions)', () => {
@@ -107,7 +107,7 @@ test('decoded size is bounded', () => {
       return err;
     }
   })();
-  assert.ok(e instanceof H3Error && e.code === H3ErrorCode.H3_EXCESSIVE_LOAD && e.scope === 'stream');
+  assert.ok(e instanceof H3Error && e.h3Code === H3ErrorCode.H3_EXCESSIVE_LOAD && e.scope === 'stream');
 });
 
 test('encoder uses indexed lines for exact static matches and keeps the never-index bit', () => {
@@ -195,7 +195,7 @@ test('property: field sections round-trip, with and without Huffman', () => {
         decoded.map((f) => [f.name, f.value]),
         fields.map((f) => [f.name, f.value]),
       );
-      decoded.forEach((f, i) => assert.equal(f.neverIndex ?? false, fields[i].neverIndex ?? false));
+      for (const [i, f] of decoded.entries()) assert.equal(f.neverIndex ?? false, fields[i]?.neverIndex ?? false);
     }),
     { numRuns: 500 },
   );

@@ -43,7 +43,7 @@ test('writeVarint refuses values it cannot encode, with H3Error', () => {
 
 test('H3Error carries code, scope and a readable name', () => {
   const e = new H3Error(H3ErrorCode.H3_FRAME_UNEXPECTED, 'connection', 'DATA on control stream');
-  assert.equal(e.code, 0x105);
+  assert.equal(e.h3Code, 0x105);
   assert.equal(e.isConnectionError, true);
   assert.equal(e.message, 'H3_FRAME_UNEXPECTED: DATA on control stream');
   assert.equal(e.reason, 'DATA on control stream');

@@ -1,7 +1,8 @@
 // The MASQUE client side: one HTTP/3 connection to a PoP carrying any number of connect-udp /
 // connect-ip sessions (one request stream each), ordinary requests (status, token refresh) and
 // HTTP Datagrams. Many clients can share one QuicEndpoint (one UDP socket).
-import { QuicEndpoint, type CloseReason } from '../quic/index.js';
+import { QuicEndpoint, transportErrorName, isCertificateError, type CloseReason } from '../quic/index.js';
+import { CbrError } from '../../dataplane/index.js';
 import {
   H3Error,
   RequestStreamReader,
@@ -22,24 +23,27 @@ import {
 import { H3Connection } from './h3-conn.js';
 import { TOKEN_REFRESH_PATH } from './server.js';
 
-export class MasqueHttpError extends Error {
+/** The server answered a request or CONNECT with a non-2xx status (code MASQUE_HTTP). */
+export class MasqueHttpError extends CbrError {
   constructor(
     readonly status: number,
     readonly body: string,
   ) {
-    super(`server answered ${status}${body ? `: ${body.slice(0, 200)}` : ''}`);
-    this.name = 'MasqueHttpError';
+    super('MASQUE_HTTP', `server answered ${status}${body ? `: ${body.slice(0, 200)}` : ''}`);
   }
 }
 
 /** The QUIC connection closed before the handshake completed; `reason` says who closed it and why. */
-export class MasqueHandshakeError extends Error {
+/**
+ * A connection that closed before its handshake finished. A refused certificate has the code
+ * TLS_CERTIFICATE_REJECTED: it stays refused, so callers (cbr connect) stop instead of retrying.
+ */
+export class MasqueHandshakeError extends CbrError {
   constructor(
     message: string,
     readonly reason: CloseReason,
   ) {
-    super(message);
-    this.name = 'MasqueHandshakeError';
+    super(!reason.isApp && isCertificateError(reason.code) ? 'TLS_CERTIFICATE_REJECTED' : 'UNAVAILABLE', message);
   }
 }
 
@@ -216,7 +220,7 @@ export class MasqueClient {
       };
       c.onClosed = (r) => {
         clearTimeout(timer);
-        reject(new MasqueHandshakeError(`connection to ${opts.host}:${opts.port} closed during the handshake: ${describeClose(r)}`, r));
+        reject(new MasqueHandshakeError(`connection to ${opts.host}:${opts.port} failed in the handshake, ${describeClose(r)}`, r));
       };
     }).catch(async (e) => {
       if (own) await endpoint.close();
@@ -409,8 +413,13 @@ export class MasqueClient {
   }
 }
 
+/** A close in words: who closed, the error's name, and the reason (what failed, for a certificate). */
 export function describeClose(r: CloseReason): string {
   if (r.by === 'idle') return 'idle timeout';
-  const code = r.isApp ? h3ErrorName(r.code) : `transport 0x${r.code.toString(16)}`;
-  return `${r.by} ${code}${r.reason ? ` (${r.reason})` : ''}`;
+  const code = r.isApp ? h3ErrorName(r.code) : transportErrorName(r.code);
+  const who = r.by === 'peer' ? 'closed by the server' : r.by === 'local' ? 'closed by this client' : 'closed';
+  let reason = r.reason;
+  if (!reason && !r.isApp && isCertificateError(r.code))
+    reason = r.by === 'local' ? "the server's certificate was refused (its name, its CA or its dates)" : 'the server refused our certificate';
+  return `${who}: ${code}${reason ? ` (${reason})` : ''}`;
 }

@@ -2,7 +2,8 @@
 // place (the PoP reached, the addresses assigned, time until the token expires, bytes each way,
 // reconnects, and the state in words); when the output is not a terminal, one JSON line per change.
 import { getHeader, type HeaderField } from '../h3/index.js';
-import { MasqueHandshakeError, MasqueHttpError, type SessionEnd } from './client.js';
+import { errorCode } from '../../dataplane/index.js';
+import { MasqueHttpError, type SessionEnd } from './client.js';
 
 export type ConnectState =
   | 'connecting'
@@ -21,14 +22,10 @@ export interface StatusOutput {
 }
 
 /** TLS alerts (RFC 8446 §6.2) that mean the server's certificate was not accepted. */
-const CERTIFICATE_ALERTS = new Set([42, 43, 44, 45, 46, 48, 49]);
-
 /** The state a failed connection attempt leaves the client in. */
 export function stateForFailure(err: unknown): ConnectState {
   if (err instanceof MasqueHttpError) return 'refused';
-  // QUIC CRYPTO_ERROR is 0x100 + the TLS alert (RFC 9001 §4.8).
-  if (err instanceof MasqueHandshakeError && !err.reason.isApp && err.reason.code >= 0x100 && err.reason.code <= 0x1ff)
-    return CERTIFICATE_ALERTS.has(err.reason.code - 0x100) ? 'certificate error' : 'reconnecting';
+  if (errorCode(err) === 'TLS_CERTIFICATE_REJECTED') return 'certificate error';
   return 'reconnecting';
 }
 

@@ -9,7 +9,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { decodeJwt } from 'jose';
 import type { Command } from 'commander';
-import { TunDevice, splitHostPort } from '../../dataplane/index.js';
+import { TunDevice, splitHostPort, errorMessage, errorCode } from '../../dataplane/index.js';
 import { MasqueClient, MasqueHttpError, describeClose, type MasqueSession, type SessionEnd } from './client.js';
 import { rangeToPrefixes } from './ranges.js';
 import { ConnectStatus, stateForEnd, stateForFailure } from './connect-status.js';
@@ -41,7 +41,7 @@ export function fileToken(path: string): TokenSource {
       try {
         token = readFileSync(path, 'utf8').trim();
       } catch (err) {
-        throw new Error(`--token-file: cannot read ${path}: ${(err as Error).message}`);
+        throw new Error(`--token-file: cannot read ${path}: ${errorMessage(err)}`);
       }
       if (!token) throw new Error(`--token-file: ${path} is empty`);
       return { token, expiresAt: expiryOf(token) };
@@ -98,7 +98,14 @@ export interface ConnectOptions {
 const sleep = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve) => {
     const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+    signal.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(t);
+        resolve();
+      },
+      { once: true },
+    );
   });
 
 /** Runs the client until `signal` aborts. */
@@ -177,7 +184,7 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
             o.status?.connected({ headers: session.responseHeaders, addresses: addrs, expiresAt });
           };
           await apply();
-          session.onIpConfig = () => void apply().catch((e) => o.log(`cannot apply the ip config: ${(e as Error).message}`));
+          session.onIpConfig = () => void apply().catch((e) => o.log(`cannot apply the ip config: ${errorMessage(e)}`));
         }
         // In-band refresh before expiry: at 80% of the remaining lifetime, at least 1 s ahead.
         const schedule = (exp: number | undefined) => {
@@ -199,7 +206,7 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
                 o.status?.set('connected');
                 schedule(next.expiresAt);
               } catch (err) {
-                o.log(`token refresh failed: ${(err as Error).message}`);
+                o.log(`token refresh failed: ${errorMessage(err)}`);
                 o.status?.set('connected', 'token refresh failed');
                 schedule(Math.floor(Date.now() / 1000) + 2);
               }
@@ -216,8 +223,9 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
         o.log(`session ended: ${end.by === 'connection' ? describeClose(end.reason) : end.by}`);
         o.status?.set(stateForEnd(end));
       } catch (err) {
-        o.log(`connect failed: ${(err as Error).message}`);
-        o.status?.set(stateForFailure(err), (err as Error).message);
+        o.log(`connect failed: ${errorMessage(err)}`);
+        o.status?.set(stateForFailure(err), errorMessage(err));
+        if (errorCode(err) === 'TLS_CERTIFICATE_REJECTED') throw err; // permanent: retrying cannot help
       } finally {
         clearTimeout(refreshTimer);
         current = undefined;
@@ -270,7 +278,7 @@ export function registerConnectCommand(program: Command): void {
         try {
           caPem = readFileSync(opts.ca, 'utf8');
         } catch (err) {
-          throw new Error(`--ca: cannot read ${opts.ca}: ${(err as Error).message}`);
+          throw new Error(`--ca: cannot read ${opts.ca}: ${errorMessage(err)}`);
         }
       }
       const ac = new AbortController();

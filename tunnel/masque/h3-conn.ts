@@ -7,6 +7,7 @@ import type { QuicConnection, CloseReason } from '../quic/index.js';
 import {
   H3Error,
   H3ErrorCode,
+  h3CodeFor,
   H3FrameParser,
   PeerUniStreams,
   readUniStreamHeader,
@@ -56,8 +57,8 @@ export interface H3Events {
   onStreamAbandoned?(streamId: number, how: 'reset' | 'stopped', code: number): void;
 }
 
-// One read buffer for every connection (reads are synchronous and the bytes are copied out): a
-// 64 KiB buffer per connection was most of an idle session's memory.
+// One read buffer shared by every connection: reads are synchronous and each chunk is copied out
+// before the next read, so no connection holds a read buffer of its own while idle.
 const readBuf = Buffer.allocUnsafe(65_536);
 
 export class H3Connection {
@@ -110,12 +111,14 @@ export class H3Connection {
     }
   }
 
+  /** A connection error closes the connection, a stream error resets the stream, each with h3CodeFor(err). */
   fail(err: H3Error, streamId?: number): void {
+    const code = h3CodeFor(err);
     if (err.scope === 'connection' || streamId === undefined) {
       this.closing = true;
-      this.quic.close(true, err.code, err.reason.slice(0, 200));
+      this.quic.close(true, code, err.reason.slice(0, 200));
     } else {
-      this.resetStream(streamId, err.code);
+      this.resetStream(streamId, code);
     }
   }
 

@@ -9,6 +9,8 @@ import { encodeControlStreamPreamble, encodeFrame, H3ErrorCode } from '../h3/ind
 import { MasqueServer } from './server.js';
 import { MasqueClient, MasqueHttpError } from './client.js';
 import { TargetPolicy } from './policy.js';
+import { runConnect, staticToken } from './connect.js';
+import { CbrError } from '../../dataplane/index.js';
 
 /** Tokens for this test: `sub:expiresAtUnixSeconds:role,role`. */
 class TestGate implements AuthGate {
@@ -187,6 +189,47 @@ test('sessions per subject are capped: 429 naming the limit, and room again once
     server.update({ limits: {} });
     await c.close();
   }
+});
+
+test('a server named by its IP address is verified against the IP SANs; a refused certificate is permanent', async () => {
+  const byIp = (serverName: string, caPem: string) =>
+    MasqueClient.connect({ host: '127.0.0.1', port: server.address.port, serverName, caPem, timeoutMs: 5000 });
+  const c = await byIp('127.0.0.1', tls.certPem);
+  try {
+    assert.equal((await c.request('GET', '/')).status, 200, 'the certificate names 127.0.0.1');
+  } finally {
+    await c.close();
+  }
+  const refused = (words: RegExp) => (e: unknown) => {
+    assert.ok(e instanceof CbrError && e.code === 'TLS_CERTIFICATE_REJECTED', String(e));
+    assert.match(e.message, words);
+    assert.doesNotMatch(e.message, /0x12a/);
+    return true;
+  };
+  await assert.rejects(byIp('127.0.0.2', tls.certPem), refused(/bad_certificate \(the certificate does not name 127\.0\.0\.2/));
+  const other = await generateSelfSigned(['127.0.0.1']);
+  await assert.rejects(byIp('127.0.0.1', other.certPem), refused(/not signed by the given CA/));
+  // quiche's own check (a DNS name) refuses in words too.
+  await assert.rejects(byIp('localhost', other.certPem), refused(/TLS alert \w+/));
+  // cbr connect stops at once instead of reconnecting forever.
+  const lines: string[] = [];
+  const t0 = Date.now();
+  await assert.rejects(
+    runConnect(
+      {
+        server: `127.0.0.1:${server.address.port}`,
+        tokens: staticToken(tokenFor('alice', 60)),
+        mode: 'udp',
+        target: `127.0.0.1:${echoPort}`,
+        caPem: other.certPem,
+        log: (l) => lines.push(l),
+      },
+      new AbortController().signal,
+    ),
+    refused(/not signed by the given CA/),
+  );
+  assert.ok(Date.now() - t0 < 5000);
+  assert.equal(lines.filter((l) => l.startsWith('reconnecting')).length, 0, lines.join('\n'));
 });
 
 async function rawClient(streams: Array<[number, Uint8Array, boolean]>, then?: (conn: QuicConnection) => void): Promise<CloseReason> {

@@ -367,7 +367,7 @@ export class MasqueServer {
       }
     } catch (err) {
       if (!(err instanceof H3Error)) throw err;
-      if (err.code === H3ErrorCode.H3_EXCESSIVE_LOAD && st.phase === 'headers') this.overLimit('header-bytes-stream');
+      if (err.h3Code === H3ErrorCode.H3_EXCESSIVE_LOAD && st.phase === 'headers') this.overLimit('header-bytes-stream');
       if (st.session) this.endSession(st.session, 'client');
       this.dropRequest(c, streamId);
       c.h3.fail(err, streamId);

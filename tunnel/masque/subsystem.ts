@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { createSocket } from 'node:dgram';
 import { Counter, Gauge } from 'prom-client';
 import type { AgentContext, Subsystem, SubsystemFactory, CbrConfig } from '../../dataplane/index.js';
-import { splitHostPort, popName } from '../../dataplane/index.js';
+import { splitHostPort, popName, errorMessage } from '../../dataplane/index.js';
 import { AUTH_SERVICE, type AuthGate } from '../../auth/index.js';
 import { loadTlsMaterial, generateSelfSigned, writeTlsMaterial, type TlsMaterial } from '../quic/index.js';
 import { MasqueServer } from './server.js';
@@ -155,107 +155,120 @@ async function probeListener(host: string, port: number, signal: AbortSignal): P
   }
 }
 
+/** The `tunnel.masque` lifecycle: the MASQUE server, its connect-ip gateway, TLS, metrics and health check. */
+export class MasqueSubsystem implements Subsystem {
+  private server: MasqueServer | undefined;
+  private gateway: IpGateway | undefined;
+  private readonly log: AgentContext['log'];
+
+  constructor(private readonly ctx: AgentContext) {
+    this.log = ctx.log.child({ subsystem: 'tunnel.masque' });
+  }
+
+  private cfg(): MasqueConfig {
+    return this.ctx.config.tunnel.masque as MasqueConfig;
+  }
+
+  async start(): Promise<void> {
+    const c = this.cfg();
+    const auth = this.ctx.services.require<AuthGate>(AUTH_SERVICE, 'tunnel.masque');
+    const listen = splitHostPort(c.listen)!;
+    const tls = await tlsFor(c, this.ctx.stateDir);
+    if (c.ip.enabled) {
+      try {
+        this.gateway = await IpGateway.create({
+          tunName: c.ip.tun,
+          mtu: c.ip.mtu,
+          poolV4: c.ip.poolV4,
+          poolV6: c.ip.poolV6,
+          nat: c.ip.nat,
+          allowPrivate: c.ip.allowPrivate,
+        });
+      } catch (err) {
+        throw new Error(`tunnel.masque.ip: cannot set up the connect-ip gateway: ${errorMessage(err)}`);
+      }
+    }
+    try {
+      this.server = await MasqueServer.listen({
+        host: listen.host,
+        port: listen.port,
+        tls,
+        serverId: c.serverId,
+        congestionControl: c.congestionControl,
+        idleTimeoutMs: c.idleTimeout,
+        retry: c.retry,
+        maxSessions: c.maxSessions,
+        auth,
+        udpPolicy: udpPolicy(c),
+        dnsTimeoutMs: c.udp.dnsTimeout,
+        dnsMaxInFlight: c.udp.maxDnsLookups,
+        limits: masqueLimits(c),
+        ip: this.gateway ? { gateway: this.gateway, routes: c.ip.routes } : undefined,
+        popName: popName(this.ctx.config),
+        log: this.log,
+      });
+    } catch (err) {
+      await this.gateway?.close();
+      throw new Error(`tunnel.masque.listen: cannot listen on ${c.listen}: ${errorMessage(err)}`);
+    }
+    registerMetrics(
+      this.ctx,
+      () => this.server,
+      () => this.gateway,
+    );
+    this.ctx.health.register({
+      name: 'masque.listener',
+      intervalMs: 5000,
+      timeoutMs: 3000,
+      rise: 2,
+      fall: 3,
+      run: (signal) => probeListener(this.server!.address.host, this.server!.address.port, signal),
+    });
+    this.log.info({ listen: `${this.server.address.host}:${this.server.address.port}`, connectIp: !!this.gateway }, 'MASQUE listener up');
+  }
+
+  checkReload(next: CbrConfig): void {
+    const n = next.tunnel.masque as MasqueConfig;
+    const c = this.cfg();
+    if (n.listen !== c.listen) throw new Error('tunnel.masque.listen: changing the listener needs a restart');
+    if (JSON.stringify(n.ip) !== JSON.stringify(c.ip)) {
+      const { routes: _a, ...rest } = n.ip;
+      const { routes: _b, ...cur } = c.ip;
+      if (JSON.stringify(rest) !== JSON.stringify(cur)) throw new Error('tunnel.masque.ip: only ip.routes can change without a restart');
+    }
+    if ((n.tls.certFile && !existsSync(n.tls.certFile)) || (n.tls.keyFile && !existsSync(n.tls.keyFile)))
+      throw new Error('tunnel.masque.tls: certificate or key file missing');
+  }
+
+  async reload(next: CbrConfig): Promise<void> {
+    const n = next.tunnel.masque as MasqueConfig;
+    if (!this.server) return;
+    this.server.update({
+      udpPolicy: udpPolicy(n),
+      dnsTimeoutMs: n.udp.dnsTimeout,
+      dnsMaxInFlight: n.udp.maxDnsLookups,
+      limits: masqueLimits(n),
+      ip: this.gateway ? { gateway: this.gateway, routes: n.ip.routes } : undefined,
+      auth: this.ctx.services.require<AuthGate>(AUTH_SERVICE, 'tunnel.masque'),
+    });
+    this.server.setTls(await tlsFor(n, this.ctx.stateDir));
+    this.log.info('MASQUE config and TLS material reloaded');
+  }
+
+  async drain(): Promise<void> {
+    this.server?.drain();
+  }
+
+  async stop(): Promise<void> {
+    await this.server?.close();
+    await this.gateway?.close();
+    this.server = undefined;
+    this.gateway = undefined;
+  }
+}
+
 export const masqueSubsystemFactory: SubsystemFactory = {
   name: 'tunnel.masque',
   enabled: (c: CbrConfig) => c.tunnel.masque.enabled,
-  create(ctx: AgentContext): Subsystem {
-    let server: MasqueServer | undefined;
-    let gateway: IpGateway | undefined;
-    const cfg = () => ctx.config.tunnel.masque as MasqueConfig;
-    const log = ctx.log.child({ subsystem: 'tunnel.masque' });
-    return {
-      async start() {
-        const c = cfg();
-        const auth = ctx.services.require<AuthGate>(AUTH_SERVICE, 'tunnel.masque');
-        const listen = splitHostPort(c.listen)!;
-        const tls = await tlsFor(c, ctx.stateDir);
-        if (c.ip.enabled) {
-          try {
-            gateway = await IpGateway.create({
-              tunName: c.ip.tun,
-              mtu: c.ip.mtu,
-              poolV4: c.ip.poolV4,
-              poolV6: c.ip.poolV6,
-              nat: c.ip.nat,
-              allowPrivate: c.ip.allowPrivate,
-            });
-          } catch (err) {
-            throw new Error(`tunnel.masque.ip: cannot set up the connect-ip gateway: ${(err as Error).message}`);
-          }
-        }
-        try {
-          server = await MasqueServer.listen({
-            host: listen.host,
-            port: listen.port,
-            tls,
-            serverId: c.serverId,
-            congestionControl: c.congestionControl,
-            idleTimeoutMs: c.idleTimeout,
-            retry: c.retry,
-            maxSessions: c.maxSessions,
-            auth,
-            udpPolicy: udpPolicy(c),
-            dnsTimeoutMs: c.udp.dnsTimeout,
-            dnsMaxInFlight: c.udp.maxDnsLookups,
-            limits: masqueLimits(c),
-            ip: gateway ? { gateway, routes: c.ip.routes } : undefined,
-            popName: popName(ctx.config),
-            log,
-          });
-        } catch (err) {
-          await gateway?.close();
-          throw new Error(`tunnel.masque.listen: cannot listen on ${c.listen}: ${(err as Error).message}`);
-        }
-        registerMetrics(
-          ctx,
-          () => server,
-          () => gateway,
-        );
-        ctx.health.register({
-          name: 'masque.listener',
-          intervalMs: 5000,
-          timeoutMs: 3000,
-          rise: 2,
-          fall: 3,
-          run: (signal) => probeListener(server!.address.host, server!.address.port, signal),
-        });
-        log.info({ listen: `${server.address.host}:${server.address.port}`, connectIp: !!gateway }, 'MASQUE listener up');
-      },
-      checkReload(next) {
-        const n = next.tunnel.masque as MasqueConfig;
-        const c = cfg();
-        if (n.listen !== c.listen) throw new Error('tunnel.masque.listen: changing the listener needs a restart');
-        if (JSON.stringify(n.ip) !== JSON.stringify(c.ip)) {
-          const { routes: _a, ...rest } = n.ip;
-          const { routes: _b, ...cur } = c.ip;
-          if (JSON.stringify(rest) !== JSON.stringify(cur)) throw new Error('tunnel.masque.ip: only ip.routes can change without a restart');
-        }
-        if ((n.tls.certFile && !existsSync(n.tls.certFile)) || (n.tls.keyFile && !existsSync(n.tls.keyFile)))
-          throw new Error('tunnel.masque.tls: certificate or key file missing');
-      },
-      async reload(next) {
-        const n = next.tunnel.masque as MasqueConfig;
-        if (!server) return;
-        server.update({
-          udpPolicy: udpPolicy(n),
-          dnsTimeoutMs: n.udp.dnsTimeout,
-          dnsMaxInFlight: n.udp.maxDnsLookups,
-          limits: masqueLimits(n),
-          ip: gateway ? { gateway, routes: n.ip.routes } : undefined,
-          auth: ctx.services.require<AuthGate>(AUTH_SERVICE, 'tunnel.masque'),
-        });
-        server.setTls(await tlsFor(n, ctx.stateDir));
-        log.info('MASQUE config and TLS material reloaded');
-      },
-      async drain() {
-        server?.drain();
-      },
-      async stop() {
-        await server?.close();
-        await gateway?.close();
-        server = undefined;
-        gateway = undefined;
-      },
-    };
-  },
+  create: (ctx: AgentContext): Subsystem => new MasqueSubsystem(ctx),
 };

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { QuicEndpoint } from '../quic/index.js';
 import { MasqueClient, type MasqueSession } from './client.js';
+import { errorMessage } from '../../dataplane/index.js';
 
 interface Cfg {
   mode: 'sessions' | 'pps';
@@ -40,7 +41,7 @@ if (cfg.mode === 'sessions') {
         await c.openUdp(cfg.target, cfg.token);
         opened++;
       } catch (err) {
-        const m = (err as Error).message.slice(0, 120);
+        const m = errorMessage(err).slice(0, 120);
         errors.set(m, (errors.get(m) ?? 0) + 1);
       }
     }
@@ -56,7 +57,11 @@ if (cfg.mode === 'sessions') {
         new Promise<void>((resolve) => {
           const s = [...c.sessions.values()][0]!;
           const t = setTimeout(resolve, 3000);
-          s.onPayload = () => (echoed++, clearTimeout(t), resolve());
+          s.onPayload = () => {
+            echoed++;
+            clearTimeout(t);
+            resolve();
+          };
           s.send(Buffer.from('x'));
         }),
     ),
@@ -88,8 +93,13 @@ if (cfg.mode === 'sessions') {
   const t0 = performance.now();
   while (performance.now() < until) {
     const now = performance.now();
-    if (received !== lastReceived) (lastReceived = received), (lastProgress = now);
-    else if (now - lastProgress > LOSS_MS) (writtenOff = sent - received), (lastProgress = now);
+    if (received !== lastReceived) {
+      lastReceived = received;
+      lastProgress = now;
+    } else if (now - lastProgress > LOSS_MS) {
+      writtenOff = sent - received;
+      lastProgress = now;
+    }
     for (let i = 0; i < 64 && sent - received - writtenOff < WINDOW; i++) {
       s.send(payload);
       sent++;

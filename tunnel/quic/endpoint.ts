@@ -4,13 +4,15 @@
 // setImmediate (application events, then send until quiche says Done, then the timer is re-armed).
 // That keeps the per-packet work at one native recv and one native send.
 import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
-import { isIPv4, isIPv6 } from 'node:net';
+import { isIP, isIPv4, isIPv6 } from 'node:net';
 import { IPv6 } from 'ip-num';
 import quiche from '@matrixai/quic/native/quiche.js';
 import type { Config, Connection, Host } from '@matrixai/quic/native/types.js';
 import { newServerConnectionId, newClientConnectionId, SERVER_CID_LENGTH } from './cid.js';
 import { RetryTokenKey } from './token.js';
 import type { TlsMaterial } from './tls.js';
+import { verifyIpCertificate } from './verify.js';
+import { errorMessage } from '../../dataplane/index.js';
 
 export type CongestionControl = 'bbr' | 'cubic' | 'reno';
 export const CONGESTION_CONTROLS: readonly CongestionControl[] = ['bbr', 'cubic', 'reno'];
@@ -143,6 +145,8 @@ export interface EndpointStats {
 }
 
 const MAX_UDP = 65_535;
+/** CRYPTO_ERROR carrying the TLS alert bad_certificate (RFC 9001 §4.8: 0x100 + 42). */
+const TLS_BAD_CERTIFICATE = 0x100 + 42;
 const SLAB_BYTES = 256 << 10;
 const dgramScratch = Buffer.allocUnsafe(MAX_UDP);
 
@@ -210,6 +214,8 @@ export class QuicConnection {
   /** @internal The per-source counter this (server) connection is counted in, and its key. */
   source: SourceCount | undefined;
   /** @internal */ sourceKey = '';
+  /** @internal A client connection to an IP literal: the certificate is checked here after the handshake (see verify.ts). */
+  verifyIp: { ip: string; caPem: string | undefined } | undefined;
 
   constructor(
     readonly native: Connection,
@@ -272,6 +278,7 @@ export class QuicConnection {
     try {
       return this.native.streamCapacity(streamId);
     } catch {
+      // Finished, reset or stopped (STOP_SENDING is reported by streamSend and the stop check): no room on it.
       return 0;
     }
   }
@@ -297,6 +304,7 @@ export class QuicConnection {
     try {
       this.native.dgramSend(data);
     } catch {
+      // Too big for the path, or the queue is full: the caller counts the drop.
       return false;
     }
     this.endpoint.markDirty(this);
@@ -307,6 +315,7 @@ export class QuicConnection {
     try {
       return this.native.dgramMaxWritableLen() ?? 0;
     } catch {
+      // Datagrams not negotiated, or the connection is closing: nothing fits.
       return 0;
     }
   }
@@ -371,6 +380,15 @@ export class QuicConnection {
   /** @internal Delivers application events after a batch of packets. */
   dispatch(): void {
     if (!this.established && this.native.isEstablished()) {
+      if (this.verifyIp) {
+        const why = verifyIpCertificate(this.native.peerCertChain() ?? [], this.verifyIp.ip, this.verifyIp.caPem);
+        if (why) {
+          // verifyIp stays set, so the refused connection never reaches onEstablished while it closes.
+          this.close(false, TLS_BAD_CERTIFICATE, why);
+          return;
+        }
+        this.verifyIp = undefined;
+      }
       this.established = true;
       this.endpoint.stats.handshakes++;
       if (this.source) this.source.handshakes--;
@@ -393,6 +411,7 @@ export class QuicConnection {
         try {
           n = this.native.dgramRecv(dgramScratch);
         } catch {
+          // Only a datagram bigger than the 64 KiB scratch could fail here; quiche has dropped it.
           break;
         }
         if (n === null) break;
@@ -437,6 +456,8 @@ export class QuicEndpoint {
   private flushScheduled = false;
   private local: Host = { host: '0.0.0.0', port: 0 };
   private config: Config;
+  /** Client: quiche's own name check off, for servers named by an IP literal (verified in verify.ts). */
+  private ipConfig: Config | undefined;
   private readonly tokens = new RetryTokenKey();
   /**
    * Packets are built straight into a slab and sent as views of it (a send keeps its view alive
@@ -512,8 +533,14 @@ export class QuicEndpoint {
     if (this.role !== 'client') throw new Error('connect is for client endpoints');
     const scid = newClientConnectionId();
     const peer = { host, port };
-    const native = quiche.Connection.connect(serverName, scid, this.local, peer, this.config);
-    const conn = new QuicConnection(native, this, peer, this.local, this.config);
+    const o = this.opts as ClientEndpointOptions;
+    const byIp = isIP(serverName) !== 0 && !o.insecure;
+    if (byIp) this.ipConfig ??= buildClientConfig({ ...o, insecure: true });
+    const config = (byIp ? this.ipConfig : undefined) ?? this.config;
+    // No SNI for an IP literal (RFC 6066 §3).
+    const native = quiche.Connection.connect(byIp ? null : serverName, scid, this.local, peer, config);
+    const conn = new QuicConnection(native, this, peer, this.local, config);
+    if (byIp) conn.verifyIp = { ip: serverName, caPem: o.caPem };
     conn.handler = handler;
     this.register(conn, scid);
     this.markDirty(conn);
@@ -626,6 +653,7 @@ export class QuicEndpoint {
     try {
       native = quiche.Connection.accept(scid, odcid, this.local, peer, this.config);
     } catch {
+      // quiche refused the Initial (bad CID lengths, TLS setup): counted, nothing to answer.
       return void this.drop('accept-error');
     }
     const conn = new QuicConnection(native, this, peer, this.local, this.config);
@@ -668,7 +696,7 @@ export class QuicEndpoint {
         conn.dispatch();
       } catch (err) {
         // An application bug on one connection must not take the endpoint down: close that one.
-        conn.close(false, quiche.ConnectionErrorCode.InternalError, String((err as Error).message ?? err).slice(0, 100));
+        conn.close(false, quiche.ConnectionErrorCode.InternalError, errorMessage(err).slice(0, 100));
       }
       this.flush(conn);
     }
@@ -687,6 +715,7 @@ export class QuicEndpoint {
       try {
         r = native.send(out);
       } catch {
+        // quiche closes the connection on a send error; isClosed() below retires it.
         break;
       }
       if (r === null) break;

@@ -20,3 +20,5 @@ export {
 export { newServerConnectionId, serverIdOfConnectionId, newClientConnectionId, SERVER_CID_LENGTH, SERVER_CID_FORMAT } from './cid.js';
 export { RetryTokenKey, type TokenRejection } from './token.js';
 export { loadTlsMaterial, generateSelfSigned, writeTlsMaterial, TlsMaterialError, type TlsMaterial } from './tls.js';
+export { transportErrorName, isCertificateError } from './errors.js';
+export { verifyIpCertificate } from './verify.js';

@@ -5,6 +5,7 @@ import { dirname } from 'node:path';
 import { webcrypto, KeyObject, X509Certificate } from 'node:crypto';
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
+import { CbrError, errorMessage } from '../../dataplane/index.js';
 
 export interface TlsMaterial {
   /** PEM certificate chain, leaf first. */
@@ -13,13 +14,13 @@ export interface TlsMaterial {
   keyPem: string;
 }
 
-export class TlsMaterialError extends Error {
+/** A certificate or key file that cannot be used; `field` names the config field that points at it. */
+export class TlsMaterialError extends CbrError {
   constructor(
     readonly field: string,
     message: string,
   ) {
-    super(`${field}: ${message}`);
-    this.name = 'TlsMaterialError';
+    super('TLS_MATERIAL_INVALID', `${field}: ${message}`);
   }
 }
 
@@ -30,12 +31,12 @@ export function loadTlsMaterial(certFile: string, keyFile: string, fieldPrefix =
   try {
     certPem = readFileSync(certFile, 'utf8');
   } catch (err) {
-    throw new TlsMaterialError(`${fieldPrefix}.certFile`, `cannot read ${certFile}: ${(err as Error).message}`);
+    throw new TlsMaterialError(`${fieldPrefix}.certFile`, `cannot read ${certFile}: ${errorMessage(err)}`);
   }
   try {
     keyPem = readFileSync(keyFile, 'utf8');
   } catch (err) {
-    throw new TlsMaterialError(`${fieldPrefix}.keyFile`, `cannot read ${keyFile}: ${(err as Error).message}`);
+    throw new TlsMaterialError(`${fieldPrefix}.keyFile`, `cannot read ${keyFile}: ${errorMessage(err)}`);
   }
   if (!/-----BEGIN CERTIFICATE-----/.test(certPem)) throw new TlsMaterialError(`${fieldPrefix}.certFile`, `${certFile} holds no PEM certificate`);
   if (!/-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----/.test(keyPem)) throw new TlsMaterialError(`${fieldPrefix}.keyFile`, `${keyFile} holds no PEM private key`);
@@ -43,14 +44,14 @@ export function loadTlsMaterial(certFile: string, keyFile: string, fieldPrefix =
   try {
     leaf = new X509Certificate(certPem);
   } catch (err) {
-    throw new TlsMaterialError(`${fieldPrefix}.certFile`, `${certFile} does not parse: ${(err as Error).message}`);
+    throw new TlsMaterialError(`${fieldPrefix}.certFile`, `${certFile} does not parse: ${errorMessage(err)}`);
   }
   try {
     if (!leaf.checkPrivateKey(createPrivateKeyObject(keyPem)))
       throw new TlsMaterialError(`${fieldPrefix}.keyFile`, `${keyFile} does not match the certificate in ${certFile}`);
   } catch (err) {
     if (err instanceof TlsMaterialError) throw err;
-    throw new TlsMaterialError(`${fieldPrefix}.keyFile`, `${keyFile} does not parse: ${(err as Error).message}`);
+    throw new TlsMaterialError(`${fieldPrefix}.keyFile`, `${keyFile} does not parse: ${errorMessage(err)}`);
   }
   return { certPem, keyPem };
 }
