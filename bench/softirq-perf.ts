@@ -5,7 +5,7 @@
 // machine other jobs' veth traffic comes and goes.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { run } from '../testhosts/index.js';
 
 /** CPU time each sample stands for (ns of cpu-clock). */
@@ -73,6 +73,7 @@ export class SoftirqPerf {
 
   /** Starts sampling; resolves once perf has had time to set up its events. */
   async start(): Promise<void> {
+    rmSync(this.file, { force: true }); // so a recording that fails cannot leave the last one to be read
     this.proc = spawn('perf', ['record', '-q', '-C', String(this.cpu), '-e', 'cpu-clock', '-c', String(PERIOD_NS), '-g', '-o', this.file], {
       stdio: 'ignore',
     });

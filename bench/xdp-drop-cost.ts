@@ -164,7 +164,9 @@ export async function dropCostBench(opts: { quick: boolean; say: (m: string) => 
           const nsProcStat = (Math.max(0, share - idle) * wallNs) / dropped;
           const softirqd = ksoftirqd(FLOOD_CPU);
           if (softirqd !== undefined) tids.add(softirqd);
-          const sampled = perf ? await perf.netRxNs(tids) : undefined;
+          // no sample at all means perf recorded nothing (the flood always costs some softirq): use /proc/stat then
+          const sampled = perf ? await perf.netRxNs(tids).then((x) => (x.samples > 0 ? x : undefined)) : undefined;
+          if (perf && !sampled) method = 'perf; /proc/stat where perf recorded nothing';
           const ns = sampled ? sampled.ns / dropped : nsProcStat;
           const kpps = dropped / (wallNs / 1e6);
           runs.get(mode)!.push({ ns, kpps, share, idle });

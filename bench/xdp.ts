@@ -2,7 +2,8 @@
 //  1. BPF_PROG_TEST_RUN (bpf_prog_test_run_opts through our libbpf binding), in one run: a bare
 //     XDP_PASS program (the baseline), the filter passing, dropping on a hit in a 100k-prefix deny
 //     list, passing through a token bucket, and the LB's hash and QUIC-CID paths.
-//  2. A flood in namespaces (see floodBench below).
+//  2. A flood in namespaces: legitimate goodput under flood (xdp-flood.ts), and the kernel CPU time
+//     per dropped flood packet, XDP against nftables (xdp-drop-cost.ts: the scored XDP goal).
 // QUICK=1 shortens everything.
 import { writeBenchResult, type BenchMetric } from './results.js';
 import { BpfObject, progTestRun } from '../xdp/libbpf.js';
