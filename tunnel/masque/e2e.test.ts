@@ -65,6 +65,15 @@ test('connect-ip: ping and an iperf3 TCP flow from the client namespace to the o
       const out = JSON.parse(await tb.client.exec(['iperf3', '-c', tb.originAddr, '-t', '2', '-J'], { timeoutMs: 20_000 }));
       const bps = out.end.sum_received.bits_per_second as number;
       assert.ok(bps > 1e6, `iperf3 through connect-ip: ${bps} bit/s`);
+      // tunnel.egress on the PoP's TUN: the PoP's own address in the routed subnet answers ping but
+      // none of its services; the drop is counted.
+      assert.ok(await tb.client.ping('10.61.2.1', { timeoutS: 2 }), "the PoP's address answers ping through connect-ip");
+      const popTcp = await tb.client
+        .exec(['bash', '-c', 'exec 3<>/dev/tcp/10.61.2.1/4433'], { timeoutMs: 3000 })
+        .then(() => 'open')
+        .catch((e: Error) => (/refused/i.test(e.message) ? 'refused' : 'dropped'));
+      assert.equal(popTcp, 'dropped', "the PoP's services are not reachable through connect-ip");
+      assert.match(await tb.metrics(), /cbr_egress_dropped_packets\{[^}]*reason="pop"[^}]*\} [1-9]/);
       assert.equal(await stopConnect(c.child), 0);
       const links = await tb.client.exec(['ip', '-o', 'link']);
       assert.doesNotMatch(links, /cbrc0/, 'the TUN is removed on Ctrl-C');

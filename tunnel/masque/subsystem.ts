@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { createSocket } from 'node:dgram';
 import { Counter, Gauge } from 'prom-client';
 import type { AgentContext, Subsystem, SubsystemFactory, CbrConfig } from '../../dataplane/index.js';
-import { splitHostPort, popName, errorMessage } from '../../dataplane/index.js';
+import { splitHostPort, popName, errorMessage, EgressGuard } from '../../dataplane/index.js';
 import { AUTH_SERVICE, type AuthGate } from '../../auth/index.js';
 import { loadTlsMaterial, generateSelfSigned, writeTlsMaterial, type TlsMaterial } from '../quic/index.js';
 import { MasqueServer } from './server.js';
@@ -159,6 +159,8 @@ async function probeListener(host: string, port: number, signal: AbortSignal): P
 export class MasqueSubsystem implements Subsystem {
   private server: MasqueServer | undefined;
   private gateway: IpGateway | undefined;
+  /** tunnel.egress on the connect-ip TUN (the same policy WireGuard interfaces get). */
+  private egress: EgressGuard | undefined;
   private readonly log: AgentContext['log'];
 
   constructor(private readonly ctx: AgentContext) {
@@ -187,6 +189,14 @@ export class MasqueSubsystem implements Subsystem {
       } catch (err) {
         throw new Error(`tunnel.masque.ip: cannot set up the connect-ip gateway: ${errorMessage(err)}`);
       }
+      const guard = new EgressGuard(c.ip.tun, this.ctx.config.tunnel.egress, { registry: this.ctx.registry });
+      try {
+        await guard.apply();
+      } catch (err) {
+        await this.gateway.close();
+        throw new Error(`tunnel.egress: cannot install the egress rules for ${c.ip.tun}: ${errorMessage(err)}`);
+      }
+      this.egress = guard;
     }
     try {
       this.server = await MasqueServer.listen({
@@ -252,6 +262,7 @@ export class MasqueSubsystem implements Subsystem {
       auth: this.ctx.services.require<AuthGate>(AUTH_SERVICE, 'tunnel.masque'),
     });
     this.server.setTls(await tlsFor(n, this.ctx.stateDir));
+    await this.egress?.apply(next.tunnel.egress);
     this.log.info('MASQUE config and TLS material reloaded');
   }
 
@@ -261,6 +272,8 @@ export class MasqueSubsystem implements Subsystem {
 
   async stop(): Promise<void> {
     await this.server?.close();
+    await this.egress?.remove();
+    this.egress = undefined;
     await this.gateway?.close();
     this.server = undefined;
     this.gateway = undefined;

@@ -84,6 +84,8 @@ export async function masqueTestbed(topo: Topology, opts: { routes?: string[]; e
       '    perSubject: { rate: 100000, burst: 100000 }',
       '    perSource: { rate: 100000, burst: 100000 }',
       'tunnel:',
+      '  egress:',
+      '    allow: [10.61.2.0/24]', // the test origin sits in a private range
       '  masque:',
       '    enabled: true',
       '    listen: 0.0.0.0:4433',
