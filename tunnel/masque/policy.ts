@@ -1,7 +1,7 @@
 // Request paths and target policy for connect-udp (RFC 9298) and connect-ip (RFC 9484): which
 // targets a client may reach through this PoP. Pure functions over strings.
 import { BlockList, isIP } from 'node:net';
-import { CbrError, httpStatusFor } from '../../dataplane/index.js';
+import { CbrError, httpStatusFor, canonicalIp, SPECIAL_PURPOSE_V4, SPECIAL_PURPOSE_V6 } from '../../dataplane/index.js';
 
 export const UDP_PATH_PREFIX = '/.well-known/masque/udp/';
 export const IP_PATH_PREFIX = '/.well-known/masque/ip/';
@@ -73,20 +73,7 @@ export function parseIpPath(path: string): IpTarget {
   return out;
 }
 
-const PRIVATE_V4 = [
-  '0.0.0.0/8',
-  '10.0.0.0/8',
-  '100.64.0.0/10',
-  '127.0.0.0/8',
-  '169.254.0.0/16',
-  '172.16.0.0/12',
-  '192.168.0.0/16',
-  '224.0.0.0/4',
-  '240.0.0.0/4',
-];
-const PRIVATE_V6 = ['::/127', 'fc00::/7', 'fe80::/10', 'ff00::/8'];
-
-function blockList(prefixes: string[]): BlockList {
+function blockList(prefixes: readonly string[]): BlockList {
   const b = new BlockList();
   for (const p of prefixes) {
     const [a, l] = p.split('/');
@@ -100,15 +87,21 @@ export interface TargetPolicyOptions {
   /** Ports and "low-high" ranges; empty = none. */
   allowPorts?: Array<number | string>;
   allowPrivate: boolean;
+  /** Addresses refused whatever allowPrivate says: the PoP's own (a client must not reach its services). */
+  denyAddresses?: string[];
 }
 
 /** Decides whether a resolved target address (and port) may be reached. */
 export class TargetPolicy {
   private readonly allow: BlockList;
-  private readonly priv = blockList([...PRIVATE_V4, ...PRIVATE_V6]);
+  // Without ::ffff:0:0/96: Node's BlockList applies it to every IPv4 address, and check() already
+  // judges a mapped address as the IPv4 address it carries.
+  private readonly priv = blockList([...SPECIAL_PURPOSE_V4, ...SPECIAL_PURPOSE_V6.filter((p) => !p.startsWith('::ffff:'))]);
+  private readonly own: Set<string>;
   private readonly ports: Array<[number, number]>;
 
   constructor(readonly opts: TargetPolicyOptions) {
+    this.own = new Set((opts.denyAddresses ?? []).filter((a) => isIP(a) !== 0).map((a) => canonicalIp(a)));
     this.allow = blockList(opts.allowPrefixes);
     this.ports = (opts.allowPorts ?? ['1-65535']).map((p) => {
       if (typeof p === 'number') return [p, p];
@@ -128,7 +121,8 @@ export class TargetPolicy {
       fam = 4;
     }
     const type = fam === 4 ? 'ipv4' : 'ipv6';
-    if (!this.opts.allowPrivate && this.priv.check(address, type)) return `private or loopback target ${address} (allowPrivate is off)`;
+    if (this.own.has(canonicalIp(address))) return `target ${address} is an address of this PoP`;
+    if (!this.opts.allowPrivate && this.priv.check(address, type)) return `private, loopback or special-purpose target ${address} (allowPrivate is off)`;
     if (!this.allow.check(address, type)) return `target ${address} is outside the allowed prefixes`;
     if (port !== undefined && !this.ports.some(([a, b]) => port >= a && port <= b)) return `target port ${port} is not allowed`;
     return undefined;

@@ -47,14 +47,14 @@ test('connect-ip paths: wildcards, prefixes and protocol numbers', () => {
 
 test('target policy: private and loopback refused unless allowed; prefixes and ports enforced', () => {
   const p = new TargetPolicy({ allowPrefixes: ['0.0.0.0/0', '::/0'], allowPorts: [53, '1000-2000'], allowPrivate: false });
-  assert.equal(p.check('192.0.2.1', 53), undefined);
-  assert.equal(p.check('192.0.2.1', 1500), undefined);
-  assert.match(p.check('192.0.2.1', 80)!, /port 80/);
+  assert.equal(p.check('8.8.8.8', 53), undefined);
+  assert.equal(p.check('8.8.8.8', 1500), undefined);
+  assert.match(p.check('8.8.8.8', 80)!, /port 80/);
   for (const a of ['127.0.0.1', '10.1.2.3', '192.168.1.1', '172.20.0.1', '169.254.1.1', '100.64.0.1', '::1', 'fe80::1', 'fd00::1', '::ffff:127.0.0.1'])
-    assert.match(p.check(a, 53)!, /private or loopback/, a);
+    assert.match(p.check(a, 53)!, /private, loopback or special-purpose/, a);
   const q = new TargetPolicy({ allowPrefixes: ['10.0.0.0/8'], allowPrivate: true });
   assert.equal(q.check('10.9.9.9', 9), undefined);
-  assert.match(q.check('192.0.2.1', 9)!, /outside the allowed prefixes/);
+  assert.match(q.check('8.8.8.8', 9)!, /outside the allowed prefixes/);
   assert.match(q.check('nope')!, /not an IP/);
 });
 
@@ -145,4 +145,17 @@ test('config: defaults fill in; bad values name the field', () => {
   assert.equal(r.success, false);
   assert.deepEqual(r.error!.issues[0]!.path, ['ip', 'mtu']);
   assert.equal(masqueConfigSchema.safeParse({ udp: { allowPorts: ['9-3'] } }).success, false);
+});
+
+test('connect-udp policy: every special-purpose range and the PoP itself are refused by default', () => {
+  const p = new TargetPolicy({ allowPrefixes: ['0.0.0.0/0', '::/0'], allowPrivate: false, denyAddresses: ['203.0.113.9', '2001:db8::9', 'fe80::1'] });
+  for (const a of ['192.0.0.8', '198.18.0.1', '198.19.255.255', '169.254.169.254', '100.64.0.1', '::1', '2001:db8::1', '::ffff:10.0.0.1'])
+    assert.match(p.check(a, 53) ?? '', /special-purpose|address of this PoP/, a);
+  assert.equal(p.check('8.8.8.8', 53), undefined);
+  // the PoP's own addresses stay refused when private targets are allowed
+  const lab = new TargetPolicy({ allowPrefixes: ['0.0.0.0/0', '::/0'], allowPrivate: true, denyAddresses: ['10.61.2.1', '2001:db8::9'] });
+  assert.equal(lab.check('10.61.2.2', 53), undefined);
+  assert.match(lab.check('10.61.2.1', 53) ?? '', /address of this PoP/);
+  assert.match(lab.check('2001:0db8:0:0::9', 53) ?? '', /address of this PoP/);
+  assert.match(lab.check('::ffff:10.61.2.1', 53) ?? '', /address of this PoP/);
 });

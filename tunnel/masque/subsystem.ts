@@ -5,6 +5,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createSocket } from 'node:dgram';
+import { networkInterfaces } from 'node:os';
 import { Counter, Gauge } from 'prom-client';
 import type { AgentContext, Subsystem, SubsystemFactory, CbrConfig } from '../../dataplane/index.js';
 import { splitHostPort, popName, errorMessage, EgressGuard } from '../../dataplane/index.js';
@@ -30,7 +31,13 @@ async function tlsFor(cfg: MasqueConfig, stateDir: string): Promise<TlsMaterial>
 }
 
 function udpPolicy(cfg: MasqueConfig): TargetPolicy {
-  return new TargetPolicy({ allowPrefixes: cfg.udp.allowPrefixes, allowPorts: cfg.udp.allowPorts, allowPrivate: cfg.udp.allowPrivate });
+  return new TargetPolicy({
+    allowPrefixes: cfg.udp.allowPrefixes,
+    allowPorts: cfg.udp.allowPorts,
+    allowPrivate: cfg.udp.allowPrivate,
+    // read at start and on every reload: a client must not relay to the PoP's own services
+    denyAddresses: Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((a) => a.address)),
+  });
 }
 
 function registerMetrics(ctx: AgentContext, get: () => MasqueServer | undefined, gw: () => IpGateway | undefined): void {
