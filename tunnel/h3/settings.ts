@@ -82,7 +82,8 @@ export function decodeSettings(payload: Uint8Array): H3Settings {
         settings.h3Datagram = valueBig === 1n;
         break;
       default:
-        (settings.unknown ??= []).push({ id: idBig, value: valueBig });
+        settings.unknown ??= [];
+        settings.unknown.push({ id: idBig, value: valueBig });
     }
   }
   return settings;
