@@ -45,7 +45,10 @@ function startConnect(tb: Testbed, args: string[]): { child: ChildProcess; waitF
             resolve(m[0]);
           }
         };
-        const t = setTimeout(() => (listeners.delete(check), reject(new Error(`no ${re} within ${ms} ms; cbr connect said:\n${err}`))), ms);
+        const t = setTimeout(() => {
+          listeners.delete(check);
+          reject(new Error(`no ${re} within ${ms} ms; cbr connect said:\n${err}`));
+        }, ms);
         listeners.add(check);
         check();
       });
