@@ -168,7 +168,7 @@ const ipv6 = fc.uint8Array({ minLength: 16, maxLength: 16 });
 
 function maskTo(addr: Uint8Array, prefix: number): Uint8Array {
   const out = Uint8Array.from(addr);
-  for (let bit = prefix; bit < out.length * 8; bit++) out[bit >> 3] &= ~(0x80 >> (bit & 7));
+  for (let bit = prefix; bit < out.length * 8; bit++) out[bit >> 3] = (out[bit >> 3] ?? 0) & ~(0x80 >> (bit & 7));
   return out;
 }
 
@@ -201,7 +201,7 @@ const rangesArb: fc.Arbitrary<IpAddressRange[]> = fc
           new DataView(b.buffer).setUint32(b.length - 4, n);
           return formatIp(b);
         };
-        out.push({ version, start: toAddr(pts[i]), end: toAddr(pts[i + 1]), ipProtocol: proto });
+        out.push({ version, start: toAddr(pts[i]!), end: toAddr(pts[i + 1]!), ipProtocol: proto });
       }
     }
     return out;

@@ -68,7 +68,7 @@ export function encodeDatagramCapsule(contextId: number, payload: Uint8Array): U
 export function readContextId(payload: Uint8Array): { contextId: number; offset: number } | null {
   const contextId = readVarint(payload, 0);
   if (contextId < 0) return null;
-  return { contextId, offset: varintLengthFromFirstByte(payload[0]) };
+  return { contextId, offset: varintLengthFromFirstByte(payload[0]!) }; // contextId >= 0: byte 0 is there
 }
 
 // ---------------------------------------------------------------- connect-ip capsule values
@@ -110,11 +110,11 @@ function decodeAddressEntries(value: Uint8Array, what: string, isRequest: boolea
     const requestId = readVarint(value, pos);
     if (requestId < 0) throw malformed(`${what} ends inside a Request ID`);
     if (isRequest && requestId === 0) throw malformed(`${what} Request ID is 0`);
-    pos += varintLengthFromFirstByte(value[pos]);
+    pos += varintLengthFromFirstByte(value[pos]!); // requestId >= 0: read whole
     const [version, addr, next] = readVersionAndAddress(value, pos, what);
     pos = next;
-    if (pos >= value.length) throw malformed(`${what} ends before the IP Prefix Length`);
     const prefixLength = value[pos++];
+    if (prefixLength === undefined) throw malformed(`${what} ends before the IP Prefix Length`);
     checkPrefix(addr, prefixLength, malformed);
     out.push({ requestId, version, address: formatIp(addr), prefixLength });
   }
@@ -148,15 +148,16 @@ interface RawRange {
 
 /** RFC 9484 §4.7.3 ordering, plus the optional check that a protocol-0 range overlaps no other range. */
 function checkRanges(ranges: RawRange[], err: (m: string) => H3Error): void {
-  for (let i = 0; i < ranges.length; i++) {
-    const r = ranges[i];
+  let p: RawRange | undefined;
+  for (const r of ranges) {
     if (compareIpBytes(r.start, r.end) > 0) throw err(`route ${formatIp(r.start)}-${formatIp(r.end)} starts after it ends`);
-    if (i === 0) continue;
-    const p = ranges[i - 1];
-    if (p.version > r.version) throw err('ROUTE_ADVERTISEMENT lists an IPv6 range before an IPv4 range');
-    if (p.version === r.version) {
-      if (p.ipProtocol > r.ipProtocol) throw err('ROUTE_ADVERTISEMENT ranges are not ordered by IP protocol');
-      if (p.ipProtocol === r.ipProtocol && compareIpBytes(p.end, r.start) >= 0) {
+    const prev = p;
+    p = r;
+    if (!prev) continue;
+    if (prev.version > r.version) throw err('ROUTE_ADVERTISEMENT lists an IPv6 range before an IPv4 range');
+    if (prev.version === r.version) {
+      if (prev.ipProtocol > r.ipProtocol) throw err('ROUTE_ADVERTISEMENT ranges are not ordered by IP protocol');
+      if (prev.ipProtocol === r.ipProtocol && compareIpBytes(prev.end, r.start) >= 0) {
         throw err(`ROUTE_ADVERTISEMENT ranges overlap or are out of order at ${formatIp(r.start)}`);
       }
     }
@@ -172,7 +173,7 @@ function checkRanges(ranges: RawRange[], err: (m: string) => H3Error): void {
       let hi = all.length - 1;
       while (lo <= hi) {
         const mid = (lo + hi) >> 1;
-        const a = all[mid];
+        const a = all[mid]!; // lo <= mid <= hi < all.length
         if (compareIpBytes(a.end, r.start) < 0) lo = mid + 1;
         else if (compareIpBytes(a.start, r.end) > 0) hi = mid - 1;
         else throw err(`route for protocol ${r.ipProtocol} at ${formatIp(r.start)} overlaps an all-protocols route`);
@@ -205,9 +206,10 @@ export function decodeRouteAdvertisementValue(value: Uint8Array): IpAddressRange
   while (pos < value.length) {
     const [version, start, next] = readVersionAndAddress(value, pos, 'ROUTE_ADVERTISEMENT');
     const len = start.length;
-    if (next + len + 1 > value.length) throw malformed('ROUTE_ADVERTISEMENT ends inside a range');
+    const ipProtocol = value[next + len];
+    if (ipProtocol === undefined) throw malformed('ROUTE_ADVERTISEMENT ends inside a range');
     const end = value.subarray(next, next + len);
-    raw.push({ version, start, end, ipProtocol: value[next + len] });
+    raw.push({ version, start, end, ipProtocol });
     pos = next + len + 1;
   }
   checkRanges(raw, malformed);

@@ -25,8 +25,8 @@ const datagramError = (msg: string) => new H3Error(H3ErrorCode.H3_DATAGRAM_ERROR
  * Too short, or a Quarter Stream ID above 2^60-1, is an H3_DATAGRAM_ERROR connection error.
  */
 export function readDatagramStreamId(buf: Uint8Array): number {
-  if (buf.length === 0) throw datagramError('QUIC DATAGRAM payload is empty (no Quarter Stream ID)');
   const first = buf[0];
+  if (first === undefined) throw datagramError('QUIC DATAGRAM payload is empty (no Quarter Stream ID)');
   if (varintLengthFromFirstByte(first) > buf.length) throw datagramError('QUIC DATAGRAM payload ends inside the Quarter Stream ID');
   // An 8-byte varint's top 6 bits are bits 61..56 of the value: >= 2^60 iff either of the two highest is set.
   if (first >= 0xc0 && (first & 0x30) !== 0) throw datagramError('Quarter Stream ID exceeds 2^60-1');
@@ -40,11 +40,11 @@ export function readDatagramStreamId(buf: Uint8Array): number {
  */
 export function parseHttpDatagram(buf: Uint8Array, out: HttpDatagramHeader): boolean {
   out.streamId = readDatagramStreamId(buf);
-  const pos = varintLengthFromFirstByte(buf[0]);
+  const pos = varintLengthFromFirstByte(buf[0]!); // readDatagramStreamId found the whole varint
   const contextId = readVarint(buf, pos);
   if (contextId < 0) return false;
   out.contextId = contextId;
-  out.payloadOffset = pos + varintLengthFromFirstByte(buf[pos]);
+  out.payloadOffset = pos + varintLengthFromFirstByte(buf[pos]!); // contextId >= 0: its first byte is there
   return true;
 }
 

@@ -111,7 +111,7 @@ test('control stream rules map to the RFC 9114 error codes', () => {
   // A server never promised pushes; a client that granted none accepts no CANCEL_PUSH.
   expectH3(() => server().push(cat(settings, encodeCancelPushFrame(0))), H3ErrorCode.H3_ID_ERROR);
   expectH3(() => client().push(cat(settings, encodeCancelPushFrame(0))), H3ErrorCode.H3_ID_ERROR);
-  assert.equal(new H3FrameParser({ stream: 'control', role: 'client', maxPushId: 4 }).push(cat(settings, encodeCancelPushFrame(2)))[1].type, 'cancel_push');
+  assert.equal(new H3FrameParser({ stream: 'control', role: 'client', maxPushId: 4 }).push(cat(settings, encodeCancelPushFrame(2)))[1]?.type, 'cancel_push');
   // Layout errors.
   expectH3(() => server().push(cat(settings, encodeFrame(0x07, hex('0000')))), H3ErrorCode.H3_FRAME_ERROR);
   expectH3(() => server().push(cat(settings, encodeFrame(0x07, new Uint8Array(0)))), H3ErrorCode.H3_FRAME_ERROR);
@@ -149,7 +149,8 @@ test('size bounds: oversized HEADERS refused before buffering; DATA and unknown 
   // A 2^40-byte DATA frame: chunks come out as they arrive, nothing is buffered.
   const frames = q.push(cat(hex('00'), encodeVarint(2 ** 40), new Uint8Array(1000)));
   assert.equal(frames.length, 1);
-  assert.equal(frames[0].type === 'data' && frames[0].payload.length, 1000);
+  const [first] = frames;
+  assert.equal(first?.type === 'data' && first.payload.length, 1000);
   assert.equal(q.buffered, 0);
   const r = new H3FrameParser({ stream: 'request', role: 'server', maxFrameSize: 100 });
   assert.deepEqual(r.push(cat(encodeVarint(greaseFrameType(9)), encodeVarint(2 ** 40), new Uint8Array(5000))), []);

@@ -256,7 +256,7 @@ export class H3FrameParser {
         const pushId = readVarint(payload, 0);
         if (pushId < 0) throw frameError('PUSH_PROMISE payload ends inside the push ID');
         this.checkPushId(pushId, 'PUSH_PROMISE');
-        return { type: 'push_promise', pushId, fieldSection: payload.subarray(varintLengthFromFirstByte(payload[0])) };
+        return { type: 'push_promise', pushId, fieldSection: payload.subarray(varintLengthFromFirstByte(payload[0]!)) }; // pushId >= 0: byte 0 is there
       }
       default:
         return null;
@@ -274,7 +274,8 @@ export class H3FrameParser {
 
 function exactlyOneVarint(payload: Uint8Array, what: string): number {
   const value = readVarint(payload, 0);
-  if (value < 0 || varintLengthFromFirstByte(payload[0]) !== payload.length) {
+  // value >= 0 before payload[0] is read: the byte is there.
+  if (value < 0 || varintLengthFromFirstByte(payload[0]!) !== payload.length) {
     throw frameError(`${what} payload is not exactly one varint`);
   }
   return value;

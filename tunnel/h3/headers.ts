@@ -87,8 +87,9 @@ function contentLength(headers: readonly HeaderField[], what: string): number | 
 /** Capsule-Protocol (RFC 9297 §3.4) is a structured-field Boolean; only `?1` (with optional parameters) means true. */
 function capsuleProtocol(headers: readonly HeaderField[]): boolean {
   const values = headers.filter((h) => h.name === 'capsule-protocol');
-  if (values.length !== 1) return false;
-  return /^\s*\?1\s*(;.*)?$/.test(values[0].value);
+  const only = values[0];
+  if (values.length !== 1 || !only) return false;
+  return /^\s*\?1\s*(;.*)?$/.test(only.value);
 }
 
 /** First value of a regular header, or undefined. */

@@ -527,27 +527,31 @@ const LENGTHS: readonly number[] = [
 export const EOS = 256;
 
 /** For tests: the table as (code, length) pairs. */
-export const HUFFMAN_TABLE: ReadonlyArray<readonly [code: number, length: number]> = CODES.map((c, i) => [c, LENGTHS[i]] as const);
+export const HUFFMAN_TABLE: ReadonlyArray<readonly [code: number, length: number]> = CODES.map((c, i) => [c, LENGTHS[i]!] as const); // both tables hold 257 entries
 
 // Decoding tree: node i has children tree[2i] (bit 0) and tree[2i+1] (bit 1). A child value >= 0 is
 // another node; a negative value -(sym+1) is a leaf. 0 means "no child" (the root is never a child).
+// Indexes below marked ! are in range by construction: symbols 0..256 index the 257-entry tables, nodes
+// stay below 512 (a prefix code over 257 symbols has 256 inner nodes), nibbles below 16.
 const tree = new Int32Array(2 * 512);
 let treeError: string | null = null;
 {
   let nodes = 1;
   for (let sym = 0; sym <= EOS && !treeError; sym++) {
-    const code = CODES[sym];
-    const len = LENGTHS[sym];
+    const code = CODES[sym]!;
+    const len = LENGTHS[sym]!;
     let node = 0;
     for (let bit = len - 1; bit >= 0; bit--) {
       const slot = 2 * node + ((code >>> bit) & 1);
+      const child = tree[slot]!;
       if (bit === 0) {
-        if (tree[slot] !== 0) treeError = `symbol ${sym} collides with another code`;
+        if (child !== 0) treeError = `symbol ${sym} collides with another code`;
         tree[slot] = -(sym + 1);
+      } else if (child < 0) {
+        treeError = `symbol ${sym} extends the code of symbol ${-child - 1}`;
       } else {
-        if (tree[slot] < 0) treeError = `symbol ${sym} extends the code of symbol ${-tree[slot] - 1}`;
-        if (tree[slot] === 0) tree[slot] = nodes++;
-        node = tree[slot];
+        if (child === 0) tree[slot] = nodes++;
+        node = tree[slot]!;
       }
     }
   }
@@ -570,21 +574,21 @@ const PADDING_OK = new Uint8Array(512);
   // Nodes are numbered in creation order, so a parent always precedes its children.
   for (let node = 0; node < 512; node++) {
     for (let bit = 0; bit < 2; bit++) {
-      const child = tree[2 * node + bit];
+      const child = tree[2 * node + bit]!;
       if (child > 0) {
-        depth[child] = depth[node] + 1;
-        ones[child] = ones[node] & bit;
+        depth[child] = depth[node]! + 1;
+        ones[child] = ones[node]! & bit;
       }
     }
   }
   for (let node = 0; node < 512; node++) {
-    PADDING_OK[node] = ones[node] && depth[node] <= 7 ? 1 : 0;
+    PADDING_OK[node] = ones[node] && depth[node]! <= 7 ? 1 : 0;
     for (let v = 0; v < 16; v++) {
       let n = node;
       let emitted = 0;
       let fail = 0;
       for (let b = 3; b >= 0; b--) {
-        const next = tree[2 * n + ((v >> b) & 1)];
+        const next = tree[2 * n + ((v >> b) & 1)]!;
         if (next < 0) {
           const sym = -next - 1;
           if (sym === EOS) fail = 1;
@@ -605,12 +609,11 @@ export function huffmanDecode(data: Uint8Array): string {
   const out = new Uint8Array(Math.ceil((data.length * 8) / 5));
   let n = 0;
   let node = 0;
-  for (let i = 0; i < data.length; i++) {
-    const byte = data[i];
-    let e = NIBBLE[node * 16 + (byte >> 4)];
+  for (const byte of data) {
+    let e = NIBBLE[node * 16 + (byte >> 4)]!;
     if (e & 0x40000) throw failed('Huffman string contains EOS');
     if (e & 0x3fe00) out[n++] = (e >> 9) - 1;
-    e = NIBBLE[(e & 0x1ff) * 16 + (byte & 0x0f)];
+    e = NIBBLE[(e & 0x1ff) * 16 + (byte & 0x0f)]!;
     if (e & 0x40000) throw failed('Huffman string contains EOS');
     if (e & 0x3fe00) out[n++] = (e >> 9) - 1;
     node = e & 0x1ff;
@@ -626,11 +629,10 @@ export function huffmanDecodeBitwise(data: Uint8Array): string {
   let node = 0;
   let bitsSinceSymbol = 0;
   let allOnes = true;
-  for (let i = 0; i < data.length; i++) {
-    const byte = data[i];
+  for (const byte of data) {
     for (let b = 7; b >= 0; b--) {
       const bit = (byte >> b) & 1;
-      const next = tree[2 * node + bit];
+      const next = tree[2 * node + bit]!;
       bitsSinceSymbol++;
       if (bit === 0) allOnes = false;
       if (next < 0) {
@@ -652,7 +654,7 @@ export function huffmanDecodeBitwise(data: Uint8Array): string {
 /** Bytes huffmanEncode(text) would produce (text as latin1). */
 export function huffmanEncodedLength(text: string): number {
   let bits = 0;
-  for (let i = 0; i < text.length; i++) bits += LENGTHS[text.charCodeAt(i) & 0xff];
+  for (let i = 0; i < text.length; i++) bits += LENGTHS[text.charCodeAt(i) & 0xff]!;
   return Math.ceil(bits / 8);
 }
 
@@ -664,7 +666,10 @@ export function huffmanEncodeInto(text: string, buf: Uint8Array, offset: number)
   for (let i = 0; i < text.length; i++) {
     const sym = text.charCodeAt(i);
     const len = LENGTHS[sym];
-    acc = acc * 2 ** len + CODES[sym];
+    const code = CODES[sym];
+    if (len === undefined || code === undefined || sym > 0xff)
+      throw new H3Error(H3ErrorCode.H3_INTERNAL_ERROR, 'stream', `char code ${sym} is not latin1 and has no Huffman code`);
+    acc = acc * 2 ** len + code;
     accBits += len;
     while (accBits >= 8) {
       accBits -= 8;

@@ -118,8 +118,8 @@ test('encoder uses indexed lines for exact static matches and keeps the never-in
     { name: 'authorization', value: 'Bearer abc', neverIndex: true },
   ]);
   assert.equal(toHex(block.subarray(0, 5)), '0000cfd7d9'); // 15, 23, 25 indexed
-  assert.equal(block[5] & 0xf0, 0x70); // 01 N=1 T=1
-  assert.equal(decodeFieldSection(block)[3].neverIndex, true);
+  assert.equal((block[5] ?? 0) & 0xf0, 0x70); // 01 N=1 T=1
+  assert.equal(decodeFieldSection(block)[3]?.neverIndex, true);
   assert.throws(() => encodeFieldSection([{ name: 'x', value: 'snow\u2603' }]), H3Error);
 });
 

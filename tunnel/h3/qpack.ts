@@ -31,17 +31,23 @@ class Reader {
   pos = 0;
   constructor(readonly buf: Uint8Array) {}
 
+  /** The current byte, not consumed; at the end, QPACK_DECOMPRESSION_FAILED saying where it ended. */
+  peek(where: string): number {
+    const b = this.buf[this.pos];
+    if (b === undefined) throw failed(`field section ends ${where}`);
+    return b;
+  }
+
   /** A prefixed integer whose prefix is the low `bits` bits of the current byte. */
   int(bits: number): number {
-    const buf = this.buf;
-    if (this.pos >= buf.length) throw failed('field section ends inside an integer');
     const max = (1 << bits) - 1;
-    let value = buf[this.pos++] & max;
+    let value = this.peek('inside an integer') & max;
+    this.pos++;
     if (value < max) return value;
     let shift = 0;
     for (;;) {
-      if (this.pos >= buf.length) throw failed('field section ends inside an integer');
-      const b = buf[this.pos++];
+      const b = this.peek('inside an integer');
+      this.pos++;
       value += (b & 0x7f) * 2 ** shift;
       if (value > MAX_PREFIXED_INT) throw failed('integer in field section is too large');
       if ((b & 0x80) === 0) return value;
@@ -51,7 +57,7 @@ class Reader {
 
   /** A string literal whose H flag is bit `bits` of the current byte and length the low `bits` bits. */
   string(bits: number): string {
-    const huffman = (this.buf[this.pos] & (1 << bits)) !== 0;
+    const huffman = (this.peek('before a string literal') & (1 << bits)) !== 0;
     const len = this.int(bits);
     if (len > this.buf.length - this.pos) throw failed('string literal runs past the end of the field section');
     const bytes = this.buf.subarray(this.pos, this.pos + len);
@@ -84,15 +90,14 @@ export function decodeFieldSection(block: Uint8Array, opts: DecodeFieldSectionOp
   // Encoded Field Section Prefix: Required Insert Count (8-bit prefix), then S + Delta Base (7-bit prefix).
   const ric = r.int(8);
   if (ric !== 0) throw failed(`Required Insert Count ${ric}, but our dynamic table capacity is 0`);
-  if (r.pos >= block.length) throw failed('field section ends inside its prefix');
-  const sign = (block[r.pos] & 0x80) !== 0;
+  const sign = (r.peek('inside its prefix') & 0x80) !== 0;
   const deltaBase = r.int(7);
   if (sign) throw failed(`negative Base (Required Insert Count 0, Delta Base ${deltaBase} with sign set)`);
 
   const fields: HeaderField[] = [];
   let size = 0;
   while (r.pos < block.length) {
-    const b = block[r.pos];
+    const b = r.peek('inside a field line');
     let field: HeaderField;
     if (b & 0x80) {
       // Indexed Field Line: 1 T index(6)
@@ -251,8 +256,7 @@ export function encodeFieldSection(fields: readonly HeaderField[], opts: EncodeF
  */
 export class QpackEncoderStreamReader {
   push(chunk: Uint8Array): void {
-    for (let i = 0; i < chunk.length; i++) {
-      const b = chunk[i];
+    for (const b of chunk) {
       if (b === 0x20) continue;
       const what =
         b & 0x80 ? 'Insert With Name Reference' : b & 0x40 ? 'Insert With Literal Name' : b & 0x20 ? 'Set Dynamic Table Capacity above 0' : 'Duplicate';
@@ -272,8 +276,7 @@ export class QpackDecoderStreamReader {
   private continuationBytes = 0;
 
   push(chunk: Uint8Array): void {
-    for (let i = 0; i < chunk.length; i++) {
-      const b = chunk[i];
+    for (const b of chunk) {
       if (this.inInteger) {
         if (++this.continuationBytes > 9) throw new H3Error(H3ErrorCode.QPACK_DECODER_STREAM_ERROR, 'connection', 'stream ID integer is too long');
         if ((b & 0x80) === 0) this.inInteger = false;

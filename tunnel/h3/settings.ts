@@ -54,11 +54,11 @@ export function decodeSettings(payload: Uint8Array): H3Settings {
   while (pos < payload.length) {
     const idBig = readVarintBig(payload, pos);
     if (idBig < 0n) throw frameError('SETTINGS payload ends inside a setting identifier');
-    pos += varintLengthFromFirstByte(payload[pos]);
+    pos += varintLengthFromFirstByte(payload[pos]!); // the varint was read whole
     const valueBig = readVarintBig(payload, pos);
     if (valueBig < 0n) throw frameError('SETTINGS payload ends inside a setting value');
     const value = readVarint(payload, pos);
-    pos += varintLengthFromFirstByte(payload[pos]);
+    pos += varintLengthFromFirstByte(payload[pos]!); // the varint was read whole
     if (seen.has(idBig)) throw settingsError(`setting 0x${idBig.toString(16)} appears twice`);
     seen.add(idBig);
     const id = idBig <= 0xffffn ? Number(idBig) : -1;
@@ -82,7 +82,8 @@ export function decodeSettings(payload: Uint8Array): H3Settings {
         settings.h3Datagram = valueBig === 1n;
         break;
       default:
-        (settings.unknown ??= []).push({ id: idBig, value: valueBig });
+        settings.unknown ??= [];
+        settings.unknown.push({ id: idBig, value: valueBig });
     }
   }
   return settings;

@@ -33,12 +33,12 @@ const KINDS: Record<number, UniStreamKind> = { 0: 'control', 1: 'push', 2: 'qpac
 export function readUniStreamHeader(buf: Uint8Array): UniStreamHeader | null {
   const type = readVarint(buf, 0);
   if (type < 0) return null;
-  const tlen = varintLengthFromFirstByte(buf[0]);
+  const tlen = varintLengthFromFirstByte(buf[0]!); // type >= 0: byte 0 is there
   const kind = KINDS[type] ?? 'unknown';
   if (kind !== 'push') return { kind, type, headerLength: tlen };
   const pushId = readVarint(buf, tlen);
   if (pushId < 0) return null;
-  return { kind, type, pushId, headerLength: tlen + varintLengthFromFirstByte(buf[tlen]) };
+  return { kind, type, pushId, headerLength: tlen + varintLengthFromFirstByte(buf[tlen]!) }; // pushId >= 0: read whole
 }
 
 /** The bytes that open one of our unidirectional streams. */

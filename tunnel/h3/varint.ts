@@ -77,32 +77,24 @@ export function encodeVarint(value: number): Uint8Array {
  * the length it occupies is varintLengthFromFirstByte(buf[offset]).
  */
 export function readVarint(buf: Uint8Array, offset: number): number {
-  if (offset >= buf.length) return -1;
   const first = buf[offset];
+  if (first === undefined) return -1;
   const len = 1 << (first >> 6);
   if (offset + len > buf.length) return -1;
-  switch (len) {
-    case 1:
-      return first;
-    case 2:
-      return ((first & 0x3f) << 8) | buf[offset + 1];
-    case 4:
-      return (first & 0x3f) * 0x1000000 + ((buf[offset + 1] << 16) | (buf[offset + 2] << 8) | buf[offset + 3]);
-    default: {
-      const hi = (first & 0x3f) * 0x1000000 + ((buf[offset + 1] << 16) | (buf[offset + 2] << 8) | buf[offset + 3]);
-      const lo = ((buf[offset + 4] << 24) >>> 0) + ((buf[offset + 5] << 16) | (buf[offset + 6] << 8) | buf[offset + 7]);
-      return hi * 0x100000000 + lo;
-    }
-  }
+  // Multiply, not shift: values above 2^31 stay positive (and above 2^53 approximate, as documented).
+  let v = first & 0x3f;
+  for (let i = 1; i < len; i++) v = v * 256 + buf[offset + i]!; // offset + i < offset + len <= buf.length
+  return v;
 }
 
 /** The exact varint at `offset` as a bigint, or -1n when `buf` ends before it does. */
 export function readVarintBig(buf: Uint8Array, offset: number): bigint {
-  if (offset >= buf.length) return -1n;
-  const len = 1 << (buf[offset] >> 6);
+  const first = buf[offset];
+  if (first === undefined) return -1n;
+  const len = 1 << (first >> 6);
   if (offset + len > buf.length) return -1n;
-  let v = BigInt(buf[offset] & 0x3f);
-  for (let i = 1; i < len; i++) v = (v << 8n) | BigInt(buf[offset + i]);
+  let v = BigInt(first & 0x3f);
+  for (let i = 1; i < len; i++) v = (v << 8n) | BigInt(buf[offset + i]!); // in range, as above
   return v;
 }
 
@@ -116,7 +108,7 @@ export interface DecodedVarint {
 export function decodeVarint(buf: Uint8Array, offset = 0): DecodedVarint | null {
   const value = readVarint(buf, offset);
   if (value < 0) return null;
-  return { value, length: varintLengthFromFirstByte(buf[offset]) };
+  return { value, length: varintLengthFromFirstByte(buf[offset]!) }; // value >= 0: the byte is there
 }
 
 /** Encode a bigint varint (for values above 2^53, e.g. GREASE identifiers). */
@@ -129,7 +121,7 @@ export function encodeVarintBig(value: bigint): Uint8Array {
     out[i] = Number(v & 0xffn);
     v >>= 8n;
   }
-  out[0] |= [0, 0x00, 0x40, 0, 0x80, 0, 0, 0, 0xc0][len];
+  out[0] = (out[0] ?? 0) | (len === 1 ? 0x00 : len === 2 ? 0x40 : len === 4 ? 0x80 : 0xc0);
   return out;
 }
 

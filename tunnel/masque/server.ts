@@ -30,18 +30,18 @@ import {
 import { H3Connection } from './h3-conn.js';
 import { parseUdpPath, parseIpPath, TargetError, type TargetPolicy, UDP_PATH_PREFIX, IP_PATH_PREFIX } from './policy.js';
 import { UdpRelay } from './udp-relay.js';
-import type { IpGateway, IpLease, IpSessionSink } from './ip-gateway.js';
-import { PoolExhaustedError } from '../../dataplane/index.js';
+import type { IpGateway } from './ip-gateway.js';
 import { prefixToRange, sortRanges } from './ranges.js';
-import { AccessLog, CbrError, httpStatusFor, type AccessEndReason, type AccessSession } from '../../dataplane/index.js';
+import { AccessLog, CbrError, PoolExhaustedError, httpStatusFor, type AccessEndReason } from '../../dataplane/index.js';
 import { DEFAULT_MASQUE_LIMITS, type MasqueLimits } from './config.js';
 import { TargetResolver } from './dns.js';
+import { SessionTable, type MasqueKind, type Session as SessionOf, type SessionEndReason } from './sessions.js';
+
+export type { MasqueKind, SessionEndReason } from './sessions.js';
 
 export const TOKEN_REFRESH_PATH = '/.well-known/cbr/token-refresh';
 
-export type MasqueKind = 'udp' | 'ip';
 export type MasqueDropReason = 'unknown-stream' | 'unknown-context' | 'client-queue' | 'too-big' | 'not-open' | 'gateway';
-export type SessionEndReason = 'client' | 'reset' | 'token-expired' | 'connection' | 'server' | 'limit';
 /** Which bound was hit (cbr_masque_limit_exceeded_total{limit}). */
 export type MasqueLimitName =
   | 'header-bytes-stream'
@@ -93,24 +93,7 @@ export interface MasqueServerOptions {
   log?: { info(o: object, m?: string): void; warn(o: object, m?: string): void; debug(o: object, m?: string): void };
 }
 
-interface Session {
-  kind: MasqueKind;
-  streamId: number;
-  conn: ServerConn;
-  identity: Identity;
-  capsules: CapsuleParser;
-  prefix: Buffer;
-  expiry?: NodeJS.Timeout;
-  relay?: UdpRelay;
-  lease?: IpLease;
-  sink?: IpSessionSink;
-  ipproto?: number;
-  /** Counted in `live` (set once the 200 went out). */
-  opened: boolean;
-  ended: boolean;
-  /** The access-log record (bytes each way), from the 200 answer on. */
-  access?: AccessSession;
-}
+type Session = SessionOf<ServerConn>;
 
 interface RequestState {
   reader: RequestStreamReader;
@@ -159,13 +142,17 @@ function kindOf(k: MasqueKind): SessionKind {
   return k === 'udp' ? 'masque-connect-udp' : 'masque-connect-ip';
 }
 
-const MAX_TIMER_MS = 2 ** 31 - 1;
 let scratch = Buffer.allocUnsafe(65_536);
 
 export class MasqueServer {
+  /** Session lifecycle (open, expiry, refresh, end); what an end does to the stream is endStreamOf's. */
+  private readonly sessions = new SessionTable<ServerConn>({
+    onEnd: (s, why) => this.endStreamOf(s, why),
+    log: { info: (o, m) => this.opts.log?.info(o, m) },
+  });
   readonly counters: MasqueCounters = {
-    sessionsOpened: { udp: 0, ip: 0 },
-    sessionsEnded: { client: 0, reset: 0, 'token-expired': 0, connection: 0, server: 0, limit: 0 },
+    sessionsOpened: this.sessions.opened,
+    sessionsEnded: this.sessions.ended,
     datagramsIn: 0,
     datagramsOut: 0,
     bytesIn: 0,
@@ -186,7 +173,7 @@ export class MasqueServer {
       'ip-sessions-per-subject': 0,
     },
   };
-  readonly live: Record<MasqueKind, number> = { udp: 0, ip: 0 };
+  readonly live: Record<MasqueKind, number> = this.sessions.live;
   private readonly conns = new Set<ServerConn>();
   private draining = false;
   private limits: MasqueLimits;
@@ -485,9 +472,7 @@ export class MasqueServer {
     st.session = s;
     st.phase = 'open';
     c.sessions.set(streamId, s);
-    s.opened = true;
-    this.live[kind]++;
-    this.counters.sessionsOpened[kind]++;
+    this.sessions.open(s);
     this.count(`open-${kind}`);
     s.access = this.access?.start({
       kind: kind === 'udp' ? 'masque-connect-udp' : 'masque-connect-ip',
@@ -503,7 +488,6 @@ export class MasqueServer {
       false,
     );
     if (kind === 'ip') this.sendIpConfig(s);
-    this.armExpiry(s);
     const queued = st.queued;
     st.queued = [];
     st.queuedBytes = 0;
@@ -525,18 +509,7 @@ export class MasqueServer {
   }
 
   private async createSession(c: ServerConn, streamId: number, kind: MasqueKind, path: string, identity: Identity): Promise<Session> {
-    const s: Session = {
-      kind,
-      streamId,
-      conn: c,
-      identity,
-      capsules: new CapsuleParser(),
-      prefix: Buffer.from(encodeHttpDatagramPrefix(streamId, 0)),
-      opened: false,
-      ended: false,
-    };
-    // Counted from now (before the DNS wait), so concurrent CONNECTs cannot pass the cap together.
-    this.countSubject(identity.subject, kind, 1);
+    const s = this.sessions.begin(c, streamId, kind, identity, new CapsuleParser(), Buffer.from(encodeHttpDatagramPrefix(streamId, 0)));
     try {
       if (kind === 'udp') {
         const target = parseUdpPath(path);
@@ -556,21 +529,11 @@ export class MasqueServer {
     return s;
   }
 
-  /** Sessions (open or being set up) per subject and kind, for maxUdpSessionsPerSubject / maxIpSessionsPerSubject. */
-  private readonly perSubject = new Map<string, Record<MasqueKind, number>>();
-
-  private countSubject(subject: string, kind: MasqueKind, delta: 1 | -1): void {
-    const n = this.perSubject.get(subject) ?? { udp: 0, ip: 0 };
-    n[kind] += delta;
-    if (n.udp === 0 && n.ip === 0) this.perSubject.delete(subject);
-    else this.perSubject.set(subject, n);
-  }
-
   /** A 429 naming the limit when the subject already holds its share of sessions of this kind. */
   private subjectAtCap(subject: string, kind: MasqueKind): { status: number; error: string; limit: string; max: number } | undefined {
     const limit = kind === 'udp' ? 'maxUdpSessionsPerSubject' : 'maxIpSessionsPerSubject';
     const max = this.limits[limit];
-    if ((this.perSubject.get(subject)?.[kind] ?? 0) < max) return undefined;
+    if (this.sessions.held(subject, kind) < max) return undefined;
     this.overLimit(kind === 'udp' ? 'udp-sessions-per-subject' : 'ip-sessions-per-subject');
     const what = kind === 'udp' ? 'connect-udp' : 'connect-ip';
     return { status: 429, error: `subject already holds ${max} ${what} sessions (tunnel.masque.limits.${limit})`, limit: `tunnel.masque.limits.${limit}`, max };
@@ -605,20 +568,6 @@ export class MasqueServer {
     c.h3.write(s.streamId, capsule);
   }
 
-  private armExpiry(s: Session): void {
-    if (s.expiry) clearTimeout(s.expiry);
-    const ms = s.identity.expiresAt * 1000 - Date.now();
-    s.expiry = setTimeout(
-      () => {
-        if (s.identity.expiresAt * 1000 > Date.now() + 5) return this.armExpiry(s);
-        this.opts.log?.info({ subject: s.identity.subject, kind: s.kind }, 'masque session ended: token expired');
-        this.endSession(s, 'token-expired');
-      },
-      Math.min(Math.max(ms, 0), MAX_TIMER_MS),
-    );
-    s.expiry.unref();
-  }
-
   private async refresh(c: ServerConn, streamId: number, st: RequestState, token: string | undefined): Promise<void> {
     const kinds = new Set([...c.sessions.values()].map((s) => s.kind));
     if (kinds.size === 0) kinds.add('udp');
@@ -642,8 +591,7 @@ export class MasqueServer {
     let n = 0;
     for (const s of c.sessions.values()) {
       if (s.identity.subject !== identity!.subject) continue;
-      s.identity = identity!;
-      this.armExpiry(s);
+      this.sessions.refresh(s, identity!);
       n++;
     }
     this.counters.tokenRefreshes++;
@@ -732,17 +680,14 @@ export class MasqueServer {
 
   /** `detail` says more than `why` for the access log (a FIN rather than a reset); see accessReason. */
   private endSession(s: Session, why: SessionEndReason, detail?: AccessEndReason): void {
-    if (s.ended) return;
-    s.ended = true;
-    s.access?.end(detail ?? accessReason(why, s.conn.closeReason));
-    if (s.expiry) clearTimeout(s.expiry);
-    s.relay?.close();
-    s.lease?.release();
-    this.countSubject(s.identity.subject, s.kind, -1);
+    if (detail && !s.ended) s.endDetail = detail;
+    this.sessions.end(s, why);
+  }
+
+  /** What the stream of an opened session gets when the session ends, and its access-log line. */
+  private endStreamOf(s: Session, why: SessionEndReason): void {
+    s.access?.end(s.endDetail ?? accessReason(why, s.conn.closeReason));
     const c = s.conn;
-    if (!s.opened) return; // set up but never answered with 200: nothing was counted or sent
-    this.live[s.kind]--;
-    this.counters.sessionsEnded[why]++;
     c.sessions.delete(s.streamId);
     if (why === 'limit') {
       this.dropRequest(c, s.streamId);

@@ -241,6 +241,9 @@ function waitForOutput(child: ChildProcess, re: RegExp, ms: number): Promise<voi
     };
     child.stdout!.on('data', on);
     child.stderr!.on('data', on);
-    child.once('exit', (code) => (clearTimeout(t), reject(new Error(`exited ${code}: ${out}`))));
+    child.once('exit', (code) => {
+      clearTimeout(t);
+      reject(new Error(`exited ${code}: ${out}`));
+    });
   });
 }
