@@ -183,12 +183,18 @@ export interface MapInfo {
   name: string;
 }
 
-/** struct bpf_map_info (the prefix we read). */
-export function mapInfo(fd: number): MapInfo {
-  const info = Buffer.alloc(88);
+/** bpf_obj_get_info_by_fd into a buffer of `size` bytes (the prefix of the info struct we read). */
+function objInfo(fd: number, size: number): Buffer {
+  const info = Buffer.alloc(size);
   const len = Buffer.alloc(4);
   len.writeUInt32LE(info.length);
   withNative([info, len], ([i, l]) => check('bpf_obj_get_info_by_fd', c.obj_info(fd, i, l)));
+  return info;
+}
+
+/** struct bpf_map_info (the prefix we read). */
+export function mapInfo(fd: number): MapInfo {
+  const info = objInfo(fd, 88);
   return {
     type: info.readUInt32LE(0),
     id: info.readUInt32LE(4),
@@ -208,10 +214,7 @@ export interface LinkInfo {
 }
 /** struct bpf_link_info for an XDP link: type, id, prog_id, then xdp.ifindex. */
 export function linkInfo(fd: number): LinkInfo {
-  const info = Buffer.alloc(64);
-  const len = Buffer.alloc(4);
-  len.writeUInt32LE(info.length);
-  withNative([info, len], ([i, l]) => check('bpf_obj_get_info_by_fd', c.obj_info(fd, i, l)));
+  const info = objInfo(fd, 64);
   return { type: info.readUInt32LE(0), id: info.readUInt32LE(4), progId: info.readUInt32LE(8), ifindex: info.readUInt32LE(16) };
 }
 
@@ -223,10 +226,7 @@ export interface ProgInfo {
 }
 /** struct bpf_prog_info: type, id, tag[8], ..., name[16] at offset 64. */
 export function progInfo(fd: number): ProgInfo {
-  const info = Buffer.alloc(96);
-  const len = Buffer.alloc(4);
-  len.writeUInt32LE(info.length);
-  withNative([info, len], ([i, l]) => check('bpf_obj_get_info_by_fd', c.obj_info(fd, i, l)));
+  const info = objInfo(fd, 96);
   return {
     type: info.readUInt32LE(0),
     id: info.readUInt32LE(4),
