@@ -10,7 +10,7 @@ import type { ChildProcess } from 'node:child_process';
 import { withTopology, type Namespace } from '../testhosts/index.js';
 import { writeBenchResult, type BenchMetric } from './results.js';
 import { CLI_PATH } from '../dataplane/testing.js';
-import { masqueTestbed, type Testbed } from '../tunnel/masque/testing.js';
+import { masqueTestbed, LOAD_LIMITS, type Testbed } from '../tunnel/masque/testing.js';
 
 const QUICK = process.env.QUICK === '1';
 const SECONDS = QUICK ? 3 : 10;
@@ -77,7 +77,7 @@ async function load(tb: Testbed, cfg: object): Promise<{ result: Record<string, 
 }
 
 await withTopology(async (topo) => {
-  const tb = await masqueTestbed(topo, { extraMasque: '    maxSessions: 200000' });
+  const tb = await masqueTestbed(topo, { extraMasque: `    maxSessions: 200000\n${LOAD_LIMITS}` });
   const results: Record<string, BenchMetric> = {};
   const put = (k: string, value: number, unit: string) => {
     results[k] = { value: Math.round(value * 1000) / 1000, unit };

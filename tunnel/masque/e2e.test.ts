@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { withTopology, type Namespace } from '../../testhosts/index.js';
 import { CLI_PATH } from '../../dataplane/testing.js';
-import { masqueTestbed, metricValue, type Testbed } from './testing.js';
+import { masqueTestbed, metricValue, LOAD_LIMITS, type Testbed } from './testing.js';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 
@@ -162,7 +162,7 @@ test('auth: no valid token → 401, missing role → 403, an expired token ends 
 
 test('1,000 concurrent connect-udp sessions from one client process hold', async () => {
   await withTopology(async (topo) => {
-    const tb = await masqueTestbed(topo);
+    const tb = await masqueTestbed(topo, { extraMasque: LOAD_LIMITS });
     udpEcho(tb.origin, 7007);
     const cfg = {
       mode: 'sessions',
