@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { withTopology, type Namespace } from '../testhosts/index.js';
 import { writeBenchResult, type BenchMetric } from './results.js';
-import { masqueTestbed, startConnect, startLoad, stopConnect, type Testbed } from '../tunnel/masque/testing.js';
+import { masqueTestbed, startConnect, startLoad, stopConnect, LOAD_LIMITS, type Testbed } from '../tunnel/masque/testing.js';
 
 const QUICK = process.env.QUICK === '1';
 const SECONDS = QUICK ? 3 : 10;
@@ -36,7 +36,7 @@ async function rtt(ns: Namespace, addr: string): Promise<number> {
 const load = (tb: Testbed, cfg: object) => startLoad(tb, cfg, { timeoutMs: 600_000, nodeArgs: ['--max-old-space-size=4096'] });
 
 await withTopology(async (topo) => {
-  const tb = await masqueTestbed(topo, { extraMasque: '    maxSessions: 200000' });
+  const tb = await masqueTestbed(topo, { extraMasque: `    maxSessions: 200000\n${LOAD_LIMITS}` });
   const results: Record<string, BenchMetric> = {};
   const put = (k: string, value: number, unit: string) => {
     results[k] = { value: Math.round(value * 1000) / 1000, unit };

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { withTopology, type Namespace } from '../../testhosts/index.js';
-import { masqueTestbed, metricValue, startConnect, startLoad, stopConnect } from './testing.js';
+import { masqueTestbed, metricValue, startConnect, startLoad, stopConnect, LOAD_LIMITS } from './testing.js';
 
 function udpEcho(ns: Namespace, port: number): ChildProcess {
   const src = `const s=require('dgram').createSocket('udp4');s.on('message',(m,r)=>s.send(m,r.port,r.address));s.bind(${port});`;
@@ -111,7 +111,7 @@ test('auth: no valid token → 401, missing role → 403, an expired token ends 
 
 test('1,000 concurrent connect-udp sessions from one client process hold', async () => {
   await withTopology(async (topo) => {
-    const tb = await masqueTestbed(topo);
+    const tb = await masqueTestbed(topo, { extraMasque: LOAD_LIMITS });
     udpEcho(tb.origin, 7007);
     const cfg = {
       mode: 'sessions',

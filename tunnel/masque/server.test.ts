@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { createSocket } from 'node:dgram';
 import { AuthError, type AuthGate, type Identity, type SessionKind } from '../../auth/index.js';
 import { generateSelfSigned, QuicEndpoint, type TlsMaterial, type CloseReason, type QuicConnection } from '../quic/index.js';
-import { encodeControlStreamPreamble, encodeFrame, H3ErrorCode } from '../h3/index.js';
+import { encodeControlStreamPreamble, encodeDataFrame, encodeExtendedConnect, encodeFrame, H3ErrorCode } from '../h3/index.js';
 import { MasqueServer } from './server.js';
 import { MasqueClient, MasqueHttpError } from './client.js';
 import { TargetPolicy } from './policy.js';
@@ -21,6 +21,7 @@ class TestGate implements AuthGate {
     if (!subject || !exp || roles === undefined) throw new AuthError('INVALID_TOKEN', 'unreadable token');
     if (Number(exp) * 1000 <= Date.now()) throw new AuthError('EXPIRED', 'token expired');
     if (subject === 'flood') throw new AuthError('RATE_LIMITED', 'slow down', 7);
+    if (subject === 'slow') await new Promise((r) => setTimeout(r, 1000));
     const list = roles.split(',');
     if (!list.includes('vpn-user')) throw new AuthError('MISSING_ROLE', `${kind} needs vpn-user`);
     return { subject, roles: list, expiresAt: Number(exp) };
@@ -230,6 +231,44 @@ test('a server named by its IP address is verified against the IP SANs; a refuse
   );
   assert.ok(Date.now() - t0 < 5000);
   assert.equal(lines.filter((l) => l.startsWith('reconnecting')).length, 0, lines.join('\n'));
+});
+
+test('bytes queued while the token is checked are bounded: the stream is reset with H3_EXCESSIVE_LOAD', async () => {
+  server.update({ limits: { maxQueuedBytesPerRequest: 1024 } });
+  const ep = await QuicEndpoint.client({ caPem: tls.certPem });
+  try {
+    const before = server.counters.limits['queued-bytes'];
+    const connect = encodeExtendedConnect({
+      protocol: 'connect-udp',
+      authority: 'localhost',
+      path: `/.well-known/masque/udp/127.0.0.1/${echoPort}/`,
+      headers: { authorization: `Bearer ${tokenFor('slow', 60)}` },
+    });
+    // 4 KiB of DATA right behind the CONNECT, while the (slow) token check runs.
+    const reset = await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the stream was not reset')), 5000);
+      const conn = ep.connect('127.0.0.1', server.address.port, 'localhost', {
+        onEstablished: () => {
+          conn.streamSend(2, encodeControlStreamPreamble());
+          conn.streamSend(0, Uint8Array.from([...connect, ...encodeDataFrame(new Uint8Array(4096))]));
+        },
+        onStreamReadable: (q, id) => {
+          const r = q.streamRecv(id, Buffer.alloc(4096));
+          if (id === 0 && typeof r === 'object' && 'reset' in r) {
+            clearTimeout(timer);
+            resolve(r.reset);
+          }
+        },
+      });
+    });
+    assert.equal(reset, H3ErrorCode.H3_EXCESSIVE_LOAD);
+    assert.equal(server.counters.limits['queued-bytes'], before + 1);
+    await new Promise((r) => setTimeout(r, 1200)); // the token check finishes: no session for the reset stream
+    assert.equal(server.live.udp, 0);
+  } finally {
+    server.update({ limits: {} });
+    await ep.close();
+  }
 });
 
 async function rawClient(streams: Array<[number, Uint8Array, boolean]>, then?: (conn: QuicConnection) => void): Promise<CloseReason> {

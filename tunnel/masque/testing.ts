@@ -39,6 +39,17 @@ export function metricValue(text: string, name: string, labels = ''): number {
   return line ? Number(line.split(' ').pop()) : NaN;
 }
 
+/**
+ * tunnel.masque lines for load runs: the load generator is one address and one token subject, so the
+ * per-source and per-subject caps (meant for the internet) are lifted for it.
+ */
+export const LOAD_LIMITS = [
+  '    limits:',
+  '      maxConnectionsPerSource: 100000',
+  '      maxHandshakesPerSource: 100000',
+  '      maxUdpSessionsPerSubject: 100000',
+].join('\n');
+
 export async function masqueTestbed(topo: Topology, opts: { routes?: string[]; extraMasque?: string } = {}): Promise<Testbed> {
   const client = await topo.namespace('mclient');
   const pop = await topo.namespace('mpop');
