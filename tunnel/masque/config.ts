@@ -25,6 +25,7 @@ export const DEFAULT_MASQUE_LIMITS = {
   maxReplyBytesPerStream: 256 * 1024,
   maxUdpSessionsPerSubject: 256,
   maxIpSessionsPerSubject: 8,
+  addressRequestsPerSecond: 10,
 } as const;
 export type MasqueLimits = { -readonly [K in keyof typeof DEFAULT_MASQUE_LIMITS]: number };
 
@@ -70,6 +71,12 @@ const limitsSchema = z
       .describe('bytes waiting to be sent on one stream; capsule datagrams beyond are dropped, other capsules end the session'),
     maxUdpSessionsPerSubject: z.number().int().min(1).default(D.maxUdpSessionsPerSubject).describe('open connect-udp sessions per token subject (429 beyond)'),
     maxIpSessionsPerSubject: z.number().int().min(1).default(D.maxIpSessionsPerSubject).describe('open connect-ip sessions per token subject (429 beyond)'),
+    addressRequestsPerSecond: z
+      .number()
+      .int()
+      .min(1)
+      .default(D.addressRequestsPerSecond)
+      .describe('ADDRESS_REQUEST capsules answered per connect-ip session and second (a burst of as many); beyond are ignored'),
   })
   .prefault({})
   .describe('bounds on what one client or source may hold (each counted in cbr_masque_limit_exceeded_total)');

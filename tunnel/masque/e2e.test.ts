@@ -2,14 +2,8 @@
 // with its TUN gateway and NAT in a PoP namespace, an origin namespace behind it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
-import { withTopology, type Namespace } from '../../testhosts/index.js';
-import { masqueTestbed, metricValue, startConnect, startLoad, stopConnect, LOAD_LIMITS } from './testing.js';
-
-function udpEcho(ns: Namespace, port: number): ChildProcess {
-  const src = `const s=require('dgram').createSocket('udp4');s.on('message',(m,r)=>s.send(m,r.port,r.address));s.bind(${port});`;
-  return ns.spawn([process.execPath, '-e', src]);
-}
+import { withTopology } from '../../testhosts/index.js';
+import { masqueTestbed, metricValue, startConnect, startLoad, stopConnect, udpEcho, LOAD_LIMITS } from './testing.js';
 
 test('connect-udp: a UDP echo in the origin namespace answers through cbr connect --mode udp', async () => {
   await withTopology(async (topo) => {

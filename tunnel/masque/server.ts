@@ -50,7 +50,8 @@ export type MasqueLimitName =
   | 'queued-bytes'
   | 'reply-bytes'
   | 'udp-sessions-per-subject'
-  | 'ip-sessions-per-subject';
+  | 'ip-sessions-per-subject'
+  | 'address-requests';
 
 export interface MasqueCounters {
   sessionsOpened: Record<MasqueKind, number>;
@@ -171,6 +172,7 @@ export class MasqueServer {
       'reply-bytes': 0,
       'udp-sessions-per-subject': 0,
       'ip-sessions-per-subject': 0,
+      'address-requests': 0,
     },
   };
   readonly live: Record<MasqueKind, number> = this.sessions.live;
@@ -609,6 +611,12 @@ export class MasqueServer {
         this.counters.capsuleDatagramsIn++;
         this.onPayload(s, ctx.contextId, Buffer.from(cap.payload.buffer, cap.payload.byteOffset + ctx.offset, cap.payload.length - ctx.offset));
       } else if (cap.type === 'address_request' && s.kind === 'ip' && s.lease) {
+        // Each answer costs an encode and a write: a client that floods requests gets a few per
+        // second (the lease does not change), the rest are ignored.
+        if (!takeAddressRequest(s, this.limits.addressRequestsPerSecond)) {
+          this.overLimit('address-requests');
+          continue;
+        }
         // Whatever was asked, the lease is what there is: one /32 and one /128 per session.
         const addresses = cap.addresses.map((a) =>
           a.version === 4
@@ -744,6 +752,17 @@ function udpTargetText(path: string): string {
 }
 
 /** The access log's end reason for a session ended with `why` (on a connection closed for `closed`). */
+/** A token bucket per session (`perSecond` tokens a second, as many at once): true when a request may be answered. */
+function takeAddressRequest(s: Session, perSecond: number): boolean {
+  const now = performance.now();
+  const b = (s.addressRequests ??= { tokens: perSecond, at: now });
+  b.tokens = Math.min(perSecond, b.tokens + ((now - b.at) / 1000) * perSecond);
+  b.at = now;
+  if (b.tokens < 1) return false;
+  b.tokens -= 1;
+  return true;
+}
+
 function accessReason(why: SessionEndReason, closed: CloseReason | undefined): AccessEndReason {
   if (why === 'token-expired') return 'token-expired';
   if (why === 'server') return 'drain';

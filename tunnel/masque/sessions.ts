@@ -31,6 +31,8 @@ export interface Session<C> {
   access?: AccessSession;
   /** What the access log says ended it, when the server knows more than the end reason (a FIN). */
   endDetail?: AccessEndReason;
+  /** connect-ip: the ADDRESS_REQUEST answer budget (limits.addressRequestsPerSecond). */
+  addressRequests?: { tokens: number; at: number };
 }
 
 export interface SessionTableHooks<C> {

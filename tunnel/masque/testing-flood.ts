@@ -5,13 +5,30 @@
 //   only `send` of them. Prints {established, closed: {code: count}, unsettled} once every connection
 //   is closed (or after settleMs), holds them for holdMs, then prints {final: ...}.
 // - 'honest': one MasqueClient from `bind`: prints {status} of GET /.
+// - 'misbehave': for `seconds`, rounds of what a hostile client with a token does: CONNECTs with bad
+//   tokens, connect-udp streams reset right after they open, connect-ip sessions flooded with
+//   ADDRESS_REQUEST capsules, and a connection of partial HEADERS. Prints {rounds, answers, errors}.
 import { readFileSync } from 'node:fs';
 import { QuicEndpoint, type QuicConnection } from '../quic/index.js';
-import { encodeControlStreamPreamble, FrameType, writeFrameHeader, frameHeaderLength } from '../h3/index.js';
+import {
+  encodeControlStreamPreamble,
+  FrameType,
+  writeFrameHeader,
+  frameHeaderLength,
+  encodeCapsule,
+  encodeAddressRequestValue,
+  encodeDataFrameHeader,
+  CapsuleType,
+} from '../h3/index.js';
+import { errorMessage } from '../../dataplane/index.js';
 import { MasqueClient } from './client.js';
 
 interface Cfg {
-  mode: 'partial-headers' | 'honest';
+  mode: 'partial-headers' | 'honest' | 'misbehave';
+  /** misbehave: a valid token (its subject misbehaves), how long, and a connect-udp target. */
+  token?: string;
+  seconds?: number;
+  target?: { host: string; port: number };
   /** The PoP's address and port, and its CA file. */
   host: string;
   port: number;
@@ -36,6 +53,50 @@ if (cfg.mode === 'honest') {
   const a = await c.request('GET', '/');
   out({ status: a.status });
   await c.close();
+} else if (cfg.mode === 'misbehave') {
+  const answers: Record<string, number> = {};
+  const errors: Record<string, number> = {};
+  const count = (m: Record<string, number>, k: string) => (m[k] = (m[k] ?? 0) + 1);
+  const until = Date.now() + (cfg.seconds ?? 20) * 1000;
+  const target = cfg.target ?? { host: cfg.host, port: 9 };
+  const request = encodeCapsule(CapsuleType.ADDRESS_REQUEST, encodeAddressRequestValue([{ requestId: 1, version: 4, address: '0.0.0.0', prefixLength: 32 }]));
+  let rounds = 0;
+  while (Date.now() < until) {
+    rounds++;
+    let c: MasqueClient | undefined;
+    try {
+      c = await MasqueClient.connect({ host: cfg.host, port: cfg.port, serverName: 'pop.test', caPem, endpoint, timeoutMs: 5_000 });
+      // a forged token
+      await c.openUdp(target, 'eyJhbGciOiJSUzI1NiJ9.e30.AAAA').then(
+        () => count(answers, 'bad-token-accepted'),
+        (err) => count(answers, `bad-token:${(err as { status?: number }).status ?? errorMessage(err).slice(0, 40)}`),
+      );
+      // a session reset as soon as it opens
+      const s = await c.openUdp(target, cfg.token);
+      c.h3.quic.streamShutdown(s.streamId, 0x10c, 'both'); // H3_REQUEST_CANCELLED
+      count(answers, 'reset');
+      // ADDRESS_REQUEST capsules, as fast as the stream takes them
+      const ip = await c.openIp(cfg.token, 1000);
+      for (let i = 0; i < 2000 && !ip.ended; i++) {
+        c.h3.write(ip.streamId, encodeDataFrameHeader(request.length));
+        c.h3.write(ip.streamId, request);
+      }
+      count(answers, ip.ended ? 'address-flood-ended' : 'address-flood');
+      // partial HEADERS on a few request streams
+      const partial = new Uint8Array(frameHeaderLength(FrameType.HEADERS, 60_000) + 6).fill(0x80);
+      writeFrameHeader(partial, 0, FrameType.HEADERS, 60_000);
+      for (let k = 0; k < 32; k++) c.h3.quic.streamSend(4 * (100 + k), partial);
+      count(answers, 'partial-headers');
+      await new Promise((r) => setTimeout(r, 100));
+    } catch (err) {
+      count(errors, errorMessage(err).slice(0, 60));
+    } finally {
+      await c?.close().catch(() => {
+        // the server may have closed it already: nothing left to do
+      });
+    }
+  }
+  out({ rounds, answers, errors });
 } else {
   const declared = cfg.declared ?? 60_000;
   const send = cfg.send ?? 6;

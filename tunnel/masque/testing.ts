@@ -258,3 +258,9 @@ function waitForOutput(child: ChildProcess, re: RegExp, ms: number): Promise<voi
     });
   });
 }
+
+/** A UDP echo on `port` in `ns` (the origin the connect-udp tests relay to); killed with the topology's processes. */
+export function udpEcho(ns: Namespace, port: number): ChildProcess {
+  const src = `const s=require('dgram').createSocket('udp4');s.on('message',(m,r)=>s.send(m,r.port,r.address));s.bind(${port});`;
+  return ns.spawn([process.execPath, '-e', src]);
+}
