@@ -755,7 +755,8 @@ function udpTargetText(path: string): string {
 /** A token bucket per session (`perSecond` tokens a second, as many at once): true when a request may be answered. */
 function takeAddressRequest(s: Session, perSecond: number): boolean {
   const now = performance.now();
-  const b = (s.addressRequests ??= { tokens: perSecond, at: now });
+  s.addressRequests ??= { tokens: perSecond, at: now };
+  const b = s.addressRequests;
   b.tokens = Math.min(perSecond, b.tokens + ((now - b.at) / 1000) * perSecond);
   b.at = now;
   if (b.tokens < 1) return false;
