@@ -44,8 +44,12 @@ import {
 import { errorMessage } from '../dataplane/index.js';
 
 export type ListKind = 'deny' | 'allow';
-/** Value stored with each list entry: where it came from (auto: derived from other sections, see always-pass.ts). */
-export const ORIGIN = { config: 1, api: 2, auto: 3 } as const;
+/**
+ * Value stored with each list entry: where it came from (auto: derived from other sections, see
+ * always-pass.ts; fleet: the registry's deny list, see fleet.ts). A prefix from several keeps the
+ * strongest: config, then api, then fleet.
+ */
+export const ORIGIN = { config: 1, api: 2, auto: 3, fleet: 4 } as const;
 
 /** Prefixes of one list from config: inline plus files. Errors name the field and file line. */
 export function configPrefixes(cfg: XdpConfig, kind: ListKind): ParsedPrefix[] {
@@ -232,9 +236,16 @@ export function liveListDelete(p: MapSource, kind: ListKind, prefix: ParsedPrefi
 
 /**
  * Syncs both families of both lists from config plus API-added prefixes plus the automatic allow
- * entries (`autoAllow`, see always-pass.ts), and the IPv4 prefilter.
+ * entries (`autoAllow`, see always-pass.ts) plus the fleet's deny list (`fleetDeny`, see fleet.ts),
+ * and the IPv4 prefilter.
  */
-export function syncLists(p: XdpPipeline, cfg: XdpConfig, state: ListState, autoAllow: ParsedPrefix[] = []): Record<ListKind, SyncCounts> {
+export function syncLists(
+  p: XdpPipeline,
+  cfg: XdpConfig,
+  state: ListState,
+  autoAllow: ParsedPrefix[] = [],
+  fleetDeny: ParsedPrefix[] = [],
+): Record<ListKind, SyncCounts> {
   const out = {} as Record<ListKind, SyncCounts>;
   const wants = {} as Record<
     ListKind,
@@ -246,6 +257,7 @@ export function syncLists(p: XdpPipeline, cfg: XdpConfig, state: ListState, auto
     const want6 = new Map<string, { prefix: ParsedPrefix; origin: number }>();
     const put = (pp: ParsedPrefix, origin: number) => (pp.family === 4 ? want4 : want6).set(pp.text, { prefix: pp, origin });
     if (kind === 'allow') for (const pp of autoAllow) put(pp, ORIGIN.auto);
+    if (kind === 'deny') for (const pp of fleetDeny) put(pp, ORIGIN.fleet);
     for (const t of state.api[kind]) put(parsePrefix(t), ORIGIN.api);
     for (const pp of configPrefixes(cfg, kind)) put(pp, ORIGIN.config);
     const max = cfg[kind].maxEntries;

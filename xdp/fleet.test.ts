@@ -1,0 +1,274 @@
+// The fleet deny list end to end: two agents (PoPs A and B, each in its own namespace with native XDP
+// on its client-facing veth) follow one PostgreSQL (in a third namespace, mutual TLS). `cbr xdp deny
+// add --fleet` at A → B's filter drops that source within a second; B restarted while the database
+// is down keeps the entry (from its local copy); `deny del --fleet` at B → gone at A. Propagation is
+// measured from the change's time in the registry to the prefix showing up in (or leaving) the other
+// PoP's pinned LPM map, which the test reads directly.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PostgresHost, waitFor, withTopology, type Namespace } from '../testhosts/index.js';
+import { freePort, runCli, startAgent, type AgentProcess } from '../dataplane/testing.js';
+import { parsePrefix } from '../dataplane/index.js';
+import { BpfMap } from './libbpf.js';
+import { detachXdp, pinDirFor } from './loader.js';
+import { lpmKey } from './prefix.js';
+import { ORIGIN } from './control.js';
+import { mountTestBpffs } from './testing.js';
+import { openSqliteRegistry } from '../registry/index.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const BARE = join(HERE, '..', '..', 'xdp', 'build', 'bare.bpf.o');
+const DB_ADDR = '10.78.0.1';
+
+interface Pop {
+  name: string;
+  ns: Namespace;
+  ifname: string;
+  /** The PoP's address on the client link (the client pings it). */
+  address: string;
+  admin: string;
+  yaml: string;
+  pinDir: string;
+  stateDir: string;
+  agent?: AgentProcess;
+}
+
+async function cli(pop: Pop, args: string[]): Promise<{ code: number | null; json: Record<string, unknown>; stderr: string }> {
+  const r = await runCli([...args, '--admin', pop.admin], { netns: pop.ns.name, timeoutMs: 20_000 });
+  let json: Record<string, unknown> = {};
+  try {
+    json = JSON.parse(r.stdout);
+  } catch {
+    /* not JSON: the caller looks at code and stderr */
+  }
+  return { code: r.code, json, stderr: r.stderr };
+}
+
+async function start(pop: Pop): Promise<void> {
+  const agent = await startAgent(pop.yaml, { netns: pop.ns.name });
+  pop.agent = agent;
+  await waitFor(`agent ${pop.name} up`, async () => {
+    if (agent.proc.exitCode !== null) throw new Error(`agent ${pop.name} exited:\n${agent.logLines.slice(-10).join('\n')}`);
+    const r = await cli(pop, ['xdp', 'status']);
+    return r.code === 0 ? r.json : undefined;
+  });
+}
+
+/** The origin value of B's deny4 entry covering `addr` (longest match), read from the pinned map. */
+function denyOrigin(pop: Pop, addr: string): number | undefined {
+  const map = BpfMap.fromPin(join(pop.pinDir, 'cbr_deny4'));
+  try {
+    return map.lookup(lpmKey(parsePrefix(`${addr}/32`)))?.readUInt32LE(0);
+  } finally {
+    map.close();
+  }
+}
+
+/** Polls the pinned map every 2 ms until the entry covering `addr` is (or is not) there; resolves with the time. */
+async function waitMap(pop: Pop, addr: string, present: boolean, timeoutMs = 5000): Promise<number> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const now = Date.now();
+    if ((denyOrigin(pop, addr) !== undefined) === present) return now;
+    if (now > until) throw new Error(`${addr} still ${present ? 'absent from' : 'in'} ${pop.name}'s deny map after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+/** When the registry recorded the newest change of `kind` for `prefix` (from the PoP's local copy). */
+async function changeAt(pop: Pop, kind: 'deny.add' | 'deny.delete', prefix: string): Promise<number> {
+  const copy = openSqliteRegistry(join(pop.stateDir, 'registry.db'));
+  try {
+    const c = (await copy.changesSince(0, 1_000_000)).reverse().find((x) => x.kind === kind && x.prefix === prefix);
+    if (!c) throw new Error(`no ${kind} of ${prefix} in ${pop.name}'s registry copy`);
+    return c.at;
+  } finally {
+    await copy.close();
+  }
+}
+
+/** Waits until the PoP's registry has migrated the database and follows its feed. */
+async function registryReady(pop: Pop): Promise<void> {
+  await waitFor(
+    `${pop.name}'s registry to follow the database`,
+    async () => {
+      const r = JSON.parse(await pop.ns.exec(['curl', '-s', `${pop.admin}/v1/registry`])) as { connected?: boolean; migrated?: boolean };
+      return r.connected && r.migrated ? true : undefined;
+    },
+    30_000,
+    200,
+  );
+}
+
+async function pingFrom(ns: Namespace, dst: string): Promise<boolean> {
+  try {
+    await ns.exec(['ping', '-n', '-q', '-c', '1', '-W', '1', dst], { timeoutMs: 5000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
+}
+
+test('fleet deny list: added at A → dropped at B within a second; kept across a restart during a database outage; removed at B → gone at A', {
+  timeout: 240_000,
+}, async () => {
+  const bpffs = await mountTestBpffs();
+  const dirs: string[] = [];
+  const pops: Pop[] = [];
+  try {
+    await withTopology(async (t) => {
+      const db = await t.namespace('fdb');
+      const client = await t.namespace('fcli');
+      await db.exec(['ip', 'addr', 'add', `${DB_ADDR}/32`, 'dev', 'lo']);
+      for (const [i, name] of ['A', 'B'].entries()) {
+        const ns = await t.namespace(`fpop${name}`);
+        await t.link(db, ns, { aAddr: `10.78.${i + 1}.1/30`, bAddr: `10.78.${i + 1}.2/30` });
+        await ns.addRoute(`${DB_ADDR}/32`, `10.78.${i + 1}.1`);
+        const [cEnd, pEnd] = await t.link(client, ns, { aAddr: `10.77.${i + 1}.2/24`, bAddr: `10.77.${i + 1}.1/24` });
+        // XDP_PASS to the peer of a veth with native XDP needs NAPI on the sender side as well
+        await client.exec(['ip', 'link', 'set', 'dev', cEnd.ifname, 'xdpdrv', 'obj', BARE, 'sec', 'xdp']);
+        const dir = mkdtempSync(join(tmpdir(), `cbr-fleet-${name}-`));
+        dirs.push(dir);
+        pops.push({
+          name,
+          ns,
+          ifname: pEnd.ifname,
+          address: `10.77.${i + 1}.1`,
+          admin: `http://127.0.0.1:${await freePort()}`,
+          yaml: '',
+          pinDir: pinDirFor(bpffs.root, pEnd.ifname),
+          stateDir: join(dir, 'state'),
+        });
+      }
+      const [a, b] = pops as [Pop, Pop];
+      const h = await PostgresHost.start({ netns: db.name, address: DB_ADDR });
+      try {
+        const role = h.roles[0]!;
+        for (const pop of pops) {
+          pop.yaml = [
+            'agent:',
+            `  stateDir: ${pop.stateDir}`,
+            'admin:',
+            `  listen: ${pop.admin.slice('http://'.length)}`,
+            'auth: { enabled: false }',
+            'tunnel:',
+            '  masque: { enabled: false }',
+            '  wireguard: { enabled: false }',
+            'bgp: { enabled: false }',
+            'xdp:',
+            '  enabled: true',
+            `  interface: ${pop.ifname}`,
+            `  pinRoot: ${bpffs.root}`,
+            '  mode: native',
+            'registry:',
+            '  postgres:',
+            `    url: "${h.url(role)}&target_session_attrs=read-write"`,
+            `    passwordFile: ${h.passwordFile(role)}`,
+            '    catchUpInterval: 1s',
+            '',
+          ].join('\n');
+        }
+        await Promise.all(pops.map(start));
+        assert.equal(await pingFrom(client, b.address), true, 'the client reaches B before any deny');
+
+        await Promise.all(pops.map((pop) => registryReady(pop)));
+
+        // 1. add --fleet at A
+        const all = '10.77.0.0/16';
+        const added = await cli(a, ['xdp', 'deny', 'add', '--fleet', all, '--comment', 'fleet test']);
+        assert.equal(added.code, 0, added.stderr);
+        assert.deepEqual(added.json, { list: 'deny', prefix: all, fleet: true, added: true });
+        const seenAtB = await waitMap(b, '10.77.1.2', true);
+        const firstMs = seenAtB - (await changeAt(b, 'deny.add', all));
+        assert.equal(denyOrigin(b, '10.77.2.2'), ORIGIN.fleet, "B's entry has the fleet origin");
+        assert.equal(denyOrigin(a, '10.77.1.2'), ORIGIN.fleet, 'A applied its own entry before answering');
+        assert.equal(await pingFrom(client, b.address), false, "B's filter drops the client");
+        assert.equal(await pingFrom(client, a.address), false, "A's filter drops the client");
+        const listed = await cli(b, ['xdp', 'deny', 'list']);
+        assert.equal(listed.code, 0, listed.stderr);
+        const fleet = listed.json.fleet as Array<{ prefix: string; comment?: string; addedAt: number }>;
+        assert.deepEqual(
+          fleet.map((e) => [e.prefix, e.comment]),
+          [[all, 'fleet test']],
+        );
+        const st = (await cli(b, ['xdp', 'status'])).json as { lists: { deny: { fleet: number } }; fleet: { registry: boolean; lastChange: number } };
+        assert.equal(st.lists.deny.fleet, 1);
+        assert.equal(st.fleet.registry, true);
+        assert.ok(st.fleet.lastChange > 0);
+        const metrics = await b.ns.exec(['curl', '-s', `${b.admin}/metrics`]);
+        assert.match(metrics, /^cbr_xdp_fleet_deny_entries 1$/m);
+        assert.match(metrics, new RegExp(`^cbr_xdp_fleet_deny_last_change ${st.fleet.lastChange}$`, 'm'));
+        assert.match(metrics, /^cbr_xdp_fleet_deny_updates_total\{op="add"\} 1$/m);
+
+        // 2. propagation, measured: add at A → B's map, delete at A → gone from B's map
+        const addMs: number[] = [firstMs];
+        const delMs: number[] = [];
+        for (let i = 0; i < 5; i++) {
+          const p = `10.${90 + i}.0.0/24`;
+          const host = `10.${90 + i}.0.9`; // outside 10.77.0.0/16, which stays
+          assert.equal((await cli(a, ['xdp', 'deny', 'add', '--fleet', p])).code, 0);
+          addMs.push((await waitMap(b, host, true)) - (await changeAt(b, 'deny.add', p)));
+          assert.equal((await cli(a, ['xdp', 'deny', 'del', '--fleet', p])).code, 0);
+          delMs.push((await waitMap(b, host, false)) - (await changeAt(b, 'deny.delete', p)));
+        }
+
+        // 3. B restarted while the database is down keeps the entry, from its local copy
+        await h.halt();
+        const refused = await cli(b, ['xdp', 'deny', 'add', '--fleet', '10.77.200.0/24']);
+        assert.notEqual(refused.code, 0, 'no fleet write without the database');
+        assert.match(refused.stderr, /503|unavailable|unreachable/i);
+        const stopped = await b.agent!.stop('SIGTERM');
+        b.agent = undefined;
+        assert.equal(stopped.code, 0);
+        await start(b);
+        await b.agent!.waitForLog((e) => e.msg === 'xdp program replaced on the pinned link (no gap)');
+        assert.equal(denyOrigin(b, '10.77.2.2'), ORIGIN.fleet, 'the fleet entry survived the restart during the outage');
+        assert.equal(await pingFrom(client, b.address), false, 'B still drops the client');
+        await h.resume();
+
+        // 4. del --fleet at B (once it follows the database again) → gone at A
+        // (the 1 s bound is for PoPs that follow the feed: A reconnects on its own backoff)
+        await Promise.all([registryReady(b), registryReady(a)]);
+        const removed = await cli(b, ['xdp', 'deny', 'del', '--fleet', all]);
+        assert.equal(removed.code, 0, removed.stderr);
+        const goneAtA = await waitMap(a, '10.77.1.2', false);
+        delMs.push(goneAtA - (await changeAt(a, 'deny.delete', all)));
+        assert.equal(denyOrigin(b, '10.77.2.2'), undefined, 'B removed it before answering');
+        assert.equal(await pingFrom(client, a.address), true, 'A lets the client through again');
+        assert.equal(await pingFrom(client, b.address), true, 'B lets the client through again');
+        const missing = await cli(b, ['xdp', 'deny', 'del', '--fleet', all]);
+        assert.equal(missing.code, 1);
+        assert.match(missing.stderr, /not in the fleet deny list/);
+        const allowFleet = await cli(a, ['xdp', 'allow', 'add', '--fleet', '10.9.0.0/16']);
+        assert.notEqual(allowFleet.code, 0, 'the allow list has no fleet form');
+
+        const summary = {
+          add_ms: addMs,
+          del_ms: delMs,
+          add_p50: pct(addMs, 50),
+          add_max: Math.max(...addMs),
+          del_p50: pct(delMs, 50),
+          del_max: Math.max(...delMs),
+        };
+        process.stdout.write(`# fleet deny propagation (registry change → other PoP's LPM map): ${JSON.stringify(summary)}\n`);
+        for (const ms of [...addMs, ...delMs]) assert.ok(ms <= 1000, `propagated within a second: ${JSON.stringify(summary)}`);
+      } finally {
+        for (const pop of pops) await pop.agent?.stop('SIGKILL');
+        await h.stop();
+      }
+    });
+  } finally {
+    for (const pop of pops) detachXdp(pop.pinDir);
+    await bpffs.remove();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  }
+});
