@@ -272,3 +272,113 @@ test('fleet deny list: added at A → dropped at B within a second; kept across 
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   }
 });
+
+test('fleet deny list on the embedded registry (one PoP): origins stack, a restart keeps it, bad requests are refused', { timeout: 120_000 }, async () => {
+  const bpffs = await mountTestBpffs();
+  const dir = mkdtempSync(join(tmpdir(), 'cbr-fleet-one-'));
+  let pop: Pop | undefined;
+  try {
+    await withTopology(async (t) => {
+      const client = await t.namespace('f1cli');
+      const ns = await t.namespace('f1pop');
+      const [cEnd, pEnd] = await t.link(client, ns, { aAddr: '10.77.1.2/24', bAddr: '10.77.1.1/24' });
+      await client.exec(['ip', 'link', 'set', 'dev', cEnd.ifname, 'xdpdrv', 'obj', BARE, 'sec', 'xdp']);
+      const admin = `http://127.0.0.1:${await freePort()}`;
+      const stateDir = join(dir, 'state');
+      pop = {
+        name: 'P',
+        ns,
+        ifname: pEnd.ifname,
+        address: '10.77.1.1',
+        admin,
+        pinDir: pinDirFor(bpffs.root, pEnd.ifname),
+        stateDir,
+        yaml: [
+          'agent:',
+          `  stateDir: ${stateDir}`,
+          'admin:',
+          `  listen: ${admin.slice('http://'.length)}`,
+          'auth: { enabled: false }',
+          'tunnel:',
+          '  masque: { enabled: false }',
+          '  wireguard: { enabled: false }',
+          'bgp: { enabled: false }',
+          'xdp:',
+          '  enabled: true',
+          `  interface: ${pEnd.ifname}`,
+          `  pinRoot: ${bpffs.root}`,
+          '  mode: native',
+          '  deny:',
+          '    prefixes: [10.77.1.64/26]',
+          '',
+        ].join('\n'),
+      };
+      const p = pop;
+      await start(p);
+      assert.equal(await pingFrom(client, p.address), true);
+      assert.equal((await cli(p, ['xdp', 'deny', 'add', '--fleet', '10.77.1.2/32'])).code, 0);
+      assert.equal(denyOrigin(p, '10.77.1.2'), ORIGIN.fleet);
+      assert.equal(await pingFrom(client, p.address), false, 'the fleet entry drops the client');
+      // the PoP's own entry for the same prefix wins while it is there; the fleet's stays after it
+      assert.equal((await cli(p, ['xdp', 'deny', 'add', '10.77.1.2/32'])).code, 0);
+      assert.equal(denyOrigin(p, '10.77.1.2'), ORIGIN.api);
+      assert.equal((await cli(p, ['xdp', 'deny', 'del', '10.77.1.2/32'])).code, 0);
+      assert.equal(denyOrigin(p, '10.77.1.2'), ORIGIN.fleet, 'still denied by the fleet');
+      // a config prefix on the fleet's list keeps its origin, and stays when the fleet drops it
+      assert.equal((await cli(p, ['xdp', 'deny', 'add', '--fleet', '10.77.1.64/26'])).code, 0);
+      assert.equal(denyOrigin(p, '10.77.1.65'), ORIGIN.config);
+      assert.equal((await cli(p, ['xdp', 'deny', 'del', '--fleet', '10.77.1.64/26'])).code, 0);
+      assert.equal(denyOrigin(p, '10.77.1.65'), ORIGIN.config);
+
+      const stopped = await p.agent!.stop('SIGTERM');
+      p.agent = undefined;
+      assert.equal(stopped.code, 0);
+      await start(p);
+      assert.equal(denyOrigin(p, '10.77.1.2'), ORIGIN.fleet, 'kept across a restart');
+      const listed = (await cli(p, ['xdp', 'deny', 'list'])).json as { config: string[]; api: string[]; fleet: Array<{ prefix: string }> };
+      assert.deepEqual(listed.config, ['10.77.1.64/26']);
+      assert.deepEqual(listed.api, []);
+      assert.deepEqual(
+        listed.fleet.map((e) => e.prefix),
+        ['10.77.1.2/32'],
+      );
+
+      const post = async (path: string, body: string) =>
+        (
+          await ns.exec([
+            'curl',
+            '-s',
+            '-o',
+            '/dev/null',
+            '-w',
+            '%{http_code}',
+            '-X',
+            'POST',
+            '-H',
+            'content-type: application/json',
+            '-d',
+            body,
+            `${admin}${path}`,
+          ])
+        ).trim();
+      assert.equal(await post('/v1/xdp/deny', '{"prefix":"10.1.0.0/16","fleet":"yes"}'), '400');
+      assert.equal(await post('/v1/xdp/allow', '{"prefix":"10.1.0.0/16","fleet":true}'), '400');
+      assert.equal(await post('/v1/xdp/deny', '{"prefix":"10.1.0.0/16","comment":"no fleet"}'), '400');
+      assert.equal(await post('/v1/xdp/deny', `{"prefix":"10.1.0.0/16","fleet":true,"comment":"${'x'.repeat(257)}"}`), '400');
+      assert.equal(await post('/v1/xdp/deny', '{"prefix":"10.1.0.300/16","fleet":true}'), '400');
+      const badDel = (
+        await ns.exec(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '-X', 'DELETE', `${admin}/v1/xdp/deny?prefix=10.1.0.0/16&fleet=1`])
+      ).trim();
+      assert.equal(badDel, '400');
+
+      assert.equal((await cli(p, ['xdp', 'deny', 'del', '--fleet', '10.77.1.2/32'])).code, 0);
+      assert.equal(denyOrigin(p, '10.77.1.2'), undefined);
+      assert.equal(await pingFrom(client, p.address), true, 'passes once the fleet entry is gone');
+    });
+  } finally {
+    await pop?.agent?.stop('SIGKILL');
+    if (pop) detachXdp(pop.pinDir);
+    await bpffs.remove();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
