@@ -69,7 +69,7 @@ function denyOrigin(pop: Pop, addr: string): number | undefined {
 }
 
 /** Polls the pinned map every 2 ms until the entry covering `addr` is (or is not) there; resolves with the time. */
-async function waitMap(pop: Pop, addr: string, present: boolean, timeoutMs = 5000): Promise<number> {
+async function waitMap(pop: Pop, addr: string, present: boolean, timeoutMs = 10_000): Promise<number> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     const now = Date.now();
@@ -89,6 +89,42 @@ async function changeAt(pop: Pop, kind: 'deny.add' | 'deny.delete', prefix: stri
   } finally {
     await copy.close();
   }
+}
+
+/** The PoP's agent config: only xdp (on the client link) and the registry; `more` goes after the xdp section. */
+function popYaml(pop: Pop, pinRoot: string, more: string[]): string {
+  return [
+    'agent:',
+    `  stateDir: ${pop.stateDir}`,
+    'admin:',
+    `  listen: ${pop.admin.slice('http://'.length)}`,
+    'auth: { enabled: false }',
+    'tunnel:',
+    '  masque: { enabled: false }',
+    '  wireguard: { enabled: false }',
+    'bgp: { enabled: false }',
+    'xdp:',
+    '  enabled: true',
+    `  interface: ${pop.ifname}`,
+    `  pinRoot: ${pinRoot}`,
+    '  mode: native',
+    ...more,
+    '',
+  ].join('\n');
+}
+
+/** When the PoP's agent logged `msg` for `prefix` (last time): it answers the API request right after. */
+function answeredAt(pop: Pop, msg: string, prefix: string): number {
+  const entries = pop.agent!.logLines.flatMap((l) => {
+    try {
+      return [JSON.parse(l) as { msg?: string; prefix?: string; time?: string }];
+    } catch {
+      return [];
+    }
+  });
+  const line = entries.filter((e) => e.msg === msg && e.prefix === prefix).pop();
+  if (!line?.time) throw new Error(`${pop.name} logged no "${msg}" for ${prefix}`);
+  return Date.parse(line.time);
 }
 
 /** Waits until the PoP's registry has migrated the database and follows its feed. */
@@ -154,28 +190,13 @@ test('fleet deny list: added at A → dropped at B within a second; kept across 
       try {
         const role = h.roles[0]!;
         for (const pop of pops) {
-          pop.yaml = [
-            'agent:',
-            `  stateDir: ${pop.stateDir}`,
-            'admin:',
-            `  listen: ${pop.admin.slice('http://'.length)}`,
-            'auth: { enabled: false }',
-            'tunnel:',
-            '  masque: { enabled: false }',
-            '  wireguard: { enabled: false }',
-            'bgp: { enabled: false }',
-            'xdp:',
-            '  enabled: true',
-            `  interface: ${pop.ifname}`,
-            `  pinRoot: ${bpffs.root}`,
-            '  mode: native',
+          pop.yaml = popYaml(pop, bpffs.root, [
             'registry:',
             '  postgres:',
             `    url: "${h.url(role)}&target_session_attrs=read-write"`,
             `    passwordFile: ${h.passwordFile(role)}`,
             '    catchUpInterval: 1s',
-            '',
-          ].join('\n');
+          ]);
         }
         await Promise.all(pops.map(start));
         assert.equal(await pingFrom(client, b.address), true, 'the client reaches B before any deny');
@@ -184,10 +205,10 @@ test('fleet deny list: added at A → dropped at B within a second; kept across 
 
         // 1. add --fleet at A
         const all = '10.77.0.0/16';
-        const added = await cli(a, ['xdp', 'deny', 'add', '--fleet', all, '--comment', 'fleet test']);
+        // B's map is watched while the command runs (the CLI process takes a while to exit)
+        const [seenAtB, added] = await Promise.all([waitMap(b, '10.77.1.2', true), cli(a, ['xdp', 'deny', 'add', '--fleet', all, '--comment', 'fleet test'])]);
         assert.equal(added.code, 0, added.stderr);
         assert.deepEqual(added.json, { list: 'deny', prefix: all, fleet: true, added: true });
-        const seenAtB = await waitMap(b, '10.77.1.2', true);
         const firstMs = seenAtB - (await changeAt(b, 'deny.add', all));
         assert.equal(denyOrigin(b, '10.77.2.2'), ORIGIN.fleet, "B's entry has the fleet origin");
         assert.equal(denyOrigin(a, '10.77.1.2'), ORIGIN.fleet, 'A applied its own entry before answering');
@@ -212,13 +233,19 @@ test('fleet deny list: added at A → dropped at B within a second; kept across 
         // 2. propagation, measured: add at A → B's map, delete at A → gone from B's map
         const addMs: number[] = [firstMs];
         const delMs: number[] = [];
+        /** B's map change minus the time A answered (A applies before it answers): the feed's own part. */
+        const afterA: number[] = [];
         for (let i = 0; i < 5; i++) {
           const p = `10.${90 + i}.0.0/24`;
           const host = `10.${90 + i}.0.9`; // outside 10.77.0.0/16, which stays
-          assert.equal((await cli(a, ['xdp', 'deny', 'add', '--fleet', p])).code, 0);
-          addMs.push((await waitMap(b, host, true)) - (await changeAt(b, 'deny.add', p)));
-          assert.equal((await cli(a, ['xdp', 'deny', 'del', '--fleet', p])).code, 0);
-          delMs.push((await waitMap(b, host, false)) - (await changeAt(b, 'deny.delete', p)));
+          let [seen, r] = await Promise.all([waitMap(b, host, true), cli(a, ['xdp', 'deny', 'add', '--fleet', p])]);
+          assert.equal(r.code, 0);
+          addMs.push(seen - (await changeAt(b, 'deny.add', p)));
+          afterA.push(seen - answeredAt(a, 'fleet deny entry added', p));
+          [seen, r] = await Promise.all([waitMap(b, host, false), cli(a, ['xdp', 'deny', 'del', '--fleet', p])]);
+          assert.equal(r.code, 0);
+          delMs.push(seen - (await changeAt(b, 'deny.delete', p)));
+          afterA.push(seen - answeredAt(a, 'fleet deny entry removed', p));
         }
 
         // 3. B restarted while the database is down keeps the entry, from its local copy
@@ -238,9 +265,8 @@ test('fleet deny list: added at A → dropped at B within a second; kept across 
         // 4. del --fleet at B (once it follows the database again) → gone at A
         // (the 1 s bound is for PoPs that follow the feed: A reconnects on its own backoff)
         await Promise.all([registryReady(b), registryReady(a)]);
-        const removed = await cli(b, ['xdp', 'deny', 'del', '--fleet', all]);
+        const [goneAtA, removed] = await Promise.all([waitMap(a, '10.77.1.2', false), cli(b, ['xdp', 'deny', 'del', '--fleet', all])]);
         assert.equal(removed.code, 0, removed.stderr);
-        const goneAtA = await waitMap(a, '10.77.1.2', false);
         delMs.push(goneAtA - (await changeAt(a, 'deny.delete', all)));
         assert.equal(denyOrigin(b, '10.77.2.2'), undefined, 'B removed it before answering');
         assert.equal(await pingFrom(client, a.address), true, 'A lets the client through again');
@@ -258,6 +284,7 @@ test('fleet deny list: added at A → dropped at B within a second; kept across 
           add_max: Math.max(...addMs),
           del_p50: pct(delMs, 50),
           del_max: Math.max(...delMs),
+          b_after_a_answer_ms: afterA,
         };
         process.stdout.write(`# fleet deny propagation (registry change → other PoP's LPM map): ${JSON.stringify(summary)}\n`);
         for (const ms of [...addMs, ...delMs]) assert.ok(ms <= 1000, `propagated within a second: ${JSON.stringify(summary)}`);
@@ -285,34 +312,8 @@ test('fleet deny list on the embedded registry (one PoP): origins stack, a resta
       await client.exec(['ip', 'link', 'set', 'dev', cEnd.ifname, 'xdpdrv', 'obj', BARE, 'sec', 'xdp']);
       const admin = `http://127.0.0.1:${await freePort()}`;
       const stateDir = join(dir, 'state');
-      pop = {
-        name: 'P',
-        ns,
-        ifname: pEnd.ifname,
-        address: '10.77.1.1',
-        admin,
-        pinDir: pinDirFor(bpffs.root, pEnd.ifname),
-        stateDir,
-        yaml: [
-          'agent:',
-          `  stateDir: ${stateDir}`,
-          'admin:',
-          `  listen: ${admin.slice('http://'.length)}`,
-          'auth: { enabled: false }',
-          'tunnel:',
-          '  masque: { enabled: false }',
-          '  wireguard: { enabled: false }',
-          'bgp: { enabled: false }',
-          'xdp:',
-          '  enabled: true',
-          `  interface: ${pEnd.ifname}`,
-          `  pinRoot: ${bpffs.root}`,
-          '  mode: native',
-          '  deny:',
-          '    prefixes: [10.77.1.64/26]',
-          '',
-        ].join('\n'),
-      };
+      pop = { name: 'P', ns, ifname: pEnd.ifname, address: '10.77.1.1', admin, pinDir: pinDirFor(bpffs.root, pEnd.ifname), stateDir, yaml: '' };
+      pop.yaml = popYaml(pop, bpffs.root, ['  deny:', '    prefixes: [10.77.1.64/26]']);
       const p = pop;
       await start(p);
       assert.equal(await pingFrom(client, p.address), true);
