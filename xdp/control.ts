@@ -150,6 +150,8 @@ export function writeConfigMap(p: XdpPipeline, cfg: XdpConfig, srcMac: Buffer): 
 export interface SyncCounts {
   added: number;
   removed: number;
+  /** Fleet deny entries left out: the map had no room once the PoP's own entries were in. */
+  fleetSkipped?: number;
 }
 
 /** Makes one LPM map hold exactly `want` (keyed by normalised prefix), with batch calls. */
@@ -237,7 +239,8 @@ export function liveListDelete(p: MapSource, kind: ListKind, prefix: ParsedPrefi
 /**
  * Syncs both families of both lists from config plus API-added prefixes plus the automatic allow
  * entries (`autoAllow`, see always-pass.ts) plus the fleet's deny list (`fleetDeny`, see fleet.ts),
- * and the IPv4 prefilter.
+ * and the IPv4 prefilter. The fleet's entries take the room the PoP's own leave (any PoP can grow
+ * the fleet's list; it must not keep this one from starting): the rest are counted as skipped.
  */
 export function syncLists(
   p: XdpPipeline,
@@ -252,17 +255,27 @@ export function syncLists(
     { want4: Map<string, { prefix: ParsedPrefix; origin: number }>; want6: Map<string, { prefix: ParsedPrefix; origin: number }> }
   >;
   const bits = { deny: newPre4Bits(), allow: newPre4Bits(), denyFull: newPre4Bits() };
+  let fleetSkipped = 0;
   for (const kind of ['deny', 'allow'] as const) {
     const want4 = new Map<string, { prefix: ParsedPrefix; origin: number }>();
     const want6 = new Map<string, { prefix: ParsedPrefix; origin: number }>();
     const put = (pp: ParsedPrefix, origin: number) => (pp.family === 4 ? want4 : want6).set(pp.text, { prefix: pp, origin });
     if (kind === 'allow') for (const pp of autoAllow) put(pp, ORIGIN.auto);
-    if (kind === 'deny') for (const pp of fleetDeny) put(pp, ORIGIN.fleet);
     for (const t of state.api[kind]) put(parsePrefix(t), ORIGIN.api);
     for (const pp of configPrefixes(cfg, kind)) put(pp, ORIGIN.config);
     const max = cfg[kind].maxEntries;
     if (want4.size > max || want6.size > max)
       throw new Error(`xdp.${kind}.maxEntries: ${Math.max(want4.size, want6.size)} prefixes do not fit in ${max} entries`);
+    if (kind === 'deny') {
+      let skipped = 0;
+      for (const pp of fleetDeny) {
+        const want = pp.family === 4 ? want4 : want6;
+        if (want.has(pp.text)) continue;
+        if (want.size >= max) skipped++;
+        else put(pp, ORIGIN.fleet);
+      }
+      fleetSkipped = skipped;
+    }
     for (const e of want4.values()) {
       setPre4Bits(bits[kind], e.prefix);
       if (kind === 'deny') setPre4Bits(bits.denyFull, e.prefix, true);
@@ -290,7 +303,7 @@ export function syncLists(
     const a = syncLpm(p.map(`cbr_${kind}4`), want4);
     const b = syncLpm(p.map(`cbr_${kind}6`), want6);
     refreshListFlags(p); // empty once they are gone
-    out[kind] = { added: a.added + b.added, removed: a.removed + b.removed };
+    out[kind] = { added: a.added + b.added, removed: a.removed + b.removed, ...(kind === 'deny' && fleetSkipped ? { fleetSkipped } : {}) };
   }
   writePre4(preMap, have, exact);
   const cfgMap = p.map('cbr_cfg');

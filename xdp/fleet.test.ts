@@ -15,9 +15,9 @@ import { freePort, runCli, startAgent, type AgentProcess } from '../dataplane/te
 import { parsePrefix } from '../dataplane/index.js';
 import { BpfMap } from './libbpf.js';
 import { detachXdp, pinDirFor } from './loader.js';
-import { lpmKey } from './prefix.js';
-import { ORIGIN } from './control.js';
-import { mountTestBpffs } from './testing.js';
+import { decodeLpmKey, lpmKey } from './prefix.js';
+import { ORIGIN, syncLists } from './control.js';
+import { mountTestBpffs, testConfig, withTestPipeline } from './testing.js';
 import { openSqliteRegistry } from '../registry/index.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -382,4 +382,31 @@ test('fleet deny list on the embedded registry (one PoP): origins stack, a resta
     await bpffs.remove();
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('syncLists: the fleet deny entries take the room the PoP leaves; the rest are skipped, not a failed start', async () => {
+  const cfg = testConfig({ deny: { maxEntries: 4, prefixes: ['192.0.2.0/24', '198.51.100.0/24'] } });
+  await withTestPipeline(cfg, (p) => {
+    const fleet = ['192.0.2.0/24', '203.0.113.0/24', '203.0.113.0/25', '10.1.0.0/16', '10.2.0.0/16'].map((t) => parsePrefix(t));
+    const r = syncLists(p, cfg, { api: { deny: ['10.9.0.0/16'], allow: [] } }, [], fleet);
+    // config 2 + api 1 fill 3 of 4 IPv4 entries; 192.0.2.0/24 is already there (config); one fleet prefix fits
+    assert.equal(r.deny.fleetSkipped, 3);
+    const origins = new Map(
+      p
+        .map('cbr_deny4')
+        .lookupBatch(64)
+        .map((e) => [decodeLpmKey(e.key).text, e.value.readUInt32LE(0)]),
+    );
+    assert.deepEqual(
+      [...origins].sort(),
+      [
+        ['10.9.0.0/16', ORIGIN.api],
+        ['192.0.2.0/24', ORIGIN.config],
+        ['198.51.100.0/24', ORIGIN.config],
+        ['203.0.113.0/24', ORIGIN.fleet],
+      ].sort(),
+    );
+    // without the fleet's entries they leave again
+    assert.equal(syncLists(p, cfg, { api: { deny: ['10.9.0.0/16'], allow: [] } }).deny.removed, 1);
+  });
 });

@@ -95,6 +95,11 @@ export class FleetDeny {
     return [...this.entries.values()].map((e) => ({ prefix: e.prefix.text, addedAt: e.addedAt, ...(e.comment !== undefined ? { comment: e.comment } : {}) }));
   }
 
+  /** Counts entries the subsystem could not put in the maps. */
+  failed(n: number): void {
+    this.errors.inc(n);
+  }
+
   /** Reads the local copy without touching the maps (the subsystem's first sync writes them). */
   async load(): Promise<void> {
     if (!this.service) return;

@@ -122,6 +122,13 @@ export class XdpSubsystem implements Subsystem {
       this.autoAllow.map((e) => e.prefix),
       this.fleet?.prefixes() ?? [],
     );
+    if (lists.deny.fleetSkipped) {
+      this.fleet?.failed(lists.deny.fleetSkipped);
+      this.ctx.log.error(
+        { skipped: lists.deny.fleetSkipped, maxEntries: cfg.deny.maxEntries },
+        'fleet deny entries left out: the deny map is full (xdp.deny.maxEntries)',
+      );
+    }
     syncServices(p, cfg);
     const lb = cfg.lb.vips.length ? syncLb(p, cfg) : undefined;
     this.ctx.log.info(
