@@ -36,9 +36,10 @@ import { configLoader } from './config/schema.js';
 /** Start order: auth gates the tunnels, the filter protects them, BGP announces only what is ready. */
 const SUBSYSTEM_ORDER: Array<{ section: string; factory: SubsystemFactory | undefined; enabled: (c: CbrConfig) => boolean }> = [
   { section: 'auth', factory: authSubsystem, enabled: (c) => c.auth.enabled },
-  { section: 'xdp', factory: xdpSubsystem, enabled: (c) => c.xdp.enabled },
-  // The registry (embedded by default) before the tunnels whose peers it holds.
+  // The registry (embedded by default) before the tunnels whose peers it holds and the filter that
+  // applies its deny list; it starts from its local copy, never waiting on the database.
   { section: 'registry', factory: registrySubsystem, enabled: () => true },
+  { section: 'xdp', factory: xdpSubsystem, enabled: (c) => c.xdp.enabled },
   { section: 'tunnel.wireguard', factory: wireguardSubsystem, enabled: (c) => c.tunnel.wireguard.enabled },
   { section: 'tunnel.masque', factory: masqueSubsystem, enabled: (c) => c.tunnel.masque.enabled },
   { section: 'bgp', factory: bgpSubsystem, enabled: (c) => c.bgp.enabled },

@@ -15,6 +15,11 @@ interface DirectOpts {
   pinRoot?: string;
 }
 
+interface ListOpts extends DirectOpts {
+  fleet?: boolean;
+  comment?: string;
+}
+
 /** Pin directory for commands that work on the pinned maps without the agent. */
 function directPinDir(opts: DirectOpts): { pinDir: string; ifname: string } {
   if (!opts.interface) throw new Error('--interface: needed to find the pinned maps when the agent is not reachable');
@@ -44,23 +49,30 @@ function directCounters(pinDir: string): CounterRow[] {
   }
 }
 
-async function listCommand(kind: ListKind, action: 'add' | 'del', prefixText: string, opts: DirectOpts): Promise<void> {
+async function listCommand(kind: ListKind, action: 'add' | 'del', prefixText: string, opts: ListOpts): Promise<void> {
   let prefix: ParsedPrefix;
   try {
     prefix = parsePrefix(prefixText);
   } catch (err) {
     throw new Error(`PREFIX: ${errorMessage(err)}`);
   }
+  if (opts.comment !== undefined && !(opts.fleet && action === 'add')) throw new Error('--comment: only with add --fleet');
   const client = adminClientFromOptions(opts);
+  const fleet = opts.fleet === true;
   try {
     print(
       action === 'add'
-        ? await client.post(`/v1/xdp/${kind}`, { prefix: prefix.text })
-        : await client.delete(`/v1/xdp/${kind}?prefix=${encodeURIComponent(prefix.text)}`),
+        ? await client.post(`/v1/xdp/${kind}`, {
+            prefix: prefix.text,
+            ...(fleet ? { fleet } : {}),
+            ...(opts.comment !== undefined ? { comment: opts.comment } : {}),
+          })
+        : await client.delete(`/v1/xdp/${kind}?prefix=${encodeURIComponent(prefix.text)}${fleet ? '&fleet=true' : ''}`),
     );
     return;
   } catch (err) {
-    if (!isUnreachable(err) || !opts.interface) throw err;
+    // The fleet's list lives in the registry: without the agent there is no way to it.
+    if (!isUnreachable(err) || !opts.interface || fleet) throw err;
   }
   // Agent not running: write the pinned map directly. The agent's next start re-syncs lists from
   // its config and state file, so this is for emergencies; it says so.
@@ -105,12 +117,17 @@ export const registerXdpCommands: CommandRegistrar = (program) => {
   );
   for (const kind of ['deny', 'allow'] as const) {
     const list = xdp.command(kind).description(`the ${kind} list (live through the agent; straight to the pinned maps when it is not running)`);
-    withDirectOptions(list.command('add <prefix>').description(`add a prefix to the ${kind} list`)).action((prefix: string, opts: DirectOpts) =>
-      listCommand(kind, 'add', prefix, opts),
+    const add = withDirectOptions(list.command('add <prefix>').description(`add a prefix to the ${kind} list`));
+    const del = withDirectOptions(list.command('del <prefix>').description(`remove an API-added prefix from the ${kind} list`));
+    if (kind === 'deny') {
+      add.option('--fleet', "add it to the fleet's deny list (the registry): every PoP applies it").option('--comment <text>', 'why (kept with a fleet entry)');
+      del.option('--fleet', "remove it from the fleet's deny list: every PoP drops it");
+    }
+    withAdminOptions(list.command('list').description(`the ${kind} list's prefixes by origin (agent API)`)).action(async (opts: DirectOpts) =>
+      print(await adminClientFromOptions(opts).get(`/v1/xdp/${kind}`)),
     );
-    withDirectOptions(list.command('del <prefix>').description(`remove an API-added prefix from the ${kind} list`)).action((prefix: string, opts: DirectOpts) =>
-      listCommand(kind, 'del', prefix, opts),
-    );
+    add.action((prefix: string, opts: ListOpts) => listCommand(kind, 'add', prefix, opts));
+    del.action((prefix: string, opts: ListOpts) => listCommand(kind, 'del', prefix, opts));
   }
   xdp
     .command('detach')

@@ -44,8 +44,12 @@ import {
 import { errorMessage } from '../dataplane/index.js';
 
 export type ListKind = 'deny' | 'allow';
-/** Value stored with each list entry: where it came from (auto: derived from other sections, see always-pass.ts). */
-export const ORIGIN = { config: 1, api: 2, auto: 3 } as const;
+/**
+ * Value stored with each list entry: where it came from (auto: derived from other sections, see
+ * always-pass.ts; fleet: the registry's deny list, see fleet.ts). A prefix from several keeps the
+ * strongest: config, then api, then fleet.
+ */
+export const ORIGIN = { config: 1, api: 2, auto: 3, fleet: 4 } as const;
 
 /** Prefixes of one list from config: inline plus files. Errors name the field and file line. */
 export function configPrefixes(cfg: XdpConfig, kind: ListKind): ParsedPrefix[] {
@@ -146,6 +150,8 @@ export function writeConfigMap(p: XdpPipeline, cfg: XdpConfig, srcMac: Buffer): 
 export interface SyncCounts {
   added: number;
   removed: number;
+  /** Fleet deny entries left out: the map had no room once the PoP's own entries were in. */
+  fleetSkipped?: number;
 }
 
 /** Makes one LPM map hold exactly `want` (keyed by normalised prefix), with batch calls. */
@@ -232,15 +238,24 @@ export function liveListDelete(p: MapSource, kind: ListKind, prefix: ParsedPrefi
 
 /**
  * Syncs both families of both lists from config plus API-added prefixes plus the automatic allow
- * entries (`autoAllow`, see always-pass.ts), and the IPv4 prefilter.
+ * entries (`autoAllow`, see always-pass.ts) plus the fleet's deny list (`fleetDeny`, see fleet.ts),
+ * and the IPv4 prefilter. The fleet's entries take the room the PoP's own leave (any PoP can grow
+ * the fleet's list; it must not keep this one from starting): the rest are counted as skipped.
  */
-export function syncLists(p: XdpPipeline, cfg: XdpConfig, state: ListState, autoAllow: ParsedPrefix[] = []): Record<ListKind, SyncCounts> {
+export function syncLists(
+  p: XdpPipeline,
+  cfg: XdpConfig,
+  state: ListState,
+  autoAllow: ParsedPrefix[] = [],
+  fleetDeny: ParsedPrefix[] = [],
+): Record<ListKind, SyncCounts> {
   const out = {} as Record<ListKind, SyncCounts>;
   const wants = {} as Record<
     ListKind,
     { want4: Map<string, { prefix: ParsedPrefix; origin: number }>; want6: Map<string, { prefix: ParsedPrefix; origin: number }> }
   >;
   const bits = { deny: newPre4Bits(), allow: newPre4Bits(), denyFull: newPre4Bits() };
+  let fleetSkipped = 0;
   for (const kind of ['deny', 'allow'] as const) {
     const want4 = new Map<string, { prefix: ParsedPrefix; origin: number }>();
     const want6 = new Map<string, { prefix: ParsedPrefix; origin: number }>();
@@ -251,6 +266,16 @@ export function syncLists(p: XdpPipeline, cfg: XdpConfig, state: ListState, auto
     const max = cfg[kind].maxEntries;
     if (want4.size > max || want6.size > max)
       throw new Error(`xdp.${kind}.maxEntries: ${Math.max(want4.size, want6.size)} prefixes do not fit in ${max} entries`);
+    if (kind === 'deny') {
+      let skipped = 0;
+      for (const pp of fleetDeny) {
+        const want = pp.family === 4 ? want4 : want6;
+        if (want.has(pp.text)) continue;
+        if (want.size >= max) skipped++;
+        else put(pp, ORIGIN.fleet);
+      }
+      fleetSkipped = skipped;
+    }
     for (const e of want4.values()) {
       setPre4Bits(bits[kind], e.prefix);
       if (kind === 'deny') setPre4Bits(bits.denyFull, e.prefix, true);
@@ -278,7 +303,7 @@ export function syncLists(p: XdpPipeline, cfg: XdpConfig, state: ListState, auto
     const a = syncLpm(p.map(`cbr_${kind}4`), want4);
     const b = syncLpm(p.map(`cbr_${kind}6`), want6);
     refreshListFlags(p); // empty once they are gone
-    out[kind] = { added: a.added + b.added, removed: a.removed + b.removed };
+    out[kind] = { added: a.added + b.added, removed: a.removed + b.removed, ...(kind === 'deny' && fleetSkipped ? { fleetSkipped } : {}) };
   }
   writePre4(preMap, have, exact);
   const cfgMap = p.map('cbr_cfg');

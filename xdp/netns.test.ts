@@ -6,35 +6,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { mkdirSync, rmdirSync } from 'node:fs';
-import { withTopology, run, waitFor, type Namespace } from '../testhosts/index.js';
+import { withTopology, waitFor, type Namespace } from '../testhosts/index.js';
 import { startAgent, runCli, freePort, type AgentProcess } from '../dataplane/testing.js';
 import { detachXdp, pinDirFor } from './loader.js';
 import { encodeCid } from './cid.js';
-import { quicShort, quicLong } from './testing.js';
+import { quicShort, quicLong, mountTestBpffs } from './testing.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const UDPSEND = join(HERE, 'udpsend.js');
 const BARE = join(HERE, '..', '..', 'xdp', 'build', 'bare.bpf.o');
-
-let bpffsSeq = 0;
-/** A bpffs of this test's own outside /sys (which `ip netns exec` remounts); unmounted by the returned function. */
-async function mountTestBpffs(): Promise<{ root: string; remove: () => Promise<void> }> {
-  const root = `/run/cbr-t${process.pid}-bpf${bpffsSeq++}`;
-  mkdirSync(root, { recursive: true });
-  await run(['mount', '-t', 'bpf', 'bpf', root]);
-  return {
-    root,
-    remove: async () => {
-      await run(['umount', root]).catch(() => undefined);
-      try {
-        rmdirSync(root);
-      } catch {
-        /* already gone */
-      }
-    },
-  };
-}
 
 async function cli(ns: Namespace, args: string[]): Promise<Record<string, unknown>> {
   const r = await runCli(args, { netns: ns.name, timeoutMs: 20_000 });

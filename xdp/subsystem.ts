@@ -1,22 +1,39 @@
 // The xdp subsystem's lifecycle: loads both programs, attaches the filter through a pinned link, keeps
 // the maps in step with the config (lists, policy, VIPs, backends, Maglev ring) and serves counters,
-// health and the /v1/xdp API. Stopping the agent leaves the program attached and pinned; `cbr xdp
-// detach` removes it.
+// health and the /v1/xdp API, and applies the fleet's deny list from the registry (fleet.ts).
+// Stopping the agent leaves the program attached and pinned; `cbr xdp detach` removes it.
 import { networkInterfaces } from 'node:os';
 import { Counter, Gauge } from 'prom-client';
 import { errorMessage, type SubsystemFactory, type AgentContext, type Subsystem, type CbrConfig } from '../dataplane/index.js';
 import type { XdpConfig } from './config.js';
 import { XdpPipeline, attachXdp, attachStatus, pinDirFor, interfaceMac } from './loader.js';
-import { writeConfigMap, syncLists, syncServices, syncLb, readCounters, mapSizesFor, configPrefixes, type ListState, type CounterRow } from './control.js';
+import {
+  writeConfigMap,
+  syncLists,
+  syncServices,
+  syncLb,
+  readCounters,
+  mapSizesFor,
+  configPrefixes,
+  liveListAdd,
+  liveListDelete,
+  ORIGIN,
+  type ListState,
+  type CounterRow,
+} from './control.js';
 import { LIST_STATE_FILE, emptyListState, loadListState } from './lists.js';
 import { registerXdpRoutes } from './routes.js';
 import { autoAllowEntries, type AutoAllowEntry } from './always-pass.js';
+import { FleetDeny } from './fleet.js';
+import { REGISTRY_SERVICE, type RegistryService } from '../registry/index.js';
+import type { ParsedPrefix } from '../dataplane/index.js';
 
 export class XdpSubsystem implements Subsystem {
   private pipeline?: XdpPipeline;
   private cfg: XdpConfig;
   private lists: ListState = emptyListState();
   private autoAllow: AutoAllowEntry[] = [];
+  private fleet?: FleetDeny;
   private readonly cleanups: Array<() => void> = [];
   private pinDir = '';
 
@@ -38,6 +55,19 @@ export class XdpSubsystem implements Subsystem {
     } catch {
       throw new Error(`xdp.interface: no interface named ${ifname}`);
     }
+    // The registry starts first (agent.ts); the filter reads only its local copy, never the database.
+    const fleet = new FleetDeny(this.ctx.services.get<RegistryService>(REGISTRY_SERVICE), {
+      log: this.ctx.log,
+      metrics: this.ctx.registry,
+      apply: (added, removed) => this.applyFleet(added, removed),
+    });
+    this.fleet = fleet;
+    try {
+      await fleet.load();
+    } catch (err) {
+      // The filter comes first: it starts without the fleet's entries and says so.
+      this.ctx.log.error({ err: errorMessage(err) }, 'fleet deny list: the local registry copy is unreadable; starting without it');
+    }
     try {
       this.pipeline = XdpPipeline.load({
         pinDir: this.pinDir,
@@ -55,8 +85,11 @@ export class XdpSubsystem implements Subsystem {
     } catch (err) {
       this.pipeline?.close();
       this.pipeline = undefined;
+      await fleet.close();
+      this.fleet = undefined;
       throw new Error(`xdp: ${errorMessage(err)}`);
     }
+    fleet.follow();
     this.registerMetrics();
     this.registerRoutes();
     this.cleanups.push(
@@ -87,13 +120,44 @@ export class XdpSubsystem implements Subsystem {
       cfg,
       this.lists,
       this.autoAllow.map((e) => e.prefix),
+      this.fleet?.prefixes() ?? [],
     );
+    if (lists.deny.fleetSkipped) {
+      this.fleet?.failed(lists.deny.fleetSkipped);
+      this.ctx.log.error(
+        { skipped: lists.deny.fleetSkipped, maxEntries: cfg.deny.maxEntries },
+        'fleet deny entries left out: the deny map is full (xdp.deny.maxEntries)',
+      );
+    }
     syncServices(p, cfg);
     const lb = cfg.lb.vips.length ? syncLb(p, cfg) : undefined;
     this.ctx.log.info(
       { lists, autoAllow: this.autoAllow.map((e) => `${e.prefix.text} (${e.from})`), lbSlotsChanged: lb?.slotsChanged, backends: lb?.backends.length },
       'xdp maps in step with config',
     );
+  }
+
+  /**
+   * Puts fleet deny changes into the live maps. A prefix that is also in the config or the API list
+   * keeps that origin (and stays when the fleet drops it). Resolves with how many failed (e.g. a full map).
+   */
+  private applyFleet(added: ParsedPrefix[], removed: ParsedPrefix[]): number {
+    const p = this.pipeline;
+    if (!p) return 0;
+    const config = new Set(configPrefixes(this.cfg, 'deny').map((c) => c.text));
+    const api = new Set(this.lists.api.deny);
+    let failed = 0;
+    for (const [prefix, add] of [...added.map((x) => [x, true] as const), ...removed.map((x) => [x, false] as const)]) {
+      if (config.has(prefix.text) || api.has(prefix.text)) continue;
+      try {
+        if (add) liveListAdd(p, 'deny', prefix, ORIGIN.fleet);
+        else liveListDelete(p, 'deny', prefix);
+      } catch (err) {
+        failed++;
+        this.ctx.log.warn({ prefix: prefix.text, add, err: errorMessage(err) }, 'fleet deny entry not applied to the maps (xdp.deny.maxEntries?)');
+      }
+    }
+    return failed;
   }
 
   checkReload(next: CbrConfig): void {
@@ -186,8 +250,9 @@ export class XdpSubsystem implements Subsystem {
       pinDir: this.pinDir,
       ...s,
       lb: { vips: cfg.lb.vips.length, backends: cfg.lb.backends.length, ringSize: cfg.lb.ringSize },
+      fleet: { registry: this.fleet?.available ?? false, lastChange: this.fleet?.lastChange ?? 0 },
       lists: {
-        deny: { config: configPrefixes(cfg, 'deny').length, api: this.lists.api.deny.length },
+        deny: { config: configPrefixes(cfg, 'deny').length, api: this.lists.api.deny.length, fleet: this.fleet?.prefixes().length ?? 0 },
         allow: { config: configPrefixes(cfg, 'allow').length, api: this.lists.api.allow.length, auto: this.autoAllow.length },
       },
     };
@@ -202,6 +267,7 @@ export class XdpSubsystem implements Subsystem {
         pipeline: () => this.pipeline,
         lists: () => this.lists,
         autoAllow: () => this.autoAllow,
+        fleet: () => this.fleet,
         setLists: (next) => {
           this.lists = next;
         },
@@ -213,6 +279,8 @@ export class XdpSubsystem implements Subsystem {
   async stop(): Promise<void> {
     // The program stays attached and the maps pinned: filtering goes on while the agent is away.
     for (const c of this.cleanups.splice(0).reverse()) c();
+    await this.fleet?.close();
+    this.fleet = undefined;
     this.pipeline?.close();
     this.pipeline = undefined;
     this.ctx.log.info({ interface: this.cfg.interface, pinDir: this.pinDir }, 'xdp control stopped; the program stays attached (cbr xdp detach removes it)');

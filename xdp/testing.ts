@@ -5,6 +5,8 @@ import { xdpConfigSchema, type XdpConfig } from './config.js';
 import { XdpPipeline, pinDirFor, detachXdp } from './loader.js';
 import { writeConfigMap, syncLists, syncServices, syncLb, mapSizesFor } from './control.js';
 import { parseAddress } from '../dataplane/index.js';
+import { mkdirSync, rmdirSync } from 'node:fs';
+import { run } from '../testhosts/index.js';
 
 export const XDP_ABORTED = 0;
 export const XDP_DROP = 1;
@@ -186,4 +188,23 @@ export async function withTestPipeline<T>(
   } finally {
     o.close();
   }
+}
+
+let bpffsSeq = 0;
+/** A bpffs of the test's own outside /sys (which `ip netns exec` remounts); unmounted by the returned function. */
+export async function mountTestBpffs(): Promise<{ root: string; remove: () => Promise<void> }> {
+  const root = `/run/cbr-t${process.pid}-bpf${bpffsSeq++}`;
+  mkdirSync(root, { recursive: true });
+  await run(['mount', '-t', 'bpf', 'bpf', root]);
+  return {
+    root,
+    remove: async () => {
+      await run(['umount', root]).catch(() => undefined);
+      try {
+        rmdirSync(root);
+      } catch {
+        /* already gone */
+      }
+    },
+  };
 }
