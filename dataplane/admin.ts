@@ -124,7 +124,7 @@ export class AdminServer {
 
   async start(): Promise<void> {
     const server = createServer((req, res) => void this.handle(req, res, 'admin'));
-    await listenOn(server, this.opts.listen, 'admin.listen', this.opts.maxConnections ?? 64);
+    await listenOn(server, this.opts.listen, 'admin.listen', this.opts.maxConnections ?? 256);
     server.on('error', (err) => this.opts.log.error({ err }, 'admin listener error'));
     this.server = server;
     this.opts.log.info({ listen: this.address }, 'admin HTTP listening');

@@ -45,7 +45,7 @@ export const baseSections = {
         .optional()
         .describe('bearer token for /v1/ (prefer apiTokenFile); without either, /v1/ answers only from loopback'),
       apiTokenFile: z.string().optional().describe('file holding the /v1/ bearer token'),
-      maxConnections: z.number().int().min(1).default(64).describe('open connections the admin listener accepts at once'),
+      maxConnections: z.number().int().min(1).default(256).describe('open connections the admin listener accepts at once (more are closed at accept)'),
     })
     .prefault({}),
   clientApi: z

@@ -212,14 +212,17 @@ export class PeerRegistrar {
     const iface = this.interfaces.get(lease.iface);
     // One device read per interface for a whole sweep; without one the line has no counts but is still written.
     if (!states.has(lease.iface)) states.set(lease.iface, iface?.device.get().catch(() => undefined) ?? Promise.resolve(undefined));
+    // Queued now, in this same turn, behind the read and ahead of anything that comes after: a
+    // register of the same key that arrives while we wait for the read must not be undone by it.
+    // A device that is restarting re-reads the store, which no longer has the peer.
+    const removed = iface?.device
+      .removePeer(lease.publicKey)
+      .catch((err) => this.log.warn({ err, interface: lease.iface }, 'removing a peer from the device failed; it is gone from the store'));
     const peer = (await states.get(lease.iface))?.peers.find((p) => p.publicKey === lease.publicKey);
     const record = this.accessByKey.get(lease.publicKey) ?? this.access.resume(accessFields(lease), lease.createdAt);
     this.accessByKey.delete(lease.publicKey);
     record.end(why, peer && { fromClient: peer.rxBytes, toClient: peer.txBytes });
-    // A device that is restarting re-reads the store, which no longer has the peer.
-    await iface?.device
-      .removePeer(lease.publicKey)
-      .catch((err) => this.log.warn({ err, interface: lease.iface }, 'removing a peer from the device failed; it is gone from the store'));
+    await removed;
   }
 
   /** Removes every expired peer; resolves with how many. */
