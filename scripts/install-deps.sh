@@ -34,3 +34,8 @@ if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
   npm ci --no-audit --no-fund --loglevel=error
   cp package-lock.json "$stamp"
 fi
+
+# Commit habits (subjects of 72 characters at most) for whoever commits from this checkout.
+if git rev-parse --git-dir >/dev/null 2>&1 && [ "$(git config core.hooksPath)" != scripts/git-hooks ]; then
+  git config core.hooksPath scripts/git-hooks
+fi
