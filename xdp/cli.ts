@@ -2,7 +2,16 @@
 // maps when the agent is not running; `detach` removes the program and its pins.
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { withAdminOptions, adminClientFromOptions, AdminClientError, errorMessage, type CommandRegistrar } from '../dataplane/index.js';
+import {
+  withAdminOptions,
+  adminClientFromOptions,
+  AdminClientError,
+  errorMessage,
+  ConfigLoader,
+  baseConfigSchema,
+  type CommandRegistrar,
+} from '../dataplane/index.js';
+import { controlRecordPath, describeControl, processExists, readControlRecord } from './control-record.js';
 import { attachStatus, detachXdp, pinDirFor } from './loader.js';
 import { readCounters, countersJson, liveListAdd, liveListDelete, ORIGIN, type ListKind, type CounterRow } from './control.js';
 import { parsePrefix, type ParsedPrefix } from '../dataplane/index.js';
@@ -13,6 +22,18 @@ interface DirectOpts {
   config?: string;
   interface?: string;
   pinRoot?: string;
+  stateDir?: string;
+}
+
+/** Exit status of `cbr xdp status` when the program runs but its agent is gone or stuck (for monitors). */
+const EXIT_UNCONTROLLED = 3;
+
+/** agent.stateDir: --state-dir, else the config file's (base sections only), else the default. */
+function stateDirFor(opts: DirectOpts): string {
+  if (opts.stateDir) return opts.stateDir;
+  const path = opts.config ?? process.env.CBR_CONFIG;
+  if (path) return new ConfigLoader(baseConfigSchema).loadFile(path).config.agent.stateDir;
+  return '/var/lib/cbr';
 }
 
 interface ListOpts extends DirectOpts {
@@ -96,15 +117,22 @@ async function listCommand(kind: ListKind, action: 'add' | 'del', prefixText: st
 
 export const registerXdpCommands: CommandRegistrar = (program) => {
   const xdp = program.command('xdp').description('the XDP filter and load balancer');
-  withDirectOptions(xdp.command('status').description('attachment, program and list sizes (agent API, else the pins)')).action(async (opts: DirectOpts) => {
-    try {
-      print(await adminClientFromOptions(opts).get('/v1/xdp/status'));
-    } catch (err) {
-      if (!isUnreachable(err) || !opts.interface) throw err;
-      const { pinDir, ifname } = directPinDir(opts);
-      print({ interface: ifname, pinDir, agent: 'not reachable', ...attachStatus(pinDir, ifname) });
-    }
-  });
+  withDirectOptions(xdp.command('status').description('attachment, program and list sizes (agent API, else the pins)'))
+    .option('--state-dir <dir>', 'agent.stateDir for the control record when the agent is not reachable (default: from --config, else /var/lib/cbr)')
+    .addHelpText('after', `\nWithout an agent, exits ${EXIT_UNCONTROLLED} when the program is attached but its agent died or stopped checking in.`)
+    .action(async (opts: DirectOpts) => {
+      try {
+        print(await adminClientFromOptions(opts).get('/v1/xdp/status'));
+      } catch (err) {
+        if (!isUnreachable(err) || !opts.interface) throw err;
+        const { pinDir, ifname } = directPinDir(opts);
+        const attach = attachStatus(pinDir, ifname);
+        const control = describeControl(readControlRecord(controlRecordPath(stateDirFor(opts), ifname)), Date.now(), processExists);
+        print({ interface: ifname, pinDir, agent: 'not reachable', ...attach, control });
+        // The filter goes on with its last lists, but nothing keeps them in step with config and fleet.
+        if (attach.attached && (control.state === 'orphaned' || control.state === 'unresponsive')) process.exitCode = EXIT_UNCONTROLLED;
+      }
+    });
   withDirectOptions(xdp.command('stats').description('packet counters by action and reason (agent API, else the pinned map)')).action(
     async (opts: DirectOpts) => {
       try {

@@ -5,6 +5,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join, dirname } from 'node:path';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { withTopology, waitFor, type Namespace } from '../testhosts/index.js';
 import { startAgent, runCli, freePort, type AgentProcess } from '../dataplane/testing.js';
@@ -58,7 +60,10 @@ test('netns: deny, allow, live list changes, rate limit at its rate, and a resta
       pinDir = pinDirFor(bpffs.root, pEnd.ifname);
       const port = await freePort();
       const admin = `http://127.0.0.1:${port}`;
-      const yaml = `xdp:\n  enabled: true\n  interface: ${pEnd.ifname}\n  pinRoot: ${bpffs.root}\n  mode: native\n  deny:\n    prefixes: [10.77.0.64/28]\n  allow:\n    prefixes: [10.77.0.7/32]\n  rateLimit:\n    enabled: true\n    packetsPerSecond: 2000\n    burst: 200\n`;
+      // one state directory for every agent run, so each finds the control record of the one before
+      const stateDir = mkdtempSync(join(tmpdir(), 'cbr-xdpstate-'));
+      t.onDestroy(() => rmSync(stateDir, { recursive: true, force: true }));
+      const yaml = `agent:\n  stateDir: ${stateDir}\nxdp:\n  enabled: true\n  interface: ${pEnd.ifname}\n  pinRoot: ${bpffs.root}\n  mode: native\n  deny:\n    prefixes: [10.77.0.64/28]\n  allow:\n    prefixes: [10.77.0.7/32]\n  rateLimit:\n    enabled: true\n    packetsPerSecond: 2000\n    burst: 200\n`;
       agent = await startPopAgent(pop, yaml, port);
       const st = await cli(pop, ['xdp', 'status', '--admin', admin]);
       assert.equal(st.attached, true);
@@ -103,11 +108,27 @@ test('netns: deny, allow, live list changes, rate limit at its rate, and a resta
       agent = undefined;
       assert.match(await pop.exec(['ip', 'link', 'show', pEnd.ifname]), /xdp/, 'still attached with the agent stopped');
       assert.equal(await pingFrom(client, '10.77.0.66', '10.77.0.1'), false, 'still filtering with the agent stopped');
-      const direct = await cli(pop, ['xdp', 'status', '--admin', admin, '--interface', pEnd.ifname, '--pin-root', bpffs.root]);
+      const directArgs = ['xdp', 'status', '--admin', admin, '--interface', pEnd.ifname, '--pin-root', bpffs.root, '--state-dir', stateDir];
+      const direct = await cli(pop, directArgs);
       assert.equal(direct.attached, true);
       assert.equal(direct.agent, 'not reachable');
+      assert.equal((direct.control as { state: string }).state, 'stopped', JSON.stringify(direct.control));
+
+      // The agent dies (SIGKILL): the filter keeps running on its last lists, and the status says the
+      // control is gone (exit 3, for monitors); the next agent reports how long that lasted.
+      agent = await startPopAgent(pop, yaml, port);
+      await agent.stop('SIGKILL');
+      agent = undefined;
+      assert.equal(await pingFrom(client, '10.77.0.66', '10.77.0.1'), false, 'still filtering with the agent dead');
+      const orphan = await runCli(directArgs, { netns: pop.name });
+      assert.equal(orphan.code, 3, orphan.stderr);
+      assert.equal(JSON.parse(orphan.stdout).control.state, 'orphaned');
       agent = await startPopAgent(pop, yaml, port);
       await agent.waitForLog((e) => e.msg === 'xdp program replaced on the pinned link (no gap)');
+      const took = await agent.waitForLog((e) => typeof e.msg === 'string' && e.msg.startsWith('the XDP filter ran without its control'));
+      assert.equal(took.previous, 'orphaned');
+      assert.match(await pop.exec(['curl', '-s', `${admin}/metrics`]), new RegExp(`cbr_xdp_uncontrolled_seconds\\{interface="${pEnd.ifname}"\\} \\d`));
+      assert.equal((await cli(pop, ['xdp', 'status', '--admin', admin])).attached, true);
       assert.equal(await pingFrom(client, '10.77.0.66', '10.77.0.1'), false);
       c = await stats(pop, admin);
       assert.ok(count(c, 'drop', 'denylist') > denied, `denylist counter continued: ${denied} -> ${count(c, 'drop', 'denylist')}`);

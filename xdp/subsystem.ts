@@ -25,6 +25,7 @@ import { LIST_STATE_FILE, emptyListState, loadListState } from './lists.js';
 import { registerXdpRoutes } from './routes.js';
 import { autoAllowEntries, type AutoAllowEntry } from './always-pass.js';
 import { FleetDeny } from './fleet.js';
+import { controlRecordPath, describeControl, processExists, readControlRecord, writeControlRecord, type ControlRecord } from './control-record.js';
 import { REGISTRY_SERVICE, type RegistryService } from '../registry/index.js';
 import type { ParsedPrefix } from '../dataplane/index.js';
 
@@ -36,6 +37,12 @@ export class XdpSubsystem implements Subsystem {
   private fleet?: FleetDeny;
   private readonly cleanups: Array<() => void> = [];
   private pinDir = '';
+
+  /** This agent's control record, from its first heartbeat on. */
+  private control?: ControlRecord;
+  private controlWriteWarnedAt = 0;
+  /** How long the program ran without control before this agent took it over (seconds; 0 when it did not). */
+  private uncontrolledSeconds = 0;
 
   constructor(private readonly ctx: AgentContext) {
     this.cfg = ctx.config.xdp;
@@ -82,6 +89,8 @@ export class XdpSubsystem implements Subsystem {
         { interface: ifname, mode: cfg.mode, pinDir: this.pinDir, reusedLink: a.reused, progId: a.progId, linkId: a.linkId },
         a.reused ? 'xdp program replaced on the pinned link (no gap)' : 'xdp program attached',
       );
+      if (a.reused) this.reportUncontrolledTime(ifname);
+      this.heartbeat();
     } catch (err) {
       this.pipeline?.close();
       this.pipeline = undefined;
@@ -100,6 +109,7 @@ export class XdpSubsystem implements Subsystem {
         rise: 1,
         fall: 1,
         run: () => {
+          this.heartbeat();
           const s = attachStatus(this.pinDir, ifname);
           if (!s.attached)
             throw new Error(
@@ -214,6 +224,16 @@ export class XdpSubsystem implements Subsystem {
     });
     const ifname = this.cfg.interface!;
     const pinDir = this.pinDir;
+    const uncontrolledSeconds = () => this.uncontrolledSeconds;
+    const uncontrolled = new Gauge({
+      name: 'cbr_xdp_uncontrolled_seconds',
+      help: 'How long the XDP program had run without its control (the agent) when this agent took it over; 0 when it had not',
+      labelNames: ['interface'],
+      registers: [],
+      collect() {
+        this.set({ interface: ifname }, uncontrolledSeconds());
+      },
+    });
     const attached = new Gauge({
       name: 'cbr_xdp_attached',
       help: '1 while our XDP program is attached to the interface',
@@ -235,7 +255,7 @@ export class XdpSubsystem implements Subsystem {
           entries.set({ list: kind }, p.map(`cbr_${kind}4`).lookupBatch(65536).length + p.map(`cbr_${kind}6`).lookupBatch(65536).length);
       },
     });
-    for (const m of [packets, bytes, attached, entries]) {
+    for (const m of [packets, bytes, attached, entries, uncontrolled]) {
       reg.registerMetric(m as unknown as Counter<string>);
       this.cleanups.push(() => reg.removeSingleMetric((m as unknown as { name: string }).name));
     }
@@ -276,9 +296,40 @@ export class XdpSubsystem implements Subsystem {
     );
   }
 
+  /** The program was ours already (a pinned link): say how long it ran without control, if it did. */
+  private reportUncontrolledTime(ifname: string): void {
+    const before = describeControl(readControlRecord(controlRecordPath(this.ctx.stateDir, ifname)), Date.now(), processExists);
+    if (before.state === 'controlled' || before.state === 'unknown') return;
+    this.uncontrolledSeconds = before.sinceSeconds ?? 0;
+    this.ctx.log.warn(
+      { interface: ifname, previous: before.state, pid: before.pid, seconds: before.sinceSeconds },
+      `the XDP filter ran without its control: ${before.detail}`,
+    );
+  }
+
+  /** Rewrites the control record: this agent controls the program now (health check interval). */
+  private heartbeat(): void {
+    const ifname = this.cfg.interface!;
+    this.control ??= { pid: process.pid, interface: ifname, startedAt: Date.now(), heartbeatAt: Date.now() };
+    this.writeControl({ ...this.control, heartbeatAt: Date.now() });
+  }
+
+  private writeControl(rec: ControlRecord): void {
+    try {
+      writeControlRecord(controlRecordPath(this.ctx.stateDir, rec.interface), rec);
+    } catch (err) {
+      // The filter matters more than the record: say so once a minute at most, keep filtering.
+      if (Date.now() - this.controlWriteWarnedAt > 60_000) {
+        this.controlWriteWarnedAt = Date.now();
+        this.ctx.log.warn({ err: errorMessage(err) }, 'cannot write the XDP control record in agent.stateDir');
+      }
+    }
+  }
+
   async stop(): Promise<void> {
     // The program stays attached and the maps pinned: filtering goes on while the agent is away.
     for (const c of this.cleanups.splice(0).reverse()) c();
+    if (this.control) this.writeControl({ ...this.control, heartbeatAt: Date.now(), stoppedAt: Date.now() });
     await this.fleet?.close();
     this.fleet = undefined;
     this.pipeline?.close();
