@@ -416,6 +416,7 @@ export class MasqueClient {
 /** A close in words: who closed, the error's name, and the reason (what failed, for a certificate). */
 export function describeClose(r: CloseReason): string {
   if (r.by === 'idle') return 'idle timeout';
+  if (r.by === 'stateless-reset') return 'stateless reset (the server has no such connection: it moved to another PoP or restarted)';
   const code = r.isApp ? h3ErrorName(r.code) : transportErrorName(r.code);
   const who = r.by === 'peer' ? 'closed by the server' : r.by === 'local' ? 'closed by this client' : 'closed';
   let reason = r.reason;
