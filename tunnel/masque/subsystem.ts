@@ -98,6 +98,12 @@ function registerMetrics(ctx: AgentContext, get: () => MasqueServer | undefined,
     [{ result: 'sent' }, s.endpoint.stats.statelessResets],
     [{ result: 'rate-limited' }, s.endpoint.stats.statelessResetsLimited],
   ]);
+  mirror(
+    'cbr_masque_reset_tokens_omitted_total',
+    'connections accepted without a stateless reset token (the transport parameters left no room: such a client cannot learn of a reset)',
+    [],
+    (s) => [[{}, s.endpoint.stats.resetTokensOmitted]],
+  );
   mirror('cbr_masque_datagrams_total', 'HTTP Datagrams (and DATAGRAM capsules) by direction', ['direction'], (s) => [
     [{ direction: 'in' }, s.counters.datagramsIn],
     [{ direction: 'out' }, s.counters.datagramsOut],

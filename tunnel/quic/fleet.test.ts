@@ -258,3 +258,17 @@ test('resets are bounded in rate and never larger than the trigger', async () =>
     await server.close();
   }
 });
+
+test('the reset token fits quiche’s 128-byte transport parameters with retry and a 20-byte original DCID', async () => {
+  const { default: quiche } = await import('@matrixai/quic/native/quiche.js');
+  const { buildServerConfig } = await import('./endpoint.js');
+  const tls = await generateSelfSigned(['localhost']);
+  // The MASQUE server's settings (server.ts) and the endpoint defaults.
+  for (const o of [{ tls, initialMaxStreamsBidi: 1024, initialMaxStreamData: 256 << 10, initialMaxData: 8 << 20, idleTimeoutMs: 30_000 }, { tls }]) {
+    const c = buildServerConfig(o);
+    c.setStatelessResetToken(BigInt(`0x${'ab'.repeat(16)}`));
+    const local = { host: '127.0.0.1', port: 1 };
+    const peer = { host: '127.0.0.1', port: 2 };
+    assert.doesNotThrow(() => quiche.Connection.accept(newServerConnectionId(1), randomBytes(20), local, peer, c));
+  }
+});
