@@ -57,6 +57,8 @@ export interface MasqueClientOptions {
   /** Share one UDP socket between many clients (e.g. 1,000 sessions from one process). */
   endpoint?: QuicEndpoint;
   idleTimeoutMs?: number;
+  /** A TLS session saved from an earlier connection (tlsSession()), to resume. */
+  session?: Uint8Array;
   timeoutMs?: number;
 }
 
@@ -182,7 +184,7 @@ export class MasqueClient {
     ownsEndpoint: boolean,
   ) {
     this.ownsEndpoint = ownsEndpoint;
-    const quic = endpoint.connect(opts.host, opts.port, opts.serverName ?? opts.host);
+    const quic = endpoint.connect(opts.host, opts.port, opts.serverName ?? opts.host, {}, opts.session);
     this.h3 = new H3Connection(quic, 'client', {
       onRequestStream: () => {},
       onHttpDatagram: (id, ctx, payload) => {
@@ -196,6 +198,11 @@ export class MasqueClient {
     // Responses arrive on our own bidirectional streams, which H3Connection leaves to us.
     const base = quic.handler.onStreamReadable!;
     quic.handler.onStreamReadable = (c, id) => ((id & 3) === 0 ? this.onResponseReadable(id) : base(c, id));
+  }
+
+  /** The TLS session to resume with next time (null until the server sent a ticket). */
+  tlsSession(): Uint8Array | null {
+    return this.h3.quic.tlsSession();
   }
 
   /** Connects and completes the QUIC handshake. */

@@ -147,6 +147,8 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
   const ip = async (...args: string[]) => execFileAsync('ip', args, { timeout: 10_000 });
   let backoff = 500;
   let lastImmediate = 0;
+  /** The last TLS session the PoPs gave us: reconnects resume it (at any PoP sharing the fleet key). */
+  let tlsSession: Uint8Array | undefined;
   try {
     while (!signal.aborted) {
       const started = Date.now();
@@ -157,7 +159,15 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
       o.status?.set('connecting');
       try {
         const { token, expiresAt } = await o.tokens.get();
-        client = await MasqueClient.connect({ host: server.host, port: server.port, serverName: o.serverName, caPem: o.caPem, insecure: o.insecure });
+        client = await MasqueClient.connect({
+          host: server.host,
+          port: server.port,
+          serverName: o.serverName,
+          caPem: o.caPem,
+          insecure: o.insecure,
+          session: tlsSession,
+        });
+        if (tlsSession) o.log(client.h3.quic.isResumed ? 'TLS session resumed' : 'TLS session not resumed: full handshake');
         const session = o.mode === 'udp' ? await client.openUdp(splitHostPort(o.target!)!, token) : await client.openIp(token);
         current = session;
         if (o.mode === 'udp') {
@@ -234,6 +244,7 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
       } finally {
         clearTimeout(refreshTimer);
         current = undefined;
+        tlsSession = client?.tlsSession() ?? tlsSession;
         await client?.close().catch(() => {});
       }
       if (signal.aborted) break;

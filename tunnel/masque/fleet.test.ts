@@ -157,30 +157,39 @@ async function failover(f: Fleet, waitMs: number): Promise<{ gapMs: number | und
 
 test('PoP B answers a packet of PoP A’s connection with a stateless reset and cbr connect reconnects to B at once', async () => {
   const key = randomBytes(32).toString('hex');
-  await withTopology(async (topo) => {
-    const f = await fleet(topo, [[key], [randomBytes(32).toString('hex'), key]]); // B mid-rotation: signs with a new key, still holds A's
-    const { gapMs, output } = await failover(f, 5000);
-    console.log(`stateless reset failover: ${gapMs} ms from the route change to the session open at PoP B`);
-    if (gapMs === undefined) {
-      const grep = (t: string) =>
-        t
-          .split('\n')
-          .filter((l) => /stateless|quic-unknown|handshakes_total|reset_tokens/.test(l))
-          .join('\n');
-      console.log(`A:\n${grep(await f.metrics(0))}\nB:\n${grep(await f.metrics(1))}`);
-    }
-    assert.ok(gapMs !== undefined && gapMs < 1500, `no reconnect to B within 5 s:\n${output}`);
-    assert.match(output, /session ended: stateless reset/);
-    assert.match(output, /reconnecting at once after a stateless reset/);
-    assert.doesNotMatch(output.slice(output.indexOf('stateless reset')), /reconnecting in \d+ ms/);
-    const m = await f.metrics(1);
-    assert.ok(metricValue(m, 'cbr_masque_stateless_resets_total', 'result="sent"') >= 1, m);
-    // A counter that never moved has no sample line (NaN here): A sent no reset, omitted no token.
-    const a = await f.metrics(0);
-    assert.ok(!(metricValue(a, 'cbr_masque_stateless_resets_total', 'result="sent"') > 0), a);
-    assert.ok(!(metricValue(a, 'cbr_masque_reset_tokens_omitted_total') > 0), a);
-    assert.equal(metricValue(a, 'cbr_masque_handshakes_total'), 1);
-  });
+  const next = randomBytes(32).toString('hex');
+  // B mid-rotation, both steps: the new key added second (B still signs, and issues tickets, with A's
+  // key: the TLS session resumes), then promoted first (B verifies A's key only: a full handshake).
+  for (const [bKeys, resumed] of [
+    [[key, next], true],
+    [[next, key], false],
+  ] as const) {
+    await withTopology(async (topo) => {
+      const f = await fleet(topo, [[key], [...bKeys]]);
+      const { gapMs, output } = await failover(f, 5000);
+      console.log(`stateless reset failover: ${gapMs} ms from the route change to the session open at PoP B (TLS session ${resumed ? 'resumed' : 'new'})`);
+      if (gapMs === undefined) {
+        const grep = (t: string) =>
+          t
+            .split('\n')
+            .filter((l) => /stateless|quic-unknown|handshakes_total|reset_tokens/.test(l))
+            .join('\n');
+        console.log(`A:\n${grep(await f.metrics(0))}\nB:\n${grep(await f.metrics(1))}`);
+      }
+      assert.ok(gapMs !== undefined && gapMs < 1500, `no reconnect to B within 5 s:\n${output}`);
+      assert.match(output, /session ended: stateless reset/);
+      assert.match(output, /reconnecting at once after a stateless reset/);
+      assert.doesNotMatch(output.slice(output.indexOf('stateless reset')), /reconnecting in \d+ ms/);
+      assert.match(output, resumed ? /TLS session resumed/ : /TLS session not resumed: full handshake/);
+      const m = await f.metrics(1);
+      assert.ok(metricValue(m, 'cbr_masque_stateless_resets_total', 'result="sent"') >= 1, m);
+      // A counter that never moved has no sample line (NaN here): A sent no reset, omitted no token.
+      const a = await f.metrics(0);
+      assert.ok(!(metricValue(a, 'cbr_masque_stateless_resets_total', 'result="sent"') > 0), a);
+      assert.ok(!(metricValue(a, 'cbr_masque_reset_tokens_omitted_total') > 0), a);
+      assert.equal(metricValue(a, 'cbr_masque_handshakes_total'), 1);
+    });
+  }
 });
 
 test('without a shared fleet key B’s reset is not recognised: the client stays on its dead connection', async () => {

@@ -203,6 +203,9 @@ export function buildServerConfig(o: ServerEndpointOptions | (TransportOptions &
   c.setAckDelayExponent(0); // the peer's ACK delays in µs, unscaled: a byte or two per ACK frame
   c.setInitialMaxStreamDataBidiLocal(0); // HTTP/3 servers open no bidirectional streams (RFC 9114 §6.1)
   c.setInitialMaxStreamDataUni(Math.min(o.initialMaxStreamData ?? 4 << 20, 16_383));
+  // A fleet-wide ticket key: a session from one PoP resumes at any other (else BoringSSL's own key).
+  const fleet = 'fleetKeys' in o ? o.fleetKeys : undefined;
+  if (fleet?.shared) c.setTicketKey(fleet.ticketKey());
   return c;
 }
 
@@ -251,6 +254,16 @@ export class QuicConnection {
 
   get isEstablished(): boolean {
     return this.established;
+  }
+
+  /** The TLS session to resume with on a later connection (client; null until the server sent a ticket). */
+  tlsSession(): Uint8Array | null {
+    return this.native.session();
+  }
+
+  /** Whether the handshake resumed a TLS session (no certificate exchange). */
+  get isResumed(): boolean {
+    return this.native.isResumed();
   }
 
   /** Writes as much as flow control allows now; returns the bytes taken (0 when blocked). */
@@ -564,10 +577,13 @@ export class QuicEndpoint {
   setFleetKeys(keys: FleetKeys): void {
     this.fleet = keys;
     this.tokens = new RetryTokenKey(keys.retryKeys());
+    const opts = this.opts as ServerEndpointOptions;
+    opts.fleetKeys = keys;
+    this.config = buildServerConfig(opts); // the ticket key; established connections keep their config
   }
 
   /** Opens a client connection; `serverName` is the SNI and the name verified in the certificate. */
-  connect(host: string, port: number, serverName: string, handler: ConnectionHandler = {}): QuicConnection {
+  connect(host: string, port: number, serverName: string, handler: ConnectionHandler = {}, session?: Uint8Array): QuicConnection {
     if (this.role !== 'client') throw new Error('connect is for client endpoints');
     const scid = newClientConnectionId();
     const peer = { host, port };
@@ -577,6 +593,13 @@ export class QuicEndpoint {
     const config = (byIp ? this.ipConfig : undefined) ?? this.config;
     // No SNI for an IP literal (RFC 6066 §3).
     const native = quiche.Connection.connect(byIp ? null : serverName, scid, this.local, peer, config);
+    if (session) {
+      try {
+        native.setSession(session); // TLS resumption: a saved session of this server (or its fleet)
+      } catch {
+        // Not a session BoringSSL can read (another build, corrupt): a full handshake instead.
+      }
+    }
     const conn = new QuicConnection(native, this, peer, this.local, config);
     if (byIp) conn.verifyIp = { ip: serverName, caPem: o.caPem };
     conn.handler = handler;

@@ -4,6 +4,8 @@
 // retry tokens, the reset token advertised for new connections), all verify (retry tokens) or are
 // tried (reset tokens for connections made under an older key).
 //
+// The TLS session-ticket key derives from it too, so `cbr connect` resumes its session at another PoP.
+//
 // File: one key per line, hex or base64, at least 32 bytes; blank lines and `#` comments ignored.
 import { createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import { CbrError, readSecretFile } from '../../dataplane/index.js';
@@ -24,6 +26,7 @@ interface DerivedKey {
 
 export class FleetKeys {
   private readonly keys: readonly DerivedKey[];
+  private readonly ticket: Buffer;
 
   /** `shared`: keys from the fleet's file (false: one random key of this process). */
   private constructor(
@@ -31,6 +34,7 @@ export class FleetKeys {
     readonly shared: boolean,
   ) {
     this.keys = secrets.map((k) => ({ reset: derive(k, 'cbr quic stateless reset v1'), retry: derive(k, 'cbr quic retry token v1') }));
+    this.ticket = Buffer.from(hkdfSync('sha256', secrets[0]!, Buffer.alloc(0), 'cbr tls session ticket v1', 48));
   }
 
   /** A random key for this process only: tokens it makes are valid nowhere else and not after a restart. */
@@ -77,6 +81,15 @@ export class FleetKeys {
     const k = this.keys[index];
     if (!k) throw new RangeError(`no fleet key ${index}`);
     return createHmac('sha256', k.reset).update(cid).digest().subarray(0, RESET_TOKEN_LEN);
+  }
+
+  /**
+   * The TLS session-ticket key (48 bytes, BoringSSL's name | HMAC | AES layout), from the signing key:
+   * a ticket issued by one PoP resumes at another. BoringSSL takes a single key, so during a rotation
+   * PoPs with different first keys fall back to full handshakes.
+   */
+  ticketKey(): Buffer {
+    return this.ticket;
   }
 
   /** MAC keys for retry tokens, the signing one first. */

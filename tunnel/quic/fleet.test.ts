@@ -272,3 +272,38 @@ test('the reset token fits quiche’s 128-byte transport parameters with retry a
     assert.doesNotThrow(() => quiche.Connection.accept(newServerConnectionId(1), randomBytes(20), local, peer, c));
   }
 });
+
+test('a TLS session from one endpoint resumes at another with the same fleet key (full handshake otherwise)', async () => {
+  const tls = await generateSelfSigned(['localhost']);
+  for (const [keysB, resumed] of [
+    [FleetKeys.fromSecrets([K1, K2]), true],
+    [FleetKeys.fromSecrets([K2, K1]), false], // BoringSSL holds one ticket key: the first key's
+  ] as const) {
+    const p = await twoPops(tls, FleetKeys.fromSecrets([K1]), keysB);
+    try {
+      p.r.target = p.a.address.port;
+      const first = await connectVia(p);
+      assert.ok(typeof first !== 'string', `not established at A: ${first}`);
+      let session: Uint8Array | null = null;
+      for (let i = 0; i < 50 && !session; i++) {
+        await new Promise((res) => setTimeout(res, 20)); // the ticket follows the handshake
+        session = first.tlsSession();
+      }
+      assert.ok(session, 'A sent no session ticket');
+      assert.equal(first.isResumed, false);
+      p.r.target = p.b.address.port;
+      const second = await new Promise<QuicConnection | string>((resolve) => {
+        const t = setTimeout(() => resolve('timeout'), 1500);
+        const onEstablished = () => {
+          clearTimeout(t);
+          resolve(c);
+        };
+        const c = p.client.connect('127.0.0.1', p.r.port, 'localhost', { onEstablished }, session!);
+      });
+      assert.ok(typeof second !== 'string', `not established at B: ${second}`);
+      assert.equal(second.isResumed, resumed);
+    } finally {
+      await p.close();
+    }
+  }
+});
