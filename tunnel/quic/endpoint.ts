@@ -632,10 +632,8 @@ export class QuicEndpoint {
     // Short header: the DCID sits at a fixed offset; skip the native header parse on the hot path.
     if ((msg[0]! & 0x80) === 0) {
       conn = this.table.get(msg.toString('latin1', 1, 1 + SERVER_CID_LENGTH));
-      // A stateless reset carries random bytes where the DCID would be: a client hands it to its
-      // connection with that server, whose quiche compares the last 16 bytes with the server's token.
-      if (!conn && this.role === 'client') conn = this.connectionTo(rinfo);
       if (!conn) {
+        if (this.role === 'client' && this.offerStatelessReset(msg, rinfo)) return;
         this.drop('unknown-cid');
         this.statelessReset(msg, rinfo);
         return;
@@ -734,14 +732,28 @@ export class QuicEndpoint {
     return conn;
   }
 
-  /** The client connection with this server address, for a packet whose DCID names none (a possible reset). */
-  private connectionTo(rinfo: RemoteInfo): QuicConnection | undefined {
+  /**
+   * A stateless reset carries random bytes where the DCID would be: a client offers a packet whose
+   * DCID names none of its connections to each connection with that server address, whose quiche
+   * compares the last 16 bytes with the token that server gave it. True when one of them was reset.
+   */
+  private offerStatelessReset(msg: Buffer, rinfo: RemoteInfo): boolean {
     let n = 0;
     for (const c of this.connections) {
-      if (c.peer.port === rinfo.port && c.peer.host === rinfo.address) return c;
-      if (++n >= 64) break; // a client has a few connections; never scan a large table per stray packet
+      if (++n > 64) break; // a client has a few connections; never scan a large table per stray packet
+      if (c.peer.port !== rinfo.port || c.peer.host !== rinfo.address) continue;
+      try {
+        // A copy each: quiche removes header protection in place.
+        c.native.recv(Buffer.from(msg), { from: c.peer, to: this.local });
+      } catch {
+        // Not a packet of this connection either: quiche dropped it.
+      }
+      if (c.native.isClosed()) {
+        this.markDirty(c); // the flush retires it with by: 'stateless-reset'
+        return true;
+      }
     }
-    return undefined;
+    return false;
   }
 
   /**

@@ -159,12 +159,14 @@ function connectVia(p: Pops, onClosed: (r: CloseReason) => void = () => {}): Pro
 
 test('a retry token minted by one endpoint admits the client at another with the same key file, not with another key', async () => {
   const tls = await generateSelfSigned(['localhost']);
-  for (const [keysB, admitted] of [
-    [FleetKeys.fromSecrets([K1]), true],
-    [FleetKeys.fromSecrets([K2, K1]), true], // B already signs with the new key, still verifies the old
-    [FleetKeys.fromSecrets([K2]), false],
+  for (const [keysB, admitted, reloadTo] of [
+    [FleetKeys.fromSecrets([K1]), true, undefined],
+    [FleetKeys.fromSecrets([K2, K1]), true, undefined], // B already signs with the new key, still verifies the old
+    [FleetKeys.fromSecrets([K2]), false, undefined],
+    [FleetKeys.fromSecrets([K2]), true, FleetKeys.fromSecrets([K2, K1])], // a reload brought A's key to B
   ] as const) {
     const p = await twoPops(tls, FleetKeys.fromSecrets([K1]), keysB);
+    if (reloadTo) p.b.setFleetKeys(reloadTo);
     try {
       // The first Initial reaches A (which answers with Retry), everything after it B.
       p.r.target = p.a.address.port;
