@@ -263,7 +263,10 @@ export class MasqueSubsystem implements Subsystem {
       fall: 3,
       run: (signal) => probeListener(this.server!.address.host, this.server!.address.port, signal),
     });
-    this.log.info({ listen: `${this.server.address.host}:${this.server.address.port}`, connectIp: !!this.gateway }, 'MASQUE listener up');
+    this.log.info(
+      { listen: `${this.server.address.host}:${this.server.address.port}`, connectIp: !!this.gateway, fleetKeys: fleetKeys.shared ? fleetKeys.size : 'local' },
+      'MASQUE listener up',
+    );
   }
 
   checkReload(next: CbrConfig): void {
