@@ -195,10 +195,9 @@ export function buildServerConfig(o: ServerEndpointOptions | (TransportOptions &
   const c = quiche.Config.withBoringSslCtx(false, false, null, [enc.encode(o.tls.keyPem)], [enc.encode(o.tls.certPem)], null);
   applyTransport(c, o);
   // quiche encodes transport parameters into a fixed 128-byte buffer. With retry's three CIDs (up to
-  // 20 bytes each) the 18-byte reset token fits only when these shrink (measured: 13 bytes short
-  // before): 0 is not encoded, the RFC default ack delay exponent (3) is but 0 is not, and values
-  // under 16384 take a 2-byte varint (no path carries a 16 KiB datagram; the control streams'
-  // window grows as they are read).
+  // 20 bytes each) the 18-byte reset token fits only when these shrink (it was 13 bytes short):
+  // quiche leaves out a zero window and a zero ack delay exponent, and values under 16384 take a
+  // 2-byte varint (no path carries a 16 KiB datagram; the control streams' window grows as read).
   c.setMaxRecvUdpPayloadSize(16_383);
   c.setAckDelayExponent(0); // the peer's ACK delays in µs, unscaled: a byte or two per ACK frame
   c.setInitialMaxStreamDataBidiLocal(0); // HTTP/3 servers open no bidirectional streams (RFC 9114 §6.1)
