@@ -57,6 +57,8 @@ export interface MasqueClientOptions {
   /** Share one UDP socket between many clients (e.g. 1,000 sessions from one process). */
   endpoint?: QuicEndpoint;
   idleTimeoutMs?: number;
+  /** A TLS session saved from an earlier connection (tlsSession()), to resume. */
+  session?: Uint8Array;
   timeoutMs?: number;
 }
 
@@ -182,7 +184,7 @@ export class MasqueClient {
     ownsEndpoint: boolean,
   ) {
     this.ownsEndpoint = ownsEndpoint;
-    const quic = endpoint.connect(opts.host, opts.port, opts.serverName ?? opts.host);
+    const quic = endpoint.connect(opts.host, opts.port, opts.serverName ?? opts.host, {}, opts.session);
     this.h3 = new H3Connection(quic, 'client', {
       onRequestStream: () => {},
       onHttpDatagram: (id, ctx, payload) => {
@@ -196,6 +198,11 @@ export class MasqueClient {
     // Responses arrive on our own bidirectional streams, which H3Connection leaves to us.
     const base = quic.handler.onStreamReadable!;
     quic.handler.onStreamReadable = (c, id) => ((id & 3) === 0 ? this.onResponseReadable(id) : base(c, id));
+  }
+
+  /** The TLS session to resume with next time (null until the server sent a ticket). */
+  tlsSession(): Uint8Array | null {
+    return this.h3.quic.tlsSession();
   }
 
   /** Connects and completes the QUIC handshake. */
@@ -416,6 +423,7 @@ export class MasqueClient {
 /** A close in words: who closed, the error's name, and the reason (what failed, for a certificate). */
 export function describeClose(r: CloseReason): string {
   if (r.by === 'idle') return 'idle timeout';
+  if (r.by === 'stateless-reset') return 'stateless reset (the server has no such connection: it moved to another PoP or restarted)';
   const code = r.isApp ? h3ErrorName(r.code) : transportErrorName(r.code);
   const who = r.by === 'peer' ? 'closed by the server' : r.by === 'local' ? 'closed by this client' : 'closed';
   let reason = r.reason;

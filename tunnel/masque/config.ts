@@ -95,6 +95,13 @@ export const masqueConfigSchema = z.strictObject({
   idleTimeout: duration().prefault('30s').describe('QUIC idle timeout'),
   retry: z.boolean().default(true).describe('stateless retry (address validation) before creating connection state'),
   maxSessions: z.number().int().min(1).default(100_000).describe('most QUIC connections at once'),
+  fleetKeyFile: z
+    .string()
+    .optional()
+    .describe(
+      "secret file (mode 0600) every PoP of the fleet holds: keys, one per line (hex or base64, ≥ 32 bytes), the first signs, all verify; stateless reset and retry tokens and the TLS session-ticket key derive from it, so any PoP can reset, admit or resume another PoP's clients. Re-read on reload. Without it all three are valid only at this PoP",
+    ),
+  statelessResetsPerSecond: z.number().int().min(1).default(1000).describe('most stateless resets sent per second (answers to packets of unknown connections)'),
   tls: z
     .strictObject({
       certFile: z.string().optional().describe('PEM certificate chain; re-read on SIGHUP'),

@@ -21,7 +21,6 @@ export interface StatusOutput {
   columns?: number;
 }
 
-/** TLS alerts (RFC 8446 §6.2) that mean the server's certificate was not accepted. */
 /** The state a failed connection attempt leaves the client in. */
 export function stateForFailure(err: unknown): ConnectState {
   if (err instanceof MasqueHttpError) return 'refused';
@@ -29,9 +28,11 @@ export function stateForFailure(err: unknown): ConnectState {
   return 'reconnecting';
 }
 
-/** The state after a session ended on its own. */
+/** The state after a session ended on its own (a stream reset, a close by the server, or a stateless reset). */
 export function stateForEnd(end: SessionEnd): ConnectState {
-  return end.by === 'reset' || (end.by === 'connection' && end.reason.by === 'peer') ? 'reconnecting after a reset' : 'reconnecting';
+  if (end.by === 'reset') return 'reconnecting after a reset';
+  if (end.by === 'connection' && (end.reason.by === 'peer' || end.reason.by === 'stateless-reset')) return 'reconnecting after a reset';
+  return 'reconnecting';
 }
 
 function bytes(n: number): string {

@@ -1,7 +1,8 @@
 // `cbr connect`: the MASQUE client. ip mode: a TUN with the assigned addresses and the advertised
 // routes, packets forwarded both ways; udp mode: a local UDP port relayed to --target. Tokens come
 // from --token, --token-file (re-read on every refresh) or client credentials against --issuer;
-// they are refreshed in-band before expiry. Reconnects with exponential backoff; SIGINT/SIGTERM
+// they are refreshed in-band before expiry. Reconnects with exponential backoff, at once after a
+// stateless reset (the PoP lost the connection: anycast moved us, or it restarted); SIGINT/SIGTERM
 // tear everything down (session FIN, QUIC close, TUN removed) and exit 0.
 import { readFileSync } from 'node:fs';
 import { createSocket, type Socket } from 'node:dgram';
@@ -145,15 +146,28 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
   }
   const ip = async (...args: string[]) => execFileAsync('ip', args, { timeout: 10_000 });
   let backoff = 500;
+  let lastImmediate = 0;
+  /** The last TLS session the PoPs gave us: reconnects resume it (at any PoP sharing the fleet key). */
+  let tlsSession: Uint8Array | undefined;
   try {
     while (!signal.aborted) {
       const started = Date.now();
+      /** A stateless reset: the PoP has no such connection (anycast moved us): reconnect without waiting. */
+      let resetByServer = false;
       let client: MasqueClient | undefined;
       let refreshTimer: NodeJS.Timeout | undefined;
       o.status?.set('connecting');
       try {
         const { token, expiresAt } = await o.tokens.get();
-        client = await MasqueClient.connect({ host: server.host, port: server.port, serverName: o.serverName, caPem: o.caPem, insecure: o.insecure });
+        client = await MasqueClient.connect({
+          host: server.host,
+          port: server.port,
+          serverName: o.serverName,
+          caPem: o.caPem,
+          insecure: o.insecure,
+          session: tlsSession,
+        });
+        if (tlsSession) o.log(client.h3.quic.isResumed ? 'TLS session resumed' : 'TLS session not resumed: full handshake');
         const session = o.mode === 'udp' ? await client.openUdp(splitHostPort(o.target!)!, token) : await client.openIp(token);
         current = session;
         if (o.mode === 'udp') {
@@ -221,6 +235,7 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
         });
         if (end === 'stop') break;
         o.log(`session ended: ${end.by === 'connection' ? describeClose(end.reason) : end.by}`);
+        resetByServer = end.by === 'connection' && end.reason.by === 'stateless-reset';
         o.status?.set(stateForEnd(end));
       } catch (err) {
         o.log(`connect failed: ${errorMessage(err)}`);
@@ -229,10 +244,17 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
       } finally {
         clearTimeout(refreshTimer);
         current = undefined;
+        tlsSession = client?.tlsSession() ?? tlsSession;
         await client?.close().catch(() => {});
       }
       if (signal.aborted) break;
       if (Date.now() - started > 10_000) backoff = 500;
+      // One immediate attempt per 10 s: a PoP that resets every new connection still meets the backoff.
+      if (resetByServer && Date.now() - lastImmediate > 10_000) {
+        lastImmediate = Date.now();
+        o.log('reconnecting at once after a stateless reset');
+        continue;
+      }
       o.log(`reconnecting in ${backoff} ms`);
       await sleep(backoff, signal);
       backoff = Math.min(backoff * 2, 30_000);

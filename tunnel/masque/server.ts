@@ -9,7 +9,7 @@
 // Answer: 204 (cbr-sessions-refreshed: N), or the auth status (401/403/429/503) and nothing changes.
 import type { AuthGate, Identity, SessionKind } from '../../auth/index.js';
 import { AuthError } from '../../auth/index.js';
-import { QuicEndpoint, type QuicConnection, type CongestionControl, type TlsMaterial, type CloseReason } from '../quic/index.js';
+import { QuicEndpoint, type QuicConnection, type CongestionControl, type TlsMaterial, type CloseReason, type FleetKeys } from '../quic/index.js';
 import {
   H3Error,
   H3ErrorCode,
@@ -77,6 +77,9 @@ export interface MasqueServerOptions {
   congestionControl?: CongestionControl;
   idleTimeoutMs?: number;
   retry?: boolean;
+  /** Reset and retry token keys shared by the fleet (tunnel.masque.fleetKeyFile); default this process's own. */
+  fleetKeys?: FleetKeys;
+  statelessResetsPerSecond?: number;
   maxSessions?: number;
   auth: AuthGate;
   udpPolicy: TargetPolicy;
@@ -201,6 +204,8 @@ export class MasqueServer {
       congestionControl: opts.congestionControl,
       idleTimeoutMs: opts.idleTimeoutMs,
       retry: opts.retry,
+      fleetKeys: opts.fleetKeys,
+      statelessResetsPerSecond: opts.statelessResetsPerSecond,
       maxConnections: opts.maxSessions,
       maxConnectionsPerSource: s.limits.maxConnectionsPerSource,
       maxHandshakesPerSource: s.limits.maxHandshakesPerSource,
@@ -241,6 +246,10 @@ export class MasqueServer {
 
   setTls(tls: TlsMaterial): void {
     this.endpoint.setTls(tls);
+  }
+
+  setFleetKeys(keys: FleetKeys): void {
+    this.endpoint.setFleetKeys(keys);
   }
 
   // ------------------------------------------------------------------ request streams

@@ -10,7 +10,7 @@ import { Counter, Gauge } from 'prom-client';
 import type { AgentContext, Subsystem, SubsystemFactory, CbrConfig } from '../../dataplane/index.js';
 import { splitHostPort, popName, errorMessage, EgressGuard } from '../../dataplane/index.js';
 import { AUTH_SERVICE, type AuthGate } from '../../auth/index.js';
-import { loadTlsMaterial, generateSelfSigned, writeTlsMaterial, type TlsMaterial } from '../quic/index.js';
+import { loadTlsMaterial, generateSelfSigned, writeTlsMaterial, FleetKeys, type TlsMaterial } from '../quic/index.js';
 import { MasqueServer } from './server.js';
 import { IpGateway } from './ip-gateway.js';
 import { TargetPolicy } from './policy.js';
@@ -28,6 +28,11 @@ async function tlsFor(cfg: MasqueConfig, stateDir: string): Promise<TlsMaterial>
   const m = await generateSelfSigned();
   writeTlsMaterial(m, cert, key);
   return m;
+}
+
+/** The fleet's key file, or this process's own key (resets and retry tokens then hold only at this PoP). */
+function fleetKeysFor(cfg: MasqueConfig): FleetKeys {
+  return cfg.fleetKeyFile ? FleetKeys.fromFile(cfg.fleetKeyFile, 'tunnel.masque.fleetKeyFile') : FleetKeys.local();
 }
 
 function udpPolicy(cfg: MasqueConfig): TargetPolicy {
@@ -89,6 +94,16 @@ function registerMetrics(ctx: AgentContext, get: () => MasqueServer | undefined,
     Object.entries(s.counters.sessionsEnded).map(([k, v]) => [{ reason: k }, v]),
   );
   mirror('cbr_masque_handshakes_total', 'completed QUIC handshakes', [], (s) => [[{}, s.endpoint.stats.handshakes]]);
+  mirror('cbr_masque_stateless_resets_total', 'stateless resets sent for packets of connections this PoP does not know, by result', ['result'], (s) => [
+    [{ result: 'sent' }, s.endpoint.stats.statelessResets],
+    [{ result: 'rate-limited' }, s.endpoint.stats.statelessResetsLimited],
+  ]);
+  mirror(
+    'cbr_masque_reset_tokens_omitted_total',
+    'connections accepted without a stateless reset token (the transport parameters left no room: such a client cannot learn of a reset)',
+    [],
+    (s) => [[{}, s.endpoint.stats.resetTokensOmitted]],
+  );
   mirror('cbr_masque_datagrams_total', 'HTTP Datagrams (and DATAGRAM capsules) by direction', ['direction'], (s) => [
     [{ direction: 'in' }, s.counters.datagramsIn],
     [{ direction: 'out' }, s.counters.datagramsOut],
@@ -183,6 +198,11 @@ export class MasqueSubsystem implements Subsystem {
     const auth = this.ctx.services.require<AuthGate>(AUTH_SERVICE, 'tunnel.masque');
     const listen = splitHostPort(c.listen)!;
     const tls = await tlsFor(c, this.ctx.stateDir);
+    const fleetKeys = fleetKeysFor(c);
+    if (!fleetKeys.shared)
+      this.log.warn(
+        'tunnel.masque.fleetKeyFile is not set: stateless resets and retry tokens are valid only at this PoP (clients moved here by anycast wait for their idle timeout)',
+      );
     if (c.ip.enabled) {
       try {
         this.gateway = await IpGateway.create({
@@ -214,6 +234,8 @@ export class MasqueSubsystem implements Subsystem {
         congestionControl: c.congestionControl,
         idleTimeoutMs: c.idleTimeout,
         retry: c.retry,
+        fleetKeys,
+        statelessResetsPerSecond: c.statelessResetsPerSecond,
         maxSessions: c.maxSessions,
         auth,
         udpPolicy: udpPolicy(c),
@@ -241,7 +263,10 @@ export class MasqueSubsystem implements Subsystem {
       fall: 3,
       run: (signal) => probeListener(this.server!.address.host, this.server!.address.port, signal),
     });
-    this.log.info({ listen: `${this.server.address.host}:${this.server.address.port}`, connectIp: !!this.gateway }, 'MASQUE listener up');
+    this.log.info(
+      { listen: `${this.server.address.host}:${this.server.address.port}`, connectIp: !!this.gateway, fleetKeys: fleetKeys.shared ? fleetKeys.size : 'local' },
+      'MASQUE listener up',
+    );
   }
 
   checkReload(next: CbrConfig): void {
@@ -253,6 +278,7 @@ export class MasqueSubsystem implements Subsystem {
       const { routes: _b, ...cur } = c.ip;
       if (JSON.stringify(rest) !== JSON.stringify(cur)) throw new Error('tunnel.masque.ip: only ip.routes can change without a restart');
     }
+    if (n.fleetKeyFile) fleetKeysFor(n); // a bad key file is refused before anything changes
     if ((n.tls.certFile && !existsSync(n.tls.certFile)) || (n.tls.keyFile && !existsSync(n.tls.keyFile)))
       throw new Error('tunnel.masque.tls: certificate or key file missing');
   }
@@ -269,6 +295,8 @@ export class MasqueSubsystem implements Subsystem {
       auth: this.ctx.services.require<AuthGate>(AUTH_SERVICE, 'tunnel.masque'),
     });
     this.server.setTls(await tlsFor(n, this.ctx.stateDir));
+    // A rotation step: the file now holds the new key (first or second); the old one stays until removed.
+    if (n.fleetKeyFile) this.server.setFleetKeys(fleetKeysFor(n));
     await this.egress?.apply(next.tunnel.egress);
     this.log.info('MASQUE config and TLS material reloaded');
   }

@@ -50,6 +50,13 @@ export const LOAD_LIMITS = [
   '      maxUdpSessionsPerSubject: 100000',
 ].join('\n');
 
+/** A token from the dev issuer's /admin/mint, fetched from inside `from`. */
+export async function mintToken(from: Namespace, issuerUrl: string, subject: string, o: { roles?: string[]; ttlS?: number } = {}): Promise<string> {
+  const body = JSON.stringify({ subject, roles: o.roles ?? ['vpn-user'], expiresIn: o.ttlS ?? 300 });
+  const out = await from.exec(['curl', '-sf', '-X', 'POST', '-H', 'content-type: application/json', '--data', body, `${issuerUrl}/admin/mint`]);
+  return (JSON.parse(out) as { access_token: string }).access_token;
+}
+
 export async function masqueTestbed(topo: Topology, opts: { routes?: string[]; extraMasque?: string } = {}): Promise<Testbed> {
   const client = await topo.namespace('mclient');
   const pop = await topo.namespace('mpop');
@@ -131,11 +138,7 @@ export async function masqueTestbed(topo: Topology, opts: { routes?: string[]; e
     issuerUrl,
     clientId: 'svc-vpn',
     clientSecretFile,
-    async mint(subject, o = {}) {
-      const body = JSON.stringify({ subject, roles: o.roles ?? ['vpn-user'], expiresIn: o.ttlS ?? 300 });
-      const out = await client.exec(['curl', '-sf', '-X', 'POST', '-H', 'content-type: application/json', '--data', body, `${issuerUrl}/admin/mint`]);
-      return (JSON.parse(out) as { access_token: string }).access_token;
-    },
+    mint: (subject, o = {}) => mintToken(client, issuerUrl, subject, o),
     metrics: () => pop.exec(['curl', '-sf', `${agent.adminUrl}/metrics`]),
     agentRss() {
       const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${agent.pid}/status`, 'utf8'));
@@ -146,7 +149,10 @@ export async function masqueTestbed(topo: Topology, opts: { routes?: string[]; e
 }
 
 /** `cbr connect` in the client namespace; resolves when a stderr line matches. */
-export function startConnect(tb: Testbed, args: string[]): { child: ChildProcess; waitFor(re: RegExp, ms?: number): Promise<string>; output(): string } {
+export function startConnect(
+  tb: Pick<Testbed, 'client' | 'popAddr' | 'port' | 'caFile'>,
+  args: string[],
+): { child: ChildProcess; waitFor(re: RegExp, ms?: number): Promise<string>; output(): string } {
   const child = tb.client.spawn([
     process.execPath,
     CLI_PATH,
@@ -239,7 +245,8 @@ export async function startLoad(tb: Testbed, cfg: object, o: { timeoutMs: number
   return { result: JSON.parse(line) as Record<string, number>, child, output: () => out };
 }
 
-function waitForOutput(child: ChildProcess, re: RegExp, ms: number): Promise<void> {
+/** Resolves once the child's stdout or stderr matches `re`; rejects after `ms` or when it exits. */
+export function waitForOutput(child: ChildProcess, re: RegExp, ms: number): Promise<void> {
   let out = '';
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`no ${re} within ${ms} ms: ${out}`)), ms);

@@ -10,6 +10,8 @@ import quiche from '@matrixai/quic/native/quiche.js';
 import type { Config, Connection, Host } from '@matrixai/quic/native/types.js';
 import { newServerConnectionId, newClientConnectionId, SERVER_CID_LENGTH } from './cid.js';
 import { RetryTokenKey } from './token.js';
+import { FleetKeys } from './fleet-key.js';
+import { ResetLimiter, statelessResetPacket } from './stateless-reset.js';
 import type { TlsMaterial } from './tls.js';
 import { verifyIpCertificate } from './verify.js';
 import { errorMessage } from '../../dataplane/index.js';
@@ -54,6 +56,10 @@ export interface ServerEndpointOptions extends TransportOptions {
   maxConnectionsPerSource?: number;
   /** Most handshakes in progress from one source (IPv6 by /64). Default 16. */
   maxHandshakesPerSource?: number;
+  /** Keys for reset and retry tokens shared by the fleet (fleet-key.ts); default a random key of this process. */
+  fleetKeys?: FleetKeys;
+  /** Most stateless resets sent per second (RFC 9000 §10.3.3). Default 1000. */
+  statelessResetsPerSecond?: number;
   onConnection: (conn: QuicConnection) => void;
 }
 
@@ -100,8 +106,11 @@ function quicheErrorCode(err: unknown, re: RegExp): number | undefined {
 const STOP_CHECK_MS = 200;
 
 export interface CloseReason {
-  /** 'peer' and 'local' carry the CONNECTION_CLOSE code; 'idle' is the idle timeout. */
-  by: 'peer' | 'local' | 'idle' | 'endpoint';
+  /**
+   * 'peer' and 'local' carry the CONNECTION_CLOSE code; 'idle' is the idle timeout; 'stateless-reset':
+   * the peer answered with a stateless reset (it has no state for this connection: reconnect).
+   */
+  by: 'peer' | 'local' | 'idle' | 'endpoint' | 'stateless-reset';
   isApp: boolean;
   code: number;
   reason: string;
@@ -140,6 +149,11 @@ export interface EndpointStats {
   handshakes: number;
   retriesSent: number;
   versionNegotiations: number;
+  /** Stateless resets sent for short-header packets of unknown connections, and those the rate bound suppressed. */
+  statelessResets: number;
+  statelessResetsLimited: number;
+  /** Connections accepted without a reset token because the transport parameters left no room. */
+  resetTokensOmitted: number;
   sendErrors: number;
   drops: Record<DropReason, number>;
 }
@@ -180,6 +194,17 @@ const enc = new TextEncoder();
 export function buildServerConfig(o: ServerEndpointOptions | (TransportOptions & { tls: TlsMaterial })): Config {
   const c = quiche.Config.withBoringSslCtx(false, false, null, [enc.encode(o.tls.keyPem)], [enc.encode(o.tls.certPem)], null);
   applyTransport(c, o);
+  // quiche encodes transport parameters into a fixed 128-byte buffer. With retry's three CIDs (up to
+  // 20 bytes each) the 18-byte reset token fits only when these shrink (it was 13 bytes short):
+  // quiche leaves out a zero window and a zero ack delay exponent, and values under 16384 take a
+  // 2-byte varint (no path carries a 16 KiB datagram; the control streams' window grows as read).
+  c.setMaxRecvUdpPayloadSize(16_383);
+  c.setAckDelayExponent(0); // the peer's ACK delays in µs, unscaled: a byte or two per ACK frame
+  c.setInitialMaxStreamDataBidiLocal(0); // HTTP/3 servers open no bidirectional streams (RFC 9114 §6.1)
+  c.setInitialMaxStreamDataUni(Math.min(o.initialMaxStreamData ?? 4 << 20, 16_383));
+  // A fleet-wide ticket key: a session from one PoP resumes at any other (else BoringSSL's own key).
+  const fleet = 'fleetKeys' in o ? o.fleetKeys : undefined;
+  if (fleet?.shared) c.setTicketKey(fleet.ticketKey());
   return c;
 }
 
@@ -228,6 +253,16 @@ export class QuicConnection {
 
   get isEstablished(): boolean {
     return this.established;
+  }
+
+  /** The TLS session to resume with on a later connection (client; null until the server sent a ticket). */
+  tlsSession(): Uint8Array | null {
+    return this.native.session();
+  }
+
+  /** Whether the handshake resumed a TLS session (no certificate exchange). */
+  get isResumed(): boolean {
+    return this.native.isResumed();
   }
 
   /** Writes as much as flow control allows now; returns the bytes taken (0 when blocked). */
@@ -432,6 +467,9 @@ export class QuicEndpoint {
     handshakes: 0,
     retriesSent: 0,
     versionNegotiations: 0,
+    statelessResets: 0,
+    statelessResetsLimited: 0,
+    resetTokensOmitted: 0,
     sendErrors: 0,
     drops: {
       short: 0,
@@ -458,7 +496,9 @@ export class QuicEndpoint {
   private config: Config;
   /** Client: quiche's own name check off, for servers named by an IP literal (verified in verify.ts). */
   private ipConfig: Config | undefined;
-  private readonly tokens = new RetryTokenKey();
+  private fleet: FleetKeys;
+  private tokens: RetryTokenKey;
+  private readonly resetLimiter: ResetLimiter;
   /**
    * Packets are built straight into a slab and sent as views of it (a send keeps its view alive
    * until the kernel has it); a full slab is dropped for a fresh one. No copy per packet.
@@ -475,6 +515,10 @@ export class QuicEndpoint {
   ) {
     this.config = role === 'server' ? buildServerConfig(opts as ServerEndpointOptions) : buildClientConfig(opts as ClientEndpointOptions);
     this.maxUdpPayload = opts.maxUdpPayload ?? 1452;
+    const server = role === 'server' ? (opts as ServerEndpointOptions) : undefined;
+    this.fleet = server?.fleetKeys ?? FleetKeys.local();
+    this.tokens = new RetryTokenKey(this.fleet.retryKeys());
+    this.resetLimiter = new ResetLimiter(server?.statelessResetsPerSecond ?? 1000);
     this.slab = Buffer.allocUnsafe(SLAB_BYTES);
     this.socket = createSocket({ type: family, reuseAddr: false });
     this.socket.on('message', (msg, rinfo) => this.onPacket(msg, rinfo));
@@ -528,8 +572,17 @@ export class QuicEndpoint {
     this.config = next;
   }
 
+  /** New fleet keys (a rotation step, on reload): new connections and retry tokens use them at once. */
+  setFleetKeys(keys: FleetKeys): void {
+    this.fleet = keys;
+    this.tokens = new RetryTokenKey(keys.retryKeys());
+    const opts = this.opts as ServerEndpointOptions;
+    opts.fleetKeys = keys;
+    this.config = buildServerConfig(opts); // the ticket key; established connections keep their config
+  }
+
   /** Opens a client connection; `serverName` is the SNI and the name verified in the certificate. */
-  connect(host: string, port: number, serverName: string, handler: ConnectionHandler = {}): QuicConnection {
+  connect(host: string, port: number, serverName: string, handler: ConnectionHandler = {}, session?: Uint8Array): QuicConnection {
     if (this.role !== 'client') throw new Error('connect is for client endpoints');
     const scid = newClientConnectionId();
     const peer = { host, port };
@@ -539,6 +592,13 @@ export class QuicEndpoint {
     const config = (byIp ? this.ipConfig : undefined) ?? this.config;
     // No SNI for an IP literal (RFC 6066 §3).
     const native = quiche.Connection.connect(byIp ? null : serverName, scid, this.local, peer, config);
+    if (session) {
+      try {
+        native.setSession(session); // TLS resumption: a saved session of this server (or its fleet)
+      } catch {
+        // Not a session BoringSSL can read (another build, corrupt): a full handshake instead.
+      }
+    }
     const conn = new QuicConnection(native, this, peer, this.local, config);
     if (byIp) conn.verifyIp = { ip: serverName, caPem: o.caPem };
     conn.handler = handler;
@@ -572,7 +632,9 @@ export class QuicEndpoint {
     if ((msg[0]! & 0x80) === 0) {
       conn = this.table.get(msg.toString('latin1', 1, 1 + SERVER_CID_LENGTH));
       if (!conn) {
+        if (this.role === 'client' && this.offerStatelessReset(msg, rinfo)) return;
         this.drop('unknown-cid');
+        this.statelessReset(msg, rinfo);
         return;
       }
     } else {
@@ -651,7 +713,7 @@ export class QuicEndpoint {
     const peer = { host: rinfo.address, port: rinfo.port };
     let native: Connection;
     try {
-      native = quiche.Connection.accept(scid, odcid, this.local, peer, this.config);
+      native = this.acceptWithResetToken(scid, odcid, peer);
     } catch {
       // quiche refused the Initial (bad CID lengths, TLS setup): counted, nothing to answer.
       return void this.drop('accept-error');
@@ -667,6 +729,69 @@ export class QuicEndpoint {
     else this.register(conn, scid);
     opts.onConnection(conn);
     return conn;
+  }
+
+  /**
+   * A stateless reset carries random bytes where the DCID would be: a client offers a packet whose
+   * DCID names none of its connections to each connection with that server address, whose quiche
+   * compares the last 16 bytes with the token that server gave it. True when one of them was reset.
+   */
+  private offerStatelessReset(msg: Buffer, rinfo: RemoteInfo): boolean {
+    let n = 0;
+    for (const c of this.connections) {
+      if (++n > 64) break; // a client has a few connections; never scan a large table per stray packet
+      if (c.peer.port !== rinfo.port || c.peer.host !== rinfo.address) continue;
+      try {
+        // A copy each: quiche removes header protection in place.
+        c.native.recv(Buffer.from(msg), { from: c.peer, to: this.local });
+      } catch {
+        // Not a packet of this connection either: quiche dropped it.
+      }
+      if (c.native.isClosed()) {
+        this.markDirty(c); // the flush retires it with by: 'stateless-reset'
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /**
+   * quiche copies the config's transport parameters into the connection at accept: setting the token
+   * just before gives the connection the one its CID derives to under the fleet key. When the
+   * parameters then overflow quiche's 128-byte buffer (BufferTooShort: larger limits configured), the
+   * connection is accepted without a token (counted): it works, but cannot learn of a reset.
+   */
+  private acceptWithResetToken(scid: Buffer, odcid: Buffer | null, peer: Host): Connection {
+    this.config.setStatelessResetToken(BigInt(`0x${this.fleet.resetToken(scid).toString('hex')}`));
+    try {
+      return quiche.Connection.accept(scid, odcid, this.local, peer, this.config);
+    } catch {
+      // Retried below without the token; a second failure is the caller's accept-error.
+    } finally {
+      this.config.setStatelessResetToken(null);
+    }
+    this.stats.resetTokensOmitted++;
+    return quiche.Connection.accept(scid, odcid, this.local, peer, this.config);
+  }
+
+  /**
+   * Answers a short-header packet of a connection this endpoint does not know (another PoP's, or one
+   * it forgot) with a stateless reset per fleet key (connections made under an older key during a
+   * rotation carry that key's token), bounded in rate and never larger than the trigger.
+   */
+  private statelessReset(msg: Buffer, rinfo: RemoteInfo): void {
+    if (this.role !== 'server' || this.closing) return;
+    const dcid = msg.subarray(1, 1 + SERVER_CID_LENGTH);
+    for (let i = 0; i < this.fleet.size; i++) {
+      const reset = statelessResetPacket(this.fleet.resetToken(dcid, i), msg.length);
+      if (!reset) return;
+      if (!this.resetLimiter.take()) {
+        this.stats.statelessResetsLimited++;
+        return;
+      }
+      this.stats.statelessResets++;
+      this.sendRaw(reset, rinfo.port, rinfo.address);
+    }
   }
 
   private sendRaw(buf: Buffer, port: number, host: string): void {
@@ -780,6 +905,8 @@ export class QuicEndpoint {
     if (peer) reason = { by: 'peer', isApp: peer.isApp, code: peer.errorCode, reason: Buffer.from(peer.reason).toString('utf8') };
     else if (local) reason = { by: 'local', isApp: local.isApp, code: local.errorCode, reason: Buffer.from(local.reason).toString('utf8') };
     else if (n.isTimedOut()) reason = { by: 'idle', isApp: false, code: 0, reason: 'idle timeout' };
+    // quiche closes without an error only on a packet ending with the peer's reset token.
+    else if (n.isClosed()) reason = { by: 'stateless-reset', isApp: false, code: 0, reason: 'stateless reset' };
     else reason = { by: 'endpoint', isApp: false, code: 0, reason: 'closed' };
     conn.handler.onClosed?.(conn, reason);
   }

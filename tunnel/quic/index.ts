@@ -19,6 +19,8 @@ export {
 } from './endpoint.js';
 export { newServerConnectionId, serverIdOfConnectionId, newClientConnectionId, SERVER_CID_LENGTH, SERVER_CID_FORMAT } from './cid.js';
 export { RetryTokenKey, type TokenRejection } from './token.js';
+export { FleetKeys, RESET_TOKEN_LEN } from './fleet-key.js';
+export { statelessResetPacket, ResetLimiter, MIN_RESET_LEN } from './stateless-reset.js';
 export { loadTlsMaterial, generateSelfSigned, writeTlsMaterial, TlsMaterialError, type TlsMaterial } from './tls.js';
 export { transportErrorName, isCertificateError } from './errors.js';
 export { verifyIpCertificate } from './verify.js';
