@@ -68,6 +68,11 @@ function runEcho(address: string, port: number, tag: string): void {
 }
 
 /** Probe datagram: u32 sequence, f64 send time (ms since the epoch); the echo appends its tag. */
+/** An answer later than this after its probe was sent does not count as an answer. */
+const TIMELY_MS = 1000;
+/** Shorter silences (scheduling, a busy machine) are not outages. */
+const OUTAGE_MIN_MS = 100;
+
 function runProbe(host: string, port: number, rate: number, tickMs: number): void {
   const sock = createSocket('udp4');
   sock.on('error', () => undefined); // ICMP errors while a route is missing: the probe just counts as lost
@@ -79,6 +84,11 @@ function runProbe(host: string, port: number, rate: number, tickMs: number): voi
   let answered = 0;
   let lastAnswer = now();
   let silent = false;
+  // Outages as the stream's user sees them: runs of probes (by send time) that got no answer within
+  // TIMELY_MS. Answers that come late (a PoP retransmitting old data, a queue drained after a
+  // reconnect) do not close an outage, so the figure is what a packet capture shows.
+  let lastTimelySeq = -1;
+  let lastTimelySend = 0;
   sock.on('message', (msg) => {
     const recv = now();
     lastAnswer = recv;
@@ -88,6 +98,15 @@ function runProbe(host: string, port: number, rate: number, tickMs: number): voi
     const sent = msg.readDoubleBE(4);
     const tag = msg.subarray(12).toString();
     answered++;
+    if (recv - sent <= TIMELY_MS && s > lastTimelySeq) {
+      if (lastTimelySeq >= 0 && sent - lastTimelySend >= OUTAGE_MIN_MS) {
+        process.stdout.write(
+          `${JSON.stringify({ outage: { fromSendMs: lastTimelySend, toSendMs: sent, ms: sent - lastTimelySend, unanswered: s - lastTimelySeq - 1 } })}\n`,
+        );
+      }
+      lastTimelySeq = s;
+      lastTimelySend = sent;
+    }
     if (s <= lastSeq) return; // late or reordered: switches are decided in sequence order
     if (tag !== lastTag) {
       process.stdout.write(

@@ -17,6 +17,7 @@
 // UAPI sockets) is removed on every exit path.
 import { mkdtempSync, mkdirSync, rmSync, rmdirSync, writeFileSync, existsSync } from 'node:fs';
 import { execFileSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -102,7 +103,7 @@ interface Pop extends TwoPopsPop {
   agent?: AgentProcess;
 }
 
-function popYaml(p: Pop, o: { issuer: string; bpffs: string; wgKeyFile: string; certFile: string; keyFile: string }): string {
+function popYaml(p: Pop, o: { issuer: string; bpffs: string; wgKeyFile: string; fleetKeyFile: string; certFile: string; keyFile: string }): string {
   return `agent:
   name: pop-${p.name.toLowerCase()}
   stateDir: ${p.stateDir}
@@ -167,6 +168,8 @@ tunnel:
     # short, so a client whose PoP went away notices within seconds (QUIC uses the smaller of both sides')
     idleTimeout: 5s
     tls: { certFile: ${o.certFile}, keyFile: ${o.keyFile} }
+    # shared by both PoPs: the PoP that gets another PoP's QUIC packets answers with a stateless reset
+    fleetKeyFile: ${o.fleetKeyFile}
     ip:
       tun: ${p.masqueTun}
       poolV4: 100.64.${p.as - 65000}.0/24
@@ -248,6 +251,8 @@ interface Net {
   /** The WireGuard server key both PoPs share. */
   serverKey: string;
   wgKeyFile: string;
+  /** The MASQUE fleet key both PoPs share (stateless resets, retry tokens, TLS tickets). */
+  fleetKeyFile: string;
   bpffs: string;
   rb: RouterBird;
 }
@@ -310,6 +315,8 @@ async function buildTopology(topo: Topology, work: string): Promise<Net> {
   const wgKeyFile = join(work, 'wg-anycast.key');
   const serverKey = generatePrivateKey();
   writeFileSync(wgKeyFile, `${serverKey}\n`, { mode: 0o600 });
+  const fleetKeyFile = join(work, 'masque-fleet.key');
+  writeFileSync(fleetKeyFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
 
   const pops: Pop[] = [];
   for (const p of base) {
@@ -370,6 +377,7 @@ async function buildTopology(topo: Topology, work: string): Promise<Net> {
     workers,
     serverKey,
     wgKeyFile,
+    fleetKeyFile,
     bpffs,
     rb,
   };
@@ -396,7 +404,7 @@ async function startPopAgents(net: Net): Promise<Services> {
     pops.map(async (p) => {
       writeFileSync(p.healthFile, '');
       const t = performance.now();
-      p.agent = await startAgent(popYaml(p, { issuer, bpffs: net.bpffs, wgKeyFile: net.wgKeyFile, certFile, keyFile }), {
+      p.agent = await startAgent(popYaml(p, { issuer, bpffs: net.bpffs, wgKeyFile: net.wgKeyFile, fleetKeyFile: net.fleetKeyFile, certFile, keyFile }), {
         netns: p.ns.name,
         env: { CBR_LOG_LEVEL: 'info' },
       });
@@ -730,7 +738,7 @@ async function failover(net: Net, svc: Services, anycastProbe: Probe, wg: WireGu
   detail(`the router withdrew PoP A's route ${ms(performance.now() - tFail)} after the failure; best path now via ${gone.view.from}`);
   const anySw = await anycastProbe.wait((s) => anycastProbe.switches.indexOf(s) >= nAny && s.to === 'B', 15_000, 'anycast probes to reach PoP B');
   detail(
-    `anycast probes: answered by B from ${ms(anySw.firstToRecvMs - tFailWall)} after the failure; no answers for ${ms(anySw.firstToRecvMs - anySw.lastFromRecvMs)} (${anySw.lost} probes lost)`,
+    `anycast probes: answered by B from ${ms(anySw.firstToRecvMs - tFailWall)} after the failure; no answers for ${ms((await anycastProbe.outageAfter(tFailWall - 1000)).ms)} (${(await anycastProbe.outageAfter(tFailWall - 1000, 0)).unanswered} probes without an answer within 1 s)`,
   );
   // The client's connection manager: after a second without answers it starts a fresh WireGuard
   // session (peer removed and added again, so the next packet sends a handshake initiation).
@@ -751,13 +759,13 @@ async function failover(net: Net, svc: Services, anycastProbe: Probe, wg: WireGu
       throw err;
     });
   say(
-    `WireGuard tunnel moved to PoP B: interruption ${ms(tunSw.firstToRecvMs - tunSw.lastFromRecvMs)} without answers, first answer through B ${ms(tunSw.firstToRecvMs - tFailWall)} after the failure (${tunSw.lost} probes lost; the client starts a new handshake after 1 s without answers, and B knows its key)`,
+    `WireGuard tunnel moved to PoP B: interruption ${ms((await tunnelProbe.outageAfter(tFailWall - 1000)).ms)} without answers, first answer through B ${ms(tunSw.firstToRecvMs - tFailWall)} after the failure (${tunSw.lost} probes lost; the client starts a new handshake after 1 s without answers, and B knows its key)`,
   );
   detail(`handshake initiations: client sent ${await wg.initiations(client)}, PoP B received ${await wg.initiations(b.ns)}`);
   const mSw = await masqueProbe.wait((s) => masqueProbe.switches.indexOf(s) >= nMasque && s.to === 'B', 40_000, 'MASQUE traffic to resume through PoP B');
   const reopened = await mq.says(/session open: connect-ip/, 5_000, nMasqueLines).catch(() => '');
   say(
-    `MASQUE tunnel moved to PoP B: last answer through A ${ms(mSw.lastFromRecvMs - tFailWall)} and first through B ${ms(mSw.firstToRecvMs - tFailWall)} after the failure (gap ${ms(mSw.firstToRecvMs - mSw.lastFromRecvMs)}, ${mSw.lost} probes lost; cbr connect saw the QUIC idle timeout, 5 s, and reconnected${reopened ? `: ${reopened.replace(/^cbr connect: session open: connect-ip /, '')}` : ''})`,
+    `MASQUE tunnel moved to PoP B: last answer through A ${ms(mSw.lastFromRecvMs - tFailWall)} and first through B ${ms(mSw.firstToRecvMs - tFailWall)} after the failure (no answers for ${ms((await masqueProbe.outageAfter(tFailWall - 1000)).ms)}, ${(await masqueProbe.outageAfter(tFailWall - 1000, 0)).unanswered} probes without an answer within 1 s; ${mq.lines.some((l) => /stateless reset/.test(l)) ? 'PoP B answered with a stateless reset and cbr connect reconnected at once' : 'cbr connect reconnected after its idle timeout'}${reopened ? `: ${reopened.replace(/^cbr connect: session open: connect-ip /, '')}` : ''})`,
   );
   const fetched = await fetch20MB(client, ORIGIN, 30, 'the fetch through PoP B');
   detail(`GET /bytes/20000000 through PoP B: ${fetched}`);

@@ -44,6 +44,15 @@ export interface Switch {
   lost: number;
 }
 
+/** Probes (by send time) that got no answer within a second: what the stream's user went without. */
+export interface Outage {
+  /** Send time of the last probe answered in time before it, and of the first after it (epoch ms). */
+  fromSendMs: number;
+  toSendMs: number;
+  ms: number;
+  unanswered: number;
+}
+
 export interface ProbeOptions {
   /** Probes per second. */
   rate: number;
@@ -56,6 +65,7 @@ export interface ProbeOptions {
 /** A probe stream from the client: which PoP answers, and the gap when that changes. */
 export class Probe {
   readonly switches: Switch[] = [];
+  readonly outages: Outage[] = [];
   private waiters: Array<{ pred: (s: Switch) => boolean; resolve: (s: Switch) => void }> = [];
   /** Called when answers have stopped for a second. */
   onSilent?: () => void;
@@ -78,6 +88,11 @@ export class Probe {
         p.onSilent?.();
         return;
       }
+      const outage = (s as unknown as { outage?: Outage }).outage;
+      if (outage) {
+        p.outages.push(outage);
+        return;
+      }
       if (s.from === undefined) return;
       s = { ...s, from: s.from === 'none' ? 'none' : p.tagOf(s.from), to: p.tagOf(s.to) };
       p.switches.push(s);
@@ -89,6 +104,20 @@ export class Probe {
       }
     });
     return p;
+  }
+
+  /**
+   * The longest outage that ended after `sinceMs` (epoch ms), once timely answers have come back for
+   * a moment (an outage is reported when they resume); a zero one when answers never stopped.
+   */
+  async outageAfter(sinceMs: number, settleMs = 1500): Promise<Outage> {
+    await new Promise((r) => setTimeout(r, settleMs));
+    return this.outageSince(sinceMs);
+  }
+
+  outageSince(sinceMs: number): Outage {
+    const after = this.outages.filter((o) => o.toSendMs > sinceMs);
+    return after.reduce((a, b) => (b.ms > a.ms ? b : a), { fromSendMs: sinceMs, toSendMs: sinceMs, ms: 0, unanswered: 0 });
   }
 
   get current(): string | undefined {
