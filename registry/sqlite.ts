@@ -1,9 +1,10 @@
 // The embedded backend: better-sqlite3 (WAL, synchronous=FULL, so a commit is on disk before it is
 // acknowledged). The default for a single PoP, and a fleet PoP's durable local copy. better-sqlite3
 // is synchronous; transactions here span awaits, so every use of the connection is queued.
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
+import { CbrError, errorCode, errorMessage } from '../dataplane/index.js';
 import { SqlRegistryStore, type Row, type SqlDriver, type SqlQuery } from './sql-store.js';
 
 // better-sqlite3 ships no type declarations; this is the part of its API used here.
@@ -15,7 +16,7 @@ interface Statement {
 interface SqliteDatabase {
   readonly open: boolean;
   readonly inTransaction: boolean;
-  pragma(source: string): unknown;
+  pragma(source: string, options?: { simple?: boolean }): unknown;
   exec(sql: string): void;
   prepare(sql: string): Statement;
   close(): void;
@@ -101,12 +102,39 @@ class SqliteDriver implements SqlDriver {
   }
 }
 
-/** Opens (creating if needed) the SQLite registry at `path`; call migrate() before use. */
+/**
+ * Opens (creating if needed) the SQLite registry at `path`; call migrate() before use. Throws CbrError
+ * STORE_CORRUPT when the file is not a sound SQLite database.
+ */
 export function openSqliteRegistry(path: string, now?: () => number): SqlRegistryStore {
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   const db = new Database(path);
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = FULL');
-  db.pragma('busy_timeout = 5000');
+  try {
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL');
+    db.pragma('busy_timeout = 5000');
+    // quick_check reads every page once: cheap at registry sizes, and it finds a torn or overwritten file.
+    const check = String(db.pragma('quick_check', { simple: true }));
+    if (check !== 'ok') throw new CbrError('STORE_CORRUPT', `${path}: integrity check failed: ${check.slice(0, 200)}`);
+  } catch (err) {
+    db.close();
+    if (err instanceof CbrError) throw err;
+    const code = errorCode(err) ?? '';
+    if (code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT'))
+      throw new CbrError('STORE_CORRUPT', `${path}: ${errorMessage(err)} (${code})`, { cause: err });
+    throw err;
+  }
   return new SqlRegistryStore(new SqliteDriver(db), now);
+}
+
+/**
+ * Moves a corrupt SQLite file (with its -wal and -shm files) aside as `<path>.corrupt-<UTC timestamp>`,
+ * keeping it for inspection; the next open starts an empty one. Returns the new path.
+ */
+export function moveStoreAside(path: string, now = new Date()): string {
+  const aside = `${path}.corrupt-${now.toISOString().replace(/[:.]/g, '-')}`;
+  for (const suffix of ['', '-wal', '-shm']) {
+    if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
+  }
+  return aside;
 }

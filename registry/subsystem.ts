@@ -4,11 +4,11 @@
 // down: the health check `registry` is non-critical, tunnels keep their peers from the local copy,
 // and writes answer UNAVAILABLE (503) until the database returns.
 import { join } from 'node:path';
-import { CbrError, errorMessage, type AgentContext, type CbrConfig, type Subsystem, type SubsystemFactory } from '../dataplane/index.js';
+import { CbrError, errorCode, errorMessage, type AgentContext, type CbrConfig, type Subsystem, type SubsystemFactory } from '../dataplane/index.js';
 import type { RegistryConfig } from './config.js';
 import { ChangeFeed, postgresFeedSource } from './feed.js';
 import { CHANGE_CHANNEL, openPostgresRegistry, PostgresConnector } from './postgres.js';
-import { openSqliteRegistry } from './sqlite.js';
+import { moveStoreAside, openSqliteRegistry } from './sqlite.js';
 import type { SqlRegistryStore } from './sql-store.js';
 import type { RegistryStore } from './store.js';
 
@@ -38,6 +38,7 @@ class RegistrySubsystem implements Subsystem {
   private pruneTimer?: NodeJS.Timeout;
   private lastMigrateError?: string;
   private unregisterHealth?: () => void;
+  private unregisterStoreCheck?: () => void;
   private removeRoute?: () => void;
   private stopped = false;
   private readonly applied: RegistryConfig;
@@ -49,9 +50,9 @@ class RegistrySubsystem implements Subsystem {
   async start(): Promise<void> {
     const cfg = this.applied;
     const path = cfg.path ?? join(this.ctx.stateDir, 'registry.db');
-    this.local = openSqliteRegistry(path);
-    await this.local.migrate();
     const pgc = cfg.postgres;
+    this.local = this.openLocal(path, pgc.url !== undefined);
+    await this.local.migrate();
     if (pgc.url !== undefined) {
       const connector = new PostgresConnector({
         url: pgc.url,
@@ -95,6 +96,44 @@ class RegistrySubsystem implements Subsystem {
       fall: 2,
       run: () => this.check(),
     });
+  }
+
+  /**
+   * Opens the SQLite file. A corrupt one is kept for inspection under a new name and replaced by an
+   * empty one: with PostgreSQL the copy is rebuilt from the database; alone, the PoP's peers are lost
+   * (clients register again). Either way the PoP keeps running, degraded (check `registry.store`)
+   * until a restart, instead of refusing to start.
+   */
+  private openLocal(path: string, fleet: boolean): SqlRegistryStore {
+    try {
+      return openSqliteRegistry(path);
+    } catch (err) {
+      if (errorCode(err) !== 'STORE_CORRUPT') throw new Error(`registry.path: cannot open the registry ${path}: ${errorMessage(err)}`);
+      let aside: string | undefined;
+      try {
+        aside = moveStoreAside(path);
+      } catch (mvErr) {
+        this.ctx.log.error({ err: mvErr, path }, 'could not move the corrupt registry aside');
+        throw err;
+      }
+      const reason = `registry ${path} was corrupt (${errorMessage(err)}); moved to ${aside}; ${
+        fleet ? 'the local copy is rebuilt from the database' : 'started on an empty registry: its peers must register again'
+      }`;
+      this.ctx.log.error({ err, path, movedTo: aside }, `REGISTRY LOST: ${reason}`);
+      this.unregisterStoreCheck = this.ctx.health.register({
+        name: 'registry.store',
+        intervalMs: 5_000,
+        timeoutMs: 1_000,
+        rise: 1,
+        fall: 1,
+        // Tunnels still work (on what is left): degraded, not withdrawn.
+        critical: false,
+        run: () => {
+          throw new CbrError('STORE_CORRUPT', reason);
+        },
+      });
+      return openSqliteRegistry(path);
+    }
   }
 
   private async migratePrimary(): Promise<void> {
@@ -166,6 +205,7 @@ class RegistrySubsystem implements Subsystem {
     clearTimeout(this.migrateTimer);
     clearInterval(this.pruneTimer);
     this.unregisterHealth?.();
+    this.unregisterStoreCheck?.();
     this.removeRoute?.();
     this.ctx.services.withdraw(REGISTRY_SERVICE);
     await this.feed?.stop();
