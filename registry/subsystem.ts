@@ -82,7 +82,14 @@ class RegistrySubsystem implements Subsystem {
     }
     this.pruneTimer = setInterval(() => void this.prune(), PRUNE_INTERVAL_MS);
     this.pruneTimer.unref();
-    const service: RegistryService = { primary: this.primary ?? this.local, local: this.local, feed: this.feed };
+    const primary = this.primary
+      ? untilMigrated(
+          this.primary,
+          () => this.migrated,
+          () => this.lastMigrateError,
+        )
+      : this.local;
+    const service: RegistryService = { primary, local: this.local, feed: this.feed };
     this.ctx.services.provide(REGISTRY_SERVICE, service);
     this.removeRoute = this.ctx.admin.route('GET', '/v1/registry', async () => ({ body: await this.status() }));
     // The embedded store has nothing to lose contact with: a check only for the fleet database.
@@ -212,6 +219,23 @@ class RegistrySubsystem implements Subsystem {
     await this.primary?.close();
     await this.local?.close();
   }
+}
+
+/**
+ * The database's store as the other subsystems see it: until this agent has applied (or found) the
+ * schema, every call answers UNAVAILABLE (503, retried) instead of an SQL error about missing tables.
+ */
+function untilMigrated(store: RegistryStore, migrated: () => boolean, lastError: () => string | undefined): RegistryStore {
+  return new Proxy(store, {
+    get(target, prop, receiver) {
+      const v: unknown = Reflect.get(target, prop, receiver);
+      if (typeof v !== 'function' || prop === 'migrate' || prop === 'close') return v;
+      return (...args: unknown[]) =>
+        migrated()
+          ? (v as (...a: unknown[]) => unknown).apply(target, args)
+          : Promise.reject(new CbrError('UNAVAILABLE', `registry database not migrated yet: ${lastError() ?? 'connecting'}`));
+    },
+  });
 }
 
 export const registrySubsystem: SubsystemFactory = {
