@@ -12,7 +12,18 @@ export {
   type PeerRecord,
   type RemovalReason,
 } from './change.js';
-export type { RegistryStore, RegistryReplica, RegisterRequest, RegisterOutcome, Revocation, DenyEntry, EndpointRecord, Snapshot, Family } from './store.js';
+export type {
+  RegistryStore,
+  RegistryReplica,
+  RegisterRequest,
+  RegisterOutcome,
+  Revocation,
+  DenyEntry,
+  EndpointRecord,
+  PopStatus,
+  Snapshot,
+  Family,
+} from './store.js';
 export { SqlRegistryStore } from './sql-store.js';
 export { openSqliteRegistry, moveStoreAside } from './sqlite.js';
 export { openPostgresRegistry, PostgresConnector, parsePostgresUrl, CHANGE_CHANNEL, type PostgresOptions, type PostgresUrl } from './postgres.js';

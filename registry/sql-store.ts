@@ -4,7 +4,18 @@
 import { CbrError } from '../dataplane/index.js';
 import { decodeChange, encodeChange, type Change, type ChangeBody, type ChangeRow, type PeerRecord, type RemovalReason } from './change.js';
 import { MIGRATIONS } from './schema.js';
-import type { DenyEntry, EndpointRecord, Family, RegisterOutcome, RegisterRequest, RegistryReplica, RegistryStore, Revocation, Snapshot } from './store.js';
+import type {
+  DenyEntry,
+  EndpointRecord,
+  Family,
+  PopStatus,
+  RegisterOutcome,
+  RegisterRequest,
+  RegistryReplica,
+  RegistryStore,
+  Revocation,
+  Snapshot,
+} from './store.js';
 
 export type Row = Record<string, unknown>;
 export type SqlQuery = <R extends Row = Row>(sql: string, params?: unknown[]) => Promise<R[]>;
@@ -233,6 +244,20 @@ export class SqlRegistryStore implements RegistryStore, RegistryReplica {
       iface === undefined ? [] : [iface],
     );
     return rows.map((r) => ({ publicKey: r.public_key, endpoint: r.endpoint, at: Number(r.endpoint_at), pop: r.endpoint_pop }));
+  }
+
+  async reportPop(status: PopStatus): Promise<void> {
+    await this.driver.query(
+      'INSERT INTO registry_pops (name, seen_at, serving) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET seen_at = excluded.seen_at, serving = excluded.serving',
+      [status.name, status.seenAt, status.serving ? 1 : 0],
+    );
+  }
+
+  async pops(): Promise<PopStatus[]> {
+    const rows = await this.driver.query<{ name: string; seen_at: number | string; serving: number | string }>(
+      'SELECT name, seen_at, serving FROM registry_pops ORDER BY name',
+    );
+    return rows.map((r) => ({ name: r.name, seenAt: Number(r.seen_at), serving: Number(r.serving) !== 0 }));
   }
 
   async addDeny(prefix: string, now: number, comment?: string): Promise<boolean> {

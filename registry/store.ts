@@ -28,6 +28,15 @@ export interface EndpointRecord {
   pop: string;
 }
 
+/** A PoP's liveness as it last reported it (not a change: it would flood the log). */
+export interface PopStatus {
+  name: string;
+  /** Unix milliseconds of its last report */
+  seenAt: number;
+  /** false once it withdrew from anycast (health down, drain) */
+  serving: boolean;
+}
+
 export interface RegisterRequest {
   publicKey: string;
   iface: string;
@@ -79,6 +88,10 @@ export interface RegistryStore {
   /** Records peers' last endpoints (not a change: it would flood the log). */
   recordEndpoints(records: EndpointRecord[]): Promise<void>;
   endpoints(iface?: string): Promise<EndpointRecord[]>;
+  /** Records a PoP's liveness (upsert). */
+  reportPop(status: PopStatus): Promise<void>;
+  /** Every PoP's last report. */
+  pops(): Promise<PopStatus[]>;
   addDeny(prefix: string, now: number, comment?: string): Promise<boolean>;
   removeDeny(prefix: string): Promise<boolean>;
   denyList(): Promise<DenyEntry[]>;

@@ -4,7 +4,7 @@
 // down: the health check `registry` is non-critical, tunnels keep their peers from the local copy,
 // and writes answer UNAVAILABLE (503) until the database returns.
 import { join } from 'node:path';
-import { CbrError, errorCode, errorMessage, type AgentContext, type CbrConfig, type Subsystem, type SubsystemFactory } from '../dataplane/index.js';
+import { CbrError, errorCode, errorMessage, popName, type AgentContext, type CbrConfig, type Subsystem, type SubsystemFactory } from '../dataplane/index.js';
 import type { RegistryConfig } from './config.js';
 import { ChangeFeed, postgresFeedSource } from './feed.js';
 import { CHANGE_CHANNEL, openPostgresRegistry, PostgresConnector } from './postgres.js';
@@ -26,6 +26,8 @@ export interface RegistryService {
 
 /** Retry interval of the start-up migration while the database is away. */
 const MIGRATE_RETRY_MS = 2000;
+/** How often a fleet PoP reports its liveness (and at once on every health change). */
+export const POP_REPORT_MS = 1000;
 /** How often the change logs are cut to registry.changeRetention. */
 const PRUNE_INTERVAL_MS = 60_000;
 
@@ -36,6 +38,9 @@ class RegistrySubsystem implements Subsystem {
   private migrated = false;
   private migrateTimer?: NodeJS.Timeout;
   private pruneTimer?: NodeJS.Timeout;
+  private reportTimer?: NodeJS.Timeout;
+  private reporting?: Promise<void>;
+  private offHealth?: () => void;
   private lastMigrateError?: string;
   private unregisterHealth?: () => void;
   private unregisterStoreCheck?: () => void;
@@ -94,6 +99,11 @@ class RegistrySubsystem implements Subsystem {
     this.removeRoute = this.ctx.admin.route('GET', '/v1/registry', async () => ({ body: await this.status() }));
     // The embedded store has nothing to lose contact with: a check only for the fleet database.
     if (!this.feed) return;
+    this.reportTimer = setInterval(() => void this.reportPop(), POP_REPORT_MS);
+    this.reportTimer.unref();
+    const onChange = () => void this.reportPop();
+    this.ctx.health.on('change', onChange);
+    this.offHealth = () => this.ctx.health.off('change', onChange);
     this.unregisterHealth = this.ctx.health.register({
       name: 'registry',
       critical: false,
@@ -158,6 +168,20 @@ class RegistrySubsystem implements Subsystem {
     }
   }
 
+  /**
+   * Tells the fleet this PoP is alive and whether it serves (health up, not draining): a PoP that sees
+   * another stop serving, or stop reporting, takes over its clients (tunnel/wireguard/takeover.ts).
+   */
+  private async reportPop(serving?: boolean): Promise<void> {
+    if (!this.primary || !this.migrated) return;
+    await this.reporting;
+    const snap = this.ctx.health.snapshot();
+    this.reporting = this.primary
+      .reportPop({ name: popName(this.ctx.config), seenAt: Date.now(), serving: serving ?? (snap.state === 'up' && !snap.draining) })
+      .catch((err) => this.ctx.log.debug({ err: errorMessage(err) }, 'reporting this PoP to the registry failed'));
+    await this.reporting;
+  }
+
   /** GET /v1/registry: the backend, and with PostgreSQL how far the local copy is. */
   private async status(): Promise<Record<string, unknown>> {
     const localHead = await this.local!.head();
@@ -208,6 +232,10 @@ class RegistrySubsystem implements Subsystem {
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.reportTimer);
+    this.offHealth?.();
+    // Leaving: the others take over this PoP's clients now rather than when its reports go stale.
+    if (!this.stopped) await this.reportPop(false);
     this.stopped = true;
     clearTimeout(this.migrateTimer);
     clearInterval(this.pruneTimer);

@@ -62,7 +62,7 @@ export class WireguardDevice {
   private configured = false;
   private stopped = false;
   private configureWaiters: Array<(err?: Error) => void> = [];
-  private kickTimer?: NodeJS.Timeout;
+  private readonly kickTimers = new Set<NodeJS.Timeout>();
   configureCount = 0;
 
   constructor(
@@ -192,17 +192,30 @@ export class WireguardDevice {
     });
   }
 
-  /** Clears the re-initiation keepalives of a (re)configure (update_only: a peer removed meanwhile stays removed). */
+  /** Clears the re-initiation keepalives after a while (update_only: a peer removed meanwhile stays removed). */
   private scheduleKickEnd(keys: string[]): void {
-    clearTimeout(this.kickTimer);
     if (keys.length === 0) return;
-    this.kickTimer = setTimeout(() => {
+    const timer = setTimeout(() => {
+      this.kickTimers.delete(timer);
       void this.enqueue(async () => {
         if (!this.control || !this.configured || this.stopped) return;
         await this.control.set({ peers: keys.map((publicKey) => ({ publicKey, updateOnly: true, persistentKeepaliveInterval: 0 })) });
       }).catch((err) => this.opts.log.warn({ err, interface: this.name }, 'clearing the re-initiation keepalives failed'));
     }, KICK_KEEPALIVE_MS);
-    this.kickTimer.unref();
+    timer.unref();
+    this.kickTimers.add(timer);
+  }
+
+  /**
+   * Makes the device initiate handshakes with peers it carries at the given endpoints (clients of a
+   * PoP that went away, now routed here): endpoint and a 1 s persistent keepalive, cleared later.
+   * Peers not on the device are left alone. Throws when the device cannot be reached.
+   */
+  initiate(peers: Array<{ publicKey: string; endpoint: string }>): Promise<void> {
+    if (peers.length === 0) return Promise.resolve();
+    return this.setPeers(peers.map((p) => ({ publicKey: p.publicKey, updateOnly: true, endpoint: p.endpoint, persistentKeepaliveInterval: 1 }))).then(() =>
+      this.scheduleKickEnd(peers.map((p) => p.publicKey)),
+    );
   }
 
   /** Polls the control channel until it answers (wireguard-go opens its socket just after it starts). */
@@ -311,7 +324,8 @@ export class WireguardDevice {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.kickTimer);
+    for (const t of this.kickTimers) clearTimeout(t);
+    this.kickTimers.clear();
     for (const w of this.configureWaiters.splice(0)) w(new Error(`${this.name} stopped`));
     if (this.child) await this.opts.supervisor.stop(`wireguard-go:${this.name}`);
     if (this.implementation === 'kernel') await this.ip(['link', 'del', 'dev', this.name]).catch(() => undefined);

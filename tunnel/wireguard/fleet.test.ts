@@ -61,6 +61,21 @@ test('fleet of three PoPs on PostgreSQL: register at A → handshake at B; kill 
       assert.ok(restart.replies > 0, 'pings did not resume after kill -9 of wireguard-go');
       assert.ok(restart.gapMs <= 2_000, `gap ${restart.gapMs} ms after kill -9 of wireguard-go`);
 
+      // B leaves (SIGTERM: it reports that it no longer serves) and anycast moves the client to A: A
+      // initiates the handshake to the endpoint B recorded, instead of the client's rekey timer (~15 s).
+      const takeover = await pingGap(f.client, TUNNEL_GATEWAY, async () => {
+        await Promise.all([b!.agent!.stop('SIGTERM'), f.routeTo(0)]);
+      });
+      console.log(`# B withdrawn (agent stopped), client routed to A: pings resumed after a gap of ${takeover.gapMs} ms`);
+      assert.ok(takeover.replies > 0, 'pings did not resume through A after B left');
+      assert.ok(takeover.gapMs <= 2_000, `gap ${takeover.gapMs} ms when A took over B's client`);
+      assert.notEqual((await f.peers(0)).get(pub)?.latestHandshakeAgeSeconds, undefined, 'handshake at A');
+      // B returns and anycast prefers it again: B initiates to the endpoint in its local copy.
+      await f.start(1);
+      const back = await pingGap(f.client, TUNNEL_GATEWAY, () => f.routeTo(1));
+      console.log(`# B back, client routed to B again: gap ${back.gapMs} ms`);
+      assert.ok(back.replies > 0, 'pings did not resume through B after its return');
+
       // PostgreSQL away: B keeps serving its peers, also across an agent restart; registrations answer 503 with Retry-After.
       await f.pg.halt();
       const refused = await f.client.exec(

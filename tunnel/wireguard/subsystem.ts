@@ -12,6 +12,7 @@ import { REGISTRY_SERVICE, type Change, type RegistryService } from '../../regis
 import type { WireguardConfig, WireguardInterfaceConfig } from './config.js';
 import { WireguardDevice } from './device.js';
 import { EndpointRecorder } from './endpoints.js';
+import { Takeover } from './takeover.js';
 import { loadOrCreatePrivateKey } from './keys.js';
 import { PeerRegistrar, poolsFor, type RegisteredInterface } from './registrar.js';
 import { registerHandler, myPeersHandler, deleteMyPeerHandler, adminRevokeHandler, type ApiDeps, type RegistrationResult } from './api.js';
@@ -29,6 +30,7 @@ export class WireguardSubsystem implements Subsystem {
   private registry?: RegistryService;
   private registrar?: PeerRegistrar;
   private endpoints?: EndpointRecorder;
+  private takeover?: Takeover;
   private feedListeners?: { change: (c: Change) => void; resync: () => void };
   private readonly interfaces = new Map<string, RegisteredInterface>();
   /** The egress policy's nftables table per interface (tunnel.egress). */
@@ -82,6 +84,8 @@ export class WireguardSubsystem implements Subsystem {
     }
     this.followFeed(registry);
     this.endpoints.start();
+    this.takeover = new Takeover(registry, this.interfaces, popName(this.ctx.config), this.ctx.health, this.ctx.log);
+    this.takeover.start();
     this.addMetrics();
     this.addRoutes();
     this.scheduleSweep();
@@ -454,6 +458,7 @@ export class WireguardSubsystem implements Subsystem {
       this.registry?.feed?.off('resync', this.feedListeners.resync);
       this.feedListeners = undefined;
     }
+    await this.takeover?.stop();
     await this.endpoints?.stop();
     clearInterval(this.sweepTimer);
     clearInterval(this.reconcileTimer);

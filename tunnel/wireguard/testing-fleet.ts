@@ -73,6 +73,15 @@ export async function wgFleet(topo: Topology, n: number, dir: string): Promise<W
       )}registry:\n  postgres:\n    url: "${pg.url(role)}&target_session_attrs=read-write"\n    passwordFile: ${pg.passwordFile(role)}\n    catchUpInterval: 1s\n`;
     pops.push({ name, ns, addr, adminUrl: `http://${addr}:${ADMIN_PORT}`, yaml });
   }
+  // Every PoP reaches the client at all its addresses, from the anycast address (as a PoP behind a
+  // router would): a PoP taking over another's clients sends to the endpoints that one recorded.
+  for (const [i, p] of pops.entries()) {
+    for (let j = 0; j < n; j++) {
+      if (j !== i) await p.ns.exec(['ip', 'route', 'add', `192.168.${50 + j}.0/24`, 'via', `192.168.${50 + i}.2`, 'src', ANYCAST]);
+    }
+  }
+  await client.sysctl('net.ipv4.conf.all.rp_filter', '0');
+  await client.sysctl('net.ipv4.conf.default.rp_filter', '0');
   topo.onDestroy(async () => {
     for (const p of pops) await p.agent?.stop('SIGKILL').catch(() => undefined);
   });
