@@ -7,6 +7,7 @@ import { errorMessage, type Logger } from '../../dataplane/index.js';
 import type { EndpointRecord, RegistryService } from '../../registry/index.js';
 import type { DevicePeer } from './device.js';
 import type { RegisteredInterface } from './registrar.js';
+import { periodic, type Periodic } from './periodic.js';
 
 /** How often the devices' endpoints are read and recorded. */
 export const ENDPOINT_RECORD_MS = 2_000;
@@ -14,8 +15,7 @@ export const ENDPOINT_RECORD_MS = 2_000;
 export const ACTIVE_PEER_MS = 180_000;
 
 export class EndpointRecorder {
-  private timer?: NodeJS.Timeout;
-  private running?: Promise<void>;
+  private task?: Periodic;
   /** What each store last accepted per peer (`endpoint@at`), so unchanged endpoints are not rewritten. */
   private readonly written = { local: new Map<string, string>(), primary: new Map<string, string>() };
 
@@ -28,17 +28,15 @@ export class EndpointRecorder {
   ) {}
 
   start(): void {
-    this.timer = setInterval(() => {
-      this.running ??= this.recordOnce()
-        .catch((err) => this.log.warn({ err: errorMessage(err) }, 'recording WireGuard endpoints failed; retrying'))
-        .finally(() => (this.running = undefined));
-    }, ENDPOINT_RECORD_MS);
-    this.timer.unref();
+    this.task = periodic(
+      ENDPOINT_RECORD_MS,
+      () => this.recordOnce(),
+      (err) => this.log.warn({ err: errorMessage(err) }, 'recording WireGuard endpoints failed; retrying'),
+    );
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.timer);
-    await this.running;
+    await this.task?.stop();
   }
 
   /** Reads every device and records the endpoints of its active peers that changed. */

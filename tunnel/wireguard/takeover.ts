@@ -8,6 +8,7 @@ import { errorMessage, type HealthModel, type Logger } from '../../dataplane/ind
 import type { RegistryService } from '../../registry/index.js';
 import { ACTIVE_PEER_MS } from './endpoints.js';
 import type { RegisteredInterface } from './registrar.js';
+import { periodic, type Periodic } from './periodic.js';
 
 /** How often the fleet's PoP reports are read. */
 export const TAKEOVER_POLL_MS = 500;
@@ -15,8 +16,7 @@ export const TAKEOVER_POLL_MS = 500;
 export const POP_SILENT_MS = 3_000;
 
 export class Takeover {
-  private timer?: NodeJS.Timeout;
-  private running?: Promise<void>;
+  private task?: Periodic;
   /** PoPs already taken over (until they serve again). */
   private readonly taken = new Set<string>();
 
@@ -32,17 +32,15 @@ export class Takeover {
   start(): void {
     // Alone (embedded registry) there is nobody to take over from.
     if (this.registry.primary === this.registry.local) return;
-    this.timer = setInterval(() => {
-      this.running ??= this.pollOnce()
-        .catch((err) => this.log.debug({ err: errorMessage(err) }, 'reading the fleet PoPs failed; retrying'))
-        .finally(() => (this.running = undefined));
-    }, TAKEOVER_POLL_MS);
-    this.timer.unref();
+    this.task = periodic(
+      TAKEOVER_POLL_MS,
+      () => this.pollOnce(),
+      (err) => this.log.debug({ err: errorMessage(err) }, 'reading the fleet PoPs failed; retrying'),
+    );
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.timer);
-    await this.running;
+    await this.task?.stop();
   }
 
   async pollOnce(): Promise<void> {
