@@ -25,7 +25,7 @@ export type {
   Family,
 } from './store.js';
 export { SqlRegistryStore } from './sql-store.js';
-export { openSqliteRegistry, moveStoreAside } from './sqlite.js';
+export { openSqliteRegistry, moveStoreAside, readLegacyLeases } from './sqlite.js';
 export { openPostgresRegistry, PostgresConnector, parsePostgresUrl, CHANGE_CHANNEL, type PostgresOptions, type PostgresUrl } from './postgres.js';
 export { ChangeFeed, postgresFeedSource, type FeedSource, type FeedOptions, type FeedEvents } from './feed.js';
 export { MIGRATIONS, SCHEMA_VERSION } from './schema.js';

@@ -168,6 +168,32 @@ export class SqlRegistryStore implements RegistryStore, RegistryReplica {
     return { peer, created: true, seq: await append({ kind: 'peer.put', peer }) };
   }
 
+  async importPeers(peers: PeerRecord[]): Promise<PeerRecord[]> {
+    return this.write(async (q, append) => {
+      const added: PeerRecord[] = [];
+      for (const p of peers) {
+        const [taken] = await q<{ n: number | string }>(
+          `SELECT (SELECT COUNT(*) FROM registry_peers WHERE public_key = $1 OR (interface = $2 AND (ipv4 = $3 OR ipv6 = $4)))
+            + (SELECT COUNT(*) FROM registry_revocations WHERE public_key = $1) AS n`,
+          [p.publicKey, p.iface, p.ipv4 ?? null, p.ipv6 ?? null],
+        );
+        if (Number(taken!.n) > 0) continue;
+        await q(`INSERT INTO registry_peers (${PEER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)`, [
+          p.publicKey,
+          p.iface,
+          p.subject,
+          p.ipv4 ?? null,
+          p.ipv6 ?? null,
+          p.createdAt,
+          p.expiresAt,
+        ]);
+        await append({ kind: 'peer.put', peer: p });
+        added.push(p);
+      }
+      return added;
+    });
+  }
+
   async getPeer(publicKey: string): Promise<PeerRecord | undefined> {
     return this.peerIn(this.driver.query, publicKey);
   }

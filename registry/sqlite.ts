@@ -5,6 +5,7 @@ import { existsSync, mkdirSync, renameSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { CbrError, errorCode, errorMessage } from '../dataplane/index.js';
+import type { PeerRecord } from './change.js';
 import { SqlRegistryStore, type Row, type SqlDriver, type SqlQuery } from './sql-store.js';
 
 // better-sqlite3 ships no type declarations; this is the part of its API used here.
@@ -21,7 +22,10 @@ interface SqliteDatabase {
   prepare(sql: string): Statement;
   close(): void;
 }
-const Database = createRequire(import.meta.url)('better-sqlite3') as new (path: string) => SqliteDatabase;
+const Database = createRequire(import.meta.url)('better-sqlite3') as new (
+  path: string,
+  options?: { readonly?: boolean; fileMustExist?: boolean },
+) => SqliteDatabase;
 
 /** SQLite has no `$1` positional parameters for better-sqlite3's arrays: rewrite to `?` in order. */
 function positional(sql: string): { sql: string; order: number[] } {
@@ -125,6 +129,36 @@ export function openSqliteRegistry(path: string, now?: () => number): SqlRegistr
     throw err;
   }
   return new SqlRegistryStore(new SqliteDriver(db), now);
+}
+
+/**
+ * The peers of a lease file from before the registry (`<stateDir>/wireguard/leases.db`, table
+ * `peers`), for RegistryStore.importPeers. Throws when the file cannot be read.
+ */
+export function readLegacyLeases(path: string): PeerRecord[] {
+  const db = new Database(path, { fileMustExist: true });
+  try {
+    const rows = db.prepare('SELECT public_key, interface, subject, ipv4, ipv6, created_at, expires_at FROM peers ORDER BY created_at').all() as Array<{
+      public_key: string;
+      interface: string;
+      subject: string;
+      ipv4: string | null;
+      ipv6: string | null;
+      created_at: number;
+      expires_at: number;
+    }>;
+    return rows.map((r) => ({
+      publicKey: r.public_key,
+      iface: r.interface,
+      subject: r.subject,
+      ...(r.ipv4 !== null ? { ipv4: r.ipv4 } : {}),
+      ...(r.ipv6 !== null ? { ipv6: r.ipv6 } : {}),
+      createdAt: Number(r.created_at),
+      expiresAt: Number(r.expires_at),
+    }));
+  } finally {
+    db.close();
+  }
 }
 
 /**

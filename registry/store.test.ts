@@ -78,6 +78,20 @@ async function semantics(store: SqlRegistryStore): Promise<void> {
   const snap = await store.snapshot();
   assert.equal(snap.seq, 9);
   assert.deepEqual(snap.peers.map((p) => p.subject).sort(), ['alice', 'carol']);
+  // Importing peers with their addresses: a taken key, a taken address and a revoked key are skipped.
+  const fresh = { publicKey: randomKey(), iface: 'wg0', subject: 'erin', ipv4: '10.77.0.9', createdAt: 1, expiresAt: 10_000_000 };
+  const imported = await store.importPeers([
+    fresh,
+    { ...fresh, publicKey: randomKey(), subject: 'frank' },
+    { ...fresh, publicKey: k1, ipv4: '10.77.0.10' },
+    { ...fresh, publicKey: k2, ipv4: '10.77.0.11' },
+  ]);
+  assert.deepEqual(imported, [fresh]);
+  assert.deepEqual(await store.getPeer(fresh.publicKey), fresh);
+  assert.deepEqual(
+    (await store.changesSince(9, 10)).map((c) => `${c.seq}:${c.kind}`),
+    ['10:peer.put'],
+  );
 }
 
 test('SQLite registry: leases, renewals, limits, revocations, deny list, endpoints, numbered changes', async () => {

@@ -76,6 +76,12 @@ export interface RegistryStore {
    * database's constraints.
    */
   register(req: RegisterRequest): Promise<RegisterOutcome>;
+  /**
+   * Adds peers with the addresses they already hold (an upgrade from a PoP's own lease file), each
+   * with its change; a peer whose key or an address is taken, or whose key was revoked, is skipped.
+   * Resolves with those added.
+   */
+  importPeers(peers: PeerRecord[]): Promise<PeerRecord[]>;
   getPeer(publicKey: string): Promise<PeerRecord | undefined>;
   peers(filter?: { iface?: string; subject?: string }): Promise<PeerRecord[]>;
   /** Removes a peer (only `subject`'s when given); false when there is none. */

@@ -4,7 +4,8 @@
 // dev issuer is integration.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
@@ -56,7 +57,12 @@ interface Harness {
   close(): Promise<void>;
 }
 
-async function harness(topo: Topology, ns: Namespace, extra: Record<string, unknown> = {}, prepare?: (stateDir: string) => void): Promise<Harness> {
+async function harness(
+  topo: Topology,
+  ns: Namespace,
+  extra: Record<string, unknown> = {},
+  prepare?: (stateDir: string, ifname: string) => void,
+): Promise<Harness> {
   const ifname = uniqueName('w');
   removeSocketOnDestroy(topo, ifname);
   const stateDir = mkdtempSync(join(tmpdir(), 'cbr-wgsvc-'));
@@ -129,7 +135,7 @@ async function harness(topo: Topology, ns: Namespace, extra: Record<string, unkn
       rmSync(stateDir, { recursive: true, force: true });
     },
   };
-  prepare?.(stateDir);
+  prepare?.(stateDir, ifname);
   try {
     await h.registry.start();
     await h.svc.start();
@@ -365,6 +371,37 @@ test('a corrupt registry.db is moved aside; the PoP runs degraded on an empty re
       const k = newKey();
       assert.equal((await call(h, 'POST', '/v1/wireguard/peers', { token: 'sub:alice', body: { publicKey: k } })).status, 201);
       assert.ok((await devicePeers(h)).has(k));
+    } finally {
+      await h.close();
+    }
+  });
+});
+
+test('an upgrade: the leases of the old wireguard/leases.db are imported into the registry with their addresses, once', async () => {
+  await withTopology(async (topo) => {
+    const kept = newKey();
+    const h = await harness(topo, await topo.namespace('wgpop'), {}, (stateDir, ifname) => {
+      // The lease file of the agent before the registry (its schema as that agent created it).
+      mkdirSync(join(stateDir, 'wireguard'), { recursive: true });
+      const Database = createRequire(import.meta.url)('better-sqlite3') as new (path: string) => { exec(sql: string): void; close(): void };
+      const db = new Database(join(stateDir, 'wireguard', 'leases.db'));
+      db.exec(`CREATE TABLE peers (public_key TEXT PRIMARY KEY, interface TEXT NOT NULL, subject TEXT NOT NULL, ipv4 TEXT, ipv6 TEXT,
+        created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL)`);
+      db.exec(`INSERT INTO peers VALUES ('${kept}', '${ifname}', 'olga', '10.88.0.7', 'fd00:88::7', 1, ${Date.now() + 3_600_000})`);
+      db.close();
+    });
+    try {
+      const peer = await h.svc.registryService!.local.getPeer(kept);
+      assert.equal(peer?.ipv4, '10.88.0.7');
+      assert.deepEqual((await devicePeers(h)).get(kept), ['10.88.0.7/32', 'fd00:88::7/128']);
+      const files = readdirSync(join(h.stateDir, 'wireguard'));
+      assert.ok(files.includes('leases.db.imported') && !files.includes('leases.db'), files.join(' '));
+      // The next registration does not take the imported address.
+      const r = await call(h, 'POST', '/v1/wireguard/peers', { token: 'sub:alice', body: { publicKey: newKey() } });
+      assert.equal(r.status, 201);
+      assert.equal(r.json.addresses.ipv4, '10.88.0.2');
+      await h.restart();
+      assert.deepEqual((await devicePeers(h)).get(kept), ['10.88.0.7/32', 'fd00:88::7/128']);
     } finally {
       await h.close();
     }

@@ -3,12 +3,13 @@
 // renewed, expired or revoked on any PoP), serves the registration API (writes go to the registry's
 // primary), records the peers' endpoints in the registry, sweeps expired peers, and exports metrics
 // and health checks.
+import { existsSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { Gauge, Counter } from 'prom-client';
 import { EgressGuard, errorMessage, popName, type AgentContext, type Subsystem, type CbrConfig } from '../../dataplane/index.js';
 import { AUTH_SERVICE, type AuthGate } from '../../auth/index.js';
-import { REGISTRY_SERVICE, type Change, type RegistryService } from '../../registry/index.js';
+import { REGISTRY_SERVICE, readLegacyLeases, type Change, type RegistryService } from '../../registry/index.js';
 import type { WireguardConfig, WireguardInterfaceConfig } from './config.js';
 import { WireguardDevice } from './device.js';
 import { EndpointRecorder } from './endpoints.js';
@@ -71,6 +72,7 @@ export class WireguardSubsystem implements Subsystem {
     const dir = join(this.ctx.stateDir, 'wireguard');
     const registry = this.ctx.services.require<RegistryService>(REGISTRY_SERVICE, 'tunnel.wireguard');
     this.registry = registry;
+    await this.importLegacyLeases(dir, registry);
     const registrar = new PeerRegistrar(registry, this.interfaces, () => this.cfg, this.ctx.log);
     this.registrar = registrar;
     const swept = await registrar.sweepExpired();
@@ -92,6 +94,24 @@ export class WireguardSubsystem implements Subsystem {
     this.scheduleReconcile();
     const restored = (await registry.local.peers()).length;
     this.ctx.log.info({ interfaces: [...this.interfaces.keys()], peers: restored, registry: registry.primary.backend }, 'WireGuard serving');
+  }
+
+  /**
+   * An upgrade from before the registry: the leases of `<stateDir>/wireguard/leases.db` go into the
+   * registry with their addresses, once (the file is renamed `leases.db.imported`). Left for the next
+   * start when the registry cannot take them now (database away) or the file cannot be read.
+   */
+  private async importLegacyLeases(dir: string, registry: RegistryService): Promise<void> {
+    const path = join(dir, 'leases.db');
+    if (!existsSync(path)) return;
+    try {
+      const peers = readLegacyLeases(path);
+      const added = await registry.primary.importPeers(peers);
+      for (const suffix of ['', '-wal', '-shm']) if (existsSync(path + suffix)) renameSync(path + suffix, `${path}.imported${suffix}`);
+      this.ctx.log.warn({ path, peers: peers.length, imported: added.length }, 'imported the old WireGuard lease file into the registry');
+    } catch (err) {
+      this.ctx.log.error({ err, path }, 'importing the old WireGuard lease file failed; retrying at the next start');
+    }
   }
 
   /** Applies every change the registry feed brings (from any PoP) to the devices, in order. */
