@@ -41,7 +41,7 @@ export interface SqlDriver {
 /** Attempts of a registration whose insert hit a unique constraint (a concurrent writer won). */
 const REGISTER_ATTEMPTS = 5;
 
-interface PeerRow extends Row {
+export interface PeerRow extends Row {
   public_key: string;
   interface: string;
   subject: string;
@@ -51,7 +51,7 @@ interface PeerRow extends Row {
   expires_at: number | string;
 }
 
-function toPeer(r: PeerRow): PeerRecord {
+export function toPeer(r: PeerRow): PeerRecord {
   return {
     publicKey: r.public_key,
     iface: r.interface,

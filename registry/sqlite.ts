@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { CbrError, errorCode, errorMessage } from '../dataplane/index.js';
 import type { PeerRecord } from './change.js';
-import { SqlRegistryStore, type Row, type SqlDriver, type SqlQuery } from './sql-store.js';
+import { SqlRegistryStore, toPeer, type PeerRow, type Row, type SqlDriver, type SqlQuery } from './sql-store.js';
 
 // better-sqlite3 ships no type declarations; this is the part of its API used here.
 interface Statement {
@@ -138,24 +138,10 @@ export function openSqliteRegistry(path: string, now?: () => number): SqlRegistr
 export function readLegacyLeases(path: string): PeerRecord[] {
   const db = new Database(path, { fileMustExist: true });
   try {
-    const rows = db.prepare('SELECT public_key, interface, subject, ipv4, ipv6, created_at, expires_at FROM peers ORDER BY created_at').all() as Array<{
-      public_key: string;
-      interface: string;
-      subject: string;
-      ipv4: string | null;
-      ipv6: string | null;
-      created_at: number;
-      expires_at: number;
-    }>;
-    return rows.map((r) => ({
-      publicKey: r.public_key,
-      iface: r.interface,
-      subject: r.subject,
-      ...(r.ipv4 !== null ? { ipv4: r.ipv4 } : {}),
-      ...(r.ipv6 !== null ? { ipv6: r.ipv6 } : {}),
-      createdAt: Number(r.created_at),
-      expiresAt: Number(r.expires_at),
-    }));
+    // The same columns as the registry's own peers table.
+    return (db.prepare('SELECT public_key, interface, subject, ipv4, ipv6, created_at, expires_at FROM peers ORDER BY created_at').all() as PeerRow[]).map(
+      toPeer,
+    );
   } finally {
     db.close();
   }
