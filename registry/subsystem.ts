@@ -234,8 +234,9 @@ class RegistrySubsystem implements Subsystem {
   async stop(): Promise<void> {
     clearInterval(this.reportTimer);
     this.offHealth?.();
-    // Leaving: the others take over this PoP's clients now rather than when its reports go stale.
-    if (!this.stopped) await this.reportPop(false);
+    // Leaving: the others take over this PoP's clients now rather than when its reports go stale (at
+    // most a second's wait: with the database away they notice the silence instead).
+    if (!this.stopped) await Promise.race([this.reportPop(false), new Promise((r) => setTimeout(r, POP_REPORT_MS).unref())]);
     this.stopped = true;
     clearTimeout(this.migrateTimer);
     clearInterval(this.pruneTimer);
