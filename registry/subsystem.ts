@@ -231,6 +231,11 @@ class RegistrySubsystem implements Subsystem {
     // Nothing to apply: checkReload refuses every change to the section.
   }
 
+  /** Shutdown begins (health draining): tell the fleet at once, so the others take over this PoP's clients. */
+  async drain(): Promise<void> {
+    if (this.feed) await Promise.race([this.reportPop(), new Promise((r) => setTimeout(r, POP_REPORT_MS).unref())]);
+  }
+
   async stop(): Promise<void> {
     clearInterval(this.reportTimer);
     this.offHealth?.();

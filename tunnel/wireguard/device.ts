@@ -46,6 +46,8 @@ export interface DeviceOptions {
   secretDir: string;
   /** Directory of UAPI sockets (default /var/run/wireguard). */
   uapiDir?: string;
+  /** Told how many peers the device was made to initiate handshakes with, and why. */
+  onInitiate?: (peers: number, reason: 'restart' | 'takeover') => void;
   /** How long start() waits for the interface to be configured. */
   startTimeoutMs?: number;
 }
@@ -173,6 +175,7 @@ export class WireguardDevice {
         this.configured = true;
         this.configureCount++;
         this.scheduleKickEnd(kicked);
+        if (kicked.length) this.opts.onInitiate?.(kicked.length, 'restart');
         this.opts.log.info(
           { interface: this.name, reason, peers: peers.length, initiated: kicked.length, ms: Math.round(performance.now() - t0) },
           'interface configured',
@@ -213,9 +216,10 @@ export class WireguardDevice {
    */
   initiate(peers: Array<{ publicKey: string; endpoint: string }>): Promise<void> {
     if (peers.length === 0) return Promise.resolve();
-    return this.setPeers(peers.map((p) => ({ publicKey: p.publicKey, updateOnly: true, endpoint: p.endpoint, persistentKeepaliveInterval: 1 }))).then(() =>
-      this.scheduleKickEnd(peers.map((p) => p.publicKey)),
-    );
+    return this.setPeers(peers.map((p) => ({ publicKey: p.publicKey, updateOnly: true, endpoint: p.endpoint, persistentKeepaliveInterval: 1 }))).then(() => {
+      this.scheduleKickEnd(peers.map((p) => p.publicKey));
+      this.opts.onInitiate?.(peers.length, 'takeover');
+    });
   }
 
   /** Polls the control channel until it answers (wireguard-go opens its socket just after it starts). */

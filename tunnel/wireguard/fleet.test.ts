@@ -60,16 +60,33 @@ test('fleet of three PoPs on PostgreSQL: register at A → handshake at B; kill 
       console.log(`# kill -9 of wireguard-go on B: pings resumed after a gap of ${restart.gapMs} ms (${restart.replies} replies in the 5 s after)`);
       assert.ok(restart.replies > 0, 'pings did not resume after kill -9 of wireguard-go');
       assert.ok(restart.gapMs <= 2_000, `gap ${restart.gapMs} ms after kill -9 of wireguard-go`);
+      const metricsOf = (i: number) => f.pops[i]!.ns.exec(['curl', '-s', `${f.pops[i]!.adminUrl}/metrics`]);
+      assert.match(await metricsOf(1), new RegExp(`cbr_wireguard_initiated_peers_total\\{interface="${f.ifname}",reason="restart"\\} [1-9]`));
 
       // B leaves (SIGTERM: it reports that it no longer serves) and anycast moves the client to A: A
       // initiates the handshake to the endpoint B recorded, instead of the client's rekey timer (~15 s).
+      let tStop = 0;
       const takeover = await pingGap(f.client, TUNNEL_GATEWAY, async () => {
+        tStop = Date.now();
         await Promise.all([b!.agent!.stop('SIGTERM'), f.routeTo(0)]);
       });
-      console.log(`# B withdrawn (agent stopped), client routed to A: pings resumed after a gap of ${takeover.gapMs} ms`);
+      const tookOver = await a!.agent!.waitForLog(
+        (e) => e.msg === "took over a gone PoP's clients: initiating handshakes" && Date.parse(String(e.time)) >= tStop,
+      );
+      const earlier = a!.agent!.logLines.filter((l) => l.includes('took over a gone PoP')).length - 1;
+      console.log(
+        `# B withdrawn (agent stopped), client routed to A: A initiated ${Date.parse(String(tookOver.time)) - tStop} ms after the SIGTERM (${earlier} earlier takeovers); pings resumed after a gap of ${takeover.gapMs} ms`,
+      );
       assert.ok(takeover.replies > 0, 'pings did not resume through A after B left');
       assert.ok(takeover.gapMs <= 2_000, `gap ${takeover.gapMs} ms when A took over B's client`);
-      assert.notEqual((await f.peers(0)).get(pub)?.latestHandshakeAgeSeconds, undefined, 'handshake at A');
+      const rx = async (i: number) => {
+        const r = await f.admin(i, 'GET', '/v1/wireguard/admin/peers');
+        return (r.json.peers as Array<{ publicKey: string; rxBytes?: number }>).find((p) => p.publicKey === pub)?.rxBytes ?? 0;
+      };
+      const rx0 = await rx(0);
+      assert.ok(await pingUntil(f.client, TUNNEL_GATEWAY, 2_000));
+      assert.ok((await rx(0)) > rx0, "the client's traffic goes through A");
+      assert.match(await metricsOf(0), new RegExp(`cbr_wireguard_initiated_peers_total\\{interface="${f.ifname}",reason="takeover"\\} [1-9]`));
       // B returns and anycast prefers it again: B initiates to the endpoint in its local copy.
       await f.start(1);
       const back = await pingGap(f.client, TUNNEL_GATEWAY, () => f.routeTo(1));

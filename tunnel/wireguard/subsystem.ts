@@ -45,6 +45,7 @@ export class WireguardSubsystem implements Subsystem {
   private reconcileRuns?: Counter;
   private readonly metricNames: string[] = [];
   private registrations?: Counter;
+  private initiations?: Counter;
   private lastStats?: { at: number; states: Map<string, DeviceState | undefined> };
   private statsInFlight?: Promise<Map<string, DeviceState | undefined>>;
   /** Last seen byte counters per interface/peer, to turn device counters (reset on restart) into monotonic totals. */
@@ -77,6 +78,14 @@ export class WireguardSubsystem implements Subsystem {
     this.registrar = registrar;
     const swept = await registrar.sweepExpired();
     if (swept) this.ctx.log.info({ removed: swept }, 'removed peers that expired while the agent was down');
+    // Before the devices start: their first configuration may already initiate (an agent restart).
+    this.initiations = new Counter({
+      name: 'cbr_wireguard_initiated_peers_total',
+      help: "Peers the device was made to initiate a handshake with: after a wireguard-go (re)start (restart) or for a gone PoP's clients (takeover)",
+      labelNames: ['interface', 'reason'],
+      registers: [this.ctx.registry],
+    });
+    this.metricNames.push('cbr_wireguard_initiated_peers_total');
     this.endpoints = new EndpointRecorder(registry, this.interfaces, popName(this.ctx.config), this.ctx.log);
     try {
       for (const [i, ifc] of this.cfg.interfaces.entries()) await this.startInterface(ifc, i, dir);
@@ -148,6 +157,7 @@ export class WireguardSubsystem implements Subsystem {
       livePeers: () => this.endpoints!.withEndpoints(ifc.name, this.registrar!.livePeers(ifc.name)),
       commandPrefix: this.opts.commandPrefix,
       secretDir: dir,
+      onInitiate: (n, reason) => this.initiations?.inc({ interface: ifc.name, reason }, n),
     });
     this.interfaces.set(ifc.name, { config: ifc, device, publicKey, pools: poolsFor(ifc) });
     await device.start();

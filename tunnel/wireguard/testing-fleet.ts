@@ -1,7 +1,7 @@
 // A WireGuard fleet in network namespaces, for tests and the bench: a core namespace with PostgreSQL
 // (mutual TLS) and the dev issuer, N PoP namespaces each running an agent on the shared registry with
-// the same interface name and key, and the anycast address on every PoP; a client namespace linked to
-// every PoP whose route to the anycast address picks the PoP (as the nearest-PoP choice of anycast).
+// the same interface name and key, and the anycast address on every PoP; a client behind a router
+// linked to every PoP, whose route to the anycast address picks the PoP (anycast's nearest PoP).
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PostgresHost, uniqueName, type Namespace, type Topology } from '../../testhosts/index.js';
@@ -27,6 +27,7 @@ export interface FleetPop {
 export interface WgFleet {
   core: Namespace;
   client: Namespace;
+  router: Namespace;
   pg: PostgresHost;
   issuer: string;
   ifname: string;
@@ -44,6 +45,10 @@ export interface WgFleet {
 export async function wgFleet(topo: Topology, n: number, dir: string): Promise<WgFleet> {
   const core = await topo.namespace('core');
   const client = await topo.namespace('wgcli');
+  const router = await topo.namespace('router');
+  await topo.link(client, router, { aAddr: '192.168.49.2/24', bAddr: '192.168.49.1/24' });
+  await client.exec(['ip', 'route', 'add', 'default', 'via', '192.168.49.1']);
+  await router.sysctl('net.ipv4.ip_forward', '1');
   await core.exec(['ip', 'addr', 'add', `${CORE}/32`, 'dev', 'lo']);
   const pg = await PostgresHost.start({ netns: core.name, address: CORE });
   topo.onDestroy(() => pg.stop());
@@ -60,8 +65,10 @@ export async function wgFleet(topo: Topology, n: number, dir: string): Promise<W
     await topo.link(core, ns, { aAddr: `10.70.${i + 1}.1/24`, bAddr: `10.70.${i + 1}.2/24` });
     await ns.addRoute(`${CORE}/32`, `10.70.${i + 1}.1`);
     const addr = `192.168.${50 + i}.1`;
-    await topo.link(client, ns, { aAddr: `192.168.${50 + i}.2/24`, bAddr: `${addr}/24` });
+    await topo.link(router, ns, { aAddr: `192.168.${50 + i}.2/24`, bAddr: `${addr}/24` });
     await ns.exec(['ip', 'addr', 'add', `${ANYCAST}/32`, 'dev', 'lo']);
+    // Clients are reached through the router, from the anycast address (WireGuard answers from it).
+    await ns.exec(['ip', 'route', 'add', '192.168.49.0/24', 'via', `192.168.${50 + i}.2`, 'src', ANYCAST]);
     const base = agentYaml({ stateDir: join(dir, `pop-${name}`), issuer, ifname, admin: `${addr}:${ADMIN_PORT}` });
     const yaml = `${base
       .replace('agent:\n', `agent:\n  name: pop-${name.toLowerCase()}\n`)
@@ -73,27 +80,19 @@ export async function wgFleet(topo: Topology, n: number, dir: string): Promise<W
       )}registry:\n  postgres:\n    url: "${pg.url(role)}&target_session_attrs=read-write"\n    passwordFile: ${pg.passwordFile(role)}\n    catchUpInterval: 1s\n`;
     pops.push({ name, ns, addr, adminUrl: `http://${addr}:${ADMIN_PORT}`, yaml });
   }
-  // Every PoP reaches the client at all its addresses, from the anycast address (as a PoP behind a
-  // router would): a PoP taking over another's clients sends to the endpoints that one recorded.
-  for (const [i, p] of pops.entries()) {
-    for (let j = 0; j < n; j++) {
-      if (j !== i) await p.ns.exec(['ip', 'route', 'add', `192.168.${50 + j}.0/24`, 'via', `192.168.${50 + i}.2`, 'src', ANYCAST]);
-    }
-  }
-  await client.sysctl('net.ipv4.conf.all.rp_filter', '0');
-  await client.sysctl('net.ipv4.conf.default.rp_filter', '0');
   topo.onDestroy(async () => {
     for (const p of pops) await p.agent?.stop('SIGKILL').catch(() => undefined);
   });
   const fleet: WgFleet = {
     core,
     client,
+    router,
     pg,
     issuer,
     ifname,
     pops,
     async routeTo(i) {
-      await client.exec(['ip', 'route', 'replace', `${ANYCAST}/32`, 'via', pops[i]!.addr]);
+      await router.exec(['ip', 'route', 'replace', `${ANYCAST}/32`, 'via', pops[i]!.addr]);
     },
     async start(i) {
       const p = pops[i]!;
