@@ -1,16 +1,17 @@
 // `make demo`: the whole product in network namespaces, narrated with what it measures.
 //
-//              idp (cbr dev-issuer)        origin (HTTP, UDP echo, iperf3 -s)
-//                          \                 /
+//   db (PostgreSQL)   idp (cbr dev-issuer)        origin (HTTP, UDP echo, iperf3 -s)
+//               \__________\                 /
 //   client ──────────────── router (BIRD, AS 65000) ──── PoP A  cbr agent: XDP filter, WireGuard, BGP (AS 65001, preferred)
 //   attacker ──────────────/                    \──────── PoP B  cbr agent: XDP filter, WireGuard, BGP (AS 65002)
 //
-// Both PoPs announce 198.51.100.1/32 (the anycast address, on their lo) only while healthy. The
-// client takes a token from the dev issuer (client_credentials), registers its WireGuard key
-// through the anycast address (and at B's unicast address, so either PoP can carry it: both PoPs
-// share the WireGuard server key and the lease pool), brings up wireguard-go and fetches from the
-// origin through the tunnel. The attacker floods; the XDP filter drops it. PoP A's health check then
-// fails, A withdraws, and the client's traffic moves to B; the interruption is measured.
+// Both PoPs announce 198.51.100.1/32 (the anycast address, on their lo) only while healthy. Both keep
+// their WireGuard peers in one registry on PostgreSQL (namespace db, mutual TLS), each following its
+// change feed. The client takes a token from the dev issuer (client_credentials), registers its
+// WireGuard key once, through the anycast address, brings up a stock wireguard-go from the returned
+// wg-quick file and fetches from the origin through the tunnel. The attacker floods; the XDP filter
+// drops it. PoP A's health check then fails, A withdraws, B initiates the handshake to the client's
+// last endpoint, and the client's traffic moves to B; the interruption is measured.
 //
 // Keeps the agents (and their /metrics) up until Ctrl-C; ONCE=1 exits at the end (0 only if every
 // step worked). Everything it creates (namespaces, processes, the bpffs mount and pins, temp dirs,
@@ -22,8 +23,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import { Topology, run, uniqueName, waitFor, startPrometheus, type Namespace, type PrometheusServer } from '../testhosts/index.js';
-import { startAgent, runCli, CLI_PATH, type AgentProcess } from '../dataplane/testing.js';
+import { PostgresHost, Topology, run, uniqueName, waitFor, startPrometheus, type Namespace, type PrometheusServer } from '../testhosts/index.js';
+import { startAgent, runCli, CLI_PATH, PRIVATE_WIREGUARD_RUN, type AgentProcess } from '../dataplane/testing.js';
 import { waitForRoute, type RouterBird } from '../bgp/testing.js';
 import { generatePrivateKey, publicKeyFor } from '../tunnel/wireguard/keys.js';
 import { uapiSocketPath } from '../tunnel/wireguard/uapi-client.js';
@@ -46,6 +47,8 @@ const ADMIN_PORT = 9780;
 const CLIENT_API_PORT = 443;
 const ADMIN_TOKEN = `demo-admin-${process.pid}-${Math.random().toString(36).slice(2)}`;
 const ORIGIN = '10.0.100.2';
+/** PostgreSQL, the registry every PoP shares (namespace db, behind the router). */
+const DB = '10.0.202.2';
 /** A second origin address, routed to clients through MASQUE (WireGuard carries 10.0.100.0/24). */
 const ORIGIN_MASQUE = '10.0.101.2';
 const ORIGIN_HTTP = 8080;
@@ -103,7 +106,10 @@ interface Pop extends TwoPopsPop {
   agent?: AgentProcess;
 }
 
-function popYaml(p: Pop, o: { issuer: string; bpffs: string; wgKeyFile: string; fleetKeyFile: string; certFile: string; keyFile: string }): string {
+function popYaml(
+  p: Pop,
+  o: { issuer: string; bpffs: string; wgKeyFile: string; fleetKeyFile: string; certFile: string; keyFile: string; db: PostgresHost },
+): string {
   return `agent:
   name: pop-${p.name.toLowerCase()}
   stateDir: ${p.stateDir}
@@ -115,7 +121,12 @@ clientApi:
   enabled: true
   listen: 0.0.0.0:${CLIENT_API_PORT}
   # certFile/keyFile default to tunnel.masque.tls: one certificate for the PoP's client services
-${popYamlBase(p, FAST_CHECK)}auth:
+${popYamlBase(p, FAST_CHECK)}registry:
+  # the fleet's registry: PostgreSQL over mutual TLS (verify-full), followed into <stateDir>/registry.db
+  postgres:
+    url: "${o.db.url()}&target_session_attrs=read-write"
+    passwordFile: ${o.db.passwordFile(o.db.roles[0]!)}
+auth:
   enabled: true
   issuer: ${o.issuer}
   allowInsecureIssuer: true  # the dev issuer serves http:// inside the demo's namespaces
@@ -255,6 +266,8 @@ interface Net {
   fleetKeyFile: string;
   bpffs: string;
   rb: RouterBird;
+  /** The registry both PoPs share. */
+  db: PostgresHost;
 }
 
 /** The services beside the PoPs that the agents and the client use. */
@@ -318,6 +331,9 @@ async function buildTopology(topo: Topology, work: string): Promise<Net> {
   const fleetKeyFile = join(work, 'masque-fleet.key');
   writeFileSync(fleetKeyFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
 
+  // The same WireGuard interface on both PoPs (the registry keys peers by interface), each agent with a
+  // /run/wireguard of its own for the UAPI socket, as on separate hosts.
+  const wgIf = uniqueName('w');
   const pops: Pop[] = [];
   for (const p of base) {
     // native XDP on the PoP's veth needs an XDP program on the sending peer too (veth NAPI)
@@ -327,8 +343,6 @@ async function buildTopology(topo: Topology, work: string): Promise<Net> {
     await p.ns.exec(['nft', '-f', '-'], {
       input: `table ip cbrdemo {\n chain post {\n  type nat hook postrouting priority 100;\n  ip saddr ${WG_POOL} oifname "${p.ifname}" snat to ${p.addr}\n }\n chain in {\n  type filter hook input priority 0;\n  udp dport 51820 @th,64,8 1 counter comment "wireguard handshake initiations"\n }\n}\n`,
     });
-    const wgIf = uniqueName('w');
-    syncCleanups.push(() => rmSync(uapiSocketPath(wgIf), { force: true }));
     const stateDir = join(work, `pop-${p.name.toLowerCase()}`);
     mkdirSync(stateDir);
     const routerMac = (await router.exec(['cat', `/sys/class/net/${p.routerIf}/address`])).trim();
@@ -348,6 +362,15 @@ async function buildTopology(topo: Topology, work: string): Promise<Net> {
     workers.push({ ns: w, addr, ifname: wEnd.ifname });
   }
   const routerMacToAttacker = (await router.exec(['cat', `/sys/class/net/${rAtk.ifname}/address`])).trim();
+
+  // The fleet's registry: Debian's PostgreSQL in a namespace of its own, TLS with client certificates.
+  const dbNs = await topo.namespace('db');
+  await topo.link(router, dbNs, { aAddr: '10.0.202.1/24', bAddr: `${DB}/24` });
+  await dbNs.exec(['ip', 'route', 'add', 'default', 'via', '10.0.202.1']);
+  const tDb = performance.now();
+  const db = await PostgresHost.start({ netns: dbNs.name, address: DB });
+  topo.onDestroy(() => db.stop());
+  say(`registry: PostgreSQL up at ${DB}:${db.port} in ${ms(performance.now() - tDb)} (initdb, mutual TLS: verify-full and a client certificate per PoP role)`);
 
   // bpffs of the demo's own: `ip netns exec` remounts /sys, hiding the host's /sys/fs/bpf
   const bpffs = `/run/cbr-t${process.pid}-demo-bpf`;
@@ -380,6 +403,7 @@ async function buildTopology(topo: Topology, work: string): Promise<Net> {
     fleetKeyFile,
     bpffs,
     rb,
+    db,
   };
 }
 
@@ -404,10 +428,14 @@ async function startPopAgents(net: Net): Promise<Services> {
     pops.map(async (p) => {
       writeFileSync(p.healthFile, '');
       const t = performance.now();
-      p.agent = await startAgent(popYaml(p, { issuer, bpffs: net.bpffs, wgKeyFile: net.wgKeyFile, fleetKeyFile: net.fleetKeyFile, certFile, keyFile }), {
-        netns: p.ns.name,
-        env: { CBR_LOG_LEVEL: 'info' },
-      });
+      p.agent = await startAgent(
+        popYaml(p, { issuer, bpffs: net.bpffs, wgKeyFile: net.wgKeyFile, fleetKeyFile: net.fleetKeyFile, certFile, keyFile, db: net.db }),
+        {
+          netns: p.ns.name,
+          env: { CBR_LOG_LEVEL: 'info' },
+          wrap: PRIVATE_WIREGUARD_RUN,
+        },
+      );
       syncCleanups.push(() => rmSync(p.agent!.dir, { recursive: true, force: true }));
       if (VERBOSE) createInterface({ input: p.agent.proc.stdout! }).on('line', (l) => process.stdout.write(`  ${p.name}| ${l}\n`));
       await waitFor(
@@ -473,7 +501,7 @@ async function takeToken(net: Net, svc: Services): Promise<string> {
   return token;
 }
 
-/** Registers the client's key through the anycast address (and at B), brings the tunnel up, measures it. */
+/** Registers the client's key once, through the anycast address; brings the tunnel up, measures it. */
 async function connectWireGuard(net: Net, svc: Services, token: string): Promise<WireGuardClient> {
   const { client } = net;
   const [, b] = net.pops;
@@ -483,14 +511,15 @@ async function connectWireGuard(net: Net, svc: Services, token: string): Promise
   const regA = await httpIn(client, 'POST', `https://${ANYCAST}/v1/wireguard/peers`, { token, body, cacert: svc.certFile });
   const regAms = performance.now() - tReg;
   check(regA.status === 201, `WireGuard registration through the anycast address: HTTP ${regA.status} ${regA.text}`);
-  const regB = await httpIn(client, 'POST', `https://${b.addr}/v1/wireguard/peers`, { token, body, cacert: svc.certFile });
-  check(regB.status === 201, `WireGuard registration at PoP B: HTTP ${regB.status} ${regB.text}`);
-  check(
-    regA.json.addresses.ipv4 === regB.json.addresses.ipv4,
-    `the PoPs leased different addresses (${regA.json.addresses.ipv4}, ${regB.json.addresses.ipv4})`,
-  );
+  const t201 = performance.now();
+  const pub = publicKeyFor(clientKey);
+  const onB = async () => {
+    const r = await httpIn(b.ns, 'GET', `http://${b.addr}:${ADMIN_PORT}/v1/wireguard/admin/peers`, { token: ADMIN_TOKEN });
+    return (r.json?.peers as Array<{ publicKey: string; onDevice: boolean }> | undefined)?.some((p) => p.publicKey === pub && p.onDevice) ? true : undefined;
+  };
+  await waitFor('the registration to reach PoP B through the registry', onB, 10_000, 10);
   say(
-    `WireGuard: POST https://${ANYCAST}/v1/wireguard/peers (client API, TLS) → 201 in ${ms(regAms)} (lease ${regA.json.addresses.ipv4}, endpoint ${regA.json.server.endpoint}); also registered at PoP B (${b.addr}) for failover`,
+    `WireGuard: POST https://${ANYCAST}/v1/wireguard/peers (client API, TLS) → 201 in ${ms(regAms)} (lease ${regA.json.addresses.ipv4}, endpoint ${regA.json.server.endpoint}); registered once: PoP B's device had the peer ${ms(performance.now() - t201)} later (PostgreSQL change feed)`,
   );
   const clientWg = uniqueName('c');
   await client.exec(['nft', '-f', '-'], {
@@ -740,18 +769,9 @@ async function failover(net: Net, svc: Services, anycastProbe: Probe, wg: WireGu
   detail(
     `anycast probes: answered by B from ${ms(anySw.firstToRecvMs - tFailWall)} after the failure; no answers for ${ms((await anycastProbe.outageAfter(tFailWall - 1000)).ms)} (${(await anycastProbe.outageAfter(tFailWall - 1000, 0)).unanswered} probes without an answer within 1 s)`,
   );
-  // The client's connection manager: after a second without answers it starts a fresh WireGuard
-  // session (peer removed and added again, so the next packet sends a handshake initiation).
-  // wireguard-go alone waits 15 s (keepalive 10 s + rekey 5 s), and in some runs here did not retry at all.
-  let resets = 0;
-  tunnelProbe.onSilent = () => {
-    if (resets++ >= 5) return;
-    const peer = publicKeyFor(net.serverKey);
-    void client
-      .exec(['wg', 'set', wg.ifname, 'peer', peer, 'remove'])
-      .then(() => client.exec(['wg', 'set', wg.ifname, 'peer', peer, 'endpoint', `${ANYCAST}:51820`, 'allowed-ips', wg.allowedIPs.join(',')]))
-      .catch((err: Error) => say(`client: resetting the WireGuard peer failed: ${err.message}`));
-  };
+  // The client is a stock wireguard-go: on its own it would wait out its rekey timer (~15 s). B sees
+  // A stop serving (A's report in the registry) and initiates the handshake to the client's last
+  // endpoint, as A recorded it.
   const tunSw = await tunnelProbe
     .wait((s) => tunnelProbe.switches.indexOf(s) >= nTun && s.to === 'B', 40_000, 'tunnel traffic to resume through PoP B')
     .catch(async (err: Error) => {
@@ -759,7 +779,7 @@ async function failover(net: Net, svc: Services, anycastProbe: Probe, wg: WireGu
       throw err;
     });
   say(
-    `WireGuard tunnel moved to PoP B: interruption ${ms((await tunnelProbe.outageAfter(tFailWall - 1000)).ms)} without answers, first answer through B ${ms(tunSw.firstToRecvMs - tFailWall)} after the failure (${tunSw.lost} probes lost; the client starts a new handshake after 1 s without answers, and B knows its key)`,
+    `WireGuard tunnel moved to PoP B: interruption ${ms((await tunnelProbe.outageAfter(tFailWall - 1000)).ms)} without answers, first answer through B ${ms(tunSw.firstToRecvMs - tFailWall)} after the failure (${(await tunnelProbe.outageAfter(tFailWall - 1000, 0)).unanswered} probes without an answer within 1 s; stock client: B initiated the handshake to the endpoint A recorded)`,
   );
   detail(`handshake initiations: client sent ${await wg.initiations(client)}, PoP B received ${await wg.initiations(b.ns)}`);
   const mSw = await masqueProbe.wait((s) => masqueProbe.switches.indexOf(s) >= nMasque && s.to === 'B', 40_000, 'MASQUE traffic to resume through PoP B');
@@ -793,12 +813,18 @@ async function failover(net: Net, svc: Services, anycastProbe: Probe, wg: WireGu
 /** CBR_DEMO_VERBOSE: what the WireGuard ends and PoP B saw when the tunnel did not move. */
 async function explainStuckTunnel(net: Net, wg: WireGuardClient): Promise<void> {
   const [a, b] = net.pops;
-  for (const [n, ns, dev] of [
-    ['client', net.client, wg.ifname],
-    ['B', b.ns, b.wgIf],
-    ['A', a.ns, a.wgIf],
+  detail(`client: ${await net.client.exec(['wg', 'show', wg.ifname]).catch((e: Error) => e.message)}`);
+  // The PoPs' UAPI sockets are in their agents' own /run/wireguard: ask the agents.
+  for (const p of [b, a]) {
+    detail(
+      `${p.name}: ${await p.ns.exec(['curl', '-s', '-H', `authorization: Bearer ${ADMIN_TOKEN}`, `http://${p.addr}:${ADMIN_PORT}/v1/wireguard/admin/peers`]).catch((e: Error) => e.message)}`,
+    );
+  }
+  for (const [n, ns] of [
+    ['client', net.client],
+    ['B', b.ns],
+    ['A', a.ns],
   ] as const) {
-    detail(`${n}: ${await ns.exec(['wg', 'show', dev]).catch((e: Error) => e.message)}`);
     detail(
       `${n} conntrack/routes: ${await ns.exec(['sh', '-c', 'ip route; cat /proc/net/nf_conntrack 2>/dev/null | grep -c . ; nft list ruleset | head -30']).catch((e: Error) => e.message)}`,
     );

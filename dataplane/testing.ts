@@ -56,9 +56,23 @@ export interface AgentProcess {
  * Starts `cbr agent --config <file>` with `yaml` (the admin listener is put on a free port unless
  * the yaml sets one) and waits for /healthz to answer.
  */
+/**
+ * A wrap for startAgent with `netns`: a private /run/wireguard for the agent and its wireguard-go
+ * (`ip netns exec` gives each command its own mount namespace), so agents standing in for PoPs on
+ * separate hosts can use the same interface name, as a fleet's PoPs do, without sharing UAPI sockets.
+ */
+export const PRIVATE_WIREGUARD_RUN = ['sh', '-c', 'mkdir -p /run/wireguard && mount -t tmpfs cbr-wg /run/wireguard && exec "$@"', 'sh'];
+
 export async function startAgent(
   yaml: string,
-  opts: { env?: NodeJS.ProcessEnv; netns?: string; adminPort?: number; waitMs?: number } = {},
+  opts: {
+    env?: NodeJS.ProcessEnv;
+    netns?: string;
+    adminPort?: number;
+    waitMs?: number;
+    /** Runs the agent through this command prefix (inside the namespace), e.g. `PRIVATE_WIREGUARD_RUN`. */
+    wrap?: string[];
+  } = {},
 ): Promise<AgentProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'cbr-test-'));
   const port = opts.adminPort ?? (await freePort());
@@ -68,9 +82,8 @@ export async function startAgent(
   writeFileSync(configPath, withState);
   const listen = /listen:\s*(\S+)/.exec(withState.split(/^admin:/m)[1] ?? '')?.[1] ?? `127.0.0.1:${port}`;
   const adminUrl = `http://${listen}`;
-  const argv = opts.netns
-    ? ['ip', 'netns', 'exec', opts.netns, process.execPath, CLI_PATH, 'agent', '--config', configPath]
-    : [process.execPath, CLI_PATH, 'agent', '--config', configPath];
+  const inner = [...(opts.wrap ?? []), process.execPath, CLI_PATH, 'agent', '--config', configPath];
+  const argv = opts.netns ? ['ip', 'netns', 'exec', opts.netns, ...inner] : inner;
   const proc = spawn(argv[0]!, argv.slice(1), { env: { ...process.env, CBR_LOG_LEVEL: 'debug', ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const logLines: string[] = [];
   const waiters: Array<{ pred: (e: Record<string, unknown>) => boolean; resolve: (e: Record<string, unknown>) => void }> = [];

@@ -12,9 +12,20 @@ export {
   type PeerRecord,
   type RemovalReason,
 } from './change.js';
-export type { RegistryStore, RegistryReplica, RegisterRequest, RegisterOutcome, Revocation, DenyEntry, EndpointRecord, Snapshot, Family } from './store.js';
+export type {
+  RegistryStore,
+  RegistryReplica,
+  RegisterRequest,
+  RegisterOutcome,
+  Revocation,
+  DenyEntry,
+  EndpointRecord,
+  PopStatus,
+  Snapshot,
+  Family,
+} from './store.js';
 export { SqlRegistryStore } from './sql-store.js';
-export { openSqliteRegistry } from './sqlite.js';
+export { openSqliteRegistry, moveStoreAside, readLegacyLeases } from './sqlite.js';
 export { openPostgresRegistry, PostgresConnector, parsePostgresUrl, CHANGE_CHANNEL, type PostgresOptions, type PostgresUrl } from './postgres.js';
 export { ChangeFeed, postgresFeedSource, type FeedSource, type FeedOptions, type FeedEvents } from './feed.js';
 export { MIGRATIONS, SCHEMA_VERSION } from './schema.js';

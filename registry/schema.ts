@@ -40,6 +40,14 @@ export const MIGRATIONS: readonly Migration[] = [
       'CREATE TABLE registry_changes (seq bigint PRIMARY KEY, at bigint NOT NULL, kind text NOT NULL, body text NOT NULL)',
     ],
   },
+  {
+    version: 2,
+    statements: [
+      // Each PoP's liveness: written every second while it runs, `serving` 0 once it withdrew (health
+      // down, drain). A PoP that finds another gone takes over its clients (see tunnel/wireguard).
+      'CREATE TABLE registry_pops (name text PRIMARY KEY, seen_at bigint NOT NULL, serving integer NOT NULL)',
+    ],
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

@@ -4,7 +4,18 @@
 import { CbrError } from '../dataplane/index.js';
 import { decodeChange, encodeChange, type Change, type ChangeBody, type ChangeRow, type PeerRecord, type RemovalReason } from './change.js';
 import { MIGRATIONS } from './schema.js';
-import type { DenyEntry, EndpointRecord, Family, RegisterOutcome, RegisterRequest, RegistryReplica, RegistryStore, Revocation, Snapshot } from './store.js';
+import type {
+  DenyEntry,
+  EndpointRecord,
+  Family,
+  PopStatus,
+  RegisterOutcome,
+  RegisterRequest,
+  RegistryReplica,
+  RegistryStore,
+  Revocation,
+  Snapshot,
+} from './store.js';
 
 export type Row = Record<string, unknown>;
 export type SqlQuery = <R extends Row = Row>(sql: string, params?: unknown[]) => Promise<R[]>;
@@ -30,7 +41,7 @@ export interface SqlDriver {
 /** Attempts of a registration whose insert hit a unique constraint (a concurrent writer won). */
 const REGISTER_ATTEMPTS = 5;
 
-interface PeerRow extends Row {
+export interface PeerRow extends Row {
   public_key: string;
   interface: string;
   subject: string;
@@ -40,7 +51,7 @@ interface PeerRow extends Row {
   expires_at: number | string;
 }
 
-function toPeer(r: PeerRow): PeerRecord {
+export function toPeer(r: PeerRow): PeerRecord {
   return {
     publicKey: r.public_key,
     iface: r.interface,
@@ -157,6 +168,32 @@ export class SqlRegistryStore implements RegistryStore, RegistryReplica {
     return { peer, created: true, seq: await append({ kind: 'peer.put', peer }) };
   }
 
+  async importPeers(peers: PeerRecord[]): Promise<PeerRecord[]> {
+    return this.write(async (q, append) => {
+      const added: PeerRecord[] = [];
+      for (const p of peers) {
+        const [taken] = await q<{ n: number | string }>(
+          `SELECT (SELECT COUNT(*) FROM registry_peers WHERE public_key = $1 OR (interface = $2 AND (ipv4 = $3 OR ipv6 = $4)))
+            + (SELECT COUNT(*) FROM registry_revocations WHERE public_key = $1) AS n`,
+          [p.publicKey, p.iface, p.ipv4 ?? null, p.ipv6 ?? null],
+        );
+        if (Number(taken!.n) > 0) continue;
+        await q(`INSERT INTO registry_peers (${PEER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)`, [
+          p.publicKey,
+          p.iface,
+          p.subject,
+          p.ipv4 ?? null,
+          p.ipv6 ?? null,
+          p.createdAt,
+          p.expiresAt,
+        ]);
+        await append({ kind: 'peer.put', peer: p });
+        added.push(p);
+      }
+      return added;
+    });
+  }
+
   async getPeer(publicKey: string): Promise<PeerRecord | undefined> {
     return this.peerIn(this.driver.query, publicKey);
   }
@@ -233,6 +270,20 @@ export class SqlRegistryStore implements RegistryStore, RegistryReplica {
       iface === undefined ? [] : [iface],
     );
     return rows.map((r) => ({ publicKey: r.public_key, endpoint: r.endpoint, at: Number(r.endpoint_at), pop: r.endpoint_pop }));
+  }
+
+  async reportPop(status: PopStatus): Promise<void> {
+    await this.driver.query(
+      'INSERT INTO registry_pops (name, seen_at, serving) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET seen_at = excluded.seen_at, serving = excluded.serving',
+      [status.name, status.seenAt, status.serving ? 1 : 0],
+    );
+  }
+
+  async pops(): Promise<PopStatus[]> {
+    const rows = await this.driver.query<{ name: string; seen_at: number | string; serving: number | string }>(
+      'SELECT name, seen_at, serving FROM registry_pops ORDER BY name',
+    );
+    return rows.map((r) => ({ name: r.name, seenAt: Number(r.seen_at), serving: Number(r.serving) !== 0 }));
   }
 
   async addDeny(prefix: string, now: number, comment?: string): Promise<boolean> {

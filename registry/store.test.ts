@@ -8,12 +8,13 @@ import { Registry } from 'prom-client';
 import { openPostgresRegistry, PostgresConnector } from './postgres.js';
 import { openSqliteRegistry } from './sqlite.js';
 import type { SqlRegistryStore } from './sql-store.js';
+import { SCHEMA_VERSION } from './schema.js';
 import { postgresStore, randomKey, registration, registrationBurst, withPostgres } from './testing.js';
 
 /** The behaviour both backends share. */
 async function semantics(store: SqlRegistryStore): Promise<void> {
-  assert.equal(await store.migrate(), 1);
-  assert.equal(await store.migrate(), 1, 'migrating twice is a no-op');
+  assert.equal(await store.migrate(), SCHEMA_VERSION);
+  assert.equal(await store.migrate(), SCHEMA_VERSION, 'migrating twice is a no-op');
   const k1 = randomKey();
   const a = await store.register(registration('alice', k1, 1000));
   assert.equal(a.created, true);
@@ -42,6 +43,16 @@ async function semantics(store: SqlRegistryStore): Promise<void> {
   await store.recordEndpoints([{ publicKey: k1, endpoint: '198.51.100.7:40000', at: 50, pop: 'a' }]);
   await store.recordEndpoints([{ publicKey: k1, endpoint: '198.51.100.7:1', at: 40, pop: 'b' }]); // older news loses
   assert.deepEqual(await store.endpoints('wg0'), [{ publicKey: k1, endpoint: '198.51.100.7:40000', at: 50, pop: 'a' }]);
+  // PoP liveness: an upsert per PoP, outside the change log.
+  const headBefore = await store.head();
+  await store.reportPop({ name: 'pop-b', seenAt: 10, serving: true });
+  await store.reportPop({ name: 'pop-a', seenAt: 20, serving: true });
+  await store.reportPop({ name: 'pop-b', seenAt: 30, serving: false });
+  assert.deepEqual(await store.pops(), [
+    { name: 'pop-a', seenAt: 20, serving: true },
+    { name: 'pop-b', seenAt: 30, serving: false },
+  ]);
+  assert.equal(await store.head(), headBefore);
   const short = await store.register({ ...registration('dave'), expiresAt: 100 });
   assert.deepEqual(
     (await store.expire(200)).map((p) => p.publicKey),
@@ -67,6 +78,20 @@ async function semantics(store: SqlRegistryStore): Promise<void> {
   const snap = await store.snapshot();
   assert.equal(snap.seq, 9);
   assert.deepEqual(snap.peers.map((p) => p.subject).sort(), ['alice', 'carol']);
+  // Importing peers with their addresses: a taken key, a taken address and a revoked key are skipped.
+  const fresh = { publicKey: randomKey(), iface: 'wg0', subject: 'erin', ipv4: '10.77.0.9', createdAt: 1, expiresAt: 10_000_000 };
+  const imported = await store.importPeers([
+    fresh,
+    { ...fresh, publicKey: randomKey(), subject: 'frank' },
+    { ...fresh, publicKey: k1, ipv4: '10.77.0.10' },
+    { ...fresh, publicKey: k2, ipv4: '10.77.0.11' },
+  ]);
+  assert.deepEqual(imported, [fresh]);
+  assert.deepEqual(await store.getPeer(fresh.publicKey), fresh);
+  assert.deepEqual(
+    (await store.changesSince(9, 10)).map((c) => `${c.seq}:${c.kind}`),
+    ['10:peer.put'],
+  );
 }
 
 test('SQLite registry: leases, renewals, limits, revocations, deny list, endpoints, numbered changes', async () => {
@@ -96,8 +121,8 @@ test('PostgreSQL: two agents migrating at once, then 200 concurrent registration
     const a = postgresStore(h);
     const b = postgresStore(h);
     try {
-      assert.deepEqual(await Promise.all([a.migrate(), b.migrate(), a.migrate()]), [1, 1, 1]);
-      assert.equal((await h.psql('SELECT count(*) FROM registry_migrations', h.database)).trim(), '1');
+      assert.deepEqual(await Promise.all([a.migrate(), b.migrate(), a.migrate()]), [SCHEMA_VERSION, SCHEMA_VERSION, SCHEMA_VERSION]);
+      assert.equal((await h.psql('SELECT count(*) FROM registry_migrations', h.database)).trim(), String(SCHEMA_VERSION));
       const t0 = performance.now();
       const outcomes = await Promise.all(Array.from({ length: 200 }, (_, i) => (i % 2 ? a : b).register(registration(`user${i}`))));
       const ms = performance.now() - t0;

@@ -28,6 +28,15 @@ export interface EndpointRecord {
   pop: string;
 }
 
+/** A PoP's liveness as it last reported it (not a change: it would flood the log). */
+export interface PopStatus {
+  name: string;
+  /** Unix milliseconds of its last report */
+  seenAt: number;
+  /** false once it withdrew from anycast (health down, drain) */
+  serving: boolean;
+}
+
 export interface RegisterRequest {
   publicKey: string;
   iface: string;
@@ -67,6 +76,12 @@ export interface RegistryStore {
    * database's constraints.
    */
   register(req: RegisterRequest): Promise<RegisterOutcome>;
+  /**
+   * Adds peers with the addresses they already hold (an upgrade from a PoP's own lease file), each
+   * with its change; a peer whose key or an address is taken, or whose key was revoked, is skipped.
+   * Resolves with those added.
+   */
+  importPeers(peers: PeerRecord[]): Promise<PeerRecord[]>;
   getPeer(publicKey: string): Promise<PeerRecord | undefined>;
   peers(filter?: { iface?: string; subject?: string }): Promise<PeerRecord[]>;
   /** Removes a peer (only `subject`'s when given); false when there is none. */
@@ -79,6 +94,10 @@ export interface RegistryStore {
   /** Records peers' last endpoints (not a change: it would flood the log). */
   recordEndpoints(records: EndpointRecord[]): Promise<void>;
   endpoints(iface?: string): Promise<EndpointRecord[]>;
+  /** Records a PoP's liveness (upsert). */
+  reportPop(status: PopStatus): Promise<void>;
+  /** Every PoP's last report. */
+  pops(): Promise<PopStatus[]>;
   addDeny(prefix: string, now: number, comment?: string): Promise<boolean>;
   removeDeny(prefix: string): Promise<boolean>;
   denyList(): Promise<DenyEntry[]>;

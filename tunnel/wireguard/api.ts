@@ -1,12 +1,12 @@
 // The registration API on the agent's HTTP listener. User routes authenticate with the user's
 // Zitadel token through the auth gate (session kind `wireguard-register`); operator routes use the
 // admin credential like every other /v1/ route.
-import { HttpError, httpStatusFor, type AdminRequest, type AdminResponse } from '../../dataplane/index.js';
+import { CbrError, HttpError, httpStatusFor, type AdminRequest, type AdminResponse } from '../../dataplane/index.js';
 import { AuthError, type AuthGate, type Identity } from '../../auth/index.js';
 import { isBase64Key } from './uapi.js';
-import { RegistrationError, type PeerRegistrar } from './registrar.js';
+import type { PeerRegistrar } from './registrar.js';
 import { clientConfig } from './client-config.js';
-import type { Lease } from './store.js';
+import type { PeerRecord as Lease } from '../../registry/index.js';
 
 export type RegistrationResult = 'created' | 'renewed' | 'bad_request' | 'unauthorized' | 'forbidden' | 'rate_limited' | 'unavailable' | 'conflict' | 'error';
 
@@ -77,6 +77,20 @@ function resultFor(status: number): RegistrationResult {
   return 'error';
 }
 
+/** Seconds a client should wait before retrying while the registry database is away. */
+export const REGISTRY_RETRY_AFTER_S = 5;
+
+/** Runs a registry operation; its CbrError becomes the HTTP answer (503 with Retry-After while the database is away). */
+async function registryCall<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (!(err instanceof CbrError)) throw err;
+    const status = httpStatusFor(err);
+    throw new HttpError(status, err.message, status === 503 || status === 429 ? { 'retry-after': String(REGISTRY_RETRY_AFTER_S) } : {}, err.code);
+  }
+}
+
 export function peerView(deps: ApiDeps, lease: Lease) {
   const iface = deps.registrar.iface(lease.iface);
   if (!iface)
@@ -94,13 +108,7 @@ export function registerHandler(deps: ApiDeps) {
     try {
       const identity = await authenticate(deps, req);
       const body = parseRegistrationBody(await req.json());
-      let out: Awaited<ReturnType<PeerRegistrar['register']>>;
-      try {
-        out = await deps.registrar.register(identity, body.publicKey, body.interface, req.remoteAddress);
-      } catch (err) {
-        if (err instanceof RegistrationError) throw new HttpError(httpStatusFor(err), err.message, {}, err.code);
-        throw err;
-      }
+      const out = await registryCall(() => deps.registrar.register(identity, body.publicKey, body.interface, req.remoteAddress));
       deps.onRegistration(out.created ? 'created' : 'renewed');
       const view = peerView(deps, out.lease);
       const wantsText = /\btext\/plain\b/.test(String(req.headers.accept ?? '')) && !/application\/json/.test(String(req.headers.accept ?? ''));
@@ -117,7 +125,8 @@ export function registerHandler(deps: ApiDeps) {
 export function myPeersHandler(deps: ApiDeps) {
   return async (req: AdminRequest): Promise<AdminResponse> => {
     const identity = await authenticate(deps, req);
-    return { body: { subject: identity.subject, peers: deps.registrar.leasesOf(identity.subject).map((l) => peerView(deps, l)) } };
+    const peers = await registryCall(() => deps.registrar.leasesOf(identity.subject));
+    return { body: { subject: identity.subject, peers: peers.map((l) => peerView(deps, l)) } };
   };
 }
 
@@ -132,7 +141,7 @@ export function deleteMyPeerHandler(deps: ApiDeps) {
     const identity = await authenticate(deps, req);
     const key = keyParam(req);
     // Another subject's key answers like an unknown one: no hint that it exists.
-    if (!(await deps.registrar.revoke(key, identity.subject))) throw new HttpError(404, 'publicKey: no such peer registered by you');
+    if (!(await registryCall(() => deps.registrar.revoke(key, identity.subject)))) throw new HttpError(404, 'publicKey: no such peer registered by you');
     return { body: { removed: key } };
   };
 }
@@ -140,7 +149,7 @@ export function deleteMyPeerHandler(deps: ApiDeps) {
 export function adminRevokeHandler(deps: ApiDeps) {
   return async (req: AdminRequest): Promise<AdminResponse> => {
     const key = keyParam(req);
-    if (!(await deps.registrar.revoke(key))) throw new HttpError(404, 'publicKey: no such peer');
+    if (!(await registryCall(() => deps.registrar.revoke(key)))) throw new HttpError(404, 'publicKey: no such peer');
     return { body: { removed: key } };
   };
 }

@@ -1,7 +1,7 @@
 // What a registered client gets back: its addresses, the PoP's public key and anycast endpoint, as
 // JSON and as a wg-quick file. Pure: config and lease in, text out.
 import type { WireguardInterfaceConfig } from './config.js';
-import type { Lease } from './store.js';
+import type { PeerRecord as Lease } from '../../registry/index.js';
 
 export interface ClientConfig {
   publicKey: string;

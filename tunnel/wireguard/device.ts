@@ -21,7 +21,16 @@ export interface WgControl {
 export interface DevicePeer {
   publicKey: string;
   allowedIps: string[];
+  /**
+   * Where the peer was last heard from (a restarted device knows no endpoints): a (re)configure sets
+   * it and makes the device initiate the handshake, so a client whose session died with the old
+   * process hears from the PoP at once instead of waiting out its rekey timer.
+   */
+  endpoint?: string;
 }
+
+/** How long a (re)configured device keeps a 1 s persistent keepalive on the peers it re-initiates. */
+export const KICK_KEEPALIVE_MS = 5_000;
 
 export interface DeviceOptions {
   supervisor: Supervisor;
@@ -29,14 +38,16 @@ export interface DeviceOptions {
   privateKey: string;
   /** Field path of this interface in the config, for error messages. */
   field: string;
-  /** The peers that must be on the interface (read from the lease store at each (re)configure). */
-  livePeers: () => DevicePeer[];
+  /** The peers that must be on the interface (read from the registry's local copy at each (re)configure). */
+  livePeers: () => Promise<DevicePeer[]>;
   /** Runs `ip` and wireguard-go through this prefix (tests: `ip netns exec <ns>`). */
   commandPrefix?: string[];
   /** A directory only the agent may read, for the key `wg` reads from a file on the kernel path. */
   secretDir: string;
   /** Directory of UAPI sockets (default /var/run/wireguard). */
   uapiDir?: string;
+  /** Told how many peers the device was made to initiate handshakes with, and why. */
+  onInitiate?: (peers: number, reason: 'restart' | 'takeover') => void;
   /** How long start() waits for the interface to be configured. */
   startTimeoutMs?: number;
 }
@@ -53,6 +64,7 @@ export class WireguardDevice {
   private configured = false;
   private stopped = false;
   private configureWaiters: Array<(err?: Error) => void> = [];
+  private readonly kickTimers = new Set<NodeJS.Timeout>();
   configureCount = 0;
 
   constructor(
@@ -144,17 +156,30 @@ export class WireguardDevice {
       const t0 = performance.now();
       try {
         await this.waitForControl();
-        const peers = this.opts.livePeers();
+        const peers = await this.opts.livePeers();
+        const kicked = peers.filter((p) => p.endpoint !== undefined).map((p) => p.publicKey);
         await this.control!.set({
           privateKey: this.opts.privateKey,
           listenPort: this.cfg.listenPort,
           replacePeers: true,
-          peers: peers.map((p) => ({ publicKey: p.publicKey, replaceAllowedIps: true, allowedIps: p.allowedIps })),
+          peers: peers.map((p) => ({
+            publicKey: p.publicKey,
+            replaceAllowedIps: true,
+            allowedIps: p.allowedIps,
+            // A persistent keepalive makes wireguard-go send at once (when the link comes up), which
+            // with no session means a handshake initiation to the endpoint; cleared again below.
+            ...(p.endpoint !== undefined ? { endpoint: p.endpoint, persistentKeepaliveInterval: 1 } : {}),
+          })),
         });
         await this.configureLink();
         this.configured = true;
         this.configureCount++;
-        this.opts.log.info({ interface: this.name, reason, peers: peers.length, ms: Math.round(performance.now() - t0) }, 'interface configured');
+        this.scheduleKickEnd(kicked);
+        if (kicked.length) this.opts.onInitiate?.(kicked.length, 'restart');
+        this.opts.log.info(
+          { interface: this.name, reason, peers: peers.length, initiated: kicked.length, ms: Math.round(performance.now() - t0) },
+          'interface configured',
+        );
         for (const w of this.configureWaiters.splice(0)) w();
       } catch (err) {
         this.configured = false;
@@ -167,6 +192,33 @@ export class WireguardDevice {
           for (const w of this.configureWaiters.splice(0)) w(e);
         }
       }
+    });
+  }
+
+  /** Clears the re-initiation keepalives after a while (update_only: a peer removed meanwhile stays removed). */
+  private scheduleKickEnd(keys: string[]): void {
+    if (keys.length === 0) return;
+    const timer = setTimeout(() => {
+      this.kickTimers.delete(timer);
+      void this.enqueue(async () => {
+        if (!this.control || !this.configured || this.stopped) return;
+        await this.control.set({ peers: keys.map((publicKey) => ({ publicKey, updateOnly: true, persistentKeepaliveInterval: 0 })) });
+      }).catch((err) => this.opts.log.warn({ err, interface: this.name }, 'clearing the re-initiation keepalives failed'));
+    }, KICK_KEEPALIVE_MS);
+    timer.unref();
+    this.kickTimers.add(timer);
+  }
+
+  /**
+   * Makes the device initiate handshakes with peers it carries at the given endpoints (clients of a
+   * PoP that went away, now routed here): endpoint and a 1 s persistent keepalive, cleared later.
+   * Peers not on the device are left alone. Throws when the device cannot be reached.
+   */
+  initiate(peers: Array<{ publicKey: string; endpoint: string }>): Promise<void> {
+    if (peers.length === 0) return Promise.resolve();
+    return this.setPeers(peers.map((p) => ({ publicKey: p.publicKey, updateOnly: true, endpoint: p.endpoint, persistentKeepaliveInterval: 1 }))).then(() => {
+      this.scheduleKickEnd(peers.map((p) => p.publicKey));
+      this.opts.onInitiate?.(peers.length, 'takeover');
     });
   }
 
@@ -241,11 +293,11 @@ export class WireguardDevice {
    * read after the device, so a lease inserted meanwhile counts as live. Throws when the device
    * cannot be reached.
    */
-  reconcile(live: () => DevicePeer[]): Promise<{ removed: string[]; added: string[] }> {
+  reconcile(live: () => Promise<DevicePeer[]>): Promise<{ removed: string[]; added: string[] }> {
     return this.enqueue(async () => {
       if (!this.control || !this.configured) throw new UapiError(`${this.name} is not configured (wireguard-go restarting?)`);
       const state = await this.control.get();
-      const want = new Map(live().map((p) => [p.publicKey, p.allowedIps]));
+      const want = new Map((await live()).map((p) => [p.publicKey, p.allowedIps]));
       const sameIps = (a: string[], b: string[]) => a.length === b.length && [...a].sort().join() === [...b].sort().join();
       const removed = state.peers.filter((p) => !want.has(p.publicKey)).map((p) => p.publicKey);
       const have = new Map(state.peers.map((p) => [p.publicKey, p.allowedIps]));
@@ -276,6 +328,8 @@ export class WireguardDevice {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    for (const t of this.kickTimers) clearTimeout(t);
+    this.kickTimers.clear();
     for (const w of this.configureWaiters.splice(0)) w(new Error(`${this.name} stopped`));
     if (this.child) await this.opts.supervisor.stop(`wireguard-go:${this.name}`);
     if (this.implementation === 'kernel') await this.ip(['link', 'del', 'dev', this.name]).catch(() => undefined);

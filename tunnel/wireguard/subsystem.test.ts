@@ -5,16 +5,27 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { withTopology, uniqueName, type Namespace, type Topology } from '../../testhosts/index.js';
 import { removeSocketOnDestroy, type JsonBody } from './testing.js';
 import { freePort } from '../../dataplane/testing.js';
-import { AdminServer, HealthModel, Supervisor, ServiceRegistry, createLogger, type AgentContext, type CbrConfig } from '../../dataplane/index.js';
+import {
+  AdminServer,
+  HealthModel,
+  Supervisor,
+  ServiceRegistry,
+  createLogger,
+  type AgentContext,
+  type CbrConfig,
+  type Subsystem,
+} from '../../dataplane/index.js';
 import { AuthError, AUTH_SERVICE, type AuthGate, type Identity } from '../../auth/index.js';
 import { wireguardConfigSchema } from './config.js';
 import { WireguardSubsystem } from './subsystem.js';
+import { registryConfigSchema, registrySubsystem } from '../../registry/index.js';
 import { egressConfigSchema } from '../config.js';
 
 const EGRESS = egressConfigSchema.parse({});
@@ -39,12 +50,19 @@ interface Harness {
   stateDir: string;
   svc: WireguardSubsystem;
   ctx: AgentContext;
+  /** The registry (embedded SQLite here), started before WireGuard as the agent does. */
+  registry: Subsystem;
   setConfig(raw: Record<string, unknown>): void;
   restart(): Promise<void>;
   close(): Promise<void>;
 }
 
-async function harness(topo: Topology, ns: Namespace, extra: Record<string, unknown> = {}, prepare?: (stateDir: string) => void): Promise<Harness> {
+async function harness(
+  topo: Topology,
+  ns: Namespace,
+  extra: Record<string, unknown> = {},
+  prepare?: (stateDir: string, ifname: string) => void,
+): Promise<Harness> {
   const ifname = uniqueName('w');
   removeSocketOnDestroy(topo, ifname);
   const stateDir = mkdtempSync(join(tmpdir(), 'cbr-wgsvc-'));
@@ -67,11 +85,13 @@ async function harness(topo: Topology, ns: Namespace, extra: Record<string, unkn
       },
     ],
   });
-  let config = { tunnel: { egress: EGRESS, wireguard: wireguardConfigSchema.parse(raw({})) } } as unknown as CbrConfig;
+  const base = { agent: { name: 'test-pop' }, registry: registryConfigSchema.parse({}) };
+  let config = { ...base, tunnel: { egress: EGRESS, wireguard: wireguardConfigSchema.parse(raw({})) } } as unknown as CbrConfig;
   const log = createLogger(process.env.CBR_TEST_LOG ?? 'silent');
   const registry = new Registry();
   const health = new HealthModel(log, registry);
-  const admin = new AdminServer({ listen: `127.0.0.1:${await freePort()}`, registry, health, log });
+  // 200 concurrent registrations below: more than the listener's default 64 connections.
+  const admin = new AdminServer({ listen: `127.0.0.1:${await freePort()}`, registry, health, log, maxConnections: 256 });
   await admin.start();
   const supervisor = new Supervisor(log, registry);
   const services = new ServiceRegistry();
@@ -96,8 +116,9 @@ async function harness(topo: Topology, ns: Namespace, extra: Record<string, unkn
     stateDir,
     ctx,
     svc: new WireguardSubsystem(ctx, { commandPrefix: prefix }),
+    registry: registrySubsystem.create(ctx),
     setConfig(more) {
-      config = { tunnel: { egress: EGRESS, wireguard: wireguardConfigSchema.parse(raw(more)) } } as unknown as CbrConfig;
+      config = { ...base, tunnel: { egress: EGRESS, wireguard: wireguardConfigSchema.parse(raw(more)) } } as unknown as CbrConfig;
     },
     async restart() {
       await h.svc.stop();
@@ -106,6 +127,7 @@ async function harness(topo: Topology, ns: Namespace, extra: Record<string, unkn
     },
     async close() {
       await h.svc.stop().catch(() => undefined);
+      await h.registry.stop?.().catch(() => undefined);
       health.stop();
       await supervisor.stopAll();
       supervisor.dispose();
@@ -113,8 +135,9 @@ async function harness(topo: Topology, ns: Namespace, extra: Record<string, unkn
       rmSync(stateDir, { recursive: true, force: true });
     },
   };
-  prepare?.(stateDir);
+  prepare?.(stateDir, ifname);
   try {
+    await h.registry.start();
     await h.svc.start();
   } catch (err) {
     await h.close();
@@ -158,7 +181,7 @@ test('registration API against a real wireguard-go', async () => {
       assert.equal(limited.status, 429);
       assert.equal(limited.headers.get('retry-after'), '7');
       assert.equal((await call(h, 'POST', '/v1/wireguard/peers', { token: 'down', body: { publicKey: k1 } })).status, 503);
-      assert.equal(h.svc.leaseStore!.all().length, 0);
+      assert.equal((await h.svc.registryService!.local.peers()).length, 0);
       assert.equal((await devicePeers(h)).size, 0);
 
       // Malformed bodies: 400 naming the field.
@@ -174,7 +197,7 @@ test('registration API against a real wireguard-go', async () => {
       await bad({ body: { publicKey: 42 } }, /^publicKey: expected a base64/);
       await bad({ body: { publicKey: k1, extra: 1 } }, /^body\.extra: unknown field/);
       await bad({ body: { publicKey: k1, interface: 'nope0' } }, /^interface: no WireGuard interface/);
-      assert.equal(h.svc.leaseStore!.all().length, 0);
+      assert.equal((await h.svc.registryService!.local.peers()).length, 0);
 
       // Register: 201 with both addresses, the PoP's key and the wg-quick text; the peer is on the device.
       const r1 = await call(h, 'POST', '/v1/wireguard/peers', { token: 'sub:alice', body: { publicKey: k1 } });
@@ -269,7 +292,7 @@ test('expiry, wireguard-go kill -9, restart from SQLite, and pool changes on rel
       const until = Date.now() + 8_000;
       while ((await devicePeers(h)).has(short) && Date.now() < until) await new Promise((r) => setTimeout(r, 200));
       assert.ok(!(await devicePeers(h)).has(short), 'expired peer still on the device');
-      assert.equal(h.svc.leaseStore!.get(short), undefined);
+      assert.equal(await h.svc.registryService!.local.getPeer(short), undefined);
       assert.ok((await devicePeers(h)).has(long));
 
       // kill -9 of wireguard-go: the supervisor restarts it and the peer is applied again.
@@ -300,18 +323,18 @@ test('expiry, wireguard-go kill -9, restart from SQLite, and pool changes on rel
             wireguard: wireguardConfigSchema.parse({ enabled: true, interfaces: [{ ...h.ctx.config.tunnel.wireguard.interfaces[0]!, pools }] }),
           },
         }) as unknown as CbrConfig;
-      assert.throws(
+      await assert.rejects(
         () => h.svc.checkReload(next(['10.99.0.0/24', 'fd00:88::/64'])),
         /tunnel\.wireguard\.interfaces\[0\]\.pools: the change would orphan 1 leased address/,
       );
-      h.svc.checkReload(next(['10.88.0.0/21', 'fd00:88::/64']));
+      await h.svc.checkReload(next(['10.88.0.0/21', 'fd00:88::/64']));
       const changedPort = {
         tunnel: {
           egress: EGRESS,
           wireguard: wireguardConfigSchema.parse({ enabled: true, interfaces: [{ ...h.ctx.config.tunnel.wireguard.interfaces[0]!, listenPort: 1 }] }),
         },
       } as unknown as CbrConfig;
-      assert.throws(() => h.svc.checkReload(changedPort), /interfaces\[0\]\.listenPort: cannot change on reload/);
+      await assert.rejects(() => h.svc.checkReload(changedPort), /interfaces\[0\]\.listenPort: cannot change on reload/);
       h.setConfig({ iface: { pools: ['10.88.0.0/21', 'fd00:88::/64'] } });
       await h.svc.reload(h.ctx.config);
       const routes = JSON.parse(await h.ns.exec(['ip', '-j', 'route', 'show', 'dev', h.ifname]));
@@ -326,38 +349,59 @@ test('expiry, wireguard-go kill -9, restart from SQLite, and pool changes on rel
   });
 });
 
-test('a corrupt leases.db is moved aside and only WireGuard degrades; a reload starts it on an empty store', async () => {
+test('a corrupt registry.db is moved aside; the PoP runs degraded on an empty registry and WireGuard keeps serving', async () => {
   await withTopology(async (topo) => {
     const garbage = Buffer.concat([Buffer.from('SQLite format 3\0'), Buffer.alloc(4096, 0xa5)]);
     const h = await harness(topo, await topo.namespace('wgpop'), {}, (stateDir) => {
-      mkdirSync(join(stateDir, 'wireguard'), { recursive: true });
-      writeFileSync(join(stateDir, 'wireguard', 'leases.db'), garbage);
+      writeFileSync(join(stateDir, 'registry.db'), garbage);
     });
     try {
       // start() resolved: the agent keeps running. The file is kept, under a timestamped name.
-      const files = readdirSync(join(h.stateDir, 'wireguard'));
-      const aside = files.find((f) => /^leases\.db\.corrupt-\d{4}-\d\d-\d\dT[\d-]+Z$/.test(f));
+      const files = readdirSync(h.stateDir);
+      const aside = files.find((f) => /^registry\.db\.corrupt-\d{4}-\d\d-\d\dT[\d-]+Z$/.test(f));
       assert.ok(aside, files.join(' '));
-      assert.deepEqual(readFileSync(join(h.stateDir, 'wireguard', aside)), garbage);
-      assert.ok(!files.includes('leases.db'));
-      // WireGuard's health check is down and names the file; registration answers 503.
-      const check = await h.ctx.health.runNow('wireguard.store');
+      assert.deepEqual(readFileSync(join(h.stateDir, aside)), garbage);
+      // The registry's health check is down and names the file; it is not critical (anycast stays).
+      const check = await h.ctx.health.runNow('registry.store');
       assert.equal(check?.lastResult, 'fail');
-      assert.match(check?.lastError ?? '', /leases\.db is corrupt .*moved to .*leases\.db\.corrupt-/);
-      // Only WireGuard is lost: the PoP is degraded, not down, so anycast (and MASQUE) stay up.
+      assert.match(check?.lastError ?? '', /registry\.db was corrupt .*moved to .*registry\.db\.corrupt-.*register again/);
       assert.equal(check?.critical, false);
       assert.equal(h.ctx.health.snapshot().degraded, true);
-      const r = await call(h, 'POST', '/v1/wireguard/peers', { token: 'sub:alice', body: { publicKey: newKey() } });
-      assert.equal(r.status, 503);
-      assert.equal(r.json.code, 'STORE_CORRUPT');
-      assert.equal(h.svc.device(h.ifname), undefined);
-      // A reload brings WireGuard back on a fresh store; the failing check is gone.
-      h.svc.checkReload(h.ctx.config);
-      await h.svc.reload(h.ctx.config);
-      assert.equal(await h.ctx.health.runNow('wireguard.store'), undefined);
+      // WireGuard serves on the fresh registry.
       const k = newKey();
       assert.equal((await call(h, 'POST', '/v1/wireguard/peers', { token: 'sub:alice', body: { publicKey: k } })).status, 201);
       assert.ok((await devicePeers(h)).has(k));
+    } finally {
+      await h.close();
+    }
+  });
+});
+
+test('an upgrade: the leases of the old wireguard/leases.db are imported into the registry with their addresses, once', async () => {
+  await withTopology(async (topo) => {
+    const kept = newKey();
+    const h = await harness(topo, await topo.namespace('wgpop'), {}, (stateDir, ifname) => {
+      // The lease file of the agent before the registry (its schema as that agent created it).
+      mkdirSync(join(stateDir, 'wireguard'), { recursive: true });
+      const Database = createRequire(import.meta.url)('better-sqlite3') as new (path: string) => { exec(sql: string): void; close(): void };
+      const db = new Database(join(stateDir, 'wireguard', 'leases.db'));
+      db.exec(`CREATE TABLE peers (public_key TEXT PRIMARY KEY, interface TEXT NOT NULL, subject TEXT NOT NULL, ipv4 TEXT, ipv6 TEXT,
+        created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL)`);
+      db.exec(`INSERT INTO peers VALUES ('${kept}', '${ifname}', 'olga', '10.88.0.7', 'fd00:88::7', 1, ${Date.now() + 3_600_000})`);
+      db.close();
+    });
+    try {
+      const peer = await h.svc.registryService!.local.getPeer(kept);
+      assert.equal(peer?.ipv4, '10.88.0.7');
+      assert.deepEqual((await devicePeers(h)).get(kept), ['10.88.0.7/32', 'fd00:88::7/128']);
+      const files = readdirSync(join(h.stateDir, 'wireguard'));
+      assert.ok(files.includes('leases.db.imported') && !files.includes('leases.db'), files.join(' '));
+      // The next registration does not take the imported address.
+      const r = await call(h, 'POST', '/v1/wireguard/peers', { token: 'sub:alice', body: { publicKey: newKey() } });
+      assert.equal(r.status, 201);
+      assert.equal(r.json.addresses.ipv4, '10.88.0.2');
+      await h.restart();
+      assert.deepEqual((await devicePeers(h)).get(kept), ['10.88.0.7/32', 'fd00:88::7/128']);
     } finally {
       await h.close();
     }
@@ -371,24 +415,26 @@ test('register/revoke races of one key leave store and device equal; reconcile r
       const consistent = async (keys: string[]) => {
         const onDevice = await devicePeers(h);
         for (const k of keys) {
-          const lease = h.svc.leaseStore!.get(k);
+          const lease = await h.svc.registryService!.local.getPeer(k);
           assert.equal(onDevice.has(k), lease !== undefined, `key ${k}: store ${lease !== undefined}, device ${onDevice.has(k)}`);
           if (lease) assert.deepEqual(onDevice.get(k), [`${lease.ipv4}/32`, `${lease.ipv6}/128`]);
         }
       };
-      // The same key registered and revoked (by its owner and by an operator) concurrently, in shuffled orders.
-      const keys = [newKey(), newKey(), newKey()];
+      // The same key registered and revoked (by its owner and by an operator) concurrently, in shuffled
+      // orders; a fresh key per round, as an operator's revocation refuses the key from then on (403).
+      const keys: string[] = [];
       for (let round = 0; round < 25; round++) {
-        const k = keys[round % keys.length]!;
+        const k = newKey();
+        keys.push(k);
         const ops = [
-          () => call(h, 'POST', '/v1/wireguard/peers', { token: 'sub:racer', body: { publicKey: k } }),
+          () => call(h, 'POST', '/v1/wireguard/peers', { token: `sub:racer${round}`, body: { publicKey: k } }),
           () => call(h, 'DELETE', `/v1/wireguard/admin/peers/${encodeURIComponent(k)}`),
-          () => call(h, 'POST', '/v1/wireguard/peers', { token: 'sub:racer', body: { publicKey: k } }),
-          () => call(h, 'DELETE', `/v1/wireguard/peers/${encodeURIComponent(k)}`, { token: 'sub:racer' }),
+          () => call(h, 'POST', '/v1/wireguard/peers', { token: `sub:racer${round}`, body: { publicKey: k } }),
+          () => call(h, 'DELETE', `/v1/wireguard/peers/${encodeURIComponent(k)}`, { token: `sub:racer${round}` }),
         ];
         const order = ops.map((op, i) => ({ op, at: (i * 7 + round * 3) % 5 })).sort((a, b) => a.at - b.at);
         const statuses = (await Promise.all(order.map((o) => o.op()))).map((x) => x.status);
-        for (const st of statuses) assert.ok([200, 201, 404].includes(st), `status ${st}`);
+        for (const st of statuses) assert.ok([200, 201, 403, 404].includes(st), `status ${st}`);
         await consistent(keys);
       }
       const first = await h.svc.reconcileNow();
@@ -400,7 +446,7 @@ test('register/revoke races of one key leave store and device equal; reconcile r
       const kept = newKey();
       assert.equal((await call(h, 'POST', '/v1/wireguard/peers', { token: 'sub:erin', body: { publicKey: gone } })).status, 201);
       assert.equal((await call(h, 'POST', '/v1/wireguard/peers', { token: 'sub:erin', body: { publicKey: kept } })).status, 201);
-      assert.ok(h.svc.leaseStore!.remove(gone));
+      assert.ok(await h.svc.registryService!.local.removePeer(gone, 'deleted'));
       const stray = newKey();
       const dev = h.svc.device(h.ifname)!;
       await dev.addPeer({ publicKey: stray, allowedIps: ['10.88.3.250/32'] });

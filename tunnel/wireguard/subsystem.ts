@@ -1,14 +1,19 @@
-// The tunnel.wireguard subsystem: opens the lease store, brings up one device per configured
-// interface with every live peer, serves the registration API, sweeps expired peers, and exports
-// metrics and health checks.
+// The tunnel.wireguard subsystem: brings up one device per configured interface with every live peer
+// of the registry's local copy, applies the registry's change feed to them (peers registered,
+// renewed, expired or revoked on any PoP), serves the registration API (writes go to the registry's
+// primary), records the peers' endpoints in the registry, sweeps expired peers, and exports metrics
+// and health checks.
+import { existsSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { Gauge, Counter } from 'prom-client';
-import { EgressGuard, HttpError, errorCode, errorMessage, type AgentContext, type Subsystem, type CbrConfig } from '../../dataplane/index.js';
+import { EgressGuard, errorMessage, popName, type AgentContext, type Subsystem, type CbrConfig } from '../../dataplane/index.js';
 import { AUTH_SERVICE, type AuthGate } from '../../auth/index.js';
+import { REGISTRY_SERVICE, readLegacyLeases, type Change, type RegistryService } from '../../registry/index.js';
 import type { WireguardConfig, WireguardInterfaceConfig } from './config.js';
-import { LeaseStore, moveStoreAside } from './store.js';
 import { WireguardDevice } from './device.js';
+import { EndpointRecorder } from './endpoints.js';
+import { Takeover } from './takeover.js';
 import { loadOrCreatePrivateKey } from './keys.js';
 import { PeerRegistrar, poolsFor, type RegisteredInterface } from './registrar.js';
 import { registerHandler, myPeersHandler, deleteMyPeerHandler, adminRevokeHandler, type ApiDeps, type RegistrationResult } from './api.js';
@@ -23,8 +28,11 @@ export interface WireguardSubsystemOptions {
 const RESTART_ONLY_FIELDS = ['implementation', 'listenPort', 'privateKeyFile', 'mtu', 'address'] as const;
 
 export class WireguardSubsystem implements Subsystem {
-  private store?: LeaseStore;
+  private registry?: RegistryService;
   private registrar?: PeerRegistrar;
+  private endpoints?: EndpointRecorder;
+  private takeover?: Takeover;
+  private feedListeners?: { change: (c: Change) => void; resync: () => void };
   private readonly interfaces = new Map<string, RegisteredInterface>();
   /** The egress policy's nftables table per interface (tunnel.egress). */
   private readonly egress = new Map<string, EgressGuard>();
@@ -35,10 +43,9 @@ export class WireguardSubsystem implements Subsystem {
   private reconciling?: Promise<unknown>;
   private reconcileChanges?: Counter;
   private reconcileRuns?: Counter;
-  /** Set while WireGuard is off because its lease store was corrupt (the agent itself stays up). */
-  private degraded?: string;
   private readonly metricNames: string[] = [];
   private registrations?: Counter;
+  private initiations?: Counter;
   private lastStats?: { at: number; states: Map<string, DeviceState | undefined> };
   private statsInFlight?: Promise<Map<string, DeviceState | undefined>>;
   /** Last seen byte counters per interface/peer, to turn device counters (reset on restart) into monotonic totals. */
@@ -53,8 +60,9 @@ export class WireguardSubsystem implements Subsystem {
     return this.ctx.config.tunnel.wireguard;
   }
 
-  get leaseStore(): LeaseStore | undefined {
-    return this.store;
+  /** The registry this subsystem keeps its peers in (tests read it). */
+  get registryService(): RegistryService | undefined {
+    return this.registry;
   }
 
   device(name: string): WireguardDevice | undefined {
@@ -63,69 +71,73 @@ export class WireguardSubsystem implements Subsystem {
 
   async start(): Promise<void> {
     const dir = join(this.ctx.stateDir, 'wireguard');
-    const dbPath = join(dir, 'leases.db');
-    try {
-      this.store = new LeaseStore(dbPath);
-    } catch (err) {
-      if (errorCode(err) === 'STORE_CORRUPT') return this.degrade(dbPath, err);
-      throw new Error(`agent.stateDir: cannot open the WireGuard lease store in ${dir}: ${errorMessage(err)}`);
-    }
-    this.degraded = undefined;
-    const registrar = new PeerRegistrar(this.store, this.interfaces, () => this.cfg, this.ctx.log);
+    const registry = this.ctx.services.require<RegistryService>(REGISTRY_SERVICE, 'tunnel.wireguard');
+    this.registry = registry;
+    await this.importLegacyLeases(dir, registry);
+    const registrar = new PeerRegistrar(registry, this.interfaces, () => this.cfg, this.ctx.log);
     this.registrar = registrar;
     const swept = await registrar.sweepExpired();
     if (swept) this.ctx.log.info({ removed: swept }, 'removed peers that expired while the agent was down');
+    // Before the devices start: their first configuration may already initiate (an agent restart).
+    this.initiations = new Counter({
+      name: 'cbr_wireguard_initiated_peers_total',
+      help: "Peers the device was made to initiate a handshake with: after a wireguard-go (re)start (restart) or for a gone PoP's clients (takeover)",
+      labelNames: ['interface', 'reason'],
+      registers: [this.ctx.registry],
+    });
+    this.metricNames.push('cbr_wireguard_initiated_peers_total');
+    this.endpoints = new EndpointRecorder(registry, this.interfaces, popName(this.ctx.config), this.ctx.log);
     try {
       for (const [i, ifc] of this.cfg.interfaces.entries()) await this.startInterface(ifc, i, dir);
     } catch (err) {
       await this.stop();
       throw err;
     }
+    this.followFeed(registry);
+    this.endpoints.start();
+    this.takeover = new Takeover(registry, this.interfaces, popName(this.ctx.config), this.ctx.health, this.ctx.log);
+    this.takeover.start();
     this.addMetrics();
     this.addRoutes();
     this.scheduleSweep();
     this.scheduleReconcile();
-    const restored = this.store.all().length;
-    this.ctx.log.info({ interfaces: [...this.interfaces.keys()], peers: restored }, 'WireGuard serving');
+    const restored = (await registry.local.peers()).length;
+    this.ctx.log.info({ interfaces: [...this.interfaces.keys()], peers: restored, registry: registry.primary.backend }, 'WireGuard serving');
   }
 
   /**
-   * A corrupt lease store: keep it for inspection under a new name, say so loudly, and run without
-   * WireGuard (its health check down, registration answering 503) instead of stopping the agent. A
-   * reload (SIGHUP) or restart starts WireGuard again on a fresh, empty store.
+   * An upgrade from before the registry: the leases of `<stateDir>/wireguard/leases.db` go into the
+   * registry with their addresses, once (the file is renamed `leases.db.imported`). Left for the next
+   * start when the registry cannot take them now (database away) or the file cannot be read.
    */
-  private degrade(dbPath: string, err: unknown): void {
-    let aside: string | undefined;
+  private async importLegacyLeases(dir: string, registry: RegistryService): Promise<void> {
+    const path = join(dir, 'leases.db');
+    if (!existsSync(path)) return;
     try {
-      aside = moveStoreAside(dbPath);
-    } catch (mvErr) {
-      this.ctx.log.error({ err: mvErr, path: dbPath }, 'could not move the corrupt WireGuard lease store aside');
+      const peers = readLegacyLeases(path);
+      const added = await registry.primary.importPeers(peers);
+      for (const suffix of ['', '-wal', '-shm']) if (existsSync(path + suffix)) renameSync(path + suffix, `${path}.imported${suffix}`);
+      this.ctx.log.warn({ path, peers: peers.length, imported: added.length }, 'imported the old WireGuard lease file into the registry');
+    } catch (err) {
+      this.ctx.log.error({ err, path }, 'importing the old WireGuard lease file failed; retrying at the next start');
     }
-    this.degraded = `lease store ${dbPath} is corrupt (${errorMessage(err)})${aside ? `; moved to ${aside}` : ''}; WireGuard is off until a reload or restart starts it on an empty store`;
-    this.ctx.log.error({ err, path: dbPath, movedTo: aside }, `WIREGUARD DISABLED: ${this.degraded}`);
-    const reason = this.degraded;
-    this.cleanups.push(
-      this.ctx.health.register({
-        name: 'wireguard.store',
-        intervalMs: 5_000,
-        timeoutMs: 1_000,
-        rise: 1,
-        fall: 1,
-        // WireGuard is lost on this PoP, MASQUE is not: degraded, not withdrawn.
-        critical: false,
-        run: () => {
-          throw new Error(reason);
-        },
-      }),
-      this.ctx.admin.route(
-        'POST',
-        '/v1/wireguard/peers',
-        () => {
-          throw new HttpError(503, 'WireGuard registration is unavailable on this PoP (its lease store was lost); try another PoP', {}, 'STORE_CORRUPT');
-        },
-        'client',
-      ),
-    );
+  }
+
+  /** Applies every change the registry feed brings (from any PoP) to the devices, in order. */
+  private followFeed(registry: RegistryService): void {
+    const feed = registry.feed;
+    if (!feed) return;
+    let chain: Promise<unknown> = Promise.resolve();
+    const change = (c: Change) => {
+      chain = chain.then(() => this.registrar?.applyChange(c)).catch((err) => this.ctx.log.warn({ err, seq: c.seq }, 'applying a registry change failed'));
+    };
+    // A snapshot replaced the copy: make every device match it.
+    const resync = () => {
+      chain = chain.then(() => this.reconcileNow());
+    };
+    feed.on('change', change);
+    feed.on('resync', resync);
+    this.feedListeners = { change, resync };
   }
 
   private async startInterface(ifc: WireguardInterfaceConfig, i: number, dir: string): Promise<void> {
@@ -142,9 +154,10 @@ export class WireguardSubsystem implements Subsystem {
       log: this.ctx.log,
       privateKey,
       field,
-      livePeers: () => this.registrar!.livePeers(ifc.name),
+      livePeers: () => this.endpoints!.withEndpoints(ifc.name, this.registrar!.livePeers(ifc.name)),
       commandPrefix: this.opts.commandPrefix,
       secretDir: dir,
+      onInitiate: (n, reason) => this.initiations?.inc({ interface: ifc.name, reason }, n),
     });
     this.interfaces.set(ifc.name, { config: ifc, device, publicKey, pools: poolsFor(ifc) });
     await device.start();
@@ -198,7 +211,7 @@ export class WireguardSubsystem implements Subsystem {
         ready: i.device.ready,
         listenPort: i.config.listenPort,
       })),
-      peers: this.registrar!.all().map((l) => {
+      peers: (await this.registrar!.all()).map((l) => {
         const p = states.get(l.iface)?.peers.find((x) => x.publicKey === l.publicKey);
         return {
           publicKey: l.publicKey,
@@ -247,7 +260,7 @@ export class WireguardSubsystem implements Subsystem {
     this.reconcileRuns = track(
       new Counter({
         name: 'cbr_wireguard_reconcile_runs_total',
-        help: 'Device/lease-store reconcile passes by interface and result (ok, error)',
+        help: 'Device/registry reconcile passes by interface and result (ok, error)',
         labelNames: ['interface', 'result'],
         registers,
       }),
@@ -268,11 +281,12 @@ export class WireguardSubsystem implements Subsystem {
     track(
       new Gauge({
         name: 'cbr_wireguard_leases',
-        help: 'Registered peers (leases) in the store',
+        help: "Registered peers (leases) in the registry's local copy",
         labelNames,
         registers,
-        collect() {
-          for (const name of svc.interfaces.keys()) this.set({ interface: name }, svc.store?.countForInterface(name) ?? 0);
+        async collect() {
+          const peers = (await svc.registry?.local.peers()) ?? [];
+          for (const name of svc.interfaces.keys()) this.set({ interface: name }, peers.filter((p) => p.iface === name).length);
         },
       }),
       'cbr_wireguard_leases',
@@ -385,7 +399,7 @@ export class WireguardSubsystem implements Subsystem {
     }
   }
 
-  /** Periodically makes every device match the store (see WireguardDevice.reconcile). */
+  /** Periodically makes every device match the registry's local copy (see WireguardDevice.reconcile). */
   private scheduleReconcile(): void {
     clearInterval(this.reconcileTimer);
     this.reconcileTimer = setInterval(
@@ -408,10 +422,10 @@ export class WireguardSubsystem implements Subsystem {
         if (r.removed.length) this.reconcileChanges?.inc({ interface: name, action: 'removed' }, r.removed.length);
         if (r.added.length) this.reconcileChanges?.inc({ interface: name, action: 'added' }, r.added.length);
         if (r.removed.length || r.added.length)
-          this.ctx.log.warn({ interface: name, removed: r.removed, added: r.added }, 'device differed from the lease store; reconciled');
+          this.ctx.log.warn({ interface: name, removed: r.removed, added: r.added }, "device differed from the registry's local copy; reconciled");
       } catch (err) {
         this.reconcileRuns?.inc({ interface: name, result: 'error' });
-        this.ctx.log.warn({ err, interface: name }, 'reconciling the device with the lease store failed; retrying next interval');
+        this.ctx.log.warn({ err, interface: name }, "reconciling the device with the registry's local copy failed; retrying next interval");
       }
     }
     return out;
@@ -431,8 +445,7 @@ export class WireguardSubsystem implements Subsystem {
     this.sweepTimer.unref();
   }
 
-  checkReload(next: CbrConfig): void {
-    if (this.degraded) return; // the reload starts WireGuard afresh
+  async checkReload(next: CbrConfig): Promise<void> {
     const n = next.tunnel.wireguard;
     const problems: string[] = [];
     const cur = this.cfg.interfaces;
@@ -447,21 +460,15 @@ export class WireguardSubsystem implements Subsystem {
       }
     }
     for (const old of cur) {
-      if (!n.interfaces.some((c) => c.name === old.name) && this.store!.countForInterface(old.name) === 0) {
+      if (!n.interfaces.some((c) => c.name === old.name) && (await this.registry!.local.peers({ iface: old.name })).length === 0) {
         problems.push(`tunnel.wireguard.interfaces: removing interface ${old.name} needs an agent restart`);
       }
     }
-    problems.push(...this.registrar!.orphanProblems(n));
+    problems.push(...(await this.registrar!.orphanProblems(n)));
     if (problems.length) throw new Error(problems.join('; '));
   }
 
   async reload(next: CbrConfig): Promise<void> {
-    if (this.degraded) {
-      await this.stop();
-      this.ctx.log.warn('starting WireGuard again on an empty lease store (the corrupt one was moved aside)');
-      await this.start();
-      return;
-    }
     for (const ifc of next.tunnel.wireguard.interfaces) {
       const reg = this.interfaces.get(ifc.name);
       if (!reg) continue;
@@ -470,13 +477,19 @@ export class WireguardSubsystem implements Subsystem {
       reg.pools = poolsFor(ifc);
       await reg.device.updateRouting(ifc, [...prev.pools, ...prev.routes]);
     }
-    this.registrar!.poolsChanged();
     this.scheduleSweep();
     for (const guard of this.egress.values()) await guard.apply(next.tunnel.egress);
     this.scheduleReconcile();
   }
 
   async stop(): Promise<void> {
+    if (this.feedListeners) {
+      this.registry?.feed?.off('change', this.feedListeners.change);
+      this.registry?.feed?.off('resync', this.feedListeners.resync);
+      this.feedListeners = undefined;
+    }
+    await this.takeover?.stop();
+    await this.endpoints?.stop();
     clearInterval(this.sweepTimer);
     clearInterval(this.reconcileTimer);
     await this.sweeping;
@@ -494,7 +507,6 @@ export class WireguardSubsystem implements Subsystem {
     this.interfaces.clear();
     for (const guard of this.egress.values()) await guard.remove();
     this.egress.clear();
-    this.store?.close();
-    this.store = undefined;
+    this.registry = undefined;
   }
 }
