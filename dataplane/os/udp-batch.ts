@@ -13,8 +13,9 @@ interface Addon {
   open(family: 4 | 6, host: string, port: number, gro: boolean, bufferBytes: number): [number, number, boolean, boolean];
   recv(fd: number, data: Uint8Array, slotSize: number, lens: Uint32Array, segs: Uint16Array, addrs: Uint8Array): number;
   send(fd: number, data: Uint8Array, lens: Uint32Array, addrs: Uint8Array, count: number, gso: boolean): number;
-  watch(fd: number, onReadable: (status: number) => void): unknown;
+  watch(fd: number, onReady: (events: number) => void): unknown;
   unwatch(handle: unknown): void;
+  pollWritable(handle: unknown, on: boolean): void;
   close(fd: number): void;
   MAX_BATCH: number;
   ADDR_SLOT: number;
@@ -126,6 +127,7 @@ export class BatchUdpSocket {
   private readonly outLengths: Uint32Array;
   private readonly outAddr: Uint16Array;
   private watch?: unknown;
+  private writable?: () => void;
   private closed = false;
 
   constructor(opts: BatchSocketOptions) {
@@ -156,7 +158,27 @@ export class BatchUdpSocket {
   /** Starts delivering batches to `handler` when datagrams arrive. */
   onBatch(handler: BatchHandler): void {
     if (this.watch) throw new CbrError('CONFLICT', 'onBatch: a handler is already set');
-    this.watch = this.io.watch(this.fd, () => this.drain(handler));
+    // The addon reports the ready UV_READABLE (1) / UV_WRITABLE (2) bits, or a negative libuv error.
+    this.watch = this.io.watch(this.fd, (events) => {
+      if (events > 0 && events & 2 && this.writable) {
+        const cb = this.writable;
+        this.writable = undefined;
+        this.io.pollWritable(this.watch, false);
+        cb();
+      }
+      if (events < 0 || events & 1) this.drain(handler);
+    });
+  }
+
+  /**
+   * Calls `cb` once when the socket has room again (after `send` returned short). Needs `onBatch`
+   * first: readiness comes from the same poll handle.
+   */
+  whenWritable(cb: () => void): void {
+    if (!this.watch) throw new CbrError('CONFLICT', 'whenWritable: call onBatch first');
+    if (this.closed) return;
+    this.writable = cb;
+    this.io.pollWritable(this.watch, true);
   }
 
   /** Reads until the socket is empty (bounded: 64 calls per wake-up, then yields to the loop). */
