@@ -42,6 +42,8 @@ export interface UdpIoOptions {
   sendQueuePackets?: number;
   /** Largest packet the endpoint builds. */
   maxPacket: number;
+  /** SO_SNDBUF/SO_RCVBUF request (default 8 MiB, capped by net.core.*mem_max). */
+  bufferBytes?: number;
   /** Use the native addon when it is there (default: CBR_NATIVE_IO !== '0'). */
   native?: boolean;
 }
@@ -85,8 +87,8 @@ class DgramIo implements UdpIo {
         socket.off('error', onError);
         socket.on('error', () => io.onSendError(1));
         try {
-          socket.setRecvBufferSize(8 << 20);
-          socket.setSendBufferSize(8 << 20);
+          socket.setRecvBufferSize(o.bufferBytes ?? 8 << 20);
+          socket.setSendBufferSize(o.bufferBytes ?? 8 << 20);
         } catch {
           /* capped by net.core.*mem_max; not fatal */
         }
@@ -154,7 +156,7 @@ class BatchIo implements UdpIo {
 
   constructor(o: UdpIoOptions, onPacket: PacketSink) {
     try {
-      this.sock = new BatchUdpSocket({ host: o.host, port: o.port });
+      this.sock = new BatchUdpSocket({ host: o.host, port: o.port, bufferBytes: o.bufferBytes });
     } catch (err) {
       throw new CbrError('SYSCALL_FAILED', `quic udp ${o.host}:${o.port}: ${errorMessage(err)}`, { cause: err });
     }
