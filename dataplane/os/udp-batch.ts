@@ -8,6 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isIPv4 } from 'node:net';
 import { CbrError, errorMessage } from '../errors.js';
+import { parseIp } from '../net/ip.js';
 
 interface Addon {
   open(family: 4 | 6, host: string, port: number, gro: boolean, bufferBytes: number): [number, number, boolean, boolean];
@@ -74,28 +75,16 @@ export interface BatchSocketOptions {
  */
 export type BatchHandler = (count: number, data: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, addrs: Uint8Array, addrIndex: Uint16Array) => void;
 
-/** Writes `host:port` into a 20-byte slot. */
+/** Writes `host:port` into a 20-byte slot (any IPv6 text form, IPv4-embedded included). */
 export function writeSlot(slots: Uint8Array, index: number, host: string, port: number): void {
+  const ip = parseIp(host);
+  if (!ip) throw new CbrError('INVALID_ARGUMENT', `udp: not an IP address: ${JSON.stringify(host)}`);
   const o = index * ADDR_SLOT;
   slots.fill(0, o, o + ADDR_SLOT);
+  slots[o] = ip.length === 4 ? 4 : 6;
   slots[o + 2] = port >> 8;
   slots[o + 3] = port & 0xff;
-  if (isIPv4(host)) {
-    slots[o] = 4;
-    const parts = host.split('.');
-    for (let i = 0; i < 4; i++) slots[o + 4 + i] = Number(parts[i]);
-    return;
-  }
-  slots[o] = 6;
-  const [head = '', tail] = host.split('::');
-  const h = head ? head.split(':') : [];
-  const t = tail ? tail.split(':') : [];
-  const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
-  for (let i = 0; i < 8; i++) {
-    const g = Number.parseInt(groups[i] ?? '0', 16);
-    slots[o + 4 + i * 2] = g >> 8;
-    slots[o + 5 + i * 2] = g & 0xff;
-  }
+  slots.set(ip, o + 4);
 }
 
 /** `{ host, port }` of a slot (for logs and tests; the hot path compares slot bytes). */

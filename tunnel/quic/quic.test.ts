@@ -127,6 +127,30 @@ test('socket paths: the batched addon and node:dgram both carry handshake, datag
   }
 });
 
+test('a dual-stack listener (::) serves an IPv4 client through retry on both socket paths', async () => {
+  const tls = await generateSelfSigned();
+  for (const nativeIo of [true, false]) {
+    const server = await QuicEndpoint.listen({ host: '::', port: 0, tls, serverId: 3, nativeIo, onConnection: () => {} });
+    const client = await QuicEndpoint.client({ caPem: tls.certPem, nativeIo });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`${server.socketIo.kind}: handshake timed out`)), 5000);
+        client.connect('127.0.0.1', server.address.port, 'localhost', {
+          onEstablished: () => {
+            clearTimeout(timer);
+            resolve();
+          },
+        });
+      });
+      assert.equal(server.stats.retriesSent, 1);
+      assert.equal(server.connectionCount, 1);
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  }
+});
+
 test('loopback: idle timeout closes both ends', async () => {
   const closed: string[] = [];
   const pair = await loopbackPair({ idleTimeoutMs: 300 });

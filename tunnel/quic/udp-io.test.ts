@@ -2,7 +2,23 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { run, uniqueName, withTopology, waitFor } from '../../testhosts/index.js';
-import { openUdpIo } from './udp-io.js';
+import { openUdpIo, formatV6 } from './udp-io.js';
+import { sourceKey } from './endpoint.js';
+import { writeSlot, formatSlot, ADDR_SLOT } from '../../dataplane/index.js';
+
+test('peer addresses: IPv4-mapped peers read as ::ffff:a.b.c.d (as node:dgram), and that text writes the same slot', () => {
+  const slots = new Uint8Array(2 * ADDR_SLOT);
+  writeSlot(slots, 0, '::ffff:10.0.0.1', 443);
+  writeSlot(slots, 1, '::ffff:a00:1', 443);
+  assert.deepEqual(slots.subarray(0, ADDR_SLOT), slots.subarray(ADDR_SLOT));
+  const mapped = formatV6(slots.subarray(4, 20));
+  assert.equal(mapped, '::ffff:10.0.0.1');
+  assert.equal(sourceKey(mapped), '10.0.0.1');
+  writeSlot(slots, 0, '2001:db8::1', 1);
+  assert.equal(formatV6(slots.subarray(4, 20)), '2001:db8::1');
+  assert.deepEqual(formatSlot(slots, 0), { host: '2001:db8:0:0:0:0:0:1', port: 1 });
+  assert.throws(() => writeSlot(slots, 0, 'example.com', 1), /not an IP address/);
+});
 
 // A veth from the root namespace (where this process sends) into a test namespace, shaped with tbf:
 // queued packets hold the socket's small send buffer, so the kernel takes a batch only in part.

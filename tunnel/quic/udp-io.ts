@@ -185,7 +185,7 @@ class BatchIo implements UdpIo {
     if (!same || !this.lastInfo) {
       this.lastFrom.set(addrs.subarray(o, o + ADDR_SLOT));
       const port = (addrs[o + 2]! << 8) | addrs[o + 3]!;
-      const host = addrs[o] === 4 ? formatIp(addrs.subarray(o + 4, o + 8)) : formatIp(addrs.subarray(o + 4, o + 20));
+      const host = addrs[o] === 4 ? formatIp(addrs.subarray(o + 4, o + 8)) : formatV6(addrs.subarray(o + 4, o + 20));
       this.lastInfo = { address: host, family: addrs[o] === 4 ? 'IPv4' : 'IPv6', port, size };
     }
     return this.lastInfo;
@@ -255,4 +255,14 @@ class BatchIo implements UdpIo {
     this.sock.close();
     return Promise.resolve();
   }
+}
+
+/**
+ * An IPv6 address as node:dgram reports it: an IPv4-mapped peer of a dual-stack socket as
+ * ::ffff:a.b.c.d (sourceKey and the retry tokens read that form), others canonical.
+ */
+export function formatV6(b: Uint8Array): string {
+  for (let i = 0; i < 10; i++) if (b[i] !== 0) return formatIp(b);
+  if (b[10] !== 0xff || b[11] !== 0xff) return formatIp(b);
+  return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
 }
