@@ -22,3 +22,4 @@ export { RetryTokenKey, type TokenRejection } from './token.js';
 export { loadTlsMaterial, generateSelfSigned, writeTlsMaterial, TlsMaterialError, type TlsMaterial } from './tls.js';
 export { transportErrorName, isCertificateError } from './errors.js';
 export { verifyIpCertificate } from './verify.js';
+export { nativeIoWanted, type UdpIoStats } from './udp-io.js';
