@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { withTopology, type Namespace } from '../testhosts/index.js';
 import { writeBenchResult, type BenchMetric } from './results.js';
 import { masqueTestbed, startConnect, startLoad, stopConnect, LOAD_LIMITS, type Testbed } from '../tunnel/masque/testing.js';
+import { nativeIoWanted } from '../tunnel/quic/index.js';
 
 const QUICK = process.env.QUICK === '1';
 const SECONDS = QUICK ? 3 : 10;
@@ -141,6 +142,8 @@ await withTopology(async (topo) => {
     sessions: SESSIONS,
     seconds: SECONDS,
     failedSessions: s.result.failed,
+    // The QUIC endpoints' socket path (CBR_NATIVE_IO=0 measures the node:dgram fallback).
+    quicSocketIo: nativeIoWanted() ? 'batched (native addon: recvmmsg/GRO, sendmmsg/GSO)' : 'node:dgram',
     note: 'shared 2-core machine: other helpers ran at the same time',
   });
 });

@@ -8,13 +8,15 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isIPv4 } from 'node:net';
 import { CbrError, errorMessage } from '../errors.js';
+import { parseIp } from '../net/ip.js';
 
 interface Addon {
   open(family: 4 | 6, host: string, port: number, gro: boolean, bufferBytes: number): [number, number, boolean, boolean];
   recv(fd: number, data: Uint8Array, slotSize: number, lens: Uint32Array, segs: Uint16Array, addrs: Uint8Array): number;
   send(fd: number, data: Uint8Array, lens: Uint32Array, addrs: Uint8Array, count: number, gso: boolean): number;
-  watch(fd: number, onReadable: (status: number) => void): unknown;
+  watch(fd: number, onReady: (events: number) => void): unknown;
   unwatch(handle: unknown): void;
+  pollWritable(handle: unknown, on: boolean): void;
   close(fd: number): void;
   MAX_BATCH: number;
   ADDR_SLOT: number;
@@ -73,28 +75,16 @@ export interface BatchSocketOptions {
  */
 export type BatchHandler = (count: number, data: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, addrs: Uint8Array, addrIndex: Uint16Array) => void;
 
-/** Writes `host:port` into a 20-byte slot. */
+/** Writes `host:port` into a 20-byte slot (any IPv6 text form, IPv4-embedded included). */
 export function writeSlot(slots: Uint8Array, index: number, host: string, port: number): void {
+  const ip = parseIp(host);
+  if (!ip) throw new CbrError('INVALID_ARGUMENT', `udp: not an IP address: ${JSON.stringify(host)}`);
   const o = index * ADDR_SLOT;
   slots.fill(0, o, o + ADDR_SLOT);
+  slots[o] = ip.length === 4 ? 4 : 6;
   slots[o + 2] = port >> 8;
   slots[o + 3] = port & 0xff;
-  if (isIPv4(host)) {
-    slots[o] = 4;
-    const parts = host.split('.');
-    for (let i = 0; i < 4; i++) slots[o + 4 + i] = Number(parts[i]);
-    return;
-  }
-  slots[o] = 6;
-  const [head = '', tail] = host.split('::');
-  const h = head ? head.split(':') : [];
-  const t = tail ? tail.split(':') : [];
-  const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
-  for (let i = 0; i < 8; i++) {
-    const g = Number.parseInt(groups[i] ?? '0', 16);
-    slots[o + 4 + i * 2] = g >> 8;
-    slots[o + 5 + i * 2] = g & 0xff;
-  }
+  slots.set(ip, o + 4);
 }
 
 /** `{ host, port }` of a slot (for logs and tests; the hot path compares slot bytes). */
@@ -126,6 +116,7 @@ export class BatchUdpSocket {
   private readonly outLengths: Uint32Array;
   private readonly outAddr: Uint16Array;
   private watch?: unknown;
+  private writable?: () => void;
   private closed = false;
 
   constructor(opts: BatchSocketOptions) {
@@ -156,7 +147,27 @@ export class BatchUdpSocket {
   /** Starts delivering batches to `handler` when datagrams arrive. */
   onBatch(handler: BatchHandler): void {
     if (this.watch) throw new CbrError('CONFLICT', 'onBatch: a handler is already set');
-    this.watch = this.io.watch(this.fd, () => this.drain(handler));
+    // The addon reports the ready UV_READABLE (1) / UV_WRITABLE (2) bits, or a negative libuv error.
+    this.watch = this.io.watch(this.fd, (events) => {
+      if (events > 0 && events & 2 && this.writable) {
+        const cb = this.writable;
+        this.writable = undefined;
+        this.io.pollWritable(this.watch, false);
+        cb();
+      }
+      if (events < 0 || events & 1) this.drain(handler);
+    });
+  }
+
+  /**
+   * Calls `cb` once when the socket has room again (after `send` returned short). Needs `onBatch`
+   * first: readiness comes from the same poll handle.
+   */
+  whenWritable(cb: () => void): void {
+    if (!this.watch) throw new CbrError('CONFLICT', 'whenWritable: call onBatch first');
+    if (this.closed) return;
+    this.writable = cb;
+    this.io.pollWritable(this.watch, true);
   }
 
   /** Reads until the socket is empty (bounded: 64 calls per wake-up, then yields to the loop). */

@@ -3,7 +3,7 @@
 // connection (recv), and the connections that got input or output are flushed once in a
 // setImmediate (application events, then send until quiche says Done, then the timer is re-armed).
 // That keeps the per-packet work at one native recv and one native send.
-import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
+import type { RemoteInfo } from 'node:dgram';
 import { isIP, isIPv4, isIPv6 } from 'node:net';
 import { IPv6 } from 'ip-num';
 import quiche from '@matrixai/quic/native/quiche.js';
@@ -15,6 +15,7 @@ import { ResetLimiter, statelessResetPacket } from './stateless-reset.js';
 import type { TlsMaterial } from './tls.js';
 import { verifyIpCertificate } from './verify.js';
 import { errorMessage } from '../../dataplane/index.js';
+import { openUdpIo, type UdpIo, type UdpIoStats } from './udp-io.js';
 
 export type CongestionControl = 'bbr' | 'cubic' | 'reno';
 export const CONGESTION_CONTROLS: readonly CongestionControl[] = ['bbr', 'cubic', 'reno'];
@@ -40,6 +41,8 @@ export interface TransportOptions {
   initialMaxStreamsUni?: number;
   /** DATAGRAM frame queues (packets) in each direction. */
   datagramQueueLength?: number;
+  /** Batched socket I/O through the native addon (default: when built, unless CBR_NATIVE_IO=0). */
+  nativeIo?: boolean;
   alpn?: string[];
 }
 
@@ -118,6 +121,8 @@ export interface CloseReason {
 
 export type DropReason =
   | 'short'
+  | 'send-full'
+  | 'send-error'
   | 'header'
   | 'unknown-cid'
   | 'not-initial'
@@ -161,7 +166,6 @@ export interface EndpointStats {
 const MAX_UDP = 65_535;
 /** CRYPTO_ERROR carrying the TLS alert bad_certificate (RFC 9001 §4.8: 0x100 + 42). */
 const TLS_BAD_CERTIFICATE = 0x100 + 42;
-const SLAB_BYTES = 256 << 10;
 const dgramScratch = Buffer.allocUnsafe(MAX_UDP);
 
 function cidKey(cid: Uint8Array): string {
@@ -473,6 +477,8 @@ export class QuicEndpoint {
     sendErrors: 0,
     drops: {
       short: 0,
+      'send-full': 0,
+      'send-error': 0,
       header: 0,
       'unknown-cid': 0,
       'not-initial': 0,
@@ -487,7 +493,7 @@ export class QuicEndpoint {
   };
   /** Connections and handshakes in progress per source (sourceKey), for the per-source caps. */
   private readonly sources = new Map<string, SourceCount>();
-  private readonly socket: Socket;
+  private io!: UdpIo;
   private readonly table = new Map<string, QuicConnection>();
   private readonly connections = new Set<QuicConnection>();
   private dirty = new Set<QuicConnection>();
@@ -499,19 +505,14 @@ export class QuicEndpoint {
   private fleet: FleetKeys;
   private tokens: RetryTokenKey;
   private readonly resetLimiter: ResetLimiter;
-  /**
-   * Packets are built straight into a slab and sent as views of it (a send keeps its view alive
-   * until the kernel has it); a full slab is dropped for a fresh one. No copy per packet.
-   */
-  private slab: Buffer;
-  private slabOff = 0;
+  /** Connections whose output waits for the socket to drain (its send queue was full). */
+  private held = new Set<QuicConnection>();
   private readonly maxUdpPayload: number;
   private closing = false;
 
   private constructor(
     private readonly role: 'server' | 'client',
     private readonly opts: ServerEndpointOptions | ClientEndpointOptions,
-    family: 'udp4' | 'udp6',
   ) {
     this.config = role === 'server' ? buildServerConfig(opts as ServerEndpointOptions) : buildClientConfig(opts as ClientEndpointOptions);
     this.maxUdpPayload = opts.maxUdpPayload ?? 1452;
@@ -519,41 +520,40 @@ export class QuicEndpoint {
     this.fleet = server?.fleetKeys ?? FleetKeys.local();
     this.tokens = new RetryTokenKey(this.fleet.retryKeys());
     this.resetLimiter = new ResetLimiter(server?.statelessResetsPerSecond ?? 1000);
-    this.slab = Buffer.allocUnsafe(SLAB_BYTES);
-    this.socket = createSocket({ type: family, reuseAddr: false });
-    this.socket.on('message', (msg, rinfo) => this.onPacket(msg, rinfo));
-    this.socket.on('error', () => this.stats.sendErrors++);
   }
 
   static async listen(opts: ServerEndpointOptions): Promise<QuicEndpoint> {
-    const ep = new QuicEndpoint('server', opts, isIPv6(opts.host) ? 'udp6' : 'udp4');
+    const ep = new QuicEndpoint('server', opts);
     await ep.bind(opts.host, opts.port);
     return ep;
   }
 
   static async client(opts: ClientEndpointOptions = {}, family: 'udp4' | 'udp6' = 'udp4'): Promise<QuicEndpoint> {
-    const ep = new QuicEndpoint('client', opts, opts.host && isIPv6(opts.host) ? 'udp6' : family);
+    const ep = new QuicEndpoint('client', opts);
     await ep.bind(opts.host ?? (family === 'udp6' ? '::' : '0.0.0.0'), opts.port ?? 0);
     return ep;
   }
 
-  private bind(host: string, port: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const onError = (err: Error) => reject(err);
-      this.socket.once('error', onError);
-      this.socket.bind(port, host, () => {
-        this.socket.off('error', onError);
-        try {
-          this.socket.setRecvBufferSize(8 << 20);
-          this.socket.setSendBufferSize(8 << 20);
-        } catch {
-          /* capped by net.core.*mem_max; not fatal */
-        }
-        const a = this.socket.address();
-        this.local = { host: a.address, port: a.port };
-        resolve();
-      });
-    });
+  private async bind(host: string, port: number): Promise<void> {
+    const io = await openUdpIo({ host, port, maxPacket: Math.max(this.maxUdpPayload, 1200), native: this.opts.nativeIo }, (msg, rinfo) =>
+      this.onPacket(msg, rinfo),
+    );
+    io.onWritable = () => {
+      // The queue drained: the connections held back build their packets now.
+      for (const c of this.held) this.markDirty(c);
+      this.held.clear();
+    };
+    io.onSendError = (packets) => {
+      this.stats.sendErrors++;
+      this.stats.drops['send-error'] += packets;
+    };
+    this.io = io;
+    this.local = io.local;
+  }
+
+  /** Which socket path this endpoint uses ('batch': the native addon; 'dgram': node:dgram) and its call counts. */
+  get socketIo(): { kind: 'batch' | 'dgram'; stats: UdpIoStats } {
+    return { kind: this.io.kind, stats: this.io.stats };
   }
 
   get address(): Host {
@@ -794,20 +794,29 @@ export class QuicEndpoint {
     }
   }
 
+  /** Sends a packet built outside quiche's send (retry, version negotiation) with the next flush. */
   private sendRaw(buf: Buffer, port: number, host: string): void {
+    const out = this.io.reserve(buf.length);
+    if (!out) return void this.drop('send-full');
+    buf.copy(out);
     this.stats.packetsOut++;
     this.stats.bytesOut += buf.length;
-    this.socket.send(buf, port, host);
+    this.io.commit(buf.length, host, port);
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushAll);
+    }
   }
 
   /** @internal Schedules one flush of this connection after the current batch of packets. */
   markDirty(conn: QuicConnection): void {
     if (conn.closed) return;
     this.dirty.add(conn);
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(this.flushAll);
-    }
+    this.scheduleFlush();
   }
 
   private readonly flushAll = (): void => {
@@ -825,17 +834,19 @@ export class QuicEndpoint {
       }
       this.flush(conn);
     }
+    this.io.flush();
   };
 
   private flush(conn: QuicConnection): void {
     const native = conn.native;
     const max = this.maxUdpPayload;
     for (;;) {
-      if (this.slabOff + max > SLAB_BYTES) {
-        this.slab = Buffer.allocUnsafe(SLAB_BYTES);
-        this.slabOff = 0;
+      const out = this.io.reserve(max);
+      if (!out) {
+        // The socket is full: quiche keeps the data; this connection sends again once it drains.
+        this.held.add(conn);
+        break;
       }
-      const out = this.slab.subarray(this.slabOff, this.slabOff + max);
       let r: ReturnType<typeof native.send>;
       try {
         r = native.send(out);
@@ -845,8 +856,9 @@ export class QuicEndpoint {
       }
       if (r === null) break;
       const [n, info] = r;
-      this.slabOff += (n + 7) & ~7;
-      this.sendRaw(out.subarray(0, n), info.to.port, info.to.host);
+      this.stats.packetsOut++;
+      this.stats.bytesOut += n;
+      this.io.commit(n, info.to.host, info.to.port);
     }
     if (native.isClosed()) {
       this.retire(conn);
@@ -891,6 +903,7 @@ export class QuicEndpoint {
     for (const k of conn.keys) if (this.table.get(k) === conn) this.table.delete(k);
     this.connections.delete(conn);
     this.dirty.delete(conn);
+    this.held.delete(conn);
     const src = conn.source;
     if (src) {
       src.connections--;
@@ -928,6 +941,6 @@ export class QuicEndpoint {
     while (Date.now() < until && this.dirty.size > 0) await new Promise((r) => setImmediate(r));
     await new Promise((r) => setTimeout(r, Math.min(20, opts.graceMs ?? 50)));
     for (const c of [...this.connections]) this.retire(c);
-    await new Promise<void>((resolve) => this.socket.close(() => resolve()));
+    await this.io.close();
   }
 }

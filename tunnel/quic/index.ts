@@ -24,3 +24,4 @@ export { statelessResetPacket, ResetLimiter, MIN_RESET_LEN } from './stateless-r
 export { loadTlsMaterial, generateSelfSigned, writeTlsMaterial, TlsMaterialError, type TlsMaterial } from './tls.js';
 export { transportErrorName, isCertificateError } from './errors.js';
 export { verifyIpCertificate } from './verify.js';
+export { nativeIoWanted, type UdpIoStats } from './udp-io.js';

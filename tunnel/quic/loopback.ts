@@ -16,7 +16,14 @@ export interface LoopbackPair {
 
 /** A server and a client endpoint on 127.0.0.1 with one established connection (retry on). */
 export async function loopbackPair(
-  opts: { tls?: TlsMaterial; cc?: CongestionControl; idleTimeoutMs?: number; onServerConnection?: (c: QuicConnection) => void } = {},
+  opts: {
+    tls?: TlsMaterial;
+    cc?: CongestionControl;
+    idleTimeoutMs?: number;
+    /** Socket path of both endpoints (default: the endpoint's own choice). */
+    nativeIo?: boolean;
+    onServerConnection?: (c: QuicConnection) => void;
+  } = {},
 ): Promise<LoopbackPair> {
   const tls = opts.tls ?? (await generateSelfSigned());
   let serverConn: QuicConnection | undefined;
@@ -27,12 +34,13 @@ export async function loopbackPair(
     serverId: 7,
     congestionControl: opts.cc,
     idleTimeoutMs: opts.idleTimeoutMs,
+    nativeIo: opts.nativeIo,
     onConnection: (c) => {
       serverConn = c;
       opts.onServerConnection?.(c);
     },
   });
-  const client = await QuicEndpoint.client({ caPem: tls.certPem, congestionControl: opts.cc, idleTimeoutMs: opts.idleTimeoutMs });
+  const client = await QuicEndpoint.client({ caPem: tls.certPem, congestionControl: opts.cc, idleTimeoutMs: opts.idleTimeoutMs, nativeIo: opts.nativeIo });
   const conn = await new Promise<QuicConnection>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('handshake timed out')), 5000);
     const c = client.connect('127.0.0.1', server.address.port, 'localhost', {

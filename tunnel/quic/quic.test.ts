@@ -7,6 +7,8 @@ import { newServerConnectionId, serverIdOfConnectionId, SERVER_CID_LENGTH } from
 import { RetryTokenKey } from './token.js';
 import { resolveCongestionControl, QuicEndpoint, buildClientConfig, type QuicConnection } from './endpoint.js';
 import { generateSelfSigned, loadTlsMaterial, writeTlsMaterial, TlsMaterialError } from './tls.js';
+import { nativeIoWanted } from './udp-io.js';
+import { nativeIoUnavailable } from '../../dataplane/index.js';
 import { loopbackPair, measureDatagramEcho, measureStreamTransfer } from './loopback.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -97,6 +99,55 @@ test('loopback: retry handshake, ALPN h3, server CID layout, datagram echo and a
     assert.equal(s.received, bytes);
   } finally {
     await pair.close();
+  }
+});
+
+test('socket paths: the batched addon and node:dgram both carry handshake, datagrams and a stream; CBR_NATIVE_IO=0 picks dgram', async () => {
+  assert.equal(nativeIoWanted('0'), false);
+  const unavailable = nativeIoUnavailable();
+  assert.equal(unavailable, undefined, `the addon must be built for this test (make native): ${unavailable}`);
+  assert.equal(nativeIoWanted(undefined), true);
+  for (const nativeIo of [true, false]) {
+    const pair = await loopbackPair({ nativeIo });
+    try {
+      assert.equal(pair.server.socketIo.kind, nativeIo ? 'batch' : 'dgram');
+      assert.equal(pair.client.socketIo.kind, nativeIo ? 'batch' : 'dgram');
+      const echo = await measureDatagramEcho(pair, 500, 1000, 16);
+      assert.ok(echo.echoed > 100, `${pair.server.socketIo.kind}: only ${echo.echoed} datagrams echoed`);
+      const bytes = 8 << 20;
+      const s = await measureStreamTransfer(pair, bytes);
+      assert.equal(s.received, bytes);
+      const io = pair.server.socketIo.stats;
+      if (nativeIo) assert.ok(pair.server.stats.packetsOut > io.sendCalls * 2, `batched: ${pair.server.stats.packetsOut} packets in ${io.sendCalls} sends`);
+      else assert.equal(io.sendCalls, pair.server.stats.packetsOut);
+      assert.equal(pair.server.stats.sendErrors + pair.client.stats.sendErrors, 0);
+    } finally {
+      await pair.close();
+    }
+  }
+});
+
+test('a dual-stack listener (::) serves an IPv4 client through retry on both socket paths', async () => {
+  const tls = await generateSelfSigned();
+  for (const nativeIo of [true, false]) {
+    const server = await QuicEndpoint.listen({ host: '::', port: 0, tls, serverId: 3, nativeIo, onConnection: () => {} });
+    const client = await QuicEndpoint.client({ caPem: tls.certPem, nativeIo });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`${server.socketIo.kind}: handshake timed out`)), 5000);
+        client.connect('127.0.0.1', server.address.port, 'localhost', {
+          onEstablished: () => {
+            clearTimeout(timer);
+            resolve();
+          },
+        });
+      });
+      assert.equal(server.stats.retriesSent, 1);
+      assert.equal(server.connectionCount, 1);
+    } finally {
+      await client.close();
+      await server.close();
+    }
   }
 });
 

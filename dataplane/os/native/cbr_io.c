@@ -352,7 +352,8 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   napi_value cb, global, result;
   napi_get_reference_value(w->env, w->callback, &cb);
   napi_get_global(w->env, &global);
-  napi_value arg = make_int(w->env, status < 0 ? status : 0);
+  // A negative libuv status, else the UV_READABLE (1) / UV_WRITABLE (2) bits that are ready.
+  napi_value arg = make_int(w->env, status < 0 ? status : events);
   if (napi_call_function(w->env, global, cb, 1, &arg, &result) != napi_ok) {
     bool pending = false;
     napi_is_exception_pending(w->env, &pending);
@@ -363,7 +364,6 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     }
   }
   napi_close_handle_scope(w->env, scope);
-  (void)events;
 }
 
 static void finalize_watch(napi_env env, void *data, void *hint) {
@@ -411,6 +411,22 @@ static napi_value only_arg(napi_env env, napi_callback_info info) {
   return arg;
 }
 
+// pollWritable(handle, on): also report UV_WRITABLE (after a short send) until switched off again
+static napi_value io_poll_writable(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *p = NULL;
+  bool on = false;
+  if (argc < 2 || napi_get_value_external(env, argv[0], &p) != napi_ok || !p || napi_get_value_bool(env, argv[1], &on) != napi_ok) {
+    napi_throw_type_error(env, "CBR_IO", "pollWritable(handle, on)");
+    return NULL;
+  }
+  watch_t *w = p;
+  if (!w->closing) uv_poll_start(&w->poll, UV_READABLE | (on ? UV_WRITABLE : 0), on_readable);
+  return NULL;
+}
+
 // unwatch(handle)
 static napi_value io_unwatch(napi_env env, napi_callback_info info) {
   napi_value arg = only_arg(env, info);
@@ -448,6 +464,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"send", NULL, io_send, NULL, NULL, NULL, napi_default, NULL},
       {"watch", NULL, io_watch, NULL, NULL, NULL, napi_default, NULL},
       {"unwatch", NULL, io_unwatch, NULL, NULL, NULL, napi_default, NULL},
+      {"pollWritable", NULL, io_poll_writable, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, io_close, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
