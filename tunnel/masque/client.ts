@@ -177,6 +177,8 @@ export class MasqueClient {
   closed: CloseReason | undefined;
   onClosed: (r: CloseReason) => void = () => {};
   goaway = false;
+  /** The PoP sent GOAWAY: it is draining (its anycast route is about to move); see cbr connect. */
+  onGoaway: () => void = () => {};
 
   private constructor(
     readonly endpoint: QuicEndpoint,
@@ -191,7 +193,10 @@ export class MasqueClient {
         const s = this.sessions.get(id);
         if (s && ctx === 0) s.deliver(payload);
       },
-      onGoaway: () => (this.goaway = true),
+      onGoaway: () => {
+        this.goaway = true;
+        this.onGoaway();
+      },
       onStreamAbandoned: (id, how, code) => this.onAbandoned(id, how, code),
       onClosed: (r) => this.onConnectionClosed(r),
     });

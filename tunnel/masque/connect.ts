@@ -152,8 +152,8 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
   try {
     while (!signal.aborted) {
       const started = Date.now();
-      /** A stateless reset: the PoP has no such connection (anycast moved us): reconnect without waiting. */
-      let resetByServer = false;
+      /** Why to reconnect without waiting: a stateless reset (the PoP has no such connection: anycast moved us) or a GOAWAY (it drains). */
+      let immediate: string | undefined;
       let client: MasqueClient | undefined;
       let refreshTimer: NodeJS.Timeout | undefined;
       o.status?.set('connecting');
@@ -229,14 +229,24 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
           );
         };
         schedule(expiresAt);
-        const end = await new Promise<SessionEnd | 'stop'>((resolve) => {
+        const end = await new Promise<SessionEnd | 'stop' | 'goaway'>((resolve) => {
           session.onEnd = resolve;
+          // A draining PoP: move now, while its route is being withdrawn, not when it finally closes.
+          if (client) client.onGoaway = () => resolve('goaway');
+          if (client?.goaway) resolve('goaway');
           signal.addEventListener('abort', () => resolve('stop'), { once: true });
         });
         if (end === 'stop') break;
-        o.log(`session ended: ${end.by === 'connection' ? describeClose(end.reason) : end.by}`);
-        resetByServer = end.by === 'connection' && end.reason.by === 'stateless-reset';
-        o.status?.set(stateForEnd(end));
+        if (end === 'goaway') {
+          o.log('the PoP is draining (GOAWAY)');
+          o.status?.set('reconnecting', 'the PoP is draining');
+          immediate = 'the PoP is draining';
+        }
+        if (end !== 'goaway') {
+          o.log(`session ended: ${end.by === 'connection' ? describeClose(end.reason) : end.by}`);
+          if (end.by === 'connection' && end.reason.by === 'stateless-reset') immediate = 'a stateless reset';
+          o.status?.set(stateForEnd(end));
+        }
       } catch (err) {
         o.log(`connect failed: ${errorMessage(err)}`);
         o.status?.set(stateForFailure(err), errorMessage(err));
@@ -250,9 +260,9 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
       if (signal.aborted) break;
       if (Date.now() - started > 10_000) backoff = 500;
       // One immediate attempt per 10 s: a PoP that resets every new connection still meets the backoff.
-      if (resetByServer && Date.now() - lastImmediate > 10_000) {
+      if (immediate && Date.now() - lastImmediate > 10_000) {
         lastImmediate = Date.now();
-        o.log('reconnecting at once after a stateless reset');
+        o.log(`reconnecting at once after ${immediate}`);
         continue;
       }
       o.log(`reconnecting in ${backoff} ms`);

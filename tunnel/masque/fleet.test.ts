@@ -200,3 +200,49 @@ test('without a shared fleet key B’s reset is not recognised: the client stays
     assert.ok(metricValue(await f.metrics(1), 'cbr_masque_stateless_resets_total', 'result="sent"') >= 1);
   });
 });
+
+test('a draining PoP sends GOAWAY: cbr connect moves at once, to where the route now points', async () => {
+  const key = randomBytes(32).toString('hex');
+  await withTopology(async (topo) => {
+    const f = await fleet(topo, [[key], [key]]);
+    const token = await f.mint('alice');
+    await f.routeTo(0);
+    const c = startConnect({ client: f.client, popAddr: ANYCAST, port: 4433, caFile: f.caFile }, [
+      '--mode',
+      'udp',
+      '--target',
+      '10.63.0.1:9',
+      '--listen',
+      '127.0.0.1:17101',
+      '--token',
+      token,
+    ]);
+    const load = trickle(f.client, 17101);
+    try {
+      await c.waitFor(/session open: connect-udp/);
+      const before = c.output().length;
+      // An operator drains A: GOAWAY reaches the client while A is still routed; then BGP's graceful
+      // shutdown moves the route to B (here: by hand, once the client has heard the GOAWAY).
+      const admin = await mintToken(f.client, ISSUER, 'operator', { roles: ['admin'] });
+      const t0 = Date.now();
+      await f.pops[0].exec(['curl', '-sf', '-X', 'POST', '-H', `authorization: Bearer ${admin}`, `${f.agents[0].adminUrl}/v1/drain`]);
+      await c.waitFor(/the PoP is draining \(GOAWAY\)/, 3000);
+      await f.routeTo(1);
+      let gapMs: number | undefined;
+      for (const deadline = Date.now() + 5000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 10))) {
+        if (/session open: connect-udp/.test(c.output().slice(before))) {
+          gapMs = Date.now() - t0;
+          break;
+        }
+      }
+      const out = c.output().slice(before);
+      console.log(`drain: ${gapMs} ms from the drain to the session open at PoP B`);
+      assert.match(out, /the PoP is draining \(GOAWAY\)/);
+      assert.ok(gapMs !== undefined && gapMs < 2000, `no reconnect to B within 5 s:\n${out}`);
+      assert.ok(metricValue(await f.metrics(1), 'cbr_masque_handshakes_total') >= 1);
+    } finally {
+      load.kill('SIGKILL');
+      await stopConnect(c.child);
+    }
+  });
+});

@@ -748,6 +748,11 @@ export class MasqueServer {
     return this.draining;
   }
 
+  /** Leaves a drain: new requests are served again (connections that got GOAWAY keep it). */
+  undrain(): void {
+    this.draining = false;
+  }
+
   async close(): Promise<void> {
     this.drain();
     for (const c of [...this.conns]) for (const s of [...c.sessions.values()]) this.endSession(s, 'server');

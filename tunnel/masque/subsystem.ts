@@ -263,6 +263,10 @@ export class MasqueSubsystem implements Subsystem {
       fall: 3,
       run: (signal) => probeListener(this.server!.address.host, this.server!.address.port, signal),
     });
+    // A drain (cbr bgp drain, POST /v1/drain, SIGTERM) moves clients before the route is withdrawn:
+    // GOAWAY on every connection; leaving the drain accepts new requests again.
+    this.ctx.health.on('change', this.onHealthChange);
+    this.onHealthChange();
     this.log.info(
       { listen: `${this.server.address.host}:${this.server.address.port}`, connectIp: !!this.gateway, fleetKeys: fleetKeys.shared ? fleetKeys.size : 'local' },
       'MASQUE listener up',
@@ -305,7 +309,13 @@ export class MasqueSubsystem implements Subsystem {
     this.server?.drain();
   }
 
+  private readonly onHealthChange = (): void => {
+    if (this.ctx.health.isDraining) this.server?.drain();
+    else if (this.server?.isDraining) this.server.undrain();
+  };
+
   async stop(): Promise<void> {
+    this.ctx.health.off('change', this.onHealthChange);
     await this.server?.close();
     await this.egress?.remove();
     this.egress = undefined;
