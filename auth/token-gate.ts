@@ -4,7 +4,7 @@ import { AuthError, type AuthGate, type Identity, type SessionKind } from './gat
 import type { AuthConfig } from './config.js';
 import { checkClaims, requireAnyRole, type ClaimRules } from './claims.js';
 import { KeyStore } from './jwks.js';
-import { JwtVerifier, looksLikeJwt } from './verifier.js';
+import { JwtVerifier, compactJws } from './verifier.js';
 import { Introspector, loadAppKeyFile } from './introspect.js';
 import { TokenBuckets, sourceKey } from './ratelimit.js';
 import type { AuthMetrics } from './metrics.js';
@@ -165,13 +165,14 @@ export class TokenGate implements AuthGate {
   async identify(token: string): Promise<Identity> {
     if (typeof token !== 'string' || token.length === 0) throw new AuthError('INVALID_TOKEN', 'no token');
     const mode = this.config.introspection.mode;
-    if (!looksLikeJwt(token)) {
+    const jws = compactJws(token);
+    if (!jws) {
       if (mode === 'jwt-only' || !this.introspector)
         throw new AuthError('INVALID_TOKEN', 'token is not a JWT (opaque tokens need introspection.mode introspect-opaque)');
       const claims = await this.introspector.introspect(token);
       return checkClaims(claims, claimRules(this.config), this.now() / 1000);
     }
-    const identity = await this.verifier.verify(token);
+    const identity = await this.verifier.verify(jws);
     if (mode === 'introspect-always' && this.introspector) await this.introspector.introspect(token);
     return identity;
   }
