@@ -65,6 +65,8 @@ export class TokenGate implements AuthGate {
   /** Failed admin-API authentications per source address. */
   private readonly adminFailures: TokenBuckets;
   private readonly now: () => number;
+  /** The labelled counter and histogram children per result, looked up once each. */
+  private readonly byResult = new Map<string, { observe: (seconds: number) => void }>();
 
   constructor(private readonly opts: TokenGateOptions) {
     this.config = opts.config;
@@ -128,7 +130,7 @@ export class TokenGate implements AuthGate {
   }
 
   async authorize(token: string, kind: SessionKind, source?: string): Promise<Identity> {
-    const started = process.hrtime.bigint();
+    const started = performance.now();
     let result = 'ok';
     try {
       const anyOf = this.config.policy[kind];
@@ -155,10 +157,26 @@ export class TokenGate implements AuthGate {
       result = 'INVALID_TOKEN';
       throw new AuthError('INVALID_TOKEN', 'token could not be verified');
     } finally {
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      this.opts.metrics?.verifications.inc({ result });
-      this.opts.metrics?.verifyDuration.observe({ result }, seconds);
+      this.resultMetrics(result)?.observe((performance.now() - started) / 1000);
     }
+  }
+
+  private resultMetrics(result: string): { observe: (seconds: number) => void } | undefined {
+    const metrics = this.opts.metrics;
+    if (!metrics) return undefined;
+    let m = this.byResult.get(result);
+    if (!m) {
+      const count = metrics.verifications.labels(result);
+      const duration = metrics.verifyDuration.labels(result);
+      m = {
+        observe: (seconds) => {
+          count.inc();
+          duration.observe(seconds);
+        },
+      };
+      this.byResult.set(result, m);
+    }
+    return m;
   }
 
   /** Verification without policy or rate limits (the CLI's `auth verify`, the admin authorizer's first step). */

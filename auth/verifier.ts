@@ -123,16 +123,22 @@ function checkHeader(segment: string, algorithms: readonly string[]): JwsHeader 
 }
 
 /** Checks the signature with node:crypto and returns the payload's JSON text. */
-function checkSignature(jws: CompactJws, check: SignatureCheck, key: KeyObject): string {
+/**
+ * Checks the signature with node:crypto and returns the payload's JSON text. The bytes go through
+ * `scratch` (2 × MAX_TOKEN_LENGTH; the check is synchronous) rather than new Buffers per token.
+ */
+function checkSignature(jws: CompactJws, check: SignatureCheck, key: KeyObject, scratch: Buffer): string {
   const { token, firstDot, lastDot } = jws;
+  const data = scratch.subarray(0, scratch.write(token, 0, lastDot, 'latin1'));
+  const sigEnd = MAX_TOKEN_LENGTH + scratch.write(token.slice(lastDot + 1), MAX_TOKEN_LENGTH, 'base64url');
   let ok = false;
   try {
-    ok = check(Buffer.from(token.slice(0, lastDot), 'latin1'), Buffer.from(token.slice(lastDot + 1), 'base64url'), key);
+    ok = check(data, scratch.subarray(MAX_TOKEN_LENGTH, sigEnd), key);
   } catch {
     ok = false; // a key of the wrong type for the algorithm, a malformed DER
   }
   if (!ok) throw new AuthError('INVALID_TOKEN', 'signature verification failed');
-  return Buffer.from(token.slice(firstDot + 1, lastDot), 'base64url').toString('utf8');
+  return scratch.toString('utf8', 0, scratch.write(token.slice(firstDot + 1, lastDot), 0, 'base64url'));
 }
 
 /** Algorithms without a node:crypto check go through jose (the key was imported for exactly this alg). */
@@ -147,6 +153,7 @@ async function joseSignature(token: string, alg: string, key: CryptoKey): Promis
 export class JwtVerifier {
   private readonly cache = new Map<string, CachedToken>();
   private readonly headers = new Map<string, JwsHeader>();
+  private readonly scratch = Buffer.allocUnsafe(2 * MAX_TOKEN_LENGTH);
   private readonly now: () => number;
 
   constructor(private opts: VerifierOptions) {
@@ -185,7 +192,7 @@ export class JwtVerifier {
     const { alg, kid } = this.header(text.slice(0, jws.firstDot));
     const key = this.opts.keys.cachedKeyFor(kid, alg) ?? (await this.opts.keys.keyFor(kid, alg));
     const check = SIGNATURE_CHECKS[alg];
-    const payload = check ? checkSignature(jws, check, key.keyObject) : await joseSignature(text, alg, key.key);
+    const payload = check ? checkSignature(jws, check, key.keyObject, this.scratch) : await joseSignature(text, alg, key.key);
     const claims = parseClaimsJson(payload);
     const identity = checkClaims(claims, this.opts.rules, nowSeconds);
     this.remember(text, { claims, kid: key.id, jwk: key.jwk, exp: identity.expiresAt });
