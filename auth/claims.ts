@@ -46,24 +46,41 @@ export function parseClaimsJson(bytes: Uint8Array | string): Claims {
   return parsed;
 }
 
+/** The role claim names per audience list (the same array object on every call), built once each. */
+const roleClaimNameCache = new WeakMap<readonly string[], { scoped: readonly string[]; withGeneric: readonly string[] }>();
+
+function roleClaimNames(projectIds: readonly string[], trustGeneric: boolean): readonly string[] {
+  let names = roleClaimNameCache.get(projectIds);
+  if (!names) {
+    const scoped = projectIds.map(projectRolesClaim);
+    names = { scoped, withGeneric: [ZITADEL_ROLES_CLAIM, ...scoped] };
+    roleClaimNameCache.set(projectIds, names);
+  }
+  return trustGeneric ? names.withGeneric : names.scoped;
+}
+
 /**
  * Collects role names from the project-scoped claims of the project IDs in `projectIds` (roles of
  * other projects do not count) and, only when `trustGeneric`, from the generic role claim.
  * Shape: { role: { orgId: orgDomain } }.
  */
 export function extractRoles(claims: Claims, projectIds: readonly string[], trustGeneric = false): string[] {
-  const roles = new Set<string>();
-  const names = [...(trustGeneric ? [ZITADEL_ROLES_CLAIM] : []), ...projectIds.map(projectRolesClaim)];
-  for (const name of names) {
+  const roles: string[] = [];
+  for (const name of roleClaimNames(projectIds, trustGeneric)) {
     const claim = claims[name];
     if (claim === undefined) continue;
     if (!isPlainObject(claim)) throw new AuthError('INVALID_TOKEN', `${name}: expected an object of roles`);
-    for (const [role, grants] of Object.entries(claim)) {
-      if (!isPlainObject(grants)) throw new AuthError('INVALID_TOKEN', `${name}.${role}: expected an object of organisations`);
-      if (role.length > 0) roles.add(role);
+    for (const role of Object.keys(claim)) {
+      if (!isPlainObject(claim[role])) throw new AuthError('INVALID_TOKEN', `${name}.${role}: expected an object of organisations`);
+      if (role.length > 0 && !roles.includes(role)) roles.push(role);
     }
   }
-  return [...roles].sort();
+  return roles.sort();
+}
+
+function acceptsAudience(auds: readonly unknown[], accepted: readonly string[]): boolean {
+  for (const a of auds) if (typeof a === 'string' && accepted.includes(a)) return true;
+  return false;
 }
 
 /**
@@ -81,7 +98,7 @@ export function checkClaims(claims: Claims, rules: ClaimRules, nowSeconds: numbe
       aud === undefined ? 'WRONG_AUDIENCE' : 'INVALID_TOKEN',
       aud === undefined ? 'token has no aud claim' : 'aud claim: expected a string or an array of strings',
     );
-  if (!auds.some((a) => typeof a === 'string' && rules.audience.includes(a))) {
+  if (!acceptsAudience(auds, rules.audience)) {
     throw new AuthError('WRONG_AUDIENCE', `aud contains none of the accepted audiences`);
   }
 

@@ -1,4 +1,4 @@
-// Hardening of the token path (issue 12 item 8): crit headers, the project-scoped role claim, a
+// Hardening of the token path (issue 12 item 8; issue 13 item 5: the remembered headers): crit headers, the project-scoped role claim, a
 // streamed and capped JWKS, http:// issuers, a key replaced under its kid, failed admin logins.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -233,4 +233,39 @@ test('failed admin-API authentications are limited per source; successes and oth
   const text = await registry.metrics();
   assert.match(text, /cbr_auth_admin_failures_total\{result="counted"\} 6/);
   assert.match(text, /cbr_auth_admin_failures_total\{result="limited"\} 2/);
+});
+
+test('checked headers are remembered by segment, signatures never: every token is still checked whole', async () => {
+  const iss = await startIssuer();
+  iss.keys.set('k1', await generateKeyPair('RS256'));
+  const g = await gateFor(iss);
+  const good = await mint(iss, 'k1');
+  const [h, p, s] = good.split('.') as [string, string, string];
+  assert.equal((await g.authorize(good, 'masque-connect-ip')).subject, 'u-1');
+  // The same (remembered) header over another payload, or with another signature: refused each time.
+  const [, otherPayload] = (await mint(iss, 'k1', { sub: 'u-2' })).split('.');
+  const flipped = `${s.slice(0, 10)}${s[10] === 'A' ? 'B' : 'A'}${s.slice(11)}`;
+  for (let i = 0; i < 2; i++) {
+    for (const forged of [`${h}.${otherPayload}.${s}`, `${h}.${p}.${flipped}`]) {
+      const e = await rejection(g.authorize(forged, 'masque-connect-ip'));
+      assert.equal(e.code, 'INVALID_TOKEN');
+      assert.match(e.message, /signature verification failed/);
+    }
+  }
+  const { createSign, KeyObject } = await import('node:crypto');
+  const signed = (header: string) =>
+    `${header}.${p}.${createSign('sha256')
+      .update(`${header}.${p}`)
+      .sign(KeyObject.from(iss.keys.get('k1')!.privateKey as CryptoKey))
+      .toString('base64url')}`;
+  // A refused header (validly signed) is refused again, not remembered.
+  const badKid = Buffer.from(JSON.stringify({ alg: 'RS256', kid: 7 })).toString('base64url');
+  for (let i = 0; i < 2; i++) assert.match((await rejection(g.authorize(signed(badKid), 'masque-connect-ip'))).message, /kid: expected a string/);
+  // One base64url character too many decodes (leniently) to the same JSON; it is not base64url.
+  let json = JSON.stringify({ alg: 'RS256', kid: 'k1' });
+  while (Buffer.byteLength(json) % 3 !== 0) json += ' ';
+  const dangling = `${Buffer.from(json).toString('base64url')}A`;
+  const e = await rejection(g.authorize(signed(dangling), 'masque-connect-ip'));
+  assert.equal(e.code, 'INVALID_TOKEN');
+  assert.match(e.message, /token header is not valid base64url JSON/);
 });

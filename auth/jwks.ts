@@ -2,6 +2,7 @@
 // unreachable JWKS endpoint never holds up a token whose key is already cached: lookups that the
 // cache answers are synchronous map reads; only an unknown kid waits for a (rate-limited) refetch.
 import { importJWK, type JWK } from 'jose';
+import { KeyObject } from 'node:crypto';
 import { CbrError, errorMessage } from '../dataplane/index.js';
 import { AuthError } from './gate.js';
 import { insecureUrlProblem } from './config.js';
@@ -167,9 +168,18 @@ export function parseJwks(doc: unknown, algorithms: readonly string[]): Map<stri
   return keys;
 }
 
+/** A usable key imported for one algorithm: the CryptoKey for jose, the KeyObject for node:crypto. */
+export interface VerificationKey {
+  id: string;
+  jwk: JWK;
+  key: CryptoKey;
+  keyObject: KeyObject;
+}
+
 export class KeyStore {
   private keys = new Map<string, JWK>();
-  private readonly imported = new Map<string, CryptoKey>();
+  /** Imported keys by kid, then by algorithm. */
+  private readonly imported = new Map<string, Map<string, VerificationKey>>();
   private lastSuccessAt?: number;
   private lastAttemptAt?: number;
   private lastError?: string;
@@ -247,9 +257,8 @@ export class KeyStore {
         const old = this.keys.get(kid);
         if (old && JSON.stringify(old) === JSON.stringify(jwk)) keys.set(kid, old);
       }
-      for (const id of this.imported.keys()) {
-        const kid = id.slice(0, id.lastIndexOf('\0'));
-        if (keys.get(kid) !== this.keys.get(kid)) this.imported.delete(id);
+      for (const kid of this.imported.keys()) {
+        if (keys.get(kid) !== this.keys.get(kid)) this.imported.delete(kid);
       }
       this.keys = keys;
       this.lastSuccessAt = this.now();
@@ -264,14 +273,25 @@ export class KeyStore {
   }
 
   /**
+   * keyFor's answer when it needs no I/O and no import (the usual case, answered without an async
+   * hop); undefined when keyFor must be awaited. Throws what keyFor throws for a kid that does not fit.
+   */
+  cachedKeyFor(kid: string | undefined, alg: string): VerificationKey | undefined {
+    if (!this.usable()) return undefined;
+    const found = this.lookup(kid, alg);
+    this.refreshIfDue();
+    return found ? this.imported.get(found.id)?.get(alg) : undefined;
+  }
+
+  /**
    * The key for a token's header. Cached keys answer at once (a refresh that is due runs in the
    * background); an unknown kid waits for a refetch, at most one per unknownKidRefetchInterval.
    */
-  async keyFor(kid: string | undefined, alg: string): Promise<{ id: string; jwk: JWK; key: CryptoKey }> {
+  async keyFor(kid: string | undefined, alg: string): Promise<VerificationKey> {
     if (this.usable()) {
       const found = this.lookup(kid, alg);
-      if (this.lastSuccessAt !== undefined && this.now() - this.lastSuccessAt > this.opts.refreshIntervalMs) void this.refresh();
-      if (found) return { ...found, key: await this.importKey(found.id, found.jwk, alg) };
+      this.refreshIfDue();
+      if (found) return this.importKey(found.id, found.jwk, alg);
     }
     const since = this.lastAttemptAt === undefined ? Infinity : this.now() - this.lastAttemptAt;
     if (this.inflight) await this.inflight;
@@ -280,13 +300,17 @@ export class KeyStore {
       throw new AuthError('ISSUER_UNAVAILABLE', `signing keys unavailable: ${this.lastError ?? 'not fetched yet'}`);
     }
     const found = this.lookup(kid, alg);
-    if (found) return { ...found, key: await this.importKey(found.id, found.jwk, alg) };
+    if (found) return this.importKey(found.id, found.jwk, alg);
     if (this.lastAttemptFailed)
       throw new AuthError('ISSUER_UNAVAILABLE', `unknown key ${kid ?? '(no kid)'} and the issuer's JWKS is unreachable: ${this.lastError}`);
     throw new AuthError(
       'INVALID_TOKEN',
       kid === undefined ? `token has no kid and no single ${alg} key matches` : `unknown signing key ${JSON.stringify(kid)}`,
     );
+  }
+
+  private refreshIfDue(): void {
+    if (this.lastSuccessAt !== undefined && this.now() - this.lastSuccessAt > this.opts.refreshIntervalMs) void this.refresh();
   }
 
   private lookup(kid: string | undefined, alg: string): { id: string; jwk: JWK } | undefined {
@@ -301,9 +325,8 @@ export class KeyStore {
     return candidates.length === 1 ? { id: candidates[0]![0], jwk: candidates[0]![1] } : undefined;
   }
 
-  private async importKey(id: string, jwk: JWK, alg: string): Promise<CryptoKey> {
-    const cacheId = `${id}\0${alg}`;
-    const hit = this.imported.get(cacheId);
+  private async importKey(id: string, jwk: JWK, alg: string): Promise<VerificationKey> {
+    const hit = this.imported.get(id)?.get(alg);
     if (hit) return hit;
     let key: CryptoKey;
     try {
@@ -311,7 +334,13 @@ export class KeyStore {
     } catch (err) {
       throw new AuthError('INVALID_TOKEN', `key ${JSON.stringify(id)} cannot be used with ${alg}: ${errorMessage(err)}`, undefined, { cause: err });
     }
-    this.imported.set(cacheId, key);
-    return key;
+    // A refresh during the import may have replaced the key under this kid; keep only the current one.
+    const entry: VerificationKey = { id, jwk, key, keyObject: KeyObject.from(key) };
+    if (this.keys.get(id) === jwk) {
+      const byAlg = this.imported.get(id) ?? new Map<string, VerificationKey>();
+      byAlg.set(alg, entry);
+      this.imported.set(id, byAlg);
+    }
+    return entry;
   }
 }

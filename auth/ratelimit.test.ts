@@ -36,5 +36,7 @@ test('source keys: IPv4 as is, IPv4-mapped folded, IPv6 grouped by /64', () => {
   assert.equal(sourceKey('fe80::1%eth0'), 'fe80:0:0:0::/64');
   assert.equal(sourceKey('::1'), '0:0:0:0::/64');
   fc.assert(fc.property(fc.string(), (s) => typeof sourceKey(s) === 'string'));
+  // The dotted-IPv4 shortcut answers what the full path (padded, mapped) answers.
+  fc.assert(fc.property(fc.ipV4(), (a) => sourceKey(a) === a && sourceKey(` ${a} `) === a && sourceKey(`::FFFF:${a}`) === a));
   fc.assert(fc.property(fc.ipV6(), (a) => /::\/64$/.test(sourceKey(a)) || a.startsWith('::ffff:') || /^[\d.]+$/.test(sourceKey(a))));
 });

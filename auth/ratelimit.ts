@@ -42,20 +42,19 @@ export class TokenBuckets {
     const { rate, burst } = this.settings;
     if (rate <= 0) return 0;
     const now = this.now();
-    const b = this.buckets.get(key);
-    let tokens = burst;
+    let b = this.buckets.get(key);
     if (b) {
-      tokens = Math.min(burst, b.tokens + ((now - b.at) / 1000) * rate);
-      this.buckets.delete(key);
+      b.tokens = Math.min(burst, b.tokens + ((now - b.at) / 1000) * rate);
+      b.at = now;
+      this.buckets.delete(key); // re-inserted below: the map's order is the recency order
+    } else {
+      b = { tokens: burst, at: now };
     }
-    if (tokens >= 1) {
-      this.buckets.set(key, { tokens: tokens - 1, at: now });
-      this.evict();
-      return 0;
-    }
-    this.buckets.set(key, { tokens, at: now });
+    const allowed = b.tokens >= 1;
+    if (allowed) b.tokens -= 1;
+    this.buckets.set(key, b);
     this.evict();
-    return (1 - tokens) / rate;
+    return allowed ? 0 : (1 - b.tokens) / rate;
   }
 
   private evict(): void {
@@ -71,11 +70,14 @@ export class TokenBuckets {
   }
 }
 
+const DOTTED_IPV4 = /^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$/;
+
 /**
  * The bucket key for a client address: IPv4-mapped IPv6 folds to IPv4, and IPv6 clients are grouped
  * by /64 (one host usually owns a whole /64 and could otherwise rotate through it).
  */
 export function sourceKey(address: string): string {
+  if (DOTTED_IPV4.test(address)) return address; // what the steps below return for it, without their copies
   const a = address.trim().toLowerCase().replace(/%.*$/, '');
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(a);
   if (mapped) return mapped[1]!;

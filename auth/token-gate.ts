@@ -4,7 +4,7 @@ import { AuthError, type AuthGate, type Identity, type SessionKind } from './gat
 import type { AuthConfig } from './config.js';
 import { checkClaims, requireAnyRole, type ClaimRules } from './claims.js';
 import { KeyStore } from './jwks.js';
-import { JwtVerifier, looksLikeJwt } from './verifier.js';
+import { JwtVerifier, compactJws } from './verifier.js';
 import { Introspector, loadAppKeyFile } from './introspect.js';
 import { TokenBuckets, sourceKey } from './ratelimit.js';
 import type { AuthMetrics } from './metrics.js';
@@ -65,6 +65,8 @@ export class TokenGate implements AuthGate {
   /** Failed admin-API authentications per source address. */
   private readonly adminFailures: TokenBuckets;
   private readonly now: () => number;
+  /** The labelled counter and histogram children per result, looked up once each. */
+  private readonly byResult = new Map<string, { observe: (seconds: number) => void }>();
 
   constructor(private readonly opts: TokenGateOptions) {
     this.config = opts.config;
@@ -128,7 +130,7 @@ export class TokenGate implements AuthGate {
   }
 
   async authorize(token: string, kind: SessionKind, source?: string): Promise<Identity> {
-    const started = process.hrtime.bigint();
+    const started = performance.now();
     let result = 'ok';
     try {
       const anyOf = this.config.policy[kind];
@@ -155,23 +157,40 @@ export class TokenGate implements AuthGate {
       result = 'INVALID_TOKEN';
       throw new AuthError('INVALID_TOKEN', 'token could not be verified');
     } finally {
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      this.opts.metrics?.verifications.inc({ result });
-      this.opts.metrics?.verifyDuration.observe({ result }, seconds);
+      this.resultMetrics(result)?.observe((performance.now() - started) / 1000);
     }
+  }
+
+  private resultMetrics(result: string): { observe: (seconds: number) => void } | undefined {
+    const metrics = this.opts.metrics;
+    if (!metrics) return undefined;
+    let m = this.byResult.get(result);
+    if (!m) {
+      const count = metrics.verifications.labels(result);
+      const duration = metrics.verifyDuration.labels(result);
+      m = {
+        observe: (seconds) => {
+          count.inc();
+          duration.observe(seconds);
+        },
+      };
+      this.byResult.set(result, m);
+    }
+    return m;
   }
 
   /** Verification without policy or rate limits (the CLI's `auth verify`, the admin authorizer's first step). */
   async identify(token: string): Promise<Identity> {
     if (typeof token !== 'string' || token.length === 0) throw new AuthError('INVALID_TOKEN', 'no token');
     const mode = this.config.introspection.mode;
-    if (!looksLikeJwt(token)) {
+    const jws = compactJws(token);
+    if (!jws) {
       if (mode === 'jwt-only' || !this.introspector)
         throw new AuthError('INVALID_TOKEN', 'token is not a JWT (opaque tokens need introspection.mode introspect-opaque)');
       const claims = await this.introspector.introspect(token);
       return checkClaims(claims, claimRules(this.config), this.now() / 1000);
     }
-    const identity = await this.verifier.verify(token);
+    const identity = await this.verifier.verify(jws);
     if (mode === 'introspect-always' && this.introspector) await this.introspector.introspect(token);
     return identity;
   }

@@ -3,8 +3,10 @@
 // checked with node:crypto's synchronous verify on a KeyObject: jose's WebCrypto path costs an async
 // hop per token and measured about 4x slower here (bench/auth: verify_per_s_* vs *_jose). Signature-verified payloads are remembered by the whole
 // token (bounded, dropped at exp or when their key leaves the JWKS); claims are re-checked on every use.
-import { compactVerify, decodeProtectedHeader, type JWK } from 'jose';
-import { verify as cryptoVerify, KeyObject, constants as cryptoConstants } from 'node:crypto';
+// Per token the gate's own work is kept near the signature's (issue 13): one shape check, headers
+// checked once per distinct segment, the key answered without an async hop, no Buffers made per token.
+import { compactVerify, type JWK } from 'jose';
+import { verify as cryptoVerify, type KeyObject, constants as cryptoConstants } from 'node:crypto';
 import { AuthError, type Identity } from './gate.js';
 import { checkClaims, parseClaimsJson, type ClaimRules } from './claims.js';
 import type { KeyStore } from './jwks.js';
@@ -14,8 +16,18 @@ export const MAX_TOKEN_LENGTH = 16 * 1024;
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 const FORBIDDEN_ALGORITHMS = /^(none|HS\d+)$/i;
 
-export function looksLikeJwt(token: string): boolean {
-  return token.length <= MAX_TOKEN_LENGTH && JWT_SHAPE.test(token);
+/** A token of compact JWS shape with the offsets of its two dots; only `compactJws` makes one. */
+export interface CompactJws {
+  readonly token: string;
+  readonly firstDot: number;
+  readonly lastDot: number;
+}
+
+/** The token split at its dots when it has the shape of a compact JWS (checked once per token), else undefined. */
+export function compactJws(token: string): CompactJws | undefined {
+  if (token.length > MAX_TOKEN_LENGTH || !JWT_SHAPE.test(token)) return undefined;
+  const firstDot = token.indexOf('.');
+  return { token, firstDot, lastDot: token.indexOf('.', firstDot + 1) };
 }
 
 type SignatureCheck = (data: Buffer, signature: Buffer, key: KeyObject) => boolean;
@@ -56,6 +68,15 @@ export interface VerifierOptions {
   onCache?: (result: 'hit' | 'miss') => void;
 }
 
+/** The protected-header fields the verifier uses, after its checks. */
+interface JwsHeader {
+  alg: string;
+  kid: string | undefined;
+}
+
+/** Distinct checked headers remembered (there is one per signing key and algorithm). */
+const HEADER_CACHE_MAX = 64;
+
 interface CachedToken {
   claims: Record<string, unknown>;
   kid: string;
@@ -84,9 +105,57 @@ function checkCritical(header: Record<string, unknown>): void {
   }
 }
 
+function checkHeader(segment: string, algorithms: readonly string[]): JwsHeader {
+  let header: unknown;
+  try {
+    // Unpadded base64url never leaves one character over; Buffer would silently drop it.
+    if (segment.length % 4 === 1) throw new Error('bad length');
+    header = JSON.parse(Buffer.from(segment, 'base64url').toString('utf8'));
+  } catch {
+    throw new AuthError('INVALID_TOKEN', 'token header is not valid base64url JSON');
+  }
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) throw new AuthError('INVALID_TOKEN', 'token header is not valid base64url JSON');
+  const { alg, kid } = header as Record<string, unknown>;
+  if (typeof alg !== 'string' || !algorithms.includes(alg) || FORBIDDEN_ALGORITHMS.test(alg)) {
+    throw new AuthError('INVALID_TOKEN', `algorithm ${JSON.stringify(alg ?? null)} is not allowed`);
+  }
+  if (kid !== undefined && typeof kid !== 'string') throw new AuthError('INVALID_TOKEN', 'kid: expected a string');
+  checkCritical(header as Record<string, unknown>);
+  return { alg, kid };
+}
+
+/** Checks the signature with node:crypto and returns the payload's JSON text. */
+/**
+ * Checks the signature with node:crypto and returns the payload's JSON text. The bytes go through
+ * `scratch` (2 × MAX_TOKEN_LENGTH; the check is synchronous) rather than new Buffers per token.
+ */
+function checkSignature(jws: CompactJws, check: SignatureCheck, key: KeyObject, scratch: Buffer): string {
+  const { token, firstDot, lastDot } = jws;
+  const data = scratch.subarray(0, scratch.write(token, 0, lastDot, 'latin1'));
+  const sigEnd = MAX_TOKEN_LENGTH + scratch.write(token.slice(lastDot + 1), MAX_TOKEN_LENGTH, 'base64url');
+  let ok = false;
+  try {
+    ok = check(data, scratch.subarray(MAX_TOKEN_LENGTH, sigEnd), key);
+  } catch {
+    ok = false; // a key of the wrong type for the algorithm, a malformed DER
+  }
+  if (!ok) throw new AuthError('INVALID_TOKEN', 'signature verification failed');
+  return scratch.toString('utf8', 0, scratch.write(token.slice(firstDot + 1, lastDot), 0, 'base64url'));
+}
+
+/** Algorithms without a node:crypto check go through jose (the key was imported for exactly this alg). */
+async function joseSignature(token: string, alg: string, key: CryptoKey): Promise<Uint8Array> {
+  try {
+    return (await compactVerify(token, key, { algorithms: [alg], crit: {} })).payload;
+  } catch {
+    throw new AuthError('INVALID_TOKEN', 'signature verification failed');
+  }
+}
+
 export class JwtVerifier {
   private readonly cache = new Map<string, CachedToken>();
-  private readonly keyObjects = new WeakMap<CryptoKey, KeyObject>();
+  private readonly headers = new Map<string, JwsHeader>();
+  private readonly scratch = Buffer.allocUnsafe(2 * MAX_TOKEN_LENGTH);
   private readonly now: () => number;
 
   constructor(private opts: VerifierOptions) {
@@ -105,63 +174,44 @@ export class JwtVerifier {
     return this.opts.keys;
   }
 
-  async verify(token: string): Promise<Identity> {
+  /** Verifies a token (a string, or one `compactJws` already split) into an identity; throws AuthError. */
+  async verify(token: string | CompactJws): Promise<Identity> {
+    const text = typeof token === 'string' ? token : token.token;
     const nowSeconds = this.now() / 1000;
-    const hit = this.opts.tokenCacheMax > 0 ? this.cache.get(token) : undefined;
-    if (hit) {
-      if (hit.exp > nowSeconds - this.opts.rules.clockSkewSeconds && this.opts.keys.currentKey(hit.kid) === hit.jwk) {
-        this.opts.onCache?.('hit');
-        return checkClaims(hit.claims, this.opts.rules, nowSeconds);
+    if (this.opts.tokenCacheMax > 0) {
+      const hit = this.cache.get(text);
+      if (hit) {
+        if (hit.exp > nowSeconds - this.opts.rules.clockSkewSeconds && this.opts.keys.currentKey(hit.kid) === hit.jwk) {
+          this.opts.onCache?.('hit');
+          return checkClaims(hit.claims, this.opts.rules, nowSeconds);
+        }
+        this.cache.delete(text);
       }
-      this.cache.delete(token);
+      this.opts.onCache?.('miss');
     }
-    this.opts.onCache?.('miss');
-    if (!looksLikeJwt(token)) throw new AuthError('INVALID_TOKEN', 'token is not a compact JWS');
-    let header: ReturnType<typeof decodeProtectedHeader>;
-    try {
-      header = decodeProtectedHeader(token);
-    } catch {
-      throw new AuthError('INVALID_TOKEN', 'token header is not valid base64url JSON');
-    }
-    const alg = header.alg;
-    if (typeof alg !== 'string' || !this.opts.algorithms.includes(alg) || FORBIDDEN_ALGORITHMS.test(alg)) {
-      throw new AuthError('INVALID_TOKEN', `algorithm ${JSON.stringify(alg ?? null)} is not allowed`);
-    }
-    if (header.kid !== undefined && typeof header.kid !== 'string') throw new AuthError('INVALID_TOKEN', 'kid: expected a string');
-    checkCritical(header);
-    const { id, jwk, key } = await this.opts.keys.keyFor(header.kid, alg);
-    const payload = await this.verifySignature(token, alg, key);
+    const jws = typeof token === 'string' ? compactJws(token) : token;
+    if (!jws) throw new AuthError('INVALID_TOKEN', 'token is not a compact JWS');
+    const { alg, kid } = this.header(text.slice(0, jws.firstDot));
+    const key = this.opts.keys.cachedKeyFor(kid, alg) ?? (await this.opts.keys.keyFor(kid, alg));
+    const check = SIGNATURE_CHECKS[alg];
+    const payload = check ? checkSignature(jws, check, key.keyObject, this.scratch) : await joseSignature(text, alg, key.key);
     const claims = parseClaimsJson(payload);
-    const identity = checkClaims(claims, this.opts.rules, this.now() / 1000);
-    this.remember(token, { claims, kid: id, jwk, exp: identity.expiresAt });
+    const identity = checkClaims(claims, this.opts.rules, nowSeconds);
+    this.remember(text, { claims, kid: key.id, jwk: key.jwk, exp: identity.expiresAt });
     return identity;
   }
 
-  /** Checks the signature and returns the payload bytes; the key was imported for exactly this alg. */
-  private async verifySignature(token: string, alg: string, key: CryptoKey): Promise<Uint8Array> {
-    const check = SIGNATURE_CHECKS[alg];
-    if (!check) {
-      try {
-        return (await compactVerify(token, key, { algorithms: [alg], crit: {} })).payload;
-      } catch {
-        throw new AuthError('INVALID_TOKEN', 'signature verification failed');
-      }
+  /** The checked header of a header segment; the checks depend on nothing but the segment and the algorithm list. */
+  private header(segment: string): JwsHeader {
+    const known = this.headers.get(segment);
+    if (known) return known;
+    const checked = checkHeader(segment, this.opts.algorithms);
+    if (this.headers.size >= HEADER_CACHE_MAX) {
+      const oldest = this.headers.keys().next().value;
+      if (oldest !== undefined) this.headers.delete(oldest);
     }
-    let keyObject = this.keyObjects.get(key);
-    if (!keyObject) {
-      keyObject = KeyObject.from(key);
-      this.keyObjects.set(key, keyObject);
-    }
-    const firstDot = token.indexOf('.');
-    const lastDot = token.lastIndexOf('.');
-    let ok = false;
-    try {
-      ok = check(Buffer.from(token.slice(0, lastDot), 'latin1'), Buffer.from(token.slice(lastDot + 1), 'base64url'), keyObject);
-    } catch {
-      ok = false; // a key of the wrong type for the algorithm, a malformed DER
-    }
-    if (!ok) throw new AuthError('INVALID_TOKEN', 'signature verification failed');
-    return Buffer.from(token.slice(firstDot + 1, lastDot), 'base64url');
+    this.headers.set(segment, checked);
+    return checked;
   }
 
   private remember(token: string, entry: CachedToken): void {
