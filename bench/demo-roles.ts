@@ -190,9 +190,8 @@ async function runRegister(url: string, token: string, n: number, conc: number, 
   // Polls the other PoP's peer list back to back: when each key is first on its device.
   const watch = async (): Promise<void> => {
     if (!watchUrl) return;
-    let doneAt = 0;
-    while (registering || ([...created.keys()].some((k) => !seen.has(k)) && now() - doneAt < 15_000)) {
-      if (!registering && doneAt === 0) doneAt = now();
+    let doneAt: number | undefined;
+    while (registering || ([...created.keys()].some((k) => !seen.has(k)) && now() - (doneAt ??= now()) < 15_000)) {
       const r = await fetch(watchUrl, { headers: { authorization: `Bearer ${adminToken}` } }).catch(() => undefined);
       const t = now();
       const peers = r?.ok ? ((await r.json()) as { peers: Array<{ publicKey: string; onDevice: boolean }> }).peers : [];

@@ -35,7 +35,6 @@ import {
   waitHealthy,
   ADMIN_PORT,
   ADMIN_TOKEN,
-  PROJECT,
 } from '../tunnel/wireguard/testing.js';
 import { startConnect, stopConnect } from '../tunnel/masque/testing.js';
 import { generateSelfSigned, writeTlsMaterial } from '../tunnel/quic/index.js';
@@ -68,9 +67,10 @@ interface Files {
 }
 
 /** What every PoP of the bench runs: admin (also the registration API), auth, WireGuard on `pool`. */
-function tunnelYaml(o: { stateDir: string; issuer: string; wgIf: string; pool: string; wgKeyFile?: string }): string {
+function tunnelYaml(o: { name: string; stateDir: string; issuer: string; wgIf: string; pool: string; wgKeyFile?: string }): string {
   const gw = o.pool.replace(/\.0\/16$/, '.1/16');
   return `agent:
+  name: ${o.name}
   stateDir: ${o.stateDir}
 admin:
   listen: 0.0.0.0:${ADMIN_PORT}
@@ -94,7 +94,7 @@ ${o.wgKeyFile ? `        privateKeyFile: ${o.wgKeyFile}\n` : ''}        address:
 /** A fleet PoP: the above on the shared registry, plus health/BGP and MASQUE with the fleet key. */
 function fleetPopYaml(p: TwoPopsPop, o: Files & { stateDir: string; wgIf: string; db: PostgresHost }): string {
   const n = p.as - 65000;
-  return `${tunnelYaml({ stateDir: o.stateDir, issuer: o.issuer, wgIf: o.wgIf, pool: '10.77.0.0/16', wgKeyFile: o.wgKeyFile })}  masque:
+  return `${tunnelYaml({ name: `pop-${p.name.toLowerCase()}`, stateDir: o.stateDir, issuer: o.issuer, wgIf: o.wgIf, pool: '10.77.0.0/16', wgKeyFile: o.wgKeyFile })}  masque:
     enabled: true
     listen: 0.0.0.0:443
     serverId: ${n}
@@ -167,7 +167,13 @@ async function failoverReps(rb: RouterBird, a: Pop, s: Streams): Promise<Record<
     await sleep(1500 + Math.random() * 200);
     const tFail = now();
     rmSync(a.healthFile, { force: true });
-    const gone = await waitForRoute(rb.control, prefix, (v) => !v.protocols.includes('pop_a'), 15_000, 5);
+    const down = await waitFor(
+      'PoP A to report down',
+      async () => ((await httpIn(a.ns, 'GET', `${a.adminUrl}/healthz`)).json?.state === 'down' ? now() - tFail : undefined),
+      30_000,
+      20,
+    );
+    const gone = await waitForRoute(rb.control, prefix, (v) => !v.protocols.includes('pop_a'), 30_000, 5);
     if (!gone.ok) throw new Error(`the router kept A's route: ${JSON.stringify(gone.view)}`);
     await allOn(s, 'B', tFail, 40_000, 'failover');
     const out: Record<string, Outage> = {};
@@ -176,7 +182,7 @@ async function failoverReps(rb: RouterBird, a: Pop, s: Streams): Promise<Record<
       gaps[name].push(out[name]!.ms);
     }
     log(
-      `failover ${i + 1}/${REPS}: route gone ${Math.round(now() - tFail)} ms; gaps anycast ${Math.round(out.anycast!.ms)} ms, wireguard ${Math.round(out.wireguard!.ms)} ms, masque ${Math.round(out.masque!.ms)} ms`,
+      `failover ${i + 1}/${REPS}: A down after ${Math.round(down)} ms, route gone after ${Math.round(gone.ms + down)} ms; gaps anycast ${Math.round(out.anycast!.ms)} ms, wireguard ${Math.round(out.wireguard!.ms)} ms, masque ${Math.round(out.masque!.ms)} ms`,
     );
     tRestore = now();
     writeFileSync(a.healthFile, '');
@@ -259,7 +265,7 @@ async function bench(topo: Topology, work: string): Promise<void> {
       await waitHealthy(p.ns, p.adminUrl, p.agent, 60_000);
     }),
   );
-  sqlite.agent = await startAgent(tunnelYaml({ stateDir: join(work, 'pop-s'), issuer, wgIf: uniqueName('w'), pool: '10.78.0.0/16' }), {
+  sqlite.agent = await startAgent(tunnelYaml({ name: 'pop-s', stateDir: join(work, 'pop-s'), issuer, wgIf: uniqueName('w'), pool: '10.78.0.0/16' }), {
     netns: popS.name,
     env: { CBR_LOG_LEVEL: 'info' },
     wrap: PRIVATE_WIREGUARD_RUN,
