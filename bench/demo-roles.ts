@@ -190,8 +190,10 @@ async function runRegister(url: string, token: string, n: number, conc: number, 
   // Polls the other PoP's peer list back to back: when each key is first on its device.
   const watch = async (): Promise<void> => {
     if (!watchUrl) return;
-    let doneAt: number | undefined;
-    while (registering || ([...created.keys()].some((k) => !seen.has(k)) && now() - (doneAt ??= now()) < 15_000)) {
+    // after the last 201, up to 15 s more for the keys not seen yet
+    let deadline = Number.POSITIVE_INFINITY;
+    while (now() < deadline && (registering || [...created.keys()].some((k) => !seen.has(k)))) {
+      if (!registering && deadline === Number.POSITIVE_INFINITY) deadline = now() + 15_000;
       const r = await fetch(watchUrl, { headers: { authorization: `Bearer ${adminToken}` } }).catch(() => undefined);
       const t = now();
       const peers = r?.ok ? ((await r.json()) as { peers: Array<{ publicKey: string; onDevice: boolean }> }).peers : [];
