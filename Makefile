@@ -93,6 +93,11 @@ bench-udp-io: build
 bench-failover: build
 	@node dist/bench/failover.js
 
+# The fleet on PostgreSQL: peer propagation, registrations/s vs SQLite, failover and restart gaps (QUICK=1: short).
+.PHONY: bench-fleet
+bench-fleet: build
+	@QUICK=$(QUICK) node dist/bench/fleet.js
+
 # WireGuard: registrations/s end to end, TCP through the agent-managed interface vs hand-configured wireguard-go (QUICK=1: short).
 .PHONY: bench-wireguard
 bench-wireguard: build

@@ -9,11 +9,16 @@
 //                                default 2) and prints a JSON line
 //                                each time the answering tag changes (when, sequence numbers, probes lost), and
 //                                {"silent": ms} once answers have stopped for a second
+//   register URL TOKEN N CONC [WATCH_URL ADMIN_TOKEN]
+//                                POSTs N fresh WireGuard keys to URL (CONC in flight) and prints one JSON line
+//                                (ok, failed, distinct addresses, seconds); with WATCH_URL (another PoP's
+//                                admin peer list) also each key's time from its 201 to onDevice there
 //
 // Each prints "ready" once listening; echo and probe stop when stdin closes, so none outlives the demo.
 import { createServer } from 'node:http';
 import { createSocket } from 'node:dgram';
 import { createInterface } from 'node:readline';
+import { randomBytes } from 'node:crypto';
 
 const now = () => performance.timeOrigin + performance.now();
 
@@ -152,11 +157,70 @@ function runProbe(host: string, port: number, rate: number, tickMs: number): voi
   });
 }
 
-const [role, a, b, c, d] = process.argv.slice(2);
+async function runRegister(url: string, token: string, n: number, conc: number, watchUrl?: string, adminToken?: string): Promise<void> {
+  const keys = Array.from({ length: n }, () => randomBytes(32).toString('base64'));
+  const created = new Map<string, number>();
+  const seen = new Map<string, number>();
+  const addrs = new Set<string>();
+  let next = 0;
+  let failed = 0;
+  let lastError = '';
+  process.stdout.write('ready\n');
+  const t0 = performance.now();
+  const worker = async (): Promise<void> => {
+    while (next < keys.length) {
+      const k = keys[next++]!;
+      const r = await fetch(url, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ publicKey: k }),
+      });
+      const t = now();
+      const j = (await r.json().catch(() => ({}))) as { addresses?: { ipv4?: string } };
+      if (r.status === 201) {
+        created.set(k, t);
+        addrs.add(j.addresses?.ipv4 ?? '');
+      } else {
+        failed++;
+        lastError = `${r.status} ${JSON.stringify(j)}`;
+      }
+    }
+  };
+  let registering = true;
+  // Polls the other PoP's peer list back to back: when each key is first on its device.
+  const watch = async (): Promise<void> => {
+    if (!watchUrl) return;
+    // after the last 201, up to 15 s more for the keys not seen yet
+    let deadline = Number.POSITIVE_INFINITY;
+    while (now() < deadline && (registering || [...created.keys()].some((k) => !seen.has(k)))) {
+      if (!registering && deadline === Number.POSITIVE_INFINITY) deadline = now() + 15_000;
+      const r = await fetch(watchUrl, { headers: { authorization: `Bearer ${adminToken}` } }).catch(() => undefined);
+      const t = now();
+      const peers = r?.ok ? ((await r.json()) as { peers: Array<{ publicKey: string; onDevice: boolean }> }).peers : [];
+      for (const p of peers) if (p.onDevice && !seen.has(p.publicKey)) seen.set(p.publicKey, t);
+      await new Promise((res) => setTimeout(res, 2));
+    }
+  };
+  const watching = watch();
+  await Promise.all(Array.from({ length: conc }, worker));
+  const seconds = (performance.now() - t0) / 1000;
+  registering = false;
+  await watching;
+  // null: never seen there; 0 when the other PoP had it before the 201 reached the client
+  const propagationMs = watchUrl ? [...created].map(([k, t]) => (seen.has(k) ? Math.max(0, seen.get(k)! - t) : null)) : undefined;
+  const unseen = [...created.keys()].filter((k) => watchUrl && !seen.has(k));
+  process.stdout.write(`${JSON.stringify({ ok: created.size, failed, lastError, distinct: addrs.size, seconds, propagationMs, unseen })}\n`);
+  process.exit(0);
+}
+
+const [role, a, b, c, d, e, f] = process.argv.slice(2);
 if (role === 'origin') runOrigin(Number(a), Number(b), (c ?? '0.0.0.0').split(','));
 else if (role === 'echo') runEcho(a!, Number(b), c ?? '?');
 else if (role === 'probe') runProbe(a!, Number(b), Number(c ?? 100), Number(d ?? 2));
+else if (role === 'register') void runRegister(a!, b!, Number(c), Number(d ?? 1), e, f);
 else {
-  process.stderr.write('usage: demo-roles origin HTTP_PORT ECHO_PORT ADDR[,ADDR] | echo ADDRESS PORT TAG | probe HOST PORT RATE [TICK_MS]\n');
+  process.stderr.write(
+    'usage: demo-roles origin HTTP_PORT ECHO_PORT ADDR[,ADDR] | echo ADDRESS PORT TAG | probe HOST PORT RATE [TICK_MS] | register URL TOKEN N CONC [WATCH_URL ADMIN_TOKEN]\n',
+  );
   process.exit(2);
 }

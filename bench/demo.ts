@@ -31,7 +31,7 @@ import { uapiSocketPath } from '../tunnel/wireguard/uapi-client.js';
 import { encodeCid } from '../xdp/index.js';
 import { generateSelfSigned, writeTlsMaterial } from '../tunnel/quic/index.js';
 import { quicLong, quicShort } from '../xdp/testing.js';
-import { clientTunnelFromWgQuick, startIssuerIn, httpIn, tokenFor, PROJECT, ISSUER_PORT } from '../tunnel/wireguard/testing.js';
+import { clientTunnelFromWgQuick, vpnClientConnectArgs, startIssuerIn, httpIn, tokenFor, PROJECT, ISSUER_PORT } from '../tunnel/wireguard/testing.js';
 import { ANYCAST, FAST_CHECK, buildTwoPops, popYamlBase, type TwoPopsPop } from './two-pops.js';
 import { Probe, startRole } from './probe.js';
 
@@ -619,18 +619,7 @@ async function connectMasque(net: Net, svc: Services): Promise<MasqueClient> {
       'pop.demo',
       '--ca',
       svc.certFile,
-      '--issuer',
-      svc.issuer,
-      '--client-id',
-      'vpn-client',
-      '--client-secret-file',
-      secretFile,
-      '--project-id',
-      PROJECT,
-      '--mode',
-      'ip',
-      '--tun',
-      uniqueName('m'),
+      ...vpnClientConnectArgs(svc.issuer, secretFile, uniqueName('m')),
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );

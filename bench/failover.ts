@@ -19,7 +19,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { withTopology } from '../testhosts/index.js';
-import { writeBenchResult } from './results.js';
+import { percentile, writeBenchResult } from './results.js';
 import { startAgent, freePort, type AgentProcess } from '../dataplane/testing.js';
 import { waitForRoute, type RouterBird } from '../bgp/testing.js';
 import { ANYCAST, FAST_CHECK, buildTwoPops, popYamlBase, type CheckTiming, type TwoPopsPop } from './two-pops.js';
@@ -46,13 +46,6 @@ async function startPop(p: Pop, check: CheckTiming): Promise<void> {
   writeFileSync(p.healthFile, '');
   p.agent = await startAgent(popYaml(p, check), { netns: p.ns.name, env: { CBR_LOG_LEVEL: 'info' } });
   p.echo ??= await startRole(p.ns, ['echo', ANYCAST, String(PORT), p.name]);
-}
-
-function percentile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  const i = Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1));
-  return s[i]!;
 }
 
 async function measure(

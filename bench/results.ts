@@ -26,3 +26,11 @@ export function writeBenchResult(scenario: string, results: Record<string, Bench
   writeFileSync(path, `${JSON.stringify(doc, null, 2)}\n`);
   return path;
 }
+
+/** The nearest-rank percentile (q in 0..1) of `xs`; NaN when empty. */
+export function percentile(xs: number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const i = Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1));
+  return s[i]!;
+}

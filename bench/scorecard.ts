@@ -57,6 +57,14 @@ export const SCORECARD: ScoreRow[] = [
   { scenario: 'failover', metric: 'withdraw_ms_p99', goal: { kind: 'info' } },
   { scenario: 'failover', metric: 'loss_window_ms_p50', baseline: 'baseline_loss_window_ms_p50', goal: { kind: 'atMost', n: 2000 } },
   { scenario: 'failover', metric: 'loss_window_ms_p99', goal: { kind: 'info' } },
+  // issue 11: the fleet on one PostgreSQL registry; stock WireGuard clients and cbr connect across PoPs
+  { scenario: 'fleet', metric: 'peer_propagation_ms_p50', goal: { kind: 'info' } },
+  { scenario: 'fleet', metric: 'peer_propagation_ms_p99', goal: { kind: 'atMost', n: 1000 } },
+  { scenario: 'fleet', metric: 'registrations_per_s_postgres', baseline: 'registrations_per_s_sqlite', goal: { kind: 'ratioAtLeast', n: 0.5 } },
+  { scenario: 'fleet', metric: 'masque_failover_gap_ms_p50', baseline: 'anycast_failover_gap_ms_p50', goal: { kind: 'atMost', n: 1500 } },
+  { scenario: 'fleet', metric: 'wireguard_failover_gap_ms_p50', baseline: 'anycast_failover_gap_ms_p50', goal: { kind: 'atMost', n: 1500 } },
+  { scenario: 'fleet', metric: 'anycast_failover_gap_ms_p50', goal: { kind: 'info' } },
+  { scenario: 'fleet', metric: 'wireguard_restart_gap_ms_p50', goal: { kind: 'atMost', n: 2000 } },
 ];
 
 export function describeGoal(row: ScoreRow): string {

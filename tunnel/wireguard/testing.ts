@@ -172,6 +172,24 @@ export async function startIssuerIn(_topo: Topology, ns: Namespace, listen: stri
   });
 }
 
+/** The auth section for the dev issuer startIssuerIn runs, rate limits off (tests and benches register in bursts). */
+export function authYaml(issuer: string): string {
+  return `auth:
+  enabled: true
+  issuer: ${issuer}
+  allowInsecureIssuer: true  # the dev issuer serves http:// inside the test namespaces
+  audience: ["${PROJECT}"]
+  rateLimit:
+    perSubject: { rate: 0 }
+    perSource: { rate: 0 }
+`;
+}
+
+/** `cbr connect` arguments for the dev issuer's vpn-client (client_credentials), IP mode on TUN `tun`. */
+export function vpnClientConnectArgs(issuer: string, secretFile: string, tun: string): string[] {
+  return ['--issuer', issuer, '--client-id', 'vpn-client', '--client-secret-file', secretFile, '--project-id', PROJECT, '--mode', 'ip', '--tun', tun];
+}
+
 export function agentYaml(o: {
   stateDir: string;
   issuer: string;
@@ -189,15 +207,7 @@ agent:
 admin:
   listen: ${o.admin}
   apiToken: ${ADMIN_TOKEN}
-${o.client ? `clientApi:\n  enabled: true\n  listen: ${o.client.listen}\n  certFile: ${o.client.certFile}\n  keyFile: ${o.client.keyFile}\n` : ''}auth:
-  enabled: true
-  issuer: ${o.issuer}
-  allowInsecureIssuer: true  # the dev issuer serves http:// inside the test namespaces
-  audience: ["${PROJECT}"]
-  rateLimit:
-    perSubject: { rate: 0 }
-    perSource: { rate: 0 }
-tunnel:
+${o.client ? `clientApi:\n  enabled: true\n  listen: ${o.client.listen}\n  certFile: ${o.client.certFile}\n  keyFile: ${o.client.keyFile}\n` : ''}${authYaml(o.issuer)}tunnel:
   egress:
     # the test origin sits in a private range
     allow: [192.168.60.0/24, "fd60::/64"]
