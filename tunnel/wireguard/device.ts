@@ -222,6 +222,44 @@ export class WireguardDevice {
     });
   }
 
+  /**
+   * Initiates again to taken-over peers that still have no handshake since `sinceMs`: the first
+   * initiation may have gone out while the client's route still pointed at the PoP that left (its
+   * answer went there), and wireguard-go sends no new initiation within its 5 s rekey timeout.
+   * Removing and re-adding the peer in one UAPI set starts a fresh handshake at once. Resolves with
+   * how many peers it restarted.
+   */
+  reinitiate(peers: Array<{ publicKey: string; endpoint: string }>, sinceMs: number): Promise<number> {
+    if (peers.length === 0) return Promise.resolve(0);
+    return this.enqueue(async () => {
+      if (!this.control || !this.configured || this.stopped) return [];
+      const state = await this.control.get();
+      const live = new Map((await this.opts.livePeers()).map((p) => [p.publicKey, p]));
+      const stale = peers.filter((p) => {
+        const now = state.peers.find((d) => d.publicKey === p.publicKey);
+        return now !== undefined && live.has(p.publicKey) && now.lastHandshakeTimeSec * 1000 < sinceMs;
+      });
+      if (stale.length === 0) return [];
+      await this.control.set({
+        peers: stale.flatMap((p) => [
+          { publicKey: p.publicKey, remove: true },
+          {
+            publicKey: p.publicKey,
+            replaceAllowedIps: true,
+            allowedIps: live.get(p.publicKey)!.allowedIps,
+            endpoint: p.endpoint,
+            persistentKeepaliveInterval: 1,
+          },
+        ]),
+      });
+      return stale.map((p) => p.publicKey);
+    }).then((keys) => {
+      this.scheduleKickEnd(keys);
+      if (keys.length) this.opts.onInitiate?.(keys.length, 'takeover');
+      return keys.length;
+    });
+  }
+
   /** Polls the control channel until it answers (wireguard-go opens its socket just after it starts). */
   private async waitForControl(timeoutMs = 5_000): Promise<void> {
     const until = Date.now() + timeoutMs;

@@ -15,8 +15,12 @@ export const TAKEOVER_POLL_MS = 500;
 /** A PoP whose last report is older than this is gone (it reports every second). */
 export const POP_SILENT_MS = 3_000;
 
+/** After a takeover, peers without a handshake are restarted at these delays (their first answer may have gone to the old PoP). */
+export const REINITIATE_AFTER_MS = [1_000, 2_500];
+
 export class Takeover {
   private task?: Periodic;
+  private readonly timers = new Set<NodeJS.Timeout>();
   /** PoPs already taken over (until they serve again). */
   private readonly taken = new Set<string>();
 
@@ -41,6 +45,8 @@ export class Takeover {
 
   async stop(): Promise<void> {
     await this.task?.stop();
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
   }
 
   async pollOnce(): Promise<void> {
@@ -56,8 +62,22 @@ export class Takeover {
     for (const i of this.interfaces.values()) {
       const records = (await this.registry.primary.endpoints(i.config.name)).filter((r) => fresh.includes(r.pop) && now - r.at <= ACTIVE_PEER_MS);
       if (records.length === 0) continue;
-      await i.device.initiate(records.map((r) => ({ publicKey: r.publicKey, endpoint: r.endpoint })));
+      const peers = records.map((r) => ({ publicKey: r.publicKey, endpoint: r.endpoint }));
+      await i.device.initiate(peers);
       this.log.info({ interface: i.config.name, from: fresh, peers: records.length }, "took over a gone PoP's clients: initiating handshakes");
+      for (const delay of REINITIATE_AFTER_MS) {
+        const t = setTimeout(() => {
+          this.timers.delete(t);
+          i.device
+            .reinitiate(peers, now)
+            .then(
+              (n) => n && this.log.info({ interface: i.config.name, peers: n, afterMs: delay }, 'no handshake yet with taken-over clients: initiating again'),
+            )
+            .catch((err) => this.log.debug({ err: errorMessage(err) }, 'initiating again failed'));
+        }, delay);
+        t.unref();
+        this.timers.add(t);
+      }
     }
     for (const n of fresh) this.taken.add(n);
   }
