@@ -195,8 +195,10 @@ async function failoverReps(rb: RouterBird, a: Pop, s: Streams): Promise<Record<
 async function restartReps(a: Pop, wgIf: string, wg: Probe): Promise<number[]> {
   const gaps: number[] = [];
   for (let i = 0; i < REPS; i++) {
-    // endpoints are recorded every 2 s; the re-initiation keepalive runs 5 s after a restart
-    await sleep(i === 0 ? 3000 : 6000);
+    // endpoints are recorded every 2 s; the re-initiation keepalive runs 5 s after a restart; and the
+    // supervisor doubles its restart delay for a child that ran less than 10 s (stableAfterMs), so
+    // kills closer together than that would measure the crash-loop backoff, not one restart.
+    await sleep(i === 0 ? 3000 : 11_000);
     const status = await httpIn(a.ns, 'GET', `${a.adminUrl}/v1/status`, { token: ADMIN_TOKEN });
     const child = (status.json?.children as Array<{ name: string; pid?: number }> | undefined)?.find((c) => c.name === `wireguard-go:${wgIf}`);
     if (!child?.pid) throw new Error(`no wireguard-go on PoP A: ${status.text}`);
