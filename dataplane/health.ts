@@ -44,7 +44,7 @@ interface CheckEntry {
   running: boolean;
 }
 
-export class HealthModel extends EventEmitter<{ change: [HealthState, HealthState]; check: [HealthCheckStatus] }> {
+export class HealthModel extends EventEmitter<{ change: [HealthState, HealthState]; check: [HealthCheckStatus]; draining: [boolean] }> {
   private readonly checks = new Map<string, CheckEntry>();
   private draining = false;
   private current: HealthState = 'up';
@@ -122,6 +122,8 @@ export class HealthModel extends EventEmitter<{ change: [HealthState, HealthStat
     if (this.draining === draining) return;
     this.draining = draining;
     this.log.info({ draining }, draining ? 'entering drain' : 'leaving drain');
+    // Its own event: a PoP that is down stays down when it drains, so 'change' may not fire.
+    this.emit('draining', draining);
     this.recompute();
   }
 

@@ -265,7 +265,7 @@ export class MasqueSubsystem implements Subsystem {
     });
     // A drain (cbr bgp drain, POST /v1/drain, SIGTERM) moves clients before the route is withdrawn:
     // GOAWAY on every connection; leaving the drain accepts new requests again.
-    this.ctx.health.on('change', this.onHealthChange);
+    this.ctx.health.on('draining', this.onHealthChange);
     this.onHealthChange();
     this.log.info(
       { listen: `${this.server.address.host}:${this.server.address.port}`, connectIp: !!this.gateway, fleetKeys: fleetKeys.shared ? fleetKeys.size : 'local' },
@@ -315,7 +315,7 @@ export class MasqueSubsystem implements Subsystem {
   };
 
   async stop(): Promise<void> {
-    this.ctx.health.off('change', this.onHealthChange);
+    this.ctx.health.off('draining', this.onHealthChange);
     await this.server?.close();
     await this.egress?.remove();
     this.egress = undefined;
