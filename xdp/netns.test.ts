@@ -12,7 +12,7 @@ import { withTopology, waitFor, type Namespace } from '../testhosts/index.js';
 import { startAgent, runCli, freePort, type AgentProcess } from '../dataplane/testing.js';
 import { detachXdp, pinDirFor } from './loader.js';
 import { encodeCid } from './cid.js';
-import { quicShort, quicLong, mountTestBpffs } from './testing.js';
+import { quicShort, quicLong, mountTestBpffs, linkForXdp } from './testing.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const UDPSEND = join(HERE, 'udpsend.js');
@@ -164,8 +164,7 @@ test('netns: the load balancer spreads flows over backends and keeps a QUIC conn
     await withTopology(async (t) => {
       const router = await t.namespace('xrtr');
       const pop = await t.namespace('xlb');
-      const [rEnd, pEnd] = await t.link(router, pop, { aAddr: '10.80.0.1/24', bAddr: '10.80.0.2/24' });
-      await router.exec(['ip', 'link', 'set', 'dev', rEnd.ifname, 'xdpdrv', 'obj', BARE, 'sec', 'xdp']);
+      const [rEnd, pEnd] = await linkForXdp(t, router, pop, { aAddr: '10.80.0.1/24', bAddr: '10.80.0.2/24' });
       await router.sysctl('net.ipv4.ip_forward', '1');
       await router.exec(['ip', 'route', 'add', '10.99.0.10/32', 'via', '10.80.0.2']);
       const backends: Array<{ ns: Namespace; ifname: string; addr: string }> = [];

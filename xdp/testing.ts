@@ -2,11 +2,12 @@
 // headers, fragments, TCP/UDP/ICMP, QUIC headers) and load the pipeline into a throwaway pin
 // directory that is always removed afterwards.
 import { xdpConfigSchema, type XdpConfig } from './config.js';
-import { XdpPipeline, pinDirFor, detachXdp } from './loader.js';
+import { XdpPipeline, pinDirFor, detachXdp, DEFAULT_OBJECT_DIR } from './loader.js';
+import { join } from 'node:path';
 import { writeConfigMap, syncLists, syncServices, syncLb, mapSizesFor } from './control.js';
 import { parseAddress } from '../dataplane/index.js';
 import { mkdirSync, rmdirSync } from 'node:fs';
-import { run } from '../testhosts/index.js';
+import { run, type Namespace, type Topology, type VethEnd } from '../testhosts/index.js';
 
 export const XDP_ABORTED = 0;
 export const XDP_DROP = 1;
@@ -207,4 +208,19 @@ export async function mountTestBpffs(): Promise<{ root: string; remove: () => Pr
       }
     },
   };
+}
+
+/** A bare XDP_PASS program: put on the peer of a veth that runs native XDP (veth NAPI needs one on the sender). */
+export const BARE_XDP_OBJECT = join(DEFAULT_OBJECT_DIR, 'bare.bpf.o');
+
+/** Links `sender` to `pop` and puts the bare XDP program on the sender's end, so native XDP on `pop`'s end receives. */
+export async function linkForXdp(
+  t: Topology,
+  sender: Namespace,
+  pop: Namespace,
+  addrs: { aAddr?: string | string[]; bAddr?: string | string[] },
+): Promise<[VethEnd, VethEnd]> {
+  const ends = await t.link(sender, pop, addrs);
+  await sender.exec(['ip', 'link', 'set', 'dev', ends[0].ifname, 'xdpdrv', 'obj', BARE_XDP_OBJECT, 'sec', 'xdp']);
+  return ends;
 }

@@ -118,8 +118,8 @@ function trickle(ns: Namespace, port: number) {
   return ns.spawn([process.execPath, '-e', src]);
 }
 
-/** Route A → B under load; resolves with ms from the route change to the session open at B, or undefined within waitMs. */
-async function failover(f: Fleet, waitMs: number): Promise<{ gapMs: number | undefined; output: string }> {
+/** `cbr connect --mode udp` to the anycast address while it routes to A, with a 50/s stream into it. */
+async function connectAtA(f: Fleet, localPort: number) {
   const token = await f.mint('alice');
   await f.routeTo(0);
   const c = startConnect({ client: f.client, popAddr: ANYCAST, port: 4433, caFile: f.caFile }, [
@@ -128,26 +128,32 @@ async function failover(f: Fleet, waitMs: number): Promise<{ gapMs: number | und
     '--target',
     '10.63.0.1:9',
     '--listen',
-    '127.0.0.1:17100',
+    `127.0.0.1:${localPort}`,
     '--token',
     token,
   ]);
-  const load = trickle(f.client, 17100);
+  const load = trickle(f.client, localPort);
+  await c.waitFor(/session open: connect-udp/);
+  return { c, load };
+}
+
+/** ms from t0 until cbr connect's output after `before` shows a new session, or undefined within waitMs. */
+async function reopenedAfter(output: () => string, before: number, t0: number, waitMs: number): Promise<number | undefined> {
+  for (const deadline = Date.now() + waitMs; Date.now() < deadline; await new Promise((r) => setTimeout(r, 10))) {
+    if (/session open: connect-udp/.test(output().slice(before))) return Date.now() - t0;
+  }
+  return undefined;
+}
+
+/** Route A → B under load; resolves with ms from the route change to the session open at B, or undefined within waitMs. */
+async function failover(f: Fleet, waitMs: number): Promise<{ gapMs: number | undefined; output: string }> {
+  const { c, load } = await connectAtA(f, 17100);
   try {
-    await c.waitFor(/session open: connect-udp/);
     await new Promise((r) => setTimeout(r, 500)); // established and confirmed at A, datagrams flowing
     const before = c.output().length;
     const t0 = Date.now();
     await f.routeTo(1);
-    let gapMs: number | undefined;
-    const deadline = Date.now() + waitMs;
-    while (Date.now() < deadline) {
-      if (/session open: connect-udp/.test(c.output().slice(before))) {
-        gapMs = Date.now() - t0;
-        break;
-      }
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    const gapMs = await reopenedAfter(c.output, before, t0, waitMs);
     return { gapMs, output: c.output() };
   } finally {
     load.kill('SIGKILL');
@@ -205,21 +211,8 @@ test('a draining PoP sends GOAWAY: cbr connect moves at once, to where the route
   const key = randomBytes(32).toString('hex');
   await withTopology(async (topo) => {
     const f = await fleet(topo, [[key], [key]]);
-    const token = await f.mint('alice');
-    await f.routeTo(0);
-    const c = startConnect({ client: f.client, popAddr: ANYCAST, port: 4433, caFile: f.caFile }, [
-      '--mode',
-      'udp',
-      '--target',
-      '10.63.0.1:9',
-      '--listen',
-      '127.0.0.1:17101',
-      '--token',
-      token,
-    ]);
-    const load = trickle(f.client, 17101);
+    const { c, load } = await connectAtA(f, 17101);
     try {
-      await c.waitFor(/session open: connect-udp/);
       const before = c.output().length;
       // An operator drains A: GOAWAY reaches the client while A is still routed; then BGP's graceful
       // shutdown moves the route to B (here: by hand, once the client has heard the GOAWAY).
@@ -228,13 +221,7 @@ test('a draining PoP sends GOAWAY: cbr connect moves at once, to where the route
       await f.pops[0].exec(['curl', '-sf', '-X', 'POST', '-H', `authorization: Bearer ${admin}`, `${f.agents[0].adminUrl}/v1/drain`]);
       await c.waitFor(/the PoP is draining \(GOAWAY\)/, 3000);
       await f.routeTo(1);
-      let gapMs: number | undefined;
-      for (const deadline = Date.now() + 5000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 10))) {
-        if (/session open: connect-udp/.test(c.output().slice(before))) {
-          gapMs = Date.now() - t0;
-          break;
-        }
-      }
+      const gapMs = await reopenedAfter(c.output, before, t0, 5000);
       const out = c.output().slice(before);
       console.log(`drain: ${gapMs} ms from the drain to the session open at PoP B`);
       assert.match(out, /the PoP is draining \(GOAWAY\)/);
