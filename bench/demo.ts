@@ -32,7 +32,7 @@ import { encodeCid } from '../xdp/index.js';
 import { generateSelfSigned, writeTlsMaterial } from '../tunnel/quic/index.js';
 import { quicLong, quicShort } from '../xdp/testing.js';
 import { clientTunnelFromWgQuick, vpnClientConnectArgs, startIssuerIn, httpIn, tokenFor, PROJECT, ISSUER_PORT } from '../tunnel/wireguard/testing.js';
-import { ANYCAST, FAST_CHECK, buildTwoPops, popYamlBase, type TwoPopsPop } from './two-pops.js';
+import { ANYCAST, FAST_CHECK, buildTwoPops, popTunnelYaml, popYamlBase, type TwoPopsPop } from './two-pops.js';
 import { Probe, startRole } from './probe.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -156,23 +156,7 @@ xdp:
 ${WORKERS.map((w, i) => `      - { address: ${w}, weight: 1, serverId: ${i + 1} }`).join('\n')}
     nextHopMac: "${p.routerMac}"
     encapSourceV4: ${p.addr}
-tunnel:
-  egress:
-    # the demo's origins live in private ranges; everything else special-purpose stays refused
-    allow: [10.0.100.0/24, 10.0.101.0/24]
-  wireguard:
-    enabled: true
-    deviceLimit: 5
-    interfaces:
-      - name: ${p.wgIf}
-        listenPort: 51820
-        privateKeyFile: ${o.wgKeyFile}
-        address: [10.77.0.1/24]
-        pools: [${WG_POOL}]
-        endpoint: ${ANYCAST}:51820
-        clientAllowedIPs: [10.0.100.0/24]
-        persistentKeepalive: 0
-  masque:
+${popTunnelYaml({ wgIf: p.wgIf, address: '10.77.0.1/24', pool: WG_POOL, deviceLimit: 5, keyFile: o.wgKeyFile, keepalive: 0 })}  masque:
     enabled: true
     listen: 0.0.0.0:443
     serverId: ${p.as - 65000}

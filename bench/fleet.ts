@@ -38,7 +38,7 @@ import {
 } from '../tunnel/wireguard/testing.js';
 import { startConnect, stopConnect } from '../tunnel/masque/testing.js';
 import { generateSelfSigned, writeTlsMaterial } from '../tunnel/quic/index.js';
-import { ANYCAST, FAST_CHECK, buildTwoPops, popYamlBase, type TwoPopsPop } from './two-pops.js';
+import { ANYCAST, FAST_CHECK, buildTwoPops, popTunnelYaml, popYamlBase, type TwoPopsPop } from './two-pops.js';
 import { Probe, startRole, type Outage } from './probe.js';
 import { percentile, writeBenchResult, type BenchMetric } from './results.js';
 
@@ -75,20 +75,7 @@ function tunnelYaml(o: { name: string; stateDir: string; issuer: string; wgIf: s
 admin:
   listen: 0.0.0.0:${ADMIN_PORT}
   apiToken: ${ADMIN_TOKEN}
-${authYaml(o.issuer)}tunnel:
-  egress:
-    allow: [10.0.100.0/24, 10.0.101.0/24]
-  wireguard:
-    enabled: true
-    deviceLimit: 100000
-    interfaces:
-      - name: ${o.wgIf}
-        listenPort: 51820
-${o.wgKeyFile ? `        privateKeyFile: ${o.wgKeyFile}\n` : ''}        address: [${gw}]
-        pools: [${o.pool}]
-        endpoint: ${ANYCAST}:51820
-        clientAllowedIPs: [10.0.100.0/24]
-`;
+${authYaml(o.issuer)}${popTunnelYaml({ wgIf: o.wgIf, address: gw, pool: o.pool, deviceLimit: 100000, keyFile: o.wgKeyFile })}`;
 }
 
 /** A fleet PoP: the above on the shared registry, plus health/BGP and MASQUE with the fleet key. */

@@ -125,3 +125,22 @@ bgp:
   sessionCheck: { require: any, interval: 500ms, rise: 1, fall: 3 }
 `;
 }
+
+/** The `tunnel:` egress and WireGuard lines both benches give a PoP (the demo's origins are private). */
+export function popTunnelYaml(o: { wgIf: string; address: string; pool: string; deviceLimit: number; keyFile?: string; keepalive?: number }): string {
+  return `tunnel:
+  egress:
+    # the bench's origins live in private ranges; everything else special-purpose stays refused
+    allow: [10.0.100.0/24, 10.0.101.0/24]
+  wireguard:
+    enabled: true
+    deviceLimit: ${o.deviceLimit}
+    interfaces:
+      - name: ${o.wgIf}
+        listenPort: 51820
+${o.keyFile ? `        privateKeyFile: ${o.keyFile}\n` : ''}        address: [${o.address}]
+        pools: [${o.pool}]
+        endpoint: ${ANYCAST}:51820
+        clientAllowedIPs: [10.0.100.0/24]
+${o.keepalive === undefined ? '' : `        persistentKeepalive: ${o.keepalive}\n`}`;
+}

@@ -308,7 +308,7 @@ test('fleet deny list on the embedded registry (one PoP): origins stack, a resta
     await withTopology(async (t) => {
       const client = await t.namespace('f1cli');
       const ns = await t.namespace('f1pop');
-      const [cEnd, pEnd] = await linkForXdp(t, client, ns, { aAddr: '10.77.1.2/24', bAddr: '10.77.1.1/24' });
+      const [, pEnd] = await linkForXdp(t, client, ns, { aAddr: '10.77.1.2/24', bAddr: '10.77.1.1/24' });
       const admin = `http://127.0.0.1:${await freePort()}`;
       const stateDir = join(dir, 'state');
       pop = { name: 'P', ns, ifname: pEnd.ifname, address: '10.77.1.1', admin, pinDir: pinDirFor(bpffs.root, pEnd.ifname), stateDir, yaml: '' };

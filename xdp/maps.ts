@@ -12,72 +12,49 @@ export interface StructLayout {
   fields: Record<string, FieldLayout>;
 }
 
+/**
+ * A struct's layout from its fields in declaration order: every shared struct pads explicitly, so
+ * each offset is the sum of the sizes before it and the size is the sum of all.
+ */
+function struct<const N extends string>(...fields: (readonly [name: N, size: number])[]): { size: number; fields: Record<N, FieldLayout> } {
+  const out = {} as Record<N, FieldLayout>;
+  let offset = 0;
+  for (const [name, size] of fields) {
+    out[name] = { offset, size };
+    offset += size;
+  }
+  return { size: offset, fields: out };
+}
+
 /** Byte offsets and sizes of every shared struct; must equal the C header's (BTF-checked). */
 export const LAYOUTS = {
-  cbr_config: {
-    size: 80,
-    fields: {
-      flags: { offset: 0, size: 4 },
-      ring_size: { offset: 4, size: 4 },
-      rl_cost_ns: { offset: 8, size: 8 },
-      rl_burst_ns: { offset: 16, size: 8 },
-      gw_mac: { offset: 24, size: 6 },
-      src_mac: { offset: 30, size: 6 },
-      cid_config_id: { offset: 36, size: 1 },
-      pad0: { offset: 37, size: 3 },
-      encap_src4: { offset: 40, size: 4 },
-      encap_src6: { offset: 44, size: 16 },
-      pad1: { offset: 60, size: 4 },
-      rl_new_cost_ns: { offset: 64, size: 8 },
-      rl_new_burst_ns: { offset: 72, size: 8 },
-    },
-  },
-  cbr_counter: { size: 16, fields: { packets: { offset: 0, size: 8 }, bytes: { offset: 8, size: 8 } } },
-  cbr_lpm4: { size: 8, fields: { prefixlen: { offset: 0, size: 4 }, addr: { offset: 4, size: 4 } } },
-  cbr_lpm6: { size: 20, fields: { prefixlen: { offset: 0, size: 4 }, addr: { offset: 4, size: 16 } } },
-  cbr_rl_key: { size: 16, fields: { family: { offset: 0, size: 1 }, pad: { offset: 1, size: 7 }, addr: { offset: 8, size: 8 } } },
-  cbr_rl_state: { size: 16, fields: { tokens_ns: { offset: 0, size: 8 }, last_ns: { offset: 8, size: 8 } } },
-  cbr_dst: {
-    size: 20,
-    fields: { addr: { offset: 0, size: 16 }, family: { offset: 16, size: 1 }, flags: { offset: 17, size: 1 }, pad: { offset: 18, size: 2 } },
-  },
-  cbr_pre4: {
-    size: 32,
-    fields: { deny: { offset: 0, size: 8 }, allow: { offset: 8, size: 8 }, deny_full: { offset: 16, size: 8 }, pad: { offset: 24, size: 8 } },
-  },
-  cbr_ports: {
-    size: 16392,
-    fields: { udp: { offset: 0, size: 8192 }, tcp: { offset: 8192, size: 8192 }, icmp: { offset: 16384, size: 4 }, pad: { offset: 16388, size: 4 } },
-  },
-  cbr_parse: {
-    size: 16,
-    fields: {
-      l3_off: { offset: 0, size: 2 },
-      l4_off: { offset: 2, size: 2 },
-      family: { offset: 4, size: 1 },
-      l4_proto: { offset: 5, size: 1 },
-      reason: { offset: 6, size: 1 },
-      frag: { offset: 7, size: 1 },
-      sport: { offset: 8, size: 2 },
-      dport: { offset: 10, size: 2 },
-      pad: { offset: 12, size: 4 },
-    },
-  },
-  cbr_vip_key: {
-    size: 20,
-    fields: { addr: { offset: 0, size: 16 }, port: { offset: 16, size: 2 }, proto: { offset: 18, size: 1 }, family: { offset: 19, size: 1 } },
-  },
-  cbr_vip: { size: 8, fields: { flags: { offset: 0, size: 4 }, pad: { offset: 4, size: 4 } } },
-  cbr_backend: {
-    size: 24,
-    fields: {
-      addr: { offset: 0, size: 16 },
-      family: { offset: 16, size: 1 },
-      flags: { offset: 17, size: 1 },
-      pad: { offset: 18, size: 2 },
-      weight: { offset: 20, size: 4 },
-    },
-  },
+  cbr_config: struct(
+    ['flags', 4],
+    ['ring_size', 4],
+    ['rl_cost_ns', 8],
+    ['rl_burst_ns', 8],
+    ['gw_mac', 6],
+    ['src_mac', 6],
+    ['cid_config_id', 1],
+    ['pad0', 3],
+    ['encap_src4', 4],
+    ['encap_src6', 16],
+    ['pad1', 4],
+    ['rl_new_cost_ns', 8],
+    ['rl_new_burst_ns', 8],
+  ),
+  cbr_counter: struct(['packets', 8], ['bytes', 8]),
+  cbr_lpm4: struct(['prefixlen', 4], ['addr', 4]),
+  cbr_lpm6: struct(['prefixlen', 4], ['addr', 16]),
+  cbr_rl_key: struct(['family', 1], ['pad', 7], ['addr', 8]),
+  cbr_rl_state: struct(['tokens_ns', 8], ['last_ns', 8]),
+  cbr_dst: struct(['addr', 16], ['family', 1], ['flags', 1], ['pad', 2]),
+  cbr_pre4: struct(['deny', 8], ['allow', 8], ['deny_full', 8], ['pad', 8]),
+  cbr_ports: struct(['udp', 8192], ['tcp', 8192], ['icmp', 4], ['pad', 4]),
+  cbr_parse: struct(['l3_off', 2], ['l4_off', 2], ['family', 1], ['l4_proto', 1], ['reason', 1], ['frag', 1], ['sport', 2], ['dport', 2], ['pad', 4]),
+  cbr_vip_key: struct(['addr', 16], ['port', 2], ['proto', 1], ['family', 1]),
+  cbr_vip: struct(['flags', 4], ['pad', 4]),
+  cbr_backend: struct(['addr', 16], ['family', 1], ['flags', 1], ['pad', 2], ['weight', 4]),
 } satisfies Record<string, StructLayout>;
 
 export const ACTIONS = ['pass', 'drop', 'tx', 'aborted'] as const;

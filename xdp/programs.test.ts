@@ -10,7 +10,7 @@ import { readCounters, syncLists } from './control.js';
 import type { XdpPipeline } from './loader.js';
 import { buildPacket, quicShort, quicLong, testConfig, withTestPipeline, XDP_DROP, XDP_PASS, XDP_TX, type PacketSpec } from './testing.js';
 import { encodeCid } from './cid.js';
-import { parseAddress, type CbrConfig } from '../dataplane/index.js';
+import { formatIp, parseAddress, type CbrConfig } from '../dataplane/index.js';
 import { autoAllowEntries } from './always-pass.js';
 
 const SVC4 = '198.51.100.1';
@@ -43,6 +43,11 @@ function expectVerdict(p: XdpPipeline, spec: PacketSpec | Buffer, verdict: numbe
   });
   assert.deepEqual([...d.entries()], [[counter, 1n]], `${what}: counters ${JSON.stringify([...d].map(([k, v]) => [k, Number(v)]))}`);
   return out;
+}
+
+/** A QUIC short header to port 443 whose CID names `serverId`: the LB forwards it by the CID. */
+function expectByCid(p: XdpPipeline, spec: PacketSpec, serverId: number, what: string): Buffer {
+  return expectVerdict(p, { ...spec, dport: 443, payload: quicShort(encodeCid({ configId: 0, serverId })) }, XDP_TX, 'tx/lb_cid', what);
 }
 
 test('filter: pass, deny, allow and service policy for IPv4 and IPv6, with and without VLAN tags', async () => {
@@ -329,8 +334,8 @@ const LB = {
 
 function outerDst(out: Buffer): string {
   const et = out.readUInt16BE(12);
-  if (et === 0x0800) return Array.from(out.subarray(30, 34)).join('.');
-  return [...Array(8).keys()].map((i) => out.readUInt16BE(38 + 2 * i).toString(16)).join(':');
+  if (et === 0x0800) return formatIp(out.subarray(30, 34));
+  return formatIp(out.subarray(38, 54));
 }
 
 test('lb: QUIC short headers go by CID server ID, everything else by the Maglev hash; IPIP/IP6 encapsulation', async () => {
@@ -360,35 +365,17 @@ test('lb: QUIC short headers go by CID server ID, everything else by the Maglev 
     // the same connection from other source ports (and addresses) stays on its backend
     for (const sport of [5001, 6000, 65000]) {
       for (const src of ['192.0.2.1', '192.0.2.77']) {
-        const o = expectVerdict(
-          p,
-          { src, dst: '198.51.100.10', dport: 443, sport, payload: quicShort(encodeCid({ configId: 0, serverId: 102 })) },
-          XDP_TX,
-          'tx/lb_cid',
-          `sid 102 from ${src}:${sport}`,
-        );
+        const o = expectByCid(p, { src, dst: '198.51.100.10', sport }, 102, `sid 102 from ${src}:${sport}`);
         assert.equal(outerDst(o), '10.9.0.2');
       }
     }
     // IPv6 backend: outer IPv6, next header 4 (IPv4 inside)
-    const o6 = expectVerdict(
-      p,
-      { src: '192.0.2.1', dst: '198.51.100.10', dport: 443, payload: quicShort(encodeCid({ configId: 0, serverId: 103 })) },
-      XDP_TX,
-      'tx/lb_cid',
-      'sid 103',
-    );
+    const o6 = expectByCid(p, { src: '192.0.2.1', dst: '198.51.100.10' }, 103, 'sid 103');
     assert.equal(o6.readUInt16BE(12), 0x86dd);
     assert.equal(o6[20], 4);
-    assert.equal(outerDst(o6), '2001:db8:9:0:0:0:0:3');
+    assert.equal(outerDst(o6), '2001:db8:9::3');
     // IPv6 inside: next header / protocol 41
-    const o66 = expectVerdict(
-      p,
-      { src: '2001:db8::1', dst: '2001:db8:53::10', dport: 443, payload: quicShort(encodeCid({ configId: 0, serverId: 101 })) },
-      XDP_TX,
-      'tx/lb_cid',
-      'v6 sid 101',
-    );
+    const o66 = expectByCid(p, { src: '2001:db8::1', dst: '2001:db8:53::10' }, 101, 'v6 sid 101');
     assert.equal(o66[23], 41);
     assert.equal(outerDst(o66), '10.9.0.1');
     // unknown server ID, another config id, a long header, TCP: the hash
@@ -434,22 +421,10 @@ test('lb: QUIC short headers go by CID server ID, everything else by the Maglev 
     // not a VIP (other port, other address): the stack; denied sources never reach the LB
     expectVerdict(p, { src: '192.0.2.1', dst: '198.51.100.10', dport: 444 }, XDP_PASS, 'pass/ok', 'vip address, other port');
     expectVerdict(p, { src: '203.0.113.7', dst: '198.51.100.11', dport: 443 }, XDP_PASS, 'pass/allowlist', 'allowlisted, not a vip');
-    expectVerdict(
-      p,
-      { src: '203.0.113.7', dst: '198.51.100.10', dport: 443, payload: quicShort(encodeCid({ configId: 0, serverId: 101 })) },
-      XDP_TX,
-      'tx/lb_cid',
-      'allowlisted to a vip',
-    );
+    expectByCid(p, { src: '203.0.113.7', dst: '198.51.100.10' }, 101, 'allowlisted to a vip');
     expectVerdict(p, { src: '203.0.113.9', dst: '198.51.100.10', dport: 443 }, XDP_DROP, 'drop/denylist', 'denied to a vip');
     // VLAN-tagged VIP traffic leaves untagged
-    const ov = expectVerdict(
-      p,
-      { src: '192.0.2.1', dst: '198.51.100.10', dport: 443, vlans: [5], payload: quicShort(encodeCid({ configId: 0, serverId: 101 })) },
-      XDP_TX,
-      'tx/lb_cid',
-      'vlan to vip',
-    );
+    const ov = expectByCid(p, { src: '192.0.2.1', dst: '198.51.100.10', vlans: [5] }, 101, 'vlan to vip');
     assert.equal(ov.readUInt16BE(12), 0x0800);
   });
 });

@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isIPv4 } from 'node:net';
 import { CbrError, errorMessage } from '../errors.js';
-import { parseIp } from '../net/ip.js';
+import { formatIp, parseIp } from '../net/ip.js';
 
 interface Addon {
   open(family: 4 | 6, host: string, port: number, gro: boolean, bufferBytes: number): [number, number, boolean, boolean];
@@ -91,10 +91,7 @@ export function writeSlot(slots: Uint8Array, index: number, host: string, port: 
 export function formatSlot(slots: Uint8Array, index: number): { host: string; port: number } {
   const o = index * ADDR_SLOT;
   const port = ((slots[o + 2] ?? 0) << 8) | (slots[o + 3] ?? 0);
-  if (slots[o] === 4) return { host: Array.from(slots.subarray(o + 4, o + 8)).join('.'), port };
-  const g: string[] = [];
-  for (let i = 0; i < 8; i++) g.push((((slots[o + 4 + i * 2] ?? 0) << 8) | (slots[o + 5 + i * 2] ?? 0)).toString(16));
-  return { host: g.join(':'), port };
+  return { host: formatIp(slots.subarray(o + 4, o + (slots[o] === 4 ? 8 : 20))), port };
 }
 
 export class BatchUdpSocket {
