@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { createInterface } from 'node:readline';
 import { startAgent, runCli, freePort, type AgentProcess } from '../dataplane/testing.js';
+import { EXIT } from '../dataplane/index.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const isMsg = (msg: string) => (e: Record<string, unknown>) => e.msg === msg;
@@ -119,23 +120,23 @@ test('a drain time inside the limit ends with exit 0 after the drain', async () 
   assert.ok(r.ms >= 280, `took ${r.ms} ms`);
 });
 
-test('bad input: invalid config, missing file, port in use, second agent: one clear line each, exit non-zero', async () => {
+test('bad input: invalid config, missing file, port in use, second agent: one clear line each, exit 78 (config) or 1', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'cbr-bad-'));
   let first: AgentProcess | undefined;
   try {
     const bad = join(dir, 'bad.yaml');
     writeFileSync(bad, 'admin:\n  listen: abc\nxdp:\n  enabeld: true\n');
     let r = await runCli(['agent', '--config', bad]);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, EXIT.CONFIG);
     const lines = r.stderr.trim().split('\n');
     assert.equal(lines.length, 2, r.stderr);
     assert.equal(lines[0], 'admin.listen: expected host:port, got "abc"');
     assert.match(lines[1]!, /^xdp\.enabeld: unknown key \(did you mean "enabled"\?\); expected one of enabled, /);
     r = await runCli(['config', 'check', join(dir, 'missing.yaml')]);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, EXIT.CONFIG);
     assert.equal(r.stderr.trim(), `${join(dir, 'missing.yaml')}: cannot read config file: no such file`);
     r = await runCli(['config', 'check', bad]);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, EXIT.CONFIG);
     assert.ok(!/\n\s+at /.test(r.stderr), 'no stack trace');
 
     first = await startAgent('');
@@ -179,7 +180,7 @@ test('an admin token file others can read is refused, naming the file and its mo
     const cfg = join(dir, 'c.yaml');
     writeFileSync(cfg, `admin:\n  listen: 127.0.0.1:0\n  apiTokenFile: ${tok}\n`);
     const r = await runCli(['agent', '--config', cfg]);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, EXIT.CONFIG);
     assert.match(r.stderr.trim(), new RegExp(`^admin\\.apiTokenFile: .*${tok.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}.*644`));
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -350,7 +350,7 @@ export class Agent {
     });
     this.admin.route('POST', '/v1/reload', async () => {
       const ok = await this.reload();
-      if (!ok) throw new HttpError(409, 'reload rejected; see the agent log for the problems');
+      if (!ok) throw new HttpError(409, 'reload rejected; see the agent log for the problems', {}, 'CONFIG_INVALID');
       return { body: { reloaded: true } };
     });
   }

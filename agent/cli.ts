@@ -11,6 +11,7 @@ import {
   withAdminOptions,
   redactSecrets,
   errorMessage,
+  exitCodeFor,
   STATUS_PAGE_JSON,
   type StatusSnapshot,
 } from '../dataplane/index.js';
@@ -100,9 +101,9 @@ registerMasqueCommands(program);
 registerWireguardCommands(program);
 registerBgpCommands(program);
 
-function fail(lines: string[]): never {
+function fail(lines: string[], err: unknown): never {
   for (const l of lines) process.stderr.write(`${l}\n`);
-  process.exit(1);
+  process.exit(exitCodeFor(err));
 }
 
 try {
@@ -111,6 +112,6 @@ try {
   if (err instanceof CommanderError) {
     process.exit(err.exitCode);
   }
-  if (err instanceof ConfigError) fail(err.problems);
-  fail([`cbr: ${errorMessage(err)}`]);
+  if (err instanceof ConfigError) fail(err.problems, err);
+  fail([`cbr: ${errorMessage(err)}`], err);
 }

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startAgent, runCli } from '../dataplane/testing.js';
 import { formatStatus, table, duration, type AgentStatus } from './status-format.js';
-import type { StatusSnapshot } from '../dataplane/index.js';
+import { EXIT, type StatusSnapshot } from '../dataplane/index.js';
 
 test('table pads every column but the last; duration reads like a person would say it', () => {
   assert.equal(
@@ -96,7 +96,7 @@ test('cbr status against a running agent: a table by default, JSON with --json',
     );
     assert.ok(j.tunnels);
     const down = await runCli(['status', '--admin', 'http://127.0.0.1:9']);
-    assert.equal(down.code, 1);
+    assert.equal(down.code, EXIT.UNAVAILABLE);
     assert.match(down.stderr, /cannot reach the agent/);
   } finally {
     await agent.stop();

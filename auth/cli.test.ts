@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { runCli, freePort, CLI_PATH } from '../dataplane/testing.js';
+import { EXIT } from '../dataplane/index.js';
 import { startDevIssuer, type DevIssuer } from './dev-issuer.js';
 
 let dev: DevIssuer;
@@ -22,7 +23,7 @@ after(async () => {
 
 const verify = (...args: string[]) => ['auth', 'verify', '--issuer', dev.url, '--audience', 'proj1', ...args];
 
-test('cbr auth verify: identity JSON and exit 0; the error code on stderr and exit 1', async () => {
+test('cbr auth verify: identity JSON and exit 0; the error code on stderr and its exit status', async () => {
   const token = await dev.mint({ subject: 'op-1', roles: ['vpn-user'] });
   const ok = await runCli(verify('--role', 'vpn-user', '--token', token));
   assert.equal(ok.code, 0, ok.stderr);
@@ -33,34 +34,34 @@ test('cbr auth verify: identity JSON and exit 0; the error code on stderr and ex
   const file = join(dir, 'token');
   writeFileSync(file, `Bearer ${token}\n`, { mode: 0o644 });
   const loose = await runCli(verify('--token-file', file));
-  assert.equal(loose.code, 1);
+  assert.equal(loose.code, EXIT.NO_PERM);
   assert.match(loose.stderr, new RegExp(`--token-file: ${file} holds a secret but has mode 0644 .*chmod 600`));
   chmodSync(file, 0o600);
   assert.equal((await runCli(verify('--token-file', file))).code, 0);
   assert.equal((await runCli(verify('-'), { input: token })).code, 0);
 
-  const cases: Array<[string[], string]> = [
-    [verify('--role', 'admin', '--token', token), 'MISSING_ROLE'],
-    [verify('--token', await dev.mint({ expiresIn: -600 })), 'EXPIRED'],
-    [verify('--token', await dev.mint({ notBefore: 600 })), 'NOT_YET_VALID'],
-    [['auth', 'verify', '--issuer', dev.url, '--audience', 'other', '--token', token], 'WRONG_AUDIENCE'],
-    [verify('--token', await dev.mint({ issuer: 'http://elsewhere' })), 'WRONG_ISSUER'],
-    [verify('--token', 'garbage'), 'INVALID_TOKEN'],
-    [['auth', 'verify', '--issuer', `http://127.0.0.1:${await freePort()}`, '--audience', 'proj1', '--token', token], 'ISSUER_UNAVAILABLE'],
+  const cases: Array<[string[], string, number]> = [
+    [verify('--role', 'admin', '--token', token), 'MISSING_ROLE', EXIT.NO_PERM],
+    [verify('--token', await dev.mint({ expiresIn: -600 })), 'EXPIRED', EXIT.NO_PERM],
+    [verify('--token', await dev.mint({ notBefore: 600 })), 'NOT_YET_VALID', EXIT.NO_PERM],
+    [['auth', 'verify', '--issuer', dev.url, '--audience', 'other', '--token', token], 'WRONG_AUDIENCE', EXIT.NO_PERM],
+    [verify('--token', await dev.mint({ issuer: 'http://elsewhere' })), 'WRONG_ISSUER', EXIT.NO_PERM],
+    [verify('--token', 'garbage'), 'INVALID_TOKEN', EXIT.DATA],
+    [['auth', 'verify', '--issuer', `http://127.0.0.1:${await freePort()}`, '--audience', 'proj1', '--token', token], 'ISSUER_UNAVAILABLE', EXIT.UNAVAILABLE],
   ];
-  for (const [args, codeWanted] of cases) {
+  for (const [args, codeWanted, exitWanted] of cases) {
     const r = await runCli(args);
-    assert.equal(r.code, 1, `${codeWanted}: ${r.stdout}`);
+    assert.equal(r.code, exitWanted, `${codeWanted}: ${r.stdout}`);
     assert.match(r.stderr, new RegExp(`^cbr: ${codeWanted}: `), r.stderr);
     assert.equal(r.stdout, '');
     assert.ok(!r.stderr.includes(token.split('.')[2]!), 'the token is not echoed');
   }
   // Usage errors are one line too.
   const none = await runCli(verify());
-  assert.equal(none.code, 1);
+  assert.equal(none.code, EXIT.USAGE);
   assert.match(none.stderr, /exactly one of --token/);
   const noAud = await runCli(['auth', 'verify', '--issuer', dev.url, '--token', token]);
-  assert.equal(noAud.code, 1);
+  assert.equal(noAud.code, EXIT.USAGE);
   assert.match(noAud.stderr, /--audience: required/);
 });
 
@@ -108,7 +109,7 @@ test('cbr dev-issuer: serves Zitadel endpoints, issues client_credentials tokens
     assert.equal(v.code, 0, v.stderr);
     assert.equal(JSON.parse(v.stdout).subject, '300000000000000001');
     const bad = await runCli(['auth', 'token', '--issuer', url, '--client-id', 'wg-bot', '--client-secret', 'wrong']);
-    assert.equal(bad.code, 1);
+    assert.equal(bad.code, EXIT.NO_PERM);
     assert.match(bad.stderr, /HTTP 401/);
 
     proc.kill('SIGHUP');
@@ -127,6 +128,6 @@ test('cbr dev-issuer: serves Zitadel endpoints, issues client_credentials tokens
     assert.equal(code, 0, stderr);
   }
   const noProject = await runCli(['dev-issuer', '--listen', '127.0.0.1:0']);
-  assert.equal(noProject.code, 1);
+  assert.equal(noProject.code, EXIT.USAGE);
   assert.match(noProject.stderr, /--project-id: required/);
 });

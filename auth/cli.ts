@@ -1,11 +1,11 @@
 // `cbr auth verify`, `cbr auth token` and `cbr dev-issuer`: operator tools around the gate.
 import type { Command } from 'commander';
-import { withAdminOptions, adminClientFromOptions, errorMessage, readSecretFile } from '../dataplane/index.js';
+import { CbrError, withAdminOptions, adminClientFromOptions, errorMessage, readSecretFile } from '../dataplane/index.js';
 import { authConfigSchema, type AuthConfig } from './config.js';
 import { AuthError } from './gate.js';
 import { TokenGate } from './token-gate.js';
 import { requireAnyRole } from './claims.js';
-import { discover, fetchJson } from './jwks.js';
+import { discover, fetchJson, HttpStatusError } from './jwks.js';
 import { startDevIssuer, loadDevIssuerConfig, type DevIssuerOptions } from './dev-issuer.js';
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -19,7 +19,7 @@ async function readStdin(): Promise<string> {
 /** The token from --token, --token-file or stdin (`-`); a leading "Bearer " is dropped. */
 async function tokenFrom(opts: { token?: string; tokenFile?: string }, source?: string): Promise<string> {
   const given = [opts.token !== undefined, opts.tokenFile !== undefined, source === '-'].filter(Boolean).length;
-  if (given !== 1) throw new Error('give exactly one of --token T, --token-file F or - (stdin)');
+  if (given !== 1) throw new CbrError('INVALID_ARGUMENT', 'give exactly one of --token T, --token-file F or - (stdin)');
   let raw: string;
   if (opts.token !== undefined) raw = opts.token;
   else if (opts.tokenFile !== undefined) {
@@ -51,7 +51,7 @@ function configFromFlags(o: VerifyFlags): AuthConfig {
       introspection: '--introspect/--key-file',
     };
     const i = r.error.issues[0]!;
-    throw new Error(`${flag[String(i.path[0])] ?? i.path.join('.')}: ${i.message}`);
+    throw new CbrError('INVALID_ARGUMENT', `${flag[String(i.path[0])] ?? i.path.join('.')}: ${i.message}`);
   }
   return r.data;
 }
@@ -88,7 +88,7 @@ export function registerAuthCli(program: Command): void {
     .option('--key-file <file>', 'Zitadel application key file for introspection')
     .option('--timeout <duration>', 'limit for each request to the issuer (default 5s)')
     .action(async (source: string | undefined, o: VerifyFlags) => {
-      if (source !== undefined && source !== '-') throw new Error(`unexpected argument ${JSON.stringify(source)} (use - for stdin)`);
+      if (source !== undefined && source !== '-') throw new CbrError('INVALID_ARGUMENT', `unexpected argument ${JSON.stringify(source)} (use - for stdin)`);
       const token = await tokenFrom(o, source);
       const config = configFromFlags(o);
       const gate = new TokenGate({ config });
@@ -97,7 +97,7 @@ export function registerAuthCli(program: Command): void {
         for (const role of o.role ?? []) requireAnyRole(identity, [role], `--role ${role}`);
         process.stdout.write(`${JSON.stringify(identity, null, 2)}\n`);
       } catch (err) {
-        if (err instanceof AuthError) throw new Error(`${err.code}: ${err.message}`);
+        if (err instanceof AuthError) throw new CbrError(err.code, `${err.code}: ${err.message}`, { cause: err });
         throw err;
       } finally {
         gate.keys.stop();
@@ -121,9 +121,9 @@ export function registerAuthCli(program: Command): void {
     .option('--project-id <id>', 'ask for this project in aud and for its roles (Zitadel scopes)')
     .action(async (o: { issuer: string; clientId: string; clientSecret?: string; projectId?: string }) => {
       const secret = o.clientSecret ?? process.env.CBR_CLIENT_SECRET;
-      if (!secret) throw new Error('--client-secret: required (or set CBR_CLIENT_SECRET)');
+      if (!secret) throw new CbrError('INVALID_ARGUMENT', '--client-secret: required (or set CBR_CLIENT_SECRET)');
       const doc = await discover(o.issuer, 10_000);
-      if (!doc.token_endpoint) throw new Error(`${o.issuer}: the discovery document has no token_endpoint`);
+      if (!doc.token_endpoint) throw new CbrError('UPSTREAM_FAILED', `${o.issuer}: the discovery document has no token_endpoint`);
       const scope = ['openid', 'urn:zitadel:iam:org:project:roles', ...(o.projectId ? [`urn:zitadel:iam:org:project:id:${o.projectId}:aud`] : [])].join(' ');
       let answer: unknown;
       try {
@@ -136,10 +136,12 @@ export function registerAuthCli(program: Command): void {
           body: new URLSearchParams({ grant_type: 'client_credentials', scope }),
         });
       } catch (err) {
-        throw new Error(`token request failed: ${errorMessage(err)}`);
+        // 400/401 from a token endpoint: the client credentials were refused (RFC 6749 §5.2)
+        const refused = err instanceof HttpStatusError && (err.status === 400 || err.status === 401);
+        throw new CbrError(refused ? 'UNAUTHENTICATED' : 'UPSTREAM_FAILED', `token request failed: ${errorMessage(err)}`, { cause: err });
       }
       const at = (answer as { access_token?: unknown } | null)?.access_token;
-      if (typeof at !== 'string') throw new Error('token endpoint answered without an access_token');
+      if (typeof at !== 'string') throw new CbrError('UPSTREAM_FAILED', 'token endpoint answered without an access_token');
       process.stdout.write(`${at}\n`);
     });
 
@@ -156,7 +158,7 @@ export function registerAuthCli(program: Command): void {
     .action(async (o: { listen: string; projectId?: string; issuer?: string; config?: string }) => {
       const file = o.config ? loadDevIssuerConfig(o.config) : undefined;
       const projectId = o.projectId ?? file?.projectId;
-      if (!projectId) throw new Error('--project-id: required (or projectId in --config)');
+      if (!projectId) throw new CbrError('INVALID_ARGUMENT', '--project-id: required (or projectId in --config)');
       const opts: DevIssuerOptions = { listen: o.listen, projectId };
       const issuer = o.issuer ?? file?.issuer;
       if (issuer) opts.issuer = issuer;

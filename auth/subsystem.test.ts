@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startAgent, runCli } from '../dataplane/testing.js';
+import { EXIT } from '../dataplane/index.js';
 import { startDevIssuer } from './dev-issuer.js';
 
 test('agent with auth: JWKS health check, admin API through the admin role, metrics, no token in logs', async () => {
@@ -31,7 +32,7 @@ test('agent with auth: JWKS health check, admin API through the admin role, metr
     assert.equal(view.keys.usable, true);
     assert.equal(view.keys.jwksUri, `${dev.url}/oauth/v2/keys`);
     const denied = await runCli(['auth', 'status', '--admin', agent.adminUrl], { env: { ...process.env, CBR_ADMIN_TOKEN: 'not-a-token' } });
-    assert.equal(denied.code, 1);
+    assert.equal(denied.code, EXIT.NO_PERM);
     assert.match(denied.stderr, /401/);
 
     const metrics = await (await fetch(`${agent.adminUrl}/metrics`)).text();

@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { ConfigLoader } from './config/load.js';
 import { baseConfigSchema } from './config/base.js';
 import { readSecretFile } from './os/secret-file.js';
+import { CbrError, codeForStatus, isErrorCode } from './errors.js';
 
 export interface AdminClientOptions {
   /** Base URL such as http://127.0.0.1:9780 */
@@ -12,14 +13,18 @@ export interface AdminClientOptions {
   timeoutMs?: number;
 }
 
-export class AdminClientError extends Error {
+/**
+ * A failed admin request: no answer (ADMIN_REQUEST_FAILED), or the agent's error status with the
+ * code its body names (else the status's generic code).
+ */
+export class AdminClientError extends CbrError {
   constructor(
     message: string,
     readonly status?: number,
     readonly body?: unknown,
   ) {
-    super(message);
-    this.name = 'AdminClientError';
+    const named = (body as { code?: unknown } | undefined)?.code;
+    super(status === undefined ? 'ADMIN_REQUEST_FAILED' : isErrorCode(named) ? named : codeForStatus(status), message);
   }
 }
 

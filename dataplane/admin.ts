@@ -8,17 +8,17 @@ import type { Registry } from 'prom-client';
 import type { HealthModel } from './health.js';
 import type { Logger } from './log.js';
 import { splitHostPort } from './config/common.js';
-import { errorMessage } from './errors.js';
+import { CbrError, codeForStatus, errorMessage, type ErrorCode } from './errors.js';
 
-export class HttpError extends Error {
+/** An error a route answers with: its status and headers; the code defaults to the status's generic one. */
+export class HttpError extends CbrError {
   constructor(
     readonly status: number,
     message: string,
     readonly headers: Record<string, string> = {},
-    readonly code?: string,
+    code?: ErrorCode,
   ) {
-    super(message);
-    this.name = 'HttpError';
+    super(code ?? codeForStatus(status), message);
   }
 }
 
@@ -204,7 +204,7 @@ export class AdminServer {
       out = await this.dispatch(areq, scope);
     } catch (err) {
       if (err instanceof HttpError) {
-        out = { status: err.status, body: { error: err.message, ...(err.code ? { code: err.code } : {}) }, headers: err.headers };
+        out = { status: err.status, body: { error: err.message, code: err.code }, headers: err.headers };
       } else {
         this.opts.log.error({ err, path: url.pathname, method }, 'admin handler failed');
         out = { status: 500, body: { error: 'internal error' } };

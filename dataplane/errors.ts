@@ -1,7 +1,7 @@
 // One error base for the whole project: every error the agent raises on purpose carries a stable
 // `code` (what callers branch on, what metrics and API bodies show) and the error that caused it.
 // Callers map codes, never message text: HTTP statuses here (`httpStatusFor`), HTTP/3 error codes in
-// tunnel/h3/errors.ts, process exit codes in agent/cli.ts. Modelled on undici's errors.
+// tunnel/h3/errors.ts, process exit codes in exit-codes.ts. Modelled on undici's errors.
 
 /** Stable error codes. Add a code here, with its HTTP status below when an API can return it. */
 export const ERROR_CODES = [
@@ -9,8 +9,10 @@ export const ERROR_CODES = [
   'INTERNAL',
   'INVALID_ARGUMENT',
   'NOT_FOUND',
+  'METHOD_NOT_ALLOWED',
   'CONFLICT',
   'UNAVAILABLE',
+  'UPSTREAM_FAILED',
   'TIMEOUT',
   'LIMIT_EXCEEDED',
   'TOO_LARGE',
@@ -90,10 +92,12 @@ const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
   PREFIX_INVALID: 400,
   CID_INVALID: 400,
   NOT_FOUND: 404,
+  METHOD_NOT_ALLOWED: 405,
   CONFLICT: 409,
   DEVICE_LIMIT: 409,
   KEY_IN_USE: 409,
   UNAVAILABLE: 503,
+  UPSTREAM_FAILED: 502,
   ISSUER_UNAVAILABLE: 503,
   POOL_EXHAUSTED: 503,
   UAPI_FAILED: 503,
@@ -120,4 +124,39 @@ const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
 export function httpStatusFor(err: unknown): number {
   const code = errorCode(err);
   return (code !== undefined && HTTP_STATUS[code as ErrorCode]) || 500;
+}
+
+/** The generic code of an HTTP status (for errors that start from a status: routes, the admin client). */
+export function codeForStatus(status: number): ErrorCode {
+  switch (status) {
+    case 400:
+      return 'INVALID_ARGUMENT';
+    case 401:
+      return 'UNAUTHENTICATED';
+    case 403:
+      return 'FORBIDDEN';
+    case 404:
+      return 'NOT_FOUND';
+    case 405:
+      return 'METHOD_NOT_ALLOWED';
+    case 409:
+      return 'CONFLICT';
+    case 413:
+      return 'TOO_LARGE';
+    case 429:
+      return 'LIMIT_EXCEEDED';
+    case 502:
+      return 'UPSTREAM_FAILED';
+    case 503:
+      return 'UNAVAILABLE';
+    case 504:
+      return 'TIMEOUT';
+    default:
+      return status >= 400 && status < 500 ? 'INVALID_ARGUMENT' : 'INTERNAL';
+  }
+}
+
+/** Whether a string is one of the stable codes (e.g. a code read back from an API body). */
+export function isErrorCode(s: unknown): s is ErrorCode {
+  return typeof s === 'string' && (ERROR_CODES as readonly string[]).includes(s);
 }

@@ -27,6 +27,7 @@ export { AccessLog, AccessSession, type AccessFields, type AccessKind, type Acce
 export { registerStatusPage, STATUS_PAGE_JSON } from './status-page/page.js';
 export { BGP_STATUS_SERVICE, type BgpStatusView, type StatusSnapshot } from './status-page/snapshot.js';
 export { CbrError, errorMessage, errorCode, httpStatusFor, ERROR_CODES, type ErrorCode } from './errors.js';
+export { EXIT, exitCodeFor } from './exit-codes.js';
 export { SPECIAL_PURPOSE_V4, SPECIAL_PURPOSE_V6 } from './net/special-ranges.js';
 export {
   EgressGuard,

@@ -6,7 +6,9 @@ import {
   withAdminOptions,
   adminClientFromOptions,
   AdminClientError,
+  CbrError,
   errorMessage,
+  EXIT,
   ConfigLoader,
   baseConfigSchema,
   type CommandRegistrar,
@@ -26,7 +28,6 @@ interface DirectOpts {
 }
 
 /** Exit status of `cbr xdp status` when the program runs but its agent is gone or stuck (for monitors). */
-const EXIT_UNCONTROLLED = 3;
 
 /** agent.stateDir: --state-dir, else the config file's (base sections only), else the default. */
 function stateDirFor(opts: DirectOpts): string {
@@ -43,7 +44,7 @@ interface ListOpts extends DirectOpts {
 
 /** Pin directory for commands that work on the pinned maps without the agent. */
 function directPinDir(opts: DirectOpts): { pinDir: string; ifname: string } {
-  if (!opts.interface) throw new Error('--interface: needed to find the pinned maps when the agent is not reachable');
+  if (!opts.interface) throw new CbrError('INVALID_ARGUMENT', '--interface: needed to find the pinned maps when the agent is not reachable');
   return { pinDir: pinDirFor(opts.pinRoot ?? '/sys/fs/bpf/cbr', opts.interface), ifname: opts.interface };
 }
 
@@ -75,9 +76,9 @@ async function listCommand(kind: ListKind, action: 'add' | 'del', prefixText: st
   try {
     prefix = parsePrefix(prefixText);
   } catch (err) {
-    throw new Error(`PREFIX: ${errorMessage(err)}`);
+    throw new CbrError('PREFIX_INVALID', `PREFIX: ${errorMessage(err)}`, { cause: err });
   }
-  if (opts.comment !== undefined && !(opts.fleet && action === 'add')) throw new Error('--comment: only with add --fleet');
+  if (opts.comment !== undefined && !(opts.fleet && action === 'add')) throw new CbrError('INVALID_ARGUMENT', '--comment: only with add --fleet');
   const client = adminClientFromOptions(opts);
   const fleet = opts.fleet === true;
   try {
@@ -102,7 +103,7 @@ async function listCommand(kind: ListKind, action: 'add' | 'del', prefixText: st
   const pinned = { map: (n: string) => maps.get(n) ?? maps.set(n, BpfMap.fromPin(join(pinDir, n))).get(n)! };
   try {
     if (action === 'add') liveListAdd(pinned, kind, prefix, ORIGIN.api);
-    else if (!liveListDelete(pinned, kind, prefix)) throw new Error(`${prefix.text} is not in the pinned ${kind} list`);
+    else if (!liveListDelete(pinned, kind, prefix)) throw new CbrError('NOT_FOUND', `${prefix.text} is not in the pinned ${kind} list`);
   } finally {
     for (const m of maps.values()) m.close();
   }
@@ -119,7 +120,7 @@ export const registerXdpCommands: CommandRegistrar = (program) => {
   const xdp = program.command('xdp').description('the XDP filter and load balancer');
   withDirectOptions(xdp.command('status').description('attachment, program and list sizes (agent API, else the pins)'))
     .option('--state-dir <dir>', 'agent.stateDir for the control record when the agent is not reachable (default: from --config, else /var/lib/cbr)')
-    .addHelpText('after', `\nWithout an agent, exits ${EXIT_UNCONTROLLED} when the program is attached but its agent died or stopped checking in.`)
+    .addHelpText('after', `\nWithout an agent, exits ${EXIT.UNCONTROLLED} when the program is attached but its agent died or stopped checking in.`)
     .action(async (opts: DirectOpts) => {
       try {
         print(await adminClientFromOptions(opts).get('/v1/xdp/status'));
@@ -130,7 +131,7 @@ export const registerXdpCommands: CommandRegistrar = (program) => {
         const control = describeControl(readControlRecord(controlRecordPath(stateDirFor(opts), ifname)), Date.now(), processExists);
         print({ interface: ifname, pinDir, agent: 'not reachable', ...attach, control });
         // The filter goes on with its last lists, but nothing keeps them in step with config and fleet.
-        if (attach.attached && (control.state === 'orphaned' || control.state === 'unresponsive')) process.exitCode = EXIT_UNCONTROLLED;
+        if (attach.attached && (control.state === 'orphaned' || control.state === 'unresponsive')) process.exitCode = EXIT.UNCONTROLLED;
       }
     });
   withDirectOptions(xdp.command('stats').description('packet counters by action and reason (agent API, else the pinned map)')).action(

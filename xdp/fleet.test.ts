@@ -12,7 +12,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PostgresHost, waitFor, withTopology, type Namespace } from '../testhosts/index.js';
 import { freePort, runCli, startAgent, type AgentProcess } from '../dataplane/testing.js';
-import { parsePrefix } from '../dataplane/index.js';
+import { EXIT, parsePrefix } from '../dataplane/index.js';
 import { BpfMap } from './libbpf.js';
 import { detachXdp, pinDirFor } from './loader.js';
 import { decodeLpmKey, lpmKey } from './prefix.js';
@@ -272,7 +272,7 @@ test('fleet deny list: added at A → dropped at B within a second; kept across 
         assert.equal(await pingFrom(client, a.address), true, 'A lets the client through again');
         assert.equal(await pingFrom(client, b.address), true, 'B lets the client through again');
         const missing = await cli(b, ['xdp', 'deny', 'del', '--fleet', all]);
-        assert.equal(missing.code, 1);
+        assert.equal(missing.code, EXIT.NO_INPUT);
         assert.match(missing.stderr, /not in the fleet deny list/);
         const allowFleet = await cli(a, ['xdp', 'allow', 'add', '--fleet', '10.9.0.0/16']);
         assert.notEqual(allowFleet.code, 0, 'the allow list has no fleet form');

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { withTopology, waitFor, type Namespace } from '../testhosts/index.js';
 import { startAgent, runCli, freePort, type AgentProcess } from '../dataplane/testing.js';
+import { EXIT } from '../dataplane/index.js';
 import { detachXdp, pinDirFor } from './loader.js';
 import { encodeCid } from './cid.js';
 import { quicShort, quicLong, mountTestBpffs, linkForXdp } from './testing.js';
@@ -83,7 +84,7 @@ test('netns: deny, allow, live list changes, rate limit at its rate, and a resta
       await cli(pop, ['xdp', 'deny', 'del', '10.77.0.5/32', '--admin', admin]);
       assert.equal(await client.ping('10.77.0.1'), true, 'passes again after del');
       const bad = await runCli(['xdp', 'deny', 'add', '10.77.0.300/32', '--admin', admin], { netns: pop.name });
-      assert.equal(bad.code, 1);
+      assert.equal(bad.code, EXIT.DATA);
       assert.match(bad.stderr, /PREFIX/);
 
       // rate limit: one source floods far above 2000 pps for ~2 s; passes must be burst + rate * time (±10%)

@@ -3,16 +3,15 @@
 // `<field path>: <what was expected>`, so an operator can fix a file without reading code.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { errorMessage } from '../errors.js';
+import { CbrError, errorMessage } from '../errors.js';
 import { parseDocument, parse as parseYamlScalar, LineCounter } from 'yaml';
 
-export class ConfigError extends Error {
+export class ConfigError extends CbrError {
   constructor(
     readonly problems: string[],
     readonly source: string,
   ) {
-    super(problems.join('\n'));
-    this.name = 'ConfigError';
+    super('CONFIG_INVALID', problems.join('\n'));
   }
 }
 

@@ -1,6 +1,7 @@
 // The few libc calls Node does not expose, through ffi-rs. Main thread only: ffi-rs crashes the
 // process when a worker thread that loaded it exits (see DESIGN.md). Keep these off per-packet paths.
 import { open, load, DataType } from 'ffi-rs';
+import { CbrError } from '../errors.js';
 
 const LIBC = 'libc';
 let opened = false;
@@ -10,14 +11,13 @@ function ensureOpen(): void {
   opened = true;
 }
 
-export class SyscallError extends Error {
+export class SyscallError extends CbrError {
   constructor(
     readonly call: string,
     readonly errno: number,
     message: string,
   ) {
-    super(`${call}: ${message} (errno ${errno})`);
-    this.name = 'SyscallError';
+    super('SYSCALL_FAILED', `${call}: ${message} (errno ${errno})`);
   }
 }
 

@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { ioctlBuffer } from './libc.js';
 import { createRing, RingReader, SEQ, STOP, type RingBuffers } from './tun-ring.js';
-import { errorMessage } from '../errors.js';
+import { CbrError, errorMessage } from '../errors.js';
 
 const execFileAsync = promisify(execFile);
 // ES2024 Atomics.waitAsync (in Node 20's V8; not in this TypeScript lib target).
@@ -33,10 +33,9 @@ export interface TunOptions {
   ringBytes?: number;
 }
 
-export class TunError extends Error {
+export class TunError extends CbrError {
   constructor(message: string) {
-    super(message);
-    this.name = 'TunError';
+    super('TUN_FAILED', message);
   }
 }
 

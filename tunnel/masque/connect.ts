@@ -10,7 +10,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { decodeJwt } from 'jose';
 import type { Command } from 'commander';
-import { TunDevice, splitHostPort, errorMessage, errorCode } from '../../dataplane/index.js';
+import { CbrError, TunDevice, splitHostPort, errorMessage, errorCode } from '../../dataplane/index.js';
 import { MasqueClient, MasqueHttpError, describeClose, type MasqueSession, type SessionEnd } from './client.js';
 import { rangeToPrefixes } from './ranges.js';
 import { ConnectStatus, stateForEnd, stateForFailure } from './connect-status.js';
@@ -42,9 +42,9 @@ export function fileToken(path: string): TokenSource {
       try {
         token = readFileSync(path, 'utf8').trim();
       } catch (err) {
-        throw new Error(`--token-file: cannot read ${path}: ${errorMessage(err)}`);
+        throw new CbrError('NOT_FOUND', `--token-file: cannot read ${path}: ${errorMessage(err)}`);
       }
-      if (!token) throw new Error(`--token-file: ${path} is empty`);
+      if (!token) throw new CbrError('INVALID_ARGUMENT', `--token-file: ${path} is empty`);
       return { token, expiresAt: expiryOf(token) };
     },
   };
@@ -57,9 +57,9 @@ export function clientCredentials(issuer: string, clientId: string, secretFile: 
       const secret = readFileSync(secretFile, 'utf8').trim();
       const base = issuer.replace(/\/$/, '');
       const disco = await fetch(`${base}/.well-known/openid-configuration`, { signal: AbortSignal.timeout(10_000) });
-      if (!disco.ok) throw new Error(`--issuer: discovery answered ${disco.status}`);
+      if (!disco.ok) throw new CbrError('UPSTREAM_FAILED', `--issuer: discovery answered ${disco.status}`);
       const endpoint = ((await disco.json()) as { token_endpoint?: string }).token_endpoint;
-      if (!endpoint) throw new Error('--issuer: the discovery document has no token_endpoint');
+      if (!endpoint) throw new CbrError('UPSTREAM_FAILED', '--issuer: the discovery document has no token_endpoint');
       const scope = ['openid', 'urn:zitadel:iam:org:project:roles', ...(projectId ? [`urn:zitadel:iam:org:project:id:${projectId}:aud`] : [])].join(' ');
       const res = await fetch(endpoint, {
         method: 'POST',
@@ -70,9 +70,10 @@ export function clientCredentials(issuer: string, clientId: string, secretFile: 
         },
         body: new URLSearchParams({ grant_type: 'client_credentials', scope }),
       });
-      if (!res.ok) throw new Error(`token endpoint answered ${res.status}`);
+      if (!res.ok)
+        throw new CbrError(res.status === 400 || res.status === 401 ? 'UNAUTHENTICATED' : 'UPSTREAM_FAILED', `token endpoint answered ${res.status}`);
       const body = (await res.json()) as { access_token?: string; expires_in?: number };
-      if (typeof body.access_token !== 'string') throw new Error('token endpoint answered without an access_token');
+      if (typeof body.access_token !== 'string') throw new CbrError('UPSTREAM_FAILED', 'token endpoint answered without an access_token');
       const expiresAt = expiryOf(body.access_token) ?? (typeof body.expires_in === 'number' ? Math.floor(Date.now() / 1000) + body.expires_in : undefined);
       return { token: body.access_token, expiresAt };
     },
@@ -112,7 +113,7 @@ const sleep = (ms: number, signal: AbortSignal) =>
 /** Runs the client until `signal` aborts. */
 export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promise<void> {
   const server = splitHostPort(o.server);
-  if (!server) throw new Error(`--server: expected HOST:PORT, got ${JSON.stringify(o.server)}`);
+  if (!server) throw new CbrError('INVALID_ARGUMENT', `--server: expected HOST:PORT, got ${JSON.stringify(o.server)}`);
   let local: Socket | undefined;
   let localPeer: { port: number; address: string } | undefined;
   let tun: TunDevice | undefined;
@@ -120,9 +121,9 @@ export async function runConnect(o: ConnectOptions, signal: AbortSignal): Promis
   let applied: string[] = [];
   if (o.mode === 'udp') {
     const target = o.target ? splitHostPort(o.target) : undefined;
-    if (!target) throw new Error(`--target: expected HOST:PORT for udp mode, got ${JSON.stringify(o.target)}`);
+    if (!target) throw new CbrError('INVALID_ARGUMENT', `--target: expected HOST:PORT for udp mode, got ${JSON.stringify(o.target)}`);
     const l = splitHostPort(o.listen ?? '127.0.0.1:0');
-    if (!l) throw new Error(`--listen: expected HOST:PORT, got ${JSON.stringify(o.listen)}`);
+    if (!l) throw new CbrError('INVALID_ARGUMENT', `--listen: expected HOST:PORT, got ${JSON.stringify(o.listen)}`);
     local = createSocket(l.host.includes(':') ? 'udp6' : 'udp4');
     await new Promise<void>((resolve, reject) => {
       local!.once('error', reject);
@@ -295,14 +296,14 @@ export function registerConnectCommand(program: Command): void {
     .option('--insecure', 'do not verify the server certificate (tests only)')
     .action(async (opts: Record<string, string | boolean | undefined>) => {
       const given = [opts.token, opts.tokenFile, opts.issuer].filter((v) => v !== undefined).length;
-      if (given !== 1) throw new Error('give exactly one of --token, --token-file, --issuer');
-      if (opts.mode !== 'ip' && opts.mode !== 'udp') throw new Error(`--mode: expected ip or udp, got ${JSON.stringify(opts.mode)}`);
+      if (given !== 1) throw new CbrError('INVALID_ARGUMENT', 'give exactly one of --token, --token-file, --issuer');
+      if (opts.mode !== 'ip' && opts.mode !== 'udp') throw new CbrError('INVALID_ARGUMENT', `--mode: expected ip or udp, got ${JSON.stringify(opts.mode)}`);
       let tokens: TokenSource;
       if (typeof opts.token === 'string') tokens = staticToken(opts.token);
       else if (typeof opts.tokenFile === 'string') tokens = fileToken(opts.tokenFile);
       else {
         if (typeof opts.clientId !== 'string' || typeof opts.clientSecretFile !== 'string')
-          throw new Error('--issuer needs --client-id and --client-secret-file');
+          throw new CbrError('INVALID_ARGUMENT', '--issuer needs --client-id and --client-secret-file');
         tokens = clientCredentials(opts.issuer as string, opts.clientId, opts.clientSecretFile, opts.projectId as string | undefined);
       }
       let caPem: string | undefined;
@@ -310,7 +311,7 @@ export function registerConnectCommand(program: Command): void {
         try {
           caPem = readFileSync(opts.ca, 'utf8');
         } catch (err) {
-          throw new Error(`--ca: cannot read ${opts.ca}: ${errorMessage(err)}`);
+          throw new CbrError('NOT_FOUND', `--ca: cannot read ${opts.ca}: ${errorMessage(err)}`);
         }
       }
       const ac = new AbortController();
