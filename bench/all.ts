@@ -7,7 +7,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpus, release } from 'node:os';
-import { readResult, summarize, renderTable, writeCharts, type ResultFile } from './report.js';
+import { readResult, summarize, renderLoads, renderTable, writeCharts, type ResultFile } from './report.js';
 import { RESULTS_DIR } from './results.js';
 import { SCENARIOS } from './scenarios.js';
 
@@ -55,7 +55,7 @@ async function main(): Promise<number> {
   const results: Record<string, ResultFile | undefined> = {};
   for (const s of SCENARIOS) results[s] = readResult(s).doc;
   const rows = summarize(results);
-  process.stdout.write(`\n${renderTable(rows)}`);
+  process.stdout.write(`\n${renderTable(rows)}\n${renderLoads(results)}`);
   const charts = writeCharts(results);
   writeFileSync(
     join(RESULTS_DIR, 'summary.json'),

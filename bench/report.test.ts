@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { checkResultShape, summarize, renderTable, writeCharts, readResult, type ResultFile } from './report.js';
+import { checkResultShape, summarize, renderLoads, renderTable, writeCharts, readResult, type ResultFile } from './report.js';
 import { writeBenchResult } from './results.js';
 import { judge, SCORECARD } from './scorecard.js';
 
@@ -55,5 +55,23 @@ test('summary table, charts and missing data', () => {
     assert.match(readResult('wireguard', dir).problems[0]!, /missing/);
   } finally {
     rmSync(dir, { recursive: true });
+  }
+});
+
+test('every results file records the load it was measured under, and the scorecard prints it', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'cbr-load-'));
+  try {
+    writeBenchResult('xdp', { a: { value: 1, unit: 'u' } }, {}, dir);
+    const written = readResult('xdp', dir).doc!;
+    const l = written.machine.loadavg!;
+    assert.equal(l.start.length, 3);
+    assert.equal(l.end.length, 3);
+    assert.ok([...l.start, ...l.end].every((x) => Number.isFinite(x) && x >= 0));
+    const out = renderLoads({ xdp: written, auth: doc('auth', { a: 1 }), masque: undefined });
+    assert.match(out, new RegExp(`xdp: ${written.when}, load ${l.start[0]} at start, ${l.end[0]} at end`));
+    assert.match(out, /auth: .*, load not recorded/);
+    assert.doesNotMatch(out, /masque/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -8,7 +8,7 @@ import { RESULTS_DIR } from './results.js';
 export interface ResultFile {
   scenario: string;
   when: string;
-  machine: { cpus: number; kernel: string };
+  machine: { cpus: number; kernel: string; loadavg?: { start: number[]; end: number[] } };
   results: Record<string, { value: number; unit: string }>;
 }
 
@@ -77,6 +77,16 @@ export function summarize(results: Record<string, ResultFile | undefined>): Summ
 }
 
 const fmt = (v: number | undefined) => (v === undefined ? '-' : Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toFixed(3));
+
+/** One line per results file: when it was measured and the 1-minute load at its start and end. */
+export function renderLoads(results: Record<string, ResultFile | undefined>): string {
+  const lines = Object.entries(results).flatMap(([s, doc]) => {
+    if (!doc) return [];
+    const l = doc.machine.loadavg;
+    return [`  ${s}: ${doc.when}, load ${l ? `${l.start[0]} at start, ${l.end[0]} at end` : 'not recorded'}`];
+  });
+  return `measured (1-minute load average on ${Object.values(results).find((d) => d)?.machine.cpus ?? '?'} CPUs):\n${lines.join('\n')}\n`;
+}
 
 export function renderTable(rows: SummaryRow[]): string {
   const header = ['scenario', 'metric', 'ours', 'unit', 'baseline', 'base value', 'ratio', 'goal', 'met'];
