@@ -4,7 +4,7 @@
 // figures repeat tokens with the cache on (the deployed default). Baselines on the same tokens: a bare
 // node:crypto signature check (`_node_crypto`, the floor) and jose's compactVerify alone (`_jose_sig`,
 // what the gate used before it checked signatures with node:crypto).
-import { createPublicKey, verify as cryptoVerify } from 'node:crypto';
+import type { JsonWebKey } from 'node:crypto';
 import { compactVerify, importJWK } from 'jose';
 import { Registry } from 'prom-client';
 import { startDevIssuer } from '../auth/dev-issuer.js';
@@ -12,33 +12,10 @@ import { TokenGate } from '../auth/token-gate.js';
 import { authMetrics } from '../auth/metrics.js';
 import { authConfigSchema } from '../auth/config.js';
 import { writeBenchResult, type BenchMetric } from './results.js';
+import { bareVerifier, measure, RUN_MS } from './jwt-bare.js';
 
 const QUICK = process.env.QUICK === '1';
-const RUN_MS = QUICK ? 800 : 4000;
 const POOL = 256;
-
-interface Run {
-  perSecond: number;
-  p99us: number;
-  p50us: number;
-}
-
-async function measure(fn: (i: number) => Promise<unknown> | unknown): Promise<Run> {
-  for (let i = 0; i < 200; i++) await fn(i); // warm-up: key import, JIT
-  const lat: number[] = [];
-  const t0 = performance.now();
-  let n = 0;
-  while (performance.now() - t0 < RUN_MS && n < 5_000_000) {
-    const s = performance.now();
-    await fn(n);
-    lat.push(performance.now() - s);
-    n++;
-  }
-  const elapsed = (performance.now() - t0) / 1000;
-  lat.sort((a, b) => a - b);
-  const q = (p: number) => lat[Math.min(lat.length - 1, Math.floor(lat.length * p))]! * 1000;
-  return { perSecond: n / elapsed, p99us: q(0.99), p50us: q(0.5) };
-}
 
 const dev = await startDevIssuer({ projectId: 'bench-project' });
 const results: Record<string, BenchMetric> = {};
@@ -74,18 +51,10 @@ try {
 
     // Baseline: the signature check alone with node:crypto (no parsing, no claims, no async hop).
     const kid = dev.currentKid(alg);
-    const pub = createPublicKey({ key: jwks.keys.find((k) => k.kid === kid) as never, format: 'jwk' });
-    const parts = tokens.map((t) => {
-      const [h, p, s] = t.split('.');
-      return { data: Buffer.from(`${h}.${p}`), sig: Buffer.from(s!, 'base64url') };
-    });
-    const key = alg === 'ES256' ? { key: pub, dsaEncoding: 'ieee-p1363' as const } : pub;
-    const raw = await measure((i) => {
-      const { data, sig } = parts[i % POOL]!;
-      if (!cryptoVerify('sha256', data, key, sig)) throw new Error('baseline signature check failed');
-    });
+    const jwk = jwks.keys.find((k) => k.kid === kid) as JsonWebKey;
+    const raw = await measure(bareVerifier(alg, jwk, tokens));
 
-    const joseKey = await importJWK(jwks.keys.find((k) => k.kid === kid) as never, alg);
+    const joseKey = await importJWK(jwk as never, alg);
     const joseSig = await measure((i) => compactVerify(tokens[i % POOL]!, joseKey, { algorithms: [alg] }));
 
     results[`verify_per_s_${lower}`] = { value: Math.round(full.perSecond), unit: 'verifications/s' };
