@@ -13,16 +13,17 @@ build: deps
 	@$(MAKE) --no-print-directory xdp native
 	@npm run --silent build
 
-# The native I/O addon (batched UDP: recvmmsg/sendmmsg, GRO/GSO): gcc against the N-API headers
-# that ship with Node (<node prefix>/include/node); nothing is downloaded.
+# The native I/O addon (batched UDP: recvmmsg/sendmmsg, GRO/GSO; TUN offloads with the vnet header:
+# coalesced writes, split reads): gcc against the N-API headers that ship with Node
+# (<node prefix>/include/node); nothing is downloaded.
 NODE_INCLUDE := $(shell node -p "require('path').join(process.execPath, '..', '..', 'include', 'node')" 2>/dev/null)
 NATIVE := dataplane/os/native/build/cbr_io.node
 .PHONY: native
 native: $(NATIVE)
-$(NATIVE): dataplane/os/native/cbr_io.c
+$(NATIVE): dataplane/os/native/cbr_io.c dataplane/os/native/cbr_tun.c dataplane/os/native/cbr_io.h
 	@mkdir -p $(dir $@)
 	@test -f $(NODE_INCLUDE)/node_api.h || { echo "native: no N-API headers at $(NODE_INCLUDE)" >&2; exit 1; }
-	gcc -O2 -Wall -Wextra -Werror -fPIC -shared -DNODE_GYP_MODULE_NAME=cbr_io -I$(NODE_INCLUDE) -o $@ $<
+	gcc -O2 -Wall -Wextra -Werror -fPIC -shared -DNODE_GYP_MODULE_NAME=cbr_io -I$(NODE_INCLUDE) -o $@ $(filter %.c,$^)
 
 # XDP programs (BPF objects the agent loads through libbpf).
 XDP_SRC := $(wildcard xdp/src/*.bpf.c)
