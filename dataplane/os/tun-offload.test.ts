@@ -383,6 +383,31 @@ test('tun split: any bytes give packets or a counted drop, never a crash', () =>
       if (n === 0) assert.equal(stats[3], 1, 'a dropped read is counted as malformed');
     }),
   );
+  // Headers that look real over packets that do not match them.
+  fc.assert(
+    fc.property(
+      fc.record({
+        flags: fc.constantFrom(0, NEEDS_CSUM),
+        gsoType: fc.constantFrom(0, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, GSO_TCPV4 | 0x80, 3),
+        hdrLen: fc.nat(200),
+        gsoSize: fc.nat(2000),
+        csumStart: fc.nat(2000),
+        csumOffset: fc.nat(40),
+      }),
+      fc.constantFrom(0x45, 0x46, 0x4f, 0x60, 0x00),
+      fc.constantFrom(6, 17, 0),
+      fc.uint8Array({ maxLength: 3000 }),
+      (h, first, proto, body) => {
+        const p = Uint8Array.from([first, ...body]);
+        if (p.length > 9) p[9] = proto;
+        if (p.length > 6) p[6] = proto;
+        const stats = new Float64Array(4);
+        const n = need().tunSplit(withVnet(h, p), new Uint8Array(70_000), new Uint32Array(64), stats);
+        assert.ok(n >= 0 && n <= 64);
+      },
+    ),
+    { numRuns: 2000 },
+  );
   // A header that claims more segments than the caller has room for is a drop, not an overrun.
   const big = packet(false, 6, 1, new Uint8Array(5000), { seq: 0, flags: ACK, optLen: 0 });
   const stats = new Float64Array(4);

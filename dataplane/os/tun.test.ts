@@ -172,3 +172,46 @@ test('tun: CBR_TUN_OFFLOAD=0 switches offloads off by default', () => {
     else process.env.CBR_TUN_OFFLOAD = was;
   }
 });
+
+// Sends `count` UDP datagrams of `size` bytes as one UDP_SEGMENT (GSO) message with the native socket.
+const GSO_SENDER = `
+const { BatchUdpSocket, writeSlot, ADDR_SLOT } = await import(process.argv[1]);
+const [count, size] = [+process.argv[2], +process.argv[3]];
+const s = new BatchUdpSocket({ host: '10.77.0.1', port: 0 });
+const addrs = new Uint8Array(count * ADDR_SLOT);
+for (let i = 0; i < count; i++) writeSlot(addrs, i, '10.77.0.9', 9999);
+const data = new Uint8Array(count * size).map((_, i) => i & 0xff);
+console.log(JSON.stringify({ sent: s.send(data, new Uint32Array(count).fill(size), addrs, count), gso: s.gso }));
+s.close();`;
+
+test('tun with offloads: a UDP GSO send arrives as datagrams with valid checksums (split from one USO super-packet where the kernel has USO)', async () => {
+  await withTopology(async (topo) => {
+    const ns = await topo.namespace('uso');
+    const tun = TunDevice.open({ name: uniqueName('u'), offload: true });
+    try {
+      assert.ok(tun.offload);
+      const got: Buffer[] = [];
+      tun.onPackets((pkts) => {
+        for (const p of pkts) if (p[0]! >> 4 === 4 && p[9] === 17) got.push(Buffer.from(p));
+      });
+      await tun.moveToNetns(ns.name);
+      await tun.configure({ addresses: ['10.77.0.1/24'] });
+      const udpBatch = new URL('./udp-batch.js', import.meta.url).href;
+      const out = JSON.parse(await ns.exec([process.execPath, '--input-type=module', '-e', GSO_SENDER, udpBatch, '10', '1000']));
+      assert.deepEqual(out, { sent: 10, gso: true });
+      const t0 = Date.now();
+      while (got.length < 10 && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(got.length, 10);
+      for (const p of got) {
+        assert.equal(p.length, 1028);
+        assert.equal(checksum(p.subarray(0, 20)), 0, 'IPv4 header checksum');
+        const pseudo = Buffer.concat([p.subarray(12, 20), Buffer.from([0, 17, p[24]!, p[25]!])]);
+        assert.equal(checksum(Buffer.concat([pseudo, p.subarray(20)])), 0, 'UDP checksum');
+      }
+      const USO = 0x20 | 0x40;
+      if (tun.offloadFlags & USO) assert.ok(tun.stats.rxSuperPackets >= 1, `one USO super-packet split: ${JSON.stringify(tun.stats)}`);
+    } finally {
+      await tun.close();
+    }
+  });
+});

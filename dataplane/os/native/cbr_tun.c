@@ -286,6 +286,7 @@ static int emit_buf(void *ctx, struct iovec *iov, int n) {
   for (int i = 0; i < n; i++) total += iov[i].iov_len;
   if (b->n >= b->maxLens || b->used + total > b->cap) return -1;
   for (int i = 0; i < n; i++) {
+    if (iov[i].iov_len == 0) continue; // an empty typed array may have no data pointer
     memcpy(b->out + b->used, iov[i].iov_base, iov[i].iov_len);
     b->used += iov[i].iov_len;
   }
@@ -344,7 +345,7 @@ static int split(const uint8_t *in, size_t inLen, uint8_t *out, size_t cap, uint
   if (proto != (udp ? 17 : 6) || len < iphl + (udp ? 8 : 20)) goto bad;
   size_t l4hl = udp ? 8 : (size_t)(p[iphl + 12] >> 4) * 4;
   size_t hl = iphl + l4hl;
-  if (l4hl < 8 || len < hl) goto bad;
+  if ((udp ? l4hl != 8 : l4hl < 20) || len < hl) goto bad; // the fixes below write inside the L4 header
   size_t payload = len - hl;
   size_t mss = vh.gso_size;
   size_t nseg = payload == 0 ? 1 : (payload + mss - 1) / mss;
