@@ -136,12 +136,12 @@ function unpack(data: Uint8Array, lens: Uint32Array, n: number): Uint8Array[] {
   return out;
 }
 
-function coalesce(pkts: Uint8Array[]): { out: Uint8Array[]; result: Uint32Array } {
+function coalesce(pkts: Uint8Array[], udp = true): { out: Uint8Array[]; result: Uint32Array } {
   const { data, lens } = pack(pkts);
   const out = new Uint8Array(data.length + pkts.length * VNET + 1024);
   const outLens = new Uint32Array(pkts.length + 1);
   const result = new Uint32Array(5);
-  const n = need().tunCoalesce(data, lens, pkts.length, out, outLens, result);
+  const n = need().tunCoalesce(data, lens, pkts.length, out, outLens, result, udp);
   return { out: unpack(out, outLens, n), result };
 }
 
@@ -226,10 +226,10 @@ const flowsArb = fc.array(
 
 test('tun coalesce: any mix of flows comes back byte for byte, in order per flow, after the kernel-side split', () => {
   fc.assert(
-    fc.property(flowsArb, fc.array(stepArb, { maxLength: 200 }), fc.integer(), (fs, steps, seed) => {
+    fc.property(flowsArb, fc.array(stepArb, { maxLength: 200 }), fc.integer(), fc.boolean(), (fs, steps, seed, uso) => {
       const flows: Flow[] = fs.map((f, i) => ({ ...f, port: 40000 + i, id: i * 1000 }));
       const pkts = buildStream(flows, steps, seed);
-      const { out, result } = coalesce(pkts);
+      const { out, result } = coalesce(pkts, uso);
       assert.equal(result[0], pkts.length);
       assert.equal(result[1], out.length);
       assert.equal(result[4], 0);
@@ -248,17 +248,20 @@ test('tun coalesce: any mix of flows comes back byte for byte, in order per flow
         } else {
           supers++;
           const hl = ipHeaderLen(p);
-          assert.equal(h.gsoType, isV6(p) ? GSO_TCPV6 : GSO_TCPV4);
+          const proto = isV6(p) ? p[6]! : p[9]!;
+          assert.ok(proto === 6 || uso, 'UDP is coalesced only when the kernel took USO');
+          assert.equal(h.gsoType, proto === 17 ? GSO_UDP_L4 : isV6(p) ? GSO_TCPV6 : GSO_TCPV4);
           assert.equal(h.flags, NEEDS_CSUM);
           assert.equal(h.csumStart, hl);
-          assert.equal(h.csumOffset, 16);
-          assert.equal(h.hdrLen, hl + (p[hl + 12]! >> 4) * 4);
+          assert.equal(h.csumOffset, proto === 17 ? 6 : 16);
+          assert.equal(h.hdrLen, hl + (proto === 17 ? 8 : (p[hl + 12]! >> 4) * 4));
+          if (proto === 17) assert.equal(be16(p, hl + 4), p.length - hl, 'UDP length of the super-packet');
           if (!isV6(p)) {
             assert.equal(be16(p, 2), p.length, 'IPv4 total length of the super-packet');
             assert.equal(fold(sum(p.subarray(0, 20))), 0xffff, 'IPv4 header checksum of the super-packet');
           } else assert.equal(be16(p, 4) + 40, p.length);
           assert.ok(p.length - (isV6(p) ? 40 : 0) <= 0xffff, 'within the IP length field');
-          assert.equal(be16(p, hl + 16), fold(pseudoSum(p, 6, p.length - hl)), 'the partial checksum is the folded pseudo-header sum');
+          assert.equal(be16(p, hl + h.csumOffset), fold(pseudoSum(p, proto, p.length - hl)), 'the partial checksum is the folded pseudo-header sum');
           const segs = split(o);
           assert.ok(segs.length >= 2);
           inSupers += segs.length;
@@ -295,6 +298,23 @@ test('tun coalesce: an in-order stream of one flow becomes one super-packet per 
   }
 });
 
+test('tun coalesce: UDP datagrams of one flow become one UDP_L4 super-packet with USO, none without', () => {
+  for (const v6 of [false, true]) {
+    const flows: Flow[] = [{ v6, port: 40000, seq: 0, id: 7, mss: 100, opts: 0 }];
+    const pkts = buildStream(
+      flows,
+      Array.from({ length: 10 }, () => ({ flow: 0, kind: 'udp' as const })),
+      3,
+    );
+    const { out, result } = coalesce(pkts, true);
+    assert.equal(out.length, 1);
+    assert.deepEqual([...result], [10, 1, 10, 1, 0]);
+    assert.equal(vnet(out[0]!).gsoType, GSO_UDP_L4);
+    assert.deepEqual(split(out[0]!), pkts);
+    assert.equal(coalesce(pkts, false).out.length, 10);
+  }
+});
+
 test('tun coalesce: any bytes as packets give a defined answer, never a crash', () => {
   fc.assert(
     fc.property(fc.array(fc.uint8Array({ maxLength: 120 }), { maxLength: 40 }), (pkts) => {
@@ -303,8 +323,14 @@ test('tun coalesce: any bytes as packets give a defined answer, never a crash', 
       assert.ok(out.length <= pkts.length);
     }),
   );
-  assert.throws(() => need().tunCoalesce(new Uint8Array(10), Uint32Array.of(11), 1, new Uint8Array(100), new Uint32Array(1), new Uint32Array(5)), TypeError);
-  assert.throws(() => need().tunCoalesce(new Uint8Array(10), new Uint32Array(2), 5000, new Uint8Array(100), new Uint32Array(1), new Uint32Array(5)), TypeError);
+  assert.throws(
+    () => need().tunCoalesce(new Uint8Array(10), Uint32Array.of(11), 1, new Uint8Array(100), new Uint32Array(1), new Uint32Array(5), true),
+    TypeError,
+  );
+  assert.throws(
+    () => need().tunCoalesce(new Uint8Array(10), new Uint32Array(2), 5000, new Uint8Array(100), new Uint32Array(1), new Uint32Array(5), true),
+    TypeError,
+  );
 });
 
 // ---- read path ----

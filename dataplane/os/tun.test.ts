@@ -184,7 +184,14 @@ const data = new Uint8Array(count * size).map((_, i) => i & 0xff);
 console.log(JSON.stringify({ sent: s.send(data, new Uint32Array(count).fill(size), addrs, count), gso: s.gso }));
 s.close();`;
 
-test('tun with offloads: a UDP GSO send arrives as datagrams with valid checksums (split from one USO super-packet where the kernel has USO)', async () => {
+// Receives `count` datagrams on 10.77.0.1:9998 and says whether each holds the GSO_SENDER pattern, in order.
+const UDP_RECEIVER = `
+const s = require('dgram').createSocket('udp4'); const want = +process.argv[1]; let count = 0, intact = true;
+s.on('message', (m) => { const k = count++; intact &&= m.length === 1000 && m.every((b, j) => b === ((k * 1000 + j) & 0xff));
+  if (count === want) { console.log(JSON.stringify({ count, intact })); s.close(); } });
+s.bind(9998, '10.77.0.1', () => console.log('ready'));`;
+
+test('tun with offloads: UDP GSO datagrams are split on read and coalesced on write (USO), intact both ways', async () => {
   await withTopology(async (topo) => {
     const ns = await topo.namespace('uso');
     const tun = TunDevice.open({ name: uniqueName('u'), offload: true });
@@ -210,6 +217,23 @@ test('tun with offloads: a UDP GSO send arrives as datagrams with valid checksum
       }
       const USO = 0x20 | 0x40;
       if (tun.offloadFlags & USO) assert.ok(tun.stats.rxSuperPackets >= 1, `one USO super-packet split: ${JSON.stringify(tun.stats)}`);
+
+      // The write path: the datagrams turned around into the namespace, to a socket there.
+      const receiver = ns.spawn([process.execPath, '-e', UDP_RECEIVER, '10']);
+      await new Promise<void>((resolve) => receiver.stdout!.once('data', () => resolve()));
+      const done = new Promise<string>((resolve) => receiver.stdout!.once('data', (b: Buffer) => resolve(b.toString())));
+      for (const p of got) {
+        const back = Buffer.from(p);
+        p.copy(back, 12, 16, 20);
+        p.copy(back, 16, 12, 16);
+        back.writeUInt16BE(9998, 22); // to the receiver's port, from the sender's
+        back.writeUInt16BE(0, 26);
+        const pseudo = Buffer.concat([back.subarray(12, 20), Buffer.from([0, 17, back[24]!, back[25]!])]);
+        back.writeUInt16BE(checksum(Buffer.concat([pseudo, back.subarray(20)])) || 0xffff, 26);
+        assert.ok(tun.write(back));
+      }
+      assert.deepEqual(JSON.parse(await done), { count: 10, intact: true });
+      if (tun.offloadFlags & USO) assert.ok(tun.stats.txSuperPackets >= 1, `the datagrams were coalesced into a USO write: ${JSON.stringify(tun.stats)}`);
     } finally {
       await tun.close();
     }

@@ -23,6 +23,7 @@ export const IFF_TUN = 0x0001;
 export const IFF_NO_PI = 0x1000;
 export const IFF_MULTI_QUEUE = 0x0100;
 export const IFF_VNET_HDR = 0x4000;
+export const TUN_F_USO = 0x20 | 0x40;
 /** Queued write bytes flushed at once (a flush also happens at TUN_MAX_BATCH packets). */
 const TX_BYTES = 1 << 20;
 const IFNAMSIZ = 16;
@@ -135,6 +136,8 @@ export class TunDevice {
   private txCount = 0;
   private txUsed = 0;
   private flushQueued = false;
+  /** The kernel took USO (TUN_F_USO4|TUN_F_USO6): UDP datagrams are coalesced too. */
+  private readonly uso: boolean;
 
   private constructor(
     readonly name: string,
@@ -147,6 +150,7 @@ export class TunDevice {
     this.io = offloadFlags ? io : undefined;
     this.tx = this.io ? new Uint8Array(TX_BYTES) : undefined;
     this.txLens = new Uint32Array(this.io ? this.io.TUN_MAX_BATCH : 0);
+    this.uso = (offloadFlags & TUN_F_USO) === TUN_F_USO;
   }
 
   /** Whether the device runs with the kernel's offloads (vnet header, coalesced writes, split reads). */
@@ -303,7 +307,7 @@ export class TunDevice {
     this.txUsed = 0;
     if (!q) return;
     const r = this.txResult;
-    this.io.tunWrite(q.fd, this.tx, this.txLens, count, r);
+    this.io.tunWrite(q.fd, this.tx, this.txLens, count, r, this.uso);
     this.stats.txPackets += r[0]! - r[4]!;
     this.stats.txErrors += r[4]!;
     this.stats.txWrites += r[1]!;

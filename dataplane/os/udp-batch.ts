@@ -22,8 +22,8 @@ export interface Addon {
   ADDR_SLOT: number;
   // TUN offloads (cbr_tun.c; see dataplane/os/tun-offload.ts)
   tunOffload(fd: number): number;
-  tunWrite(fd: number, data: Uint8Array, lens: Uint32Array, count: number, result: Uint32Array): number;
-  tunCoalesce(data: Uint8Array, lens: Uint32Array, count: number, out: Uint8Array, outLens: Uint32Array, result: Uint32Array): number;
+  tunWrite(fd: number, data: Uint8Array, lens: Uint32Array, count: number, result: Uint32Array, udp: boolean): number;
+  tunCoalesce(data: Uint8Array, lens: Uint32Array, count: number, out: Uint8Array, outLens: Uint32Array, result: Uint32Array, udp: boolean): number;
   tunRead(fd: number, scratch: Uint8Array, out: Uint8Array, outLens: Uint32Array, stats: Float64Array): number;
   tunSplit(input: Uint8Array, out: Uint8Array, outLens: Uint32Array, stats: Float64Array): number;
   TUN_MAX_BATCH: number;

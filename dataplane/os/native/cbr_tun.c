@@ -5,8 +5,9 @@
 // virtio_net_hdr, and the kernel accepts (write) and hands out (read) GSO super-packets:
 // - write: a batch of IP packets is coalesced per TCP flow (in-order sequence numbers, same
 //   ACK/flags/options, equal segment sizes but the last) into one super-packet with a TCPV4/TCPV6
-//   GSO header and a partial (pseudo-header) checksum; everything else goes out alone behind a
-//   zeroed header. One writev per resulting packet, payloads straight from the caller's buffer.
+//   GSO header and a partial (pseudo-header) checksum, and UDP datagrams of one flow (equal sizes
+//   but the last) into one UDP_L4 super-packet when the kernel took USO; everything else goes out
+//   alone behind a zeroed header. One writev per resulting packet, payloads straight from the caller's buffer.
 // - read: a super-packet (TSO from the local stack, GRO from a forwarding path, USO) is split into
 //   IP packets with lengths, IDs, sequence numbers, flags and full checksums fixed; a packet whose
 //   checksum the kernel left partial (NEEDS_CSUM) gets it completed.
@@ -85,59 +86,70 @@ typedef struct {
   const uint8_t *p;
   uint32_t len;
   uint8_t v6;
+  uint8_t proto; // 6 or 17
   uint8_t iphl;
-  uint8_t tcphl;
-  uint8_t flags;
-  uint32_t seq;
-  uint32_t plen; // TCP payload bytes
-  int ok;        // a TCP segment that may join a run (also a flow key for ordering when ok >= 0)
+  uint8_t l4hl;
+  uint8_t flags; // TCP
+  uint32_t seq;  // TCP
+  uint32_t plen; // payload bytes after the L4 header
+  int ok;        // 1: may join a run; 0: a flow key only (keeps its flow's order); -1: neither
 } seg_t;
 
-// Parses a TCP segment. ok = 1: coalescible; 0: TCP with a flow key but not coalescible (flags,
-// bad checksum); -1: not TCP or malformed (written alone, no flow key).
-static void parse_seg(const uint8_t *p, uint32_t len, seg_t *s) {
+// Parses a TCP segment or UDP datagram. ok = 1: coalescible; 0: TCP/UDP with a flow key but not
+// coalescible (flags, no or bad checksum, UDP without USO); -1: anything else or malformed.
+static void parse_seg(const uint8_t *p, uint32_t len, seg_t *s, int udpOk) {
   memset(s, 0, sizeof *s);
   s->p = p;
   s->len = len;
   s->ok = -1;
   if (len < 20) return;
   if (p[0] >> 4 == 4) {
-    if ((p[0] & 0x0f) != 5 || p[9] != 6 || rd16(p + 2) != len || (rd16(p + 6) & 0x3fff) != 0) return; // options or fragments
+    if ((p[0] & 0x0f) != 5 || rd16(p + 2) != len || (rd16(p + 6) & 0x3fff) != 0) return; // options or fragments
     s->iphl = 20;
+    s->proto = p[9];
   } else if (p[0] >> 4 == 6) {
-    if (len < 40 || p[6] != 6 || (uint32_t)rd16(p + 4) + 40 != len) return; // extension headers are left alone
+    if (len < 40 || (uint32_t)rd16(p + 4) + 40 != len) return; // extension headers are left alone
     s->v6 = 1;
     s->iphl = 40;
+    s->proto = p[6];
   } else {
     return;
   }
-  if (len < (uint32_t)s->iphl + 20) return;
   const uint8_t *t = p + s->iphl;
-  s->tcphl = (uint8_t)((t[12] >> 4) * 4);
-  if (s->tcphl < 20 || len < (uint32_t)s->iphl + s->tcphl) return;
-  s->flags = t[13];
-  s->seq = rd32(t + 4);
-  s->plen = len - s->iphl - s->tcphl;
+  if (s->proto == 6) {
+    if (len < (uint32_t)s->iphl + 20) return;
+    s->l4hl = (uint8_t)((t[12] >> 4) * 4);
+    if (s->l4hl < 20 || len < (uint32_t)s->iphl + s->l4hl) return;
+    s->flags = t[13];
+    s->seq = rd32(t + 4);
+  } else if (s->proto == 17) {
+    s->l4hl = 8;
+    if (len < (uint32_t)s->iphl + 8 || rd16(t + 4) != len - s->iphl) return;
+  } else {
+    return;
+  }
+  s->plen = len - s->iphl - s->l4hl;
   s->ok = 0;
-  if (s->plen == 0 || (s->flags & ~(TCP_ACK | TCP_PSH)) != 0 || !(s->flags & TCP_ACK)) return;
+  if (s->plen == 0) return;
+  if (s->proto == 6 && ((s->flags & ~(TCP_ACK | TCP_PSH)) != 0 || !(s->flags & TCP_ACK))) return;
+  if (s->proto == 17 && (!udpOk || rd16(t + 6) == 0)) return; // a datagram sent without checksum stays so
   // A packet with a bad checksum must not be hidden inside a super-packet the kernel trusts.
   if (!s->v6 && fold(sum16(0, p, 20)) != 0xffff) return;
-  if (fold(sum16(pseudo(p, s->v6, 6, len - s->iphl), t, len - s->iphl)) != 0xffff) return;
+  if (fold(sum16(pseudo(p, s->v6, s->proto, len - s->iphl), t, len - s->iphl)) != 0xffff) return;
   s->ok = 1;
 }
 
-// Same flow: version, addresses and ports.
+// Same flow: version, protocol, addresses and ports.
 static int same_flow(const seg_t *a, const seg_t *b) {
-  if (a->v6 != b->v6) return 0;
+  if (a->v6 != b->v6 || a->proto != b->proto) return 0;
   if (a->v6 ? memcmp(a->p + 8, b->p + 8, 32) : memcmp(a->p + 12, b->p + 12, 8)) return 0;
   return memcmp(a->p + a->iphl, b->p + b->iphl, 4) == 0;
 }
 
 // Whether `c` continues the run that starts with `h` and ends with `l` (n segments, `bytes` payload).
 static int can_append(const seg_t *h, const seg_t *l, const seg_t *c, int n, uint32_t bytes) {
-  if (n >= MAX_RUN || l->plen != h->plen || (l->flags & TCP_PSH) || c->plen > h->plen) return 0;
-  if (c->seq != l->seq + l->plen || c->tcphl != h->tcphl || (c->flags & ~TCP_PSH) != (h->flags & ~TCP_PSH)) return 0;
-  if ((uint32_t)h->tcphl + bytes + c->plen + (h->v6 ? 0 : h->iphl) > MAX_IP_TOTAL) return 0;
+  if (n >= MAX_RUN || l->plen != h->plen || c->plen > h->plen) return 0;
+  if ((uint32_t)h->l4hl + bytes + c->plen + (h->v6 ? 0 : h->iphl) > MAX_IP_TOTAL) return 0;
   const uint8_t *hp = h->p, *cp = c->p;
   if (h->v6) {
     if (memcmp(hp, cp, 4) || hp[7] != cp[7]) return 0; // traffic class, flow label, hop limit
@@ -146,9 +158,11 @@ static int can_append(const seg_t *h, const seg_t *l, const seg_t *c, int n, uin
     // IDs must count up by one, as the kernel's segmentation will rebuild them (id + i).
     if (rd16(cp + 4) != (uint16_t)(rd16(hp + 4) + n)) return 0;
   }
+  if (h->proto == 17) return 1;
+  if ((l->flags & TCP_PSH) || c->seq != l->seq + l->plen || c->l4hl != h->l4hl || (c->flags & ~TCP_PSH) != (h->flags & ~TCP_PSH)) return 0;
   const uint8_t *ht = hp + h->iphl, *ct = cp + c->iphl;
   // ACK number, window, and options must match (the super-packet carries the first header).
-  return memcmp(ht + 8, ct + 8, 4) == 0 && memcmp(ht + 14, ct + 14, 2) == 0 && memcmp(ht + 20, ct + 20, h->tcphl - 20u) == 0;
+  return memcmp(ht + 8, ct + 8, 4) == 0 && memcmp(ht + 14, ct + 14, 2) == 0 && memcmp(ht + 20, ct + 20, h->l4hl - 20u) == 0;
 }
 
 typedef int (*emit_fn)(void *ctx, struct iovec *iov, int n);
@@ -166,7 +180,7 @@ static __thread int next_in_run[MAX_WRITE_BATCH];
 
 // Emits the packets of `data` (lengths `lens`, back to back) as coalesced runs, in order of each
 // run's first packet. Scratch is per thread (the batch is too large for the stack).
-static void coalesce(const uint8_t *data, size_t dataLen, const uint32_t *lens, int count, emit_fn emit, void *ctx, wstats_t *st) {
+static void coalesce(const uint8_t *data, size_t dataLen, const uint32_t *lens, int count, int udpOk, emit_fn emit, void *ctx, wstats_t *st) {
   static __thread int head[MAX_WRITE_BATCH], tail[MAX_WRITE_BATCH], runN[MAX_WRITE_BATCH];
   static __thread uint32_t runBytes[MAX_WRITE_BATCH];
   int items = 0;
@@ -176,7 +190,7 @@ static void coalesce(const uint8_t *data, size_t dataLen, const uint32_t *lens, 
   for (int i = 0; i < count; i++) {
     uint32_t len = lens[i];
     if (off + len > dataLen) len = 0; // the caller guarantees this; an empty packet is an emit error
-    parse_seg(data + off, len, &segs[i]);
+    parse_seg(data + off, len, &segs[i], udpOk);
     off += len;
     next_in_run[i] = -1;
     seg_t *s = &segs[i];
@@ -225,12 +239,13 @@ static void coalesce(const uint8_t *data, size_t dataLen, const uint32_t *lens, 
       if (emit(ctx, iov, 2) < 0) st->errors++;
       continue;
     }
-    uint32_t hl = (uint32_t)h->iphl + h->tcphl;
+    uint32_t hl = (uint32_t)h->iphl + h->l4hl;
     memcpy(hdr, h->p, hl);
     uint8_t *t = hdr + h->iphl;
-    uint32_t l4len = h->tcphl + runBytes[r];
-    const seg_t *last = &segs[tail[r]];
-    t[13] = (uint8_t)(h->flags | (last->flags & TCP_PSH));
+    uint32_t l4len = h->l4hl + runBytes[r];
+    int udp = h->proto == 17;
+    if (udp) wr16(t + 4, (uint16_t)l4len);
+    else t[13] = (uint8_t)(h->flags | (segs[tail[r]].flags & TCP_PSH));
     if (h->v6) {
       wr16(hdr + 4, (uint16_t)l4len);
     } else {
@@ -238,20 +253,20 @@ static void coalesce(const uint8_t *data, size_t dataLen, const uint32_t *lens, 
       ipv4_fix_csum(hdr, h->iphl);
     }
     // NEEDS_CSUM: the field holds the folded pseudo-header sum; the kernel adds the rest.
-    wr16(t + 16, fold(pseudo(hdr, h->v6, 6, l4len)));
+    wr16(t + (udp ? 6 : 16), fold(pseudo(hdr, h->v6, h->proto, l4len)));
     vh.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-    vh.gso_type = h->v6 ? VIRTIO_NET_HDR_GSO_TCPV6 : VIRTIO_NET_HDR_GSO_TCPV4;
+    vh.gso_type = udp ? VIRTIO_NET_HDR_GSO_UDP_L4 : h->v6 ? VIRTIO_NET_HDR_GSO_TCPV6 : VIRTIO_NET_HDR_GSO_TCPV4;
     vh.hdr_len = (uint16_t)hl;
     vh.gso_size = (uint16_t)h->plen;
     vh.csum_start = h->iphl;
-    vh.csum_offset = 16;
+    vh.csum_offset = udp ? 6 : 16;
     iov[0].iov_base = &vh;
     iov[0].iov_len = VNET_HDR;
     iov[1].iov_base = hdr;
     iov[1].iov_len = hl;
     int k = 2;
     for (int i = head[r]; i >= 0; i = next_in_run[i]) {
-      iov[k].iov_base = (void *)(segs[i].p + segs[i].iphl + segs[i].tcphl);
+      iov[k].iov_base = (void *)(segs[i].p + segs[i].iphl + segs[i].l4hl);
       iov[k].iov_len = segs[i].plen;
       k++;
     }
@@ -422,44 +437,48 @@ static int write_args(napi_env env, napi_value *argv, uint8_t **data, size_t *da
   return total > *dataLen ? -1 : 0;
 }
 
-// tunWrite(fd, data, lens: Uint32Array, count, result: Uint32Array(5)) -> packets written
-// result: [packets, writes, coalesced packets, super-packets, packets refused by the kernel]
+// tunWrite(fd, data, lens: Uint32Array, count, result: Uint32Array(5), udp) -> packets written
+// result: [packets, writes, coalesced packets, super-packets, packets refused by the kernel];
+// udp: coalesce UDP too (the kernel took TUN_F_USO4/6).
 static napi_value tun_write(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 6;
+  napi_value argv[6];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
   int32_t fd, count;
   uint8_t *data;
   size_t dataLen, nres;
   uint32_t *lens, *res;
-  if (argc < 5 || get_int(env, argv[0], &fd) || write_args(env, argv + 1, &data, &dataLen, &lens, &count) || get_u32s(env, argv[4], &res, &nres)) {
-    napi_throw_type_error(env, "CBR_IO", "tunWrite(fd, data, lens, count <= 1024, result)");
+  bool udp;
+  if (argc < 6 || get_int(env, argv[0], &fd) || write_args(env, argv + 1, &data, &dataLen, &lens, &count) || get_u32s(env, argv[4], &res, &nres) ||
+      napi_get_value_bool(env, argv[5], &udp) != napi_ok) {
+    napi_throw_type_error(env, "CBR_IO", "tunWrite(fd, data, lens, count <= 1024, result, udp)");
     return NULL;
   }
   wstats_t st = {0};
-  coalesce(data, dataLen, lens, count, emit_fd, &fd, &st);
+  coalesce(data, dataLen, lens, count, udp, emit_fd, &fd, &st);
   put_wstats(res, nres, &st);
   return make_int(env, (int64_t)st.packets - st.errors);
 }
 
-// tunCoalesce(data, lens, count, out, outLens: Uint32Array, result) -> packets in out (each with
-// its vnet header), the write path without the fd (for tests).
+// tunCoalesce(data, lens, count, out, outLens: Uint32Array, result, udp) -> packets in out (each
+// with its vnet header), the write path without the fd (for tests).
 static napi_value tun_coalesce(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
+  size_t argc = 7;
+  napi_value argv[7];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
   int32_t count;
   uint8_t *data, *out;
   size_t dataLen, outLen, nOutLens, nres;
   uint32_t *lens, *outLens, *res;
-  if (argc < 6 || write_args(env, argv, &data, &dataLen, &lens, &count) || get_bytes(env, argv[3], &out, &outLen) ||
-      get_u32s(env, argv[4], &outLens, &nOutLens) || get_u32s(env, argv[5], &res, &nres)) {
-    napi_throw_type_error(env, "CBR_IO", "tunCoalesce(data, lens, count <= 1024, out, outLens, result)");
+  bool udp;
+  if (argc < 7 || write_args(env, argv, &data, &dataLen, &lens, &count) || get_bytes(env, argv[3], &out, &outLen) ||
+      get_u32s(env, argv[4], &outLens, &nOutLens) || get_u32s(env, argv[5], &res, &nres) || napi_get_value_bool(env, argv[6], &udp) != napi_ok) {
+    napi_throw_type_error(env, "CBR_IO", "tunCoalesce(data, lens, count <= 1024, out, outLens, result, udp)");
     return NULL;
   }
   buf_ctx b = {out, outLen, 0, outLens, nOutLens, 0};
   wstats_t st = {0};
-  coalesce(data, dataLen, lens, count, emit_buf, &b, &st);
+  coalesce(data, dataLen, lens, count, udp, emit_buf, &b, &st);
   put_wstats(res, nres, &st);
   return make_int(env, (int64_t)b.n);
 }
