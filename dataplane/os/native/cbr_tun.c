@@ -518,25 +518,41 @@ static int get_f64s(napi_env env, napi_value v, double **out, size_t *count) {
   return 0;
 }
 
-// tunSplit(in, out, outLens, stats: Float64Array(4)) -> packets in out (0: dropped as malformed)
-// stats accumulate: [super-packets split, segments, checksums completed, malformed]
+// Where split packets go: (out, outLens: Uint32Array, stats: Float64Array(4)) from argv[0..2].
+// stats accumulate: [super-packets split, segments, checksums completed, malformed].
+typedef struct {
+  uint8_t *out;
+  size_t outLen;
+  uint32_t *lens;
+  size_t nLens;
+  double *stats;
+  size_t nStats;
+} split_dest;
+
+static int split_args(napi_env env, napi_value *argv, split_dest *d) {
+  return get_bytes(env, argv[0], &d->out, &d->outLen) || get_u32s(env, argv[1], &d->lens, &d->nLens) || get_f64s(env, argv[2], &d->stats, &d->nStats);
+}
+
+static napi_value split_into(napi_env env, const uint8_t *in, size_t len, split_dest *d) {
+  rstats_t st = {0};
+  int n = split(in, len, d->out, d->outLen, d->lens, d->nLens, &st);
+  put_rstats(d->stats, d->nStats, &st);
+  return make_int(env, n);
+}
+
+// tunSplit(in, out, outLens, stats) -> packets in out (0: dropped as malformed)
 static napi_value tun_split(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
-  uint8_t *in, *out;
-  size_t inLen, outLen, nOutLens, nst;
-  uint32_t *outLens;
-  double *stats;
-  if (argc < 4 || get_bytes(env, argv[0], &in, &inLen) || get_bytes(env, argv[1], &out, &outLen) || get_u32s(env, argv[2], &outLens, &nOutLens) ||
-      get_f64s(env, argv[3], &stats, &nst)) {
+  uint8_t *in;
+  size_t inLen;
+  split_dest d;
+  if (argc < 4 || get_bytes(env, argv[0], &in, &inLen) || split_args(env, argv + 1, &d)) {
     napi_throw_type_error(env, "CBR_IO", "tunSplit(in, out, outLens, stats: Float64Array)");
     return NULL;
   }
-  rstats_t st = {0};
-  int n = split(in, inLen, out, outLen, outLens, nOutLens, &st);
-  put_rstats(stats, nst, &st);
-  return make_int(env, n);
+  return split_into(env, in, inLen, &d);
 }
 
 // tunRead(fd, scratch, out, outLens, stats) -> packets in out; 0 when the read was dropped as
@@ -546,12 +562,10 @@ static napi_value tun_read(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
   int32_t fd;
-  uint8_t *scratch, *out;
-  size_t scratchLen, outLen, nOutLens, nst;
-  uint32_t *outLens;
-  double *stats;
-  if (argc < 5 || get_int(env, argv[0], &fd) || get_bytes(env, argv[1], &scratch, &scratchLen) || get_bytes(env, argv[2], &out, &outLen) ||
-      get_u32s(env, argv[3], &outLens, &nOutLens) || get_f64s(env, argv[4], &stats, &nst)) {
+  uint8_t *scratch;
+  size_t scratchLen;
+  split_dest d;
+  if (argc < 5 || get_int(env, argv[0], &fd) || get_bytes(env, argv[1], &scratch, &scratchLen) || split_args(env, argv + 2, &d)) {
     napi_throw_type_error(env, "CBR_IO", "tunRead(fd, scratch, out, outLens, stats: Float64Array)");
     return NULL;
   }
@@ -560,10 +574,7 @@ static napi_value tun_read(napi_env env, napi_callback_info info) {
   while (got < 0 && errno == EINTR);
   if (got < 0) return make_int(env, -errno);
   if (got == 0) return make_int(env, -EIO);
-  rstats_t st = {0};
-  int n = split(scratch, (size_t)got, out, outLen, outLens, nOutLens, &st);
-  put_rstats(stats, nst, &st);
-  return make_int(env, n);
+  return split_into(env, scratch, (size_t)got, &d);
 }
 
 // tunOffload(fd) -> the TUN_F_* flags the kernel took (USO only where it has it); throws when the
