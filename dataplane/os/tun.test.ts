@@ -107,11 +107,11 @@ c.on('error',e=>{console.log(JSON.stringify({ok:false,error:String(e)}));});`;
  * (what one reads the other writes): both read paths see the kernel's TSO super-packets, both
  * write paths get the split segments back in batches.
  */
-async function echoThroughTuns(offload: boolean, bytes: number) {
+async function echoThroughTuns(offload: boolean, bytes: number, queues = 1) {
   return withTopology(async (topo) => {
     const [nsA, nsB] = [await topo.namespace('a'), await topo.namespace('b')];
-    const a = TunDevice.open({ name: uniqueName('a'), offload });
-    const b = TunDevice.open({ name: uniqueName('b'), offload });
+    const a = TunDevice.open({ name: uniqueName('a'), offload, queues });
+    const b = TunDevice.open({ name: uniqueName('b'), offload, queues });
     try {
       assert.equal(a.offload, offload);
       a.onPackets((ps) => {
@@ -150,6 +150,11 @@ test('tun with offloads: a TCP stream through two bridged TUNs arrives intact, s
     assert.ok(s.txWrites < s.txPackets, 'fewer writes than packets');
     assert.equal(s.rxMalformed, 0);
   }
+});
+
+test('tun with offloads and two queues (IFF_MULTI_QUEUE): the stream arrives intact, split and coalesced', async () => {
+  const r = await echoThroughTuns(true, 4 << 20, 2);
+  for (const s of [r.a, r.b]) assert.ok(s.rxSuperPackets > 0 && s.txSuperPackets > 0, JSON.stringify(s));
 });
 
 test('tun without offloads (the fallback): the same stream arrives intact, one write per packet', async () => {
