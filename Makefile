@@ -13,16 +13,17 @@ build: deps
 	@$(MAKE) --no-print-directory xdp native
 	@npm run --silent build
 
-# The native I/O addon (batched UDP: recvmmsg/sendmmsg, GRO/GSO): gcc against the N-API headers
-# that ship with Node (<node prefix>/include/node); nothing is downloaded.
+# The native I/O addon (batched UDP: recvmmsg/sendmmsg, GRO/GSO; TUN offloads with the vnet header:
+# coalesced writes, split reads): gcc against the N-API headers that ship with Node
+# (<node prefix>/include/node); nothing is downloaded.
 NODE_INCLUDE := $(shell node -p "require('path').join(process.execPath, '..', '..', 'include', 'node')" 2>/dev/null)
 NATIVE := dataplane/os/native/build/cbr_io.node
 .PHONY: native
 native: $(NATIVE)
-$(NATIVE): dataplane/os/native/cbr_io.c
+$(NATIVE): dataplane/os/native/cbr_io.c dataplane/os/native/cbr_tun.c dataplane/os/native/cbr_io.h
 	@mkdir -p $(dir $@)
 	@test -f $(NODE_INCLUDE)/node_api.h || { echo "native: no N-API headers at $(NODE_INCLUDE)" >&2; exit 1; }
-	gcc -O2 -Wall -Wextra -Werror -fPIC -shared -DNODE_GYP_MODULE_NAME=cbr_io -I$(NODE_INCLUDE) -o $@ $<
+	gcc -O2 -Wall -Wextra -Werror -fPIC -shared -DNODE_GYP_MODULE_NAME=cbr_io -I$(NODE_INCLUDE) -o $@ $(filter %.c,$^)
 
 # XDP programs (BPF objects the agent loads through libbpf).
 XDP_SRC := $(wildcard xdp/src/*.bpf.c)
@@ -49,7 +50,7 @@ check-docs: build
 # The pure tests (codecs, config, claims, Maglev, renderers): no root, no namespaces, seconds.
 # A test belongs here when it needs nothing but loopback; everything else runs in `make test`.
 UNIT_TESTS := agent/config/config auth/claims auth/decoders auth/ratelimit auth/verifier auth/introspect \
-  bgp/render bgp/reply dataplane/errors dataplane/health dataplane/log dataplane/os/udp-batch $(basename $(wildcard tunnel/h3/*.test.ts)) \
+  bgp/render bgp/reply dataplane/errors dataplane/health dataplane/log dataplane/os/udp-batch dataplane/os/tun-offload $(basename $(wildcard tunnel/h3/*.test.ts)) \
   tunnel/masque/pure tunnel/wireguard/keys tunnel/wireguard/config tunnel/wireguard/uapi \
   dataplane/net/ip dataplane/net/pool registry/change bgp/decide xdp/control-record agent/status-format \
   xdp/codecs xdp/config xdp/maglev bench/report

@@ -9,6 +9,7 @@ import { withTopology, type Namespace } from '../testhosts/index.js';
 import { writeBenchResult, type BenchMetric } from './results.js';
 import { masqueTestbed, startConnect, startLoad, stopConnect, LOAD_LIMITS, type Testbed } from '../tunnel/masque/testing.js';
 import { nativeIoWanted } from '../tunnel/quic/index.js';
+import { nativeIoUnavailable, tunOffloadDefault } from '../dataplane/index.js';
 
 const QUICK = process.env.QUICK === '1';
 const SECONDS = QUICK ? 3 : 10;
@@ -144,6 +145,9 @@ await withTopology(async (topo) => {
     failedSessions: s.result.failed,
     // The QUIC endpoints' socket path (CBR_NATIVE_IO=0 measures the node:dgram fallback).
     quicSocketIo: nativeIoWanted() ? 'batched (native addon: recvmmsg/GRO, sendmmsg/GSO)' : 'node:dgram',
+    // The connect-ip TUNs (CBR_TUN_OFFLOAD=0 measures one write per packet).
+    tunIo:
+      tunOffloadDefault() && nativeIoUnavailable() === undefined ? 'offloads (vnet header: coalesced GSO writes, split reads)' : 'plain (one write per packet)',
     note: 'shared 2-core machine: other helpers ran at the same time',
   });
 });

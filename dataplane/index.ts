@@ -18,7 +18,7 @@ export { AdminServer, HttpError, isLoopback, type AdminRequest, type AdminRespon
 export { Supervisor, SupervisedChild, type ChildSpec } from './supervisor.js';
 export { ServiceRegistry, type AgentContext, type Subsystem, type SubsystemFactory, type CommandRegistrar } from './subsystem.js';
 export { adminClient, adminClientFromOptions, withAdminOptions, AdminClientError, type AdminClient, type AdminClientOptions } from './admin-client.js';
-export { TunDevice, TunError, type TunOptions, type TunReadMode, type TunPacketHandler } from './os/tun.js';
+export { TunDevice, TunError, tunOffloadDefault, type TunOptions, type TunReadMode, type TunPacketHandler } from './os/tun.js';
 export { createMetricsRegistry } from './metrics.js';
 export { SystemdNotifier } from './sdnotify.js';
 export { externalCheckSpec } from './external-checks.js';

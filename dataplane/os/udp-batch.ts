@@ -10,7 +10,7 @@ import { isIPv4 } from 'node:net';
 import { CbrError, errorMessage } from '../errors.js';
 import { formatIp, parseIp } from '../net/ip.js';
 
-interface Addon {
+export interface Addon {
   open(family: 4 | 6, host: string, port: number, gro: boolean, bufferBytes: number): [number, number, boolean, boolean];
   recv(fd: number, data: Uint8Array, slotSize: number, lens: Uint32Array, segs: Uint16Array, addrs: Uint8Array): number;
   send(fd: number, data: Uint8Array, lens: Uint32Array, addrs: Uint8Array, count: number, gso: boolean): number;
@@ -20,6 +20,14 @@ interface Addon {
   close(fd: number): void;
   MAX_BATCH: number;
   ADDR_SLOT: number;
+  // TUN offloads (cbr_tun.c; see dataplane/os/tun-offload.ts)
+  tunOffload(fd: number): number;
+  tunWrite(fd: number, data: Uint8Array, lens: Uint32Array, count: number, result: Uint32Array, udp: boolean): number;
+  tunCoalesce(data: Uint8Array, lens: Uint32Array, count: number, out: Uint8Array, outLens: Uint32Array, result: Uint32Array, udp: boolean): number;
+  tunRead(fd: number, scratch: Uint8Array, out: Uint8Array, outLens: Uint32Array, stats: Float64Array): number;
+  tunSplit(input: Uint8Array, out: Uint8Array, outLens: Uint32Array, stats: Float64Array): number;
+  TUN_MAX_BATCH: number;
+  TUN_VNET_HDR: number;
 }
 
 /** Where `make native` puts the addon, from dist/dataplane/os/ or dataplane/os/. */

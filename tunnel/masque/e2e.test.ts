@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { withTopology } from '../../testhosts/index.js';
+import { nativeIoUnavailable, tunOffloadDefault } from '../../dataplane/index.js';
 import { masqueTestbed, metricValue, startConnect, startLoad, stopConnect, udpEcho, LOAD_LIMITS } from './testing.js';
 
 test('connect-udp: a UDP echo in the origin namespace answers through cbr connect --mode udp', async () => {
@@ -59,6 +60,12 @@ test('connect-ip: ping and an iperf3 TCP flow from the client namespace to the o
       const out = JSON.parse(await tb.client.exec(['iperf3', '-c', tb.originAddr, '-t', '2', '-J'], { timeoutMs: 20_000 }));
       const bps = out.end.sum_received.bits_per_second as number;
       assert.ok(bps > 1e6, `iperf3 through connect-ip: ${bps} bit/s`);
+      // The PoP's TUN takes the kernel offloads (when the addon is built and not switched off): the
+      // client's stream reaches it in batches, written as coalesced super-packets.
+      const m = await tb.metrics();
+      assert.equal(metricValue(m, 'cbr_masque_tun_offload'), tunOffloadDefault() && nativeIoUnavailable() === undefined ? 1 : 0);
+      if (metricValue(m, 'cbr_masque_tun_offload') === 1)
+        assert.ok(metricValue(m, 'cbr_masque_tun_coalesced_packets_total') > 0, 'the PoP coalesced TCP segments into super-packets');
       // tunnel.egress on the PoP's TUN: the PoP's own address in the routed subnet answers ping but
       // none of its services; the drop is counted.
       assert.ok(await tb.client.ping('10.61.2.1', { timeoutS: 2 }), "the PoP's address answers ping through connect-ip");

@@ -145,6 +145,58 @@ function registerMetrics(ctx: AgentContext, get: () => MasqueServer | undefined,
     },
   });
   mirror('cbr_masque_token_refreshes_total', 'in-band token refreshes accepted', [], (s) => [[{}, s.counters.tokenRefreshes]]);
+  // The connect-ip TUN (dataplane/os/tun.ts): offloads, write syscalls against packets, splits.
+  new Gauge({
+    name: 'cbr_masque_tun_offload',
+    help: 'whether the connect-ip TUN runs with the kernel offloads (vnet header: coalesced writes, split reads)',
+    registers: [r],
+    collect() {
+      this.set(gw()?.tun.offload ? 1 : 0);
+    },
+  });
+  const tun = (read: (t: IpGateway['tun']['stats']) => Array<[Record<string, string>, number]>) => () => {
+    const g = gw();
+    return g ? read(g.tun.stats) : [];
+  };
+  mirror(
+    'cbr_masque_tun_writes_total',
+    'write syscalls into the connect-ip TUN (one per packet without offloads)',
+    [],
+    tun((t) => [[{}, t.txWrites]]),
+  );
+  mirror(
+    'cbr_masque_tun_write_errors_total',
+    'packets the kernel refused on the connect-ip TUN',
+    [],
+    tun((t) => [[{}, t.txErrors]]),
+  );
+  mirror(
+    'cbr_masque_tun_coalesced_packets_total',
+    'packets written to the connect-ip TUN inside coalesced GSO super-packets',
+    [],
+    tun((t) => [[{}, t.txCoalesced]]),
+  );
+  mirror(
+    'cbr_masque_tun_super_packets_total',
+    'GSO super-packets on the connect-ip TUN: made on write, split on read',
+    ['direction'],
+    tun((t) => [
+      [{ direction: 'write' }, t.txSuperPackets],
+      [{ direction: 'read' }, t.rxSuperPackets],
+    ]),
+  );
+  mirror(
+    'cbr_masque_tun_split_packets_total',
+    'packets the read super-packets of the connect-ip TUN were split into',
+    [],
+    tun((t) => [[{}, t.rxSegments]]),
+  );
+  mirror(
+    'cbr_masque_tun_malformed_reads_total',
+    'reads from the connect-ip TUN dropped because their vnet header did not describe the packet',
+    [],
+    tun((t) => [[{}, t.rxMalformed]]),
+  );
 }
 
 /** Health: the listener's socket answers. A version-negotiation probe (unknown QUIC version) gets a reply without creating state. */

@@ -12,7 +12,7 @@
 // Address slots are 20 bytes: [0] family (4 or 6), [1] unused, [2..3] port (big endian),
 // [4..19] address (IPv4 in the first 4 bytes).
 #define _GNU_SOURCE
-#include <node_api.h>
+#include "cbr_io.h"
 #include <uv.h>
 #include <arpa/inet.h>
 #include <errno.h>
@@ -40,7 +40,7 @@
     }                                                                                \
   } while (0)
 
-static napi_value throw_errno(napi_env env, const char *what, int err) {
+napi_value throw_errno(napi_env env, const char *what, int err) {
   char msg[160];
   snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
   char code[32];
@@ -49,7 +49,7 @@ static napi_value throw_errno(napi_env env, const char *what, int err) {
   return NULL;
 }
 
-static napi_value make_int(napi_env env, int64_t v) {
+napi_value make_int(napi_env env, int64_t v) {
   napi_value out;
   napi_create_int64(env, v, &out);
   return out;
@@ -61,11 +61,11 @@ static napi_value make_bool(napi_env env, bool v) {
   return out;
 }
 
-static int get_int(napi_env env, napi_value v, int32_t *out) {
+int get_int(napi_env env, napi_value v, int32_t *out) {
   return napi_get_value_int32(env, v, out) == napi_ok ? 0 : -1;
 }
 
-static int get_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len) {
+int get_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len) {
   napi_typedarray_type type;
   napi_value ab;
   size_t off;
@@ -473,6 +473,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_create_int32(env, ADDR_SLOT, &slot);
   napi_set_named_property(env, exports, "MAX_BATCH", maxBatch);
   napi_set_named_property(env, exports, "ADDR_SLOT", slot);
+  cbr_tun_register(env, exports);
   return exports;
 }
 
