@@ -1,13 +1,14 @@
 // bench/masque: MASQUE connect-ip against wireguard-go and the direct path, in one topology and one
 // run (client ns ↔ PoP ns ↔ origin ns, the real agent with auth against cbr dev-issuer), plus the
-// connect-udp relay rate, session setups per second and agent memory per idle session.
+// connect-udp relay rate, session setups per second against a bare QUIC handshake loop (same
+// certificate, client and concurrency, no HTTP/3, token or CONNECT) and agent memory per idle session.
 // QUICK=1: shorter flows, fewer sessions.
 import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { withTopology, type Namespace } from '../testhosts/index.js';
 import { writeBenchResult, type BenchMetric } from './results.js';
-import { masqueTestbed, startConnect, startLoad, stopConnect, LOAD_LIMITS, type Testbed } from '../tunnel/masque/testing.js';
+import { masqueTestbed, startBareQuic, startConnect, startLoad, stopConnect, LOAD_LIMITS, type Testbed } from '../tunnel/masque/testing.js';
 import { nativeIoWanted } from '../tunnel/quic/index.js';
 
 const QUICK = process.env.QUICK === '1';
@@ -137,6 +138,18 @@ await withTopology(async (topo) => {
   put('kb_per_idle_session_10k', (rssAfter - rssBefore) / Math.max(1, s.result.opened!) / 1024, `KB (agent RSS delta / ${s.result.opened} sessions)`);
   s.child.stdin!.write('close\n');
   await new Promise((r) => s.child.once('exit', r));
+
+  // The bare QUIC handshake loop the setups are compared with: the same count and concurrency.
+  const bare = await startBareQuic(tb, tb.port + 1);
+  try {
+    const h = await load(tb, { mode: 'handshakes', host: tb.popAddr, port: tb.port + 1, ca: tb.caFile, count: SESSIONS, concurrency: 200 });
+    put('quic_handshakes_per_s_bare', h.result.perSecond!, 'handshakes/s (QUIC only, same client and certificate)');
+    put('session_setup_ratio_to_bare', s.result.perSecond! / h.result.perSecond!, 'session_setups_per_s / quic_handshakes_per_s_bare (goal ≥ 0.7)');
+    h.child.stdin!.write('close\n');
+    await new Promise((r) => h.child.once('exit', r));
+  } finally {
+    bare.stdin!.end();
+  }
   writeBenchResult('masque', results, {
     quick: QUICK,
     sessions: SESSIONS,

@@ -3,7 +3,7 @@
 // writes on request streams (quiche takes what flow control allows; the rest waits for
 // onStreamWritable), HTTP Datagram demultiplexing, and protocol errors mapped to their H3 codes:
 // connection errors close the QUIC connection, stream errors reset that stream.
-import type { QuicConnection, CloseReason } from '../quic/index.js';
+import type { QuicConnection, CloseReason, ConnectionHandler } from '../quic/index.js';
 import {
   H3Error,
   H3ErrorCode,
@@ -61,7 +61,8 @@ export interface H3Events {
 // before the next read, so no connection holds a read buffer of its own while idle.
 const readBuf = Buffer.allocUnsafe(65_536);
 
-export class H3Connection {
+/** Its QuicConnection's handler itself (methods, not six closures per connection). */
+export class H3Connection implements ConnectionHandler {
   peerSettings: H3Settings | undefined;
   private readonly peerUni = new Map<number, PeerUni>();
   private readonly peerUniTypes: PeerUniStreams;
@@ -80,15 +81,46 @@ export class H3Connection {
     private readonly events: H3Events,
   ) {
     this.peerUniTypes = new PeerUniStreams(role);
-    quic.handler = {
-      onEstablished: () => this.openControlStreams(),
-      onStreamReadable: (_c, id) => this.guard(() => this.onReadable(id), id),
-      onStreamWritable: (_c, id) => this.flushStream(id),
-      onStreamStopped: (_c, id, code) => this.guard(() => this.onStopped(id, code)),
-      onDatagram: (_c, d) => this.guard(() => this.onDatagram(d)),
-      onClosed: (_c, r) => this.events.onClosed(r),
-    };
+    quic.handler = this;
     if (quic.isEstablished) this.openControlStreams();
+  }
+
+  onEstablished(): void {
+    this.openControlStreams();
+  }
+
+  onStreamReadable(_c: QuicConnection, streamId: number): void {
+    try {
+      this.onReadable(streamId);
+    } catch (err) {
+      this.caught(err, streamId);
+    }
+  }
+
+  onStreamWritable(_c: QuicConnection, streamId: number): void {
+    this.flushStream(streamId);
+  }
+
+  onStreamStopped(_c: QuicConnection, streamId: number, code: number | undefined): void {
+    try {
+      this.onStopped(streamId, code);
+    } catch (err) {
+      this.caught(err);
+    }
+  }
+
+  onDatagram(_c: QuicConnection, d: Buffer): void {
+    const h = this.dgHeader;
+    if (!parseHttpDatagram(d, h)) return;
+    try {
+      this.events.onHttpDatagram(h.streamId, h.contextId, d.subarray(h.payloadOffset));
+    } catch (err) {
+      this.caught(err);
+    }
+  }
+
+  onClosed(_c: QuicConnection, r: CloseReason): void {
+    this.events.onClosed(r);
   }
 
   private openControlStreams(): void {
@@ -101,14 +133,10 @@ export class H3Connection {
     for (const id of [control, encoder, decoder]) this.quic.watchStream(id);
   }
 
-  /** Runs `fn`, turning an H3Error into the close / reset its scope asks for. */
-  guard(fn: () => void, streamId?: number): void {
-    try {
-      fn();
-    } catch (err) {
-      if (!(err instanceof H3Error)) throw err;
-      this.fail(err, streamId);
-    }
+  /** An H3Error becomes the close / reset its scope asks for; anything else is a bug, for the endpoint to handle. */
+  private caught(err: unknown, streamId?: number): void {
+    if (!(err instanceof H3Error)) throw err;
+    this.fail(err, streamId);
   }
 
   /** A connection error closes the connection, a stream error resets the stream, each with h3CodeFor(err). */
@@ -279,12 +307,6 @@ export class H3Connection {
       s.decoder.push(chunk);
     }
     if (fin && s.kind && s.kind !== 'push') throw criticalStreamClosed(s.kind);
-  }
-
-  private onDatagram(d: Buffer): void {
-    const h = this.dgHeader;
-    if (!parseHttpDatagram(d, h)) return;
-    this.events.onHttpDatagram(h.streamId, h.contextId, d.subarray(h.payloadOffset));
   }
 
   /** Whether the peer announced HTTP Datagrams (else DATAGRAM capsules carry the packets). */
