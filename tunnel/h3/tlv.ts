@@ -54,7 +54,8 @@ export class TlvReader {
           }
         }
         // Slow path: gather header bytes one at a time (at most 16).
-        const header = (this.header ??= new Uint8Array(16));
+        this.header ??= new Uint8Array(16);
+        const header = this.header;
         header[this.headerLen++] = first;
         pos++;
         const tlen = varintLengthFromFirstByte(header[0]!);
