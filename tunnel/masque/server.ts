@@ -29,7 +29,7 @@ import {
 } from '../h3/index.js';
 import { H3Connection, type H3Events } from './h3-conn.js';
 import { parseUdpPath, parseIpPath, TargetError, type TargetPolicy, UDP_PATH_PREFIX, IP_PATH_PREFIX } from './policy.js';
-import { UdpRelay } from './udp-relay.js';
+import { UdpRelay, newUdpDrops, type UdpDropReason } from './udp-relay.js';
 import type { IpGateway } from './ip-gateway.js';
 import { prefixToRange, sortRanges } from './ranges.js';
 import { AccessLog, CbrError, PoolExhaustedError, httpStatusFor, type AccessEndReason } from '../../dataplane/index.js';
@@ -63,6 +63,8 @@ export interface MasqueCounters {
   capsuleDatagramsIn: number;
   capsuleDatagramsOut: number;
   drops: Record<MasqueDropReason, number>;
+  /** The connect-udp relays' drops (socket send errors, payloads over the connecting queue, replies the client queue refused). */
+  relayDrops: Record<UdpDropReason, number>;
   authFailures: Record<string, number>;
   requests: Record<string, number>;
   tokenRefreshes: number;
@@ -189,6 +191,7 @@ export class MasqueServer {
     capsuleDatagramsIn: 0,
     capsuleDatagramsOut: 0,
     drops: { 'unknown-stream': 0, 'unknown-context': 0, 'client-queue': 0, 'too-big': 0, 'not-open': 0, gateway: 0 },
+    relayDrops: newUdpDrops(),
     authFailures: {},
     requests: {},
     tokenRefreshes: 0,
@@ -546,7 +549,7 @@ export class MasqueServer {
     try {
       if (kind === 'udp') {
         const target = parseUdpPath(path);
-        s.relay = await UdpRelay.open(target, this.opts.udpPolicy, this.resolver, (payload) => this.sendPayload(s, payload));
+        s.relay = await UdpRelay.open(target, this.opts.udpPolicy, this.resolver, (payload) => this.sendPayload(s, payload), this.counters.relayDrops);
         if (c.closed) s.relay.close();
       } else {
         const ip = this.opts.ip;

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createSocket, type Socket } from 'node:dgram';
 import { pbkdf2 } from 'node:crypto';
-import { UdpRelay, CONNECTING_QUEUE } from './udp-relay.js';
+import { UdpRelay, CONNECTING_QUEUE, newUdpDrops } from './udp-relay.js';
 import { TargetPolicy, TargetError } from './policy.js';
 import { TargetResolver } from './dns.js';
 
@@ -82,10 +82,11 @@ test('udp relay: a burst before the socket connects is held up to CONNECTING_QUE
   const policy = new TargetPolicy({ allowPrefixes: ['0.0.0.0/0'], allowPrivate: true });
   try {
     const got: Buffer[] = [];
-    const relay = await UdpRelay.open({ host: '127.0.0.1', port: echo.address().port }, policy, resolver, (p) => got.push(p) > 0);
+    const shared = newUdpDrops(); // the server's record, exported as cbr_masque_drops_total{reason="relay-…"}
+    const relay = await UdpRelay.open({ host: '127.0.0.1', port: echo.address().port }, policy, resolver, (p) => got.push(p) > 0, shared);
     const burst = CONNECTING_QUEUE + 10;
     for (let i = 0; i < burst; i++) relay.send(Buffer.from(`p${i}`));
-    assert.equal(relay.drops['send-error'], 10);
+    assert.equal(shared['send-error'], 10);
     const until = Date.now() + 2000;
     while (got.length < CONNECTING_QUEUE && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
     assert.equal(got.length, CONNECTING_QUEUE);

@@ -9,12 +9,15 @@ import type { TargetResolver } from './dns.js';
 
 export type UdpDropReason = 'send-error' | 'client-queue';
 
+export function newUdpDrops(): Record<UdpDropReason, number> {
+  return { 'send-error': 0, 'client-queue': 0 };
+}
+
 /** Payloads held while the socket connects (the first ones of a session); more are dropped as send errors. */
 export const CONNECTING_QUEUE = 64;
 
 export class UdpRelay {
   readonly counters = { packetsIn: 0, packetsOut: 0, bytesIn: 0, bytesOut: 0 };
-  readonly drops: Record<UdpDropReason, number> = { 'send-error': 0, 'client-queue': 0 };
   private closed = false;
   private socket: Socket | undefined;
   /** Payloads waiting for the socket to connect; undefined once it has. */
@@ -24,17 +27,25 @@ export class UdpRelay {
     readonly address: string,
     readonly port: number,
     private readonly onPacket: (payload: Buffer) => boolean,
+    /** Drops by reason, shared by the relays of one server (cbr_masque_drops_total{reason="relay-…"}). */
+    readonly drops: Record<UdpDropReason, number>,
   ) {}
 
   /**
    * Resolves and checks the target. Throws TargetError: TARGET_REFUSED when the policy refuses it, the
    * resolver's codes when the name does not resolve.
    */
-  static async open(target: UdpTarget, policy: TargetPolicy, resolver: TargetResolver, onPacket: (payload: Buffer) => boolean): Promise<UdpRelay> {
+  static async open(
+    target: UdpTarget,
+    policy: TargetPolicy,
+    resolver: TargetResolver,
+    onPacket: (payload: Buffer) => boolean,
+    drops: Record<UdpDropReason, number> = newUdpDrops(),
+  ): Promise<UdpRelay> {
     const address = isIP(target.host) === 0 ? await resolver.resolve(target.host) : target.host;
     const why = policy.check(address, target.port);
     if (why) throw new TargetError('TARGET_REFUSED', why);
-    return new UdpRelay(address, target.port, onPacket);
+    return new UdpRelay(address, target.port, onPacket, drops);
   }
 
   /** Whether the relay holds a socket now (made on the first payload). */
