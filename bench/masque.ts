@@ -4,7 +4,7 @@
 // certificate, client and concurrency, no HTTP/3, token or CONNECT) and agent memory per idle session.
 // QUICK=1: shorter flows, fewer sessions.
 import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { withTopology, type Namespace } from '../testhosts/index.js';
 import { writeBenchResult, type BenchMetric } from './results.js';
@@ -36,6 +36,8 @@ async function rtt(ns: Namespace, addr: string): Promise<number> {
 
 /** The load generator with room for 10,000 sessions. */
 const load = (tb: Testbed, cfg: object) => startLoad(tb, cfg, { timeoutMs: 600_000, nodeArgs: ['--max-old-space-size=4096'] });
+
+const loadAtStart = loadavg();
 
 await withTopology(async (topo) => {
   const tb = await masqueTestbed(topo, { extraMasque: `    maxSessions: 200000\n${LOAD_LIMITS}` });
@@ -158,5 +160,7 @@ await withTopology(async (topo) => {
     // The QUIC endpoints' socket path (CBR_NATIVE_IO=0 measures the node:dgram fallback).
     quicSocketIo: nativeIoWanted() ? 'batched (native addon: recvmmsg/GRO, sendmmsg/GSO)' : 'node:dgram',
     note: 'shared 2-core machine: other helpers ran at the same time',
+    // The machine's 1/5/15-minute load averages when the run started and ended.
+    loadavg: { start: loadAtStart, end: loadavg() },
   });
 });
