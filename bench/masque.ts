@@ -142,11 +142,14 @@ await withTopology(async (topo) => {
   await new Promise((r) => s.child.once('exit', r));
 
   // The bare QUIC handshake loop the setups are compared with: the same count and concurrency.
+  const packets = (r: Record<string, number>) => ({ out: r.packetsOutPerSetup, in: r.packetsInPerSetup });
+  const setupPackets: Record<string, unknown> = { session: packets(s.result) };
   const bare = await startBareQuic(tb, tb.port + 1);
   try {
     const h = await load(tb, { mode: 'handshakes', host: tb.popAddr, port: tb.port + 1, ca: tb.caFile, count: SESSIONS, concurrency: 200 });
     put('quic_handshakes_per_s_bare', h.result.perSecond!, 'handshakes/s (QUIC only, same client and certificate)');
     put('session_setup_ratio_to_bare', s.result.perSecond! / h.result.perSecond!, 'session_setups_per_s / quic_handshakes_per_s_bare (goal ≥ 0.7)');
+    setupPackets.bare = packets(h.result);
     h.child.stdin!.write('close\n');
     await new Promise((r) => h.child.once('exit', r));
   } finally {
@@ -157,6 +160,9 @@ await withTopology(async (topo) => {
     sessions: SESSIONS,
     seconds: SECONDS,
     failedSessions: s.result.failed,
+    // Where a session setup's time went (client side, averages) and the client's packets per setup.
+    setupMsAvg: { handshake: s.result.handshakeMsAvg, connect: s.result.connectMsAvg },
+    setupPackets,
     // The QUIC endpoints' socket path (CBR_NATIVE_IO=0 measures the node:dgram fallback).
     quicSocketIo: nativeIoWanted() ? 'batched (native addon: recvmmsg/GRO, sendmmsg/GSO)' : 'node:dgram',
     note: 'shared 2-core machine: other helpers ran at the same time',

@@ -56,7 +56,7 @@ await withTopology(async (topo) => {
   );
   const fds = readdirSync(`/proc/${tb.agent.pid}/fd`).length;
   process.stdout.write(
-    `${JSON.stringify({ opened, perSecond: Math.round(s.result.perSecond!), handshakeMsAvg: Math.round(s.result.handshakeMsAvg!), connectMsAvg: Math.round(s.result.connectMsAvg!), kbPerSession: per, fds, failed: s.result.failed, agentCpuMsPerSession, loadCpuMsPerSession, benchCpuMsPerSession, logLinesPerSession })}\n`,
+    `${JSON.stringify({ opened, perSecond: Math.round(s.result.perSecond!), pktOut: s.result.packetsOutPerSetup, pktIn: s.result.packetsInPerSetup, handshakeMsAvg: Math.round(s.result.handshakeMsAvg!), connectMsAvg: Math.round(s.result.connectMsAvg!), kbPerSession: per, fds, failed: s.result.failed, agentCpuMsPerSession, loadCpuMsPerSession, benchCpuMsPerSession, logLinesPerSession })}\n`,
   );
   if (process.env.HEAPSNAP === '1') {
     process.kill(tb.agent.pid, 'SIGUSR2');
@@ -69,7 +69,7 @@ await withTopology(async (topo) => {
   const h = await startLoad(tb, { mode: 'handshakes', host: tb.popAddr, port: tb.port + 1, ca: tb.caFile, count: N, concurrency: 200 }, { timeoutMs: 600_000 });
   const bareCpu = (cpuMs(bare.pid!) - b0) / h.result.opened!;
   process.stdout.write(
-    `${JSON.stringify({ bare: Math.round(h.result.perSecond!), bareServerCpuMs: bareCpu, bareLoadCpuMs: cpuMs(h.child.pid!) / h.result.opened! })}\n`,
+    `${JSON.stringify({ bare: Math.round(h.result.perSecond!), pktOut: h.result.packetsOutPerSetup, pktIn: h.result.packetsInPerSetup, bareServerCpuMs: bareCpu, bareLoadCpuMs: cpuMs(h.child.pid!) / h.result.opened! })}\n`,
   );
   h.child.stdin!.write('close\n');
   await new Promise((r) => h.child.once('exit', r));

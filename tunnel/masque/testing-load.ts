@@ -28,7 +28,15 @@ const out = (o: object) => process.stdout.write(`${JSON.stringify(o)}\n`);
 /** Runs `fn` `count` times, `concurrency` at a time; returns the successes, the time taken and the errors by message. */
 async function openMany(
   fn: () => Promise<void>,
-): Promise<{ opened: number; failed: number; setupMs: number; perSecond: number; errors: Record<string, number> }> {
+): Promise<{
+  opened: number;
+  failed: number;
+  setupMs: number;
+  perSecond: number;
+  packetsOutPerSetup: number;
+  packetsInPerSetup: number;
+  errors: Record<string, number>;
+}> {
   const count = cfg.count ?? 1000;
   const errors = new Map<string, number>();
   let opened = 0;
@@ -48,7 +56,17 @@ async function openMany(
   };
   await Promise.all(Array.from({ length: cfg.concurrency ?? 100 }, worker));
   const setupMs = performance.now() - t0;
-  return { opened, failed: count - opened, setupMs, perSecond: opened / (setupMs / 1000), errors: Object.fromEntries(errors) };
+  // Packets the client sent and received per setup (each costs a native call and a syscall share on both ends).
+  const per = (n: number) => n / Math.max(1, opened);
+  return {
+    opened,
+    failed: count - opened,
+    setupMs,
+    perSecond: opened / (setupMs / 1000),
+    packetsOutPerSetup: per(endpoint.stats.packetsOut),
+    packetsInPerSetup: per(endpoint.stats.packetsIn),
+    errors: Object.fromEntries(errors),
+  };
 }
 
 if (cfg.mode === 'handshakes') {
