@@ -1,13 +1,14 @@
 // bench/masque: MASQUE connect-ip against wireguard-go and the direct path, in one topology and one
 // run (client ns ↔ PoP ns ↔ origin ns, the real agent with auth against cbr dev-issuer), plus the
-// connect-udp relay rate, session setups per second and agent memory per idle session.
+// connect-udp relay rate, session setups per second against a bare QUIC handshake loop (same
+// certificate, client and concurrency, no HTTP/3, token or CONNECT) and agent memory per idle session.
 // QUICK=1: shorter flows, fewer sessions.
 import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { withTopology, type Namespace } from '../testhosts/index.js';
 import { writeBenchResult, type BenchMetric } from './results.js';
-import { masqueTestbed, startConnect, startLoad, stopConnect, LOAD_LIMITS, type Testbed } from '../tunnel/masque/testing.js';
+import { masqueTestbed, startBareQuic, startConnect, startLoad, stopConnect, LOAD_LIMITS, type Testbed } from '../tunnel/masque/testing.js';
 import { nativeIoWanted } from '../tunnel/quic/index.js';
 import { nativeIoUnavailable, tunOffloadDefault } from '../dataplane/index.js';
 
@@ -36,6 +37,8 @@ async function rtt(ns: Namespace, addr: string): Promise<number> {
 
 /** The load generator with room for 10,000 sessions. */
 const load = (tb: Testbed, cfg: object) => startLoad(tb, cfg, { timeoutMs: 600_000, nodeArgs: ['--max-old-space-size=4096'] });
+
+const loadAtStart = loadavg();
 
 await withTopology(async (topo) => {
   const tb = await masqueTestbed(topo, { extraMasque: `    maxSessions: 200000\n${LOAD_LIMITS}` });
@@ -138,16 +141,36 @@ await withTopology(async (topo) => {
   put('kb_per_idle_session_10k', (rssAfter - rssBefore) / Math.max(1, s.result.opened!) / 1024, `KB (agent RSS delta / ${s.result.opened} sessions)`);
   s.child.stdin!.write('close\n');
   await new Promise((r) => s.child.once('exit', r));
+
+  // The bare QUIC handshake loop the setups are compared with: the same count and concurrency.
+  const packets = (r: Record<string, number>) => ({ out: r.packetsOutPerSetup, in: r.packetsInPerSetup });
+  const setupPackets: Record<string, unknown> = { session: packets(s.result) };
+  const bare = await startBareQuic(tb, tb.port + 1);
+  try {
+    const h = await load(tb, { mode: 'handshakes', host: tb.popAddr, port: tb.port + 1, ca: tb.caFile, count: SESSIONS, concurrency: 200 });
+    put('quic_handshakes_per_s_bare', h.result.perSecond!, 'handshakes/s (QUIC only, same client and certificate)');
+    put('session_setup_ratio_to_bare', s.result.perSecond! / h.result.perSecond!, 'session_setups_per_s / quic_handshakes_per_s_bare (goal ≥ 0.7)');
+    setupPackets.bare = packets(h.result);
+    h.child.stdin!.write('close\n');
+    await new Promise((r) => h.child.once('exit', r));
+  } finally {
+    bare.stdin!.end();
+  }
   writeBenchResult('masque', results, {
     quick: QUICK,
     sessions: SESSIONS,
     seconds: SECONDS,
     failedSessions: s.result.failed,
+    // Where a session setup's time went (client side, averages) and the client's packets per setup.
+    setupMsAvg: { handshake: s.result.handshakeMsAvg, connect: s.result.connectMsAvg },
+    setupPackets,
     // The QUIC endpoints' socket path (CBR_NATIVE_IO=0 measures the node:dgram fallback).
     quicSocketIo: nativeIoWanted() ? 'batched (native addon: recvmmsg/GRO, sendmmsg/GSO)' : 'node:dgram',
     // The connect-ip TUNs (CBR_TUN_OFFLOAD=0 measures one write per packet).
     tunIo:
       tunOffloadDefault() && nativeIoUnavailable() === undefined ? 'offloads (vnet header: coalesced GSO writes, split reads)' : 'plain (one write per packet)',
     note: 'shared 2-core machine: other helpers ran at the same time',
+    // The machine's 1/5/15-minute load averages when the run started and ended.
+    loadavg: { start: loadAtStart, end: loadavg() },
   });
 });

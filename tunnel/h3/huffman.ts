@@ -198,7 +198,9 @@ export function huffmanEncodedLength(text: string): number {
 
 /** Write the Huffman code of `text` (latin1; every char code must be <= 0xff) at `offset`; returns the end offset. */
 export function huffmanEncodeInto(text: string, buf: Uint8Array, offset: number): number {
-  let acc = 0; // pending bits, at most 7 + 30 → keep below 2^53 by flushing bytes eagerly
+  // Integer bit packing: `acc` holds fewer than 8 pending bits between symbols, so adding a code of up
+  // to 24 bits stays within 31 bits; the few longer codes (25-30 bits) go in two parts.
+  let acc = 0;
   let accBits = 0;
   let pos = offset;
   for (let i = 0; i < text.length; i++) {
@@ -207,16 +209,26 @@ export function huffmanEncodeInto(text: string, buf: Uint8Array, offset: number)
     const code = CODES[sym];
     if (len === undefined || code === undefined || sym > 0xff)
       throw new H3Error(H3ErrorCode.H3_INTERNAL_ERROR, 'stream', `char code ${sym} is not latin1 and has no Huffman code`);
-    acc = acc * 2 ** len + code;
-    accBits += len;
+    if (len > 24) {
+      acc = (acc << (len - 16)) | (code >>> 16);
+      accBits += len - 16;
+      while (accBits >= 8) {
+        accBits -= 8;
+        buf[pos++] = (acc >>> accBits) & 0xff;
+      }
+      acc = ((acc & ((1 << accBits) - 1)) << 16) | (code & 0xffff);
+      accBits += 16;
+    } else {
+      acc = (acc << len) | code;
+      accBits += len;
+    }
     while (accBits >= 8) {
       accBits -= 8;
-      const byte = Math.floor(acc / 2 ** accBits);
-      buf[pos++] = byte;
-      acc -= byte * 2 ** accBits;
+      buf[pos++] = (acc >>> accBits) & 0xff;
     }
+    acc &= (1 << accBits) - 1;
   }
-  if (accBits > 0) buf[pos++] = (acc << (8 - accBits)) | (0xff >> accBits);
+  if (accBits > 0) buf[pos++] = ((acc << (8 - accBits)) | (0xff >> accBits)) & 0xff;
   return pos;
 }
 

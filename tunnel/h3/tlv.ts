@@ -16,7 +16,8 @@ export interface TlvSink {
 }
 
 export class TlvReader {
-  private readonly header = new Uint8Array(16);
+  /** A header split across chunks (made on the first such header: most readers never need it). */
+  private header: Uint8Array | undefined;
   private headerLen = 0;
   private inValue = false;
   private type = 0;
@@ -53,13 +54,15 @@ export class TlvReader {
           }
         }
         // Slow path: gather header bytes one at a time (at most 16).
-        this.header[this.headerLen++] = first;
+        this.header ??= new Uint8Array(16);
+        const header = this.header;
+        header[this.headerLen++] = first;
         pos++;
-        const tlen = varintLengthFromFirstByte(this.header[0]!);
-        const second = this.header[tlen];
+        const tlen = varintLengthFromFirstByte(header[0]!);
+        const second = header[tlen];
         if (this.headerLen > tlen && second !== undefined && this.headerLen === tlen + varintLengthFromFirstByte(second)) {
           this.headerLen = 0;
-          this.begin(sink, readVarint(this.header, 0), readVarint(this.header, tlen));
+          this.begin(sink, readVarint(header, 0), readVarint(header, tlen));
         }
         continue;
       }

@@ -201,7 +201,7 @@ export class MasqueClient {
       onClosed: (r) => this.onConnectionClosed(r),
     });
     // Responses arrive on our own bidirectional streams, which H3Connection leaves to us.
-    const base = quic.handler.onStreamReadable!;
+    const base = quic.handler.onStreamReadable!.bind(quic.handler);
     quic.handler.onStreamReadable = (c, id) => ((id & 3) === 0 ? this.onResponseReadable(id) : base(c, id));
   }
 
@@ -224,7 +224,7 @@ export class MasqueClient {
         reject(new Error(`QUIC handshake with ${opts.host}:${opts.port} timed out after ${timeoutMs} ms`));
       }, timeoutMs);
       const quic = c.h3.quic;
-      const prevEst = quic.handler.onEstablished!;
+      const prevEst = quic.handler.onEstablished!.bind(quic.handler);
       quic.handler.onEstablished = (q) => {
         prevEst(q);
         clearTimeout(timer);

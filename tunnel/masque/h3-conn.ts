@@ -1,9 +1,9 @@
 // The HTTP/3 layer over one QuicConnection, shared by the MASQUE server and client: our control
-// stream (SETTINGS, later GOAWAY) and QPACK streams, the peer's unidirectional streams, buffered
+// stream (SETTINGS, later GOAWAY), the peer's unidirectional streams, buffered
 // writes on request streams (quiche takes what flow control allows; the rest waits for
 // onStreamWritable), HTTP Datagram demultiplexing, and protocol errors mapped to their H3 codes:
 // connection errors close the QUIC connection, stream errors reset that stream.
-import type { QuicConnection, CloseReason } from '../quic/index.js';
+import type { QuicConnection, CloseReason, ConnectionHandler } from '../quic/index.js';
 import {
   H3Error,
   H3ErrorCode,
@@ -13,11 +13,9 @@ import {
   readUniStreamHeader,
   criticalStreamClosed,
   encodeControlStreamPreamble,
-  encodeUniStreamHeader,
   encodeGoawayFrame,
   QpackEncoderStreamReader,
   QpackDecoderStreamReader,
-  UniStreamType,
   parseHttpDatagram,
   newHttpDatagramHeader,
   type H3Settings,
@@ -25,9 +23,13 @@ import {
   type UniStreamKind,
 } from '../h3/index.js';
 
-/** Stream IDs of our unidirectional streams: client 2, 6, 10; server 3, 7, 11. */
-function ownUniStreamIds(role: EndpointRole): [control: number, encoder: number, decoder: number] {
-  return role === 'server' ? [3, 7, 11] : [2, 6, 10];
+/**
+ * Our one unidirectional stream: the control stream (client 2, server 3). No QPACK encoder or decoder
+ * stream: our encoder never uses the dynamic table and our SETTINGS give it capacity 0, which is when
+ * RFC 9204 §4.2 lets an endpoint not create them; each quiche stream costs ~1.6 KB per connection.
+ */
+function ownControlStreamId(role: EndpointRole): number {
+  return role === 'server' ? 3 : 2;
 }
 
 interface PeerUni {
@@ -61,7 +63,8 @@ export interface H3Events {
 // before the next read, so no connection holds a read buffer of its own while idle.
 const readBuf = Buffer.allocUnsafe(65_536);
 
-export class H3Connection {
+/** Its QuicConnection's handler itself (methods, not six closures per connection). */
+export class H3Connection implements ConnectionHandler {
   peerSettings: H3Settings | undefined;
   private readonly peerUni = new Map<number, PeerUni>();
   private readonly peerUniTypes: PeerUniStreams;
@@ -80,35 +83,60 @@ export class H3Connection {
     private readonly events: H3Events,
   ) {
     this.peerUniTypes = new PeerUniStreams(role);
-    quic.handler = {
-      onEstablished: () => this.openControlStreams(),
-      onStreamReadable: (_c, id) => this.guard(() => this.onReadable(id), id),
-      onStreamWritable: (_c, id) => this.flushStream(id),
-      onStreamStopped: (_c, id, code) => this.guard(() => this.onStopped(id, code)),
-      onDatagram: (_c, d) => this.guard(() => this.onDatagram(d)),
-      onClosed: (_c, r) => this.events.onClosed(r),
-    };
+    quic.handler = this;
     if (quic.isEstablished) this.openControlStreams();
+  }
+
+  onEstablished(): void {
+    this.openControlStreams();
+  }
+
+  onStreamReadable(_c: QuicConnection, streamId: number): void {
+    try {
+      this.onReadable(streamId);
+    } catch (err) {
+      this.caught(err, streamId);
+    }
+  }
+
+  onStreamWritable(_c: QuicConnection, streamId: number): void {
+    this.flushStream(streamId);
+  }
+
+  onStreamStopped(_c: QuicConnection, streamId: number, code: number | undefined): void {
+    try {
+      this.onStopped(streamId, code);
+    } catch (err) {
+      this.caught(err);
+    }
+  }
+
+  onDatagram(_c: QuicConnection, d: Buffer): void {
+    const h = this.dgHeader;
+    if (!parseHttpDatagram(d, h)) return;
+    try {
+      this.events.onHttpDatagram(h.streamId, h.contextId, d.subarray(h.payloadOffset));
+    } catch (err) {
+      this.caught(err);
+    }
+  }
+
+  onClosed(_c: QuicConnection, r: CloseReason): void {
+    this.events.onClosed(r);
   }
 
   private openControlStreams(): void {
     if (this.controlOpened) return;
     this.controlOpened = true;
-    const [control, encoder, decoder] = ownUniStreamIds(this.role);
+    const control = ownControlStreamId(this.role);
     this.write(control, encodeControlStreamPreamble());
-    this.write(encoder, encodeUniStreamHeader(UniStreamType.QPACK_ENCODER));
-    this.write(decoder, encodeUniStreamHeader(UniStreamType.QPACK_DECODER));
-    for (const id of [control, encoder, decoder]) this.quic.watchStream(id);
+    this.quic.watchStream(control);
   }
 
-  /** Runs `fn`, turning an H3Error into the close / reset its scope asks for. */
-  guard(fn: () => void, streamId?: number): void {
-    try {
-      fn();
-    } catch (err) {
-      if (!(err instanceof H3Error)) throw err;
-      this.fail(err, streamId);
-    }
+  /** An H3Error becomes the close / reset its scope asks for; anything else is a bug, for the endpoint to handle. */
+  private caught(err: unknown, streamId?: number): void {
+    if (!(err instanceof H3Error)) throw err;
+    this.fail(err, streamId);
   }
 
   /** A connection error closes the connection, a stream error resets the stream, each with h3CodeFor(err). */
@@ -171,17 +199,14 @@ export class H3Connection {
   sendGoaway(): void {
     if (this.goawaySent || !this.controlOpened) return;
     this.goawaySent = true;
-    this.write(ownUniStreamIds(this.role)[0], encodeGoawayFrame(this.role === 'server' ? this.highestRequestStream + 4 : 0));
+    this.write(ownControlStreamId(this.role), encodeGoawayFrame(this.role === 'server' ? this.highestRequestStream + 4 : 0));
   }
 
   /** The peer sent STOP_SENDING on one of our streams (code undefined: a critical stream already collected). */
   private onStopped(streamId: number, code: number | undefined): void {
     if (this.closing) return;
-    const own = ownUniStreamIds(this.role);
-    if (own.includes(streamId)) {
-      const kind = streamId === own[0] ? 'control' : streamId === own[1] ? 'qpack_encoder' : 'qpack_decoder';
-      throw new H3Error(H3ErrorCode.H3_CLOSED_CRITICAL_STREAM, 'connection', `the peer stopped our ${kind} stream`);
-    }
+    if (streamId === ownControlStreamId(this.role))
+      throw new H3Error(H3ErrorCode.H3_CLOSED_CRITICAL_STREAM, 'connection', 'the peer stopped our control stream');
     if ((streamId & 3) === 0) this.abandoned(streamId, 'stopped', code ?? H3ErrorCode.H3_REQUEST_CANCELLED);
   }
 
@@ -279,12 +304,6 @@ export class H3Connection {
       s.decoder.push(chunk);
     }
     if (fin && s.kind && s.kind !== 'push') throw criticalStreamClosed(s.kind);
-  }
-
-  private onDatagram(d: Buffer): void {
-    const h = this.dgHeader;
-    if (!parseHttpDatagram(d, h)) return;
-    this.events.onHttpDatagram(h.streamId, h.contextId, d.subarray(h.payloadOffset));
   }
 
   /** Whether the peer announced HTTP Datagrams (else DATAGRAM capsules carry the packets). */

@@ -27,9 +27,9 @@ import {
   type IpAddressRange,
   type Capsule,
 } from '../h3/index.js';
-import { H3Connection } from './h3-conn.js';
+import { H3Connection, type H3Events } from './h3-conn.js';
 import { parseUdpPath, parseIpPath, TargetError, type TargetPolicy, UDP_PATH_PREFIX, IP_PATH_PREFIX } from './policy.js';
-import { UdpRelay } from './udp-relay.js';
+import { UdpRelay, newUdpDrops, type UdpDropReason } from './udp-relay.js';
 import type { IpGateway } from './ip-gateway.js';
 import { prefixToRange, sortRanges } from './ranges.js';
 import { AccessLog, CbrError, PoolExhaustedError, httpStatusFor, type AccessEndReason } from '../../dataplane/index.js';
@@ -63,6 +63,8 @@ export interface MasqueCounters {
   capsuleDatagramsIn: number;
   capsuleDatagramsOut: number;
   drops: Record<MasqueDropReason, number>;
+  /** The connect-udp relays' drops (socket send errors, payloads over the connecting queue, replies the client queue refused). */
+  relayDrops: Record<UdpDropReason, number>;
   authFailures: Record<string, number>;
   requests: Record<string, number>;
   tokenRefreshes: number;
@@ -114,7 +116,8 @@ interface RequestState {
   session?: Session;
 }
 
-class ServerConn {
+/** One QUIC connection's MASQUE state; its H3Connection's event handler itself (no closure per event kind). */
+class ServerConn implements H3Events {
   readonly h3: H3Connection;
   readonly requests = new Map<number, RequestState>();
   readonly sessions = new Map<number, Session>();
@@ -128,13 +131,29 @@ class ServerConn {
     readonly server: MasqueServer,
     readonly quic: QuicConnection,
   ) {
-    this.h3 = new H3Connection(quic, 'server', {
-      onRequestStream: (id, chunk, fin) => server.onRequestStream(this, id, chunk, fin),
-      onHttpDatagram: (id, ctx, payload) => server.onHttpDatagram(this, id, ctx, payload),
-      onClosed: (r) => server.onConnectionClosed(this, r),
-      onStreamGone: (id) => server.endStream(this, id, 'server'),
-      onStreamAbandoned: (id) => server.endStream(this, id, 'reset'),
-    });
+    this.h3 = new H3Connection(quic, 'server', this);
+  }
+
+  onRequestStream(streamId: number, chunk: Uint8Array, fin: boolean): void {
+    this.server.onRequestStream(this, streamId, chunk, fin);
+  }
+
+  onHttpDatagram(streamId: number, contextId: number, payload: Buffer): void {
+    this.server.onHttpDatagram(this, streamId, contextId, payload);
+  }
+
+  onClosed(reason: CloseReason): void {
+    this.server.onConnectionClosed(this, reason);
+  }
+
+  /** We reset the stream (a stream error). */
+  onStreamGone(streamId: number): void {
+    this.server.endStream(this, streamId, 'server');
+  }
+
+  /** The peer reset or stopped it. */
+  onStreamAbandoned(streamId: number): void {
+    this.server.endStream(this, streamId, 'reset');
   }
 
   get peerHost(): string {
@@ -145,6 +164,14 @@ class ServerConn {
 function kindOf(k: MasqueKind): SessionKind {
   return k === 'udp' ? 'masque-connect-udp' : 'masque-connect-ip';
 }
+
+/** The MASQUE listener's QUIC stream limits (also the bare handshake bench's, to compare like with like). */
+export const MASQUE_TRANSPORT = {
+  // Many concurrent CONNECTs per connection; small per-stream windows keep idle sessions cheap.
+  initialMaxStreamsBidi: 1024,
+  initialMaxStreamData: 256 << 10,
+  initialMaxData: 8 << 20,
+} as const;
 
 let scratch = Buffer.allocUnsafe(65_536);
 
@@ -164,6 +191,7 @@ export class MasqueServer {
     capsuleDatagramsIn: 0,
     capsuleDatagramsOut: 0,
     drops: { 'unknown-stream': 0, 'unknown-context': 0, 'client-queue': 0, 'too-big': 0, 'not-open': 0, gateway: 0 },
+    relayDrops: newUdpDrops(),
     authFailures: {},
     requests: {},
     tokenRefreshes: 0,
@@ -209,10 +237,7 @@ export class MasqueServer {
       maxConnections: opts.maxSessions,
       maxConnectionsPerSource: s.limits.maxConnectionsPerSource,
       maxHandshakesPerSource: s.limits.maxHandshakesPerSource,
-      // Many concurrent CONNECTs per connection; small per-stream windows keep idle sessions cheap.
-      initialMaxStreamsBidi: 1024,
-      initialMaxStreamData: 256 << 10,
-      initialMaxData: 8 << 20,
+      ...MASQUE_TRANSPORT,
       onConnection: (c) => s.conns.add(new ServerConn(s, c)),
     });
     return s;
@@ -524,7 +549,7 @@ export class MasqueServer {
     try {
       if (kind === 'udp') {
         const target = parseUdpPath(path);
-        s.relay = await UdpRelay.open(target, this.opts.udpPolicy, this.resolver, (payload) => this.sendPayload(s, payload));
+        s.relay = await UdpRelay.open(target, this.opts.udpPolicy, this.resolver, (payload) => this.sendPayload(s, payload), this.counters.relayDrops);
         if (c.closed) s.relay.close();
       } else {
         const ip = this.opts.ip;

@@ -1,5 +1,5 @@
 // The life of a MASQUE session, apart from HTTP/3 routing and auth (server.ts): set-up counted against
-// its subject, open (live gauge, token expiry timer), refresh (a new token moves the expiry), end (its
+// its subject, open (live gauge, token expiry on the table's one ExpiryWheel), refresh (a new token moves the expiry), end (its
 // relay or address lease released, counted by reason). What an end does to the stream (FIN, reset) is
 // the server's, through onEnd.
 import type { Identity } from '../../auth/index.js';
@@ -7,6 +7,7 @@ import type { AccessEndReason, AccessSession } from '../../dataplane/index.js';
 import type { CapsuleParser } from '../h3/index.js';
 import type { UdpRelay } from './udp-relay.js';
 import type { IpLease, IpSessionSink } from './ip-gateway.js';
+import { ExpiryWheel } from './expiry-wheel.js';
 
 export type MasqueKind = 'udp' | 'ip';
 export type SessionEndReason = 'client' | 'reset' | 'token-expired' | 'connection' | 'server' | 'limit';
@@ -19,7 +20,6 @@ export interface Session<C> {
   capsules: CapsuleParser;
   /** The HTTP Datagram prefix (quarter stream ID, context 0) of this session. */
   prefix: Buffer;
-  expiry?: NodeJS.Timeout;
   relay?: UdpRelay;
   lease?: IpLease;
   sink?: IpSessionSink;
@@ -41,16 +41,24 @@ export interface SessionTableHooks<C> {
   log?: { info(o: object, m?: string): void };
 }
 
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
 export class SessionTable<C> {
   readonly live: Record<MasqueKind, number> = { udp: 0, ip: 0 };
   readonly opened: Record<MasqueKind, number> = { udp: 0, ip: 0 };
   readonly ended: Record<SessionEndReason, number> = { client: 0, reset: 0, 'token-expired': 0, connection: 0, server: 0, limit: 0 };
   /** Sessions open or being set up, per subject and kind (for the per-subject caps). */
   private readonly perSubject = new Map<string, Record<MasqueKind, number>>();
+  /** Token expiries of the open sessions: one timer for all of them. */
+  private readonly expiries = new ExpiryWheel<Session<C>>((s) => {
+    this.hooks.log?.info({ subject: s.identity.subject, kind: s.kind }, 'masque session ended: token expired');
+    this.end(s, 'token-expired');
+  });
 
   constructor(private readonly hooks: SessionTableHooks<C>) {}
+
+  /** Open sessions waiting for their token expiry. */
+  get expiring(): number {
+    return this.expiries.size;
+  }
 
   /** Sessions of this kind the subject holds (open or being set up). */
   held(subject: string, kind: MasqueKind): number {
@@ -68,20 +76,20 @@ export class SessionTable<C> {
     s.opened = true;
     this.live[s.kind]++;
     this.opened[s.kind]++;
-    this.armExpiry(s);
+    this.expiries.schedule(s, s.identity.expiresAt * 1000);
   }
 
   /** A fresh token of the same subject: the session runs until its expiry. */
   refresh(s: Session<C>, identity: Identity): void {
     s.identity = identity;
-    this.armExpiry(s);
+    if (s.opened && !s.ended) this.expiries.schedule(s, identity.expiresAt * 1000);
   }
 
   /** Releases what the session holds; an opened one is counted by `why` and handed to onEnd. */
   end(s: Session<C>, why: SessionEndReason): void {
     if (s.ended) return;
     s.ended = true;
-    if (s.expiry) clearTimeout(s.expiry);
+    this.expiries.cancel(s);
     s.relay?.close();
     s.lease?.release();
     this.count(s.identity.subject, s.kind, -1);
@@ -89,20 +97,6 @@ export class SessionTable<C> {
     this.live[s.kind]--;
     this.ended[why]++;
     this.hooks.onEnd(s, why);
-  }
-
-  private armExpiry(s: Session<C>): void {
-    if (s.expiry) clearTimeout(s.expiry);
-    const ms = s.identity.expiresAt * 1000 - Date.now();
-    s.expiry = setTimeout(
-      () => {
-        if (s.identity.expiresAt * 1000 > Date.now() + 5) return this.armExpiry(s);
-        this.hooks.log?.info({ subject: s.identity.subject, kind: s.kind }, 'masque session ended: token expired');
-        this.end(s, 'token-expired');
-      },
-      Math.min(Math.max(ms, 0), MAX_TIMER_MS),
-    );
-    s.expiry.unref();
   }
 
   private count(subject: string, kind: MasqueKind, delta: 1 | -1): void {

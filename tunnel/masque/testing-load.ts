@@ -1,6 +1,7 @@
 // Load generator run inside the client namespace (tests and bench): opens `count` MASQUE sessions
 // (one QUIC connection + one connect-udp each, all on one UDP socket), `concurrency` at a time, or
-// measures the connect-udp relay rate with one session. Config JSON in CBR_LOAD; prints one JSON
+// only `count` QUIC handshakes (mode 'handshakes', against testing-bare-quic.ts), or measures the
+// connect-udp relay rate with one session. Config JSON in CBR_LOAD; prints one JSON
 // line with the result, then (sessions mode) waits for a line on stdin before closing them.
 import { readFileSync } from 'node:fs';
 import { QuicEndpoint } from '../quic/index.js';
@@ -8,7 +9,7 @@ import { MasqueClient, type MasqueSession } from './client.js';
 import { errorMessage } from '../../dataplane/index.js';
 
 interface Cfg {
-  mode: 'sessions' | 'pps';
+  mode: 'sessions' | 'handshakes' | 'pps';
   host: string;
   port: number;
   ca: string;
@@ -24,10 +25,19 @@ const caPem = readFileSync(cfg.ca, 'utf8');
 const endpoint = await QuicEndpoint.client({ caPem, idleTimeoutMs: 120_000, initialMaxStreamData: 64 << 10, initialMaxData: 256 << 10 });
 const out = (o: object) => process.stdout.write(`${JSON.stringify(o)}\n`);
 
-if (cfg.mode === 'sessions') {
+/** Runs `fn` `count` times, `concurrency` at a time; returns the successes, the time taken and the errors by message. */
+async function openMany(
+  fn: () => Promise<void>,
+): Promise<{
+  opened: number;
+  failed: number;
+  setupMs: number;
+  perSecond: number;
+  packetsOutPerSetup: number;
+  packetsInPerSetup: number;
+  errors: Record<string, number>;
+}> {
   const count = cfg.count ?? 1000;
-  const conc = cfg.concurrency ?? 100;
-  const clients: MasqueClient[] = [];
   const errors = new Map<string, number>();
   let opened = 0;
   let next = 0;
@@ -36,9 +46,7 @@ if (cfg.mode === 'sessions') {
     while (next < count) {
       next++;
       try {
-        const c = await MasqueClient.connect({ host: cfg.host, port: cfg.port, serverName: 'pop.test', caPem, endpoint, timeoutMs: 15_000 });
-        clients.push(c);
-        await c.openUdp(cfg.target, cfg.token);
+        await fn();
         opened++;
       } catch (err) {
         const m = errorMessage(err).slice(0, 120);
@@ -46,8 +54,57 @@ if (cfg.mode === 'sessions') {
       }
     }
   };
-  await Promise.all(Array.from({ length: conc }, worker));
+  await Promise.all(Array.from({ length: cfg.concurrency ?? 100 }, worker));
   const setupMs = performance.now() - t0;
+  // Packets the client sent and received per setup (each costs a native call and a syscall share on both ends).
+  const per = (n: number) => n / Math.max(1, opened);
+  return {
+    opened,
+    failed: count - opened,
+    setupMs,
+    perSecond: opened / (setupMs / 1000),
+    packetsOutPerSetup: per(endpoint.stats.packetsOut),
+    packetsInPerSetup: per(endpoint.stats.packetsIn),
+    errors: Object.fromEntries(errors),
+  };
+}
+
+if (cfg.mode === 'handshakes') {
+  // The bare QUIC handshake: the same client endpoint and server name, no HTTP/3, token or CONNECT.
+  const r = await openMany(
+    () =>
+      new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('handshake timed out')), 15_000);
+        endpoint.connect(cfg.host, cfg.port, 'pop.test', {
+          onEstablished: () => {
+            clearTimeout(t);
+            resolve();
+          },
+          onClosed: (_c, why) => {
+            clearTimeout(t);
+            reject(new Error(`closed during handshake: ${why.by} ${why.code} ${why.reason}`));
+          },
+        });
+      }),
+  );
+  out(r);
+  await new Promise((r) => process.stdin.once('data', r));
+  process.stdin.destroy();
+  await endpoint.close({ isApp: true, code: 0x100, graceMs: 1500 });
+} else if (cfg.mode === 'sessions') {
+  const clients: MasqueClient[] = [];
+  // Where a setup's time goes: the QUIC handshake, then the CONNECT until its 200.
+  let handshakeMs = 0;
+  let connectMs = 0;
+  const r = await openMany(async () => {
+    const t0 = performance.now();
+    const c = await MasqueClient.connect({ host: cfg.host, port: cfg.port, serverName: 'pop.test', caPem, endpoint, timeoutMs: 15_000 });
+    clients.push(c);
+    const t1 = performance.now();
+    handshakeMs += t1 - t0;
+    await c.openUdp(cfg.target, cfg.token);
+    connectMs += performance.now() - t1;
+  });
   // Check the sessions still carry traffic: one echo through a sample of them.
   const sample = clients.filter((c) => c.sessions.size > 0).slice(0, 50);
   let echoed = 0;
@@ -66,7 +123,7 @@ if (cfg.mode === 'sessions') {
         }),
     ),
   );
-  out({ opened, failed: count - opened, setupMs, perSecond: opened / (setupMs / 1000), sampled: sample.length, echoed, errors: Object.fromEntries(errors) });
+  out({ ...r, handshakeMsAvg: handshakeMs / Math.max(1, clients.length), connectMsAvg: connectMs / Math.max(1, r.opened), sampled: sample.length, echoed });
   await new Promise((r) => process.stdin.once('data', r));
   process.stdin.destroy();
   const alive = clients.filter((c) => c.sessions.size > 0 && !c.closed).length;

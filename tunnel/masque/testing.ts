@@ -20,6 +20,8 @@ export interface Testbed {
   originAddr: string;
   port: number;
   caFile: string;
+  /** The PoP certificate's private key (for a bare QUIC server with the same certificate). */
+  keyFile: string;
   agent: AgentProcess;
   issuerUrl: string;
   /** A service user of the dev issuer with the vpn-user role (for --issuer/--client-id/--client-secret-file). */
@@ -134,6 +136,7 @@ export async function masqueTestbed(topo: Topology, opts: { routes?: string[]; e
     originAddr: '10.61.2.2',
     port: 4433,
     caFile: certFile,
+    keyFile,
     agent,
     issuerUrl,
     clientId: 'svc-vpn',
@@ -208,6 +211,20 @@ export async function stopConnect(child: ChildProcess): Promise<number | null> {
 }
 
 const LOAD_MAIN = join(dirname(fileURLToPath(import.meta.url)), 'testing-load.js');
+const BARE_QUIC_MAIN = join(dirname(fileURLToPath(import.meta.url)), 'testing-bare-quic.js');
+
+/**
+ * A bare QUIC server (testing-bare-quic.ts) on the PoP's address and `port`, with the agent's certificate
+ * and transport limits; it stops when its stdin is closed (or the topology goes).
+ */
+export async function startBareQuic(tb: Testbed, port: number): Promise<ChildProcess> {
+  const child = tb.pop.spawn([process.execPath, BARE_QUIC_MAIN], {
+    env: { ...process.env, CBR_BARE_QUIC: JSON.stringify({ host: tb.popAddr, port, certFile: tb.caFile, keyFile: tb.keyFile }) },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  await waitForOutput(child, /listening/, 15_000);
+  return child;
+}
 
 export interface Load {
   /** The generator's first output line (its result), parsed. */

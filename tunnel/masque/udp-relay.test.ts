@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createSocket, type Socket } from 'node:dgram';
 import { pbkdf2 } from 'node:crypto';
-import { UdpRelay } from './udp-relay.js';
+import { UdpRelay, CONNECTING_QUEUE, newUdpDrops } from './udp-relay.js';
 import { TargetPolicy, TargetError } from './policy.js';
 import { TargetResolver } from './dns.js';
 
@@ -42,7 +42,10 @@ test('udp relay: carries payloads to a target by address or name; policy and DNS
     for (const host of ['127.0.0.1', 'echo.test']) {
       const got: Buffer[] = [];
       const relay = await UdpRelay.open({ host, port }, open, resolver, (p) => got.push(p) > 0);
+      // No socket until the first payload; the first ones wait for it to connect, none is lost.
+      assert.equal(relay.hasSocket, false);
       for (let i = 0; i < 10; i++) relay.send(Buffer.from(`ping ${i}`));
+      assert.equal(relay.hasSocket, true);
       const until = Date.now() + 2000;
       while (got.length < 10 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
       assert.equal(got.length, 10, host);
@@ -68,6 +71,41 @@ test('udp relay: carries payloads to a target by address or name; policy and DNS
   } finally {
     echo.close();
     dns.sock.close();
+  }
+});
+
+test('udp relay: a burst before the socket connects is held up to CONNECTING_QUEUE; close while connecting is clean', async () => {
+  const echo = createSocket('udp4');
+  await new Promise<void>((r) => echo.bind(0, '127.0.0.1', () => r()));
+  echo.on('message', (m, ri) => echo.send(m, ri.port, ri.address));
+  const resolver = new TargetResolver({ timeoutMs: 500, maxInFlight: 8 });
+  const policy = new TargetPolicy({ allowPrefixes: ['0.0.0.0/0'], allowPrivate: true });
+  try {
+    const got: Buffer[] = [];
+    const shared = newUdpDrops(); // the server's record, exported as cbr_masque_drops_total{reason="relay-…"}
+    const relay = await UdpRelay.open({ host: '127.0.0.1', port: echo.address().port }, policy, resolver, (p) => got.push(p) > 0, shared);
+    const burst = CONNECTING_QUEUE + 10;
+    for (let i = 0; i < burst; i++) relay.send(Buffer.from(`p${i}`));
+    assert.equal(shared['send-error'], 10);
+    const until = Date.now() + 2000;
+    while (got.length < CONNECTING_QUEUE && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(got.length, CONNECTING_QUEUE);
+    assert.deepEqual(new Set(got.map(String)), new Set(Array.from({ length: CONNECTING_QUEUE }, (_, i) => `p${i}`)));
+    // Once connected, payloads go straight out.
+    relay.send(Buffer.from('after'));
+    const until2 = Date.now() + 2000;
+    while (got.length < CONNECTING_QUEUE + 1 && Date.now() < until2) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(got.at(-1)?.toString(), 'after');
+    relay.close();
+
+    const early = await UdpRelay.open({ host: '127.0.0.1', port: echo.address().port }, policy, resolver, () => true);
+    early.send(Buffer.from('x'));
+    early.close(); // before its socket connected: nothing throws, nothing is sent later
+    early.send(Buffer.from('y'));
+    assert.equal(early.hasSocket, false);
+    await new Promise((r) => setTimeout(r, 50));
+  } finally {
+    echo.close();
   }
 });
 

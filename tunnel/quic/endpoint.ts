@@ -234,6 +234,8 @@ export class QuicConnection {
   /** Streams we keep open for the whole connection (HTTP/3 control and QPACK streams): reported if they go. */
   private watched: Set<number> | undefined;
   private nextStopCheck = 0;
+  /** @internal Packets arrived since the last STOP_SENDING check (only they can carry one). */
+  stopCheckDue = false;
   /** @internal A deferred STOP_SENDING check for packets that arrived between two checks. */
   stopTimer: NodeJS.Timeout | undefined;
   /** @internal */ timer: NodeJS.Timeout | undefined;
@@ -373,7 +375,17 @@ export class QuicConnection {
    * (a session that only receives) are probed with a zero-length writability check, at most every
    * STOP_CHECK_MS, since quiche lists a stopped stream as writable.
    */
-  private deliverStops(onStopped: NonNullable<ConnectionHandler['onStreamStopped']>): void {
+  private deliverStops(): void {
+    // Only packets carry STOP_SENDING: after our own writes or timers alone there is nothing to look for.
+    if (this.stopCheckDue) this.checkStops();
+    if (!this.stopped || this.stopped.size === 0) return;
+    const found = this.stopped;
+    this.stopped = undefined;
+    // Called on the handler: it may be an object whose methods use `this`.
+    for (const [id, code] of found) this.handler.onStreamStopped?.(this, id, code);
+  }
+
+  private checkStops(): void {
     const now = Date.now();
     if (now < this.nextStopCheck) {
       // Packets arrived since the last check (they may hold a STOP_SENDING): check once more later.
@@ -384,31 +396,28 @@ export class QuicConnection {
         }, this.nextStopCheck - now);
         this.stopTimer.unref();
       }
-    } else {
-      this.nextStopCheck = now + STOP_CHECK_MS;
-      for (const id of this.native.writable()) {
+      return;
+    }
+    this.stopCheckDue = false;
+    this.nextStopCheck = now + STOP_CHECK_MS;
+    for (const id of this.native.writable()) {
+      try {
+        this.native.streamWritable(id, 0);
+      } catch (err) {
+        const code = quicheErrorCode(err, STREAM_STOPPED);
+        if (code !== undefined) this.noteStopped(id, code);
+      }
+    }
+    if (this.watched) {
+      for (const id of this.watched) {
         try {
           this.native.streamWritable(id, 0);
         } catch (err) {
-          const code = quicheErrorCode(err, STREAM_STOPPED);
-          if (code !== undefined) this.noteStopped(id, code);
-        }
-      }
-      if (this.watched) {
-        for (const id of this.watched) {
-          try {
-            this.native.streamWritable(id, 0);
-          } catch (err) {
-            this.watched.delete(id);
-            this.noteStopped(id, quicheErrorCode(err, STREAM_STOPPED));
-          }
+          this.watched.delete(id);
+          this.noteStopped(id, quicheErrorCode(err, STREAM_STOPPED));
         }
       }
     }
-    if (!this.stopped || this.stopped.size === 0) return;
-    const found = this.stopped;
-    this.stopped = undefined;
-    for (const [id, code] of found) onStopped(this, id, code);
   }
 
   private noteStopped(streamId: number, code: number | undefined): void {
@@ -441,7 +450,7 @@ export class QuicConnection {
         if (this.writeWaiters.delete(id)) h.onStreamWritable(this, id);
       }
     }
-    if (h.onStreamStopped) this.deliverStops(h.onStreamStopped);
+    if (h.onStreamStopped) this.deliverStops();
     if (h.onDatagram) {
       // dgramRecv into one scratch buffer, then a copy from Node's buffer pool: dgramRecvVec hands
       // out a native-backed buffer per datagram (a finalizer each, and major GCs from the external memory).
@@ -659,6 +668,7 @@ export class QuicEndpoint {
     let ri = conn.recvInfo;
     if (ri === undefined || ri.from.port !== rinfo.port || ri.from.host !== rinfo.address)
       ri = conn.recvInfo = { from: { host: rinfo.address, port: rinfo.port }, to: this.local };
+    conn.stopCheckDue = true;
     try {
       conn.native.recv(msg, ri);
     } catch {
