@@ -51,7 +51,7 @@ check-docs: build
 # A test belongs here when it needs nothing but loopback; everything else runs in `make test`.
 UNIT_TESTS := agent/config/config auth/claims auth/decoders auth/ratelimit auth/verifier auth/introspect \
   bgp/render bgp/reply dataplane/errors dataplane/health dataplane/log dataplane/os/udp-batch dataplane/os/tun-offload $(basename $(wildcard tunnel/h3/*.test.ts)) \
-  tunnel/masque/pure tunnel/wireguard/keys tunnel/wireguard/config tunnel/wireguard/uapi \
+  tunnel/masque/pure tunnel/masque/expiry-wheel tunnel/wireguard/keys tunnel/wireguard/config tunnel/wireguard/uapi \
   dataplane/net/ip dataplane/net/pool registry/change bgp/decide xdp/control-record agent/status-format \
   xdp/codecs xdp/config xdp/maglev bench/report
 unit: native

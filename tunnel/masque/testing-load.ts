@@ -26,9 +26,7 @@ const endpoint = await QuicEndpoint.client({ caPem, idleTimeoutMs: 120_000, init
 const out = (o: object) => process.stdout.write(`${JSON.stringify(o)}\n`);
 
 /** Runs `fn` `count` times, `concurrency` at a time; returns the successes, the time taken and the errors by message. */
-async function openMany(
-  fn: () => Promise<void>,
-): Promise<{
+async function openMany(fn: () => Promise<void>): Promise<{
   opened: number;
   failed: number;
   setupMs: number;

@@ -457,23 +457,32 @@ static napi_value io_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static void set_int(napi_env env, napi_value exports, const char *name, int32_t v) {
+  napi_value n;
+  napi_create_int32(env, v, &n);
+  napi_set_named_property(env, exports, name, n);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
-      {"open", NULL, io_open, NULL, NULL, NULL, napi_default, NULL},
-      {"recv", NULL, io_recv, NULL, NULL, NULL, napi_default, NULL},
-      {"send", NULL, io_send, NULL, NULL, NULL, napi_default, NULL},
-      {"watch", NULL, io_watch, NULL, NULL, NULL, napi_default, NULL},
-      {"unwatch", NULL, io_unwatch, NULL, NULL, NULL, napi_default, NULL},
-      {"pollWritable", NULL, io_poll_writable, NULL, NULL, NULL, napi_default, NULL},
-      {"close", NULL, io_close, NULL, NULL, NULL, napi_default, NULL},
+      CBR_FN("open", io_open),
+      CBR_FN("recv", io_recv),
+      CBR_FN("send", io_send),
+      CBR_FN("watch", io_watch),
+      CBR_FN("unwatch", io_unwatch),
+      CBR_FN("pollWritable", io_poll_writable),
+      CBR_FN("close", io_close),
+      CBR_FN("tunWrite", tun_write),
+      CBR_FN("tunCoalesce", tun_coalesce),
+      CBR_FN("tunRead", tun_read),
+      CBR_FN("tunSplit", tun_split),
+      CBR_FN("tunOffload", tun_offload),
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
-  napi_value maxBatch, slot;
-  napi_create_int32(env, MAX_BATCH, &maxBatch);
-  napi_create_int32(env, ADDR_SLOT, &slot);
-  napi_set_named_property(env, exports, "MAX_BATCH", maxBatch);
-  napi_set_named_property(env, exports, "ADDR_SLOT", slot);
-  cbr_tun_register(env, exports);
+  set_int(env, exports, "MAX_BATCH", MAX_BATCH);
+  set_int(env, exports, "ADDR_SLOT", ADDR_SLOT);
+  set_int(env, exports, "TUN_MAX_BATCH", MAX_WRITE_BATCH);
+  set_int(env, exports, "TUN_VNET_HDR", VNET_HDR);
   return exports;
 }
 

@@ -33,8 +33,6 @@
 #define VIRTIO_NET_HDR_GSO_UDP_L4 5
 #endif
 
-#define VNET_HDR 10        // sizeof(struct virtio_net_hdr): the TUN default, no TUNSETVNETHDRSZ needed
-#define MAX_WRITE_BATCH 1024
 #define MAX_RUN 64         // segments per coalesced super-packet
 #define OPEN_RUNS 8        // flows coalesced at once within a batch
 #define MAX_IP_TOTAL 65535 // an IPv4 total length / IPv6 payload length cannot exceed this
@@ -460,7 +458,7 @@ static int write_args(napi_env env, napi_value *argv, uint8_t **data, size_t *da
 // tunWrite(fd, data, lens: Uint32Array, count, result: Uint32Array(5), udp) -> packets written
 // result: [packets, writes, coalesced packets, super-packets, packets refused by the kernel];
 // udp: coalesce UDP too (the kernel took TUN_F_USO4/6).
-static napi_value tun_write(napi_env env, napi_callback_info info) {
+napi_value tun_write(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
@@ -482,7 +480,7 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
 
 // tunCoalesce(data, lens, count, out, outLens: Uint32Array, result, udp) -> packets in out (each
 // with its vnet header), the write path without the fd (for tests).
-static napi_value tun_coalesce(napi_env env, napi_callback_info info) {
+napi_value tun_coalesce(napi_env env, napi_callback_info info) {
   size_t argc = 7;
   napi_value argv[7];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
@@ -541,7 +539,7 @@ static napi_value split_into(napi_env env, const uint8_t *in, size_t len, split_
 }
 
 // tunSplit(in, out, outLens, stats) -> packets in out (0: dropped as malformed)
-static napi_value tun_split(napi_env env, napi_callback_info info) {
+napi_value tun_split(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
@@ -557,7 +555,7 @@ static napi_value tun_split(napi_env env, napi_callback_info info) {
 
 // tunRead(fd, scratch, out, outLens, stats) -> packets in out; 0 when the read was dropped as
 // malformed; -errno when the read failed (the device is gone). Blocks: for the reader worker.
-static napi_value tun_read(napi_env env, napi_callback_info info) {
+napi_value tun_read(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
@@ -579,7 +577,7 @@ static napi_value tun_read(napi_env env, napi_callback_info info) {
 
 // tunOffload(fd) -> the TUN_F_* flags the kernel took (USO only where it has it); throws when the
 // kernel refuses even checksum and TSO offload (the caller reopens without IFF_VNET_HDR).
-static napi_value tun_offload(napi_env env, napi_callback_info info) {
+napi_value tun_offload(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   int32_t fd;
@@ -592,20 +590,4 @@ static napi_value tun_offload(napi_env env, napi_callback_info info) {
   if (ioctl(fd, TUNSETOFFLOAD, full) == 0) return make_int(env, full);
   if (ioctl(fd, TUNSETOFFLOAD, base) == 0) return make_int(env, base);
   return throw_errno(env, "TUNSETOFFLOAD", errno);
-}
-
-void cbr_tun_register(napi_env env, napi_value exports) {
-  napi_property_descriptor props[] = {
-      {"tunWrite", NULL, tun_write, NULL, NULL, NULL, napi_default, NULL},
-      {"tunCoalesce", NULL, tun_coalesce, NULL, NULL, NULL, napi_default, NULL},
-      {"tunRead", NULL, tun_read, NULL, NULL, NULL, napi_default, NULL},
-      {"tunSplit", NULL, tun_split, NULL, NULL, NULL, napi_default, NULL},
-      {"tunOffload", NULL, tun_offload, NULL, NULL, NULL, napi_default, NULL},
-  };
-  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
-  napi_value v;
-  napi_create_int32(env, MAX_WRITE_BATCH, &v);
-  napi_set_named_property(env, exports, "TUN_MAX_BATCH", v);
-  napi_create_int32(env, VNET_HDR, &v);
-  napi_set_named_property(env, exports, "TUN_VNET_HDR", v);
 }
