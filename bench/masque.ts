@@ -4,10 +4,13 @@
 // certificate, client and concurrency, no HTTP/3, token or CONNECT) and agent memory per idle session.
 // QUICK=1: shorter flows, fewer sessions.
 import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
+import type { JsonWebKey } from 'node:crypto';
 import { join } from 'node:path';
 import { withTopology, type Namespace } from '../testhosts/index.js';
 import { writeBenchResult, type BenchMetric } from './results.js';
+import { bareVerifier, measure } from './jwt-bare.js';
+import { startDevIssuer } from '../auth/dev-issuer.js';
 import { masqueTestbed, startBareQuic, startConnect, startLoad, stopConnect, LOAD_LIMITS, type Testbed } from '../tunnel/masque/testing.js';
 import { nativeIoWanted } from '../tunnel/quic/index.js';
 import { nativeIoUnavailable, tunOffloadDefault } from '../dataplane/index.js';
@@ -38,7 +41,19 @@ async function rtt(ns: Namespace, addr: string): Promise<number> {
 /** The load generator with room for 10,000 sessions. */
 const load = (tb: Testbed, cfg: object) => startLoad(tb, cfg, { timeoutMs: 600_000, nodeArgs: ['--max-old-space-size=4096'] });
 
-const loadAtStart = loadavg();
+/** The bare signature check of an RS256 access token (node:crypto only), the floor of a session's token check. */
+async function bareJwtVerifyPerSecond(): Promise<number> {
+  const dev = await startDevIssuer({ projectId: 'bench-project' });
+  try {
+    const tokens = await Promise.all(Array.from({ length: 64 }, (_, i) => dev.mint({ alg: 'RS256', subject: `user-${i}` })));
+    const jwks = (await (await fetch(`${dev.url}/oauth/v2/keys`)).json()) as { keys: Array<JsonWebKey & { kid?: string }> };
+    const jwk = jwks.keys.find((k) => k.kid === dev.currentKid('RS256'));
+    if (!jwk) throw new Error('dev issuer: no RS256 key in its JWKS');
+    return (await measure(bareVerifier('RS256', jwk, tokens))).perSecond;
+  } finally {
+    await dev.close();
+  }
+}
 
 await withTopology(async (topo) => {
   const tb = await masqueTestbed(topo, { extraMasque: `    maxSessions: 200000\n${LOAD_LIMITS}` });
@@ -47,6 +62,9 @@ await withTopology(async (topo) => {
     results[k] = { value: Math.round(value * 1000) / 1000, unit };
     process.stdout.write(`${k.padEnd(28)} ${results[k]!.value} ${unit}\n`);
   };
+
+  // The bare token check, beside the session setups below (one core, no network).
+  put('jwt_verify_per_s_rs256_bare', await bareJwtVerifyPerSecond(), 'verifications/s (RS256 signature only, node:crypto, one core)');
 
   // Direct: routed through the PoP namespace, no tunnel.
   await tb.client.exec(['ip', 'route', 'replace', '10.61.2.0/24', 'via', tb.popAddr]);
@@ -169,8 +187,5 @@ await withTopology(async (topo) => {
     // The connect-ip TUNs (CBR_TUN_OFFLOAD=0 measures one write per packet).
     tunIo:
       tunOffloadDefault() && nativeIoUnavailable() === undefined ? 'offloads (vnet header: coalesced GSO writes, split reads)' : 'plain (one write per packet)',
-    note: 'shared 2-core machine: other helpers ran at the same time',
-    // The machine's 1/5/15-minute load averages when the run started and ended.
-    loadavg: { start: loadAtStart, end: loadavg() },
   });
 });

@@ -27,7 +27,10 @@ test('goals are judged against the same-run baseline', () => {
   assert.equal(judge(row('ns_filter_drop_per_pkt_xdp'), { ns_filter_drop_per_pkt_xdp: 90, ns_drop_per_pkt_nftables: 400 }), true);
   assert.equal(judge(row('ns_filter_drop_per_pkt_xdp'), { ns_filter_drop_per_pkt_xdp: 300, ns_drop_per_pkt_nftables: 400 }), false);
   assert.equal(judge(row('ns_filter_pass'), { ns_filter_pass: 50, ns_bare_pass: 20 }), undefined, 'reported beside bare, no goal');
-  assert.equal(judge(row('tcp_gbps_masque_ip'), { tcp_gbps_masque_ip: 0.5, tcp_gbps_wireguard_go: 0.4 }), true);
+  assert.equal(judge(row('tcp_gbps_masque_ip'), { tcp_gbps_masque_ip: 0.7, tcp_gbps_wireguard_go: 0.4 }), true);
+  assert.equal(judge(row('tcp_gbps_masque_ip'), { tcp_gbps_masque_ip: 0.5, tcp_gbps_wireguard_go: 0.4 }), false, 'issue 13: 1.5x wireguard-go');
+  assert.equal(judge(row('session_setups_per_s'), { session_setups_per_s: 300, quic_handshakes_per_s_bare: 1000 }), false);
+  assert.equal(judge(row('verify_per_s_es256'), { verify_per_s_es256: 4600, verify_per_s_es256_node_crypto: 5000 }), true);
   assert.equal(judge(row('rtt_ms_masque_ip'), { rtt_ms_masque_ip: 0.3, rtt_ms_wireguard_go: 0.25, rtt_ms_direct: 0.05 }), false);
   assert.equal(judge(row('flood_goodput_ratio_xdp'), { flood_goodput_ratio_xdp: 0.5, flood_goodput_ratio_nftables: 0.97 }), undefined, 'reported');
   assert.equal(judge(row('withdraw_ms_p50'), {}), undefined);

@@ -25,8 +25,9 @@ export interface ScoreRow {
 }
 
 export const SCORECARD: ScoreRow[] = [
-  { scenario: 'auth', metric: 'verify_per_s_rs256', baseline: 'verify_per_s_rs256_node_crypto', goal: { kind: 'atLeast', n: 20_000 } },
-  { scenario: 'auth', metric: 'verify_per_s_es256', baseline: 'verify_per_s_es256_node_crypto', goal: { kind: 'atLeast', n: 20_000 } },
+  // issue 13: the whole gate (no token cache) against the bare signature check of the same tokens
+  { scenario: 'auth', metric: 'verify_per_s_rs256', baseline: 'verify_per_s_rs256_node_crypto', goal: { kind: 'ratioAtLeast', n: 0.9 } },
+  { scenario: 'auth', metric: 'verify_per_s_es256', baseline: 'verify_per_s_es256_node_crypto', goal: { kind: 'ratioAtLeast', n: 0.9 } },
   { scenario: 'auth', metric: 'verify_p99_us', goal: { kind: 'info' } },
   // XDP: the scored goal is the CPU a flood costs per dropped packet against nftables in the same run
   // (the XDP paper: 24 Mpps dropped on one core against 4.8 Mpps for iptables raw). Test-run figures
@@ -46,10 +47,14 @@ export const SCORECARD: ScoreRow[] = [
   { scenario: 'xdp', metric: 'flood_goodput_ratio_xdp', baseline: 'flood_goodput_ratio_nftables', goal: { kind: 'info' } },
   { scenario: 'udp-io', metric: 'udp_kpps_batched_gso_gro', baseline: 'udp_kpps_dgram', goal: { kind: 'ratioAtLeast', n: 3 } },
   { scenario: 'udp-io', metric: 'udp_kpps_batched', baseline: 'udp_kpps_dgram', goal: { kind: 'info' } },
-  { scenario: 'masque', metric: 'tcp_gbps_masque_ip', baseline: 'tcp_gbps_wireguard_go', goal: { kind: 'ratioAtLeast', n: 1.0 } },
+  // issue 13: connect-ip 1.5x wireguard-go (stretch: 1 Gbit/s), connect-udp 3x the 49 kpps of before,
+  // setups 0.7x a bare QUIC handshake loop, all in the same run
+  { scenario: 'masque', metric: 'tcp_gbps_masque_ip', baseline: 'tcp_gbps_wireguard_go', goal: { kind: 'ratioAtLeast', n: 1.5 } },
+  { scenario: 'masque', metric: 'tcp_gbps_wireguard_go', baseline: 'tcp_gbps_direct', goal: { kind: 'info' } },
   { scenario: 'masque', metric: 'rtt_ms_masque_ip', baseline: 'rtt_ms_wireguard_go', goal: { kind: 'overheadNoWorse', ref: 'rtt_ms_direct' } },
-  { scenario: 'masque', metric: 'udp_relay_kpps', goal: { kind: 'info' } },
-  { scenario: 'masque', metric: 'session_setups_per_s', goal: { kind: 'atLeast', n: 500 } },
+  { scenario: 'masque', metric: 'udp_relay_kpps', goal: { kind: 'atLeast', n: 147 } },
+  { scenario: 'masque', metric: 'session_setups_per_s', baseline: 'quic_handshakes_per_s_bare', goal: { kind: 'ratioAtLeast', n: 0.7 } },
+  { scenario: 'masque', metric: 'jwt_verify_per_s_rs256_bare', goal: { kind: 'info' } },
   { scenario: 'masque', metric: 'kb_per_idle_session_10k', goal: { kind: 'atMost', n: 20 } },
   { scenario: 'wireguard', metric: 'tcp_gbps_supervised', baseline: 'tcp_gbps_plain', goal: { kind: 'ratioAtLeast', n: 0.95 } },
   { scenario: 'wireguard', metric: 'registrations_per_s', goal: { kind: 'info' } },
