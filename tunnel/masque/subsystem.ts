@@ -115,6 +115,7 @@ function registerMetrics(ctx: AgentContext, get: () => MasqueServer | undefined,
   mirror('cbr_masque_drops_total', 'dropped packets by reason', ['reason'], (s) => {
     const out: Array<[Record<string, string>, number]> = Object.entries(s.counters.drops).map(([k, v]) => [{ reason: k }, v]);
     for (const [k, v] of Object.entries(s.endpoint.stats.drops)) out.push([{ reason: `quic-${k}` }, v]);
+    for (const [k, v] of Object.entries(s.relayIo.drops)) out.push([{ reason: `udp-${k}` }, v]);
     const g = gw();
     if (g) for (const [k, v] of Object.entries(g.drops)) out.push([{ reason: `ip-${k}` }, v]);
     return out;
