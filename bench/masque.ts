@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { withTopology, type Namespace } from '../testhosts/index.js';
 import { writeBenchResult, type BenchMetric } from './results.js';
-import { masqueTestbed, startConnect, startLoad, stopConnect, LOAD_LIMITS, type Testbed } from '../tunnel/masque/testing.js';
+import { masqueTestbed, startConnect, startLoad, stopConnect, udpEcho, LOAD_LIMITS, type Testbed } from '../tunnel/masque/testing.js';
 import { nativeIoWanted } from '../tunnel/quic/index.js';
 
 const QUICK = process.env.QUICK === '1';
@@ -119,8 +119,8 @@ await withTopology(async (topo) => {
   put('rtt_ms_masque_ip', await rtt(tb.client, tb.originAddr), 'ms');
   await stopConnect(connect.child);
 
-  // connect-udp relay rate: one session, echo in the origin.
-  tb.origin.spawn([process.execPath, '-e', `const s=require('dgram').createSocket('udp4');s.on('message',(m,r)=>s.send(m,r.port,r.address));s.bind(7007);`]);
+  // connect-udp relay rate: one session, echo in the origin (batched, so the echo is not what is measured).
+  udpEcho(tb.origin, 7007, { batched: nativeIoWanted() });
   await new Promise((r) => setTimeout(r, 300));
   const token = await tb.mint('load', { ttlS: 3600 });
   const target = { host: tb.originAddr, port: 7007 };

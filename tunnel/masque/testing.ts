@@ -266,8 +266,15 @@ export function waitForOutput(child: ChildProcess, re: RegExp, ms: number): Prom
   });
 }
 
-/** A UDP echo on `port` in `ns` (the origin the connect-udp tests relay to); killed with the topology's processes. */
-export function udpEcho(ns: Namespace, port: number): ChildProcess {
+/**
+ * A UDP echo on `port` in `ns` (the origin the connect-udp tests relay to); killed with the topology's
+ * processes. `batched`: the native one (testing-echo.ts) for rate measurements, where a node:dgram echo
+ * (~7 µs of CPU per datagram) would be what is measured.
+ */
+export function udpEcho(ns: Namespace, port: number, o: { batched?: boolean } = {}): ChildProcess {
+  if (o.batched) return ns.spawn([process.execPath, ECHO_MAIN, String(port)]);
   const src = `const s=require('dgram').createSocket('udp4');s.on('message',(m,r)=>s.send(m,r.port,r.address));s.bind(${port});`;
   return ns.spawn([process.execPath, '-e', src]);
 }
+
+const ECHO_MAIN = join(dirname(fileURLToPath(import.meta.url)), 'testing-echo.js');
