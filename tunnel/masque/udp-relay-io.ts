@@ -127,17 +127,19 @@ class BatchSocket implements RelaySocket {
 
 class BatchRelayIo extends RelayIo {
   readonly kind = 'batch';
-  private readonly rx = new RxBuffers(true, RX_BATCH);
-  private readonly rxView = Buffer.from(this.rx.data.buffer, this.rx.data.byteOffset, this.rx.data.byteLength);
+  // Receive buffers and the payload bytes of the send queue: made with the first socket (a PoP
+  // without connect-udp sessions holds none of their 4 MiB).
+  private rx: RxBuffers | undefined;
+  private rxView: Buffer = Buffer.alloc(0);
   // The send queue: payloads back to back in `tx` in arrival order, each socket's chained by `next`.
-  private readonly tx: Buffer;
+  private tx: Buffer = Buffer.alloc(0);
   private readonly offs: Uint32Array;
   private readonly lens: Uint32Array;
   private readonly next: Int32Array;
   /** Sockets with queued payloads, in the order they queued their first. */
   private readonly dirty: BatchSocket[] = [];
   // One socket's payloads gathered back to back when several sockets queued in one turn.
-  private readonly gather: Buffer;
+  private gather: Buffer = Buffer.alloc(0);
   private readonly gatherLens: Uint32Array;
   /** All-zero address slots: "the connected peer". */
   private readonly peer: Uint8Array;
@@ -155,12 +157,16 @@ class BatchRelayIo extends RelayIo {
     this.next = new Int32Array(capacity);
     this.gatherLens = new Uint32Array(capacity);
     this.peer = new Uint8Array(capacity * ADDR_SLOT);
-    const bytes = Math.max(MAX_UDP_PAYLOAD, Math.min(capacity * 1500, 1 << 20));
-    this.tx = Buffer.allocUnsafe(bytes);
-    this.gather = Buffer.allocUnsafe(bytes);
   }
 
   async open(address: string, port: number, sink: ReplySink): Promise<RelaySocket> {
+    if (!this.rx) {
+      this.rx = new RxBuffers(true, RX_BATCH);
+      this.rxView = Buffer.from(this.rx.data.buffer, this.rx.data.byteOffset, this.rx.data.byteLength);
+      const bytes = Math.max(MAX_UDP_PAYLOAD, Math.min(this.lens.length * 1500, 1 << 20));
+      this.tx = Buffer.allocUnsafe(bytes);
+      this.gather = Buffer.allocUnsafe(bytes);
+    }
     const sock = new BatchUdpSocket({
       host: isIP(address) === 6 ? '::' : '0.0.0.0',
       port: 0,
