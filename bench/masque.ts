@@ -124,8 +124,13 @@ await withTopology(async (topo) => {
   await new Promise((r) => setTimeout(r, 300));
   const token = await tb.mint('load', { ttlS: 3600 });
   const target = { host: tb.originAddr, port: 7007 };
+  const agentCpu0 = tb.agentCpuMs();
   const pps = await load(tb, { mode: 'pps', host: tb.popAddr, port: tb.port, ca: tb.caFile, token, target, seconds: SECONDS, size: 64 });
   put('udp_relay_kpps', pps.result.kpps!, 'kpps (64 B, echoed)');
+  // CPU per echoed datagram (both directions): on a shared 2-core machine the rate follows the load; these less so.
+  const relayed = Math.max(1, pps.result.received!);
+  put('udp_relay_cpu_us_per_pkt_agent', ((tb.agentCpuMs() - agentCpu0) * 1000) / relayed, 'µs CPU per echoed datagram (agent, incl. session set-up)');
+  put('udp_relay_cpu_us_per_pkt_client', pps.result.cpuUsPerPacket!, 'µs CPU per echoed datagram (the load generator: MasqueClient)');
 
   // Session setups and memory per idle session: the agent's RSS before and with SESSIONS sessions open.
   await new Promise((r) => setTimeout(r, 1000));

@@ -30,6 +30,8 @@ export interface Testbed {
   metrics(): Promise<string>;
   /** The agent's resident memory in bytes. */
   agentRss(): number;
+  /** The agent's CPU time so far (user + system), in ms. */
+  agentCpuMs(): number;
 }
 
 const PROJECT = '281474976710656';
@@ -143,6 +145,11 @@ export async function masqueTestbed(topo: Topology, opts: { routes?: string[]; e
     agentRss() {
       const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${agent.pid}/status`, 'utf8'));
       return m ? Number(m[1]) * 1024 : NaN;
+    },
+    agentCpuMs() {
+      // /proc/PID/stat fields 14 and 15 (utime, stime) in clock ticks (USER_HZ, 100 on Linux), after the ")" of the name
+      const f = readFileSync(`/proc/${agent.pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+      return (Number(f[11]) + Number(f[12])) * 10;
     },
   };
   return tb;
