@@ -57,6 +57,13 @@ export abstract class RelayIo {
 
   /** A socket connected to `address:port` (an IP literal) whose replies go to `sink`. */
   abstract open(address: string, port: number, sink: ReplySink): Promise<RelaySocket>;
+
+  /** A DATAGRAM capsule can carry more than UDP can: the kernel would refuse it (EMSGSIZE), and with it its batch. */
+  protected tooBig(payload: Uint8Array): boolean {
+    if (payload.length <= MAX_UDP_PAYLOAD) return false;
+    this.drops['send-error']++;
+    return true;
+  }
 }
 
 class DgramRelayIo extends RelayIo {
@@ -85,7 +92,7 @@ class DgramRelayIo extends RelayIo {
     let closed = false;
     return {
       send: (payload) => {
-        if (closed) return;
+        if (closed || this.tooBig(payload)) return;
         // libuv queues what the kernel does not take at once: bounded here.
         if (socket.getSendQueueCount() >= this.o.sendQueuePackets) {
           this.drops['send-queue']++;
@@ -186,6 +193,7 @@ class BatchRelayIo extends RelayIo {
 
   /** @internal */
   enqueue(s: BatchSocket, payload: Uint8Array): void {
+    if (this.tooBig(payload)) return;
     if (this.count === this.lens.length) {
       this.drops['send-queue']++;
       return;

@@ -149,6 +149,10 @@ for (const native of kinds) {
       // A refusal surfaces on the next send (ICMP reported on the connected socket; a read between may consume it).
       await until(() => io.drops['send-error'] > 0, 500);
       assert.ok(io.drops['send-error'] >= 1, `send errors counted: ${JSON.stringify(io.drops)}`);
+      // Bigger than a UDP datagram can be (a DATAGRAM capsule may carry 64 KiB): counted, not sent.
+      const before = io.drops['send-error'];
+      relay.send(Buffer.alloc(65_508));
+      assert.equal(io.drops['send-error'], before + 1);
     } finally {
       relay.close();
     }
