@@ -59,6 +59,16 @@ function registerMetrics(ctx: AgentContext, get: () => MasqueServer | undefined,
     },
   });
   new Gauge({
+    name: 'cbr_masque_udp_relay_sockets',
+    help: 'connect-udp relay sockets open, by socket path (batch: the native addon; dgram: the node:dgram fallback)',
+    labelNames: ['path'],
+    registers: [r],
+    collect() {
+      const io = get()?.relayIo;
+      if (io) this.set({ path: io.kind }, io.stats.sockets);
+    },
+  });
+  new Gauge({
     name: 'cbr_masque_connections',
     help: 'open QUIC connections',
     registers: [r],
