@@ -159,6 +159,17 @@ for (const native of kinds) {
   });
 }
 
+test('udp relay (batch): a target the kernel will not connect to is TARGET_UNREACHABLE (502), no socket kept', { skip: nativeIoUnavailable() }, async () => {
+  const resolver = new TargetResolver({ timeoutMs: 500, maxInFlight: 8, servers: ['127.0.0.1:9'] });
+  const io = RelayIo.create({ sendQueuePackets: 64, native: true });
+  // Broadcast without SO_BROADCAST: connect(2) answers EACCES. (node:dgram connects it; its sends then fail, counted.)
+  await assert.rejects(
+    UdpRelay.open({ host: '255.255.255.255', port: 9 }, open, resolver, io, () => {}),
+    (e: unknown) => e instanceof TargetError && e.code === 'TARGET_UNREACHABLE' && e.status === 502 && /255\.255\.255\.255:9/.test(e.message),
+  );
+  assert.equal(io.stats.sockets, 0);
+});
+
 test('udp relay (batch): the send queue is bounded per turn; the excess is counted, the rest goes', { skip: nativeIoUnavailable() }, async () => {
   const echo = await echoServer();
   const resolver = new TargetResolver({ timeoutMs: 500, maxInFlight: 8, servers: ['127.0.0.1:9'] });
