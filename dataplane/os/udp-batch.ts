@@ -110,8 +110,17 @@ export class RxBuffers {
 /**
  * Called once per batch: packet i is `data[offsets[i] .. offsets[i] + lengths[i])`, from the address
  * in `addrs` slot `addrIndex[i]` (see `formatSlot`). The arrays are reused by the next batch.
+ * Returning false stops reading until the next wake-up: the socket stays readable, so the event
+ * loop comes back to it after its other work (backpressure from a full queue downstream).
  */
-export type BatchHandler = (count: number, data: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, addrs: Uint8Array, addrIndex: Uint16Array) => void;
+export type BatchHandler = (
+  count: number,
+  data: Uint8Array,
+  offsets: Uint32Array,
+  lengths: Uint32Array,
+  addrs: Uint8Array,
+  addrIndex: Uint16Array,
+) => undefined | boolean;
 
 /** Writes `host:port` into a 20-byte slot (any IPv6 text form, IPv4-embedded included). */
 export function writeSlot(slots: Uint8Array, index: number, host: string, port: number): void {
@@ -229,7 +238,7 @@ export class BatchUdpSocket {
       this.stats.batches++;
       this.stats.datagrams += n;
       this.stats.packets += k;
-      handler(k, rx.data, rx.offsets, rx.lengths, rx.addrs, rx.addrIndex);
+      if (handler(k, rx.data, rx.offsets, rx.lengths, rx.addrs, rx.addrIndex) === false) return;
     }
   }
 

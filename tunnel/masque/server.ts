@@ -530,9 +530,9 @@ export class MasqueServer {
     try {
       if (kind === 'udp') {
         const target = parseUdpPath(path);
-        s.relay = await UdpRelay.open(target, this.opts.udpPolicy, this.resolver, this.relayIo, (data, offset, length) => {
-          this.sendPayload(s, data, offset, length);
-        });
+        s.relay = await UdpRelay.open(target, this.opts.udpPolicy, this.resolver, this.relayIo, (data, offset, length) =>
+          this.sendPayload(s, data, offset, length),
+        );
         if (c.closed) s.relay.close();
       } else {
         const ip = this.opts.ip;

@@ -15,8 +15,12 @@ import { nativeIoWanted } from '../quic/index.js';
  */
 export type UdpDropReason = 'send-error' | 'send-queue';
 
-/** Takes one reply: `data[offset .. offset + length)`, valid only during the call. */
-export type ReplySink = (data: Buffer, offset: number, length: number) => void;
+/**
+ * Takes one reply: `data[offset .. offset + length)`, valid only during the call. False: the client's
+ * queue is full (the reply was dropped and counted there); the batched path then reads no more of
+ * this socket until the event loop has flushed that queue.
+ */
+export type ReplySink = (data: Buffer, offset: number, length: number) => boolean;
 
 export interface RelaySocket {
   /** Queues a payload towards the target (copied; the caller may reuse it). */
@@ -185,7 +189,9 @@ class BatchRelayIo extends RelayIo {
     const view = this.rxView;
     sock.onBatch((count, _data, offsets, lengths) => {
       this.stats.recvCalls++;
-      for (let i = 0; i < count && !s.closed; i++) sink(view, offsets[i]!, lengths[i]!);
+      let taken = true;
+      for (let i = 0; i < count && !s.closed; i++) taken = sink(view, offsets[i]!, lengths[i]!) && taken;
+      return taken;
     });
     this.stats.sockets++;
     return s;

@@ -65,7 +65,7 @@ for (const native of kinds) {
     try {
       for (const host of ['127.0.0.1', 'echo.test']) {
         const got: string[] = [];
-        const relay = await UdpRelay.open({ host, port }, open, resolver, io, (d, o, n) => void got.push(d.toString('latin1', o, o + n)));
+        const relay = await UdpRelay.open({ host, port }, open, resolver, io, (d, o, n) => got.push(d.toString('latin1', o, o + n)) > 0);
         for (let i = 0; i < 10; i++) relay.send(Buffer.from(`ping ${i}`));
         await until(() => got.length >= 10);
         assert.equal(got.length, 10, host);
@@ -76,16 +76,16 @@ for (const native of kinds) {
       const closed = new TargetPolicy({ allowPrefixes: ['0.0.0.0/0'], allowPrivate: false });
       const refused = (status: number, code: string) => (e: unknown) => e instanceof TargetError && e.status === status && e.code === code;
       await assert.rejects(
-        UdpRelay.open({ host: '127.0.0.1', port }, closed, resolver, io, () => {}),
+        UdpRelay.open({ host: '127.0.0.1', port }, closed, resolver, io, () => true),
         refused(403, 'TARGET_REFUSED'),
       );
       await assert.rejects(
-        UdpRelay.open({ host: 'gone.test', port }, open, resolver, io, () => {}),
+        UdpRelay.open({ host: 'gone.test', port }, open, resolver, io, () => true),
         refused(502, 'TARGET_UNRESOLVABLE'),
       );
       const t0 = Date.now();
       await assert.rejects(
-        UdpRelay.open({ host: 'hang.test', port }, open, resolver, io, () => {}),
+        UdpRelay.open({ host: 'hang.test', port }, open, resolver, io, () => true),
         refused(504, 'TIMEOUT'),
       );
       assert.ok(Date.now() - t0 < 2000, `a hanging DNS server is given up after ${Date.now() - t0} ms (timeout 500 ms)`);
@@ -102,7 +102,7 @@ for (const native of kinds) {
     const got: string[][] = [[], []];
     const relays = await Promise.all(
       echoes.map((e, k) =>
-        UdpRelay.open({ host: '127.0.0.1', port: e.port }, open, resolver, io, (d, o, n) => void got[k]!.push(d.toString('latin1', o, o + n))),
+        UdpRelay.open({ host: '127.0.0.1', port: e.port }, open, resolver, io, (d, o, n) => got[k]!.push(d.toString('latin1', o, o + n)) > 0),
       ),
     );
     try {
@@ -164,10 +164,40 @@ test('udp relay (batch): a target the kernel will not connect to is TARGET_UNREA
   const io = RelayIo.create({ sendQueuePackets: 64, native: true });
   // Broadcast without SO_BROADCAST: connect(2) answers EACCES. (node:dgram connects it; its sends then fail, counted.)
   await assert.rejects(
-    UdpRelay.open({ host: '255.255.255.255', port: 9 }, open, resolver, io, () => {}),
+    UdpRelay.open({ host: '255.255.255.255', port: 9 }, open, resolver, io, () => true),
     (e: unknown) => e instanceof TargetError && e.code === 'TARGET_UNREACHABLE' && e.status === 502 && /255\.255\.255\.255:9/.test(e.message),
   );
   assert.equal(io.stats.sockets, 0);
+});
+
+test('udp relay (batch): a refused reply stops reading that socket until the loop comes round again', { skip: nativeIoUnavailable() }, async () => {
+  // A target that answers a ping with 300 datagrams at once: they wait in the relay socket together.
+  const target = createSocket('udp4');
+  await new Promise<void>((r) => target.bind(0, '127.0.0.1', () => r()));
+  target.on('message', (_m, ri) => {
+    for (let i = 0; i < 300; i++) target.send(Buffer.alloc(64, i), ri.port, ri.address);
+  });
+  const resolver = new TargetResolver({ timeoutMs: 500, maxInFlight: 8, servers: ['127.0.0.1:9'] });
+  const io = RelayIo.create({ sendQueuePackets: 1024, native: true });
+  // Replies per event-loop turn: a full client queue (the sink says false) must not make the relay read on.
+  let inTurn = 0;
+  let maxInTurn = 0;
+  let got = 0;
+  const relay = await UdpRelay.open({ host: '127.0.0.1', port: target.address().port }, open, resolver, io, () => {
+    got++;
+    if (inTurn++ === 0) setImmediate(() => (inTurn = 0));
+    maxInTurn = Math.max(maxInTurn, inTurn);
+    return false;
+  });
+  try {
+    relay.send(Buffer.from('ping'));
+    await until(() => got >= 300, 3000);
+    assert.equal(got, 300, 'every reply still reaches the session, a batch per turn');
+    assert.ok(maxInTurn <= 32, `at most one receive batch (32) per turn, saw ${maxInTurn}`);
+  } finally {
+    relay.close();
+    target.close();
+  }
 });
 
 test('udp relay (batch): the send queue is bounded per turn; the excess is counted, the rest goes', { skip: nativeIoUnavailable() }, async () => {
@@ -175,7 +205,7 @@ test('udp relay (batch): the send queue is bounded per turn; the excess is count
   const resolver = new TargetResolver({ timeoutMs: 500, maxInFlight: 8, servers: ['127.0.0.1:9'] });
   const io = RelayIo.create({ sendQueuePackets: 64, native: true });
   let got = 0;
-  const relay = await UdpRelay.open({ host: '127.0.0.1', port: echo.port }, open, resolver, io, () => void got++);
+  const relay = await UdpRelay.open({ host: '127.0.0.1', port: echo.port }, open, resolver, io, () => ++got > 0);
   try {
     for (let i = 0; i < 100; i++) relay.send(Buffer.alloc(64, i));
     assert.equal(io.drops['send-queue'], 36);
