@@ -11,7 +11,7 @@ import { withTopology, type Namespace } from '../testhosts/index.js';
 import { writeBenchResult, type BenchMetric } from './results.js';
 import { bareVerifier, measure } from './jwt-bare.js';
 import { startDevIssuer } from '../auth/dev-issuer.js';
-import { masqueTestbed, startBareQuic, startConnect, startLoad, stopConnect, LOAD_LIMITS, type Testbed } from '../tunnel/masque/testing.js';
+import { masqueTestbed, startBareQuic, startConnect, startLoad, stopConnect, udpEcho, LOAD_LIMITS, type Testbed } from '../tunnel/masque/testing.js';
 import { nativeIoWanted } from '../tunnel/quic/index.js';
 import { nativeIoUnavailable, tunOffloadDefault } from '../dataplane/index.js';
 
@@ -141,13 +141,18 @@ await withTopology(async (topo) => {
   put('rtt_ms_masque_ip', await rtt(tb.client, tb.originAddr), 'ms');
   await stopConnect(connect.child);
 
-  // connect-udp relay rate: one session, echo in the origin.
-  tb.origin.spawn([process.execPath, '-e', `const s=require('dgram').createSocket('udp4');s.on('message',(m,r)=>s.send(m,r.port,r.address));s.bind(7007);`]);
+  // connect-udp relay rate: one session, echo in the origin (batched, so the echo is not what is measured).
+  udpEcho(tb.origin, 7007, { batched: nativeIoWanted() });
   await new Promise((r) => setTimeout(r, 300));
   const token = await tb.mint('load', { ttlS: 3600 });
   const target = { host: tb.originAddr, port: 7007 };
+  const agentCpu0 = tb.agentCpuMs();
   const pps = await load(tb, { mode: 'pps', host: tb.popAddr, port: tb.port, ca: tb.caFile, token, target, seconds: SECONDS, size: 64 });
   put('udp_relay_kpps', pps.result.kpps!, 'kpps (64 B, echoed)');
+  // CPU per echoed datagram (both directions): on a shared 2-core machine the rate follows the load; these less so.
+  const relayed = Math.max(1, pps.result.received!);
+  put('udp_relay_cpu_us_per_pkt_agent', ((tb.agentCpuMs() - agentCpu0) * 1000) / relayed, 'µs CPU per echoed datagram (agent, incl. session set-up)');
+  put('udp_relay_cpu_us_per_pkt_client', pps.result.cpuUsPerPacket!, 'µs CPU per echoed datagram (the load generator: MasqueClient)');
 
   // Session setups and memory per idle session: the agent's RSS before and with SESSIONS sessions open.
   await new Promise((r) => setTimeout(r, 1000));

@@ -63,4 +63,13 @@ export {
 } from './net/ip.js';
 export { AddressPool, PoolExhaustedError } from './net/pool.js';
 export { checkSecretFileMode, readSecretFile } from './os/secret-file.js';
-export { BatchUdpSocket, nativeIoUnavailable, writeSlot, formatSlot, ADDR_SLOT, type BatchHandler, type BatchSocketOptions } from './os/udp-batch.js';
+export {
+  BatchUdpSocket,
+  RxBuffers,
+  nativeIoUnavailable,
+  writeSlot,
+  formatSlot,
+  ADDR_SLOT,
+  type BatchHandler,
+  type BatchSocketOptions,
+} from './os/udp-batch.js';

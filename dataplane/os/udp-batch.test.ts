@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { BatchUdpSocket, writeSlot, formatSlot, ADDR_SLOT } from './udp-batch.js';
+import { BatchUdpSocket, RxBuffers, writeSlot, formatSlot, ADDR_SLOT } from './udp-batch.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -119,6 +119,53 @@ test('bad input gets an error naming it, not a crash', () => {
     assert.throws(() => new BatchUdpSocket({ host: '127.0.0.1', port: s.port }), /Address already in use/);
   } finally {
     s.close();
+  }
+});
+
+test('connected sockets: empty slots go to the peer, only the peer is heard, shared receive buffers', async () => {
+  const peer = new BatchUdpSocket({ host: '127.0.0.1', port: 0 });
+  const stranger = new BatchUdpSocket({ host: '127.0.0.1', port: 0 });
+  const rx = new RxBuffers(true, 8);
+  const a = new BatchUdpSocket({ host: '127.0.0.1', port: 0, connect: { host: '127.0.0.1', port: peer.port }, rx });
+  const b = new BatchUdpSocket({ host: '127.0.0.1', port: 0, connect: { host: '127.0.0.1', port: peer.port }, rx });
+  try {
+    const atPeer = collector(peer);
+    const gotA = collector(a);
+    const gotB = collector(b);
+    const data = new Uint8Array(4 * 8);
+    for (let i = 0; i < 8; i++) new DataView(data.buffer).setUint32(i * 4, i);
+    // family 0: no address passed, the kernel sends to the connected peer (a GSO run of 8 x 4 bytes)
+    assert.equal(a.send(data, new Uint32Array(8).fill(4), new Uint8Array(8 * ADDR_SLOT), 8), 8);
+    assert.equal(b.send(data, Uint32Array.of(4), new Uint8Array(ADDR_SLOT), 1), 1);
+    await until(() => atPeer.length >= 9, 2000);
+    assert.deepEqual(
+      atPeer.filter((p) => p.from === `127.0.0.1:${a.port}`).map((p) => p.seq),
+      [0, 1, 2, 3, 4, 5, 6, 7],
+    );
+    assert.equal(atPeer.filter((p) => p.from === `127.0.0.1:${b.port}`).length, 1);
+    // The peer answers both; a stranger writing to a's port is not delivered (the kernel filters it).
+    const slots = new Uint8Array(3 * ADDR_SLOT);
+    writeSlot(slots, 0, '127.0.0.1', a.port);
+    writeSlot(slots, 1, '127.0.0.1', b.port);
+    assert.equal(peer.send(data.subarray(0, 8), Uint32Array.of(4, 4), slots, 2), 2);
+    assert.equal(stranger.send(data.subarray(8, 12), Uint32Array.of(4), slots, 1), 1);
+    await until(() => gotA.length >= 1 && gotB.length >= 1, 2000);
+    await sleep(50);
+    assert.deepEqual(
+      gotA.map((p) => [p.seq, p.from]),
+      [[0, `127.0.0.1:${peer.port}`]],
+    );
+    assert.deepEqual(
+      gotB.map((p) => [p.seq, p.from]),
+      [[1, `127.0.0.1:${peer.port}`]],
+    );
+    assert.throws(
+      () => new BatchUdpSocket({ host: '127.0.0.1', port: 0, connect: { host: 'peer.test', port: 9 } }),
+      /udp connect peer\.test:9: .*not an IP address/,
+    );
+    assert.throws(() => new BatchUdpSocket({ host: '127.0.0.1', port: 0, connect: { host: '::1', port: 9 } }), /IPv6 peer on an IPv4 socket/);
+  } finally {
+    for (const s of [peer, stranger, a, b]) s.close();
   }
 });
 

@@ -12,6 +12,7 @@ import { formatIp, parseIp } from '../net/ip.js';
 
 export interface Addon {
   open(family: 4 | 6, host: string, port: number, gro: boolean, bufferBytes: number): [number, number, boolean, boolean];
+  connect(fd: number, host: string, port: number): void;
   recv(fd: number, data: Uint8Array, slotSize: number, lens: Uint32Array, segs: Uint16Array, addrs: Uint8Array): number;
   send(fd: number, data: Uint8Array, lens: Uint32Array, addrs: Uint8Array, count: number, gso: boolean): number;
   watch(fd: number, onReady: (events: number) => void): unknown;
@@ -75,13 +76,59 @@ export interface BatchSocketOptions {
   bufferBytes?: number;
   /** Datagrams per receive call (≤ the addon's MAX_BATCH). */
   batch?: number;
+  /** Fixes the peer: only its datagrams arrive, and sends with an empty (all-zero) address slot go to it. */
+  connect?: { host: string; port: number };
+  /**
+   * Receive buffers shared with other sockets (a handler must be done with a batch when it returns).
+   * GRO is asked for only when they hold 64 KiB slots.
+   */
+  rx?: RxBuffers;
+}
+
+/** What one receive call fills, and what a handler sees: GRO segments expanded to packets. */
+export class RxBuffers {
+  readonly slot: number;
+  readonly batch: number;
+  readonly data: Uint8Array;
+  readonly lens: Uint32Array;
+  readonly segs: Uint16Array;
+  readonly addrs: Uint8Array;
+  readonly offsets: Uint32Array;
+  readonly lengths: Uint32Array;
+  readonly addrIndex: Uint16Array;
+
+  constructor(gro: boolean, batch: number) {
+    this.slot = gro ? SLOT_GRO : SLOT_PLAIN;
+    this.batch = batch;
+    this.data = new Uint8Array(this.slot * batch);
+    this.lens = new Uint32Array(batch);
+    this.segs = new Uint16Array(batch);
+    this.addrs = new Uint8Array(ADDR_SLOT * batch);
+    const maxPackets = gro ? batch * 64 : batch;
+    this.offsets = new Uint32Array(maxPackets);
+    this.lengths = new Uint32Array(maxPackets);
+    this.addrIndex = new Uint16Array(maxPackets);
+  }
+
+  get gro(): boolean {
+    return this.slot === SLOT_GRO;
+  }
 }
 
 /**
  * Called once per batch: packet i is `data[offsets[i] .. offsets[i] + lengths[i])`, from the address
  * in `addrs` slot `addrIndex[i]` (see `formatSlot`). The arrays are reused by the next batch.
+ * Returning false stops reading until the next wake-up: the socket stays readable, so the event
+ * loop comes back to it after its other work (backpressure from a full queue downstream).
  */
-export type BatchHandler = (count: number, data: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, addrs: Uint8Array, addrIndex: Uint16Array) => void;
+export type BatchHandler = (
+  count: number,
+  data: Uint8Array,
+  offsets: Uint32Array,
+  lengths: Uint32Array,
+  addrs: Uint8Array,
+  addrIndex: Uint16Array,
+) => undefined | boolean;
 
 /** Writes `host:port` into a 20-byte slot (any IPv6 text form, IPv4-embedded included). */
 export function writeSlot(slots: Uint8Array, index: number, host: string, port: number): void {
@@ -107,19 +154,10 @@ export class BatchUdpSocket {
   /** Whether the kernel took UDP_GRO / has UDP_SEGMENT (GSO is switched off after a refusal). */
   readonly gro: boolean;
   gso: boolean;
-  readonly stats = { batches: 0, datagrams: 0, packets: 0, sendCalls: 0, sent: 0, sendShort: 0 };
+  readonly stats = { batches: 0, datagrams: 0, packets: 0, sendCalls: 0, sent: 0, sendShort: 0, recvErrors: 0 };
   private readonly io: Addon;
   private readonly fd: number;
-  private readonly slot: number;
-  private readonly batch: number;
-  private readonly rx: Uint8Array;
-  private readonly rxLens: Uint32Array;
-  private readonly rxSegs: Uint16Array;
-  private readonly rxAddrs: Uint8Array;
-  // what the handler sees: GRO segments expanded to packets
-  private readonly outOffsets: Uint32Array;
-  private readonly outLengths: Uint32Array;
-  private readonly outAddr: Uint16Array;
+  private readonly rx: RxBuffers;
   private watch?: unknown;
   private writable?: () => void;
   private closed = false;
@@ -129,24 +167,24 @@ export class BatchUdpSocket {
     if (!io) throw new CbrError('UNAVAILABLE', `the native I/O addon is not built (make native): ${loadError}`);
     this.io = io;
     const family = isIPv4(opts.host) ? 4 : 6;
+    const gro = (opts.gro ?? true) && (opts.rx?.gro ?? true);
     let opened: [number, number, boolean, boolean];
     try {
-      opened = io.open(family, opts.host, opts.port, opts.gro ?? true, opts.bufferBytes ?? 8 << 20);
+      opened = io.open(family, opts.host, opts.port, gro, opts.bufferBytes ?? 8 << 20);
     } catch (err) {
       throw new CbrError('SYSCALL_FAILED', `udp ${opts.host}:${opts.port}: ${errorMessage(err)}`, { cause: err });
     }
     [this.fd, this.port, this.gro] = opened;
+    if (opts.connect) {
+      try {
+        io.connect(this.fd, opts.connect.host, opts.connect.port);
+      } catch (err) {
+        io.close(this.fd);
+        throw new CbrError('SYSCALL_FAILED', `udp connect ${opts.connect.host}:${opts.connect.port}: ${errorMessage(err)}`, { cause: err });
+      }
+    }
     this.gso = opened[3] && (opts.gso ?? true);
-    this.batch = Math.min(opts.batch ?? io.MAX_BATCH, io.MAX_BATCH);
-    this.slot = this.gro ? SLOT_GRO : SLOT_PLAIN;
-    this.rx = new Uint8Array(this.slot * this.batch);
-    this.rxLens = new Uint32Array(this.batch);
-    this.rxSegs = new Uint16Array(this.batch);
-    this.rxAddrs = new Uint8Array(ADDR_SLOT * this.batch);
-    const maxPackets = this.gro ? this.batch * 64 : this.batch;
-    this.outOffsets = new Uint32Array(maxPackets);
-    this.outLengths = new Uint32Array(maxPackets);
-    this.outAddr = new Uint16Array(maxPackets);
+    this.rx = opts.rx ?? new RxBuffers(this.gro, Math.min(opts.batch ?? io.MAX_BATCH, io.MAX_BATCH));
   }
 
   /** Starts delivering batches to `handler` when datagrams arrive. */
@@ -175,27 +213,37 @@ export class BatchUdpSocket {
     this.io.pollWritable(this.watch, true);
   }
 
-  /** Reads until the socket is empty (bounded: 64 calls per wake-up, then yields to the loop). */
+  /**
+   * Reads until the socket is empty (bounded: 64 calls per wake-up, then yields to the loop). A failed
+   * call (a connected socket's peer answered ICMP unreachable) is counted and consumes that error.
+   */
   private drain(handler: BatchHandler): void {
+    const rx = this.rx;
     for (let round = 0; round < 64 && !this.closed; round++) {
-      const n = this.io.recv(this.fd, this.rx, this.slot, this.rxLens, this.rxSegs, this.rxAddrs);
+      let n: number;
+      try {
+        n = this.io.recv(this.fd, rx.data, rx.slot, rx.lens, rx.segs, rx.addrs);
+      } catch {
+        this.stats.recvErrors++;
+        continue;
+      }
       if (n === 0) return;
       let k = 0;
       for (let i = 0; i < n; i++) {
-        const len = this.rxLens[i]!;
-        const seg = this.rxSegs[i]! || len;
-        const base = i * this.slot;
-        for (let off = 0; off < len && k < this.outOffsets.length; off += seg) {
-          this.outOffsets[k] = base + off;
-          this.outLengths[k] = Math.min(seg, len - off);
-          this.outAddr[k] = i;
+        const len = rx.lens[i]!;
+        const seg = rx.segs[i]! || len;
+        const base = i * rx.slot;
+        for (let off = 0; off < len && k < rx.offsets.length; off += seg) {
+          rx.offsets[k] = base + off;
+          rx.lengths[k] = Math.min(seg, len - off);
+          rx.addrIndex[k] = i;
           k++;
         }
       }
       this.stats.batches++;
       this.stats.datagrams += n;
       this.stats.packets += k;
-      handler(k, this.rx, this.outOffsets, this.outLengths, this.rxAddrs, this.outAddr);
+      if (handler(k, rx.data, rx.offsets, rx.lengths, rx.addrs, rx.addrIndex) === false) return;
     }
   }
 

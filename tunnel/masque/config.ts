@@ -26,6 +26,7 @@ export const DEFAULT_MASQUE_LIMITS = {
   maxUdpSessionsPerSubject: 256,
   maxIpSessionsPerSubject: 8,
   addressRequestsPerSecond: 10,
+  udpSendQueuePackets: 4096,
 } as const;
 export type MasqueLimits = { -readonly [K in keyof typeof DEFAULT_MASQUE_LIMITS]: number };
 
@@ -77,6 +78,13 @@ const limitsSchema = z
       .min(1)
       .default(D.addressRequestsPerSecond)
       .describe('ADDRESS_REQUEST capsules answered per connect-ip session and second (a burst of as many); beyond are ignored'),
+    udpSendQueuePackets: z
+      .number()
+      .int()
+      .min(64)
+      .max(1_000_000)
+      .default(D.udpSendQueuePackets)
+      .describe('connect-udp payloads queued towards targets per event-loop turn, all sessions together (more are dropped as udp-send-queue); read at start'),
   })
   .prefault({})
   .describe('bounds on what one client or source may hold (each counted in cbr_masque_limit_exceeded_total)');

@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { withTopology } from '../../testhosts/index.js';
 import { nativeIoUnavailable, tunOffloadDefault } from '../../dataplane/index.js';
+import { nativeIoWanted } from '../quic/index.js';
 import { masqueTestbed, metricValue, startConnect, startLoad, stopConnect, udpEcho, LOAD_LIMITS } from './testing.js';
 
 test('connect-udp: a UDP echo in the origin namespace answers through cbr connect --mode udp', async () => {
@@ -131,6 +132,8 @@ test('1,000 concurrent connect-udp sessions from one client process hold', async
     const m = await tb.metrics();
     assert.equal(metricValue(m, 'cbr_masque_sessions', 'kind="connect-udp"'), 1000);
     assert.equal(metricValue(m, 'cbr_masque_connections'), 1000);
+    // One connected relay socket per session, on the agent's socket path (the addon unless CBR_NATIVE_IO=0).
+    assert.equal(metricValue(m, 'cbr_masque_udp_relay_sockets', `path="${nativeIoWanted() ? 'batch' : 'dgram'}"`), 1000);
     load.stdin!.write('close\n');
     await new Promise((r) => load.once('exit', r));
     assert.match(output(), /"alive":1000/);
@@ -143,6 +146,7 @@ test('1,000 concurrent connect-udp sessions from one client process hold', async
     }
     assert.equal(after, 0, 'sessions end with their connections');
     const final = await tb.metrics();
+    assert.equal(metricValue(final, 'cbr_masque_udp_relay_sockets', `path="${nativeIoWanted() ? 'batch' : 'dgram'}"`), 0, 'relay sockets closed with them');
     assert.ok(metricValue(final, 'cbr_masque_handshakes_total') >= 1000);
   });
 });

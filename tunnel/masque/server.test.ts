@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createSocket } from 'node:dgram';
 import { AuthError, type AuthGate, type Identity, type SessionKind } from '../../auth/index.js';
-import { generateSelfSigned, QuicEndpoint, type TlsMaterial, type CloseReason, type QuicConnection } from '../quic/index.js';
+import { generateSelfSigned, nativeIoWanted, QuicEndpoint, type TlsMaterial, type CloseReason, type QuicConnection } from '../quic/index.js';
 import { encodeControlStreamPreamble, encodeDataFrame, encodeExtendedConnect, encodeFrame, H3ErrorCode } from '../h3/index.js';
 import { MasqueServer } from './server.js';
 import { MasqueClient, MasqueHttpError } from './client.js';
@@ -77,10 +77,14 @@ test('connect-udp carries a UDP echo through the relay; GET / and 404', async ()
     assert.ok(got.includes('ping 7'));
     assert.equal(server.live.udp, 1);
     assert.ok(server.counters.datagramsIn >= 20 && server.counters.datagramsOut >= 20);
+    // The relay socket: batched through the addon unless CBR_NATIVE_IO=0 (udp-relay.test.ts covers both paths).
+    assert.equal(server.relayIo.kind, nativeIoWanted() ? 'batch' : 'dgram');
+    assert.equal(server.relayIo.stats.sockets, 1);
     s.close();
     const until2 = Date.now() + 2000;
     while ((server.live.udp as number) !== 0 && Date.now() < until2) await new Promise((r) => setTimeout(r, 10));
     assert.equal(server.live.udp, 0, 'FIN from the client ends the session on the server');
+    assert.equal(server.relayIo.stats.sockets, 0, 'the session took its relay socket with it');
   } finally {
     await c.close();
   }

@@ -29,7 +29,8 @@ import {
 } from '../h3/index.js';
 import { H3Connection, type H3Events } from './h3-conn.js';
 import { parseUdpPath, parseIpPath, TargetError, type TargetPolicy, UDP_PATH_PREFIX, IP_PATH_PREFIX } from './policy.js';
-import { UdpRelay, newUdpDrops, type UdpDropReason } from './udp-relay.js';
+import { UdpRelay } from './udp-relay.js';
+import { RelayIo } from './udp-relay-io.js';
 import type { IpGateway } from './ip-gateway.js';
 import { prefixToRange, sortRanges } from './ranges.js';
 import { AccessLog, CbrError, PoolExhaustedError, httpStatusFor, type AccessEndReason } from '../../dataplane/index.js';
@@ -63,8 +64,6 @@ export interface MasqueCounters {
   capsuleDatagramsIn: number;
   capsuleDatagramsOut: number;
   drops: Record<MasqueDropReason, number>;
-  /** The connect-udp relays' drops (socket send errors, payloads over the connecting queue, replies the client queue refused). */
-  relayDrops: Record<UdpDropReason, number>;
   authFailures: Record<string, number>;
   requests: Record<string, number>;
   tokenRefreshes: number;
@@ -96,6 +95,8 @@ export interface MasqueServerOptions {
   ip?: { gateway: IpGateway; routes: string[] };
   /** Sent as the `cbr-pop` response header of an accepted CONNECT, so a client can say which PoP it reached. */
   popName?: string;
+  /** connect-udp relay sockets through the native addon (default: when it is built and CBR_NATIVE_IO !== '0'). */
+  nativeIo?: boolean;
   log?: { info(o: object, m?: string): void; warn(o: object, m?: string): void; debug(o: object, m?: string): void };
 }
 
@@ -191,7 +192,6 @@ export class MasqueServer {
     capsuleDatagramsIn: 0,
     capsuleDatagramsOut: 0,
     drops: { 'unknown-stream': 0, 'unknown-context': 0, 'client-queue': 0, 'too-big': 0, 'not-open': 0, gateway: 0 },
-    relayDrops: newUdpDrops(),
     authFailures: {},
     requests: {},
     tokenRefreshes: 0,
@@ -215,10 +215,13 @@ export class MasqueServer {
 
   /** Resolves connect-udp host names (replaced on reload; lookups in flight finish on the old one). */
   resolver: TargetResolver;
+  /** The sockets of connect-udp sessions (its queue bound is read at start). */
+  readonly relayIo: RelayIo;
 
   private constructor(private opts: MasqueServerOptions) {
     this.limits = { ...DEFAULT_MASQUE_LIMITS, ...opts.limits };
     this.resolver = newResolver(opts);
+    this.relayIo = RelayIo.create({ sendQueuePackets: this.limits.udpSendQueuePackets, native: opts.nativeIo });
     if (opts.log) this.access = new AccessLog(opts.log);
   }
 
@@ -549,7 +552,9 @@ export class MasqueServer {
     try {
       if (kind === 'udp') {
         const target = parseUdpPath(path);
-        s.relay = await UdpRelay.open(target, this.opts.udpPolicy, this.resolver, (payload) => this.sendPayload(s, payload), this.counters.relayDrops);
+        s.relay = await UdpRelay.open(target, this.opts.udpPolicy, this.resolver, this.relayIo, (data, offset, length) =>
+          this.sendPayload(s, data, offset, length),
+        );
         if (c.closed) s.relay.close();
       } else {
         const ip = this.opts.ip;
@@ -686,20 +691,23 @@ export class MasqueServer {
     }
   }
 
-  /** One UDP payload / IP packet to the client: a QUIC DATAGRAM, or a DATAGRAM capsule when it cannot go as one. */
-  private sendPayload(s: Session, payload: Uint8Array): boolean {
+  /**
+   * One UDP payload / IP packet (`data[offset .. offset + length)`) to the client: a QUIC DATAGRAM,
+   * or a DATAGRAM capsule when it cannot go as one.
+   */
+  private sendPayload(s: Session, data: Uint8Array, offset = 0, length = data.length): boolean {
     if (s.ended) return false;
     const c = s.conn;
     // quiche copies the datagram into its queue: build it in a shared scratch buffer.
-    const need = s.prefix.length + payload.length;
+    const need = s.prefix.length + length;
     if (need > scratch.length) scratch = Buffer.allocUnsafe(need);
     s.prefix.copy(scratch, 0);
-    scratch.set(payload, s.prefix.length);
+    scratch.set(offset === 0 && length === data.length ? data : data.subarray(offset, offset + length), s.prefix.length);
     const dg = scratch.subarray(0, need);
     if (c.h3.peerAcceptsDatagrams && c.quic.datagramSend(dg)) {
       this.counters.datagramsOut++;
-      this.counters.bytesOut += payload.length;
-      if (s.access) s.access.toClient += payload.length;
+      this.counters.bytesOut += length;
+      if (s.access) s.access.toClient += length;
       return true;
     }
     if (c.h3.peerAcceptsDatagrams && dg.length <= c.quic.datagramMaxSize()) {
@@ -710,11 +718,11 @@ export class MasqueServer {
       this.counters.drops['client-queue']++;
       return false;
     }
-    this.writeCapsule(s, encodeDatagramCapsule(0, payload));
+    this.writeCapsule(s, encodeDatagramCapsule(0, dg.subarray(s.prefix.length)));
     this.counters.capsuleDatagramsOut++;
     this.counters.datagramsOut++;
-    this.counters.bytesOut += payload.length;
-    if (s.access) s.access.toClient += payload.length;
+    this.counters.bytesOut += length;
+    if (s.access) s.access.toClient += length;
     return true;
   }
 

@@ -59,6 +59,16 @@ function registerMetrics(ctx: AgentContext, get: () => MasqueServer | undefined,
     },
   });
   new Gauge({
+    name: 'cbr_masque_udp_relay_sockets',
+    help: 'connect-udp relay sockets open, by socket path (batch: the native addon; dgram: the node:dgram fallback)',
+    labelNames: ['path'],
+    registers: [r],
+    collect() {
+      const io = get()?.relayIo;
+      if (io) this.set({ path: io.kind }, io.stats.sockets);
+    },
+  });
+  new Gauge({
     name: 'cbr_masque_connections',
     help: 'open QUIC connections',
     registers: [r],
@@ -115,7 +125,7 @@ function registerMetrics(ctx: AgentContext, get: () => MasqueServer | undefined,
   mirror('cbr_masque_drops_total', 'dropped packets by reason', ['reason'], (s) => {
     const out: Array<[Record<string, string>, number]> = Object.entries(s.counters.drops).map(([k, v]) => [{ reason: k }, v]);
     for (const [k, v] of Object.entries(s.endpoint.stats.drops)) out.push([{ reason: `quic-${k}` }, v]);
-    for (const [k, v] of Object.entries(s.counters.relayDrops)) out.push([{ reason: `relay-${k}` }, v]);
+    for (const [k, v] of Object.entries(s.relayIo.drops)) out.push([{ reason: `udp-${k}` }, v]);
     const g = gw();
     if (g) for (const [k, v] of Object.entries(g.drops)) out.push([{ reason: `ip-${k}` }, v]);
     return out;

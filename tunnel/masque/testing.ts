@@ -32,6 +32,8 @@ export interface Testbed {
   metrics(): Promise<string>;
   /** The agent's resident memory in bytes. */
   agentRss(): number;
+  /** The agent's CPU time so far (user + system), in ms. */
+  agentCpuMs(): number;
 }
 
 const PROJECT = '281474976710656';
@@ -146,6 +148,11 @@ export async function masqueTestbed(topo: Topology, opts: { routes?: string[]; e
     agentRss() {
       const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${agent.pid}/status`, 'utf8'));
       return m ? Number(m[1]) * 1024 : NaN;
+    },
+    agentCpuMs() {
+      // /proc/PID/stat fields 14 and 15 (utime, stime) in clock ticks (USER_HZ, 100 on Linux), after the ")" of the name
+      const f = readFileSync(`/proc/${agent.pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+      return (Number(f[11]) + Number(f[12])) * 10;
     },
   };
   return tb;
@@ -283,8 +290,15 @@ export function waitForOutput(child: ChildProcess, re: RegExp, ms: number): Prom
   });
 }
 
-/** A UDP echo on `port` in `ns` (the origin the connect-udp tests relay to); killed with the topology's processes. */
-export function udpEcho(ns: Namespace, port: number): ChildProcess {
+/**
+ * A UDP echo on `port` in `ns` (the origin the connect-udp tests relay to); killed with the topology's
+ * processes. `batched`: the native one (testing-echo.ts) for rate measurements, where a node:dgram echo
+ * (~7 µs of CPU per datagram) would be what is measured.
+ */
+export function udpEcho(ns: Namespace, port: number, o: { batched?: boolean } = {}): ChildProcess {
+  if (o.batched) return ns.spawn([process.execPath, ECHO_MAIN, String(port)]);
   const src = `const s=require('dgram').createSocket('udp4');s.on('message',(m,r)=>s.send(m,r.port,r.address));s.bind(${port});`;
   return ns.spawn([process.execPath, '-e', src]);
 }
+
+const ECHO_MAIN = join(dirname(fileURLToPath(import.meta.url)), 'testing-echo.js');

@@ -10,7 +10,8 @@
 // refuses it (GRO off, GSO off after EIO/EINVAL), and the caller can switch both off to test that.
 //
 // Address slots are 20 bytes: [0] family (4 or 6), [1] unused, [2..3] port (big endian),
-// [4..19] address (IPv4 in the first 4 bytes).
+// [4..19] address (IPv4 in the first 4 bytes). On a connected socket a send slot with family 0
+// means the connected peer (no address passed: the kernel uses the socket's cached route).
 #define _GNU_SOURCE
 #include "cbr_io.h"
 #include <uv.h>
@@ -181,6 +182,36 @@ static napi_value io_open(napi_env env, napi_callback_info info) {
   return out;
 }
 
+static int socket_family(int fd);
+
+// connect(fd, host, port): fixes the socket's peer. The kernel then delivers only that peer's
+// datagrams and keeps the route; sends with a family-0 slot go to it.
+static napi_value io_connect(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd, port;
+  char host[64];
+  size_t hostLen;
+  if (argc < 3 || get_int(env, argv[0], &fd) || get_int(env, argv[2], &port) || port < 1 || port > 65535 ||
+      napi_get_value_string_utf8(env, argv[1], host, sizeof host, &hostLen) != napi_ok) {
+    napi_throw_type_error(env, "CBR_IO", "connect(fd, host, port)");
+    return NULL;
+  }
+  uint8_t slot[ADDR_SLOT] = {0};
+  slot[2] = (uint8_t)(port >> 8);
+  slot[3] = (uint8_t)(port & 0xff);
+  if (inet_pton(AF_INET, host, slot + 4) == 1) slot[0] = 4;
+  else if (inet_pton(AF_INET6, host, slot + 4) == 1) slot[0] = 6;
+  else return throw_errno(env, "connect: not an IP address", EINVAL);
+  int family = socket_family(fd);
+  if (family == AF_INET && slot[0] == 6) return throw_errno(env, "connect: an IPv6 peer on an IPv4 socket", EAFNOSUPPORT);
+  struct sockaddr_storage ss;
+  socklen_t len = get_addr(slot, family, &ss);
+  if (connect(fd, (struct sockaddr *)&ss, len) < 0) return throw_errno(env, "connect", errno);
+  return NULL;
+}
+
 static int socket_family(int fd) {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
@@ -296,8 +327,10 @@ static napi_value io_send(napi_env env, napi_callback_info info) {
       iov[m].iov_len = bytes;
       msgs[m].msg_hdr.msg_iov = &iov[m];
       msgs[m].msg_hdr.msg_iovlen = 1;
-      msgs[m].msg_hdr.msg_name = &to[m];
-      msgs[m].msg_hdr.msg_namelen = get_addr(addrs + (size_t)p * ADDR_SLOT, family, &to[m]);
+      if (addrs[(size_t)p * ADDR_SLOT] != 0) {
+        msgs[m].msg_hdr.msg_name = &to[m];
+        msgs[m].msg_hdr.msg_namelen = get_addr(addrs + (size_t)p * ADDR_SLOT, family, &to[m]);
+      }
       if (run > 1) {
         msgs[m].msg_hdr.msg_control = ctrl[m];
         msgs[m].msg_hdr.msg_controllen = sizeof ctrl[m];
@@ -466,6 +499,7 @@ static void set_int(napi_env env, napi_value exports, const char *name, int32_t 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       CBR_FN("open", io_open),
+      CBR_FN("connect", io_connect),
       CBR_FN("recv", io_recv),
       CBR_FN("send", io_send),
       CBR_FN("watch", io_watch),
