@@ -92,11 +92,15 @@ export class SoftirqPerf {
     clearTimeout(timer);
   }
 
-  /** NET_RX softirq CPU time (ns) of the given threads in the last recording, and the samples it rests on. */
-  async netRxNs(tids: Set<number>): Promise<{ ns: number; samples: number }> {
+  /**
+   * NET_RX softirq CPU time (ns) of the given threads in the last recording, the samples it rests on,
+   * and all their CPU time on the CPU (cpuNs: NET_RX or not), to check the first against.
+   */
+  async netRxNs(tids: Set<number>): Promise<{ ns: number; samples: number; cpuNs: number }> {
     const script = spawn('perf', ['script', '-i', this.file, '-F', 'tid,ip,sym'], { stdio: ['ignore', 'pipe', 'ignore'] });
     const timer = setTimeout(() => script.kill('SIGKILL'), 120_000);
     let samples = 0;
+    let all = 0;
     let ours = false;
     let counted = false;
     for await (const line of createInterface({ input: script.stdout! })) {
@@ -104,6 +108,7 @@ export class SoftirqPerf {
       if (!line.startsWith('\t')) {
         // a sample's header line (its frames follow, tab-indented): the tid
         ours = tids.has(Number(line.trim().split(/\s+/)[0]));
+        if (ours) all++;
         counted = false;
       } else if (ours && !counted && /\snet_rx_action\b/.test(line)) {
         samples++;
@@ -111,6 +116,6 @@ export class SoftirqPerf {
       }
     }
     clearTimeout(timer);
-    return { ns: samples * PERIOD_NS, samples };
+    return { ns: samples * PERIOD_NS, samples, cpuNs: all * PERIOD_NS };
   }
 }
