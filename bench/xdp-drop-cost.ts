@@ -115,8 +115,13 @@ async function droppedSoFar(mode: DropMode, pop: Namespace, ifname: string, pinD
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+type Size = 'smoke' | 'quick' | 'full';
 /** Packets per flood, per source: the frames source is several times faster (no skb per packet). */
-const floodPackets = (quick: boolean, source: Source) => (source === 'frames' ? (quick ? 2_000_000 : 10_000_000) : quick ? 500_000 : 3_000_000);
+const FLOOD_PACKETS: Record<Size, Record<Source, number>> = {
+  smoke: { frames: 100_000, skb: 50_000 },
+  quick: { frames: 2_000_000, skb: 500_000 },
+  full: { frames: 10_000_000, skb: 3_000_000 },
+};
 
 /** The argv that floods `packets` from the attacker namespace within `timeoutS` seconds. */
 function floodArgv(source: Source, f: { packets: number; timeoutS: number; atkIf: string; cfgPath: string; popMac: string; atkMac: string }): string[] {
@@ -144,11 +149,18 @@ interface Run {
   share: number;
 }
 
-export async function dropCostBench(opts: { quick: boolean; say: (m: string) => void; sources?: Source[] }): Promise<Record<string, BenchMetric>> {
+/** `smoke`: one short round of every mode, for the test that the bench runs (its figures mean little). */
+export async function dropCostBench(opts: {
+  quick: boolean;
+  say: (m: string) => void;
+  sources?: Source[];
+  smoke?: boolean;
+}): Promise<Record<string, BenchMetric>> {
+  const size: Size = opts.smoke ? 'smoke' : opts.quick ? 'quick' : 'full';
   // /proc/stat samples at HZ=250: a few seconds per flood keep its sampling error near 5% (perf needs less)
-  const floodTimeoutS = opts.quick ? 10 : 40;
-  const idleMs = opts.quick ? 700 : 1500;
-  const reps = opts.quick ? 2 : 5;
+  const floodTimeoutS = size === 'full' ? 40 : 10;
+  const idleMs = { smoke: 100, quick: 700, full: 1500 }[size];
+  const reps = { smoke: 1, quick: 2, full: 5 }[size];
   const sources = opts.sources ?? (['frames', 'skb'] as Source[]);
   const results: Record<string, BenchMetric> = {};
   let method = 'proc_stat';
@@ -169,7 +181,7 @@ export async function dropCostBench(opts: { quick: boolean; say: (m: string) => 
     for (let rep = 0; rep < reps; rep++) {
       for (const source of sources) {
         const { modes, suffix } = SOURCES[source];
-        const packets = floodPackets(opts.quick, source);
+        const packets = FLOOD_PACKETS[size][source];
         for (let i = 0; i < modes.length; i++) {
           const mode = modes[(i + rep) % modes.length]!;
           const pinDir = await setUp(mode, source, pop, popIf.ifname, bpffs);
