@@ -25,4 +25,10 @@ test('drop-cost bench smoke: both sources, every mode, every scored metric', { t
     log.some((l) => /^drop cost frames xdp #1: 100000 dropped/.test(l)),
     `the filter dropped every frame:\n${log.join('\n')}`,
   );
+  // with perf, the frames runs check that the NET_RX time sits inside the test run's syscall
+  if (log.some((l) => l.includes('perf record')))
+    assert.ok(
+      log.some((l) => /^drop cost frames .*inside the test run: [1-9]\d* ns\/packet/.test(l)),
+      log.join('\n'),
+    );
 });
