@@ -26,6 +26,12 @@ test('goals are judged against the same-run baseline', () => {
   const row = (m: string) => SCORECARD.find((r) => r.metric === m)!;
   assert.equal(judge(row('ns_filter_drop_per_pkt_xdp'), { ns_filter_drop_per_pkt_xdp: 90, ns_drop_per_pkt_nftables: 400 }), true);
   assert.equal(judge(row('ns_filter_drop_per_pkt_xdp'), { ns_filter_drop_per_pkt_xdp: 300, ns_drop_per_pkt_nftables: 400 }), false);
+  // the skb source (trafgen: veth copies each skb for native XDP) is reported, not scored
+  assert.equal(
+    judge(row('ns_filter_drop_per_pkt_xdp_skb'), { ns_filter_drop_per_pkt_xdp_skb: 430, ns_drop_per_pkt_nftables_skb: 370 }),
+    undefined,
+    'skb source reported',
+  );
   assert.equal(judge(row('ns_filter_pass'), { ns_filter_pass: 50, ns_bare_pass: 20 }), undefined, 'reported beside bare, no goal');
   assert.equal(judge(row('tcp_gbps_masque_ip'), { tcp_gbps_masque_ip: 0.7, tcp_gbps_wireguard_go: 0.4 }), true);
   assert.equal(judge(row('tcp_gbps_masque_ip'), { tcp_gbps_masque_ip: 0.5, tcp_gbps_wireguard_go: 0.4 }), false, 'issue 13: 1.5x wireguard-go');

@@ -36,7 +36,9 @@ test('perf counts the NET_RX softirq of the threads it is given, and only theirs
     const ours = await perf.netRxNs(new Set([ping.pid!])); // taskset execs ping: one pid
     assert.ok(ours.samples > 0, 'the ping flood spent no sampled time in NET_RX');
     assert.equal(ours.ns, ours.samples * 100_000);
-    assert.deepEqual(await perf.netRxNs(new Set([0x7fffffff])), { ns: 0, samples: 0 });
+    assert.ok(ours.cpuNs > ours.ns, 'ping also spends CPU outside NET_RX');
+    assert.equal(ours.runNs, 0, 'ping runs no XDP test run');
+    assert.deepEqual(await perf.netRxNs(new Set([0x7fffffff])), { ns: 0, samples: 0, cpuNs: 0, runNs: 0, netRxInRunNs: 0 });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

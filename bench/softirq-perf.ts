@@ -92,25 +92,44 @@ export class SoftirqPerf {
     clearTimeout(timer);
   }
 
-  /** NET_RX softirq CPU time (ns) of the given threads in the last recording, and the samples it rests on. */
-  async netRxNs(tids: Set<number>): Promise<{ ns: number; samples: number }> {
+  /**
+   * NET_RX softirq CPU time (ns) of the given threads in the last recording and the samples it rests
+   * on; to check it against: all their CPU time on the CPU (cpuNs), the part inside an XDP live-frames
+   * test run (runNs: stack holds bpf_prog_test_run_xdp), and the NET_RX time inside that (netRxInRunNs).
+   */
+  async netRxNs(tids: Set<number>): Promise<NetRxTime> {
     const script = spawn('perf', ['script', '-i', this.file, '-F', 'tid,ip,sym'], { stdio: ['ignore', 'pipe', 'ignore'] });
     const timer = setTimeout(() => script.kill('SIGKILL'), 120_000);
-    let samples = 0;
-    let ours = false;
-    let counted = false;
+    const n = { netRx: 0, all: 0, run: 0, netRxInRun: 0 };
+    // the sample being read: whether it is ours, and what its frames (tab-indented, after the header) hold
+    let cur: { netRx: boolean; run: boolean } | undefined;
+    const commit = () => {
+      if (!cur) return;
+      n.all++;
+      if (cur.netRx) n.netRx++;
+      if (cur.run) n.run++;
+      if (cur.netRx && cur.run) n.netRxInRun++;
+    };
     for await (const line of createInterface({ input: script.stdout! })) {
       if (line === '') continue;
       if (!line.startsWith('\t')) {
-        // a sample's header line (its frames follow, tab-indented): the tid
-        ours = tids.has(Number(line.trim().split(/\s+/)[0]));
-        counted = false;
-      } else if (ours && !counted && /\snet_rx_action\b/.test(line)) {
-        samples++;
-        counted = true;
+        commit(); // a sample's header line: the tid
+        cur = tids.has(Number(line.trim().split(/\s+/)[0])) ? { netRx: false, run: false } : undefined;
+      } else if (cur) {
+        if (/\snet_rx_action\b/.test(line)) cur.netRx = true;
+        else if (/\sbpf_prog_test_run_xdp\b/.test(line)) cur.run = true;
       }
     }
+    commit();
     clearTimeout(timer);
-    return { ns: samples * PERIOD_NS, samples };
+    return { ns: n.netRx * PERIOD_NS, samples: n.netRx, cpuNs: n.all * PERIOD_NS, runNs: n.run * PERIOD_NS, netRxInRunNs: n.netRxInRun * PERIOD_NS };
   }
+}
+
+export interface NetRxTime {
+  ns: number;
+  samples: number;
+  cpuNs: number;
+  runNs: number;
+  netRxInRunNs: number;
 }

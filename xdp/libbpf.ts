@@ -469,28 +469,73 @@ export interface TestRunResult {
   dataOut: Buffer;
 }
 
-/** BPF_PROG_TEST_RUN through bpf_prog_test_run_opts. */
-export function progTestRun(progFd: number, data: Buffer, repeat = 1): TestRunResult {
+/** BPF_F_TEST_XDP_LIVE_FRAMES (uapi bpf.h): run XDP on real frames and act on the verdict. */
+const BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1;
+/** The kernel's TEST_XDP_MAX_BATCH: the largest batch_size live-frames mode takes. */
+export const TEST_XDP_MAX_BATCH = 256;
+const U32_MAX = 0xffff_ffff;
+
+/**
+ * Fills struct bpf_test_run_opts and calls bpf_prog_test_run_opts; `fill` sets the mode's fields.
+ * Layout: sz@0, data_in@8, data_out@16, data_size_in@24, data_size_out@28, ctx_in@32, ctx_out@40,
+ * ctx_size_in@48, ctx_size_out@52, retval@56, repeat@60, duration@64, flags@68, cpu@72, batch_size@76.
+ */
+function testRun<T>(progFd: number, data: Buffer, outSize: number, read: (o: Buffer, out: NativeMem | undefined) => T, fill: (o: Buffer) => void): T {
   const inMem = new NativeMem(data.length);
-  const outMem = new NativeMem(data.length + 256);
+  const outMem = outSize > 0 ? new NativeMem(outSize) : undefined;
   const opts = new NativeMem(80);
   try {
     data.copy(inMem.buf);
-    // struct bpf_test_run_opts: sz@0, data_in@8, data_out@16, data_size_in@24, data_size_out@28,
-    // ctx_in@32, ctx_out@40, ctx_size_in@48, ctx_size_out@52, retval@56, repeat@60, duration@64, flags@68, cpu@72, batch_size@76
     const o = opts.buf;
     o.writeBigUInt64LE(80n, 0);
     o.writeBigUInt64LE(BigInt(inMem.addr), 8);
-    o.writeBigUInt64LE(BigInt(outMem.addr), 16);
+    if (outMem) {
+      o.writeBigUInt64LE(BigInt(outMem.addr), 16);
+      o.writeUInt32LE(outMem.size, 28);
+    }
     o.writeUInt32LE(data.length, 24);
-    o.writeUInt32LE(outMem.size, 28);
-    o.writeInt32LE(repeat, 60);
+    fill(o);
     check('bpf_prog_test_run_opts', c.test_run(progFd, opts.addr));
-    const outLen = o.readUInt32LE(28);
-    return { retval: o.readUInt32LE(56), durationNs: o.readUInt32LE(64), dataOut: Buffer.from(outMem.buf.subarray(0, outLen)) };
+    return read(o, outMem);
   } finally {
-    for (const m of [inMem, outMem, opts]) m.free();
+    for (const m of [inMem, outMem, opts]) m?.free();
   }
+}
+
+/** BPF_PROG_TEST_RUN through bpf_prog_test_run_opts. */
+export function progTestRun(progFd: number, data: Buffer, repeat = 1): TestRunResult {
+  return testRun(
+    progFd,
+    data,
+    data.length + 256,
+    (o, out) => ({ retval: o.readUInt32LE(56), durationNs: o.readUInt32LE(64), dataOut: Buffer.from(out!.buf.subarray(0, o.readUInt32LE(28))) }),
+    (o) => o.writeInt32LE(repeat, 60),
+  );
+}
+
+/**
+ * BPF_PROG_TEST_RUN of an XDP program in live-frames mode (kernel >= 5.18): the kernel builds
+ * `repeat` real frames from `data` (in batches of `batchSize`, on a page pool) and carries out each
+ * verdict, so XDP_REDIRECT transmits the frame through the target's ndo_xdp_xmit and XDP_PASS hands
+ * it to the stack. Runs in the calling thread until done; a signal ends it early (EINTR). Needs root.
+ */
+export function progTestRunLive(progFd: number, data: Buffer, opts: { repeat: number; batchSize?: number }): void {
+  const batch = opts.batchSize ?? 64;
+  if (!Number.isInteger(opts.repeat) || opts.repeat < 1 || opts.repeat > U32_MAX)
+    throw new BpfError('bpf_prog_test_run_opts', 22, `live frames: repeat ${opts.repeat} is not an integer in 1..${U32_MAX}`);
+  if (!Number.isInteger(batch) || batch < 1 || batch > TEST_XDP_MAX_BATCH)
+    throw new BpfError('bpf_prog_test_run_opts', 22, `live frames: batch size ${batch} is not an integer in 1..${TEST_XDP_MAX_BATCH}`);
+  testRun(
+    progFd,
+    data,
+    0, // live frames take no data_out
+    () => undefined,
+    (o) => {
+      o.writeUInt32LE(opts.repeat, 60);
+      o.writeUInt32LE(BPF_F_TEST_XDP_LIVE_FRAMES, 68);
+      o.writeUInt32LE(batch, 76);
+    },
+  );
 }
 
 export interface ObjectMapSpec {
