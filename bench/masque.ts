@@ -56,7 +56,7 @@ async function bareJwtVerifyPerSecond(): Promise<number> {
 }
 
 await withTopology(async (topo) => {
-  const tb = await masqueTestbed(topo, { extraMasque: `    maxSessions: 200000\n${LOAD_LIMITS}` });
+  const tb = await masqueTestbed(topo, { logLevel: 'info', extraMasque: `    maxSessions: 200000\n${LOAD_LIMITS}` });
   const results: Record<string, BenchMetric> = {};
   const put = (k: string, value: number, unit: string) => {
     results[k] = { value: Math.round(value * 1000) / 1000, unit };

@@ -27,7 +27,7 @@ function sample(tb: Testbed, text: string) {
 }
 
 await withTopology(async (topo) => {
-  const tb = await masqueTestbed(topo, { extraMasque: `    maxSessions: 200000\n${LOAD_LIMITS}` });
+  const tb = await masqueTestbed(topo, { logLevel: 'info', extraMasque: `    maxSessions: 200000\n${LOAD_LIMITS}` });
   tb.origin.spawn([process.execPath, '-e', `require('dgram').createSocket('udp4').bind(7007);`]);
   const token = await tb.mint('load', { ttlS: 3600 });
   await new Promise((r) => setTimeout(r, 1500));

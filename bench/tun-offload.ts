@@ -38,7 +38,7 @@ interface Run {
 async function measure(offload: boolean, round: number): Promise<Record<'up' | 'down', Run>> {
   process.env.CBR_TUN_OFFLOAD = offload ? '1' : '0';
   return withTopology(async (topo) => {
-    const tb = await masqueTestbed(topo);
+    const tb = await masqueTestbed(topo, { logLevel: 'info' });
     const c = startConnect(tb, ['--mode', 'ip', '--tun', 'cbrm0', '--token', await tb.mint('bench', { ttlS: 3600 })]);
     try {
       await c.waitFor(/session open: connect-ip/, 30_000);

@@ -61,7 +61,11 @@ export async function mintToken(from: Namespace, issuerUrl: string, subject: str
   return (JSON.parse(out) as { access_token: string }).access_token;
 }
 
-export async function masqueTestbed(topo: Topology, opts: { routes?: string[]; extraMasque?: string } = {}): Promise<Testbed> {
+/**
+ * `logLevel`: the agent's log level (tests run it at debug to read its lines; benches at info, what an
+ * operator runs, so the figures do not include debug logging per packet or session).
+ */
+export async function masqueTestbed(topo: Topology, opts: { routes?: string[]; extraMasque?: string; logLevel?: string } = {}): Promise<Testbed> {
   const client = await topo.namespace('mclient');
   const pop = await topo.namespace('mpop');
   const origin = await topo.namespace('morigin');
@@ -125,7 +129,7 @@ export async function masqueTestbed(topo: Topology, opts: { routes?: string[]; e
       ...(opts.extraMasque ? [opts.extraMasque] : []),
       '',
     ].join('\n'),
-    { netns: pop.name },
+    { netns: pop.name, ...(opts.logLevel ? { env: { CBR_LOG_LEVEL: opts.logLevel } } : {}) },
   );
   topo.onDestroy(async () => void (await agent.stop()));
   await agent.waitForLog((e) => e.msg === 'MASQUE listener up', 30_000);
