@@ -4,15 +4,9 @@
 // of the agent (with the sessions open) into HEAPSNAP_DIR.
 import { readFileSync, readdirSync } from 'node:fs';
 import { withTopology } from '../testhosts/index.js';
-import { masqueTestbed, startBareQuic, startLoad, LOAD_LIMITS, metricValue, type Testbed } from '../tunnel/masque/testing.js';
+import { masqueTestbed, startBareQuic, startLoad, LOAD_LIMITS, metricValue, processCpuMs, type Testbed } from '../tunnel/masque/testing.js';
 
 const N = Number(process.env.SESSIONS ?? 2000);
-
-/** CPU time (user + system) of a process in ms. */
-function cpuMs(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
-}
 
 function sample(tb: Testbed, text: string) {
   const smaps = readFileSync(`/proc/${tb.agent.pid}/smaps_rollup`, 'utf8');
@@ -34,7 +28,7 @@ await withTopology(async (topo) => {
   const before = sample(tb, await tb.metrics());
   const lines0 = tb.agent.logLines.length;
   const self0 = process.cpuUsage();
-  const cpu0 = cpuMs(tb.agent.pid);
+  const cpu0 = processCpuMs(tb.agent.pid);
   const s = await startLoad(
     tb,
     { mode: 'sessions', host: tb.popAddr, port: tb.port, ca: tb.caFile, token, target: { host: tb.originAddr, port: 7007 }, count: N, concurrency: 200 },
@@ -43,8 +37,8 @@ await withTopology(async (topo) => {
       nodeArgs: ['--max-old-space-size=4096', ...(process.env.LOAD_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.LOAD_PROF}`] : [])],
     },
   );
-  const agentCpuMsPerSession = (cpuMs(tb.agent.pid) - cpu0) / s.result.opened!;
-  const loadCpuMsPerSession = cpuMs(s.child.pid!) / s.result.opened!;
+  const agentCpuMsPerSession = (processCpuMs(tb.agent.pid) - cpu0) / s.result.opened!;
+  const loadCpuMsPerSession = processCpuMs(s.child.pid!) / s.result.opened!;
   const self = process.cpuUsage(self0);
   const benchCpuMsPerSession = (self.user + self.system) / 1000 / s.result.opened!;
   const logLinesPerSession = (tb.agent.logLines.length - lines0) / s.result.opened!;
@@ -65,11 +59,11 @@ await withTopology(async (topo) => {
   s.child.stdin!.write('close\n');
   await new Promise((r) => s.child.once('exit', r));
   const bare = await startBareQuic(tb, tb.port + 1);
-  const b0 = cpuMs(bare.pid!);
+  const b0 = processCpuMs(bare.pid!);
   const h = await startLoad(tb, { mode: 'handshakes', host: tb.popAddr, port: tb.port + 1, ca: tb.caFile, count: N, concurrency: 200 }, { timeoutMs: 600_000 });
-  const bareCpu = (cpuMs(bare.pid!) - b0) / h.result.opened!;
+  const bareCpu = (processCpuMs(bare.pid!) - b0) / h.result.opened!;
   process.stdout.write(
-    `${JSON.stringify({ bare: Math.round(h.result.perSecond!), pktOut: h.result.packetsOutPerSetup, pktIn: h.result.packetsInPerSetup, bareServerCpuMs: bareCpu, bareLoadCpuMs: cpuMs(h.child.pid!) / h.result.opened! })}\n`,
+    `${JSON.stringify({ bare: Math.round(h.result.perSecond!), pktOut: h.result.packetsOutPerSetup, pktIn: h.result.packetsInPerSetup, bareServerCpuMs: bareCpu, bareLoadCpuMs: processCpuMs(h.child.pid!) / h.result.opened! })}\n`,
   );
   h.child.stdin!.write('close\n');
   await new Promise((r) => h.child.once('exit', r));

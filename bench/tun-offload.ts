@@ -9,23 +9,17 @@
 // `node dist/bench/tun-offload.js` (QUICK=1: one round of 3 s flows; PERF=1: `perf record` of the
 // agent during each upload into /tmp/cbr-tun-offload-<mode>-<round>.data). Writes
 // bench/results/tun-offload.json: the medians over the rounds.
-import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { spawn } from 'node:child_process';
 import { withTopology } from '../testhosts/index.js';
-import { masqueTestbed, metricValue, startConnect, stopConnect } from '../tunnel/masque/testing.js';
+import { masqueTestbed, metricValue, processCpuMs, startConnect, stopConnect } from '../tunnel/masque/testing.js';
 import { percentile, writeBenchResult, type BenchMetric } from './results.js';
 
 const QUICK = process.env.QUICK === '1';
 const ROUNDS = QUICK ? 1 : 3;
 const SECONDS = QUICK ? 3 : 5;
-const CLOCK_US = 10_000; // /proc/<pid>/stat counts in 100 Hz ticks
-
 /** User + system CPU of a process (all its threads) in µs. */
-function cpuUs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * CLOCK_US;
-}
+const cpuUsOf = (pid: number): number => processCpuMs(pid) * 1000;
 
 interface Run {
   gbps: number;
@@ -54,15 +48,15 @@ async function measure(offload: boolean, round: number): Promise<Record<'up' | '
               })
             : undefined;
         const m0 = await tb.metrics();
-        const a0 = cpuUs(tb.agent.pid);
-        const c0 = cpuUs(c.child.pid!);
+        const a0 = cpuUsOf(tb.agent.pid);
+        const c0 = cpuUsOf(c.child.pid!);
         const iperf = JSON.parse(
           await tb.client.exec(['iperf3', '-c', tb.originAddr, '-t', String(SECONDS), '-J', ...(dir === 'down' ? ['-R'] : [])], {
             timeoutMs: (SECONDS + 30) * 1000,
           }),
         );
-        const a1 = cpuUs(tb.agent.pid);
-        const c1 = cpuUs(c.child.pid!);
+        const a1 = cpuUsOf(tb.agent.pid);
+        const c1 = cpuUsOf(c.child.pid!);
         if (perf) {
           perf.kill('SIGINT');
           await new Promise((r) => perf.once('exit', r));

@@ -61,6 +61,13 @@ export async function mintToken(from: Namespace, issuerUrl: string, subject: str
   return (JSON.parse(out) as { access_token: string }).access_token;
 }
 
+/** User + system CPU time of a process (all its threads) in ms, from /proc/PID/stat. */
+export function processCpuMs(pid: number): number {
+  // fields 14 and 15 (utime, stime) in clock ticks (USER_HZ, 100 on Linux), after the ")" of the name
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(f[11]) + Number(f[12])) * 10;
+}
+
 /**
  * `logLevel`: the agent's log level (tests run it at debug to read its lines; benches at info, what an
  * operator runs, so the figures do not include debug logging per packet or session).
@@ -153,11 +160,7 @@ export async function masqueTestbed(topo: Topology, opts: { routes?: string[]; e
       const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${agent.pid}/status`, 'utf8'));
       return m ? Number(m[1]) * 1024 : NaN;
     },
-    agentCpuMs() {
-      // /proc/PID/stat fields 14 and 15 (utime, stime) in clock ticks (USER_HZ, 100 on Linux), after the ")" of the name
-      const f = readFileSync(`/proc/${agent.pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-      return (Number(f[11]) + Number(f[12])) * 10;
-    },
+    agentCpuMs: () => processCpuMs(agent.pid),
   };
   return tb;
 }
