@@ -103,6 +103,28 @@ function openQueues(name: string, queues: number, io: Addon | undefined): Opened
   }
 }
 
+/**
+ * The read-side offload counters (super-packets split, the packets they became, checksums completed,
+ * malformed reads): each reader worker adds to its queue's shared array; they are summed when read.
+ */
+function rxOffloadCounters(queues: readonly Queue[]) {
+  const sum = (i: number) => queues.reduce((n, q) => n + q.rxOffload[i]!, 0);
+  return {
+    get rxSuperPackets() {
+      return sum(0);
+    },
+    get rxSegments() {
+      return sum(1);
+    },
+    get rxChecksums() {
+      return sum(2);
+    },
+    get rxMalformed() {
+      return sum(3);
+    },
+  };
+}
+
 export class TunDevice {
   private handler: TunPacketHandler = () => {};
   private readonly queues: Queue[] = [];
@@ -114,7 +136,7 @@ export class TunDevice {
    * packets split on read and the packets they became, partial checksums completed, reads dropped
    * because their vnet header did not describe the packet.
    */
-  readonly stats = {
+  readonly stats = Object.assign(rxOffloadCounters(this.queues), {
     rxPackets: 0,
     txPackets: 0,
     txErrors: 0,
@@ -122,11 +144,7 @@ export class TunDevice {
     txWrites: 0,
     txCoalesced: 0,
     txSuperPackets: 0,
-    rxSuperPackets: 0,
-    rxSegments: 0,
-    rxChecksums: 0,
-    rxMalformed: 0,
-  };
+  });
   /** The native addon when offloads are on (writes are queued and flushed in batches). */
   private readonly io: Addon | undefined;
   private readonly tx: Uint8Array | undefined;
@@ -229,22 +247,7 @@ export class TunDevice {
   private deliver(pkts: Buffer[]): void {
     this.stats.rxPackets += pkts.length;
     this.stats.rxBatches++;
-    if (this.io) this.readOffloadStats();
     this.handler(pkts);
-  }
-
-  private readOffloadStats(): void {
-    let supers = 0;
-    let segments = 0;
-    let csums = 0;
-    let malformed = 0;
-    for (const q of this.queues) {
-      supers += q.rxOffload[0]!;
-      segments += q.rxOffload[1]!;
-      csums += q.rxOffload[2]!;
-      malformed += q.rxOffload[3]!;
-    }
-    Object.assign(this.stats, { rxSuperPackets: supers, rxSegments: segments, rxChecksums: csums, rxMalformed: malformed });
   }
 
   onPackets(handler: TunPacketHandler): void {
